@@ -1,0 +1,338 @@
+#!/usr/bin/env bash
+# build.sh: the one entry point of the voice bridge.
+#
+#   ./build.sh run     install what is missing, build, and run nginx (with
+#                      the voice module) and bridged in the foreground; with
+#                      no Twilio/OpenAI credentials, a local simulation
+#   ./build.sh test    install, build, and run every test
+#   ./build.sh build   install and build only
+#   ./build.sh fuzz    run each libFuzzer target for FUZZ_SECONDS (30)
+#
+# Configuration comes from the environment and from .env at the top of the
+# repository (the environment wins): PORT, PUBLIC_URL, TWILIO_ACCOUNT_SID,
+# TWILIO_AUTH_TOKEN, OPENAI_API_KEY, TWILIO_API_URL, OPENAI_REALTIME_URL,
+# OPENAI_MODEL, TRANSCRIPT_DIR.  Generated files go to build/ and run/.
+set -euo pipefail
+
+TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+BUILD=$TOP/build
+RUN=${VOICE_RUN_DIR:-$TOP/run}
+PY=/usr/bin/python3
+
+DEBS=(nginx nginx-dev libwebsockets-dev libwebsockets-evlib-uv libuv1-dev
+      libcurl4-openssl-dev libcjson-dev libssl-dev libzmq3-dev pkg-config
+      make gcc clang libclang-rt-14-dev libcmocka-dev openssl curl
+      python3 python3-pytest python3-websockets python3-requests
+      python3-aiohttp python3-zmq espeak-ng sox iproute2 procps)
+
+say() { printf '%s\n' "build.sh: $*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+
+# --- set-up ---------------------------------------------------------------
+
+install_deps() {
+    local missing=() p
+    for p in "${DEBS[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null \
+            | grep -q "install ok installed" || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+
+    say "installing Debian packages: ${missing[*]}"
+    local sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+    "${sudo[@]}" apt-get update -q
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q \
+        --no-install-recommends "${missing[@]}"
+}
+
+# .env sets what the environment does not already set
+load_env() {
+    local line key val
+    [ -f "$TOP/.env" ] || return 0
+    while IFS= read -r line || [ -n "$line" ]; do
+        line=${line%$'\r'}
+        [[ $line =~ ^[[:space:]]*(export[[:space:]]+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$ ]] \
+            || continue
+        key=${BASH_REMATCH[2]}
+        val=${BASH_REMATCH[3]}
+        if [[ $val =~ ^\"(.*)\"$ ]] || [[ $val =~ ^\'(.*)\'$ ]]; then
+            val=${BASH_REMATCH[1]}
+        fi
+        [ -n "${!key+x}" ] || export "$key=$val"
+    done < "$TOP/.env"
+}
+
+
+# --- build ----------------------------------------------------------------
+
+build_module() {
+    local src=/usr/share/nginx/src out=$BUILD/nginx stamp
+    stamp=$out/.configured
+    mkdir -p "$out"
+
+    # configure again only when the module's build file changed
+    if [ ! -f "$stamp" ] || [ "$TOP/ngx_voice_module/config" -nt "$stamp" ]
+    then
+        say "configuring the module against $src"
+        ( cd "$src" && . ./conf_flags && \
+          ./configure --with-cc-opt="-g -O2 -fPIC ${VOICE_CC_OPT:-}" \
+              --with-ld-opt="-fPIC ${VOICE_LD_OPT:-}" \
+              "${NGX_CONF_FLAGS[@]}" \
+              --add-dynamic-module="$TOP/ngx_voice_module" \
+              --builddir="$out" ) > "$out/configure.log" 2>&1 \
+            || { tail -n 30 "$out/configure.log"; die "configure failed"; }
+        touch "$stamp"
+    fi
+
+    make -s -f "$out/Makefile" -C "$src" modules > "$out/make.log" 2>&1 \
+        || { cat "$out/make.log"; die "the module does not build"; }
+    say "module: $out/ngx_http_voice_module.so"
+}
+
+build_bridged() {
+    make -s -C "$TOP/bridged" O="$BUILD/bridged" \
+        || die "bridged does not build"
+    say "bridged: $BUILD/bridged/bridged"
+}
+
+# speech made at build time, never committed: the caller's sentence and
+# the assistant's answer, as raw mu-law 8 kHz like Twilio's payloads
+build_fixtures() {
+    local f=$BUILD/fixtures
+    mkdir -p "$f"
+    make_speech "$f/caller" "Hello, I would like to book a table for two at seven pm."
+    make_speech "$f/reply" "Sure, for what time would you like the table?"
+}
+
+make_speech() {
+    local out=$1 text=$2 size pad
+    [ -s "$out.ulaw" ] && [ "$out.txt" -nt "$0" ] && return 0
+    espeak-ng -v en-us -s 150 -w "$out.wav" "$text"
+    # no dither (-D): the same text gives the same bytes every time
+    sox -D "$out.wav" -r 8000 -c 1 -e mu-law -b 8 -t raw "$out.ulaw"
+    size=$(stat -c %s "$out.ulaw")
+    pad=$(( (160 - size % 160) % 160 ))
+    head -c "$pad" /dev/zero | tr '\0' '\377' >> "$out.ulaw"
+    printf '%s' "$text" > "$out.txt"
+}
+
+# a test CA and a certificate for localhost, for the local stand-ins' TLS
+build_certs() {
+    local c=$BUILD/certs
+    [ -s "$c/server.pem" ] && return 0
+    mkdir -p "$c"
+    (
+        cd "$c"
+        openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem \
+            -days 3650 -subj "/CN=voice bridge test CA" 2>/dev/null
+        openssl req -newkey rsa:2048 -nodes -keyout server.key \
+            -out server.csr -subj "/CN=localhost" 2>/dev/null
+        printf '%s\n' "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+            "basicConstraints=CA:FALSE" \
+            "keyUsage=digitalSignature,keyEncipherment" \
+            "extendedKeyUsage=serverAuth" > san.ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key \
+            -CAcreateserial -out server.pem -days 3650 -extfile san.ext \
+            2>/dev/null
+        # a second CA whose certificate bridged must refuse
+        openssl req -x509 -newkey rsa:2048 -nodes -keyout other-ca.key \
+            -out other-ca.pem -days 3650 -subj "/CN=some other CA" 2>/dev/null
+        openssl req -newkey rsa:2048 -nodes -keyout other.key \
+            -out other.csr -subj "/CN=localhost" 2>/dev/null
+        openssl x509 -req -in other.csr -CA other-ca.pem -CAkey other-ca.key \
+            -CAcreateserial -out other.pem -days 3650 -extfile san.ext \
+            2>/dev/null
+    )
+}
+
+build_all() {
+    install_deps
+    build_module
+    build_bridged
+    build_fixtures
+    build_certs
+}
+
+
+# --- configuration --------------------------------------------------------
+
+# renders conf/TEMPLATE into DEST, replacing @NAME@ with the value of the
+# shell variable NAME
+render() {
+    local template=$1 dest=$2 line name
+    local out=""
+    while IFS= read -r line || [ -n "$line" ]; do
+        while [[ $line =~ @([A-Z_]+)@ ]]; do
+            name=${BASH_REMATCH[1]}
+            line=${line//@$name@/${!name-}}
+        done
+        out+="$line"$'\n'
+    done < "$template"
+    printf '%s' "$out" > "$dest"
+}
+
+free_port() {
+    "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+
+# --- run ------------------------------------------------------------------
+
+PIDS=()
+
+stop_all() {
+    local p
+    trap - INT TERM EXIT
+    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    say "stopped"
+}
+
+# starts a stand-in that prints "READY <port>" and echoes the port
+start_fake() {
+    local name=$1; shift
+    local out=$RUN/$name.out i
+    : > "$out"
+    "$PY" "$TOP/tests/fakes/$name.py" "$@" > "$out" 2> >(sed "s/^/[$name] /" >&2) &
+    PIDS+=($!)
+    for i in $(seq 1 100); do
+        if grep -q '^READY ' "$out"; then
+            sed -n 's/^READY \([0-9]*\).*/\1/p' "$out" | head -n1
+            return 0
+        fi
+        sleep 0.1
+    done
+    die "$name did not start"
+}
+
+cmd_run() {
+    build_all
+    load_env
+
+    export PORT=${PORT:-3000}
+    export TRANSCRIPT_DIR=${TRANSCRIPT_DIR:-$TOP/logs}
+    export OPENAI_MODEL=${OPENAI_MODEL:-gpt-realtime}
+    mkdir -p "$RUN/tmp" "$TRANSCRIPT_DIR"
+
+    local simulate=0
+    if [ -z "${TWILIO_ACCOUNT_SID:-}" ] || [ -z "${TWILIO_AUTH_TOKEN:-}" ] \
+        || [ -z "${OPENAI_API_KEY:-}" ]; then
+        simulate=1
+    fi
+
+    trap stop_all INT TERM EXIT
+
+    if [ $simulate -eq 1 ]; then
+        cat >&2 <<'EOF'
+
+  ==================================================================
+   SIMULATION: no Twilio and OpenAI credentials are configured
+   (TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, OPENAI_API_KEY), so local
+   stand-ins for Twilio and OpenAI are started. No real phone call is
+   placed; the simulated caller speaks a recorded sentence, hears the
+   simulated assistant, and hangs up.
+  ==================================================================
+
+EOF
+        export TWILIO_ACCOUNT_SID=AC$(openssl rand -hex 16)
+        export TWILIO_AUTH_TOKEN=$(openssl rand -hex 16)
+        export OPENAI_API_KEY=sk-simulated-$(openssl rand -hex 12)
+        export PUBLIC_URL=${PUBLIC_URL:-https://voice-bridge.simulated}
+
+        local twport oaiport
+        oaiport=$(start_fake fake_openai --port 0 \
+            --tls-cert "$BUILD/certs/server.pem" \
+            --tls-key "$BUILD/certs/server.key" \
+            --api-key "$OPENAI_API_KEY" \
+            --reply-audio "$BUILD/fixtures/reply.ulaw" \
+            --reply-text "$(cat "$BUILD/fixtures/reply.txt")" \
+            --phrase "$BUILD/fixtures/caller.ulaw=$(cat "$BUILD/fixtures/caller.txt")")
+        twport=$(start_fake fake_twilio --port 0 \
+            --tls-cert "$BUILD/certs/server.pem" \
+            --tls-key "$BUILD/certs/server.key" \
+            --account-sid "$TWILIO_ACCOUNT_SID" \
+            --auth-token "$TWILIO_AUTH_TOKEN" \
+            --public-url "$PUBLIC_URL" \
+            --deliver-to "http://127.0.0.1:$PORT" \
+            --caller-audio "$BUILD/fixtures/caller.ulaw" --auto-hangup)
+
+        export TWILIO_API_URL=https://localhost:$twport
+        export OPENAI_REALTIME_URL=wss://localhost:$oaiport/v1/realtime
+        export BRIDGED_CA_FILE=$BUILD/certs/ca.pem
+        say "SIMULATION: fake Twilio at $TWILIO_API_URL, fake OpenAI at $OPENAI_REALTIME_URL"
+    else
+        [ -n "${PUBLIC_URL:-}" ] || die "PUBLIC_URL must be set: Twilio reaches the service through it"
+    fi
+
+    export BRIDGE_ENDPOINT=ipc://$RUN/bridged.sock
+    export MODULE=$BUILD/nginx/ngx_http_voice_module.so
+    export RUN_DIR=$RUN
+    export ERROR_LOG=stderr
+    export USER_LINE=""
+    [ "$(id -u)" -eq 0 ] && USER_LINE="user root;"
+    export LISTEN=$PORT
+    export EXTRA_HTTP=""
+    render "$TOP/conf/nginx.conf.in" "$RUN/nginx.conf"
+
+    "$BUILD/bridged/bridged" --listen "$BRIDGE_ENDPOINT" &
+    PIDS+=($!)
+    /usr/sbin/nginx -p "$RUN" -c "$RUN/nginx.conf" &
+    PIDS+=($!)
+
+    say "listening on port $PORT; transcripts go to $TRANSCRIPT_DIR"
+    cat >&2 <<EOF
+
+  Try it:
+    curl http://127.0.0.1:$PORT/api/numbers
+    curl -X POST http://127.0.0.1:$PORT/api/call -H 'Content-Type: application/json' \\
+         -d '{"number": "+14155550123"}'
+    curl http://127.0.0.1:$PORT/api/transcript/CA...?format=text
+
+EOF
+
+    # the first of them to stop stops the others
+    wait -n "${PIDS[@]}" || true
+    stop_all
+}
+
+
+# --- tests ----------------------------------------------------------------
+
+cmd_test() {
+    build_all
+    local t0=$SECONDS
+
+    say "unit tests"
+    make -s -C "$TOP/tests/unit" run O="$BUILD/unit"
+
+    if [ -f "$TOP/tests/fuzz/Makefile" ]; then
+        say "fuzz corpora, replayed under ASan and UBSan"
+        make -s -C "$TOP/tests/fuzz" replay O="$BUILD/fuzz"
+    fi
+
+    say "style"
+    "$TOP/tests/style/check.sh"
+
+    say "end-to-end tests"
+    VOICE_TOP=$TOP VOICE_BUILD=$BUILD "$PY" -m pytest -q -p no:cacheprovider \
+        "$TOP/tests/fakes" "$TOP/tests/e2e"
+
+    say "all tests passed in $((SECONDS - t0)) s"
+}
+
+cmd_fuzz() {
+    install_deps
+    make -s -C "$TOP/tests/fuzz" fuzz O="$BUILD/fuzz" \
+        FUZZ_SECONDS="${FUZZ_SECONDS:-30}"
+}
+
+
+case "${1:-}" in
+    run)   cmd_run ;;
+    test)  cmd_test ;;
+    build) build_all ;;
+    fuzz)  cmd_fuzz ;;
+    *)     sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac

@@ -1,0 +1,78 @@
+/*
+ * ngx_http_voice_body.h: parsers and validators of what clients and
+ * Twilio send to the REST endpoints: the JSON bodies of /api/call and
+ * /api/end-call, form-encoded webhook parameters (/twiml), phone numbers,
+ * call SIDs.
+ *
+ * Leaf code (libc only, on ngx_http_voice_json.c), unit tested and fuzzed
+ * outside nginx; ngx_http_voice_rest.c and ngx_http_voice_twiml.c call it.
+ */
+
+#ifndef NGX_HTTP_VOICE_BODY_H
+#define NGX_HTTP_VOICE_BODY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+
+#define NGX_HTTP_VOICE_E164_MAX      16   /* '+' and up to 15 digits */
+#define NGX_HTTP_VOICE_SID_LEN       34   /* 2 letters and 32 hex digits */
+
+
+/* 1 when s is an E.164 number: ^\+[1-9][0-9]{1,14}$ */
+int ngx_http_voice_body_valid_e164(const uint8_t *s, size_t len);
+
+/* 1 when s is a call SID: "CA" and 32 hex digits (either case) */
+int ngx_http_voice_body_valid_call_sid(const uint8_t *s, size_t len);
+
+/* 1 when s is prefix + 32 hex digits, e.g. "MZ", "AC" */
+int ngx_http_voice_body_valid_sid(const uint8_t *s, size_t len,
+    const char *prefix);
+
+
+/*
+ * POST /api/call: {"number": "+E164", "fromNumber": "+E164"}, fromNumber
+ * optional (absent, null or "" mean "not given").  Other members are
+ * ignored.  On success the numbers are copied, NUL-terminated, into
+ * number and from (NGX_HTTP_VOICE_E164_MAX + 1 bytes each; from is ""
+ * when not given) and 0 is returned; otherwise -1 and *err says why, in
+ * words fit for the client ("body is not valid JSON", "number must be a
+ * phone number in E.164 format, like +14155550123", ...).
+ */
+int ngx_http_voice_body_parse_call(const uint8_t *body, size_t len,
+    char *number, char *from, const char **err);
+
+/*
+ * POST /api/end-call: {"callSid": "CA…"}.  Copies the SID, NUL-terminated,
+ * into call_sid (NGX_HTTP_VOICE_SID_LEN + 1 bytes).  0 or -1 as above.
+ */
+int ngx_http_voice_body_parse_end_call(const uint8_t *body, size_t len,
+    char *call_sid, const char **err);
+
+
+/* one decoded form parameter; views into the caller's scratch buffer */
+typedef struct {
+    const uint8_t   *name;
+    size_t           name_len;
+    const uint8_t   *value;
+    size_t           value_len;
+} ngx_http_voice_body_param_t;
+
+/*
+ * Parses application/x-www-form-urlencoded data (a POST body, or a query
+ * string without the '?'): splits on '&', then '=', decodes '+' as space
+ * and %XX; keeps empty values, skips empty pairs.  Decoded names and
+ * values go to scratch (len bytes always suffice).  Returns the number of
+ * parameters, or -1 for a bad %-escape, more than max parameters, or
+ * scratch too small.
+ */
+int ngx_http_voice_body_parse_form(const uint8_t *data, size_t len,
+    ngx_http_voice_body_param_t *params, size_t max, uint8_t *scratch,
+    size_t scratch_size);
+
+/* the value of the first parameter called name, or NULL */
+const ngx_http_voice_body_param_t *ngx_http_voice_body_form_get(
+    const ngx_http_voice_body_param_t *params, size_t n, const char *name);
+
+
+#endif /* NGX_HTTP_VOICE_BODY_H */

@@ -1,0 +1,624 @@
+/*
+ * ngx_http_voice_bridge.c: the ZeroMQ channel from an nginx worker to
+ * bridged, inside nginx's event loop.
+ *
+ * Each worker holds one DEALER socket per configured bridged endpoint
+ * (voice_bridge).  The socket's ZMQ_FD is wrapped in an nginx connection
+ * with only its read event registered.  That descriptor signals edges, not
+ * levels, so the read handler drains until ZMQ_EVENTS has no POLLIN (a
+ * bounded batch per wake-up, then it re-posts itself), and every send
+ * re-reads ZMQ_EVENTS because a send can swallow the edge of messages
+ * already queued inbound.  Nothing here ever blocks: every send is
+ * ZMQ_DONTWAIT, and EAGAIN is backpressure (audio is dropped and counted,
+ * a REST request answers 503).
+ *
+ * Incoming frames (proto/) are dispatched by type: REST replies to
+ * ngx_http_voice_rest.c, media messages to the call's media session
+ * (ngx_http_voice_media.c), transcripts to ngx_http_voice_transcript.c.
+ * The calls live in a per-worker tree keyed by call SID; a call is owned
+ * by one bridged, chosen by a stable hash of its SID.  Heartbeats tell
+ * which bridged instances are alive.
+ */
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <zmq.h>
+
+#include "ngx_http_voice_module.h"
+
+
+#define NGX_HTTP_VOICE_BRIDGE_BATCH      256
+#define NGX_HTTP_VOICE_BRIDGE_MISSED     3
+#define NGX_HTTP_VOICE_BRIDGE_FRAME      (256 * 1024)
+
+
+static void ngx_http_voice_bridge_read_handler(ngx_event_t *rev);
+static void ngx_http_voice_bridge_dispatch(ngx_http_voice_peer_t *peer,
+    u_char *data, size_t len);
+static void ngx_http_voice_bridge_heartbeat(ngx_event_t *ev);
+static void ngx_http_voice_bridge_ping(ngx_http_voice_peer_t *peer,
+    voice_proto_msg_type_e type, uint64_t id);
+static void ngx_http_voice_bridge_seen(ngx_http_voice_peer_t *peer);
+
+
+ngx_int_t
+ngx_http_voice_bridge_init_process(ngx_cycle_t *cycle,
+    ngx_http_voice_main_conf_t *vmcf)
+{
+    int                       hwm, zero, one, fd;
+    size_t                    fdlen;
+    u_char                    id[64], *p;
+    ngx_str_t                *ep;
+    ngx_uint_t                i;
+    ngx_event_t              *rev;
+    ngx_connection_t         *c;
+    ngx_http_voice_peer_t    *peer;
+    ngx_http_voice_worker_t  *w;
+
+    w = ngx_pcalloc(cycle->pool, sizeof(ngx_http_voice_worker_t));
+    if (w == NULL) {
+        return NGX_ERROR;
+    }
+
+    /* one set of buffers per worker serves every call: a call holds
+     * nothing while it waits for its next frame */
+    w->frame_size = NGX_HTTP_VOICE_BRIDGE_FRAME;
+    w->recv_size = 16384;
+    w->scratch_size = 4096;
+    w->out_size = NGX_HTTP_VOICE_WS_OUT_HEADER
+                  + NGX_HTTP_VOICE_TWILIO_MEDIA_SIZE(VOICE_PROTO_MAX_SID,
+                                                     VOICE_PROTO_MAX_AUDIO);
+
+    w->frame = ngx_palloc(cycle->pool, w->frame_size);
+    w->recv = ngx_palloc(cycle->pool, w->recv_size);
+    w->audio = ngx_palloc(cycle->pool, NGX_HTTP_VOICE_TWILIO_MAX_AUDIO);
+    w->scratch = ngx_palloc(cycle->pool, w->scratch_size);
+    w->out = ngx_palloc(cycle->pool, w->out_size);
+
+    if (w->frame == NULL || w->recv == NULL || w->audio == NULL
+        || w->scratch == NULL || w->out == NULL)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_rbtree_init(&w->pending, &w->pending_sentinel,
+                    ngx_rbtree_insert_value);
+    ngx_rbtree_init(&w->calls, &w->calls_sentinel,
+                    ngx_str_rbtree_insert_value);
+
+    /* request ids start from a random point: a reply that outlives a
+     * worker's restart must not match a new request */
+    w->next_request_id = ((uint64_t) ngx_random() << 32) | ngx_random();
+
+    w->zmq_ctx = zmq_ctx_new();
+    if (w->zmq_ctx == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
+                      "zmq_ctx_new() failed");
+        return NGX_ERROR;
+    }
+
+    (void) zmq_ctx_set(w->zmq_ctx, ZMQ_IO_THREADS, 1);
+
+    w->npeers = vmcf->endpoints.nelts;
+    w->peers = ngx_pcalloc(cycle->pool,
+                           w->npeers * sizeof(ngx_http_voice_peer_t));
+    if (w->peers == NULL) {
+        return NGX_ERROR;
+    }
+
+    ep = vmcf->endpoints.elts;
+
+    for (i = 0; i < w->npeers; i++) {
+        peer = &w->peers[i];
+        peer->index = i;
+        peer->alive = 1;
+
+        peer->endpoint.len = ep[i].len;
+        peer->endpoint.data = ngx_pnalloc(cycle->pool, ep[i].len + 1);
+        if (peer->endpoint.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        p = ngx_cpymem(peer->endpoint.data, ep[i].data, ep[i].len);
+        *p = '\0';
+
+        peer->sock = zmq_socket(w->zmq_ctx, ZMQ_DEALER);
+        if (peer->sock == NULL) {
+            ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                          "zmq_socket() failed: %s", zmq_strerror(errno));
+            return NGX_ERROR;
+        }
+
+        /* the routing id names this worker to bridged: a new worker after
+         * a reload gets a new one, and bridged keeps each call with the
+         * worker that owns its WebSocket */
+        p = ngx_sprintf(id, "nginx-%P-%ui-%08xD", ngx_pid, i,
+                        (uint32_t) ngx_random());
+
+        hwm = (int) vmcf->hwm;
+        zero = 0;
+        one = 1;
+
+        /* with ZMQ_IMMEDIATE a send fails at once while bridged is not
+         * connected, so a REST request answers 503 instead of waiting */
+        if (zmq_setsockopt(peer->sock, ZMQ_ROUTING_ID, id, p - id) != 0
+            || zmq_setsockopt(peer->sock, ZMQ_SNDHWM, &hwm, sizeof(int)) != 0
+            || zmq_setsockopt(peer->sock, ZMQ_RCVHWM, &hwm, sizeof(int)) != 0
+            || zmq_setsockopt(peer->sock, ZMQ_LINGER, &zero, sizeof(int))
+               != 0
+            || zmq_setsockopt(peer->sock, ZMQ_IMMEDIATE, &one, sizeof(int))
+               != 0)
+        {
+            ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                          "zmq_setsockopt() failed: %s",
+                          zmq_strerror(errno));
+            return NGX_ERROR;
+        }
+
+        if (zmq_connect(peer->sock, (char *) peer->endpoint.data) != 0) {
+            ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                          "zmq_connect(\"%V\") failed: %s", &peer->endpoint,
+                          zmq_strerror(errno));
+            return NGX_ERROR;
+        }
+
+        fdlen = sizeof(int);
+        if (zmq_getsockopt(peer->sock, ZMQ_FD, &fd, &fdlen) != 0) {
+            ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                          "zmq_getsockopt(ZMQ_FD) failed: %s",
+                          zmq_strerror(errno));
+            return NGX_ERROR;
+        }
+
+        c = ngx_get_connection(fd, cycle->log);
+        if (c == NULL) {
+            return NGX_ERROR;
+        }
+
+        c->data = peer;
+        peer->conn = c;
+
+        rev = c->read;
+        rev->handler = ngx_http_voice_bridge_read_handler;
+        rev->log = cycle->log;
+        c->write->log = cycle->log;
+
+        if (ngx_add_event(rev, NGX_READ_EVENT,
+                          (ngx_event_flags & NGX_USE_CLEAR_EVENT)
+                          ? NGX_CLEAR_EVENT : NGX_LEVEL_EVENT)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        /* libzmq signals nothing until a first read has found the queue
+         * empty, so the first drain is posted by hand */
+        rev->ready = 1;
+        ngx_post_event(rev, &ngx_posted_events);
+
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, cycle->log, 0,
+                       "voice bridge: connecting to \"%V\" as \"%s\"",
+                       &peer->endpoint, id);
+    }
+
+    w->heartbeat.handler = ngx_http_voice_bridge_heartbeat;
+    w->heartbeat.data = vmcf;
+    w->heartbeat.log = cycle->log;
+    w->heartbeat.cancelable = 1;
+    ngx_add_timer(&w->heartbeat, vmcf->heartbeat);
+
+    vmcf->worker = w;
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_voice_bridge_exit_process(ngx_cycle_t *cycle,
+    ngx_http_voice_main_conf_t *vmcf)
+{
+    ngx_uint_t                i;
+    ngx_connection_t         *c;
+    ngx_http_voice_peer_t    *peer;
+    ngx_http_voice_worker_t  *w;
+
+    w = vmcf->worker;
+
+    if (w->heartbeat.timer_set) {
+        ngx_del_timer(&w->heartbeat);
+    }
+
+    for (i = 0; i < w->npeers; i++) {
+        peer = &w->peers[i];
+        c = peer->conn;
+
+        /* the descriptor belongs to libzmq: remove it from the event set
+         * (flags 0, not NGX_CLOSE_EVENT) and free the connection without
+         * closing it, then let zmq_close() close it */
+        if (c) {
+            if (c->read->posted) {
+                ngx_delete_posted_event(c->read);
+            }
+
+            if (c->read->active) {
+                (void) ngx_del_event(c->read, NGX_READ_EVENT, 0);
+            }
+
+            c->fd = (ngx_socket_t) -1;
+            ngx_free_connection(c);
+            peer->conn = NULL;
+        }
+
+        if (peer->sock) {
+            (void) zmq_close(peer->sock);
+            peer->sock = NULL;
+        }
+    }
+
+    (void) zmq_ctx_term(w->zmq_ctx);
+
+    vmcf->worker = NULL;
+}
+
+
+static void
+ngx_http_voice_bridge_read_handler(ngx_event_t *rev)
+{
+    int                     events, more;
+    size_t                  len;
+    ngx_uint_t              n;
+    zmq_msg_t               msg;
+    ngx_connection_t       *c;
+    ngx_http_voice_peer_t  *peer;
+
+    c = rev->data;
+    peer = c->data;
+
+    if (c->close || ngx_http_voice_worker() == NULL) {
+        /* a shutting-down worker: nothing to drain any more; the socket
+         * is closed in exit_process */
+        return;
+    }
+
+    for (n = 0; n < NGX_HTTP_VOICE_BRIDGE_BATCH; n++) {
+
+        len = sizeof(int);
+        if (zmq_getsockopt(peer->sock, ZMQ_EVENTS, &events, &len) != 0) {
+            ngx_log_error(NGX_LOG_ALERT, c->log, 0,
+                          "zmq_getsockopt(ZMQ_EVENTS) failed: %s",
+                          zmq_strerror(errno));
+            return;
+        }
+
+        if (!(events & ZMQ_POLLIN)) {
+            return;
+        }
+
+        zmq_msg_init(&msg);
+
+        if (zmq_msg_recv(&msg, peer->sock, ZMQ_DONTWAIT) == -1) {
+            zmq_msg_close(&msg);
+
+            if (errno == EAGAIN || errno == EINTR) {
+                continue;
+            }
+
+            ngx_log_error(NGX_LOG_ALERT, c->log, 0,
+                          "zmq_msg_recv() failed: %s", zmq_strerror(errno));
+            return;
+        }
+
+        more = zmq_msg_more(&msg);
+
+        ngx_http_voice_bridge_seen(peer);
+        ngx_http_voice_bridge_dispatch(peer, zmq_msg_data(&msg),
+                                       zmq_msg_size(&msg));
+        zmq_msg_close(&msg);
+
+        /* one frame per message is the protocol: drop any extra parts */
+        while (more) {
+            zmq_msg_init(&msg);
+            if (zmq_msg_recv(&msg, peer->sock, ZMQ_DONTWAIT) == -1) {
+                zmq_msg_close(&msg);
+                break;
+            }
+            more = zmq_msg_more(&msg);
+            zmq_msg_close(&msg);
+        }
+    }
+
+    /* the batch is full: let other events run, then continue */
+    if (!rev->posted) {
+        ngx_post_event(rev, &ngx_posted_events);
+    }
+}
+
+
+static void
+ngx_http_voice_bridge_dispatch(ngx_http_voice_peer_t *peer, u_char *data,
+    size_t len)
+{
+    const char               *err;
+    ngx_http_voice_call_t    *call;
+    voice_proto_msg_t         msg;
+    ngx_http_voice_worker_t  *w;
+
+    w = ngx_http_voice_worker();
+
+    if (voice_proto_decode(data, len, &msg, &err) != VOICE_PROTO_OK) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "voice bridge: bad frame from \"%V\": %s",
+                      &peer->endpoint,
+                      voice_proto_decode(data, len, &msg, &err)
+                      == VOICE_PROTO_AGAIN ? "truncated" : err);
+        return;
+    }
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "voice bridge: %s from \"%V\", %uz bytes",
+                   voice_proto_type_name(msg.type), &peer->endpoint, len);
+
+    switch (msg.type) {
+
+    case VOICE_PROTO_MSG_PING:
+        ngx_http_voice_bridge_ping(peer, VOICE_PROTO_MSG_PONG,
+                                   msg.request_id);
+        return;
+
+    case VOICE_PROTO_MSG_PONG:
+        return;
+
+    case VOICE_PROTO_MSG_REPLY:
+        ngx_http_voice_rest_reply(&msg);
+        return;
+
+    case VOICE_PROTO_MSG_ERROR:
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "voice bridge: \"%V\" reports an error%s%*s: %*s",
+                      &peer->endpoint,
+                      msg.call_sid.len ? " for call " : "",
+                      msg.call_sid.len, msg.call_sid.data,
+                      msg.reason.len, msg.reason.data);
+        return;
+
+    default:
+        break;
+    }
+
+    call = ngx_http_voice_bridge_find_call(msg.call_sid.data,
+                                           msg.call_sid.len);
+    if (call == NULL) {
+        w->events_ignored++;
+        ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "voice bridge: %s for unknown call \"%*s\"",
+                       voice_proto_type_name(msg.type),
+                       msg.call_sid.len, msg.call_sid.data);
+        return;
+    }
+
+    switch (msg.type) {
+
+    case VOICE_PROTO_MSG_AUDIO_OUT:
+    case VOICE_PROTO_MSG_MARK:
+    case VOICE_PROTO_MSG_CLEAR:
+    case VOICE_PROTO_MSG_HANGUP:
+        if (call->media) {
+            ngx_http_voice_media_on_bridge(call->media, &msg);
+        }
+        return;
+
+    case VOICE_PROTO_MSG_TRANSCRIPT:
+    case VOICE_PROTO_MSG_CALL_DONE:
+        ngx_http_voice_transcript_on_bridge(call, &msg);
+        return;
+
+    default:
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "voice bridge: unexpected %s from \"%V\"",
+                      voice_proto_type_name(msg.type), &peer->endpoint);
+        return;
+    }
+}
+
+
+ngx_int_t
+ngx_http_voice_bridge_send(ngx_http_voice_peer_t *peer, const u_char *frame,
+    size_t len)
+{
+    int     events;
+    size_t  elen;
+
+    if (zmq_send(peer->sock, frame, len, ZMQ_DONTWAIT) == -1) {
+
+        if (errno == EAGAIN || errno == EINTR) {
+            peer->dropped++;
+            return NGX_AGAIN;
+        }
+
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                      "zmq_send() to \"%V\" failed: %s", &peer->endpoint,
+                      zmq_strerror(errno));
+        return NGX_ERROR;
+    }
+
+    /* a send can consume the edge that announced queued input */
+    elen = sizeof(int);
+    if (zmq_getsockopt(peer->sock, ZMQ_EVENTS, &events, &elen) == 0
+        && (events & ZMQ_POLLIN)
+        && peer->conn
+        && !peer->conn->read->posted)
+    {
+        ngx_post_event(peer->conn->read, &ngx_posted_events);
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_http_voice_peer_t *
+ngx_http_voice_bridge_owner(const u_char *call_sid, size_t len)
+{
+    ngx_http_voice_peer_t    *peer;
+    ngx_http_voice_worker_t  *w;
+
+    w = ngx_http_voice_worker();
+    if (w == NULL || w->npeers == 0) {
+        return NULL;
+    }
+
+    peer = &w->peers[voice_proto_hash(call_sid, len) % w->npeers];
+
+    return peer->alive ? peer : NULL;
+}
+
+
+ngx_http_voice_peer_t *
+ngx_http_voice_bridge_any(void)
+{
+    ngx_uint_t                i;
+    ngx_http_voice_peer_t    *peer;
+    ngx_http_voice_worker_t  *w;
+
+    w = ngx_http_voice_worker();
+    if (w == NULL) {
+        return NULL;
+    }
+
+    for (i = 0; i < w->npeers; i++) {
+        peer = &w->peers[w->next_any++ % w->npeers];
+
+        if (peer->alive) {
+            return peer;
+        }
+    }
+
+    return NULL;
+}
+
+
+ngx_http_voice_call_t *
+ngx_http_voice_bridge_find_call(const u_char *sid, size_t len)
+{
+    ngx_str_t                 name;
+    ngx_str_node_t           *node;
+    ngx_http_voice_worker_t  *w;
+
+    w = ngx_http_voice_worker();
+    if (w == NULL || len == 0) {
+        return NULL;
+    }
+
+    name.data = (u_char *) sid;
+    name.len = len;
+
+    node = ngx_str_rbtree_lookup(&w->calls, &name, ngx_crc32_short(name.data,
+                                                                  name.len));
+
+    return (ngx_http_voice_call_t *) node;
+}
+
+
+void
+ngx_http_voice_bridge_add_call(ngx_http_voice_call_t *call)
+{
+    ngx_http_voice_worker_t  *w;
+
+    w = ngx_http_voice_worker();
+
+    call->node.str.data = call->call_sid;
+    call->node.str.len = ngx_strlen(call->call_sid);
+    call->node.node.key = ngx_crc32_short(call->node.str.data,
+                                          call->node.str.len);
+
+    ngx_rbtree_insert(&w->calls, &call->node.node);
+    w->ncalls++;
+}
+
+
+void
+ngx_http_voice_bridge_remove_call(ngx_http_voice_call_t *call)
+{
+    ngx_http_voice_worker_t  *w;
+
+    w = ngx_http_voice_worker();
+    if (w == NULL) {
+        return;
+    }
+
+    ngx_rbtree_delete(&w->calls, &call->node.node);
+    w->ncalls--;
+}
+
+
+/*
+ * Any message from bridged is proof of life; a ping goes out every
+ * voice_bridge_heartbeat, and a bridged that leaves three unanswered is
+ * taken for dead until it speaks again: calls it owns and REST requests
+ * then answer 503 at once instead of timing out.
+ */
+
+static void
+ngx_http_voice_bridge_heartbeat(ngx_event_t *ev)
+{
+    ngx_uint_t                   i;
+    ngx_http_voice_peer_t       *peer;
+    ngx_http_voice_worker_t     *w;
+    ngx_http_voice_main_conf_t  *vmcf;
+
+    vmcf = ev->data;
+    w = vmcf->worker;
+
+    if (w == NULL || ngx_exiting) {
+        return;
+    }
+
+    for (i = 0; i < w->npeers; i++) {
+        peer = &w->peers[i];
+
+        if (peer->missed >= NGX_HTTP_VOICE_BRIDGE_MISSED && peer->alive) {
+            peer->alive = 0;
+            ngx_log_error(NGX_LOG_ERR, ev->log, 0,
+                          "voice bridge: bridged at \"%V\" does not answer",
+                          &peer->endpoint);
+        }
+
+        peer->missed++;
+        ngx_http_voice_bridge_ping(peer, VOICE_PROTO_MSG_PING,
+                                   w->next_request_id++);
+    }
+
+    ngx_add_timer(ev, vmcf->heartbeat);
+}
+
+
+static void
+ngx_http_voice_bridge_ping(ngx_http_voice_peer_t *peer,
+    voice_proto_msg_type_e type, uint64_t id)
+{
+    size_t                n;
+    u_char                buf[64];
+    voice_proto_writer_t  wr;
+
+    voice_proto_begin(&wr, buf, sizeof(buf), type);
+    voice_proto_put_u64(&wr, VOICE_PROTO_F_REQUEST_ID, id);
+    n = voice_proto_finish(&wr);
+
+    (void) ngx_http_voice_bridge_send(peer, buf, n);
+}
+
+
+static void
+ngx_http_voice_bridge_seen(ngx_http_voice_peer_t *peer)
+{
+    peer->missed = 0;
+    peer->last_seen = ngx_current_msec;
+
+    if (!peer->alive) {
+        peer->alive = 1;
+        ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                      "voice bridge: bridged at \"%V\" answers again",
+                      &peer->endpoint);
+    }
+}

@@ -1,0 +1,556 @@
+/*
+ * ngx_http_voice_media.c: the Twilio Media Streams session of one call,
+ * on top of the media WebSocket (ngx_http_voice_ws.c).
+ *
+ * Each text message from Twilio is parsed (ngx_http_voice_twilio.c) and
+ * checked against the session's state: `start` opens the call -- its
+ * transcript record (ngx_http_voice_transcript.c) and its stream on the
+ * bridged instance that owns the call SID -- then `media`, `mark` and
+ * `dtmf` are forwarded to bridged as proto frames, and `stop` (or the
+ * socket going away) ends the stream.  Audio is decoded from base64 here,
+ * so bridged gets raw mu-law; a frame bridged cannot take (ZeroMQ high
+ * water mark) is dropped and counted, never queued.
+ *
+ * The other way, bridged's audio, marks and clears become Twilio
+ * messages with exactly the documented fields, and a hang-up closes the
+ * WebSocket, which ends the call on Twilio's side.
+ */
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_voice_module.h"
+
+
+typedef enum {
+    NGX_HTTP_VOICE_MEDIA_ST_OPEN = 0,     /* before start */
+    NGX_HTTP_VOICE_MEDIA_ST_STREAMING,
+    NGX_HTTP_VOICE_MEDIA_ST_STOPPED,      /* stop received or sent */
+    NGX_HTTP_VOICE_MEDIA_ST_CLOSED        /* the WebSocket is gone */
+} ngx_http_voice_media_state_e;
+
+
+struct ngx_http_voice_media_s {
+    ngx_http_voice_ws_t            *ws;
+    ngx_http_request_t             *request;
+    ngx_http_voice_loc_conf_t      *vlcf;
+    ngx_http_voice_call_t          *call;
+    ngx_http_voice_peer_t          *peer;
+    ngx_http_voice_media_state_e    state;
+
+    u_char                          stream_sid[NGX_HTTP_VOICE_SID_LEN];
+    u_char                          call_sid[NGX_HTTP_VOICE_SID_LEN];
+
+    ngx_uint_t                      frames_in;
+    ngx_uint_t                      dropped_in;
+    ngx_uint_t                      frames_out;
+    ngx_uint_t                      ignored;
+    ngx_uint_t                      invalid;
+};
+
+
+static const char *ngx_http_voice_media_state_name[] = {
+    "open", "streaming", "stopped", "closed"
+};
+
+
+static void ngx_http_voice_media_state(ngx_http_voice_media_t *m,
+    ngx_http_voice_media_state_e state);
+static void ngx_http_voice_media_start(ngx_http_voice_media_t *m,
+    ngx_http_voice_twilio_event_t *ev);
+static void ngx_http_voice_media_forward(ngx_http_voice_media_t *m,
+    voice_proto_msg_type_e type, ngx_http_voice_twilio_event_t *ev);
+static void ngx_http_voice_media_stop(ngx_http_voice_media_t *m,
+    const char *reason);
+static ngx_int_t ngx_http_voice_media_send_start(ngx_http_voice_media_t *m,
+    ngx_http_voice_twilio_event_t *ev, ngx_str_t *phone,
+    ngx_str_t *direction);
+
+
+ngx_http_voice_media_t *
+ngx_http_voice_media_create(ngx_http_request_t *r)
+{
+    ngx_http_voice_media_t  *m;
+
+    m = ngx_pcalloc(r->pool, sizeof(ngx_http_voice_media_t));
+    if (m == NULL) {
+        return NULL;
+    }
+
+    m->request = r;
+    m->ws = ngx_http_get_module_ctx(r, ngx_http_voice_module);
+    m->vlcf = ngx_http_get_module_loc_conf(r, ngx_http_voice_module);
+    m->state = NGX_HTTP_VOICE_MEDIA_ST_OPEN;
+
+    return m;
+}
+
+
+static void
+ngx_http_voice_media_state(ngx_http_voice_media_t *m,
+    ngx_http_voice_media_state_e state)
+{
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, m->request->connection->log, 0,
+                   "voice media: %s -> %s",
+                   ngx_http_voice_media_state_name[m->state],
+                   ngx_http_voice_media_state_name[state]);
+
+    m->state = state;
+}
+
+
+void
+ngx_http_voice_media_on_message(ngx_http_voice_media_t *m, u_char *data,
+    size_t len)
+{
+    const char                     *err;
+    ngx_log_t                      *log;
+    ngx_http_voice_worker_t        *w;
+    ngx_http_voice_twilio_event_t   ev;
+
+    w = ngx_http_voice_worker();
+    log = m->request->connection->log;
+
+    if (ngx_http_voice_twilio_parse(data, len, &ev, w->audio, w->scratch,
+                                    w->scratch_size, &err)
+        != 0)
+    {
+        m->invalid++;
+        ngx_log_error(NGX_LOG_INFO, log, 0,
+                      "voice: invalid Twilio message ignored: %s", err);
+        return;
+    }
+
+    if (ev.event != NGX_HTTP_VOICE_TWILIO_CONNECTED
+        && ev.event != NGX_HTTP_VOICE_TWILIO_START
+        && ev.event != NGX_HTTP_VOICE_TWILIO_UNKNOWN
+        && m->state != NGX_HTTP_VOICE_MEDIA_ST_OPEN
+        && (ev.stream_sid.len != NGX_HTTP_VOICE_SID_LEN
+            || ngx_memcmp(ev.stream_sid.data, m->stream_sid,
+                          NGX_HTTP_VOICE_SID_LEN) != 0))
+    {
+        if (m->ignored++ == 0) {
+            ngx_log_error(NGX_LOG_INFO, log, 0,
+                          "voice: Twilio message for another stream "
+                          "ignored");
+        }
+        w->events_ignored++;
+        return;
+    }
+
+    switch (ev.event) {
+
+    case NGX_HTTP_VOICE_TWILIO_CONNECTED:
+        return;
+
+    case NGX_HTTP_VOICE_TWILIO_START:
+        if (m->state != NGX_HTTP_VOICE_MEDIA_ST_OPEN) {
+            ngx_log_error(NGX_LOG_INFO, log, 0,
+                          "voice: second start event ignored");
+            m->ignored++;
+            return;
+        }
+
+        ngx_http_voice_media_start(m, &ev);
+        return;
+
+    case NGX_HTTP_VOICE_TWILIO_MEDIA:
+        if (m->state != NGX_HTTP_VOICE_MEDIA_ST_STREAMING) {
+            m->ignored++;
+            return;
+        }
+
+        ngx_http_voice_media_forward(m, VOICE_PROTO_MSG_AUDIO_IN, &ev);
+        return;
+
+    case NGX_HTTP_VOICE_TWILIO_MARK:
+        if (m->state == NGX_HTTP_VOICE_MEDIA_ST_STREAMING) {
+            ngx_http_voice_media_forward(m, VOICE_PROTO_MSG_MARK_ACK, &ev);
+        }
+        return;
+
+    case NGX_HTTP_VOICE_TWILIO_DTMF:
+        if (m->state == NGX_HTTP_VOICE_MEDIA_ST_STREAMING) {
+            ngx_http_voice_media_forward(m, VOICE_PROTO_MSG_DTMF, &ev);
+        }
+        return;
+
+    case NGX_HTTP_VOICE_TWILIO_STOP:
+        if (m->state != NGX_HTTP_VOICE_MEDIA_ST_STREAMING) {
+            m->ignored++;
+            return;
+        }
+
+        ngx_log_error(NGX_LOG_INFO, log, 0,
+                      "voice: stream stopped by Twilio after %ui frames",
+                      m->frames_in);
+
+        ngx_http_voice_media_stop(m, "stop");
+
+        /* Twilio closes the socket after stop; closing it first is
+         * harmless and frees it sooner */
+        ngx_http_voice_ws_close(m->ws, NGX_HTTP_VOICE_WS_CLOSE_NORMAL, NULL);
+        return;
+
+    default: /* NGX_HTTP_VOICE_TWILIO_UNKNOWN */
+        m->ignored++;
+        w->events_ignored++;
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, log, 0,
+                       "voice: unknown Twilio event \"%*s\" ignored",
+                       ev.event_name.len, ev.event_name.data);
+        return;
+    }
+}
+
+
+static void
+ngx_http_voice_media_start(ngx_http_voice_media_t *m,
+    ngx_http_voice_twilio_event_t *ev)
+{
+    ngx_str_t            phone, direction;
+    ngx_uint_t           i;
+    ngx_log_t           *log;
+    ngx_http_voice_ws_t  *ws;
+
+    log = m->request->connection->log;
+    ws = m->ws;
+
+    if (!ngx_http_voice_body_valid_sid(ev->stream_sid.data,
+                                       ev->stream_sid.len, "MZ")
+        || !ngx_http_voice_body_valid_call_sid(ev->call_sid.data,
+                                               ev->call_sid.len))
+    {
+        ngx_log_error(NGX_LOG_INFO, log, 0,
+                      "voice: start event with an invalid stream or call "
+                      "SID");
+        ngx_http_voice_ws_close(ws, NGX_HTTP_VOICE_WS_CLOSE_POLICY,
+                                "invalid start event");
+        return;
+    }
+
+    ngx_memcpy(m->stream_sid, ev->stream_sid.data, NGX_HTTP_VOICE_SID_LEN);
+    ngx_memcpy(m->call_sid, ev->call_sid.data, NGX_HTTP_VOICE_SID_LEN);
+
+    ngx_str_null(&phone);
+    ngx_str_set(&direction, "inbound");
+
+    for (i = 0; i < ev->nparams; i++) {
+        if (ev->params[i].name.len == sizeof("phoneNumber") - 1
+            && ngx_memcmp(ev->params[i].name.data, "phoneNumber",
+                          sizeof("phoneNumber") - 1) == 0)
+        {
+            phone.data = (u_char *) ev->params[i].value.data;
+            phone.len = ev->params[i].value.len;
+
+        } else if (ev->params[i].name.len == sizeof("direction") - 1
+                   && ngx_memcmp(ev->params[i].name.data, "direction",
+                                 sizeof("direction") - 1) == 0
+                   && ev->params[i].value.len == sizeof("outbound") - 1
+                   && ngx_memcmp(ev->params[i].value.data, "outbound",
+                                 sizeof("outbound") - 1) == 0)
+        {
+            ngx_str_set(&direction, "outbound");
+        }
+    }
+
+    ngx_log_error(NGX_LOG_INFO, log, 0,
+                  "voice: stream %*s of %V call %*s started",
+                  (size_t) NGX_HTTP_VOICE_SID_LEN, m->stream_sid, &direction,
+                  (size_t) NGX_HTTP_VOICE_SID_LEN, m->call_sid);
+
+    m->call = ngx_http_voice_transcript_start(m->vlcf, log, ev, &phone);
+    if (m->call == NULL) {
+        ngx_http_voice_ws_close(ws, NGX_HTTP_VOICE_WS_CLOSE_ERROR,
+                                "cannot start the call");
+        return;
+    }
+
+    m->call->media = m;
+    ngx_http_voice_media_state(m, NGX_HTTP_VOICE_MEDIA_ST_STREAMING);
+
+    m->peer = ngx_http_voice_bridge_owner(m->call_sid, NGX_HTTP_VOICE_SID_LEN);
+    m->call->peer = m->peer;
+
+    if (m->peer == NULL
+        || ngx_http_voice_media_send_start(m, ev, &phone, &direction)
+           != NGX_OK)
+    {
+        /* with no assistant there is no call: hang up, and the call's
+         * (empty) transcript is still written */
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "voice: bridged is not reachable, hanging up");
+        ngx_http_voice_media_stop(m, "bridge unavailable");
+        ngx_http_voice_ws_close(ws, NGX_HTTP_VOICE_WS_CLOSE_ERROR,
+                                "assistant unavailable");
+    }
+}
+
+
+static ngx_int_t
+ngx_http_voice_media_send_start(ngx_http_voice_media_t *m,
+    ngx_http_voice_twilio_event_t *ev, ngx_str_t *phone,
+    ngx_str_t *direction)
+{
+    size_t                      n;
+    voice_proto_writer_t        wr;
+    ngx_http_voice_worker_t    *w;
+    ngx_http_voice_loc_conf_t  *vlcf;
+
+    w = ngx_http_voice_worker();
+    vlcf = m->vlcf;
+
+    voice_proto_begin(&wr, w->frame, w->frame_size,
+                      VOICE_PROTO_MSG_STREAM_START);
+    voice_proto_put_bytes(&wr, VOICE_PROTO_F_CALL_SID, m->call_sid,
+                          NGX_HTTP_VOICE_SID_LEN);
+    voice_proto_put_bytes(&wr, VOICE_PROTO_F_STREAM_SID, m->stream_sid,
+                          NGX_HTTP_VOICE_SID_LEN);
+    voice_proto_put_bytes(&wr, VOICE_PROTO_F_ACCOUNT_SID,
+                          ev->account_sid.data, ev->account_sid.len);
+    voice_proto_put_bytes(&wr, VOICE_PROTO_F_PHONE, m->call->phone,
+                          ngx_strlen(m->call->phone));
+    voice_proto_put_bytes(&wr, VOICE_PROTO_F_DIRECTION, direction->data,
+                          direction->len);
+
+    /* settings not given in nginx.conf are left to bridged's defaults */
+
+#define NGX_HTTP_VOICE_PUT_STR(tag, field)                                    \
+    if (vlcf->field.len) {                                                    \
+        voice_proto_put_bytes(&wr, tag, vlcf->field.data, vlcf->field.len);   \
+    }
+
+    NGX_HTTP_VOICE_PUT_STR(VOICE_PROTO_F_MODEL, model);
+    NGX_HTTP_VOICE_PUT_STR(VOICE_PROTO_F_VOICE, voice);
+    NGX_HTTP_VOICE_PUT_STR(VOICE_PROTO_F_INSTRUCTIONS, instructions);
+    NGX_HTTP_VOICE_PUT_STR(VOICE_PROTO_F_GREETING, greeting);
+    NGX_HTTP_VOICE_PUT_STR(VOICE_PROTO_F_TRANSCRIBE_MODEL, transcribe_model);
+
+#undef NGX_HTTP_VOICE_PUT_STR
+
+    if (vlcf->vad_threshold != NGX_CONF_UNSET_UINT) {
+        voice_proto_put_u32(&wr, VOICE_PROTO_F_VAD_THRESHOLD,
+                            (uint32_t) vlcf->vad_threshold);
+    }
+
+    if (vlcf->vad_silence != NGX_CONF_UNSET_MSEC) {
+        voice_proto_put_u32(&wr, VOICE_PROTO_F_VAD_SILENCE_MS,
+                            (uint32_t) vlcf->vad_silence);
+    }
+
+    if (vlcf->vad_prefix != NGX_CONF_UNSET_MSEC) {
+        voice_proto_put_u32(&wr, VOICE_PROTO_F_VAD_PREFIX_MS,
+                            (uint32_t) vlcf->vad_prefix);
+    }
+
+    (void) phone;
+
+    n = voice_proto_finish(&wr);
+    if (n == 0) {
+        ngx_log_error(NGX_LOG_ALERT, m->request->connection->log, 0,
+                      "voice: stream start frame does not fit");
+        return NGX_ERROR;
+    }
+
+    return ngx_http_voice_bridge_send(m->peer, w->frame, n);
+}
+
+
+static void
+ngx_http_voice_media_forward(ngx_http_voice_media_t *m,
+    voice_proto_msg_type_e type, ngx_http_voice_twilio_event_t *ev)
+{
+    size_t                    n;
+    ngx_int_t                 rc;
+    voice_proto_writer_t      wr;
+    ngx_http_voice_worker_t  *w;
+
+    w = ngx_http_voice_worker();
+
+    if (m->peer == NULL) {
+        return;
+    }
+
+    voice_proto_begin(&wr, w->frame, w->frame_size, type);
+    voice_proto_put_bytes(&wr, VOICE_PROTO_F_CALL_SID, m->call_sid,
+                          NGX_HTTP_VOICE_SID_LEN);
+
+    switch (type) {
+
+    case VOICE_PROTO_MSG_AUDIO_IN:
+        voice_proto_put_u32(&wr, VOICE_PROTO_F_SEQ, (uint32_t) ev->chunk);
+        voice_proto_put_u64(&wr, VOICE_PROTO_F_TIMESTAMP, ev->timestamp);
+        voice_proto_put_bytes(&wr, VOICE_PROTO_F_AUDIO, ev->audio,
+                              ev->audio_len);
+        break;
+
+    case VOICE_PROTO_MSG_MARK_ACK:
+        voice_proto_put_bytes(&wr, VOICE_PROTO_F_NAME, ev->mark_name.data,
+                              ev->mark_name.len);
+        break;
+
+    default: /* VOICE_PROTO_MSG_DTMF */
+        voice_proto_put_bytes(&wr, VOICE_PROTO_F_TEXT, ev->digit.data,
+                              ev->digit.len);
+        break;
+    }
+
+    n = voice_proto_finish(&wr);
+    if (n == 0) {
+        m->invalid++;
+        return;
+    }
+
+    rc = ngx_http_voice_bridge_send(m->peer, w->frame, n);
+
+    if (type != VOICE_PROTO_MSG_AUDIO_IN) {
+        return;
+    }
+
+    if (rc == NGX_OK) {
+        m->frames_in++;
+        w->audio_in++;
+        return;
+    }
+
+    /* bridged is full or gone: this frame is lost, the call goes on */
+    if (m->dropped_in++ == 0) {
+        ngx_log_error(NGX_LOG_WARN, m->request->connection->log, 0,
+                      "voice: bridged does not take caller audio, "
+                      "dropping frames");
+    }
+
+    w->audio_dropped++;
+}
+
+
+static void
+ngx_http_voice_media_stop(ngx_http_voice_media_t *m, const char *reason)
+{
+    size_t                    n;
+    voice_proto_writer_t      wr;
+    ngx_http_voice_worker_t  *w;
+
+    if (m->state != NGX_HTTP_VOICE_MEDIA_ST_STREAMING) {
+        return;
+    }
+
+    ngx_http_voice_media_state(m, NGX_HTTP_VOICE_MEDIA_ST_STOPPED);
+
+    w = ngx_http_voice_worker();
+
+    if (m->peer && w) {
+        voice_proto_begin(&wr, w->frame, w->frame_size,
+                          VOICE_PROTO_MSG_STREAM_STOP);
+        voice_proto_put_bytes(&wr, VOICE_PROTO_F_CALL_SID, m->call_sid,
+                              NGX_HTTP_VOICE_SID_LEN);
+        voice_proto_put_str(&wr, VOICE_PROTO_F_REASON, reason);
+        n = voice_proto_finish(&wr);
+
+        if (ngx_http_voice_bridge_send(m->peer, w->frame, n) != NGX_OK) {
+            /* the transcript's bounded wait covers a lost stop */
+            ngx_log_error(NGX_LOG_ERR, m->request->connection->log, 0,
+                          "voice: cannot tell bridged that the stream "
+                          "stopped");
+        }
+    }
+
+    if (m->dropped_in) {
+        ngx_log_error(NGX_LOG_WARN, m->request->connection->log, 0,
+                      "voice: %ui caller audio frames were dropped",
+                      m->dropped_in);
+    }
+
+    if (m->call) {
+        ngx_http_voice_transcript_end(m->call);
+    }
+}
+
+
+void
+ngx_http_voice_media_on_close(ngx_http_voice_media_t *m)
+{
+    if (m->state == NGX_HTTP_VOICE_MEDIA_ST_CLOSED) {
+        return;
+    }
+
+    /* a socket that drops without stop ends the stream all the same */
+    ngx_http_voice_media_stop(m, "closed");
+
+    if (m->call) {
+        m->call->media = NULL;
+        m->call = NULL;
+    }
+
+    ngx_http_voice_media_state(m, NGX_HTTP_VOICE_MEDIA_ST_CLOSED);
+}
+
+
+void
+ngx_http_voice_media_on_bridge(ngx_http_voice_media_t *m,
+    voice_proto_msg_t *msg)
+{
+    u_char                   *payload;
+    size_t                    n;
+    ngx_uint_t                droppable;
+    ngx_http_voice_worker_t  *w;
+
+    if (m->state != NGX_HTTP_VOICE_MEDIA_ST_STREAMING) {
+        return;
+    }
+
+    w = ngx_http_voice_worker();
+
+    /* the frame header goes in front of the payload, without a copy */
+    payload = w->out + NGX_HTTP_VOICE_WS_OUT_HEADER;
+    droppable = 1;
+
+    switch (msg->type) {
+
+    case VOICE_PROTO_MSG_AUDIO_OUT:
+        n = ngx_http_voice_twilio_write_media(payload,
+                                w->out_size - NGX_HTTP_VOICE_WS_OUT_HEADER,
+                                m->stream_sid, NGX_HTTP_VOICE_SID_LEN,
+                                msg->audio.data, msg->audio.len);
+        break;
+
+    case VOICE_PROTO_MSG_MARK:
+        n = ngx_http_voice_twilio_write_mark(payload,
+                                w->out_size - NGX_HTTP_VOICE_WS_OUT_HEADER,
+                                m->stream_sid, NGX_HTTP_VOICE_SID_LEN,
+                                msg->name.data, msg->name.len);
+        break;
+
+    case VOICE_PROTO_MSG_CLEAR:
+        n = ngx_http_voice_twilio_write_clear(payload,
+                                w->out_size - NGX_HTTP_VOICE_WS_OUT_HEADER,
+                                m->stream_sid, NGX_HTTP_VOICE_SID_LEN);
+        droppable = 0;
+        break;
+
+    default: /* VOICE_PROTO_MSG_HANGUP */
+        ngx_log_error(NGX_LOG_INFO, m->request->connection->log, 0,
+                      "voice: bridged hangs up the call: %*s",
+                      msg->reason.len, msg->reason.data);
+        ngx_http_voice_media_stop(m, "hangup");
+        ngx_http_voice_ws_close(m->ws, NGX_HTTP_VOICE_WS_CLOSE_NORMAL,
+                                "call ended");
+        return;
+    }
+
+    if (n == 0) {
+        ngx_log_error(NGX_LOG_ERR, m->request->connection->log, 0,
+                      "voice: %s from bridged does not fit a frame",
+                      voice_proto_type_name(msg->type));
+        return;
+    }
+
+    if (ngx_http_voice_ws_send(m->ws, NGX_HTTP_VOICE_WS_OP_TEXT, payload, n,
+                               droppable)
+        == NGX_OK
+        && msg->type == VOICE_PROTO_MSG_AUDIO_OUT)
+    {
+        m->frames_out++;
+        w->audio_out++;
+    }
+}

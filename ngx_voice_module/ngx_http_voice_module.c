@@ -1,0 +1,822 @@
+/*
+ * ngx_http_voice_module.c: the voice module's directives, configuration
+ * and life cycle.
+ *
+ * Each endpoint is a handler directive that takes no argument and sets
+ * the location's content handler, like stub_status: voice_twiml,
+ * voice_media_stream, voice_api_numbers, voice_api_call,
+ * voice_api_end_call, voice_api_transcript and voice_status.  Value
+ * directives use nginx's stock slots; a value not written in nginx.conf
+ * falls back to the environment of the master process at configuration
+ * time (PUBLIC_URL, TRANSCRIPT_DIR, TWILIO_AUTH_TOKEN), so nginx.conf
+ * always wins and secrets need never be written into it.  Consistency
+ * between directives is checked here, so `nginx -t` fails rather than a
+ * request at run time.  init_process/exit_process start and stop the
+ * per-worker ZeroMQ channel (ngx_http_voice_bridge.c).
+ */
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_voice_module.h"
+
+
+static void *ngx_http_voice_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_voice_init_main_conf(ngx_conf_t *cf, void *conf);
+static void *ngx_http_voice_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_voice_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static ngx_int_t ngx_http_voice_init_process(ngx_cycle_t *cycle);
+static void ngx_http_voice_exit_process(ngx_cycle_t *cycle);
+
+static char *ngx_http_voice_set_handler(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_voice_set_bridge(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_voice_set_threshold(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_http_voice_env_default(ngx_conf_t *cf, ngx_str_t *value,
+    const char *name);
+static ngx_int_t ngx_http_voice_read_secret(ngx_conf_t *cf, ngx_str_t *file,
+    ngx_str_t *secret);
+static ngx_int_t ngx_http_voice_derive_urls(ngx_conf_t *cf,
+    ngx_http_voice_loc_conf_t *conf);
+
+
+static ngx_conf_num_bounds_t  ngx_http_voice_hwm_bounds = {
+    ngx_conf_check_num_bounds, 16, 1000000
+};
+
+
+#define NGX_HTTP_VOICE_LOC_CONF                                               \
+    NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF
+
+#define NGX_HTTP_VOICE_HANDLER(name, kind)                                    \
+    { ngx_string(name),                                                       \
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,                                      \
+      ngx_http_voice_set_handler,                                             \
+      NGX_HTTP_LOC_CONF_OFFSET,                                               \
+      kind,                                                                   \
+      NULL }
+
+#define NGX_HTTP_VOICE_VALUE(name, slot, field)                               \
+    { ngx_string(name),                                                       \
+      NGX_HTTP_VOICE_LOC_CONF|NGX_CONF_TAKE1,                                 \
+      slot,                                                                   \
+      NGX_HTTP_LOC_CONF_OFFSET,                                               \
+      offsetof(ngx_http_voice_loc_conf_t, field),                             \
+      NULL }
+
+
+static ngx_command_t  ngx_http_voice_commands[] = {
+
+    NGX_HTTP_VOICE_HANDLER("voice_twiml", NGX_HTTP_VOICE_TWIML),
+    NGX_HTTP_VOICE_HANDLER("voice_media_stream", NGX_HTTP_VOICE_MEDIA_STREAM),
+    NGX_HTTP_VOICE_HANDLER("voice_api_numbers", NGX_HTTP_VOICE_API_NUMBERS),
+    NGX_HTTP_VOICE_HANDLER("voice_api_call", NGX_HTTP_VOICE_API_CALL),
+    NGX_HTTP_VOICE_HANDLER("voice_api_end_call", NGX_HTTP_VOICE_API_END_CALL),
+    NGX_HTTP_VOICE_HANDLER("voice_api_transcript",
+                           NGX_HTTP_VOICE_API_TRANSCRIPT),
+    NGX_HTTP_VOICE_HANDLER("voice_status", NGX_HTTP_VOICE_STATUS),
+
+    { ngx_string("voice_bridge"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_voice_set_bridge,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("voice_bridge_hwm"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_voice_main_conf_t, hwm),
+      &ngx_http_voice_hwm_bounds },
+
+    { ngx_string("voice_bridge_heartbeat"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_voice_main_conf_t, heartbeat),
+      NULL },
+
+    NGX_HTTP_VOICE_VALUE("voice_public_url", ngx_conf_set_str_slot,
+                         public_url),
+    NGX_HTTP_VOICE_VALUE("voice_twiml_url", ngx_conf_set_str_slot,
+                         twiml_url),
+    NGX_HTTP_VOICE_VALUE("voice_stream_url", ngx_conf_set_str_slot,
+                         stream_url),
+    NGX_HTTP_VOICE_VALUE("voice_transcript_dir", ngx_conf_set_str_slot,
+                         transcript_dir),
+    NGX_HTTP_VOICE_VALUE("voice_transcript_thread_pool",
+                         ngx_conf_set_str_slot, thread_pool_name),
+    NGX_HTTP_VOICE_VALUE("voice_transcript_wait", ngx_conf_set_msec_slot,
+                         transcript_wait),
+    NGX_HTTP_VOICE_VALUE("voice_signature", ngx_conf_set_flag_slot,
+                         signature),
+    NGX_HTTP_VOICE_VALUE("voice_twilio_auth_token_file",
+                         ngx_conf_set_str_slot, auth_token_file),
+    NGX_HTTP_VOICE_VALUE("voice_bridge_timeout", ngx_conf_set_msec_slot,
+                         bridge_timeout),
+    NGX_HTTP_VOICE_VALUE("voice_api_max_body_size", ngx_conf_set_size_slot,
+                         max_body_size),
+    NGX_HTTP_VOICE_VALUE("voice_ws_max_message_size", ngx_conf_set_size_slot,
+                         ws_max_message_size),
+    NGX_HTTP_VOICE_VALUE("voice_ws_send_buffer_size", ngx_conf_set_size_slot,
+                         ws_send_buffer_size),
+    NGX_HTTP_VOICE_VALUE("voice_ws_ping_interval", ngx_conf_set_msec_slot,
+                         ws_ping_interval),
+    NGX_HTTP_VOICE_VALUE("voice_model", ngx_conf_set_str_slot, model),
+    NGX_HTTP_VOICE_VALUE("voice_voice", ngx_conf_set_str_slot, voice),
+    NGX_HTTP_VOICE_VALUE("voice_instructions", ngx_conf_set_str_slot,
+                         instructions),
+    NGX_HTTP_VOICE_VALUE("voice_greeting", ngx_conf_set_str_slot, greeting),
+    NGX_HTTP_VOICE_VALUE("voice_transcribe_model", ngx_conf_set_str_slot,
+                         transcribe_model),
+    NGX_HTTP_VOICE_VALUE("voice_vad_threshold", ngx_http_voice_set_threshold,
+                         vad_threshold),
+    NGX_HTTP_VOICE_VALUE("voice_vad_silence", ngx_conf_set_msec_slot,
+                         vad_silence),
+    NGX_HTTP_VOICE_VALUE("voice_vad_prefix", ngx_conf_set_msec_slot,
+                         vad_prefix),
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_voice_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    NULL,                                  /* postconfiguration */
+
+    ngx_http_voice_create_main_conf,       /* create main configuration */
+    ngx_http_voice_init_main_conf,         /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_voice_create_loc_conf,        /* create location configuration */
+    ngx_http_voice_merge_loc_conf          /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_voice_module = {
+    NGX_MODULE_V1,
+    &ngx_http_voice_module_ctx,            /* module context */
+    ngx_http_voice_commands,               /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_http_voice_init_process,           /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_http_voice_exit_process,           /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+ngx_http_voice_worker_t *
+ngx_http_voice_worker(void)
+{
+    ngx_http_voice_main_conf_t  *vmcf;
+
+    vmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_http_voice_module);
+    if (vmcf == NULL) {
+        return NULL;
+    }
+
+    return vmcf->worker;
+}
+
+
+uint64_t
+ngx_http_voice_now_ms(void)
+{
+    ngx_time_t  *tp;
+
+    tp = ngx_timeofday();
+
+    return (uint64_t) tp->sec * 1000 + tp->msec;
+}
+
+
+ngx_int_t
+ngx_http_voice_send_json(ngx_http_request_t *r, ngx_uint_t status,
+    u_char *body, size_t len)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = len;
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+
+    if (r->method == NGX_HTTP_HEAD || len == 0) {
+        r->header_only = (r->method == NGX_HTTP_HEAD);
+        rc = ngx_http_send_header(r);
+        if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+            return rc;
+        }
+        return ngx_http_send_special(r, NGX_HTTP_LAST);
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->pos = body;
+    b->last = body + len;
+    b->memory = 1;
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    rc = ngx_http_send_header(r);
+    if (rc == NGX_ERROR || rc > NGX_OK) {
+        return rc;
+    }
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+ngx_int_t
+ngx_http_voice_send_error(ngx_http_request_t *r, ngx_uint_t status,
+    const char *fmt, ...)
+{
+    u_char   *body, *p, msg[1024], *last;
+    size_t    len;
+    va_list   args;
+
+    va_start(args, fmt);
+    last = ngx_vslprintf(msg, msg + sizeof(msg), fmt, args);
+    va_end(args);
+
+    len = sizeof("{\"success\":false,\"error\":\"\"}") - 1
+          + (last - msg) + ngx_escape_json(NULL, msg, last - msg);
+
+    body = ngx_pnalloc(r->pool, len);
+    if (body == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_cpymem(body, "{\"success\":false,\"error\":\"",
+                   sizeof("{\"success\":false,\"error\":\"") - 1);
+    p = (u_char *) ngx_escape_json(p, msg, last - msg);
+    p = ngx_cpymem(p, "\"}", 2);
+
+    return ngx_http_voice_send_json(r, status, body, p - body);
+}
+
+
+static void *
+ngx_http_voice_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_voice_main_conf_t  *vmcf;
+
+    vmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_voice_main_conf_t));
+    if (vmcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     vmcf->worker = NULL;
+     */
+
+    if (ngx_array_init(&vmcf->endpoints, cf->pool, 2, sizeof(ngx_str_t))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    vmcf->hwm = NGX_CONF_UNSET_UINT;
+    vmcf->heartbeat = NGX_CONF_UNSET_MSEC;
+
+    return vmcf;
+}
+
+
+static char *
+ngx_http_voice_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_voice_main_conf_t *vmcf = conf;
+
+    ngx_conf_init_uint_value(vmcf->hwm, 10000);
+    ngx_conf_init_msec_value(vmcf->heartbeat, 1000);
+
+    return NGX_CONF_OK;
+}
+
+
+static void *
+ngx_http_voice_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_voice_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_voice_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     conf->handler = NGX_HTTP_VOICE_NONE;
+     *     conf->public_url = { 0, NULL };
+     *     conf->twiml_url = { 0, NULL };
+     *     conf->stream_url = { 0, NULL };
+     *     conf->transcript_dir = { 0, NULL };
+     *     conf->thread_pool_name = { 0, NULL };
+     *     conf->thread_pool = NULL;
+     *     conf->auth_token = { 0, NULL };
+     *     conf->auth_token_file = { 0, NULL };
+     *     conf->model = { 0, NULL };
+     *     conf->voice = { 0, NULL };
+     *     conf->instructions = { 0, NULL };
+     *     conf->greeting = { 0, NULL };
+     *     conf->transcribe_model = { 0, NULL };
+     */
+
+    conf->transcript_wait = NGX_CONF_UNSET_MSEC;
+    conf->signature = NGX_CONF_UNSET;
+    conf->bridge_timeout = NGX_CONF_UNSET_MSEC;
+    conf->max_body_size = NGX_CONF_UNSET_SIZE;
+    conf->ws_max_message_size = NGX_CONF_UNSET_SIZE;
+    conf->ws_send_buffer_size = NGX_CONF_UNSET_SIZE;
+    conf->ws_ping_interval = NGX_CONF_UNSET_MSEC;
+    conf->vad_threshold = NGX_CONF_UNSET_UINT;
+    conf->vad_silence = NGX_CONF_UNSET_MSEC;
+    conf->vad_prefix = NGX_CONF_UNSET_MSEC;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_voice_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_voice_loc_conf_t *prev = parent;
+    ngx_http_voice_loc_conf_t *conf = child;
+
+    ngx_http_voice_handler_e     h;
+    ngx_http_voice_main_conf_t  *vmcf;
+
+    ngx_conf_merge_str_value(conf->public_url, prev->public_url, "");
+    ngx_conf_merge_str_value(conf->twiml_url, prev->twiml_url, "");
+    ngx_conf_merge_str_value(conf->stream_url, prev->stream_url, "");
+    ngx_conf_merge_str_value(conf->transcript_dir, prev->transcript_dir, "");
+    ngx_conf_merge_str_value(conf->thread_pool_name, prev->thread_pool_name,
+                             "default");
+    ngx_conf_merge_msec_value(conf->transcript_wait, prev->transcript_wait,
+                              10000);
+    ngx_conf_merge_value(conf->signature, prev->signature, 1);
+    ngx_conf_merge_str_value(conf->auth_token_file, prev->auth_token_file, "");
+    ngx_conf_merge_msec_value(conf->bridge_timeout, prev->bridge_timeout,
+                              30000);
+    ngx_conf_merge_size_value(conf->max_body_size, prev->max_body_size,
+                              16384);
+    ngx_conf_merge_size_value(conf->ws_max_message_size,
+                              prev->ws_max_message_size, 65536);
+    ngx_conf_merge_size_value(conf->ws_send_buffer_size,
+                              prev->ws_send_buffer_size, 262144);
+    ngx_conf_merge_msec_value(conf->ws_ping_interval, prev->ws_ping_interval,
+                              10000);
+    ngx_conf_merge_str_value(conf->model, prev->model, "");
+    ngx_conf_merge_str_value(conf->voice, prev->voice, "");
+    ngx_conf_merge_str_value(conf->instructions, prev->instructions, "");
+    ngx_conf_merge_str_value(conf->greeting, prev->greeting, "");
+    ngx_conf_merge_str_value(conf->transcribe_model, prev->transcribe_model,
+                             "");
+    ngx_conf_merge_uint_value(conf->vad_threshold, prev->vad_threshold,
+                              NGX_CONF_UNSET_UINT);
+    ngx_conf_merge_msec_value(conf->vad_silence, prev->vad_silence,
+                              NGX_CONF_UNSET_MSEC);
+    ngx_conf_merge_msec_value(conf->vad_prefix, prev->vad_prefix,
+                              NGX_CONF_UNSET_MSEC);
+
+    h = conf->handler;
+
+    if (h == NGX_HTTP_VOICE_NONE || h == NGX_HTTP_VOICE_STATUS) {
+        return NGX_CONF_OK;
+    }
+
+    vmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_voice_module);
+
+    if (h != NGX_HTTP_VOICE_API_TRANSCRIPT && vmcf->endpoints.nelts == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "no \"voice_bridge\" endpoint is configured "
+                           "in the http block");
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_voice_env_default(cf, &conf->public_url, "PUBLIC_URL")
+        != NGX_OK
+        || ngx_http_voice_env_default(cf, &conf->transcript_dir,
+                                      "TRANSCRIPT_DIR")
+           != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    if (h == NGX_HTTP_VOICE_TWIML || h == NGX_HTTP_VOICE_MEDIA_STREAM
+        || h == NGX_HTTP_VOICE_API_CALL)
+    {
+        if (ngx_http_voice_derive_urls(cf, conf) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (h == NGX_HTTP_VOICE_MEDIA_STREAM || h == NGX_HTTP_VOICE_API_TRANSCRIPT)
+    {
+        if (conf->transcript_dir.len == 0) {
+            ngx_str_set(&conf->transcript_dir, "logs/");
+        }
+
+        if (ngx_conf_full_name(cf->cycle, &conf->transcript_dir, 0)
+            != NGX_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
+
+        if (conf->transcript_dir.data[conf->transcript_dir.len - 1] != '/') {
+            u_char  *p;
+
+            p = ngx_pnalloc(cf->pool, conf->transcript_dir.len + 1);
+            if (p == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            ngx_memcpy(p, conf->transcript_dir.data,
+                       conf->transcript_dir.len);
+            p[conf->transcript_dir.len++] = '/';
+            conf->transcript_dir.data = p;
+        }
+
+        conf->thread_pool = ngx_thread_pool_add(cf, &conf->thread_pool_name);
+        if (conf->thread_pool == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (h == NGX_HTTP_VOICE_TWIML || h == NGX_HTTP_VOICE_MEDIA_STREAM) {
+
+        if (!conf->signature) {
+            ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                               "Twilio signature checking is off "
+                               "(\"voice_signature off\"): anyone can "
+                               "reach this endpoint");
+            return NGX_CONF_OK;
+        }
+
+        if (conf->auth_token_file.len) {
+            if (ngx_http_voice_read_secret(cf, &conf->auth_token_file,
+                                           &conf->auth_token)
+                != NGX_OK)
+            {
+                return NGX_CONF_ERROR;
+            }
+
+        } else if (ngx_http_voice_env_default(cf, &conf->auth_token,
+                                              "TWILIO_AUTH_TOKEN")
+                   != NGX_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
+
+        if (conf->auth_token.len == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "Twilio signature checking is on, but there "
+                               "is no auth token: set TWILIO_AUTH_TOKEN in "
+                               "the environment or use "
+                               "\"voice_twilio_auth_token_file\"");
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * A directive's value, when nginx.conf does not give one, comes from the
+ * master's environment: at configuration time nginx has not yet cleared
+ * it (workers only keep what `env` lists), and reading it here lets
+ * `nginx -t` report a missing value.
+ */
+
+static ngx_int_t
+ngx_http_voice_env_default(ngx_conf_t *cf, ngx_str_t *value,
+    const char *name)
+{
+    char    *env;
+    size_t   len;
+
+    if (value->len) {
+        return NGX_OK;
+    }
+
+    env = getenv(name);
+    if (env == NULL || *env == '\0') {
+        return NGX_OK;
+    }
+
+    len = ngx_strlen(env);
+
+    value->data = ngx_pnalloc(cf->pool, len);
+    if (value->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(value->data, env, len);
+    value->len = len;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_voice_read_secret(ngx_conf_t *cf, ngx_str_t *file,
+    ngx_str_t *secret)
+{
+    u_char           *p;
+    ssize_t           n;
+    ngx_fd_t          fd;
+    ngx_str_t         name;
+    ngx_file_info_t   fi;
+
+    name = *file;
+
+    if (ngx_conf_full_name(cf->cycle, &name, 1) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    fd = ngx_open_file(name.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           ngx_open_file_n " \"%V\" failed", &name);
+        return NGX_ERROR;
+    }
+
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR
+        || ngx_file_size(&fi) > 4096)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "secret file \"%V\" is unreadable or too large",
+                           &name);
+        ngx_close_file(fd);
+        return NGX_ERROR;
+    }
+
+    p = ngx_pnalloc(cf->pool, 4096);
+    if (p == NULL) {
+        ngx_close_file(fd);
+        return NGX_ERROR;
+    }
+
+    n = read(fd, p, 4096);
+    ngx_close_file(fd);
+
+    if (n < 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "read() \"%V\" failed", &name);
+        return NGX_ERROR;
+    }
+
+    /* a trailing newline is not part of the secret */
+    while (n > 0 && (p[n - 1] == '\n' || p[n - 1] == '\r'
+                     || p[n - 1] == ' '))
+    {
+        n--;
+    }
+
+    secret->data = p;
+    secret->len = n;
+
+    return NGX_OK;
+}
+
+
+/*
+ * From the public URL (the TLS-terminated name Twilio reaches us by)
+ * come the TwiML URL given to Calls.json and the media stream URL put in
+ * the TwiML; each can also be written out with its own directive.
+ */
+
+static ngx_int_t
+ngx_http_voice_derive_urls(ngx_conf_t *cf, ngx_http_voice_loc_conf_t *conf)
+{
+    u_char     *p;
+    ngx_str_t  *u, host;
+
+    u = &conf->public_url;
+
+    while (u->len && u->data[u->len - 1] == '/') {
+        u->len--;
+    }
+
+    if (u->len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "no public URL: set PUBLIC_URL in the "
+                           "environment or use \"voice_public_url\"");
+        return NGX_ERROR;
+    }
+
+    if (u->len > 8 && ngx_strncasecmp(u->data, (u_char *) "https://", 8)
+                      == 0)
+    {
+        host.data = u->data + 8;
+        host.len = u->len - 8;
+
+    } else if (u->len > 7
+               && ngx_strncasecmp(u->data, (u_char *) "http://", 7) == 0)
+    {
+        host.data = u->data + 7;
+        host.len = u->len - 7;
+
+    } else {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid public URL \"%V\": it must start with "
+                           "https:// (or http://)", u);
+        return NGX_ERROR;
+    }
+
+    if (conf->twiml_url.len == 0) {
+        p = ngx_pnalloc(cf->pool, u->len + sizeof("/twiml") - 1);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        conf->twiml_url.data = p;
+        p = ngx_cpymem(p, u->data, u->len);
+        p = ngx_cpymem(p, "/twiml", sizeof("/twiml") - 1);
+        conf->twiml_url.len = p - conf->twiml_url.data;
+    }
+
+    if (conf->stream_url.len == 0) {
+        p = ngx_pnalloc(cf->pool, sizeof("wss://") - 1 + host.len
+                                  + sizeof("/media-stream") - 1);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        /* Twilio only dials wss://; ws:// is for a plain-HTTP public URL */
+        conf->stream_url.data = p;
+        p = ngx_cpymem(p, u->data[4] == 's' || u->data[4] == 'S'
+                          ? "wss://" : "ws://",
+                       u->data[4] == 's' || u->data[4] == 'S' ? 6 : 5);
+        p = ngx_cpymem(p, host.data, host.len);
+        p = ngx_cpymem(p, "/media-stream", sizeof("/media-stream") - 1);
+        conf->stream_url.len = p - conf->stream_url.data;
+    }
+
+    return NGX_OK;
+}
+
+
+static char *
+ngx_http_voice_set_handler(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_voice_loc_conf_t *vlcf = conf;
+
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (vlcf->handler != NGX_HTTP_VOICE_NONE) {
+        return "is duplicate";
+    }
+
+    vlcf->handler = (ngx_http_voice_handler_e) cmd->offset;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    switch (vlcf->handler) {
+
+    case NGX_HTTP_VOICE_TWIML:
+        clcf->handler = ngx_http_voice_twiml_handler;
+        break;
+
+    case NGX_HTTP_VOICE_MEDIA_STREAM:
+        clcf->handler = ngx_http_voice_ws_handler;
+        break;
+
+    case NGX_HTTP_VOICE_API_TRANSCRIPT:
+        clcf->handler = ngx_http_voice_transcript_handler;
+        break;
+
+    case NGX_HTTP_VOICE_STATUS:
+        clcf->handler = ngx_http_voice_status_handler;
+        break;
+
+    default:
+        clcf->handler = ngx_http_voice_rest_handler;
+        break;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_voice_set_bridge(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_voice_main_conf_t *vmcf = conf;
+
+    ngx_str_t   *value, *ep;
+    ngx_uint_t   i;
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "ipc://", 6) != 0
+            && ngx_strncmp(value[i].data, "tcp://", 6) != 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid bridge endpoint \"%V\": it must "
+                               "start with ipc:// or tcp://", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        ep = ngx_array_push(&vmcf->endpoints);
+        if (ep == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        *ep = value[i];
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* "0.5" -> 500 per mille; the VAD threshold is a fraction in [0, 1] */
+
+static char *
+ngx_http_voice_set_threshold(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_voice_loc_conf_t *vlcf = conf;
+
+    ngx_int_t   n;
+    ngx_str_t  *value;
+
+    if (vlcf->vad_threshold != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    n = ngx_atofp(value[1].data, value[1].len, 3);
+    if (n == NGX_ERROR || n > 1000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid value \"%V\": the threshold is a "
+                           "number from 0 to 1", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    vlcf->vad_threshold = (ngx_uint_t) n;
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_voice_init_process(ngx_cycle_t *cycle)
+{
+    ngx_http_voice_main_conf_t  *vmcf;
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    vmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_voice_module);
+    if (vmcf == NULL || vmcf->endpoints.nelts == 0) {
+        return NGX_OK;
+    }
+
+    return ngx_http_voice_bridge_init_process(cycle, vmcf);
+}
+
+
+static void
+ngx_http_voice_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_voice_main_conf_t  *vmcf;
+
+    vmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_voice_module);
+    if (vmcf == NULL || vmcf->worker == NULL) {
+        return;
+    }
+
+    ngx_http_voice_bridge_exit_process(cycle, vmcf);
+}

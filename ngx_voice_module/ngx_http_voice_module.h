@@ -1,0 +1,308 @@
+/*
+ * ngx_http_voice_module.h: types shared by the files of the voice module,
+ * and the functions they export to each other.
+ *
+ * The module is the public edge of the voice bridge: the REST API
+ * (ngx_http_voice_rest.c), TwiML (ngx_http_voice_twiml.c), Twilio's
+ * signature (ngx_http_voice_signature.c), the media WebSocket
+ * (ngx_http_voice_ws.c over ngx_http_voice_ws_codec.c) and its Twilio
+ * session (ngx_http_voice_media.c), the ZeroMQ channel to bridged
+ * (ngx_http_voice_bridge.c) and transcript storage
+ * (ngx_http_voice_transcript.c).  ngx_http_voice_module.c holds the
+ * directives and the module's life cycle.
+ */
+
+#ifndef NGX_HTTP_VOICE_MODULE_H
+#define NGX_HTTP_VOICE_MODULE_H
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#if !(NGX_THREADS)
+#error "the voice module needs nginx built --with-threads"
+#endif
+
+#include "voice_proto.h"
+#include "ngx_http_voice_ws_codec.h"
+#include "ngx_http_voice_twilio.h"
+#include "ngx_http_voice_body.h"
+
+
+#define NGX_HTTP_VOICE_SID_LEN       34
+#define NGX_HTTP_VOICE_PHONE_MAX     32
+
+
+/* what a location does: set by its handler directive */
+typedef enum {
+    NGX_HTTP_VOICE_NONE = 0,
+    NGX_HTTP_VOICE_TWIML,
+    NGX_HTTP_VOICE_MEDIA_STREAM,
+    NGX_HTTP_VOICE_API_NUMBERS,
+    NGX_HTTP_VOICE_API_CALL,
+    NGX_HTTP_VOICE_API_END_CALL,
+    NGX_HTTP_VOICE_API_TRANSCRIPT,
+    NGX_HTTP_VOICE_STATUS
+} ngx_http_voice_handler_e;
+
+
+typedef struct ngx_http_voice_peer_s      ngx_http_voice_peer_t;
+typedef struct ngx_http_voice_call_s      ngx_http_voice_call_t;
+typedef struct ngx_http_voice_media_s     ngx_http_voice_media_t;
+typedef struct ngx_http_voice_worker_s    ngx_http_voice_worker_t;
+typedef struct ngx_http_voice_ws_s        ngx_http_voice_ws_t;
+typedef struct ngx_http_voice_transcript_files_s
+    ngx_http_voice_transcript_files_t;
+
+
+typedef struct {
+    ngx_array_t                 endpoints;      /* of ngx_str_t */
+    ngx_uint_t                  hwm;
+    ngx_msec_t                  heartbeat;
+
+    /* per-worker state, created in init_process */
+    ngx_http_voice_worker_t    *worker;
+} ngx_http_voice_main_conf_t;
+
+
+typedef struct {
+    ngx_http_voice_handler_e    handler;
+
+    ngx_str_t                   public_url;     /* scheme://host[:port] */
+    ngx_str_t                   twiml_url;      /* given to Calls.json */
+    ngx_str_t                   stream_url;     /* wss://host/media-stream */
+
+    ngx_str_t                   transcript_dir; /* ends with '/' */
+    ngx_thread_pool_t          *thread_pool;
+    ngx_str_t                   thread_pool_name;
+    ngx_msec_t                  transcript_wait;
+
+    ngx_flag_t                  signature;
+    ngx_str_t                   auth_token;
+    ngx_str_t                   auth_token_file;
+
+    ngx_msec_t                  bridge_timeout;
+    size_t                      max_body_size;
+
+    size_t                      ws_max_message_size;
+    size_t                      ws_send_buffer_size;
+    ngx_msec_t                  ws_idle_timeout;
+    ngx_msec_t                  ws_ping_interval;
+
+    /* the assistant's session settings, sent with each stream start */
+    ngx_str_t                   model;
+    ngx_str_t                   voice;
+    ngx_str_t                   instructions;
+    ngx_str_t                   greeting;
+    ngx_str_t                   transcribe_model;
+    ngx_uint_t                  vad_threshold;  /* per mille */
+    ngx_msec_t                  vad_silence;
+    ngx_msec_t                  vad_prefix;
+} ngx_http_voice_loc_conf_t;
+
+
+/* one configured bridged endpoint, in one worker */
+struct ngx_http_voice_peer_s {
+    ngx_str_t                   endpoint;
+    ngx_uint_t                  index;
+    void                       *sock;           /* ZeroMQ DEALER */
+    ngx_connection_t           *conn;           /* wraps ZMQ_FD */
+    ngx_msec_t                  last_seen;      /* any message from it */
+    ngx_msec_t                  last_ping;
+    ngx_uint_t                  missed;         /* pings unanswered */
+    ngx_uint_t                  dropped;        /* frames refused (HWM) */
+    unsigned                    alive:1;
+};
+
+
+/* what one worker keeps: peers, pending REST requests, live calls */
+struct ngx_http_voice_worker_s {
+    void                       *zmq_ctx;
+    ngx_http_voice_peer_t      *peers;
+    ngx_uint_t                  npeers;
+    ngx_uint_t                  next_any;       /* round robin */
+
+    ngx_rbtree_t                pending;        /* REST, by request id */
+    ngx_rbtree_node_t           pending_sentinel;
+    uint64_t                    next_request_id;
+
+    ngx_rbtree_t                calls;          /* by call SID */
+    ngx_rbtree_node_t           calls_sentinel;
+    ngx_uint_t                  ncalls;
+
+    ngx_event_t                 heartbeat;
+
+    /* scratch, reused by every frame this worker handles */
+    u_char                     *frame;          /* a proto frame */
+    size_t                      frame_size;
+    u_char                     *recv;           /* WebSocket reads */
+    size_t                      recv_size;
+    u_char                     *audio;          /* decoded media payload */
+    u_char                     *scratch;        /* unescaped strings */
+    size_t                      scratch_size;
+    u_char                     *out;            /* a frame to Twilio */
+    size_t                      out_size;
+
+    /* counters, shown by voice_status */
+    ngx_atomic_uint_t           audio_in;
+    ngx_atomic_uint_t           audio_out;
+    ngx_atomic_uint_t           audio_dropped;
+    ngx_atomic_uint_t           events_ignored;
+};
+
+
+/*
+ * The media WebSocket of one call (ngx_http_voice_ws.c): the RFC 6455
+ * connection taken over from the HTTP request.  The Twilio session on top
+ * of it is ngx_http_voice_media.c's.
+ */
+struct ngx_http_voice_ws_s {
+    ngx_http_request_t         *request;
+    ngx_connection_t           *connection;
+    ngx_http_voice_media_t     *media;
+    ngx_http_voice_loc_conf_t  *vlcf;
+
+    ngx_http_voice_ws_parser_t  parser;
+    u_char                     *msg;            /* message storage */
+
+    /* bytes accepted for sending but not yet written */
+    u_char                     *out;
+    size_t                      out_pos;
+    size_t                      out_last;
+    size_t                      out_cap;
+
+    ngx_event_t                 finalizer;      /* posted: finalize once */
+    ngx_uint_t                  dropped;        /* frames not queued */
+    ngx_uint_t                  control;        /* control frames, this tick */
+
+    unsigned                    active:1;       /* any input this tick */
+    unsigned                    ping_sent:1;
+    unsigned                    close_sent:1;
+    unsigned                    close_received:1;
+    unsigned                    finalizing:1;
+};
+
+
+/* transcript states of a call */
+typedef enum {
+    NGX_HTTP_VOICE_CALL_ST_LIVE = 0,    /* media flowing */
+    NGX_HTTP_VOICE_CALL_ST_ENDING,      /* stream over; awaiting call.done */
+    NGX_HTTP_VOICE_CALL_ST_WRITING,     /* final file being written */
+    NGX_HTTP_VOICE_CALL_ST_DONE
+} ngx_http_voice_call_state_e;
+
+
+typedef struct {
+    uint32_t                    order;
+    uint32_t                    role;
+    uint64_t                    time;           /* ms since the epoch */
+    ngx_str_t                   text;
+} ngx_http_voice_utterance_t;
+
+
+/*
+ * One call, from its media stream's start until its transcript file is
+ * written.  It outlives the WebSocket (the last transcript events arrive
+ * after Twilio's stop), so it has its own pool, freed by
+ * ngx_http_voice_transcript.c when the file is safely on disk.
+ */
+struct ngx_http_voice_call_s {
+    ngx_str_node_t              node;           /* key: call_sid */
+    ngx_pool_t                 *pool;
+    ngx_log_t                  *log;
+    ngx_http_voice_call_state_e state;
+
+    u_char                      call_sid[NGX_HTTP_VOICE_SID_LEN + 1];
+    u_char                      stream_sid[NGX_HTTP_VOICE_SID_LEN + 1];
+    u_char                      phone[NGX_HTTP_VOICE_PHONE_MAX + 1];
+    ngx_str_t                   name;           /* {sid}_{phone}_{time} */
+    uint64_t                    start;          /* ms since the epoch */
+
+    ngx_http_voice_media_t     *media;          /* NULL once it is gone */
+    ngx_http_voice_peer_t      *peer;           /* the bridged owning it */
+    ngx_http_voice_loc_conf_t  *vlcf;
+
+    ngx_array_t                 utterances;     /* of utterance_t */
+    size_t                      text_bytes;
+    ngx_uint_t                  dropped;        /* over the limits */
+
+    /* journal appends and the final write run on the thread pool, one
+     * task at a time per call, so the file sees them in order */
+    ngx_uint_t                  journaled;      /* utterances written */
+    unsigned                    task_busy:1;
+    unsigned                    final_wanted:1;
+    unsigned                    journal_failed:1;
+
+    ngx_event_t                 wait;           /* bounded wait for done */
+    ngx_http_voice_transcript_files_t  *files;  /* its file operations */
+};
+
+
+/* ngx_http_voice_module.c */
+extern ngx_module_t  ngx_http_voice_module;
+
+ngx_http_voice_worker_t *ngx_http_voice_worker(void);
+uint64_t ngx_http_voice_now_ms(void);
+ngx_int_t ngx_http_voice_send_json(ngx_http_request_t *r, ngx_uint_t status,
+    u_char *body, size_t len);
+ngx_int_t ngx_http_voice_send_error(ngx_http_request_t *r, ngx_uint_t status,
+    const char *fmt, ...);
+
+
+/* ngx_http_voice_bridge.c */
+ngx_int_t ngx_http_voice_bridge_init_process(ngx_cycle_t *cycle,
+    ngx_http_voice_main_conf_t *vmcf);
+void ngx_http_voice_bridge_exit_process(ngx_cycle_t *cycle,
+    ngx_http_voice_main_conf_t *vmcf);
+ngx_http_voice_peer_t *ngx_http_voice_bridge_owner(const u_char *call_sid,
+    size_t len);
+ngx_http_voice_peer_t *ngx_http_voice_bridge_any(void);
+ngx_int_t ngx_http_voice_bridge_send(ngx_http_voice_peer_t *peer,
+    const u_char *frame, size_t len);
+ngx_http_voice_call_t *ngx_http_voice_bridge_find_call(const u_char *sid,
+    size_t len);
+void ngx_http_voice_bridge_add_call(ngx_http_voice_call_t *call);
+void ngx_http_voice_bridge_remove_call(ngx_http_voice_call_t *call);
+
+
+/* ngx_http_voice_rest.c */
+ngx_int_t ngx_http_voice_rest_handler(ngx_http_request_t *r);
+void ngx_http_voice_rest_reply(voice_proto_msg_t *msg);
+ngx_int_t ngx_http_voice_status_handler(ngx_http_request_t *r);
+
+
+/* ngx_http_voice_twiml.c */
+ngx_int_t ngx_http_voice_twiml_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_voice_twiml_verify(ngx_http_request_t *r,
+    ngx_http_voice_loc_conf_t *vlcf, ngx_str_t *url,
+    ngx_http_voice_body_param_t *params, size_t n);
+
+
+/* ngx_http_voice_ws.c */
+ngx_int_t ngx_http_voice_ws_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_voice_ws_send(ngx_http_voice_ws_t *ws, int opcode,
+    u_char *payload, size_t len, ngx_uint_t droppable);
+void ngx_http_voice_ws_close(ngx_http_voice_ws_t *ws, uint16_t code,
+    const char *reason);
+
+
+/* ngx_http_voice_media.c */
+ngx_http_voice_media_t *ngx_http_voice_media_create(ngx_http_request_t *r);
+void ngx_http_voice_media_on_message(ngx_http_voice_media_t *m,
+    u_char *data, size_t len);
+void ngx_http_voice_media_on_close(ngx_http_voice_media_t *m);
+void ngx_http_voice_media_on_bridge(ngx_http_voice_media_t *m,
+    voice_proto_msg_t *msg);
+
+
+/* ngx_http_voice_transcript.c */
+ngx_http_voice_call_t *ngx_http_voice_transcript_start(
+    ngx_http_voice_loc_conf_t *vlcf, ngx_log_t *log,
+    ngx_http_voice_twilio_event_t *start, ngx_str_t *phone);
+void ngx_http_voice_transcript_on_bridge(ngx_http_voice_call_t *call,
+    voice_proto_msg_t *msg);
+void ngx_http_voice_transcript_end(ngx_http_voice_call_t *call);
+ngx_int_t ngx_http_voice_transcript_handler(ngx_http_request_t *r);
+
+
+#endif /* NGX_HTTP_VOICE_MODULE_H */

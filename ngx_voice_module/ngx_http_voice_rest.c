@@ -1,0 +1,505 @@
+/*
+ * ngx_http_voice_rest.c: the REST endpoints that need bridged
+ * (/api/numbers, /api/call, /api/end-call) and voice_status.
+ *
+ * A request is checked here (method, body size, JSON shape, phone
+ * numbers, call SID), then parked while bridged talks to Twilio: the
+ * proto request goes out with a request id over the bridge channel
+ * (ngx_http_voice_bridge.c), the request waits in a per-worker tree with a
+ * timer, and ngx_http_voice_rest_reply() sends bridged's answer when it
+ * comes.  Whatever comes first -- reply, timer (504) or the client
+ * leaving (pool cleanup) -- finalizes the request exactly once.  A bridged
+ * that is down or full answers 503 at once.
+ */
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_voice_module.h"
+
+
+typedef struct {
+    ngx_rbtree_node_t           node;       /* key: request id */
+    ngx_http_request_t         *request;
+    ngx_event_t                 timer;
+    ngx_http_voice_peer_t      *peer;
+    unsigned                    pending:1;
+} ngx_http_voice_rest_ctx_t;
+
+
+static void ngx_http_voice_rest_body_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_voice_rest_start(ngx_http_request_t *r,
+    ngx_http_voice_loc_conf_t *vlcf, u_char *body, size_t len);
+static ngx_int_t ngx_http_voice_rest_read_body(ngx_http_request_t *r,
+    size_t max, u_char **body, size_t *len);
+static ngx_int_t ngx_http_voice_rest_park(ngx_http_request_t *r,
+    ngx_http_voice_loc_conf_t *vlcf, ngx_http_voice_peer_t *peer,
+    voice_proto_writer_t *wr, uint64_t id);
+static void ngx_http_voice_rest_timeout(ngx_event_t *ev);
+static void ngx_http_voice_rest_cleanup(void *data);
+static void ngx_http_voice_rest_unpark(ngx_http_voice_rest_ctx_t *ctx);
+
+
+ngx_int_t
+ngx_http_voice_rest_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                   rc;
+    ngx_uint_t                  want;
+    ngx_http_voice_loc_conf_t  *vlcf;
+
+    vlcf = ngx_http_get_module_loc_conf(r, ngx_http_voice_module);
+
+    want = (vlcf->handler == NGX_HTTP_VOICE_API_NUMBERS)
+           ? (NGX_HTTP_GET|NGX_HTTP_HEAD) : NGX_HTTP_POST;
+
+    if (!(r->method & want)) {
+        rc = ngx_http_discard_request_body(r);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        return ngx_http_voice_send_error(r, NGX_HTTP_NOT_ALLOWED,
+                                         "method not allowed: use %s",
+                                         want == NGX_HTTP_POST
+                                         ? "POST" : "GET");
+    }
+
+    if (r->headers_in.content_length_n > (off_t) vlcf->max_body_size) {
+        rc = ngx_http_discard_request_body(r);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        return ngx_http_voice_send_error(r,
+                                         NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                         "request body is larger than %uz "
+                                         "bytes", vlcf->max_body_size);
+    }
+
+    r->request_body_in_single_buf = 1;
+
+    rc = ngx_http_read_client_request_body(r,
+                                           ngx_http_voice_rest_body_handler);
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_voice_rest_body_handler(ngx_http_request_t *r)
+{
+    u_char                     *body;
+    size_t                      len;
+    ngx_int_t                   rc;
+    ngx_http_voice_loc_conf_t  *vlcf;
+
+    vlcf = ngx_http_get_module_loc_conf(r, ngx_http_voice_module);
+
+    rc = ngx_http_voice_rest_read_body(r, vlcf->max_body_size, &body, &len);
+
+    if (rc == NGX_OK) {
+        rc = ngx_http_voice_rest_start(r, vlcf, body, len);
+    }
+
+    if (rc == NGX_DONE) {
+        /* parked: a client that goes away is noticed, and the request's
+         * pool cleanup unparks it */
+        r->read_event_handler = ngx_http_test_reading;
+        return;
+    }
+
+    ngx_http_finalize_request(r, rc);
+}
+
+
+static ngx_int_t
+ngx_http_voice_rest_read_body(ngx_http_request_t *r, size_t max,
+    u_char **body, size_t *len)
+{
+    u_char       *p;
+    size_t        size;
+    ngx_chain_t  *cl;
+
+    *body = NULL;
+    *len = 0;
+
+    if (r->request_body == NULL || r->request_body->bufs == NULL) {
+        return NGX_OK;
+    }
+
+    if (r->request_body->temp_file) {
+        return ngx_http_voice_send_error(r,
+                                         NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                         "request body is too large");
+    }
+
+    size = 0;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        if (cl->buf->in_file) {
+            return ngx_http_voice_send_error(r,
+                                            NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                            "request body is too large");
+        }
+
+        size += cl->buf->last - cl->buf->pos;
+    }
+
+    if (size > max) {
+        return ngx_http_voice_send_error(r,
+                                         NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                         "request body is larger than %uz "
+                                         "bytes", max);
+    }
+
+    if (r->request_body->bufs->next == NULL) {
+        *body = r->request_body->bufs->buf->pos;
+        *len = size;
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, size);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    *body = p;
+    *len = size;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_voice_rest_start(ngx_http_request_t *r,
+    ngx_http_voice_loc_conf_t *vlcf, u_char *body, size_t len)
+{
+    char                      number[NGX_HTTP_VOICE_E164_MAX + 1];
+    char                      from[NGX_HTTP_VOICE_E164_MAX + 1];
+    char                      sid[NGX_HTTP_VOICE_SID_LEN + 1];
+    uint64_t                  id;
+    const char               *err;
+    voice_proto_writer_t      wr;
+    ngx_http_voice_peer_t    *peer;
+    ngx_http_voice_worker_t  *w;
+
+    w = ngx_http_voice_worker();
+    if (w == NULL) {
+        return ngx_http_voice_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                         "bridged is not reachable");
+    }
+
+    id = w->next_request_id++;
+
+    switch (vlcf->handler) {
+
+    case NGX_HTTP_VOICE_API_NUMBERS:
+        peer = ngx_http_voice_bridge_any();
+
+        voice_proto_begin(&wr, w->frame, w->frame_size,
+                          VOICE_PROTO_MSG_NUMBERS_LIST);
+        voice_proto_put_u64(&wr, VOICE_PROTO_F_REQUEST_ID, id);
+        break;
+
+    case NGX_HTTP_VOICE_API_CALL:
+        if (ngx_http_voice_body_parse_call(body, len, number, from, &err)
+            != 0)
+        {
+            return ngx_http_voice_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                             "%s", err);
+        }
+
+        peer = ngx_http_voice_bridge_any();
+
+        voice_proto_begin(&wr, w->frame, w->frame_size,
+                          VOICE_PROTO_MSG_CALL_CREATE);
+        voice_proto_put_u64(&wr, VOICE_PROTO_F_REQUEST_ID, id);
+        voice_proto_put_str(&wr, VOICE_PROTO_F_TO, number);
+        if (from[0]) {
+            voice_proto_put_str(&wr, VOICE_PROTO_F_FROM, from);
+        }
+        voice_proto_put_bytes(&wr, VOICE_PROTO_F_URL, vlcf->twiml_url.data,
+                              vlcf->twiml_url.len);
+        break;
+
+    default: /* NGX_HTTP_VOICE_API_END_CALL */
+        if (ngx_http_voice_body_parse_end_call(body, len, sid, &err) != 0) {
+            return ngx_http_voice_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                             "%s", err);
+        }
+
+        /* the call's owner is the bridged that holds its session */
+        peer = ngx_http_voice_bridge_owner((u_char *) sid,
+                                           NGX_HTTP_VOICE_SID_LEN);
+
+        voice_proto_begin(&wr, w->frame, w->frame_size,
+                          VOICE_PROTO_MSG_CALL_END);
+        voice_proto_put_u64(&wr, VOICE_PROTO_F_REQUEST_ID, id);
+        voice_proto_put_str(&wr, VOICE_PROTO_F_CALL_SID, sid);
+        break;
+    }
+
+    if (peer == NULL) {
+        return ngx_http_voice_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                         "bridged is not reachable");
+    }
+
+    return ngx_http_voice_rest_park(r, vlcf, peer, &wr, id);
+}
+
+
+static ngx_int_t
+ngx_http_voice_rest_park(ngx_http_request_t *r,
+    ngx_http_voice_loc_conf_t *vlcf, ngx_http_voice_peer_t *peer,
+    voice_proto_writer_t *wr, uint64_t id)
+{
+    size_t                      n;
+    ngx_int_t                   rc;
+    ngx_pool_cleanup_t         *cln;
+    ngx_http_voice_worker_t    *w;
+    ngx_http_voice_rest_ctx_t  *ctx;
+
+    w = ngx_http_voice_worker();
+
+    n = voice_proto_finish(wr);
+    if (n == 0) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "voice: request frame does not fit");
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_voice_rest_ctx_t));
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rc = ngx_http_voice_bridge_send(peer, w->frame, n);
+
+    if (rc != NGX_OK) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "voice: cannot send the request to bridged at \"%V\"",
+                      &peer->endpoint);
+        return ngx_http_voice_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                         "bridged is not reachable");
+    }
+
+    ctx->request = r;
+    ctx->peer = peer;
+    ctx->node.key = (ngx_rbtree_key_t) id;
+    ngx_rbtree_insert(&w->pending, &ctx->node);
+    ctx->pending = 1;
+
+    ctx->timer.handler = ngx_http_voice_rest_timeout;
+    ctx->timer.data = ctx;
+    ctx->timer.log = r->connection->log;
+    ngx_add_timer(&ctx->timer, vlcf->bridge_timeout);
+
+    cln->handler = ngx_http_voice_rest_cleanup;
+    cln->data = ctx;
+
+    ngx_http_set_ctx(r, ctx, ngx_http_voice_module);
+
+    return NGX_DONE;
+}
+
+
+void
+ngx_http_voice_rest_reply(voice_proto_msg_t *msg)
+{
+    u_char                     *body;
+    ngx_int_t                   rc;
+    ngx_rbtree_key_t            key;
+    ngx_connection_t           *c;
+    ngx_rbtree_node_t          *node, *sentinel;
+    ngx_http_request_t         *r;
+    ngx_http_voice_worker_t    *w;
+    ngx_http_voice_rest_ctx_t  *ctx;
+
+    w = ngx_http_voice_worker();
+    key = (ngx_rbtree_key_t) msg->request_id;
+
+    node = w->pending.root;
+    sentinel = w->pending.sentinel;
+
+    while (node != sentinel && node->key != key) {
+        node = (key < node->key) ? node->left : node->right;
+    }
+
+    if (node == sentinel) {
+        /* the client left, or the timer answered first */
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "voice: reply for a request no longer pending: %uL",
+                       msg->request_id);
+        return;
+    }
+
+    ctx = (ngx_http_voice_rest_ctx_t *) node;
+    ngx_http_voice_rest_unpark(ctx);
+
+    r = ctx->request;
+    c = r->connection;
+    ngx_http_set_log_request(c->log, r);
+
+    if (msg->status < 200 || msg->status > 599) {
+        ngx_log_error(NGX_LOG_ERR, c->log, 0,
+                      "voice: bridged replied with status %uD",
+                      msg->status);
+        rc = ngx_http_voice_send_error(r, NGX_HTTP_BAD_GATEWAY,
+                                       "bridged sent an invalid reply");
+        goto done;
+    }
+
+    /* the frame is freed after dispatch; output may outlive it */
+    body = ngx_pnalloc(r->pool, msg->body.len);
+    if (body == NULL) {
+        rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        goto done;
+    }
+
+    ngx_memcpy(body, msg->body.data, msg->body.len);
+
+    rc = ngx_http_voice_send_json(r, msg->status, body, msg->body.len);
+
+done:
+
+    ngx_http_finalize_request(r, rc);
+    ngx_http_run_posted_requests(c);
+}
+
+
+static void
+ngx_http_voice_rest_timeout(ngx_event_t *ev)
+{
+    ngx_int_t                   rc;
+    ngx_connection_t           *c;
+    ngx_http_request_t         *r;
+    ngx_http_voice_loc_conf_t  *vlcf;
+    ngx_http_voice_rest_ctx_t  *ctx;
+
+    ctx = ev->data;
+    r = ctx->request;
+    c = r->connection;
+
+    ngx_http_voice_rest_unpark(ctx);
+    ngx_http_set_log_request(c->log, r);
+
+    vlcf = ngx_http_get_module_loc_conf(r, ngx_http_voice_module);
+
+    ngx_log_error(NGX_LOG_ERR, c->log, 0,
+                  "voice: bridged at \"%V\" did not answer within %M ms",
+                  &ctx->peer->endpoint, vlcf->bridge_timeout);
+
+    rc = ngx_http_voice_send_error(r, NGX_HTTP_GATEWAY_TIME_OUT,
+                                   "no answer within %M ms",
+                                   vlcf->bridge_timeout);
+
+    ngx_http_finalize_request(r, rc);
+    ngx_http_run_posted_requests(c);
+}
+
+
+static void
+ngx_http_voice_rest_cleanup(void *data)
+{
+    ngx_http_voice_rest_ctx_t  *ctx = data;
+
+    ngx_http_voice_rest_unpark(ctx);
+}
+
+
+static void
+ngx_http_voice_rest_unpark(ngx_http_voice_rest_ctx_t *ctx)
+{
+    ngx_http_voice_worker_t  *w;
+
+    if (!ctx->pending) {
+        return;
+    }
+
+    ctx->pending = 0;
+
+    w = ngx_http_voice_worker();
+    if (w) {
+        ngx_rbtree_delete(&w->pending, &ctx->node);
+    }
+
+    if (ctx->timer.timer_set) {
+        ngx_del_timer(&ctx->timer);
+    }
+}
+
+
+/*
+ * voice_status: this worker's view of the bridge, as JSON, for operators
+ * and readiness checks.
+ */
+
+ngx_int_t
+ngx_http_voice_status_handler(ngx_http_request_t *r)
+{
+    u_char                   *body, *p;
+    size_t                    len;
+    ngx_int_t                 rc;
+    ngx_uint_t                i;
+    ngx_http_voice_peer_t    *peer;
+    ngx_http_voice_worker_t  *w;
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    w = ngx_http_voice_worker();
+
+    len = 256;
+    if (w) {
+        for (i = 0; i < w->npeers; i++) {
+            len += 128 + 2 * w->peers[i].endpoint.len;
+        }
+    }
+
+    body = ngx_pnalloc(r->pool, len);
+    if (body == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_sprintf(body, "{\"pid\":%P,\"bridges\":[", ngx_pid);
+
+    for (i = 0; w && i < w->npeers; i++) {
+        peer = &w->peers[i];
+        p = ngx_sprintf(p, "%s{\"endpoint\":\"", i ? "," : "");
+        p = (u_char *) ngx_escape_json(p, peer->endpoint.data,
+                                       peer->endpoint.len);
+        p = ngx_sprintf(p, "\",\"alive\":%s,\"dropped\":%ui}",
+                        peer->alive ? "true" : "false", peer->dropped);
+    }
+
+    if (w) {
+        p = ngx_sprintf(p, "],\"calls\":%ui,\"audioIn\":%uA,"
+                        "\"audioOut\":%uA,\"audioDropped\":%uA,"
+                        "\"eventsIgnored\":%uA}",
+                        w->ncalls, w->audio_in, w->audio_out,
+                        w->audio_dropped, w->events_ignored);
+    } else {
+        p = ngx_sprintf(p, "],\"calls\":0}");
+    }
+
+    return ngx_http_voice_send_json(r, NGX_HTTP_OK, body, p - body);
+}

@@ -1,0 +1,1077 @@
+/*
+ * ngx_http_voice_transcript.c: transcript storage, and the
+ * /api/transcript/{callSid} lookup.
+ *
+ * A call's record starts with its media stream (ngx_http_voice_media.c)
+ * and lives in the per-worker call tree (ngx_http_voice_bridge.c) until its
+ * file is on disk.  Each utterance bridged publishes is kept in memory and
+ * appended at once to the call's journal (TRANSCRIPT_DIR/.{name}.journal).
+ * When the stream is over and bridged says no more utterances will come
+ * (call.done) -- or after a bounded wait, voice_transcript_wait, if it
+ * never does -- the utterances are sorted into conversation order and
+ * written to TRANSCRIPT_DIR/{callSid}_{phone}_{start}.json atomically:
+ * temporary file, fsync, rename, fsync of the directory.  Then the journal
+ * goes.
+ *
+ * Every file operation runs on nginx's thread pool, never in the event
+ * loop.  A call has one reusable task and at most one operation in flight,
+ * so its appends and its final write reach the disk in order; the thread
+ * only touches a buffer the event loop rendered for it and handed over.
+ */
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <dirent.h>
+
+#include "ngx_http_voice_module.h"
+#include "ngx_http_voice_transcript_fmt.h"
+
+
+#define NGX_HTTP_VOICE_TRANSCRIPT_MAX_UTTERANCES   10000
+#define NGX_HTTP_VOICE_TRANSCRIPT_MAX_TEXT         (4 * 1024 * 1024)
+#define NGX_HTTP_VOICE_TRANSCRIPT_MAX_FILE         (16 * 1024 * 1024)
+
+
+/* what one thread-pool operation of a call writes */
+typedef struct {
+    ngx_http_voice_call_t      *call;
+    u_char                     *data;         /* ngx_alloc()ed */
+    size_t                      len;
+    ngx_uint_t                  upto;         /* utterances covered */
+    unsigned                    final:1;
+
+    /* results, set by the thread */
+    ngx_err_t                   err;
+    const char                 *failed;       /* the call that failed */
+} ngx_http_voice_transcript_io_t;
+
+
+/* the state a call keeps for its file operations */
+struct ngx_http_voice_transcript_files_s {
+    ngx_thread_task_t          *task;
+    ngx_thread_pool_t          *pool;
+    u_char                     *final;        /* NUL-terminated paths */
+    u_char                     *tmp;
+    u_char                     *journal;
+    u_char                     *dir;
+    unsigned                    bridge_done:1;
+};
+
+
+/* a transcript lookup, allocated apart from the request: the request may
+ * go away while the thread reads */
+typedef struct {
+    ngx_http_request_t         *request;      /* NULL once it is gone */
+    u_char                      sid[NGX_HTTP_VOICE_SID_LEN + 1];
+    u_char                     *dir;          /* NUL-terminated */
+    unsigned                    text:1;
+
+    u_char                     *data;         /* malloc()ed by the thread */
+    size_t                      len;
+    ngx_uint_t                  status;
+    ngx_err_t                   err;
+} ngx_http_voice_transcript_lookup_t;
+
+
+static const char *ngx_http_voice_transcript_state_name[] = {
+    "live", "ending", "writing", "done"
+};
+
+
+static void ngx_http_voice_transcript_state(ngx_http_voice_call_t *call,
+    ngx_http_voice_call_state_e state);
+static ngx_http_voice_transcript_files_t *ngx_http_voice_transcript_files(
+    ngx_http_voice_call_t *call);
+static void ngx_http_voice_transcript_add(ngx_http_voice_call_t *call,
+    voice_proto_msg_t *msg);
+static void ngx_http_voice_transcript_wait_handler(ngx_event_t *ev);
+static void ngx_http_voice_transcript_finish(ngx_http_voice_call_t *call);
+static void ngx_http_voice_transcript_schedule(ngx_http_voice_call_t *call);
+static u_char *ngx_http_voice_transcript_render(ngx_http_voice_call_t *call,
+    ngx_uint_t from, ngx_uint_t to, ngx_uint_t final, size_t *len);
+static ngx_int_t ngx_http_voice_transcript_cmp(const void *a, const void *b);
+static void ngx_http_voice_transcript_io_thread(void *data, ngx_log_t *log);
+static void ngx_http_voice_transcript_io_done(ngx_event_t *ev);
+static ngx_int_t ngx_http_voice_transcript_write_all(ngx_fd_t fd,
+    u_char *data, size_t len);
+static void ngx_http_voice_transcript_destroy(ngx_http_voice_call_t *call);
+static void ngx_http_voice_transcript_lookup_thread(void *data,
+    ngx_log_t *log);
+static void ngx_http_voice_transcript_lookup_done(ngx_event_t *ev);
+static void ngx_http_voice_transcript_lookup_cleanup(void *data);
+
+
+ngx_http_voice_call_t *
+ngx_http_voice_transcript_start(ngx_http_voice_loc_conf_t *vlcf,
+    ngx_log_t *log, ngx_http_voice_twilio_event_t *start, ngx_str_t *phone)
+{
+    u_char                             *p, stamp[32];
+    size_t                              i, n, dlen;
+    ngx_log_t                          *clog;
+    ngx_pool_t                         *pool;
+    ngx_http_voice_call_t              *call;
+    ngx_http_voice_transcript_io_t     *io;
+    ngx_http_voice_transcript_files_t  *files;
+
+    if (ngx_http_voice_bridge_find_call(start->call_sid.data,
+                                        start->call_sid.len))
+    {
+        ngx_log_error(NGX_LOG_INFO, log, 0,
+                      "voice: call %*s already has a media stream",
+                      start->call_sid.len, start->call_sid.data);
+        return NULL;
+    }
+
+    pool = ngx_create_pool(2048, ngx_cycle->log);
+    if (pool == NULL) {
+        return NULL;
+    }
+
+    call = ngx_pcalloc(pool, sizeof(ngx_http_voice_call_t));
+    files = ngx_pcalloc(pool, sizeof(ngx_http_voice_transcript_files_t));
+    clog = ngx_palloc(pool, sizeof(ngx_log_t));
+
+    if (call == NULL || files == NULL || clog == NULL) {
+        goto failed;
+    }
+
+    /* the call outlives the WebSocket, so it logs through its own copy of
+     * the cycle's log */
+    *clog = *ngx_cycle->log;
+    pool->log = clog;
+
+    call->pool = pool;
+    call->log = clog;
+    call->vlcf = vlcf;
+    call->state = NGX_HTTP_VOICE_CALL_ST_LIVE;
+    call->start = ngx_http_voice_now_ms();
+
+    ngx_memcpy(call->call_sid, start->call_sid.data, NGX_HTTP_VOICE_SID_LEN);
+    ngx_memcpy(call->stream_sid, start->stream_sid.data,
+               NGX_HTTP_VOICE_SID_LEN);
+
+    /* the phone number goes into a file name: keep it to [A-Za-z0-9+] */
+    n = 0;
+    for (i = 0; i < phone->len && n < NGX_HTTP_VOICE_PHONE_MAX; i++) {
+        u_char  ch = phone->data[i];
+
+        call->phone[n++] = ((ch >= '0' && ch <= '9') || ch == '+'
+                            || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z'))
+                           ? ch : '-';
+    }
+
+    if (n == 0) {
+        n = ngx_cpystrn(call->phone, (u_char *) "unknown", 8) - call->phone;
+    }
+
+    call->phone[n] = '\0';
+
+    ngx_http_voice_transcript_fmt_time(call->start, stamp, 1);
+
+    call->name.len = NGX_HTTP_VOICE_SID_LEN + 1 + n + 1
+                     + NGX_HTTP_VOICE_TRANSCRIPT_TIME_LEN;
+    call->name.data = ngx_pnalloc(pool, call->name.len);
+    if (call->name.data == NULL) {
+        goto failed;
+    }
+
+    ngx_sprintf(call->name.data, "%s_%s_%*s", call->call_sid, call->phone,
+                (size_t) NGX_HTTP_VOICE_TRANSCRIPT_TIME_LEN, stamp);
+
+    dlen = vlcf->transcript_dir.len;
+
+    files->dir = ngx_pnalloc(pool, dlen + 1);
+    files->final = ngx_pnalloc(pool, dlen + call->name.len + 6);
+    files->tmp = ngx_pnalloc(pool, dlen + call->name.len + 11);
+    files->journal = ngx_pnalloc(pool, dlen + call->name.len + 10);
+
+    if (files->dir == NULL || files->final == NULL || files->tmp == NULL
+        || files->journal == NULL)
+    {
+        goto failed;
+    }
+
+    ngx_sprintf(files->dir, "%V%Z", &vlcf->transcript_dir);
+    ngx_sprintf(files->final, "%V%V.json%Z", &vlcf->transcript_dir,
+                &call->name);
+    ngx_sprintf(files->tmp, "%V.%V.json.tmp%Z", &vlcf->transcript_dir,
+                &call->name);
+    ngx_sprintf(files->journal, "%V.%V.journal%Z", &vlcf->transcript_dir,
+                &call->name);
+
+    files->pool = vlcf->thread_pool;
+    files->task = ngx_thread_task_alloc(pool,
+                                    sizeof(ngx_http_voice_transcript_io_t));
+    if (files->task == NULL) {
+        goto failed;
+    }
+
+    io = files->task->ctx;
+    io->call = call;
+    files->task->handler = ngx_http_voice_transcript_io_thread;
+    files->task->event.handler = ngx_http_voice_transcript_io_done;
+    files->task->event.data = io;
+    files->task->event.log = clog;
+
+    if (ngx_array_init(&call->utterances, pool, 16,
+                       sizeof(ngx_http_voice_utterance_t))
+        != NGX_OK)
+    {
+        goto failed;
+    }
+
+    call->wait.handler = ngx_http_voice_transcript_wait_handler;
+    call->wait.data = call;
+    call->wait.log = clog;
+
+    call->files = files;
+
+    ngx_http_voice_bridge_add_call(call);
+
+    p = call->name.data;
+    ngx_log_error(NGX_LOG_INFO, clog, 0, "voice: call %s: transcript \"%*s\"",
+                  call->call_sid, call->name.len, p);
+
+    return call;
+
+failed:
+
+    ngx_destroy_pool(pool);
+    return NULL;
+}
+
+
+static ngx_http_voice_transcript_files_t *
+ngx_http_voice_transcript_files(ngx_http_voice_call_t *call)
+{
+    return call->files;
+}
+
+
+static void
+ngx_http_voice_transcript_state(ngx_http_voice_call_t *call,
+    ngx_http_voice_call_state_e state)
+{
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, call->log, 0,
+                   "voice call %s: %s -> %s", call->call_sid,
+                   ngx_http_voice_transcript_state_name[call->state],
+                   ngx_http_voice_transcript_state_name[state]);
+
+    call->state = state;
+}
+
+
+void
+ngx_http_voice_transcript_on_bridge(ngx_http_voice_call_t *call,
+    voice_proto_msg_t *msg)
+{
+    ngx_http_voice_transcript_files_t  *files;
+
+    files = ngx_http_voice_transcript_files(call);
+
+    switch (msg->type) {
+
+    case VOICE_PROTO_MSG_TRANSCRIPT:
+        if (call->state >= NGX_HTTP_VOICE_CALL_ST_WRITING) {
+            ngx_log_error(NGX_LOG_WARN, call->log, 0,
+                          "voice: call %s: utterance after the transcript "
+                          "was closed, not stored", call->call_sid);
+            return;
+        }
+
+        ngx_http_voice_transcript_add(call, msg);
+        ngx_http_voice_transcript_schedule(call);
+        return;
+
+    default: /* VOICE_PROTO_MSG_CALL_DONE */
+        files->bridge_done = 1;
+
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, call->log, 0,
+                       "voice call %s: bridged is done, %uD utterances",
+                       call->call_sid, msg->count);
+
+        if (call->state == NGX_HTTP_VOICE_CALL_ST_ENDING) {
+            ngx_http_voice_transcript_finish(call);
+        }
+
+        return;
+    }
+}
+
+
+static void
+ngx_http_voice_transcript_add(ngx_http_voice_call_t *call,
+    voice_proto_msg_t *msg)
+{
+    ngx_http_voice_utterance_t  *u;
+
+    if (msg->text.len == 0
+        || (msg->role != VOICE_PROTO_ROLE_USER
+            && msg->role != VOICE_PROTO_ROLE_ASSISTANT))
+    {
+        ngx_log_error(NGX_LOG_ERR, call->log, 0,
+                      "voice: call %s: invalid utterance from bridged",
+                      call->call_sid);
+        return;
+    }
+
+    if (call->utterances.nelts >= NGX_HTTP_VOICE_TRANSCRIPT_MAX_UTTERANCES
+        || call->text_bytes + msg->text.len
+           > NGX_HTTP_VOICE_TRANSCRIPT_MAX_TEXT)
+    {
+        if (call->dropped++ == 0) {
+            ngx_log_error(NGX_LOG_WARN, call->log, 0,
+                          "voice: call %s: transcript limit reached, "
+                          "further utterances are not stored",
+                          call->call_sid);
+        }
+        return;
+    }
+
+    u = ngx_array_push(&call->utterances);
+    if (u == NULL) {
+        return;
+    }
+
+    u->text.data = ngx_pnalloc(call->pool, msg->text.len);
+    if (u->text.data == NULL) {
+        call->utterances.nelts--;
+        return;
+    }
+
+    ngx_memcpy(u->text.data, msg->text.data, msg->text.len);
+    u->text.len = msg->text.len;
+    u->order = msg->order;
+    u->role = msg->role;
+    u->time = msg->timestamp ? msg->timestamp : ngx_http_voice_now_ms();
+
+    call->text_bytes += msg->text.len;
+}
+
+
+void
+ngx_http_voice_transcript_end(ngx_http_voice_call_t *call)
+{
+    ngx_http_voice_transcript_files_t  *files;
+
+    if (call->state != NGX_HTTP_VOICE_CALL_ST_LIVE) {
+        return;
+    }
+
+    ngx_http_voice_transcript_state(call, NGX_HTTP_VOICE_CALL_ST_ENDING);
+
+    files = ngx_http_voice_transcript_files(call);
+
+    if (files->bridge_done || call->peer == NULL) {
+        ngx_http_voice_transcript_finish(call);
+        return;
+    }
+
+    /* the last utterances arrive after the stream's stop; wait for
+     * bridged's call.done, but not forever */
+    ngx_add_timer(&call->wait, call->vlcf->transcript_wait);
+}
+
+
+static void
+ngx_http_voice_transcript_wait_handler(ngx_event_t *ev)
+{
+    ngx_http_voice_call_t  *call;
+
+    call = ev->data;
+
+    ngx_log_error(NGX_LOG_WARN, call->log, 0,
+                  "voice: call %s: bridged did not finish the transcript "
+                  "within %M ms, writing what arrived", call->call_sid,
+                  call->vlcf->transcript_wait);
+
+    ngx_http_voice_transcript_finish(call);
+}
+
+
+static void
+ngx_http_voice_transcript_finish(ngx_http_voice_call_t *call)
+{
+    if (call->state >= NGX_HTTP_VOICE_CALL_ST_WRITING) {
+        return;
+    }
+
+    if (call->wait.timer_set) {
+        ngx_del_timer(&call->wait);
+    }
+
+    ngx_http_voice_transcript_state(call, NGX_HTTP_VOICE_CALL_ST_WRITING);
+    call->final_wanted = 1;
+
+    ngx_http_voice_transcript_schedule(call);
+}
+
+
+/* starts the call's next file operation, unless one is in flight */
+
+static void
+ngx_http_voice_transcript_schedule(ngx_http_voice_call_t *call)
+{
+    size_t                              len;
+    u_char                             *data;
+    ngx_uint_t                          n;
+    ngx_http_voice_transcript_io_t     *io;
+    ngx_http_voice_transcript_files_t  *files;
+
+    if (call->task_busy) {
+        return;
+    }
+
+    files = ngx_http_voice_transcript_files(call);
+    io = files->task->ctx;
+    n = call->utterances.nelts;
+
+    if (call->final_wanted) {
+        data = ngx_http_voice_transcript_render(call, 0, n, 1, &len);
+        io->final = 1;
+
+    } else if (call->journaled < n && !call->journal_failed) {
+        data = ngx_http_voice_transcript_render(call, call->journaled, n, 0,
+                                                &len);
+        io->final = 0;
+
+    } else {
+        return;
+    }
+
+    if (data == NULL) {
+        ngx_log_error(NGX_LOG_ALERT, call->log, 0,
+                      "voice: call %s: cannot render the transcript",
+                      call->call_sid);
+        if (call->final_wanted) {
+            ngx_http_voice_transcript_destroy(call);
+        }
+        return;
+    }
+
+    io->data = data;
+    io->len = len;
+    io->upto = n;
+    io->err = 0;
+    io->failed = NULL;
+
+    if (ngx_thread_task_post(files->pool, files->task) != NGX_OK) {
+        ngx_free(data);
+        io->data = NULL;
+        ngx_log_error(NGX_LOG_ALERT, call->log, 0,
+                      "voice: call %s: the thread pool refused the "
+                      "transcript task", call->call_sid);
+        if (call->final_wanted) {
+            ngx_http_voice_transcript_destroy(call);
+        }
+        return;
+    }
+
+    call->task_busy = 1;
+}
+
+
+/*
+ * Renders utterances [from, to) as journal lines, or the whole call as
+ * its final JSON document (sorted into conversation order), into a buffer
+ * the thread will own until its operation is done.
+ */
+
+static u_char *
+ngx_http_voice_transcript_render(ngx_http_voice_call_t *call,
+    ngx_uint_t from, ngx_uint_t to, ngx_uint_t final, size_t *len)
+{
+    u_char                      *buf, *p, stamp[32];
+    size_t                       size;
+    ngx_uint_t                   i;
+    ngx_http_voice_utterance_t  *u;
+
+    u = call->utterances.elts;
+
+    if (final && to > 1) {
+        ngx_sort(u, to, sizeof(ngx_http_voice_utterance_t),
+                 ngx_http_voice_transcript_cmp);
+    }
+
+    size = 256 + 2 * NGX_HTTP_VOICE_PHONE_MAX;
+    for (i = from; i < to; i++) {
+        size += 128 + u[i].text.len
+                + ngx_escape_json(NULL, u[i].text.data, u[i].text.len);
+    }
+
+    buf = ngx_alloc(size, call->log);
+    if (buf == NULL) {
+        return NULL;
+    }
+
+    p = buf;
+
+    if (final) {
+        ngx_http_voice_transcript_fmt_time(call->start, stamp, 0);
+        p = ngx_sprintf(p, "{\n  \"callSid\": \"%s\",\n"
+                        "  \"phoneNumber\": \"%s\",\n"
+                        "  \"timestamp\": \"%*s\",\n"
+                        "  \"transcript\": [",
+                        call->call_sid, call->phone,
+                        (size_t) NGX_HTTP_VOICE_TRANSCRIPT_TIME_LEN, stamp);
+    }
+
+    for (i = from; i < to; i++) {
+        ngx_http_voice_transcript_fmt_time(u[i].time, stamp, 0);
+
+        if (final) {
+            p = ngx_sprintf(p, "%s\n    {\n      \"role\": \"%s\",\n"
+                            "      \"text\": \"",
+                            i ? "," : "",
+                            u[i].role == VOICE_PROTO_ROLE_USER
+                            ? "user" : "assistant");
+            p = (u_char *) ngx_escape_json(p, u[i].text.data, u[i].text.len);
+            p = ngx_sprintf(p, "\",\n      \"timestamp\": \"%*s\"\n    }",
+                            (size_t) NGX_HTTP_VOICE_TRANSCRIPT_TIME_LEN,
+                            stamp);
+
+        } else {
+            p = ngx_sprintf(p, "{\"order\":%uD,\"role\":\"%s\",\"text\":\"",
+                            u[i].order,
+                            u[i].role == VOICE_PROTO_ROLE_USER
+                            ? "user" : "assistant");
+            p = (u_char *) ngx_escape_json(p, u[i].text.data, u[i].text.len);
+            p = ngx_sprintf(p, "\",\"timestamp\":\"%*s\"}\n",
+                            (size_t) NGX_HTTP_VOICE_TRANSCRIPT_TIME_LEN,
+                            stamp);
+        }
+    }
+
+    if (final) {
+        p = ngx_sprintf(p, "%s]\n}\n", to ? "\n  " : "");
+    }
+
+    *len = p - buf;
+
+    return buf;
+}
+
+
+/* conversation order is OpenAI's item order; ties keep arrival order
+ * (ngx_sort is an insertion sort, so it is stable) */
+
+static ngx_int_t
+ngx_http_voice_transcript_cmp(const void *a, const void *b)
+{
+    const ngx_http_voice_utterance_t  *ua = a, *ub = b;
+
+    if (ua->order == ub->order) {
+        return 0;
+    }
+
+    return ua->order < ub->order ? -1 : 1;
+}
+
+
+/* runs in a thread of the pool: plain system calls on the task's data */
+
+static void
+ngx_http_voice_transcript_io_thread(void *data, ngx_log_t *log)
+{
+    int                                 dfd;
+    ngx_fd_t                            fd;
+    ngx_http_voice_call_t              *call;
+    ngx_http_voice_transcript_io_t     *io;
+    ngx_http_voice_transcript_files_t  *files;
+
+    io = data;
+    call = io->call;
+    files = call->files;
+
+    if (!io->final) {
+        fd = open((char *) files->journal,
+                  O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+        if (fd == -1) {
+            io->err = ngx_errno;
+            io->failed = "open() journal";
+            return;
+        }
+
+        if (ngx_http_voice_transcript_write_all(fd, io->data, io->len)
+            != NGX_OK)
+        {
+            io->err = ngx_errno;
+            io->failed = "write() journal";
+
+        } else if (fdatasync(fd) == -1) {
+            io->err = ngx_errno;
+            io->failed = "fdatasync() journal";
+        }
+
+        (void) close(fd);
+        return;
+    }
+
+    fd = open((char *) files->tmp,
+              O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (fd == -1) {
+        io->err = ngx_errno;
+        io->failed = "open() temporary file";
+        return;
+    }
+
+    if (ngx_http_voice_transcript_write_all(fd, io->data, io->len) != NGX_OK)
+    {
+        io->err = ngx_errno;
+        io->failed = "write() temporary file";
+        (void) close(fd);
+        (void) unlink((char *) files->tmp);
+        return;
+    }
+
+    if (fsync(fd) == -1) {
+        io->err = ngx_errno;
+        io->failed = "fsync() temporary file";
+        (void) close(fd);
+        (void) unlink((char *) files->tmp);
+        return;
+    }
+
+    (void) close(fd);
+
+    if (rename((char *) files->tmp, (char *) files->final) == -1) {
+        io->err = ngx_errno;
+        io->failed = "rename() temporary file";
+        (void) unlink((char *) files->tmp);
+        return;
+    }
+
+    /* the rename itself is durable only once the directory is synced */
+    dfd = open((char *) files->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd != -1) {
+        (void) fsync(dfd);
+        (void) close(dfd);
+    }
+
+    (void) unlink((char *) files->journal);
+}
+
+
+static ngx_int_t
+ngx_http_voice_transcript_write_all(ngx_fd_t fd, u_char *data, size_t len)
+{
+    ssize_t  n;
+
+    while (len) {
+        n = write(fd, data, len);
+
+        if (n == -1) {
+            if (ngx_errno == NGX_EINTR) {
+                continue;
+            }
+            return NGX_ERROR;
+        }
+
+        data += n;
+        len -= n;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_voice_transcript_io_done(ngx_event_t *ev)
+{
+    ngx_http_voice_call_t              *call;
+    ngx_http_voice_transcript_io_t     *io;
+    ngx_http_voice_transcript_files_t  *files;
+
+    io = ev->data;
+    call = io->call;
+    files = call->files;
+
+    call->task_busy = 0;
+
+    if (io->data) {
+        ngx_free(io->data);
+        io->data = NULL;
+    }
+
+    if (!io->final) {
+        if (io->failed) {
+            call->journal_failed = 1;
+            ngx_log_error(NGX_LOG_ERR, call->log, io->err,
+                          "voice: call %s: %s \"%s\" failed",
+                          call->call_sid, io->failed, files->journal);
+        } else {
+            call->journaled = io->upto;
+        }
+
+        ngx_http_voice_transcript_schedule(call);
+        return;
+    }
+
+    if (io->failed) {
+        ngx_log_error(NGX_LOG_ALERT, call->log, io->err,
+                      "voice: call %s: %s for \"%s\" failed; the journal "
+                      "\"%s\" keeps what was journaled", call->call_sid,
+                      io->failed, files->final, files->journal);
+
+    } else {
+        ngx_log_error(NGX_LOG_INFO, call->log, 0,
+                      "voice: call %s: transcript written to \"%s\" "
+                      "(%ui utterances)", call->call_sid, files->final,
+                      call->utterances.nelts);
+    }
+
+    ngx_http_voice_transcript_state(call, NGX_HTTP_VOICE_CALL_ST_DONE);
+    ngx_http_voice_transcript_destroy(call);
+}
+
+
+static void
+ngx_http_voice_transcript_destroy(ngx_http_voice_call_t *call)
+{
+    if (call->wait.timer_set) {
+        ngx_del_timer(&call->wait);
+    }
+
+    if (call->media) {
+        /* the stream still refers to its call: cut the link first */
+        return;
+    }
+
+    ngx_http_voice_bridge_remove_call(call);
+    ngx_destroy_pool(call->pool);
+}
+
+
+/*
+ * GET /api/transcript/{callSid}[?format=text]: the call SID is checked
+ * strictly (CA and 32 hex digits), which alone keeps the lookup inside
+ * the transcript directory; the directory scan and the read run on the
+ * thread pool.
+ */
+
+ngx_int_t
+ngx_http_voice_transcript_handler(ngx_http_request_t *r)
+{
+    u_char                              *sid;
+    size_t                               len;
+    ngx_int_t                            rc;
+    ngx_str_t                            format;
+    ngx_uint_t                           text;
+    ngx_thread_task_t                   *task;
+    ngx_pool_cleanup_t                  *cln;
+    ngx_http_voice_loc_conf_t           *vlcf;
+    ngx_http_voice_transcript_lookup_t  *lk;
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return ngx_http_voice_send_error(r, NGX_HTTP_NOT_ALLOWED,
+                                         "method not allowed: use GET");
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    vlcf = ngx_http_get_module_loc_conf(r, ngx_http_voice_module);
+
+    /* the SID is the URI's last segment */
+    sid = r->uri.data + r->uri.len;
+    while (sid > r->uri.data && sid[-1] != '/') {
+        sid--;
+    }
+
+    len = r->uri.data + r->uri.len - sid;
+
+    if (!ngx_http_voice_body_valid_call_sid(sid, len)) {
+        return ngx_http_voice_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                         "invalid call SID: it must be CA "
+                                         "followed by 32 hex digits");
+    }
+
+    text = 0;
+
+    if (ngx_http_arg(r, (u_char *) "format", 6, &format) == NGX_OK) {
+
+        if (format.len == 4 && ngx_strncmp(format.data, "text", 4) == 0) {
+            text = 1;
+
+        } else if (!(format.len == 4
+                     && ngx_strncmp(format.data, "json", 4) == 0))
+        {
+            return ngx_http_voice_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                             "format must be json or text");
+        }
+    }
+
+    task = ngx_calloc(sizeof(ngx_thread_task_t)
+                      + sizeof(ngx_http_voice_transcript_lookup_t)
+                      + vlcf->transcript_dir.len + 1, r->connection->log);
+    if (task == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    lk = (ngx_http_voice_transcript_lookup_t *) (task + 1);
+    task->ctx = lk;
+
+    lk->request = r;
+    lk->dir = (u_char *) (lk + 1);
+    ngx_memcpy(lk->dir, vlcf->transcript_dir.data, vlcf->transcript_dir.len);
+    ngx_memcpy(lk->sid, sid, NGX_HTTP_VOICE_SID_LEN);
+    lk->text = text;
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        ngx_free(task);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    task->handler = ngx_http_voice_transcript_lookup_thread;
+    task->event.handler = ngx_http_voice_transcript_lookup_done;
+    task->event.data = task;
+    task->event.log = r->connection->log;
+
+    if (ngx_thread_task_post(vlcf->thread_pool, task) != NGX_OK) {
+        ngx_free(task);
+        return ngx_http_voice_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                         "too busy, try again");
+    }
+
+    cln->handler = ngx_http_voice_transcript_lookup_cleanup;
+    cln->data = lk;
+
+    r->main->count++;
+    r->read_event_handler = ngx_http_test_reading;
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_voice_transcript_lookup_cleanup(void *data)
+{
+    ngx_http_voice_transcript_lookup_t  *lk = data;
+
+    /* the task is still in the pool's hands: it finds no request and only
+     * frees itself */
+    lk->request = NULL;
+}
+
+
+/* runs in a thread of the pool */
+
+static void
+ngx_http_voice_transcript_lookup_thread(void *data, ngx_log_t *log)
+{
+    int                                  fd;
+    DIR                                 *dir;
+    u_char                              *buf, *text, path[NGX_MAX_PATH];
+    size_t                               nlen, best_len, ntoks;
+    ssize_t                              n;
+    struct stat                          st;
+    struct dirent                       *de;
+    ngx_http_voice_json_tok_t           *toks;
+    ngx_http_voice_transcript_lookup_t  *lk;
+    char                                 best[256];
+
+    lk = data;
+    lk->status = NGX_HTTP_NOT_FOUND;
+    best_len = 0;
+
+    dir = opendir((char *) lk->dir);
+    if (dir == NULL) {
+        lk->err = ngx_errno;
+        lk->status = (lk->err == NGX_ENOENT) ? NGX_HTTP_NOT_FOUND
+                                             : NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return;
+    }
+
+    /* {sid}_*.json; a call has one file, but if several match (a clock
+     * step), the latest name wins */
+    while ((de = readdir(dir)) != NULL) {
+        nlen = ngx_strlen(de->d_name);
+
+        if (nlen < NGX_HTTP_VOICE_SID_LEN + 6 || nlen >= sizeof(best)
+            || ngx_strncmp(de->d_name, lk->sid, NGX_HTTP_VOICE_SID_LEN) != 0
+            || de->d_name[NGX_HTTP_VOICE_SID_LEN] != '_'
+            || ngx_strcmp(de->d_name + nlen - 5, ".json") != 0)
+        {
+            continue;
+        }
+
+        if (best_len == 0 || ngx_strcmp(de->d_name, best) > 0) {
+            ngx_memcpy(best, de->d_name, nlen + 1);
+            best_len = nlen;
+        }
+    }
+
+    (void) closedir(dir);
+
+    if (best_len == 0) {
+        return;
+    }
+
+    if (ngx_strlen(lk->dir) + best_len + 1 > sizeof(path)) {
+        lk->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return;
+    }
+
+    ngx_sprintf(path, "%s%s%Z", lk->dir, best);
+
+    fd = open((char *) path, O_RDONLY | O_CLOEXEC);
+    if (fd == -1) {
+        lk->err = ngx_errno;
+        lk->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return;
+    }
+
+    if (fstat(fd, &st) == -1 || st.st_size > NGX_HTTP_VOICE_TRANSCRIPT_MAX_FILE)
+    {
+        lk->err = ngx_errno;
+        lk->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        (void) close(fd);
+        return;
+    }
+
+    buf = malloc(st.st_size + 1);
+    if (buf == NULL) {
+        lk->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        (void) close(fd);
+        return;
+    }
+
+    n = read(fd, buf, st.st_size);
+    (void) close(fd);
+
+    if (n != st.st_size) {
+        lk->err = ngx_errno;
+        lk->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        free(buf);
+        return;
+    }
+
+    lk->data = buf;
+    lk->len = n;
+    lk->status = NGX_HTTP_OK;
+
+    if (!lk->text) {
+        return;
+    }
+
+    ntoks = n / 2 + 2;
+    toks = malloc(ntoks * sizeof(ngx_http_voice_json_tok_t));
+    text = malloc(n + 1);
+
+    if (toks == NULL || text == NULL) {
+        free(toks);
+        free(text);
+        lk->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return;
+    }
+
+    lk->len = ngx_http_voice_transcript_fmt_text(buf, n, toks, ntoks, text,
+                                                 n + 1);
+    free(toks);
+    free(buf);
+    lk->data = text;
+
+    if (lk->len == (size_t) -1) {
+        lk->len = 0;
+        lk->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+}
+
+
+static void
+ngx_http_voice_transcript_lookup_done(ngx_event_t *ev)
+{
+    u_char                              *body;
+    ngx_int_t                            rc;
+    ngx_buf_t                           *b;
+    ngx_chain_t                          out;
+    ngx_connection_t                    *c;
+    ngx_thread_task_t                   *task;
+    ngx_http_request_t                  *r;
+    ngx_http_voice_transcript_lookup_t  *lk;
+
+    task = ev->data;
+    lk = task->ctx;
+    r = lk->request;
+
+    if (r == NULL) {
+        goto free;
+    }
+
+    c = r->connection;
+    ngx_http_set_log_request(c->log, r);
+
+    if (lk->status == NGX_HTTP_NOT_FOUND) {
+        rc = ngx_http_voice_send_error(r, NGX_HTTP_NOT_FOUND,
+                                       "no transcript for call %s", lk->sid);
+        goto finalize;
+    }
+
+    if (lk->status != NGX_HTTP_OK) {
+        ngx_log_error(NGX_LOG_ERR, c->log, lk->err,
+                      "voice: cannot read the transcript of %s from \"%s\"",
+                      lk->sid, lk->dir);
+        rc = ngx_http_voice_send_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                       "cannot read the transcript");
+        goto finalize;
+    }
+
+    body = ngx_pnalloc(r->pool, lk->len ? lk->len : 1);
+    if (body == NULL) {
+        rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        goto finalize;
+    }
+
+    ngx_memcpy(body, lk->data, lk->len);
+
+    if (!lk->text) {
+        rc = ngx_http_voice_send_json(r, NGX_HTTP_OK, body, lk->len);
+        goto finalize;
+    }
+
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = lk->len;
+    ngx_str_set(&r->headers_out.content_type, "text/plain; charset=utf-8");
+    r->headers_out.content_type_len = sizeof("text/plain") - 1;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc != NGX_ERROR && rc <= NGX_OK && !r->header_only && lk->len) {
+        b = ngx_calloc_buf(r->pool);
+        if (b == NULL) {
+            rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+            goto finalize;
+        }
+
+        b->pos = body;
+        b->last = body + lk->len;
+        b->memory = 1;
+        b->last_buf = 1;
+        b->last_in_chain = 1;
+        out.buf = b;
+        out.next = NULL;
+
+        rc = ngx_http_output_filter(r, &out);
+
+    } else if (rc != NGX_ERROR && rc <= NGX_OK && !r->header_only) {
+        rc = ngx_http_send_special(r, NGX_HTTP_LAST);
+    }
+
+finalize:
+
+    ngx_http_finalize_request(r, rc);
+    ngx_http_run_posted_requests(c);
+
+free:
+
+    if (lk->data) {
+        free(lk->data);
+    }
+
+    ngx_free(task);
+}

@@ -1,0 +1,923 @@
+/*
+ * ngx_http_voice_ws.c: the media WebSocket inside nginx: the RFC 6455
+ * handshake, the takeover of the connection, reading and writing frames.
+ *
+ * The handshake follows the upstream module's upgrade and lua's raw
+ * socket preconditions: a main HTTP/1.1 GET with the Upgrade and
+ * Connection tokens, version 13, a 16-byte key, no body, and a valid
+ * Twilio signature over the stream URL -- all before the 101.  Then the
+ * request is held (r->main->count++), its read and write handlers become
+ * this file's, and the socket is only touched from those two handlers.
+ *
+ * Reads go into one per-worker buffer and through the frame codec
+ * (ngx_http_voice_ws_codec.c), which copies only message payload into the
+ * session's storage; each text message goes to the Twilio session
+ * (ngx_http_voice_media.c).  Writes go straight to the socket; what the
+ * socket does not take waits in a bounded per-session buffer, where audio
+ * that does not fit is dropped and counted.  Keepalive follows rtmp: the
+ * read timer ticks every voice_ws_ping_interval, a ping goes out only after
+ * a quiet tick, and a ping left unanswered for a tick closes the
+ * connection.  Every way out ends in ngx_http_voice_ws_finalize(), which
+ * finalizes the request exactly once, from a posted event.
+ */
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <ngx_sha1.h>
+
+#include "ngx_http_voice_module.h"
+
+
+#define NGX_HTTP_VOICE_WS_GUID       "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+#define NGX_HTTP_VOICE_WS_CLOSING    2000   /* ms to wait for their close */
+#define NGX_HTTP_VOICE_WS_MAX_CTRL   64     /* control frames per tick */
+
+
+static ngx_int_t ngx_http_voice_ws_check(ngx_http_request_t *r,
+    ngx_str_t *key);
+static ngx_table_elt_t *ngx_http_voice_ws_header(ngx_http_request_t *r,
+    const char *name, size_t len);
+static ngx_int_t ngx_http_voice_ws_has_token(ngx_table_elt_t *h,
+    const char *token, size_t len);
+static void ngx_http_voice_ws_read_handler(ngx_http_request_t *r);
+static void ngx_http_voice_ws_write_handler(ngx_http_request_t *r);
+static void ngx_http_voice_ws_input(ngx_http_voice_ws_t *ws,
+    const u_char *pos, const u_char *end);
+static void ngx_http_voice_ws_tick(ngx_http_voice_ws_t *ws);
+static ngx_int_t ngx_http_voice_ws_flush(ngx_http_voice_ws_t *ws);
+static ngx_int_t ngx_http_voice_ws_queue(ngx_http_voice_ws_t *ws,
+    u_char *data, size_t len);
+static void ngx_http_voice_ws_finalize(ngx_http_voice_ws_t *ws);
+static void ngx_http_voice_ws_finalizer(ngx_event_t *ev);
+static void ngx_http_voice_ws_cleanup(void *data);
+
+
+ngx_int_t
+ngx_http_voice_ws_handler(ngx_http_request_t *r)
+{
+    u_char                      hash[20], *accept;
+    ngx_int_t                   rc;
+    ngx_str_t                   key, src, dst;
+    ngx_sha1_t                  sha1;
+    ngx_connection_t           *c;
+    ngx_table_elt_t            *h;
+    ngx_pool_cleanup_t         *cln;
+    ngx_http_voice_ws_t        *ws;
+    ngx_http_voice_loc_conf_t  *vlcf;
+
+    c = r->connection;
+    vlcf = ngx_http_get_module_loc_conf(r, ngx_http_voice_module);
+
+    ngx_str_null(&key);
+
+    rc = ngx_http_voice_ws_check(r, &key);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    /* Twilio signs the stream URL of the TwiML, wss:// scheme, no query,
+     * and no parameters */
+    if (vlcf->signature) {
+        rc = ngx_http_voice_twiml_verify(r, vlcf, &vlcf->stream_url, NULL, 0);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+    }
+
+    if (ngx_http_voice_worker() == NULL) {
+        return ngx_http_voice_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                         "bridged is not configured");
+    }
+
+    ws = ngx_pcalloc(r->pool, sizeof(ngx_http_voice_ws_t));
+    if (ws == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ws->msg = ngx_alloc(vlcf->ws_max_message_size, c->log);
+    if (ws->msg == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln->handler = ngx_http_voice_ws_cleanup;
+    cln->data = ws;
+
+    ngx_http_set_ctx(r, ws, ngx_http_voice_module);
+
+    ws->request = r;
+    ws->connection = c;
+    ws->vlcf = vlcf;
+    ws->finalizer.handler = ngx_http_voice_ws_finalizer;
+    ws->finalizer.data = ws;
+    ws->finalizer.log = c->log;
+
+    ngx_http_voice_ws_parser_init(&ws->parser, ws->msg,
+                                  vlcf->ws_max_message_size);
+
+    ws->media = ngx_http_voice_media_create(r);
+    if (ws->media == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* Sec-WebSocket-Accept: base64(SHA-1(key + GUID)) */
+    ngx_sha1_init(&sha1);
+    ngx_sha1_update(&sha1, key.data, key.len);
+    ngx_sha1_update(&sha1, NGX_HTTP_VOICE_WS_GUID,
+                    sizeof(NGX_HTTP_VOICE_WS_GUID) - 1);
+    ngx_sha1_final(hash, &sha1);
+
+    accept = ngx_pnalloc(r->pool, ngx_base64_encoded_length(20));
+    if (accept == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    src.data = hash;
+    src.len = 20;
+    dst.data = accept;
+    ngx_encode_base64(&dst, &src);
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Upgrade");
+    ngx_str_set(&h->value, "websocket");
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Sec-WebSocket-Accept");
+    h->value = dst;
+
+    /* no subprotocol and no extension: Twilio offers none, and echoing
+     * one it did not offer makes it drop the connection */
+
+    r->headers_out.status = NGX_HTTP_SWITCHING_PROTOCOLS;
+    ngx_str_set(&r->headers_out.status_line, "101 Switching Protocols");
+    r->headers_out.content_length_n = -1;
+    r->keepalive = 0;
+
+    /* an empty body: nginx must never try to read one from this socket */
+    r->request_body = ngx_pcalloc(r->pool, sizeof(ngx_http_request_body_t));
+    if (r->request_body == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rc = ngx_http_send_header(r);
+    if (rc == NGX_ERROR || rc > NGX_OK) {
+        return rc;
+    }
+
+    if (ngx_http_send_special(r, NGX_HTTP_FLUSH) == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    c->log->action = "handling media stream";
+
+    r->read_event_handler = ngx_http_voice_ws_read_handler;
+    r->write_event_handler = ngx_http_voice_ws_write_handler;
+    r->main->count++;
+
+    ngx_log_error(NGX_LOG_INFO, c->log, 0, "voice: media stream open");
+
+    ngx_add_timer(c->read, vlcf->ws_ping_interval);
+
+    /* bytes read past the request headers are the first frames */
+    if (r->header_in->pos < r->header_in->last) {
+        ngx_http_voice_ws_input(ws, r->header_in->pos, r->header_in->last);
+        r->header_in->pos = r->header_in->last;
+    }
+
+    if (!ws->finalizing && c->read->ready) {
+        ngx_post_event(c->read, &ngx_posted_events);
+    }
+
+    return NGX_DONE;
+}
+
+
+static ngx_int_t
+ngx_http_voice_ws_check(ngx_http_request_t *r, ngx_str_t *key)
+{
+    u_char            buf[32];
+    ngx_str_t         decoded;
+    ngx_table_elt_t  *h;
+
+    if (r != r->main) {
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+#if (NGX_HTTP_V2)
+    if (r->stream) {
+        return ngx_http_voice_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                         "WebSocket needs HTTP/1.1");
+    }
+#endif
+
+    if (r->method != NGX_HTTP_GET) {
+        return ngx_http_voice_send_error(r, NGX_HTTP_NOT_ALLOWED,
+                                         "the media stream is a WebSocket: "
+                                         "use GET with Upgrade");
+    }
+
+    if (r->http_version != NGX_HTTP_VERSION_11
+        || r->headers_in.content_length_n > 0
+        || r->headers_in.chunked
+        || !ngx_http_voice_ws_has_token(r->headers_in.upgrade, "websocket",
+                                        sizeof("websocket") - 1)
+        || !ngx_http_voice_ws_has_token(r->headers_in.connection, "upgrade",
+                                        sizeof("upgrade") - 1))
+    {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "voice: not a WebSocket upgrade request");
+        return ngx_http_voice_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                         "not a WebSocket upgrade request");
+    }
+
+    h = ngx_http_voice_ws_header(r, "Sec-WebSocket-Version",
+                                 sizeof("Sec-WebSocket-Version") - 1);
+
+    if (h == NULL || h->value.len != 2
+        || ngx_strncmp(h->value.data, "13", 2) != 0)
+    {
+        h = ngx_list_push(&r->headers_out.headers);
+        if (h == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        h->hash = 1;
+        ngx_str_set(&h->key, "Sec-WebSocket-Version");
+        ngx_str_set(&h->value, "13");
+
+        return ngx_http_voice_send_error(r, 426, "WebSocket version 13 "
+                                         "is required");
+    }
+
+    h = ngx_http_voice_ws_header(r, "Sec-WebSocket-Key",
+                                 sizeof("Sec-WebSocket-Key") - 1);
+
+    decoded.data = buf;
+
+    if (h == NULL || h->value.len != 24
+        || ngx_decode_base64(&decoded, &h->value) != NGX_OK
+        || decoded.len != 16)
+    {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "voice: invalid Sec-WebSocket-Key");
+        return ngx_http_voice_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                         "invalid Sec-WebSocket-Key");
+    }
+
+    *key = h->value;
+
+    return NGX_OK;
+}
+
+
+static ngx_table_elt_t *
+ngx_http_voice_ws_header(ngx_http_request_t *r, const char *name, size_t len)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NULL;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == len
+            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
+        {
+            return &h[i];
+        }
+    }
+}
+
+
+/* a comma-separated header holds token, case-insensitively */
+
+static ngx_int_t
+ngx_http_voice_ws_has_token(ngx_table_elt_t *h, const char *token,
+    size_t len)
+{
+    u_char  *p, *last, *start;
+
+    if (h == NULL) {
+        return 0;
+    }
+
+    p = h->value.data;
+    last = p + h->value.len;
+
+    while (p < last) {
+
+        while (p < last && (*p == ' ' || *p == '\t' || *p == ',')) {
+            p++;
+        }
+
+        start = p;
+
+        while (p < last && *p != ',' && *p != ' ' && *p != '\t') {
+            p++;
+        }
+
+        if ((size_t) (p - start) == len
+            && ngx_strncasecmp(start, (u_char *) token, len) == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+static void
+ngx_http_voice_ws_read_handler(ngx_http_request_t *r)
+{
+    ssize_t                   n;
+    ngx_event_t              *rev;
+    ngx_connection_t         *c;
+    ngx_http_voice_ws_t      *ws;
+    ngx_http_voice_worker_t  *w;
+
+    c = r->connection;
+    rev = c->read;
+    ws = ngx_http_get_module_ctx(r, ngx_http_voice_module);
+
+    if (c->destroyed || ws->finalizing) {
+        return;
+    }
+
+    if (c->close) {
+        /* a worker shutting down: tell Twilio we are going away */
+        ngx_http_voice_ws_close(ws, NGX_HTTP_VOICE_WS_CLOSE_GOING_AWAY,
+                                "server shutting down");
+        ngx_http_voice_ws_finalize(ws);
+        return;
+    }
+
+    if (rev->timedout) {
+        rev->timedout = 0;
+        ngx_http_voice_ws_tick(ws);
+
+        if (ws->finalizing) {
+            return;
+        }
+    }
+
+    w = ngx_http_voice_worker();
+
+    while (rev->ready && !ws->finalizing) {
+
+        n = c->recv(c, w->recv, w->recv_size);
+
+        if (n == NGX_AGAIN) {
+            break;
+        }
+
+        if (n == 0 || n == NGX_ERROR) {
+            ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                          "voice: media stream connection %s",
+                          n == 0 ? "closed by Twilio" : "failed");
+            ngx_http_voice_ws_finalize(ws);
+            return;
+        }
+
+        ws->active = 1;
+        ngx_http_voice_ws_input(ws, w->recv, w->recv + n);
+    }
+
+    if (ws->finalizing) {
+        return;
+    }
+
+    if (ngx_handle_read_event(rev, 0) != NGX_OK) {
+        ngx_http_voice_ws_finalize(ws);
+    }
+}
+
+
+static void
+ngx_http_voice_ws_input(ngx_http_voice_ws_t *ws, const u_char *pos,
+    const u_char *end)
+{
+    int                         rc;
+    u_char                      buf[NGX_HTTP_VOICE_WS_OUT_HEADER
+                                    + NGX_HTTP_VOICE_WS_MAX_CONTROL];
+    ngx_connection_t           *c;
+    ngx_http_voice_ws_event_t   ev;
+
+    c = ws->connection;
+
+    while (!ws->finalizing) {
+
+        rc = ngx_http_voice_ws_parse(&ws->parser, &pos, end, &ev);
+
+        switch (rc) {
+
+        case NGX_HTTP_VOICE_WS_AGAIN:
+            return;
+
+        case NGX_HTTP_VOICE_WS_MESSAGE:
+            if (ws->close_sent) {
+                /* after our close, only their close matters */
+                break;
+            }
+
+            if (ev.opcode != NGX_HTTP_VOICE_WS_OP_TEXT) {
+                ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                              "voice: binary frame on the media stream");
+                ngx_http_voice_ws_close(ws,
+                                        NGX_HTTP_VOICE_WS_CLOSE_UNSUPPORTED,
+                                        "binary frames are not accepted");
+                break;
+            }
+
+            ngx_http_voice_media_on_message(ws->media, (u_char *) ev.data,
+                                            ev.len);
+            break;
+
+        case NGX_HTTP_VOICE_WS_PING:
+            if (++ws->control > NGX_HTTP_VOICE_WS_MAX_CTRL) {
+                goto flood;
+            }
+
+            if (!ws->close_sent) {
+                ngx_memcpy(buf + NGX_HTTP_VOICE_WS_OUT_HEADER, ev.data,
+                           ev.len);
+                (void) ngx_http_voice_ws_send(ws, NGX_HTTP_VOICE_WS_OP_PONG,
+                                    buf + NGX_HTTP_VOICE_WS_OUT_HEADER,
+                                    ev.len, 0);
+            }
+            break;
+
+        case NGX_HTTP_VOICE_WS_PONG:
+            if (++ws->control > NGX_HTTP_VOICE_WS_MAX_CTRL) {
+                goto flood;
+            }
+
+            ws->ping_sent = 0;
+            break;
+
+        case NGX_HTTP_VOICE_WS_CLOSE:
+            ws->close_received = 1;
+
+            ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                          "voice: media stream closed by Twilio with %ui",
+                          (ngx_uint_t) ev.close_code);
+
+            /* echo their code, as RFC 6455 5.5.1 asks */
+            ngx_http_voice_ws_close(ws,
+                ev.close_code == NGX_HTTP_VOICE_WS_CLOSE_NO_STATUS
+                ? NGX_HTTP_VOICE_WS_CLOSE_NORMAL : ev.close_code, NULL);
+            ngx_http_voice_ws_finalize(ws);
+            return;
+
+        default: /* NGX_HTTP_VOICE_WS_ERROR */
+            ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                          "voice: media stream protocol error: %s",
+                          ws->parser.error);
+            ngx_http_voice_ws_close(ws, ws->parser.close_code,
+                                    ws->parser.error);
+            ngx_http_voice_ws_finalize(ws);
+            return;
+        }
+    }
+
+    return;
+
+flood:
+
+    ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                  "voice: control frame flood on the media stream");
+    ngx_http_voice_ws_close(ws, NGX_HTTP_VOICE_WS_CLOSE_POLICY,
+                            "control frame flood");
+    ngx_http_voice_ws_finalize(ws);
+}
+
+
+/*
+ * The read timer ticks every voice_ws_ping_interval: a quiet connection
+ * gets a ping, and one that stays quiet after it is gone.  While closing,
+ * the tick is the deadline for the peer's close frame.
+ */
+
+static void
+ngx_http_voice_ws_tick(ngx_http_voice_ws_t *ws)
+{
+    u_char            buf[NGX_HTTP_VOICE_WS_OUT_HEADER + 4];
+    ngx_connection_t  *c;
+
+    c = ws->connection;
+
+    if (ws->close_sent) {
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "voice: no close frame from Twilio in time");
+        ngx_http_voice_ws_finalize(ws);
+        return;
+    }
+
+    ws->control = 0;
+
+    if (ws->active) {
+        ws->active = 0;
+        ws->ping_sent = 0;
+
+    } else if (ws->ping_sent) {
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "voice: media stream idle, closing it");
+        ngx_http_voice_ws_close(ws, NGX_HTTP_VOICE_WS_CLOSE_GOING_AWAY,
+                                "idle");
+        ngx_http_voice_ws_finalize(ws);
+        return;
+
+    } else {
+        ws->ping_sent = 1;
+        ngx_memcpy(buf + NGX_HTTP_VOICE_WS_OUT_HEADER, "ping", 4);
+        (void) ngx_http_voice_ws_send(ws, NGX_HTTP_VOICE_WS_OP_PING,
+                                      buf + NGX_HTTP_VOICE_WS_OUT_HEADER, 4,
+                                      0);
+    }
+
+    if (!ws->finalizing) {
+        ngx_add_timer(c->read, ws->vlcf->ws_ping_interval);
+    }
+}
+
+
+/*
+ * Sends one frame.  payload has NGX_HTTP_VOICE_WS_OUT_HEADER bytes of
+ * headroom before it, where the header goes, so nothing is copied when the
+ * socket takes it all.  A droppable frame (audio) that does not fit the
+ * send buffer is dropped and counted (NGX_DECLINED); other frames always
+ * queue.  NGX_ERROR means the session is being finalized.
+ */
+
+ngx_int_t
+ngx_http_voice_ws_send(ngx_http_voice_ws_t *ws, int opcode, u_char *payload,
+    size_t len, ngx_uint_t droppable)
+{
+    u_char            hdr[NGX_HTTP_VOICE_WS_OUT_HEADER], *start;
+    size_t            hlen, total;
+    ssize_t           n;
+    ngx_connection_t  *c;
+
+    if (ws->finalizing || ws->close_sent) {
+        return NGX_DECLINED;
+    }
+
+    c = ws->connection;
+
+    hlen = ngx_http_voice_ws_frame_header(hdr, opcode, len);
+    start = payload - hlen;
+    ngx_memcpy(start, hdr, hlen);
+    total = hlen + len;
+
+    if (ws->out_last == ws->out_pos && ws->request->out == NULL) {
+
+        n = c->send(c, start, total);
+
+        if (n == NGX_ERROR) {
+            ngx_http_voice_ws_finalize(ws);
+            return NGX_ERROR;
+        }
+
+        if (n == NGX_AGAIN) {
+            n = 0;
+        }
+
+        if ((size_t) n == total) {
+            return NGX_OK;
+        }
+
+        /* part of this frame is on the wire: the rest must follow */
+        start += n;
+        total -= n;
+        droppable = 0;
+    }
+
+    if (droppable
+        && ws->out_last - ws->out_pos + total > ws->vlcf->ws_send_buffer_size)
+    {
+        ws->dropped++;
+        return NGX_DECLINED;
+    }
+
+    if (ngx_http_voice_ws_queue(ws, start, total) != NGX_OK) {
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "voice: Twilio does not read the media stream");
+        ngx_http_voice_ws_finalize(ws);
+        return NGX_ERROR;
+    }
+
+    return ngx_http_voice_ws_flush(ws);
+}
+
+
+/*
+ * The send buffer grows by doubling up to voice_ws_send_buffer_size, plus
+ * room for one whole frame of any kind, so that a frame already started
+ * and control frames always fit.
+ */
+
+static ngx_int_t
+ngx_http_voice_ws_queue(ngx_http_voice_ws_t *ws, u_char *data, size_t len)
+{
+    u_char  *p;
+    size_t   used, cap, limit;
+
+    used = ws->out_last - ws->out_pos;
+    limit = ws->vlcf->ws_send_buffer_size + NGX_HTTP_VOICE_WS_OUT_HEADER
+            + NGX_HTTP_VOICE_TWILIO_MEDIA_SIZE(VOICE_PROTO_MAX_SID,
+                                               VOICE_PROTO_MAX_AUDIO);
+
+    if (used + len > limit) {
+        return NGX_ERROR;
+    }
+
+    if (ws->out_cap - ws->out_last < len) {
+
+        if (ws->out_cap - used >= len) {
+            ngx_memmove(ws->out, ws->out + ws->out_pos, used);
+
+        } else {
+            for (cap = ws->out_cap ? ws->out_cap : 4096;
+                 cap < used + len;
+                 cap *= 2)
+            {
+                /* void */
+            }
+
+            if (cap > limit) {
+                cap = limit;
+            }
+
+            p = ngx_alloc(cap, ws->connection->log);
+            if (p == NULL) {
+                return NGX_ERROR;
+            }
+
+            if (used) {
+                ngx_memcpy(p, ws->out + ws->out_pos, used);
+            }
+
+            if (ws->out) {
+                ngx_free(ws->out);
+            }
+
+            ws->out = p;
+            ws->out_cap = cap;
+        }
+
+        ws->out_pos = 0;
+        ws->out_last = used;
+    }
+
+    ngx_memcpy(ws->out + ws->out_last, data, len);
+    ws->out_last += len;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_voice_ws_flush(ngx_http_voice_ws_t *ws)
+{
+    ssize_t                    n;
+    ngx_int_t                  rc;
+    ngx_event_t               *wev;
+    ngx_connection_t          *c;
+    ngx_http_request_t        *r;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    r = ws->request;
+    c = ws->connection;
+    wev = c->write;
+
+    /* what the header filter left buffered (the 101) goes first */
+    if (r->out) {
+        rc = ngx_http_output_filter(r, NULL);
+        if (rc == NGX_ERROR) {
+            ngx_http_voice_ws_finalize(ws);
+            return NGX_ERROR;
+        }
+    }
+
+    while (r->out == NULL && ws->out_pos < ws->out_last && wev->ready) {
+
+        n = c->send(c, ws->out + ws->out_pos, ws->out_last - ws->out_pos);
+
+        if (n == NGX_ERROR) {
+            ngx_http_voice_ws_finalize(ws);
+            return NGX_ERROR;
+        }
+
+        if (n == NGX_AGAIN) {
+            break;
+        }
+
+        ws->out_pos += n;
+    }
+
+    if (ws->out_pos == ws->out_last) {
+        ws->out_pos = 0;
+        ws->out_last = 0;
+    }
+
+    if (r->out == NULL && ws->out_last == 0) {
+        if (wev->timer_set) {
+            ngx_del_timer(wev);
+        }
+
+        return NGX_OK;
+    }
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    if (!wev->timer_set) {
+        ngx_add_timer(wev, clcf->send_timeout);
+    }
+
+    if (ngx_handle_write_event(wev, clcf->send_lowat) != NGX_OK) {
+        ngx_http_voice_ws_finalize(ws);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_voice_ws_write_handler(ngx_http_request_t *r)
+{
+    ngx_connection_t     *c;
+    ngx_http_voice_ws_t  *ws;
+
+    c = r->connection;
+    ws = ngx_http_get_module_ctx(r, ngx_http_voice_module);
+
+    if (c->destroyed || ws->finalizing) {
+        return;
+    }
+
+    if (c->write->timedout) {
+        c->write->timedout = 0;
+        ngx_log_error(NGX_LOG_INFO, c->log, NGX_ETIMEDOUT,
+                      "voice: Twilio stopped reading the media stream");
+        ngx_http_voice_ws_finalize(ws);
+        return;
+    }
+
+    (void) ngx_http_voice_ws_flush(ws);
+}
+
+
+/*
+ * Sends a close frame (once) and waits, a bounded time, for the peer's:
+ * the read timer now measures that wait.
+ */
+
+void
+ngx_http_voice_ws_close(ngx_http_voice_ws_t *ws, uint16_t code,
+    const char *reason)
+{
+    u_char            buf[NGX_HTTP_VOICE_WS_OUT_HEADER
+                          + NGX_HTTP_VOICE_WS_MAX_CONTROL];
+    size_t            n;
+    ngx_connection_t  *c;
+
+    if (ws->close_sent || ws->finalizing) {
+        return;
+    }
+
+    c = ws->connection;
+
+    n = ngx_http_voice_ws_close_payload(buf + NGX_HTTP_VOICE_WS_OUT_HEADER,
+                                        code, reason);
+
+    (void) ngx_http_voice_ws_send(ws, NGX_HTTP_VOICE_WS_OP_CLOSE,
+                                  buf + NGX_HTTP_VOICE_WS_OUT_HEADER, n, 0);
+    ws->close_sent = 1;
+
+    if (ws->finalizing) {
+        return;
+    }
+
+    if (ws->close_received) {
+        return;
+    }
+
+    if (c->read->timer_set) {
+        ngx_del_timer(c->read);
+    }
+
+    ngx_add_timer(c->read, NGX_HTTP_VOICE_WS_CLOSING);
+}
+
+
+/*
+ * The one way out: the Twilio session hears that the stream is over, and
+ * the request is finalized from a posted event, so that no caller -- a
+ * read handler, a bridge message, a timer -- ever sees its session freed
+ * under it.
+ */
+
+static void
+ngx_http_voice_ws_finalize(ngx_http_voice_ws_t *ws)
+{
+    if (ws->finalizing) {
+        return;
+    }
+
+    ws->finalizing = 1;
+
+    if (ws->media) {
+        ngx_http_voice_media_on_close(ws->media);
+    }
+
+    ngx_post_event(&ws->finalizer, &ngx_posted_events);
+}
+
+
+static void
+ngx_http_voice_ws_finalizer(ngx_event_t *ev)
+{
+    ngx_connection_t     *c;
+    ngx_http_request_t   *r;
+    ngx_http_voice_ws_t  *ws;
+
+    ws = ev->data;
+    r = ws->request;
+    c = ws->connection;
+
+    /* give what is queued (a close frame) one last chance */
+    if (ws->out_last > ws->out_pos && c->write->ready && r->out == NULL) {
+        (void) c->send(c, ws->out + ws->out_pos, ws->out_last - ws->out_pos);
+    }
+
+    ngx_http_set_log_request(c->log, r);
+
+    ngx_http_finalize_request(r, NGX_HTTP_CLOSE);
+    ngx_http_run_posted_requests(c);
+}
+
+
+static void
+ngx_http_voice_ws_cleanup(void *data)
+{
+    ngx_http_voice_ws_t  *ws = data;
+
+    /* the request is going away, by whatever path */
+
+    if (!ws->finalizing) {
+        ws->finalizing = 1;
+
+        if (ws->media) {
+            ngx_http_voice_media_on_close(ws->media);
+        }
+    }
+
+    if (ws->finalizer.posted) {
+        ngx_delete_posted_event(&ws->finalizer);
+    }
+
+    if (ws->dropped) {
+        ngx_log_error(NGX_LOG_INFO, ws->connection->log, 0,
+                      "voice: %ui frames to Twilio were dropped (send "
+                      "buffer full)", ws->dropped);
+    }
+
+    if (ws->msg) {
+        ngx_free(ws->msg);
+        ws->msg = NULL;
+    }
+
+    if (ws->out) {
+        ngx_free(ws->out);
+        ws->out = NULL;
+    }
+}

@@ -1,0 +1,323 @@
+"""conftest.py: the end-to-end harness.
+
+Each test gets a Stack: the real nginx (Debian's /usr/sbin/nginx loading
+the built module, with conf/nginx.conf.in rendered the way build.sh renders
+it), the real bridged, and the protocol fakes of Twilio (HTTPS) and OpenAI
+(WSS) from tests/fakes, all on free ports, in a temporary directory.
+Nothing of the project's own is mocked.  After each test the logs are
+checked the way Test::Nginx's no_error_log does: no [alert], [crit] or
+[emerg] from nginx, no sanitizer report, and no secret in any log line.
+
+Modes (environment): VOICE_KEEP=1 keeps the temporary directory;
+VOICE_BRIDGED_WRAPPER="valgrind -q" runs bridged under a wrapper;
+VOICE_BRIDGED=path runs another bridged binary (the sanitizer build).
+"""
+
+import base64
+import json
+import os
+import pathlib
+import re
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+import requests
+
+TOP = pathlib.Path(os.environ.get("VOICE_TOP")
+                   or pathlib.Path(__file__).resolve().parents[2])
+BUILD = pathlib.Path(os.environ.get("VOICE_BUILD") or TOP / "build")
+PY = "/usr/bin/python3"
+FIXTURES = BUILD / "fixtures"
+CERTS = BUILD / "certs"
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def fixture_bytes(name):
+    return (FIXTURES / (name + ".ulaw")).read_bytes()
+
+
+def fixture_text(name):
+    return (FIXTURES / (name + ".txt")).read_text()
+
+
+def render(template, values):
+    """conf/*.in -> text, replacing @NAME@ as build.sh does."""
+    text = pathlib.Path(template).read_text()
+    return re.sub(r"@([A-Z_]+)@", lambda m: str(values.get(m.group(1), "")),
+                  text)
+
+
+def wait_for(pred, timeout=20.0, interval=0.05, what="condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for %s" % what)
+        time.sleep(interval)
+
+
+class Stack:
+    """One running voice bridge and its fakes."""
+
+    def __init__(self, tmp, **opts):
+        self.dir = pathlib.Path(tmp)
+        self.opts = opts
+        self.procs = {}
+        self.port = free_port()
+        self.base = "http://127.0.0.1:%d" % self.port
+        self.transcripts = self.dir / "transcripts"
+        self.transcripts.mkdir()
+        (self.dir / "tmp").mkdir()
+        self.account_sid = "AC" + secrets.token_hex(16)
+        self.auth_token = secrets.token_hex(16)
+        self.api_key = "sk-test-" + secrets.token_hex(12)
+        self.public_url = opts.get("public_url", "https://voice.example.test")
+        self.ca = str(CERTS / "ca.pem")
+        self.secrets = [self.auth_token, self.api_key]
+
+    # --- processes ----------------------------------------------------------
+
+    def _spawn(self, name, argv, env=None, ready=None):
+        log = open(self.dir / (name + ".log"), "wb")
+        p = subprocess.Popen(argv, stdout=subprocess.PIPE if ready else log,
+                             stderr=log, env=env, cwd=str(self.dir),
+                             start_new_session=True)
+        self.procs[name] = p
+        if ready:
+            line = p.stdout.readline().decode()
+            if not line.startswith("READY "):
+                raise AssertionError("%s did not start: %r\n%s" % (
+                    name, line, (self.dir / (name + ".log")).read_text()))
+            return int(line.split()[1])
+        return None
+
+    def start_fakes(self):
+        o = self.opts
+        argv = [PY, str(TOP / "tests/fakes/fake_openai.py"), "--port", "0",
+                "--tls-cert", str(CERTS / "server.pem"),
+                "--tls-key", str(CERTS / "server.key"),
+                "--api-key", self.api_key,
+                "--reply-audio", str(FIXTURES / "reply.ulaw"),
+                "--reply-text", fixture_text("reply"),
+                "--phrase", "%s=%s" % (FIXTURES / "caller.ulaw",
+                                       fixture_text("caller")),
+                "--accept-delay-ms", str(o.get("accept_delay_ms", 0))]
+        self.oai_port = self._spawn("fake_openai", argv, ready=True)
+
+        argv = [PY, str(TOP / "tests/fakes/fake_twilio.py"), "--port", "0",
+                "--tls-cert", str(CERTS / "server.pem"),
+                "--tls-key", str(CERTS / "server.key"),
+                "--account-sid", self.account_sid,
+                "--auth-token", self.auth_token,
+                "--numbers", str(o.get("numbers", 3)),
+                "--max-page-size", str(o.get("max_page_size", 0)),
+                "--public-url", self.public_url,
+                "--deliver-to", self.base,
+                "--caller-audio", str(FIXTURES / "caller.ulaw")]
+        if o.get("auto_hangup"):
+            argv.append("--auto-hangup")
+        self.tw_port = self._spawn("fake_twilio", argv, ready=True)
+        self.tw_base = "https://localhost:%d" % self.tw_port
+        self.oai_base = "https://localhost:%d" % self.oai_port
+
+    def bridged_env(self):
+        env = dict(os.environ)
+        env.update({
+            "TWILIO_ACCOUNT_SID": self.account_sid,
+            "TWILIO_AUTH_TOKEN": self.auth_token,
+            "TWILIO_API_URL": self.tw_base,
+            "OPENAI_API_KEY": self.api_key,
+            "OPENAI_REALTIME_URL": "wss://localhost:%d/v1/realtime"
+                                   % self.oai_port,
+            "OPENAI_MODEL": "gpt-realtime",
+            "BRIDGED_CA_FILE": self.ca,
+        })
+        return env
+
+    def start_bridged(self):
+        self.endpoint = "ipc://%s/bridged.sock" % self.dir
+        binary = os.environ.get("VOICE_BRIDGED") or str(BUILD / "bridged/bridged")
+        wrapper = shlex.split(os.environ.get("VOICE_BRIDGED_WRAPPER", ""))
+        argv = wrapper + [binary, "--listen", self.endpoint,
+                          "--twilio-timeout-ms",
+                          str(self.opts.get("twilio_timeout_ms", 10000)),
+                          "--final-wait-ms",
+                          str(self.opts.get("final_wait_ms", 5000))]
+        self._spawn("bridged", argv, env=self.bridged_env())
+        wait_for(lambda: (self.dir / "bridged.sock").exists(), 10,
+                 what="bridged's socket")
+
+    def start_nginx(self):
+        values = {
+            "USER_LINE": "user root;" if os.geteuid() == 0 else "",
+            "RUN_DIR": str(self.dir),
+            "ERROR_LOG": str(self.dir / "error.log"),
+            "MODULE": str(BUILD / "nginx/ngx_http_voice_module.so"),
+            "BRIDGE_ENDPOINT": self.endpoint,
+            "LISTEN": "127.0.0.1:%d" % self.port,
+            "EXTRA_HTTP": self.opts.get("extra_http", ""),
+        }
+        conf = self.dir / "nginx.conf"
+        conf.write_text(render(TOP / "conf/nginx.conf.in", values))
+        env = dict(os.environ)
+        env.update({"PUBLIC_URL": self.public_url,
+                    "TWILIO_AUTH_TOKEN": self.auth_token,
+                    "TRANSCRIPT_DIR": str(self.transcripts)})
+        for k in ("TWILIO_ACCOUNT_SID", "OPENAI_API_KEY"):
+            env.pop(k, None)
+        self._spawn("nginx", ["/usr/sbin/nginx", "-p", str(self.dir), "-c",
+                              str(conf)], env=env)
+
+        def up():
+            try:
+                return requests.get(self.base + "/voice-status",
+                                    timeout=1).status_code == 200
+            except requests.ConnectionError:
+                return False
+        wait_for(up, 10, what="nginx")
+
+    def start(self):
+        self.start_fakes()
+        self.start_bridged()
+        self.start_nginx()
+        # the workers' DEALERs connect asynchronously: wait until a request
+        # really reaches bridged
+        wait_for(lambda: self.api("GET", "/api/numbers").status_code != 503,
+                 10, 0.1, "the bridge channel")
+        return self
+
+    def stop_process(self, name, sig=signal.SIGTERM, timeout=15):
+        p = self.procs.get(name)
+        if p is None or p.poll() is not None:
+            return p.returncode if p else None
+        p.send_signal(sig)
+        try:
+            return p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+            raise AssertionError("%s did not stop within %ss" % (name, timeout))
+
+    def stop(self):
+        errors = []
+        for name, sig in (("nginx", signal.SIGQUIT), ("bridged", signal.SIGTERM),
+                          ("fake_twilio", signal.SIGTERM),
+                          ("fake_openai", signal.SIGTERM)):
+            try:
+                self.stop_process(name, sig)
+            except AssertionError as e:
+                errors.append(str(e))
+        return errors
+
+    # --- clients ------------------------------------------------------------
+
+    def api(self, method, path, **kw):
+        kw.setdefault("timeout", 30)
+        return requests.request(method, self.base + path, **kw)
+
+    def tw(self, method, path, body=None):
+        r = requests.request(method, self.tw_base + path, json=body,
+                             verify=self.ca, timeout=30)
+        r.raise_for_status()
+        return r.json()
+
+    def oai(self, path):
+        r = requests.get(self.oai_base + path, verify=self.ca, timeout=30)
+        r.raise_for_status()
+        return r.json()
+
+    def twilio_call(self, sid):
+        return self.tw("GET", "/_fake/calls/" + sid)
+
+    def openai_sessions(self):
+        return self.oai("/_fake/sessions")
+
+    # --- logs ---------------------------------------------------------------
+
+    def log(self, name):
+        p = self.dir / (name + ".log")
+        return p.read_text(errors="replace") if p.exists() else ""
+
+    def check_logs(self):
+        problems = []
+        err = self.log("error")
+        for level in ("[alert]", "[crit]", "[emerg]"):
+            for line in err.splitlines():
+                if level in line:
+                    problems.append("nginx: " + line)
+        for name in ("error", "bridged", "nginx"):
+            text = self.log(name)
+            for s in self.secrets:
+                if s in text:
+                    problems.append("a secret appears in %s.log" % name)
+            for marker in ("ERROR: AddressSanitizer", "runtime error:",
+                           "ERROR: LeakSanitizer"):
+                if marker in text:
+                    problems.append("%s.log: %s" % (name, marker))
+        return problems
+
+    # --- helpers for calls ----------------------------------------------------
+
+    def transcript_files(self, sid=None):
+        pat = (sid + "_*.json") if sid else "*.json"
+        return sorted(self.transcripts.glob(pat))
+
+    def wait_transcript(self, sid, timeout=30):
+        return wait_for(lambda: self.transcript_files(sid), timeout,
+                        what="the transcript of " + sid)[0]
+
+    def wait_reply_heard(self, sid, nbytes, timeout=40):
+        def heard():
+            c = self.twilio_call(sid)
+            return len(base64.b64decode(c["received_audio_b64"])) >= nbytes
+        wait_for(heard, timeout, 0.2, "the assistant's reply at the caller")
+
+
+@pytest.fixture
+def stack_factory():
+    made = []
+
+    def make(**opts):
+        tmp = tempfile.mkdtemp(prefix="voice-e2e-")
+        s = Stack(tmp, **opts)
+        made.append(s)
+        return s.start()
+
+    yield make
+
+    failures = []
+    for s in made:
+        failures += s.stop()
+        failures += s.check_logs()
+        if os.environ.get("VOICE_KEEP") or failures:
+            print("kept %s" % s.dir)
+        else:
+            shutil.rmtree(s.dir, ignore_errors=True)
+    assert not failures, "\n".join(failures)
+
+
+@pytest.fixture
+def stack(stack_factory):
+    return stack_factory()
+
+
+def json_of(resp):
+    assert resp.headers.get("Content-Type", "").startswith("application/json"), \
+        resp.headers
+    return json.loads(resp.content)

@@ -1,0 +1,134 @@
+"""test_api.py: the REST API's answers and every error status.
+
+400 for a malformed body, phone number or call SID; 404 for an unknown
+call or transcript; 502 when Twilio refuses (with Twilio's code and
+message); 503 when bridged cannot be reached; 504 when Twilio does not
+answer in time.  Errors are JSON {"success": false, "error": "..."}.
+"""
+
+import signal
+import time
+
+import pytest
+
+from conftest import json_of
+
+UNKNOWN_SID = "CA" + "0" * 31 + "1"
+
+
+def error_of(resp, status):
+    assert resp.status_code == status, (resp.status_code, resp.text)
+    j = json_of(resp)
+    assert j["success"] is False
+    assert isinstance(j["error"], str) and j["error"]
+    return j["error"]
+
+
+def test_numbers_over_three_pages(stack_factory):
+    stack = stack_factory(numbers=7, max_page_size=3)
+
+    r = stack.api("GET", "/api/numbers")
+    assert r.status_code == 200
+    numbers = json_of(r)
+    expected = stack.tw("GET", "/_fake/numbers")
+    assert [n["phoneNumber"] for n in numbers] == [e["e164"] for e in expected]
+    assert [n["sid"] for n in numbers] == [e["sid"] for e in expected]
+    assert len(numbers) == 7
+    for n in numbers:
+        assert set(n) == {"sid", "phoneNumber", "friendlyName"}
+        assert n["sid"].startswith("PN") and n["friendlyName"]
+
+    pages = [q for q in stack.tw("GET", "/_fake/requests")
+             if q["path"].endswith("/IncomingPhoneNumbers.json")]
+    # the readiness probe made one listing too: look at the last one
+    last = pages[-3:]
+    assert [q["query"].get("Page", "0") for q in last] == ["0", "1", "2"]
+    assert all(q["status"] == 200 for q in last)
+    assert "PageToken" in last[1]["query"] and "PageToken" in last[2]["query"]
+
+
+@pytest.mark.parametrize("body", [
+    b"not json",
+    b"[]",
+    b'{"number": 14155550123}',
+    b'{"number": "14155550123"}',
+    b'{"number": "+0123"}',
+    b'{"number": "+1415555012345678"}',
+    b'{"number": "+14155550123", "fromNumber": "me"}',
+    b'{}',
+    b'',
+])
+def test_call_rejects_malformed_bodies(stack, body):
+    r = stack.api("POST", "/api/call", data=body,
+                  headers={"Content-Type": "application/json"})
+    error_of(r, 400)
+
+
+@pytest.mark.parametrize("sid", ["", "CA123", "ca" + "0" * 32,
+                                 "CA" + "g" * 32, "PN" + "0" * 32])
+def test_end_call_rejects_malformed_call_sids(stack, sid):
+    error_of(stack.api("POST", "/api/end-call", json={"callSid": sid}), 400)
+
+
+def test_end_call_of_an_unknown_call_is_404(stack):
+    msg = error_of(stack.api("POST", "/api/end-call",
+                             json={"callSid": UNKNOWN_SID}), 404)
+    assert UNKNOWN_SID in msg
+
+
+@pytest.mark.parametrize("path", [
+    "/api/transcript/CA123",
+    "/api/transcript/..%2F..%2Fetc%2Fpasswd",
+    "/api/transcript/CA" + "0" * 32 + "%2F..",
+    "/api/transcript/" + UNKNOWN_SID + "?format=xml",
+])
+def test_transcript_rejects_malformed_requests(stack, path):
+    error_of(stack.api("GET", path), 400)
+
+
+def test_transcript_of_an_unknown_call_is_404(stack):
+    error_of(stack.api("GET", "/api/transcript/" + UNKNOWN_SID), 404)
+
+
+def test_twilio_refusal_is_502_with_its_code(stack):
+    # a From number the account does not own: Twilio answers 21210
+    msg = error_of(stack.api("POST", "/api/call",
+                             json={"number": "+14155550123",
+                                   "fromNumber": "+15005559999"}), 502)
+    assert "21210" in msg
+
+
+def test_bridged_down_is_503(stack):
+    stack.stop_process("bridged")
+    deadline = time.monotonic() + 10
+    while True:
+        r = stack.api("GET", "/api/numbers")
+        if r.status_code == 503 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    error_of(r, 503)
+    error_of(stack.api("POST", "/api/call", json={"number": "+14155550123"}),
+             503)
+
+
+def test_slow_twilio_is_504(stack_factory):
+    stack = stack_factory(twilio_timeout_ms=1000)
+    stack.tw("POST", "/_fake/config", {"rest_delay_ms": 4000})
+    t0 = time.monotonic()
+    error_of(stack.api("GET", "/api/numbers"), 504)
+    assert time.monotonic() - t0 < 4
+    stack.tw("POST", "/_fake/config", {"rest_delay_ms": 0})
+    assert stack.api("GET", "/api/numbers").status_code == 200
+
+
+def test_wrong_methods_are_405(stack):
+    error_of(stack.api("GET", "/api/call"), 405)
+    error_of(stack.api("POST", "/api/numbers"), 405)
+    error_of(stack.api("DELETE", "/api/transcript/" + UNKNOWN_SID), 405)
+
+
+def test_unsigned_twiml_is_refused(stack):
+    r = stack.api("POST", "/twiml",
+                  data={"CallSid": UNKNOWN_SID, "Direction": "inbound",
+                        "From": "+14155550100"})
+    error_of(r, 403)

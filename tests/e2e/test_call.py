@@ -1,0 +1,182 @@
+"""test_call.py: whole calls, end to end.
+
+A call placed through the API (or originated by the fake Twilio as an
+inbound call) is bridged to the fake OpenAI: the caller's audio must reach
+OpenAI byte for byte from its first frame -- also when OpenAI is slow to
+accept the WebSocket -- and the assistant's audio must reach the caller
+byte for byte; the transcript must be stored, in conversation order, and
+served as JSON and as text.
+"""
+
+import base64
+import json
+import re
+
+import pytest
+
+from conftest import fixture_bytes, fixture_text, json_of, wait_for
+
+CALLEE = "+14155550123"
+ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+FILE_STAMP = r"\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d-\d{3}Z"
+
+
+def place_call(stack, **body):
+    r = stack.api("POST", "/api/call", json=body)
+    assert r.status_code == 200, r.text
+    j = json_of(r)
+    assert j["success"] is True
+    assert re.fullmatch(r"CA[0-9a-f]{32}", j["callSid"])
+    assert j["message"] == "Call initiated to " + body["number"]
+    return j["callSid"]
+
+
+def check_media(stack, sid, session):
+    """Byte-for-byte audio in both directions, from the first frame."""
+    call = stack.twilio_call(sid)
+    assert call["violations"] == [], call["violations"]
+
+    sent = base64.b64decode(call["sent_audio_b64"])
+    appended = base64.b64decode(session["appended_audio_b64"])
+    caller = fixture_bytes("caller")
+
+    # everything the caller said reached OpenAI, in order, from the first
+    # frame; only frames after the hang-up may be missing
+    assert len(appended) >= len(caller)
+    assert appended == sent[:len(appended)]
+    assert appended[:len(caller)] == caller
+    assert session["appended_before_update_bytes"] == 0
+    assert session["violations"] == [], session["violations"]
+
+    # the assistant's audio reached the caller, byte for byte
+    replies = [base64.b64decode(r["audio_b64"]) for r in session["responses"]]
+    assert replies and replies[0] == fixture_bytes("reply")
+    received = base64.b64decode(call["received_audio_b64"])
+    assert received == b"".join(replies)
+    return call
+
+
+def check_transcript(stack, sid, phone):
+    path = stack.wait_transcript(sid)
+    assert re.fullmatch(r"%s_%s_%s\.json" % (sid, re.escape(phone),
+                                             FILE_STAMP), path.name)
+    doc = json.loads(path.read_text())
+    assert doc["callSid"] == sid
+    assert doc["phoneNumber"] == phone
+    assert ISO.match(doc["timestamp"])
+
+    # the file name's time is the call's start, as the document's
+    stamp = re.search(FILE_STAMP, path.name).group(0)
+    assert stamp[:10] == doc["timestamp"][:10]
+    assert stamp[11:19].replace("-", ":") == doc["timestamp"][11:19]
+
+    roles = [(u["role"], u["text"]) for u in doc["transcript"]]
+    assert roles == [("user", fixture_text("caller")),
+                     ("assistant", fixture_text("reply"))], roles
+    for u in doc["transcript"]:
+        assert ISO.match(u["timestamp"])
+        assert set(u) == {"role", "text", "timestamp"}
+
+    # no temporary file or journal is left behind
+    leftovers = [p.name for p in stack.transcripts.iterdir()
+                 if p.name != path.name]
+    assert leftovers == []
+
+    # served as stored, and as text
+    r = stack.api("GET", "/api/transcript/" + sid)
+    assert r.status_code == 200
+    assert json_of(r) == doc
+    r = stack.api("GET", "/api/transcript/%s?format=text" % sid)
+    assert r.status_code == 200
+    assert r.headers["Content-Type"].startswith("text/plain")
+    assert r.text == "User: %s\nAssistant: %s\n" % (fixture_text("caller"),
+                                                     fixture_text("reply"))
+    return doc
+
+
+@pytest.mark.parametrize("accept_delay_ms", [0, 300])
+def test_outbound_call(stack_factory, accept_delay_ms):
+    stack = stack_factory(accept_delay_ms=accept_delay_ms)
+
+    numbers = json_of(stack.api("GET", "/api/numbers"))
+    assert len(numbers) == 3
+    sid = place_call(stack, number=CALLEE, fromNumber=numbers[1]["phoneNumber"])
+
+    # Twilio was asked for exactly this call, with our TwiML URL
+    create = [q for q in stack.tw("GET", "/_fake/requests")
+              if q["method"] == "POST" and q["path"].endswith("/Calls.json")]
+    assert len(create) == 1
+    assert create[0]["form"]["To"] == CALLEE
+    assert create[0]["form"]["From"] == numbers[1]["phoneNumber"]
+    assert create[0]["form"]["Url"] == stack.public_url + "/twiml"
+
+    stack.wait_reply_heard(sid, len(fixture_bytes("reply")))
+    stack.tw("POST", "/_fake/calls/%s/hangup" % sid, {"wait": True})
+
+    call = stack.twilio_call(sid)
+    assert call["customParameters"] == {"callSid": sid, "phoneNumber": CALLEE,
+                                        "direction": "outbound"}
+    assert call["stream_url"] == "wss://voice.example.test/media-stream"
+
+    sessions = stack.openai_sessions()
+    assert len(sessions) == 1
+    s = sessions[0]
+    assert s["model"] == "gpt-realtime"
+    assert s["session"]["type"] == "realtime"
+    assert s["session"]["audio"]["input"]["format"]["type"] == "audio/pcmu"
+    assert s["session"]["audio"]["output"]["format"]["type"] == "audio/pcmu"
+    assert s["session"]["audio"]["input"]["transcription"]
+    assert s["session"]["audio"]["input"]["turn_detection"]["type"] \
+        == "server_vad"
+    check_media(stack, sid, s)
+    check_transcript(stack, sid, CALLEE)
+
+
+def test_inbound_call(stack):
+    caller = "+14155550177"
+    sid = stack.tw("POST", "/_fake/inbound", {"from": caller})["callSid"]
+
+    stack.wait_reply_heard(sid, len(fixture_bytes("reply")))
+    stack.tw("POST", "/_fake/calls/%s/hangup" % sid, {"wait": True})
+
+    call = stack.twilio_call(sid)
+    assert call["direction"] == "inbound"
+    assert call["twiml_status"] == 200
+    assert call["customParameters"] == {"callSid": sid, "phoneNumber": caller,
+                                        "direction": "inbound"}
+    check_media(stack, sid, stack.openai_sessions()[0])
+    check_transcript(stack, sid, caller)
+
+
+def test_end_call(stack):
+    sid = place_call(stack, number=CALLEE)
+
+    # fromNumber was not given: the first owned number calls
+    numbers = json_of(stack.api("GET", "/api/numbers"))
+    wait_for(lambda: stack.twilio_call(sid)["ws_status"] == "open", 20,
+             what="the media stream")
+    assert stack.twilio_call(sid)["from"] == numbers[0]["phoneNumber"]
+
+    r = stack.api("POST", "/api/end-call", json={"callSid": sid})
+    assert r.status_code == 200, r.text
+    assert json_of(r) == {"success": True,
+                          "message": "Call ended successfully"}
+
+    wait_for(lambda: stack.twilio_call(sid)["status"] == "completed", 20,
+             what="the call to end")
+    path = stack.wait_transcript(sid)
+    doc = json.loads(path.read_text())
+    assert doc["callSid"] == sid and isinstance(doc["transcript"], list)
+
+
+def test_call_without_utterance_gets_an_empty_transcript(stack):
+    sid = place_call(stack, number=CALLEE)
+    wait_for(lambda: stack.twilio_call(sid)["ws_status"] == "open", 20,
+             what="the media stream")
+    # hang up at once, before the caller's sentence is over
+    stack.tw("POST", "/_fake/calls/%s/hangup" % sid, {"wait": True})
+    path = stack.wait_transcript(sid)
+    doc = json.loads(path.read_text())
+    assert doc["transcript"] == []
+    r = stack.api("GET", "/api/transcript/%s?format=text" % sid)
+    assert r.status_code == 200 and r.text == ""

@@ -1,0 +1,86 @@
+"""test_readme.py: README's two commands and its curl commands, as written.
+
+`./build.sh run` is started the way a newcomer starts it -- no credentials,
+so it runs the simulation -- on a free port instead of 3000 (the machine is
+shared); then README's curl block runs unchanged but for the port, and must
+show the simulated call's transcript.  SIGTERM must stop everything cleanly.
+"""
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+from conftest import TOP, fixture_text, free_port, wait_for
+
+import requests
+
+
+def readme_curl_block():
+    text = (TOP / "README.md").read_text()
+    lines = text.splitlines()
+    # README's first lines are exactly the two commands
+    first = [l for l in lines if l.startswith("./build.sh")][:2]
+    assert first[0].startswith("./build.sh run")
+    assert first[1].startswith("./build.sh test")
+    for block in re.findall(r"```sh\n(.*?)```", text, re.S):
+        if "curl" in block:
+            return block
+    raise AssertionError("README has no curl block")
+
+
+def test_readme_commands_as_written():
+    block = readme_curl_block()
+    port = free_port()
+    tmp = tempfile.mkdtemp(prefix="voice-readme-")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("TWILIO_", "OPENAI_", "PUBLIC_URL",
+                                "TRANSCRIPT_DIR", "PORT"))}
+    env.update({"PORT": str(port), "TRANSCRIPT_DIR": tmp + "/logs",
+                "VOICE_RUN_DIR": tmp + "/run"})
+    log = open(tmp + "/run.log", "wb")
+    p = subprocess.Popen([str(TOP / "build.sh"), "run"], env=env, stdout=log,
+                         stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        def up():
+            try:
+                return requests.get("http://127.0.0.1:%d/api/numbers" % port,
+                                    timeout=2).status_code == 200
+            except requests.ConnectionError:
+                return False
+        wait_for(up, 120, 0.5, "./build.sh run")
+
+        script = block.replace("3000", str(port))
+        out = subprocess.run(["bash", "-c", "set -e\n" + script],
+                             capture_output=True, timeout=120, text=True)
+        assert out.returncode == 0, out.stderr
+        assert "User: %s\nAssistant: %s\n" % (fixture_text("caller"),
+                                               fixture_text("reply")) \
+            in out.stdout, out.stdout
+
+        # the transcript landed in TRANSCRIPT_DIR
+        files = os.listdir(tmp + "/logs")
+        assert any(f.endswith(".json") for f in files), files
+
+        runlog = open(tmp + "/run.log").read()
+        assert "SIMULATION" in runlog
+    finally:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+        try:
+            rc = p.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            raise
+    assert rc == 0, open(tmp + "/run.log").read()[-3000:]
+    # nothing is left listening
+    time.sleep(0.5)
+    try:
+        requests.get("http://127.0.0.1:%d/" % port, timeout=1)
+        raise AssertionError("nginx still answers after ./build.sh run stopped")
+    except requests.ConnectionError:
+        pass
+    shutil.rmtree(tmp, ignore_errors=True)
