@@ -35,6 +35,7 @@ static u_char *ngx_http_voice_twiml_escape(u_char *dst, const u_char *src,
 static size_t ngx_http_voice_twiml_escape_len(const u_char *src, size_t len);
 
 
+
 ngx_int_t
 ngx_http_voice_twiml_handler(ngx_http_request_t *r)
 {
@@ -166,8 +167,15 @@ ngx_http_voice_twiml_answer(ngx_http_request_t *r, u_char *form, size_t len)
         nsigned = (r->method == NGX_HTTP_POST) ? (size_t) n : 0;
 
         rc = ngx_http_voice_twiml_verify(r, vlcf, &url, params, nsigned);
+
+        if (rc == NGX_DECLINED) {
+            return ngx_http_voice_send_error(r, NGX_HTTP_FORBIDDEN,
+                                             "missing or invalid Twilio "
+                                             "signature");
+        }
+
         if (rc != NGX_OK) {
-            return rc;
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
     }
 
@@ -261,9 +269,9 @@ ngx_http_voice_twiml_answer(ngx_http_request_t *r, u_char *form, size_t len)
 
 
 /*
- * Returns NGX_OK for a request whose X-Twilio-Signature is valid for url
- * and params, or the response to send (403) otherwise.  A refused request
- * never reaches bridged.
+ * Returns NGX_OK when the request's X-Twilio-Signature is valid for url
+ * and params, NGX_DECLINED when it is missing or wrong (the caller answers
+ * 403, and the request never reaches bridged), NGX_ERROR otherwise.
  */
 
 ngx_int_t
@@ -306,8 +314,7 @@ ngx_http_voice_twiml_verify(ngx_http_request_t *r,
     if (sig == NULL) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "voice: request without X-Twilio-Signature refused");
-        return ngx_http_voice_send_error(r, NGX_HTTP_FORBIDDEN,
-                                         "missing Twilio signature");
+        return NGX_DECLINED;
     }
 
     /* the canonical string: the URL (twice for its port variant) and
@@ -320,7 +327,7 @@ ngx_http_voice_twiml_verify(ngx_http_request_t *r,
     scratch = ngx_pnalloc(r->pool, cap);
     order = ngx_palloc(r->pool, (n + 1) * sizeof(size_t));
     if (scratch == NULL || order == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
     }
 
     ok = ngx_http_voice_signature_check(vlcf->auth_token.data,
@@ -331,8 +338,7 @@ ngx_http_voice_twiml_verify(ngx_http_request_t *r,
     if (ok != 1) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "voice: invalid Twilio signature for \"%V\"", url);
-        return ngx_http_voice_send_error(r, NGX_HTTP_FORBIDDEN,
-                                         "invalid Twilio signature");
+        return NGX_DECLINED;
     }
 
     return NGX_OK;

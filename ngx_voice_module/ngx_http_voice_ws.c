@@ -36,7 +36,7 @@
 
 
 static ngx_int_t ngx_http_voice_ws_check(ngx_http_request_t *r,
-    ngx_str_t *key);
+    ngx_str_t *key, const char **why);
 static ngx_table_elt_t *ngx_http_voice_ws_header(ngx_http_request_t *r,
     const char *name, size_t len);
 static ngx_int_t ngx_http_voice_ws_has_token(ngx_table_elt_t *h,
@@ -59,6 +59,7 @@ ngx_http_voice_ws_handler(ngx_http_request_t *r)
 {
     u_char                      hash[20], *accept;
     ngx_int_t                   rc;
+    const char                 *why;
     ngx_str_t                   key, src, dst;
     ngx_sha1_t                  sha1;
     ngx_connection_t           *c;
@@ -72,17 +73,26 @@ ngx_http_voice_ws_handler(ngx_http_request_t *r)
 
     ngx_str_null(&key);
 
-    rc = ngx_http_voice_ws_check(r, &key);
+    rc = ngx_http_voice_ws_check(r, &key, &why);
     if (rc != NGX_OK) {
-        return rc;
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "voice: media stream refused: %s", why);
+        return ngx_http_voice_send_error(r, rc, "%s", why);
     }
 
     /* Twilio signs the stream URL of the TwiML, wss:// scheme, no query,
      * and no parameters */
     if (vlcf->signature) {
         rc = ngx_http_voice_twiml_verify(r, vlcf, &vlcf->stream_url, NULL, 0);
+
+        if (rc == NGX_DECLINED) {
+            return ngx_http_voice_send_error(r, NGX_HTTP_FORBIDDEN,
+                                             "missing or invalid Twilio "
+                                             "signature");
+        }
+
         if (rc != NGX_OK) {
-            return rc;
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
     }
 
@@ -208,42 +218,57 @@ ngx_http_voice_ws_handler(ngx_http_request_t *r)
 }
 
 
+/*
+ * Returns NGX_OK for a valid upgrade request, else the status to refuse it
+ * with and, in *why, the reason in words for the client.
+ */
+
 static ngx_int_t
-ngx_http_voice_ws_check(ngx_http_request_t *r, ngx_str_t *key)
+ngx_http_voice_ws_check(ngx_http_request_t *r, ngx_str_t *key,
+    const char **why)
 {
     u_char            buf[32];
     ngx_str_t         decoded;
     ngx_table_elt_t  *h;
 
     if (r != r->main) {
+        *why = "not a main request";
         return NGX_HTTP_BAD_REQUEST;
     }
 
 #if (NGX_HTTP_V2)
     if (r->stream) {
-        return ngx_http_voice_send_error(r, NGX_HTTP_BAD_REQUEST,
-                                         "WebSocket needs HTTP/1.1");
+        *why = "the media stream needs HTTP/1.1";
+        return NGX_HTTP_BAD_REQUEST;
     }
 #endif
 
     if (r->method != NGX_HTTP_GET) {
-        return ngx_http_voice_send_error(r, NGX_HTTP_NOT_ALLOWED,
-                                         "the media stream is a WebSocket: "
-                                         "use GET with Upgrade");
+        *why = "the media stream is a WebSocket: use GET with Upgrade";
+        return NGX_HTTP_NOT_ALLOWED;
     }
 
-    if (r->http_version != NGX_HTTP_VERSION_11
-        || r->headers_in.content_length_n > 0
-        || r->headers_in.chunked
-        || !ngx_http_voice_ws_has_token(r->headers_in.upgrade, "websocket",
-                                        sizeof("websocket") - 1)
-        || !ngx_http_voice_ws_has_token(r->headers_in.connection, "upgrade",
-                                        sizeof("upgrade") - 1))
+    if (r->http_version != NGX_HTTP_VERSION_11) {
+        *why = "the media stream needs HTTP/1.1";
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    if (r->headers_in.content_length_n > 0 || r->headers_in.chunked) {
+        *why = "a WebSocket upgrade has no body";
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    /* nginx 1.22 does not keep the Connection header in headers_in */
+    if (!ngx_http_voice_ws_has_token(
+            ngx_http_voice_ws_header(r, "Upgrade", sizeof("Upgrade") - 1),
+            "websocket", sizeof("websocket") - 1)
+        || !ngx_http_voice_ws_has_token(
+            ngx_http_voice_ws_header(r, "Connection",
+                                     sizeof("Connection") - 1),
+            "upgrade", sizeof("upgrade") - 1))
     {
-        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                      "voice: not a WebSocket upgrade request");
-        return ngx_http_voice_send_error(r, NGX_HTTP_BAD_REQUEST,
-                                         "not a WebSocket upgrade request");
+        *why = "not a WebSocket upgrade request";
+        return NGX_HTTP_BAD_REQUEST;
     }
 
     h = ngx_http_voice_ws_header(r, "Sec-WebSocket-Version",
@@ -254,6 +279,7 @@ ngx_http_voice_ws_check(ngx_http_request_t *r, ngx_str_t *key)
     {
         h = ngx_list_push(&r->headers_out.headers);
         if (h == NULL) {
+            *why = "out of memory";
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
@@ -261,8 +287,8 @@ ngx_http_voice_ws_check(ngx_http_request_t *r, ngx_str_t *key)
         ngx_str_set(&h->key, "Sec-WebSocket-Version");
         ngx_str_set(&h->value, "13");
 
-        return ngx_http_voice_send_error(r, 426, "WebSocket version 13 "
-                                         "is required");
+        *why = "WebSocket version 13 is required";
+        return 426;  /* Upgrade Required */
     }
 
     h = ngx_http_voice_ws_header(r, "Sec-WebSocket-Key",
@@ -274,10 +300,8 @@ ngx_http_voice_ws_check(ngx_http_request_t *r, ngx_str_t *key)
         || ngx_decode_base64(&decoded, &h->value) != NGX_OK
         || decoded.len != 16)
     {
-        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                      "voice: invalid Sec-WebSocket-Key");
-        return ngx_http_voice_send_error(r, NGX_HTTP_BAD_REQUEST,
-                                         "invalid Sec-WebSocket-Key");
+        *why = "invalid Sec-WebSocket-Key";
+        return NGX_HTTP_BAD_REQUEST;
     }
 
     *key = h->value;

@@ -1,0 +1,115 @@
+/*
+ * bd_call.h: one phone call, from nginx's STREAM_START to CALL_DONE.
+ *
+ * bd_call.c owns the call table, the call state machine and the messages
+ * about calls; bd_oai.c runs the call's OpenAI WebSocket and reports back
+ * through the bd_call_oai_*() functions.  Both files work on bd_call_t.
+ */
+
+#ifndef BD_CALL_H
+#define BD_CALL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+#include <libwebsockets.h>
+
+#include "bd_chan.h"
+#include "bd_conf.h"
+#include "bd_oai_event.h"
+#include "bd_ring.h"
+#include "voice_proto.h"
+
+
+#define BD_CALL_WSI_MAX   2        /* a closing and a new connection */
+#define BD_CALL_PATH_MAX  2048
+
+
+typedef enum {
+    BD_CALL_ST_CONNECTING = 0,     /* OpenAI socket opening, audio held */
+    BD_CALL_ST_CONFIGURING,        /* session.update sent, audio held */
+    BD_CALL_ST_LIVE,               /* audio flows both ways */
+    BD_CALL_ST_RETRYING,           /* socket lost, reconnect scheduled */
+    BD_CALL_ST_DRAINING,           /* caller gone, last transcripts due */
+    BD_CALL_ST_CLOSED              /* destroyed, waiting to be freed */
+} bd_call_state_e;
+
+
+typedef struct bd_oai_msg_s  bd_oai_msg_t;
+
+typedef struct bd_call_s  bd_call_t;
+
+struct bd_call_s {
+    bd_call_t                *next;           /* hash chain */
+    bd_call_t                *reap_next;
+    bd_call_state_e           state;
+    unsigned                  refs;           /* the table + live wsis */
+    bd_chan_peer_t           *peer;           /* the worker owning it */
+    uint64_t                  started;        /* loop time, ms */
+    size_t                    sid_len;
+    char                      sid[VOICE_PROTO_MAX_SID + 1];
+    char                      stream_sid[VOICE_PROTO_MAX_SID + 1];
+
+    /* the session settings, from STREAM_START or the defaults */
+    char                     *model;
+    char                     *voice;
+    char                     *instructions;
+    char                     *transcribe_model;
+    char                     *greeting;       /* NULL: no greeting */
+    unsigned                  vad_threshold;  /* per mille */
+    unsigned                  vad_prefix_ms;
+    unsigned                  vad_silence_ms;
+    unsigned                  greeted:1;
+    unsigned                  hold_logged:1;
+
+    /* the OpenAI WebSocket, run by bd_oai.c */
+    struct lws               *wsi;            /* current connection */
+    struct lws               *wsis[BD_CALL_WSI_MAX];  /* not destroyed */
+    lws_sorted_usec_list_t    sul_connect;
+    lws_sorted_usec_list_t    sul_wait;       /* configure / final wait */
+    uint16_t                  retries;
+    unsigned                  open:1;         /* established */
+    unsigned                  close_pending:1;
+    unsigned                  close_sent:1;
+    bd_oai_msg_t             *out_head;       /* client events to send */
+    bd_oai_msg_t             *out_tail;
+    unsigned                  out_count;
+    uint8_t                  *rx;             /* message being reassembled */
+    size_t                    rx_len;
+    size_t                    rx_size;
+    unsigned                  rx_skip:1;
+    char                      path[BD_CALL_PATH_MAX];
+
+    /* caller audio waiting for OpenAI: bounded, oldest dropped first */
+    bd_ring_t                 hold;
+
+    bd_oai_event_conv_t       conv;
+
+    uint64_t                  audio_in;       /* caller bytes received */
+    uint64_t                  audio_appended; /* caller bytes to OpenAI */
+};
+
+
+int bd_call_init(uv_loop_t *loop, const bd_conf_t *conf);
+
+/* hangs up every call (HANGUP, CALL_DONE) and lets them be freed */
+void bd_call_shutdown(void);
+
+/* STREAM_START, AUDIO_IN, MARK_ACK, DTMF, STREAM_STOP from a worker */
+void bd_call_on_message(bd_chan_peer_t *peer, const voice_proto_msg_t *msg);
+
+/* the worker is gone: its calls end without a word to it */
+void bd_call_peer_gone(bd_chan_peer_t *peer);
+
+/* drops a reference; the call is freed later, from the loop */
+void bd_call_unref(bd_call_t *call);
+
+
+/* reports from bd_oai.c about the current connection */
+void bd_call_oai_open(bd_call_t *call);
+void bd_call_oai_message(bd_call_t *call, const char *json, size_t len);
+void bd_call_oai_lost(bd_call_t *call, const char *why);
+
+
+#endif /* BD_CALL_H */

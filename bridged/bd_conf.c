@@ -1,0 +1,309 @@
+/*
+ * bd_conf.c: reads the command line and the environment into bd_conf_t.
+ *
+ * Each option has an environment variable; the command line wins.  The
+ * secrets (Twilio token, OpenAI key) come only from the environment, so
+ * they never show in a process listing.  Values are checked here, so a bad
+ * one stops bridged at start with a clear message rather than at the first
+ * call.  Called by main() in bd_loop.c.
+ */
+
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bd_conf.h"
+#include "bd_log.h"
+
+
+#define BD_CONF_URL_MAX  1024
+
+
+typedef struct {
+    const char  *name;       /* long option, without "--" */
+    const char  *env;
+    unsigned     min;
+    unsigned     max;
+    unsigned     def;
+    size_t       offset;     /* into bd_conf_t */
+} bd_conf_num_t;
+
+
+static const bd_conf_num_t  bd_conf_nums[] = {
+    { "twilio-timeout-ms", "BRIDGED_TWILIO_TIMEOUT_MS", 100, 600000, 10000,
+      offsetof(bd_conf_t, twilio_timeout_ms) },
+    { "final-wait-ms", "BRIDGED_FINAL_WAIT_MS", 0, 600000, 5000,
+      offsetof(bd_conf_t, final_wait_ms) },
+    { "audio-buffer-ms", "BRIDGED_AUDIO_BUFFER_MS", 20, 120000, 10000,
+      offsetof(bd_conf_t, audio_buffer_ms) },
+};
+
+
+enum {
+    BD_CONF_OPT_LISTEN = 1,
+    BD_CONF_OPT_CA_FILE,
+    BD_CONF_OPT_TWILIO_TIMEOUT,
+    BD_CONF_OPT_FINAL_WAIT,
+    BD_CONF_OPT_AUDIO_BUFFER,
+    BD_CONF_OPT_LOG_LEVEL,
+    BD_CONF_OPT_HELP
+};
+
+
+static const struct option  bd_conf_options[] = {
+    { "listen", required_argument, NULL, BD_CONF_OPT_LISTEN },
+    { "ca-file", required_argument, NULL, BD_CONF_OPT_CA_FILE },
+    { "twilio-timeout-ms", required_argument, NULL,
+      BD_CONF_OPT_TWILIO_TIMEOUT },
+    { "final-wait-ms", required_argument, NULL, BD_CONF_OPT_FINAL_WAIT },
+    { "audio-buffer-ms", required_argument, NULL, BD_CONF_OPT_AUDIO_BUFFER },
+    { "log-level", required_argument, NULL, BD_CONF_OPT_LOG_LEVEL },
+    { "help", no_argument, NULL, BD_CONF_OPT_HELP },
+    { NULL, 0, NULL, 0 }
+};
+
+
+static char  bd_conf_twilio_url[BD_CONF_URL_MAX];
+
+
+void
+bd_conf_usage(FILE *out)
+{
+    fputs(
+"usage: bridged --listen ENDPOINT [options]\n"
+"\n"
+"  --listen ENDPOINT         ZeroMQ endpoint to bind, e.g.\n"
+"                            ipc:///run/voice/bridged.sock or\n"
+"                            tcp://127.0.0.1:5555  (BRIDGED_LISTEN)\n"
+"  --ca-file PATH            CA bundle that verifies OpenAI's and Twilio's\n"
+"                            certificates; default: the system store\n"
+"                            (BRIDGED_CA_FILE)\n"
+"  --twilio-timeout-ms N     total time of one Twilio REST transfer,\n"
+"                            default 10000 (BRIDGED_TWILIO_TIMEOUT_MS)\n"
+"  --final-wait-ms N         after the caller hangs up, how long to wait\n"
+"                            for the last transcripts, default 5000\n"
+"                            (BRIDGED_FINAL_WAIT_MS)\n"
+"  --audio-buffer-ms N       caller audio held while the OpenAI session\n"
+"                            opens, default 10000 (BRIDGED_AUDIO_BUFFER_MS)\n"
+"  --log-level LEVEL         debug, info, warn or error, default info\n"
+"                            (BRIDGED_LOG_LEVEL)\n"
+"  --help                    this text\n"
+"\n"
+"environment:\n"
+"  TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN   Twilio REST credentials\n"
+"  TWILIO_API_URL            default https://api.twilio.com\n"
+"  OPENAI_API_KEY            OpenAI Realtime key\n"
+"  OPENAI_REALTIME_URL       default wss://api.openai.com/v1/realtime\n"
+"  OPENAI_MODEL              default gpt-realtime\n",
+        out);
+}
+
+
+/* an empty variable counts as unset: "FOO= bridged" must not mean "" */
+
+static const char *
+bd_conf_env(const char *name)
+{
+    const char  *v;
+
+    v = getenv(name);
+
+    return (v != NULL && v[0] != '\0') ? v : NULL;
+}
+
+
+static int
+bd_conf_parse_num(const char *s, unsigned min, unsigned max, unsigned *out)
+{
+    char           *end;
+    unsigned long   v;
+
+    if (s[0] < '0' || s[0] > '9') {
+        return 0;
+    }
+
+    v = strtoul(s, &end, 10);
+
+    if (*end != '\0' || v < min || v > max) {
+        return 0;
+    }
+
+    *out = (unsigned) v;
+
+    return 1;
+}
+
+
+static int
+bd_conf_prefix(const char *s, const char *prefix)
+{
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+
+int
+bd_conf_load(bd_conf_t *conf, int argc, char **argv, char *err,
+    size_t err_size)
+{
+    int                   c, i;
+    size_t                len;
+    unsigned             *num;
+    const char           *level, *twilio_url;
+    const char           *nums[sizeof(bd_conf_nums) / sizeof(bd_conf_nums[0])];
+    const bd_conf_num_t  *n;
+
+    memset(conf, 0, sizeof(bd_conf_t));
+    memset(nums, 0, sizeof(nums));
+
+    conf->listen = bd_conf_env("BRIDGED_LISTEN");
+    conf->ca_file = bd_conf_env("BRIDGED_CA_FILE");
+    level = bd_conf_env("BRIDGED_LOG_LEVEL");
+
+    for (i = 0; i < (int) (sizeof(nums) / sizeof(nums[0])); i++) {
+        nums[i] = bd_conf_env(bd_conf_nums[i].env);
+    }
+
+    opterr = 0;
+    optind = 1;
+
+    while ((c = getopt_long(argc, argv, "", bd_conf_options, NULL)) != -1) {
+
+        switch (c) {
+
+        case BD_CONF_OPT_LISTEN:
+            conf->listen = optarg;
+            break;
+
+        case BD_CONF_OPT_CA_FILE:
+            conf->ca_file = optarg;
+            break;
+
+        case BD_CONF_OPT_TWILIO_TIMEOUT:
+        case BD_CONF_OPT_FINAL_WAIT:
+        case BD_CONF_OPT_AUDIO_BUFFER:
+            nums[c - BD_CONF_OPT_TWILIO_TIMEOUT] = optarg;
+            break;
+
+        case BD_CONF_OPT_LOG_LEVEL:
+            level = optarg;
+            break;
+
+        case BD_CONF_OPT_HELP:
+            bd_conf_usage(stdout);
+            return BD_CONF_EXIT;
+
+        default:
+            snprintf(err, err_size, "unknown or incomplete option \"%s\"",
+                     argv[optind - 1]);
+            return BD_CONF_ERROR;
+        }
+    }
+
+    if (optind < argc) {
+        snprintf(err, err_size, "unexpected argument \"%s\"", argv[optind]);
+        return BD_CONF_ERROR;
+    }
+
+    if (conf->listen == NULL) {
+        snprintf(err, err_size,
+                 "--listen (or BRIDGED_LISTEN) is required, e.g. "
+                 "ipc:///run/voice/bridged.sock");
+        return BD_CONF_ERROR;
+    }
+
+    for (i = 0; i < (int) (sizeof(nums) / sizeof(nums[0])); i++) {
+        n = &bd_conf_nums[i];
+        num = (unsigned *) ((char *) conf + n->offset);
+
+        if (nums[i] == NULL) {
+            *num = n->def;
+
+        } else if (!bd_conf_parse_num(nums[i], n->min, n->max, num)) {
+            snprintf(err, err_size,
+                     "--%s: \"%s\" is not a number from %u to %u",
+                     n->name, nums[i], n->min, n->max);
+            return BD_CONF_ERROR;
+        }
+    }
+
+    conf->log_level = BD_LOG_INFO;
+
+    if (level != NULL) {
+        conf->log_level = bd_log_level_parse(level);
+
+        if (conf->log_level < 0) {
+            snprintf(err, err_size,
+                     "--log-level: \"%s\" is not debug, info, warn or error",
+                     level);
+            return BD_CONF_ERROR;
+        }
+    }
+
+    if (conf->ca_file != NULL && access(conf->ca_file, R_OK) != 0) {
+        snprintf(err, err_size, "--ca-file: cannot read \"%s\"",
+                 conf->ca_file);
+        return BD_CONF_ERROR;
+    }
+
+    conf->twilio_sid = bd_conf_env("TWILIO_ACCOUNT_SID");
+    conf->twilio_token = bd_conf_env("TWILIO_AUTH_TOKEN");
+
+    twilio_url = bd_conf_env("TWILIO_API_URL");
+    if (twilio_url == NULL) {
+        twilio_url = "https://api.twilio.com";
+    }
+
+    if (!bd_conf_prefix(twilio_url, "https://")
+        && !bd_conf_prefix(twilio_url, "http://"))
+    {
+        snprintf(err, err_size,
+                 "TWILIO_API_URL: \"%s\" is not an http(s):// URL",
+                 twilio_url);
+        return BD_CONF_ERROR;
+    }
+
+    len = strlen(twilio_url);
+    while (len > 0 && twilio_url[len - 1] == '/') {
+        len--;
+    }
+
+    if (len >= sizeof(bd_conf_twilio_url)) {
+        snprintf(err, err_size, "TWILIO_API_URL is too long");
+        return BD_CONF_ERROR;
+    }
+
+    memcpy(bd_conf_twilio_url, twilio_url, len);
+    bd_conf_twilio_url[len] = '\0';
+    conf->twilio_api_url = bd_conf_twilio_url;
+
+    conf->openai_key = bd_conf_env("OPENAI_API_KEY");
+
+    conf->openai_url = bd_conf_env("OPENAI_REALTIME_URL");
+    if (conf->openai_url == NULL) {
+        conf->openai_url = "wss://api.openai.com/v1/realtime";
+    }
+
+    if (!bd_conf_prefix(conf->openai_url, "wss://")
+        && !bd_conf_prefix(conf->openai_url, "ws://"))
+    {
+        snprintf(err, err_size,
+                 "OPENAI_REALTIME_URL: \"%s\" is not a ws(s):// URL",
+                 conf->openai_url);
+        return BD_CONF_ERROR;
+    }
+
+    if (strlen(conf->openai_url) >= BD_CONF_URL_MAX) {
+        snprintf(err, err_size, "OPENAI_REALTIME_URL is too long");
+        return BD_CONF_ERROR;
+    }
+
+    conf->openai_model = bd_conf_env("OPENAI_MODEL");
+    if (conf->openai_model == NULL) {
+        conf->openai_model = "gpt-realtime";
+    }
+
+    return BD_CONF_OK;
+}

@@ -1,0 +1,51 @@
+/*
+ * bd_conf.h: bridged's configuration, from the command line and the
+ * environment.
+ *
+ * bd_loop.c loads it once at start; every other file reads it through the
+ * pointer it is given at init.  libc only.
+ */
+
+#ifndef BD_CONF_H
+#define BD_CONF_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+
+#define BD_CONF_OK      0
+#define BD_CONF_EXIT    1     /* --help was printed: exit 0 */
+#define BD_CONF_ERROR  -1     /* err holds the reason: exit 2 */
+
+
+typedef struct {
+    const char  *listen;            /* ZeroMQ endpoint to bind */
+    const char  *ca_file;           /* NULL: the system trust store */
+
+    const char  *twilio_sid;        /* NULL when not configured */
+    const char  *twilio_token;
+    const char  *twilio_api_url;    /* no trailing slash */
+
+    const char  *openai_key;        /* NULL when not configured */
+    const char  *openai_url;
+    const char  *openai_model;
+
+    unsigned     twilio_timeout_ms;
+    unsigned     final_wait_ms;
+    unsigned     audio_buffer_ms;
+    int          log_level;
+} bd_conf_t;
+
+
+/*
+ * Fills conf from argv and the environment (a command line option wins
+ * over its environment variable).  The strings point into argv, the
+ * environment or static storage: they live as long as the process.
+ */
+int bd_conf_load(bd_conf_t *conf, int argc, char **argv, char *err,
+    size_t err_size);
+
+void bd_conf_usage(FILE *out);
+
+
+#endif /* BD_CONF_H */

@@ -1,0 +1,208 @@
+/*
+ * bd_loop.c: main() of bridged: one process, one thread, one libuv loop.
+ *
+ * Everything runs on the loop: the ZeroMQ channel (bd_chan.c), curl for
+ * Twilio (bd_twapi.c), lws for OpenAI (bd_oai.c) and the calls
+ * (bd_call.c).  SIGINT and SIGTERM come in through uv_signal: the calls
+ * are hung up, the Twilio requests answered, lws and curl let go of their
+ * handles, and once no handle is left uv_run() returns and bridged exits
+ * with 0.
+ */
+
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <curl/curl.h>
+#include <uv.h>
+#include <libwebsockets.h>
+
+#include "bd_call.h"
+#include "bd_chan.h"
+#include "bd_conf.h"
+#include "bd_log.h"
+#include "bd_oai.h"
+#include "bd_twapi.h"
+
+
+/* a shutdown that has not finished by then is forced */
+#define BD_LOOP_SHUTDOWN_MS  5000
+
+
+static uv_loop_t     bd_loop;
+static uv_signal_t   bd_loop_sigint;
+static uv_signal_t   bd_loop_sigterm;
+static uv_timer_t    bd_loop_watchdog;
+static bd_conf_t     bd_loop_conf;
+static int           bd_loop_stopping;
+static int           bd_loop_forced;
+
+
+static void
+bd_loop_watchdog_cb(uv_timer_t *timer)
+{
+    (void) timer;
+
+    bd_log(BD_LOG_ERROR, NULL, "shutdown is taking longer than %d ms: "
+           "stopping the loop", BD_LOOP_SHUTDOWN_MS);
+
+    bd_loop_forced = 1;
+    uv_stop(&bd_loop);
+}
+
+
+static void
+bd_loop_stop(uv_signal_t *signal, int signum)
+{
+    (void) signal;
+
+    if (bd_loop_stopping) {
+        bd_log(BD_LOG_INFO, NULL, "%s: already shutting down",
+               signum == SIGINT ? "SIGINT" : "SIGTERM");
+        return;
+    }
+
+    bd_loop_stopping = 1;
+
+    bd_log(BD_LOG_INFO, NULL, "%s: shutting down",
+           signum == SIGINT ? "SIGINT" : "SIGTERM");
+
+    /*
+     * The handlers stay, so that a second signal cannot kill bridged
+     * halfway through, but they no longer keep the loop running.
+     */
+
+    uv_unref((uv_handle_t *) &bd_loop_sigint);
+    uv_unref((uv_handle_t *) &bd_loop_sigterm);
+
+    /* the order matters: calls and requests still talk to nginx */
+
+    bd_call_shutdown();
+    bd_twapi_shutdown();
+    bd_oai_shutdown();
+    bd_chan_close();
+
+    /* unreferenced: it must not keep uv_run() going by itself */
+
+    uv_timer_init(&bd_loop, &bd_loop_watchdog);
+    uv_timer_start(&bd_loop_watchdog, bd_loop_watchdog_cb,
+                   BD_LOOP_SHUTDOWN_MS, 0);
+    uv_unref((uv_handle_t *) &bd_loop_watchdog);
+}
+
+
+int
+main(int argc, char **argv)
+{
+    int   rc;
+    char  err[512];
+
+    rc = bd_conf_load(&bd_loop_conf, argc, argv, err, sizeof(err));
+
+    if (rc == BD_CONF_EXIT) {
+        return 0;
+    }
+
+    if (rc != BD_CONF_OK) {
+        fprintf(stderr, "bridged: %s (see --help)\n", err);
+        return 2;
+    }
+
+    bd_log_level = bd_loop_conf.log_level;
+    bd_log_secret(bd_loop_conf.twilio_token);
+    bd_log_secret(bd_loop_conf.openai_key);
+
+    /* a peer that closes its socket must not kill the daemon */
+
+    signal(SIGPIPE, SIG_IGN);
+
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        bd_log(BD_LOG_ERROR, NULL, "curl_global_init failed");
+        return 1;
+    }
+
+    rc = uv_loop_init(&bd_loop);
+    if (rc != 0) {
+        bd_log(BD_LOG_ERROR, NULL, "uv_loop_init: %s", uv_strerror(rc));
+        goto failed_curl;
+    }
+
+    if (bd_chan_init(&bd_loop, bd_loop_conf.listen) != 0) {
+        goto failed_loop;
+    }
+
+    if (bd_twapi_init(&bd_loop, &bd_loop_conf) != 0) {
+        goto failed_chan;
+    }
+
+    if (bd_oai_init(&bd_loop, &bd_loop_conf) != 0) {
+        goto failed_twapi;
+    }
+
+    bd_call_init(&bd_loop, &bd_loop_conf);
+
+    uv_signal_init(&bd_loop, &bd_loop_sigint);
+    uv_signal_start(&bd_loop_sigint, bd_loop_stop, SIGINT);
+    uv_signal_init(&bd_loop, &bd_loop_sigterm);
+    uv_signal_start(&bd_loop_sigterm, bd_loop_stop, SIGTERM);
+
+    bd_log(BD_LOG_INFO, NULL, "bridged started: Twilio at %s, model %s, "
+           "CA %s, Twilio timeout %u ms, final wait %u ms, audio buffer "
+           "%u ms", bd_loop_conf.twilio_api_url, bd_loop_conf.openai_model,
+           bd_loop_conf.ca_file ? bd_loop_conf.ca_file : "system store",
+           bd_loop_conf.twilio_timeout_ms, bd_loop_conf.final_wait_ms,
+           bd_loop_conf.audio_buffer_ms);
+
+    uv_run(&bd_loop, UV_RUN_DEFAULT);
+
+    /* closing the handles restores the default action: a signal from now
+     * on would kill bridged in its last milliseconds, so ignore them */
+
+    uv_close((uv_handle_t *) &bd_loop_sigint, NULL);
+    uv_close((uv_handle_t *) &bd_loop_sigterm, NULL);
+    signal(SIGINT, SIG_IGN);
+    signal(SIGTERM, SIG_IGN);
+
+    if (bd_loop_stopping) {
+        uv_close((uv_handle_t *) &bd_loop_watchdog, NULL);
+    }
+
+    bd_oai_term();
+
+    uv_run(&bd_loop, UV_RUN_DEFAULT);
+
+    bd_chan_term();
+
+    rc = uv_loop_close(&bd_loop);
+    if (rc != 0 && !bd_loop_forced) {
+        bd_log(BD_LOG_ERROR, NULL, "uv_loop_close: %s", uv_strerror(rc));
+        bd_loop_forced = 1;
+    }
+
+    curl_global_cleanup();
+
+    bd_log(BD_LOG_INFO, NULL, "bridged stopped");
+
+    return bd_loop_forced ? 1 : 0;
+
+failed_twapi:
+
+    bd_oai_term();
+    bd_twapi_shutdown();
+
+failed_chan:
+
+    bd_chan_close();
+    uv_run(&bd_loop, UV_RUN_DEFAULT);
+    bd_chan_term();
+
+failed_loop:
+
+    (void) uv_loop_close(&bd_loop);
+
+failed_curl:
+
+    curl_global_cleanup();
+
+    return 1;
+}

@@ -1,0 +1,1004 @@
+/*
+ * bd_oai_event.c: OpenAI Realtime server events -> the bridge's actions.
+ *
+ * Ordering.  Every item gets an order number the first time its id shows
+ * up in an event that adds an item (input_audio_buffer.committed,
+ * conversation.item.added/created, response.output_item.added): that is
+ * OpenAI's conversation order.  Transcripts then carry the number of their
+ * item, so nginx can sort utterances that arrive in any order.
+ *
+ * Barge-in.  Every assistant audio delta sent to nginx is followed by a
+ * mark; Twilio echoes a mark once the audio before it has played.  When
+ * the VAD hears the caller while marks are still unechoed, the caller is
+ * talking over the assistant: nginx is told to clear Twilio's buffer, each
+ * item still playing is truncated at the audio really played (never more
+ * than OpenAI produced for it), the rest of that response is dropped, and
+ * the outstanding marks are forgotten so that the echoes the clear causes
+ * do not count as played.
+ *
+ * Memory.  A server event is parsed with cJSON into a static arena that is
+ * reset after each event, so audio deltas cost no malloc; an event that
+ * does not fit falls back to malloc.  The arena is used only while
+ * cJSON_ParseWithLength() runs: anything else cJSON allocates, here or
+ * elsewhere in bridged, comes from malloc as usual.
+ */
+
+#include <stdalign.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cJSON.h>
+
+#include "bd_b64.h"
+#include "bd_log.h"
+#include "bd_oai_event.h"
+#include "voice_proto.h"
+
+
+#define BD_OAI_EVENT_ARENA  (512 * 1024)
+
+
+typedef void (*bd_oai_event_handler_pt)(bd_oai_event_conv_t *cv,
+    const cJSON *ev);
+
+
+typedef struct {
+    const char               *type;
+    bd_oai_event_handler_pt   handler;
+} bd_oai_event_handler_t;
+
+
+static void bd_oai_event_session_created(bd_oai_event_conv_t *cv,
+    const cJSON *ev);
+static void bd_oai_event_session_updated(bd_oai_event_conv_t *cv,
+    const cJSON *ev);
+static void bd_oai_event_error(bd_oai_event_conv_t *cv, const cJSON *ev);
+static void bd_oai_event_speech_started(bd_oai_event_conv_t *cv,
+    const cJSON *ev);
+static void bd_oai_event_speech_stopped(bd_oai_event_conv_t *cv,
+    const cJSON *ev);
+static void bd_oai_event_committed(bd_oai_event_conv_t *cv, const cJSON *ev);
+static void bd_oai_event_item_added(bd_oai_event_conv_t *cv, const cJSON *ev);
+static void bd_oai_event_asr_completed(bd_oai_event_conv_t *cv,
+    const cJSON *ev);
+static void bd_oai_event_asr_failed(bd_oai_event_conv_t *cv,
+    const cJSON *ev);
+static void bd_oai_event_response_created(bd_oai_event_conv_t *cv,
+    const cJSON *ev);
+static void bd_oai_event_audio_delta(bd_oai_event_conv_t *cv,
+    const cJSON *ev);
+static void bd_oai_event_transcript_done(bd_oai_event_conv_t *cv,
+    const cJSON *ev);
+static void bd_oai_event_response_done(bd_oai_event_conv_t *cv,
+    const cJSON *ev);
+
+
+static const bd_oai_event_handler_t  bd_oai_event_handlers[] = {
+    { "response.output_audio.delta", bd_oai_event_audio_delta },
+    { "input_audio_buffer.speech_started", bd_oai_event_speech_started },
+    { "input_audio_buffer.speech_stopped", bd_oai_event_speech_stopped },
+    { "input_audio_buffer.committed", bd_oai_event_committed },
+    { "conversation.item.added", bd_oai_event_item_added },
+    { "conversation.item.created", bd_oai_event_item_added },
+    { "response.output_item.added", bd_oai_event_item_added },
+    { "conversation.item.input_audio_transcription.completed",
+      bd_oai_event_asr_completed },
+    { "conversation.item.input_audio_transcription.failed",
+      bd_oai_event_asr_failed },
+    { "response.created", bd_oai_event_response_created },
+    { "response.output_audio_transcript.done",
+      bd_oai_event_transcript_done },
+    { "response.done", bd_oai_event_response_done },
+    { "session.created", bd_oai_event_session_created },
+    { "session.updated", bd_oai_event_session_updated },
+    { "error", bd_oai_event_error },
+    { NULL, NULL }
+};
+
+
+/* error codes after which the session is of no use */
+static const char  *bd_oai_event_fatal_codes[] = {
+    "session_expired",
+    "invalid_api_key",
+    "beta_api_shape_disabled",
+    "model_not_found",
+    NULL
+};
+
+
+static alignas(max_align_t) unsigned char
+                      bd_oai_event_arena[BD_OAI_EVENT_ARENA];
+static size_t         bd_oai_event_arena_used;
+static int            bd_oai_event_arena_on;
+static int            bd_oai_event_hooks_set;
+
+/* one decoded piece of assistant audio */
+static uint8_t        bd_oai_event_piece[BD_OAI_EVENT_PIECE];
+
+
+static void *
+bd_oai_event_malloc(size_t size)
+{
+    size_t  n;
+    void   *p;
+
+    if (bd_oai_event_arena_on) {
+        n = (size + alignof(max_align_t) - 1)
+            & ~(alignof(max_align_t) - 1);
+
+        if (n <= BD_OAI_EVENT_ARENA - bd_oai_event_arena_used) {
+            p = bd_oai_event_arena + bd_oai_event_arena_used;
+            bd_oai_event_arena_used += n;
+            return p;
+        }
+    }
+
+    return malloc(size);
+}
+
+
+static void
+bd_oai_event_free(void *p)
+{
+    uintptr_t  a, start;
+
+    a = (uintptr_t) p;
+    start = (uintptr_t) bd_oai_event_arena;
+
+    /* arena memory is released all at once, after the event */
+
+    if (a >= start && a < start + BD_OAI_EVENT_ARENA) {
+        return;
+    }
+
+    free(p);
+}
+
+
+void
+bd_oai_event_init(bd_oai_event_conv_t *cv, const bd_oai_event_ops_t *ops,
+    void *data, const char *sid)
+{
+    memset(cv, 0, sizeof(bd_oai_event_conv_t));
+
+    cv->ops = ops;
+    cv->data = data;
+    cv->sid = sid;
+    cv->next_order = 1;
+}
+
+
+void
+bd_oai_event_new_session(bd_oai_event_conv_t *cv)
+{
+    cv->items_head = 0;
+    cv->items_len = 0;
+    cv->marks_head = 0;
+    cv->marks_len = 0;
+    cv->pending = 0;
+    cv->ready = 0;
+    cv->responding = 0;
+    cv->speaking = 0;
+    cv->committing = 0;
+    cv->response_id[0] = '\0';
+    cv->dropped_id[0] = '\0';
+}
+
+
+static const char *
+bd_oai_event_str(const cJSON *obj, const char *name)
+{
+    const cJSON  *item;
+
+    item = cJSON_GetObjectItemCaseSensitive(obj, name);
+
+    return cJSON_IsString(item) ? item->valuestring : NULL;
+}
+
+
+/*
+ * Ids are stored only when they are plain tokens, so they can be written
+ * back into JSON (conversation.item.truncate) without escaping.
+ */
+
+static int
+bd_oai_event_id_ok(const char *id)
+{
+    size_t  i;
+
+    if (id == NULL || id[0] == '\0') {
+        return 0;
+    }
+
+    for (i = 0; id[i]; i++) {
+        if (i == BD_OAI_EVENT_ID_MAX - 1) {
+            return 0;
+        }
+
+        if (!((id[i] >= 'a' && id[i] <= 'z') || (id[i] >= 'A' && id[i] <= 'Z')
+              || (id[i] >= '0' && id[i] <= '9')
+              || id[i] == '_' || id[i] == '-' || id[i] == '.'))
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+static void
+bd_oai_event_set_id(char *dst, const char *id)
+{
+    if (bd_oai_event_id_ok(id)) {
+        memcpy(dst, id, strlen(id) + 1);
+
+    } else {
+        dst[0] = '\0';
+    }
+}
+
+
+static void
+bd_oai_event_settle(bd_oai_event_conv_t *cv, bd_oai_event_item_t *it)
+{
+    if (it->flags & BD_OAI_EVENT_PENDING) {
+        cv->pending--;
+    }
+
+    it->flags = (uint8_t) ((it->flags & ~BD_OAI_EVENT_PENDING)
+                           | BD_OAI_EVENT_SETTLED);
+}
+
+
+/* finds the item with that id, or gives it the next order number */
+
+static bd_oai_event_item_t *
+bd_oai_event_item(bd_oai_event_conv_t *cv, const char *id, unsigned role)
+{
+    unsigned              i;
+    bd_oai_event_item_t  *it;
+
+    if (!bd_oai_event_id_ok(id)) {
+        return NULL;
+    }
+
+    /* newest first: events mostly concern the latest items */
+
+    for (i = cv->items_len; i-- > 0; /* void */) {
+        it = &cv->items[(cv->items_head + i) % BD_OAI_EVENT_ITEMS];
+
+        if (strcmp(it->id, id) == 0) {
+            if (it->role == 0) {
+                it->role = (uint8_t) role;
+            }
+
+            return it;
+        }
+    }
+
+    if (cv->items_len == BD_OAI_EVENT_ITEMS) {
+        it = &cv->items[cv->items_head];
+
+        /* an item that old will not get its transcript any more */
+
+        if (it->flags & BD_OAI_EVENT_PENDING) {
+            cv->pending--;
+        }
+
+        cv->items_head = (cv->items_head + 1) % BD_OAI_EVENT_ITEMS;
+        cv->items_len--;
+    }
+
+    it = &cv->items[(cv->items_head + cv->items_len) % BD_OAI_EVENT_ITEMS];
+    cv->items_len++;
+
+    memset(it, 0, sizeof(bd_oai_event_item_t));
+    memcpy(it->id, id, strlen(id) + 1);
+    it->order = cv->next_order++;
+    it->role = (uint8_t) role;
+
+    bd_log(BD_LOG_DEBUG, cv->sid, "item %s has order %u", id,
+           (unsigned) it->order);
+
+    return it;
+}
+
+
+static bd_oai_event_item_t *
+bd_oai_event_item_by_order(bd_oai_event_conv_t *cv, uint32_t order)
+{
+    unsigned              i;
+    bd_oai_event_item_t  *it;
+
+    for (i = cv->items_len; i-- > 0; /* void */) {
+        it = &cv->items[(cv->items_head + i) % BD_OAI_EVENT_ITEMS];
+
+        if (it->order == order) {
+            return it;
+        }
+    }
+
+    return NULL;
+}
+
+
+int
+bd_oai_event_dispatch(bd_oai_event_conv_t *cv, const char *json, size_t len)
+{
+    int                            rc;
+    cJSON                         *root;
+    cJSON_Hooks                    hooks;
+    const char                    *type;
+    const bd_oai_event_handler_t  *h;
+
+    if (!bd_oai_event_hooks_set) {
+        hooks.malloc_fn = bd_oai_event_malloc;
+        hooks.free_fn = bd_oai_event_free;
+        cJSON_InitHooks(&hooks);
+        bd_oai_event_hooks_set = 1;
+    }
+
+    bd_oai_event_arena_on = 1;
+    root = cJSON_ParseWithLength(json, len);
+    bd_oai_event_arena_on = 0;
+
+    rc = -1;
+
+    type = bd_oai_event_str(root, "type");
+
+    if (cJSON_IsObject(root) && type != NULL) {
+        rc = 0;
+
+        for (h = bd_oai_event_handlers; h->type; h++) {
+            if (strcmp(type, h->type) == 0) {
+                h->handler(cv, root);
+                break;
+            }
+        }
+    }
+
+    cJSON_Delete(root);
+    bd_oai_event_arena_used = 0;
+
+    return rc;
+}
+
+
+static void
+bd_oai_event_session_created(bd_oai_event_conv_t *cv, const cJSON *ev)
+{
+    const char  *id;
+
+    id = bd_oai_event_str(cJSON_GetObjectItemCaseSensitive(ev, "session"),
+                          "id");
+
+    bd_log(BD_LOG_DEBUG, cv->sid, "OpenAI session %s created",
+           id ? id : "(no id)");
+}
+
+
+static void
+bd_oai_event_session_updated(bd_oai_event_conv_t *cv, const cJSON *ev)
+{
+    (void) ev;
+
+    if (cv->ready) {
+        return;
+    }
+
+    cv->ready = 1;
+    cv->ops->ready(cv->data);
+}
+
+
+static void
+bd_oai_event_error(bd_oai_event_conv_t *cv, const cJSON *ev)
+{
+    int            fatal;
+    char           why[320];
+    const char    *code, *message, *event_id, **f;
+    const cJSON   *err;
+
+    err = cJSON_GetObjectItemCaseSensitive(ev, "error");
+
+    code = bd_oai_event_str(err, "code");
+    message = bd_oai_event_str(err, "message");
+    event_id = bd_oai_event_str(err, "event_id");
+
+    bd_log(BD_LOG_WARN, cv->sid, "OpenAI error %s: %s",
+           code ? code : "(no code)", message ? message : "(no message)");
+
+    fatal = 0;
+
+    for (f = bd_oai_event_fatal_codes; code != NULL && *f; f++) {
+        if (strcmp(code, *f) == 0) {
+            fatal = 1;
+            break;
+        }
+    }
+
+    if (event_id != NULL) {
+
+        /* a session that refused our settings would play garbage */
+
+        if (strcmp(event_id, BD_OAI_EVENT_SESSION_ID) == 0) {
+            fatal = 1;
+
+        } else if (strcmp(event_id, "bd-commit") == 0) {
+            cv->committing = 0;
+
+        } else if (strcmp(event_id, "bd-greet") == 0) {
+            cv->responding = 0;
+        }
+    }
+
+    if (fatal) {
+        snprintf(why, sizeof(why), "OpenAI error %s: %.256s",
+                 code ? code : "(no code)", message ? message : "");
+        cv->ops->fatal(cv->data, why);
+    }
+}
+
+
+static void
+bd_oai_event_speech_started(bd_oai_event_conv_t *cv, const cJSON *ev)
+{
+    int                   n;
+    char                  json[256];
+    unsigned              i;
+    uint32_t              order;
+    uint64_t              end;
+    bd_oai_event_item_t  *it;
+    bd_oai_event_mark_t  *m;
+
+    (void) ev;
+
+    cv->speaking = 1;
+
+    if (cv->marks_len == 0) {
+        return;     /* nothing is playing: an ordinary turn */
+    }
+
+    cv->barge_ins++;
+    cv->ops->clear(cv->data);
+
+    order = 0;
+
+    for (i = 0; i < cv->marks_len; i++) {
+        m = &cv->marks[(cv->marks_head + i) % BD_OAI_EVENT_MARKS];
+
+        if (m->order == order) {
+            continue;
+        }
+
+        order = m->order;
+
+        it = bd_oai_event_item_by_order(cv, order);
+        if (it == NULL || (it->flags & BD_OAI_EVENT_TRUNCATED)) {
+            continue;
+        }
+
+        it->flags |= BD_OAI_EVENT_TRUNCATED;
+
+        /* mu-law at 8 kHz: 8 bytes per ms */
+
+        end = (it->played < it->received ? it->played : it->received) / 8;
+
+        n = snprintf(json, sizeof(json),
+                     "{\"type\":\"conversation.item.truncate\","
+                     "\"item_id\":\"%s\",\"content_index\":0,"
+                     "\"audio_end_ms\":%llu}",
+                     it->id, (unsigned long long) end);
+
+        bd_log(BD_LOG_INFO, cv->sid,
+               "barge-in: truncating %s at %llu ms of %llu ms sent",
+               it->id, (unsigned long long) end,
+               (unsigned long long) (it->sent / 8));
+
+        cv->ops->send(cv->data, json, (size_t) n);
+    }
+
+    if (cv->response_id[0] != '\0') {
+        memcpy(cv->dropped_id, cv->response_id, sizeof(cv->dropped_id));
+    }
+
+    cv->marks_head = 0;
+    cv->marks_len = 0;
+}
+
+
+static void
+bd_oai_event_speech_stopped(bd_oai_event_conv_t *cv, const cJSON *ev)
+{
+    (void) ev;
+
+    cv->speaking = 0;
+}
+
+
+static void
+bd_oai_event_committed(bd_oai_event_conv_t *cv, const cJSON *ev)
+{
+    bd_oai_event_item_t  *it;
+
+    cv->speaking = 0;
+    cv->committing = 0;
+
+    it = bd_oai_event_item(cv, bd_oai_event_str(ev, "item_id"),
+                           VOICE_PROTO_ROLE_USER);
+    if (it == NULL) {
+        return;
+    }
+
+    if (!(it->flags & (BD_OAI_EVENT_PENDING | BD_OAI_EVENT_SETTLED))) {
+        it->flags |= BD_OAI_EVENT_PENDING;
+        cv->pending++;
+    }
+}
+
+
+static void
+bd_oai_event_item_added(bd_oai_event_conv_t *cv, const cJSON *ev)
+{
+    unsigned      role;
+    const char   *r;
+    const cJSON  *item;
+
+    item = cJSON_GetObjectItemCaseSensitive(ev, "item");
+
+    r = bd_oai_event_str(item, "role");
+    role = 0;
+
+    if (r != NULL && strcmp(r, "user") == 0) {
+        role = VOICE_PROTO_ROLE_USER;
+
+    } else if (r != NULL && strcmp(r, "assistant") == 0) {
+        role = VOICE_PROTO_ROLE_ASSISTANT;
+    }
+
+    (void) bd_oai_event_item(cv, bd_oai_event_str(item, "id"), role);
+}
+
+
+static void
+bd_oai_event_transcript(bd_oai_event_conv_t *cv, bd_oai_event_item_t *it,
+    uint32_t role, const char *text)
+{
+    size_t  len;
+
+    if (text == NULL) {
+        return;
+    }
+
+    len = strlen(text);
+    if (len == 0) {
+        return;
+    }
+
+    if (len > VOICE_PROTO_MAX_TEXT) {
+        len = VOICE_PROTO_MAX_TEXT;
+    }
+
+    if (cv->ops->transcript(cv->data, it->order, role, text, len)) {
+        cv->transcripts++;
+    }
+}
+
+
+static void
+bd_oai_event_asr_completed(bd_oai_event_conv_t *cv, const cJSON *ev)
+{
+    bd_oai_event_item_t  *it;
+
+    it = bd_oai_event_item(cv, bd_oai_event_str(ev, "item_id"),
+                           VOICE_PROTO_ROLE_USER);
+
+    if (it == NULL || (it->flags & BD_OAI_EVENT_SETTLED)) {
+        return;
+    }
+
+    bd_oai_event_settle(cv, it);
+    bd_oai_event_transcript(cv, it, VOICE_PROTO_ROLE_USER,
+                            bd_oai_event_str(ev, "transcript"));
+}
+
+
+static void
+bd_oai_event_asr_failed(bd_oai_event_conv_t *cv, const cJSON *ev)
+{
+    const char           *message;
+    bd_oai_event_item_t  *it;
+
+    it = bd_oai_event_item(cv, bd_oai_event_str(ev, "item_id"),
+                           VOICE_PROTO_ROLE_USER);
+
+    if (it == NULL || (it->flags & BD_OAI_EVENT_SETTLED)) {
+        return;
+    }
+
+    message = bd_oai_event_str(cJSON_GetObjectItemCaseSensitive(ev, "error"),
+                               "message");
+
+    bd_log(BD_LOG_INFO, cv->sid, "transcription of %s failed: %s", it->id,
+           message ? message : "(no message)");
+
+    bd_oai_event_settle(cv, it);
+}
+
+
+static void
+bd_oai_event_response_created(bd_oai_event_conv_t *cv, const cJSON *ev)
+{
+    cv->responding = 1;
+
+    bd_oai_event_set_id(cv->response_id,
+        bd_oai_event_str(cJSON_GetObjectItemCaseSensitive(ev, "response"),
+                         "id"));
+}
+
+
+static void
+bd_oai_event_audio_delta(bd_oai_event_conv_t *cv, const cJSON *ev)
+{
+    int                   sent;
+    long                  n;
+    char                  name[32];
+    size_t                len, off, chunk;
+    const char           *delta, *response;
+    bd_oai_event_item_t  *it;
+    bd_oai_event_mark_t  *m;
+
+    delta = bd_oai_event_str(ev, "delta");
+    if (delta == NULL) {
+        return;
+    }
+
+    len = strlen(delta);
+
+    response = bd_oai_event_str(ev, "response_id");
+
+    it = bd_oai_event_item(cv, bd_oai_event_str(ev, "item_id"),
+                           VOICE_PROTO_ROLE_ASSISTANT);
+
+    if (it == NULL
+        || (it->flags & BD_OAI_EVENT_TRUNCATED)
+        || (response != NULL && cv->dropped_id[0] != '\0'
+            && strcmp(response, cv->dropped_id) == 0))
+    {
+        cv->audio_dropped += len / 4 * 3;
+        return;
+    }
+
+    sent = 0;
+    chunk = BD_OAI_EVENT_PIECE / 3 * 4;
+
+    for (off = 0; off < len; off += chunk) {
+        n = bd_b64_decode(bd_oai_event_piece, delta + off,
+                          (len - off < chunk) ? len - off : chunk);
+
+        if (n < 0) {
+            bd_log(BD_LOG_INFO, cv->sid,
+                   "audio delta of %s is not base64: rest dropped", it->id);
+            break;
+        }
+
+        it->received += (uint64_t) n;
+
+        if (cv->ops->audio_out(cv->data, bd_oai_event_piece, (size_t) n)) {
+            it->sent += (uint64_t) n;
+            cv->audio_sent += (uint64_t) n;
+            sent = 1;
+
+        } else {
+            cv->audio_lost += (uint64_t) n;
+        }
+    }
+
+    if (!sent) {
+        return;
+    }
+
+    cv->mark_seq++;
+    snprintf(name, sizeof(name), "%u-%u", (unsigned) it->order,
+             (unsigned) cv->mark_seq);
+
+    if (!cv->ops->mark(cv->data, name)) {
+        return;
+    }
+
+    if (cv->marks_len == BD_OAI_EVENT_MARKS) {
+
+        /* the oldest mark's echo is overdue: a later one covers it */
+
+        cv->marks_head = (cv->marks_head + 1) % BD_OAI_EVENT_MARKS;
+        cv->marks_len--;
+    }
+
+    m = &cv->marks[(cv->marks_head + cv->marks_len) % BD_OAI_EVENT_MARKS];
+    cv->marks_len++;
+
+    m->seq = cv->mark_seq;
+    m->order = it->order;
+    m->sent = it->sent;
+}
+
+
+static void
+bd_oai_event_transcript_done(bd_oai_event_conv_t *cv, const cJSON *ev)
+{
+    bd_oai_event_item_t  *it;
+
+    cv->responding = 0;
+
+    it = bd_oai_event_item(cv, bd_oai_event_str(ev, "item_id"),
+                           VOICE_PROTO_ROLE_ASSISTANT);
+
+    if (it == NULL || (it->flags & BD_OAI_EVENT_SETTLED)) {
+        return;
+    }
+
+    it->flags |= BD_OAI_EVENT_SETTLED;
+
+    bd_oai_event_transcript(cv, it, VOICE_PROTO_ROLE_ASSISTANT,
+                            bd_oai_event_str(ev, "transcript"));
+}
+
+
+static void
+bd_oai_event_response_done(bd_oai_event_conv_t *cv, const cJSON *ev)
+{
+    const char   *status, *code, *message;
+    const cJSON  *response, *err;
+
+    cv->responding = 0;
+
+    response = cJSON_GetObjectItemCaseSensitive(ev, "response");
+    status = bd_oai_event_str(response, "status");
+
+    if (status == NULL || strcmp(status, "failed") != 0) {
+        bd_log(BD_LOG_DEBUG, cv->sid, "response done: %s",
+               status ? status : "(no status)");
+        return;
+    }
+
+    err = cJSON_GetObjectItemCaseSensitive(
+              cJSON_GetObjectItemCaseSensitive(response, "status_details"),
+              "error");
+
+    code = bd_oai_event_str(err, "code");
+    message = bd_oai_event_str(err, "message");
+
+    bd_log(BD_LOG_WARN, cv->sid, "OpenAI response failed: %s %s",
+           code ? code : "(no code)", message ? message : "");
+}
+
+
+void
+bd_oai_event_mark_ack(bd_oai_event_conv_t *cv, const char *name, size_t len)
+{
+    size_t                i;
+    uint32_t              seq;
+    unsigned              k;
+    bd_oai_event_item_t  *it;
+    bd_oai_event_mark_t  *m;
+
+    /* names are "<item order>-<seq>"; the seq alone is unique */
+
+    for (i = 0; i < len && name[i] != '-'; i++) {
+        /* void */
+    }
+
+    if (i + 1 >= len || len - i > 11) {
+        return;
+    }
+
+    seq = 0;
+
+    for (i++; i < len; i++) {
+        if (name[i] < '0' || name[i] > '9') {
+            return;
+        }
+
+        seq = seq * 10 + (uint32_t) (name[i] - '0');
+    }
+
+    for (k = 0; k < cv->marks_len; k++) {
+        m = &cv->marks[(cv->marks_head + k) % BD_OAI_EVENT_MARKS];
+
+        if (m->seq != seq) {
+            continue;
+        }
+
+        it = bd_oai_event_item_by_order(cv, m->order);
+        if (it != NULL && m->sent > it->played) {
+            it->played = m->sent;
+        }
+
+        /* Twilio echoes in order: the marks before this one are played */
+
+        cv->marks_head = (cv->marks_head + k + 1) % BD_OAI_EVENT_MARKS;
+        cv->marks_len -= k + 1;
+
+        return;
+    }
+
+    /* not found: a mark from before a clear, or from a lost session */
+}
+
+
+void
+bd_oai_event_stop(bd_oai_event_conv_t *cv)
+{
+    static const char  commit[] =
+        "{\"type\":\"input_audio_buffer.commit\",\"event_id\":\"bd-commit\"}";
+
+    if (!cv->ready || !cv->speaking) {
+        return;
+    }
+
+    /*
+     * The caller hung up mid-utterance: no more audio means the VAD never
+     * hears the silence that would end it, so commit it ourselves and let
+     * the transcription of those last words come in.
+     */
+
+    cv->speaking = 0;
+    cv->committing = 1;
+    cv->ops->send(cv->data, commit, sizeof(commit) - 1);
+}
+
+
+int
+bd_oai_event_settled(bd_oai_event_conv_t *cv)
+{
+    return cv->pending == 0 && !cv->responding && !cv->committing;
+}
+
+
+static char *
+bd_oai_event_print(cJSON *root, int ok)
+{
+    char  *s;
+
+    s = ok ? cJSON_PrintUnformatted(root) : NULL;
+    cJSON_Delete(root);
+
+    return s;
+}
+
+
+int
+bd_oai_event_greet(bd_oai_event_conv_t *cv, const char *instruction)
+{
+    int     ok;
+    char   *json;
+    cJSON  *root, *item, *content, *part;
+
+    static const char  create[] =
+        "{\"type\":\"response.create\",\"event_id\":\"bd-greet\"}";
+
+    root = cJSON_CreateObject();
+    if (root == NULL) {
+        return -1;
+    }
+
+    ok = cJSON_AddStringToObject(root, "type", "conversation.item.create")
+         != NULL;
+    ok &= cJSON_AddStringToObject(root, "event_id", "bd-greet-item") != NULL;
+
+    item = cJSON_AddObjectToObject(root, "item");
+    ok &= cJSON_AddStringToObject(item, "type", "message") != NULL;
+    ok &= cJSON_AddStringToObject(item, "role", "user") != NULL;
+
+    content = cJSON_AddArrayToObject(item, "content");
+    part = cJSON_CreateObject();
+    if (!cJSON_AddItemToArray(content, part)) {
+        cJSON_Delete(part);
+        part = NULL;
+        ok = 0;
+    }
+
+    ok &= cJSON_AddStringToObject(part, "type", "input_text") != NULL;
+    ok &= cJSON_AddStringToObject(part, "text", instruction) != NULL;
+
+    json = bd_oai_event_print(root, ok);
+    if (json == NULL) {
+        return -1;
+    }
+
+    cv->ops->send(cv->data, json, strlen(json));
+    cJSON_free(json);
+
+    cv->responding = 1;
+    cv->ops->send(cv->data, create, sizeof(create) - 1);
+
+    return 0;
+}
+
+
+char *
+bd_oai_event_session_update(const bd_oai_event_session_t *s)
+{
+    int     ok;
+    cJSON  *root, *session, *modalities, *audio, *input, *output, *fmt;
+    cJSON  *asr, *vad;
+
+    root = cJSON_CreateObject();
+    if (root == NULL) {
+        return NULL;
+    }
+
+    ok = cJSON_AddStringToObject(root, "type", "session.update") != NULL;
+    ok &= cJSON_AddStringToObject(root, "event_id", BD_OAI_EVENT_SESSION_ID)
+          != NULL;
+
+    session = cJSON_AddObjectToObject(root, "session");
+    ok &= cJSON_AddStringToObject(session, "type", "realtime") != NULL;
+    ok &= cJSON_AddStringToObject(session, "model", s->model) != NULL;
+
+    modalities = cJSON_AddArrayToObject(session, "output_modalities");
+    fmt = cJSON_CreateString("audio");
+    if (!cJSON_AddItemToArray(modalities, fmt)) {
+        cJSON_Delete(fmt);
+        ok = 0;
+    }
+
+    ok &= cJSON_AddStringToObject(session, "instructions", s->instructions)
+          != NULL;
+
+    audio = cJSON_AddObjectToObject(session, "audio");
+    input = cJSON_AddObjectToObject(audio, "input");
+
+    fmt = cJSON_AddObjectToObject(input, "format");
+    ok &= cJSON_AddStringToObject(fmt, "type", "audio/pcmu") != NULL;
+
+    asr = cJSON_AddObjectToObject(input, "transcription");
+    ok &= cJSON_AddStringToObject(asr, "model", s->transcribe_model) != NULL;
+
+    vad = cJSON_AddObjectToObject(input, "turn_detection");
+    ok &= cJSON_AddStringToObject(vad, "type", "server_vad") != NULL;
+    ok &= cJSON_AddNumberToObject(vad, "threshold",
+                                  s->vad_threshold / 1000.0) != NULL;
+    ok &= cJSON_AddNumberToObject(vad, "prefix_padding_ms",
+                                  s->vad_prefix_ms) != NULL;
+    ok &= cJSON_AddNumberToObject(vad, "silence_duration_ms",
+                                  s->vad_silence_ms) != NULL;
+    ok &= cJSON_AddTrueToObject(vad, "create_response") != NULL;
+    ok &= cJSON_AddTrueToObject(vad, "interrupt_response") != NULL;
+
+    output = cJSON_AddObjectToObject(audio, "output");
+
+    fmt = cJSON_AddObjectToObject(output, "format");
+    ok &= cJSON_AddStringToObject(fmt, "type", "audio/pcmu") != NULL;
+    ok &= cJSON_AddStringToObject(output, "voice", s->voice) != NULL;
+
+    return bd_oai_event_print(root, ok);
+}
+
+
+size_t
+bd_oai_event_append(char *dst, size_t size, const uint8_t *audio, size_t len)
+{
+    char    *p;
+    size_t   need;
+
+    need = BD_OAI_EVENT_APPEND_SIZE(len);
+    if (need > size) {
+        return 0;
+    }
+
+    p = dst;
+
+    memcpy(p, BD_OAI_EVENT_APPEND_HEAD, sizeof(BD_OAI_EVENT_APPEND_HEAD) - 1);
+    p += sizeof(BD_OAI_EVENT_APPEND_HEAD) - 1;
+
+    p += bd_b64_encode(p, audio, len);
+
+    memcpy(p, BD_OAI_EVENT_APPEND_TAIL, sizeof(BD_OAI_EVENT_APPEND_TAIL) - 1);
+
+    return need;
+}

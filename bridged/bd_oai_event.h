@@ -1,0 +1,183 @@
+/*
+ * bd_oai_event.h: what a call knows about its OpenAI Realtime conversation.
+ *
+ * bd_oai_event_dispatch() reads one server event (GA names) and keeps the
+ * bookkeeping the bridge needs: the conversation order of every item, the
+ * user items whose transcription is still due, the assistant audio sent to
+ * the caller and how much of it Twilio has played (marks), and barge-in.
+ * Its effects go out through a table of callbacks, so this file knows
+ * neither lws nor ZeroMQ: bd_call.c supplies the table, the unit tests
+ * supply a fake one.  It also builds the client events bridged sends.
+ */
+
+#ifndef BD_OAI_EVENT_H
+#define BD_OAI_EVENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bd_b64.h"
+
+
+#define BD_OAI_EVENT_ID_MAX      64
+#define BD_OAI_EVENT_ITEMS       256     /* items remembered per call */
+#define BD_OAI_EVENT_MARKS       512     /* marks awaiting their echo */
+
+/*
+ * Assistant audio goes to nginx in pieces of at most this many bytes: a
+ * multiple of 3 below VOICE_PROTO_MAX_AUDIO, so each piece of a base64
+ * delta decodes on its own.
+ */
+#define BD_OAI_EVENT_PIECE       16383
+
+/* caller audio bytes coalesced into one input_audio_buffer.append (2 s) */
+#define BD_OAI_EVENT_APPEND_MAX  16000
+
+#define BD_OAI_EVENT_APPEND_HEAD                                              \
+    "{\"type\":\"input_audio_buffer.append\",\"audio\":\""
+#define BD_OAI_EVENT_APPEND_TAIL  "\"}"
+
+/* size of the append event that carries n bytes of audio */
+#define BD_OAI_EVENT_APPEND_SIZE(n)                                           \
+    (sizeof(BD_OAI_EVENT_APPEND_HEAD) - 1 + BD_B64_ENCODED_LEN(n)             \
+     + sizeof(BD_OAI_EVENT_APPEND_TAIL) - 1)
+
+/* the event_id of our session.update: an error naming it is fatal */
+#define BD_OAI_EVENT_SESSION_ID  "bd-session"
+
+
+/* item flags */
+#define BD_OAI_EVENT_PENDING     0x01    /* committed user audio, ASR due */
+#define BD_OAI_EVENT_SETTLED     0x02    /* its transcript came or failed */
+#define BD_OAI_EVENT_TRUNCATED   0x04    /* barge-in: its audio is dropped */
+
+
+/*
+ * The effects of the events.  Each gets the data pointer given to
+ * bd_oai_event_init().  Those returning int return 1 when the message went
+ * out and 0 when it was dropped (nginx did not take it).
+ */
+typedef struct {
+    int   (*audio_out)(void *data, const uint8_t *audio, size_t len);
+    int   (*mark)(void *data, const char *name);
+    void  (*clear)(void *data);
+    int   (*transcript)(void *data, uint32_t order, uint32_t role,
+                        const char *text, size_t len);
+
+    /* queue a client event (JSON text) for OpenAI */
+    void  (*send)(void *data, const char *json, size_t len);
+
+    /* session.updated: the session has our settings */
+    void  (*ready)(void *data);
+
+    /* the session cannot go on (a fatal error event) */
+    void  (*fatal)(void *data, const char *why);
+} bd_oai_event_ops_t;
+
+
+typedef struct {
+    char        id[BD_OAI_EVENT_ID_MAX];
+    uint32_t    order;       /* OpenAI's conversation order */
+    uint8_t     role;        /* VOICE_PROTO_ROLE_*, 0 while unknown */
+    uint8_t     flags;
+    uint64_t    received;    /* assistant audio bytes OpenAI produced */
+    uint64_t    sent;        /* of those, bytes nginx took */
+    uint64_t    played;      /* bytes Twilio confirmed with a mark echo */
+} bd_oai_event_item_t;
+
+
+typedef struct {
+    uint32_t    seq;
+    uint32_t    order;       /* the item the mark follows */
+    uint64_t    sent;        /* the item's sent bytes when the mark left */
+} bd_oai_event_mark_t;
+
+
+typedef struct {
+    const bd_oai_event_ops_t  *ops;
+    void                      *data;
+    const char                *sid;          /* for log lines */
+
+    bd_oai_event_item_t        items[BD_OAI_EVENT_ITEMS];
+    unsigned                   items_head;   /* the oldest item */
+    unsigned                   items_len;
+
+    bd_oai_event_mark_t        marks[BD_OAI_EVENT_MARKS];
+    unsigned                   marks_head;   /* the oldest unechoed mark */
+    unsigned                   marks_len;
+
+    uint32_t                   next_order;
+    uint32_t                   mark_seq;
+    uint32_t                   transcripts;  /* TRANSCRIPT messages sent */
+    uint32_t                   pending;      /* PENDING items */
+
+    unsigned                   ready:1;      /* session.updated seen */
+    unsigned                   responding:1; /* a response is generating */
+    unsigned                   speaking:1;   /* VAD: caller mid-utterance */
+    unsigned                   committing:1; /* our commit is unanswered */
+
+    char                       response_id[BD_OAI_EVENT_ID_MAX];
+    char                       dropped_id[BD_OAI_EVENT_ID_MAX];
+
+    uint64_t                   audio_sent;
+    uint64_t                   audio_lost;     /* nginx did not take it */
+    uint64_t                   audio_dropped;  /* arrived after a barge-in */
+    unsigned                   barge_ins;
+} bd_oai_event_conv_t;
+
+
+/* the session settings of one call, for session.update */
+typedef struct {
+    const char  *model;
+    const char  *voice;
+    const char  *instructions;
+    const char  *transcribe_model;
+    unsigned     vad_threshold;     /* per mille */
+    unsigned     vad_prefix_ms;
+    unsigned     vad_silence_ms;
+} bd_oai_event_session_t;
+
+
+void bd_oai_event_init(bd_oai_event_conv_t *cv, const bd_oai_event_ops_t *ops,
+    void *data, const char *sid);
+
+/*
+ * A new OpenAI session replaces a lost one: its items, marks and pending
+ * work are gone with the old session.  The order and transcript counters
+ * go on, so nginx still sorts the call's utterances correctly.
+ */
+void bd_oai_event_new_session(bd_oai_event_conv_t *cv);
+
+/*
+ * Handles one server event.  Returns 0, or -1 when the text is not a JSON
+ * object with a "type" (the caller logs it).  Unknown types are ignored.
+ */
+int bd_oai_event_dispatch(bd_oai_event_conv_t *cv, const char *json,
+    size_t len);
+
+/* Twilio echoed a mark: the audio before it has been played */
+void bd_oai_event_mark_ack(bd_oai_event_conv_t *cv, const char *name,
+    size_t len);
+
+/* the caller is gone: commit an utterance the VAD has not closed yet */
+void bd_oai_event_stop(bd_oai_event_conv_t *cv);
+
+/* 1 when no transcription and no response is outstanding */
+int bd_oai_event_settled(bd_oai_event_conv_t *cv);
+
+/* the assistant speaks first: a user text item, then response.create */
+int bd_oai_event_greet(bd_oai_event_conv_t *cv, const char *instruction);
+
+/* the session.update event; release with cJSON_free(), NULL if no memory */
+char *bd_oai_event_session_update(const bd_oai_event_session_t *s);
+
+/*
+ * Writes the input_audio_buffer.append event for len bytes of caller audio
+ * into dst, without allocating.  Returns its length, or 0 if dst is
+ * smaller than BD_OAI_EVENT_APPEND_SIZE(len).
+ */
+size_t bd_oai_event_append(char *dst, size_t size, const uint8_t *audio,
+    size_t len);
+
+
+#endif /* BD_OAI_EVENT_H */

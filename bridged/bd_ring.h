@@ -1,0 +1,47 @@
+/*
+ * bd_ring.h: a bounded byte ring that drops its oldest bytes when full.
+ *
+ * It holds a call's caller audio between nginx and OpenAI (bd_call.c):
+ * while the OpenAI session opens, and whenever OpenAI reads slower than
+ * the caller talks.  The size is fixed at init, so memory never grows;
+ * under pressure the oldest audio goes first, because the freshest audio
+ * is what a live conversation needs.  libc only.
+ */
+
+#ifndef BD_RING_H
+#define BD_RING_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+
+typedef struct {
+    uint8_t   *buf;
+    size_t     size;
+    size_t     head;        /* offset of the oldest byte */
+    size_t     len;         /* bytes held */
+    uint64_t   dropped;     /* bytes evicted since init */
+} bd_ring_t;
+
+
+/* returns 0, or -1 when the memory cannot be had */
+int bd_ring_init(bd_ring_t *r, size_t size);
+void bd_ring_free(bd_ring_t *r);
+
+/* forgets the bytes held (not counted as dropped) */
+void bd_ring_reset(bd_ring_t *r);
+
+/*
+ * Appends len bytes, evicting the oldest ones when there is no room; if
+ * len is larger than the ring, only its last bytes are kept.  Returns the
+ * number of bytes dropped (evicted or never stored).
+ */
+size_t bd_ring_push(bd_ring_t *r, const uint8_t *data, size_t len);
+
+/* copies up to max of the oldest bytes into dst and consumes them */
+size_t bd_ring_read(bd_ring_t *r, uint8_t *dst, size_t max);
+
+#define bd_ring_len(r)  ((r)->len)
+
+
+#endif /* BD_RING_H */

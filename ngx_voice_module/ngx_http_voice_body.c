@@ -1,0 +1,401 @@
+/*
+ * ngx_http_voice_body.c: parsers and validators of what API clients and
+ * Twilio send to the REST endpoints: the JSON bodies of /api/call and
+ * /api/end-call, form-encoded webhook parameters, phone numbers and SIDs.
+ *
+ * Leaf code, libc only, on ngx_http_voice_json.c; ngx_http_voice_rest.c
+ * and ngx_http_voice_twiml.c call it.  The error texts go back to API
+ * clients as they are, so each names the member and what it must be.
+ */
+
+#include <string.h>
+
+#include "ngx_http_voice_json.h"
+#include "ngx_http_voice_body.h"
+
+
+/* a request body has two or three members; room for some unknown ones */
+#define NGX_HTTP_VOICE_BODY_TOKENS  128
+
+
+static int ngx_http_voice_body_json(const uint8_t *body, size_t len,
+    ngx_http_voice_json_tok_t *toks, const char **err);
+static int ngx_http_voice_body_string(const uint8_t *body,
+    const ngx_http_voice_json_tok_t *toks, int i, char *out, size_t size);
+static int ngx_http_voice_body_hex(const uint8_t *s, size_t len);
+static int ngx_http_voice_body_unhex(uint8_t c);
+
+
+int
+ngx_http_voice_body_valid_e164(const uint8_t *s, size_t len)
+{
+    size_t  i;
+
+    if (len < 3 || len > NGX_HTTP_VOICE_E164_MAX) {
+        return 0;
+    }
+
+    if (s[0] != '+' || s[1] < '1' || s[1] > '9') {
+        return 0;
+    }
+
+    for (i = 2; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9') {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+int
+ngx_http_voice_body_valid_call_sid(const uint8_t *s, size_t len)
+{
+    return ngx_http_voice_body_valid_sid(s, len, "CA");
+}
+
+
+int
+ngx_http_voice_body_valid_sid(const uint8_t *s, size_t len,
+    const char *prefix)
+{
+    size_t  n;
+
+    n = strlen(prefix);
+
+    if (len != n + 32 || memcmp(s, prefix, n) != 0) {
+        return 0;
+    }
+
+    return ngx_http_voice_body_hex(s + n, 32);
+}
+
+
+int
+ngx_http_voice_body_parse_call(const uint8_t *body, size_t len, char *number,
+    char *from, const char **err)
+{
+    int                        i, rc;
+    ngx_http_voice_json_tok_t  toks[NGX_HTTP_VOICE_BODY_TOKENS];
+
+    number[0] = '\0';
+    from[0] = '\0';
+
+    if (ngx_http_voice_body_json(body, len, toks, err) != 0) {
+        return -1;
+    }
+
+    i = ngx_http_voice_json_get(body, toks, 0, "number");
+
+    if (i < 0) {
+        *err = "number is required: a phone number in E.164 format, "
+               "like +14155550123";
+        return -1;
+    }
+
+    if (toks[i].type != NGX_HTTP_VOICE_JSON_STRING) {
+        *err = "number must be a string: a phone number in E.164 format, "
+               "like +14155550123";
+        return -1;
+    }
+
+    if (ngx_http_voice_body_string(body, toks, i, number,
+                                   NGX_HTTP_VOICE_E164_MAX + 1) != 0
+        || !ngx_http_voice_body_valid_e164((uint8_t *) number, strlen(number)))
+    {
+        number[0] = '\0';
+        *err = "number must be a phone number in E.164 format, "
+               "like +14155550123";
+        return -1;
+    }
+
+    i = ngx_http_voice_json_get(body, toks, 0, "fromNumber");
+
+    if (i < 0 || toks[i].type == NGX_HTTP_VOICE_JSON_NULL) {
+        return 0;
+    }
+
+    if (toks[i].type != NGX_HTTP_VOICE_JSON_STRING) {
+        *err = "fromNumber must be a string: a phone number in E.164 "
+               "format, like +14155550123, or null";
+        return -1;
+    }
+
+    rc = ngx_http_voice_body_string(body, toks, i, from,
+                                    NGX_HTTP_VOICE_E164_MAX + 1);
+
+    if (rc == 0
+        && (from[0] == '\0'
+            || ngx_http_voice_body_valid_e164((uint8_t *) from, strlen(from))))
+    {
+        return 0;
+    }
+
+    from[0] = '\0';
+    *err = "fromNumber must be a phone number in E.164 format, "
+           "like +14155550123";
+
+    return -1;
+}
+
+
+int
+ngx_http_voice_body_parse_end_call(const uint8_t *body, size_t len,
+    char *call_sid, const char **err)
+{
+    int                        i;
+    ngx_http_voice_json_tok_t  toks[NGX_HTTP_VOICE_BODY_TOKENS];
+
+    call_sid[0] = '\0';
+
+    if (ngx_http_voice_body_json(body, len, toks, err) != 0) {
+        return -1;
+    }
+
+    i = ngx_http_voice_json_get(body, toks, 0, "callSid");
+
+    if (i < 0) {
+        *err = "callSid is required: a call SID, CA followed by "
+               "32 hexadecimal digits";
+        return -1;
+    }
+
+    if (toks[i].type != NGX_HTTP_VOICE_JSON_STRING) {
+        *err = "callSid must be a string: a call SID, CA followed by "
+               "32 hexadecimal digits";
+        return -1;
+    }
+
+    if (ngx_http_voice_body_string(body, toks, i, call_sid,
+                                   NGX_HTTP_VOICE_SID_LEN + 1) != 0
+        || !ngx_http_voice_body_valid_call_sid((uint8_t *) call_sid,
+                                               strlen(call_sid)))
+    {
+        call_sid[0] = '\0';
+        *err = "callSid must be a call SID: CA followed by "
+               "32 hexadecimal digits";
+        return -1;
+    }
+
+    return 0;
+}
+
+
+/* tokenizes a request body that must be a JSON object */
+
+static int
+ngx_http_voice_body_json(const uint8_t *body, size_t len,
+    ngx_http_voice_json_tok_t *toks, const char **err)
+{
+    int  n;
+
+    if (len == 0) {
+        *err = "body is empty: a JSON object is expected";
+        return -1;
+    }
+
+    n = ngx_http_voice_json_parse(body, len, toks,
+                                  NGX_HTTP_VOICE_BODY_TOKENS, NULL);
+
+    switch (n) {
+
+    case NGX_HTTP_VOICE_JSON_EINVAL:
+        *err = "body is not valid JSON";
+        return -1;
+
+    case NGX_HTTP_VOICE_JSON_ENOMEM:
+        *err = "body has too many JSON values";
+        return -1;
+
+    case NGX_HTTP_VOICE_JSON_EDEPTH:
+        *err = "body is nested too deeply";
+        return -1;
+
+    default:
+        break;
+    }
+
+    if (toks[0].type != NGX_HTTP_VOICE_JSON_OBJECT) {
+        *err = "body must be a JSON object";
+        return -1;
+    }
+
+    return 0;
+}
+
+
+/*
+ * String token i, unescaped and NUL-terminated, into out (size bytes);
+ * -1 when it does not fit or holds a NUL, which no valid value does.
+ */
+
+static int
+ngx_http_voice_body_string(const uint8_t *body,
+    const ngx_http_voice_json_tok_t *toks, int i, char *out, size_t size)
+{
+    size_t  n;
+
+    n = ngx_http_voice_json_unescape(body, &toks[i], (uint8_t *) out,
+                                     size - 1);
+
+    if (n == (size_t) -1 || memchr(out, '\0', n) != NULL) {
+        out[0] = '\0';
+        return -1;
+    }
+
+    out[n] = '\0';
+
+    return 0;
+}
+
+
+int
+ngx_http_voice_body_parse_form(const uint8_t *data, size_t len,
+    ngx_http_voice_body_param_t *params, size_t max, uint8_t *scratch,
+    size_t scratch_size)
+{
+    int             hi, lo;
+    size_t          n, used;
+    uint8_t        *dst, c;
+    const uint8_t  *p, *end, *pair, *eq;
+
+    p = data;
+    end = data + len;
+    n = 0;
+    used = 0;
+
+    while (p < end) {
+
+        pair = p;
+
+        while (p < end && *p != '&') {
+            p++;
+        }
+
+        if (p == pair) {
+            p++;
+            continue;
+        }
+
+        if (n == max) {
+            return -1;
+        }
+
+        eq = memchr(pair, '=', (size_t) (p - pair));
+
+        if (eq == NULL) {
+            eq = p;
+        }
+
+        /* the decoded pair is never longer than the encoded one */
+        if ((size_t) (p - pair) > scratch_size - used) {
+            return -1;
+        }
+
+        dst = scratch + used;
+        params[n].name = dst;
+
+        for ( /* void */ ; pair < p; pair++) {
+
+            if (pair == eq) {
+                params[n].name_len = (size_t) (dst - params[n].name);
+                params[n].value = dst;
+                continue;
+            }
+
+            c = *pair;
+
+            if (c == '+') {
+                c = ' ';
+
+            } else if (c == '%') {
+                if (p - pair < 3) {
+                    return -1;
+                }
+
+                hi = ngx_http_voice_body_unhex(pair[1]);
+                lo = ngx_http_voice_body_unhex(pair[2]);
+
+                if (hi < 0 || lo < 0) {
+                    return -1;
+                }
+
+                c = (uint8_t) (hi << 4 | lo);
+                pair += 2;
+            }
+
+            *dst++ = c;
+        }
+
+        if (eq == p) {
+            params[n].name_len = (size_t) (dst - params[n].name);
+            params[n].value = dst;
+            params[n].value_len = 0;
+
+        } else {
+            params[n].value_len = (size_t) (dst - params[n].value);
+        }
+
+        used = (size_t) (dst - scratch);
+        n++;
+
+        if (p < end) {
+            p++;
+        }
+    }
+
+    return (int) n;
+}
+
+
+const ngx_http_voice_body_param_t *
+ngx_http_voice_body_form_get(const ngx_http_voice_body_param_t *params,
+    size_t n, const char *name)
+{
+    size_t  i, len;
+
+    len = strlen(name);
+
+    for (i = 0; i < n; i++) {
+        if (params[i].name_len == len
+            && memcmp(params[i].name, name, len) == 0)
+        {
+            return &params[i];
+        }
+    }
+
+    return NULL;
+}
+
+
+static int
+ngx_http_voice_body_hex(const uint8_t *s, size_t len)
+{
+    size_t  i;
+
+    for (i = 0; i < len; i++) {
+        if (ngx_http_voice_body_unhex(s[i]) < 0) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+static int
+ngx_http_voice_body_unhex(uint8_t c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+
+    c |= 0x20;
+
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+
+    return -1;
+}
