@@ -118,6 +118,9 @@ class Stack:
                 "--phrase", "%s=%s" % (FIXTURES / "caller.ulaw",
                                        fixture_text("caller")),
                 "--accept-delay-ms", str(o.get("accept_delay_ms", 0))]
+        if o.get("transcription_delay_ms"):
+            argv += ["--transcription-delay-ms"] + [
+                str(v) for v in o["transcription_delay_ms"]]
         self.oai_port = self._spawn("fake_openai", argv, ready=True)
 
         argv = [PY, str(TOP / "tests/fakes/fake_twilio.py"), "--port", "0",

@@ -132,9 +132,11 @@ def test_outbound_call(stack_factory, accept_delay_ms):
     check_transcript(stack, sid, CALLEE)
 
 
-def test_inbound_call(stack):
+@pytest.mark.parametrize("method", ["POST", "GET"])
+def test_inbound_call(stack, method):
     caller = "+14155550177"
-    sid = stack.tw("POST", "/_fake/inbound", {"from": caller})["callSid"]
+    sid = stack.tw("POST", "/_fake/inbound",
+                   {"from": caller, "method": method})["callSid"]
 
     stack.wait_reply_heard(sid, len(fixture_bytes("reply")))
     stack.tw("POST", "/_fake/calls/%s/hangup" % sid, {"wait": True})
@@ -180,3 +182,20 @@ def test_call_without_utterance_gets_an_empty_transcript(stack):
     assert doc["transcript"] == []
     r = stack.api("GET", "/api/transcript/%s?format=text" % sid)
     assert r.status_code == 200 and r.text == ""
+
+
+def test_transcript_is_in_conversation_order_not_arrival_order(stack_factory):
+    # the caller's transcription is made to arrive well after the
+    # assistant's answer: the file must still put the caller first
+    stack = stack_factory(transcription_delay_ms=(3000, 3500))
+    sid = place_call(stack, number=CALLEE)
+    stack.wait_reply_heard(sid, len(fixture_bytes("reply")))
+    stack.tw("POST", "/_fake/calls/%s/hangup" % sid, {"wait": True})
+
+    check_transcript(stack, sid, CALLEE)
+
+    # the caller's transcript really did arrive last, after the hang-up
+    events = stack.openai_sessions()[0]["server_event_types"]
+    assert events.index("response.output_audio_transcript.done") \
+        < events.index(
+            "conversation.item.input_audio_transcription.completed")

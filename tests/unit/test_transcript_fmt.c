@@ -1,0 +1,141 @@
+/*
+ * test_transcript_fmt.c: unit tests of ngx_http_voice_transcript_fmt.c:
+ * UTC timestamps (ISO 8601 and the file-name form) checked against known
+ * dates, and the text rendering of stored transcripts, valid and not.
+ */
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "ngx_http_voice_transcript_fmt.h"
+
+
+static void
+check_time(uint64_t ms, const char *iso, const char *file)
+{
+    uint8_t  out[NGX_HTTP_VOICE_TRANSCRIPT_TIME_LEN + 1];
+
+    out[NGX_HTTP_VOICE_TRANSCRIPT_TIME_LEN] = '\0';
+
+    ngx_http_voice_transcript_fmt_time(ms, out, 0);
+    assert_string_equal((char *) out, iso);
+
+    ngx_http_voice_transcript_fmt_time(ms, out, 1);
+    assert_string_equal((char *) out, file);
+}
+
+
+static void
+test_time(void **state)
+{
+    (void) state;
+
+    check_time(0, "1970-01-01T00:00:00.000Z", "1970-01-01T00-00-00-000Z");
+
+    /* `date -u -d @1795515300` = Tue Nov 24 10:15:00 UTC 2026 */
+    check_time(1795515300123ULL, "2026-11-24T10:15:00.123Z",
+               "2026-11-24T10-15-00-123Z");
+
+    /* leap days, the ends of months and years */
+    check_time(951782400000ULL, "2000-02-29T00:00:00.000Z",
+               "2000-02-29T00-00-00-000Z");
+    check_time(1709251199999ULL, "2024-02-29T23:59:59.999Z",
+               "2024-02-29T23-59-59-999Z");
+    check_time(1767225599999ULL, "2025-12-31T23:59:59.999Z",
+               "2025-12-31T23-59-59-999Z");
+    check_time(4102444800000ULL, "2100-01-01T00:00:00.000Z",
+               "2100-01-01T00-00-00-000Z");
+}
+
+
+static size_t
+render(const char *json, uint8_t *out, size_t cap)
+{
+    size_t                     len;
+    ngx_http_voice_json_tok_t  toks[256];
+
+    len = strlen(json);
+
+    return ngx_http_voice_transcript_fmt_text((const uint8_t *) json, len,
+                                              toks, len / 2 + 2 < 256
+                                                    ? len / 2 + 2 : 256,
+                                              out, cap);
+}
+
+
+static void
+test_text(void **state)
+{
+    size_t       n;
+    uint8_t      out[1024];
+    const char  *doc;
+
+    (void) state;
+
+    doc = "{\n  \"callSid\": \"CA0123456789abcdef0123456789abcdef\",\n"
+          "  \"transcript\": [\n"
+          "    {\"role\": \"user\", \"text\": \"Hello\\nthere \\u00e9\","
+          " \"timestamp\": \"2026-11-24T10:15:00.123Z\"},\n"
+          "    {\"role\": \"assistant\", \"text\": \"Hi \\\"you\\\"\","
+          " \"timestamp\": \"2026-11-24T10:15:01.000Z\"}\n"
+          "  ]\n}\n";
+
+    n = render(doc, out, sizeof(out));
+    assert_int_not_equal(n, (size_t) -1);
+    out[n] = '\0';
+    assert_string_equal((char *) out,
+                        "User: Hello there \xc3\xa9\nAssistant: Hi \"you\"\n");
+
+    /* never longer than the JSON it comes from */
+    assert_true(n <= strlen(doc));
+
+    /* an empty transcript is an empty text */
+    assert_int_equal(render("{\"transcript\": []}", out, sizeof(out)), 0);
+}
+
+
+static void
+test_text_refuses_what_is_not_a_transcript(void **state)
+{
+    uint8_t  out[256];
+
+    (void) state;
+
+    assert_int_equal(render("[]", out, sizeof(out)), (size_t) -1);
+    assert_int_equal(render("{}", out, sizeof(out)), (size_t) -1);
+    assert_int_equal(render("{\"transcript\": {}}", out, sizeof(out)),
+                     (size_t) -1);
+    assert_int_equal(render("{\"transcript\": [1]}", out, sizeof(out)),
+                     (size_t) -1);
+    assert_int_equal(render("{\"transcript\": [{\"role\": \"system\", "
+                            "\"text\": \"x\"}]}", out, sizeof(out)),
+                     (size_t) -1);
+    assert_int_equal(render("{\"transcript\": [{\"role\": \"user\"}]}",
+                            out, sizeof(out)), (size_t) -1);
+    assert_int_equal(render("{\"transcript\": [{\"role\": \"user\", "
+                            "\"text\": 5}]}", out, sizeof(out)),
+                     (size_t) -1);
+    assert_int_equal(render("{\"transcript\": [", out, sizeof(out)),
+                     (size_t) -1);
+
+    /* an output buffer too small is an error, not an overflow */
+    assert_int_equal(render("{\"transcript\": [{\"role\": \"user\", "
+                            "\"text\": \"hello\"}]}", out, 8), (size_t) -1);
+}
+
+
+int
+main(void)
+{
+    const struct CMUnitTest  tests[] = {
+        cmocka_unit_test(test_time),
+        cmocka_unit_test(test_text),
+        cmocka_unit_test(test_text_refuses_what_is_not_a_transcript),
+    };
+
+    return cmocka_run_group_tests_name("transcript_fmt", tests, NULL, NULL);
+}
