@@ -477,12 +477,12 @@ ngx_http_voice_media_on_close(ngx_http_voice_media_t *m)
     /* a socket that drops without stop ends the stream all the same */
     ngx_http_voice_media_stop(m, "closed");
 
+    ngx_http_voice_media_state(m, NGX_HTTP_VOICE_MEDIA_ST_CLOSED);
+
     if (m->call) {
-        m->call->media = NULL;
+        ngx_http_voice_transcript_detach(m->call);
         m->call = NULL;
     }
-
-    ngx_http_voice_media_state(m, NGX_HTTP_VOICE_MEDIA_ST_CLOSED);
 }
 
 

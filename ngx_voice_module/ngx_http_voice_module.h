@@ -302,6 +302,7 @@ ngx_http_voice_call_t *ngx_http_voice_transcript_start(
 void ngx_http_voice_transcript_on_bridge(ngx_http_voice_call_t *call,
     voice_proto_msg_t *msg);
 void ngx_http_voice_transcript_end(ngx_http_voice_call_t *call);
+void ngx_http_voice_transcript_detach(ngx_http_voice_call_t *call);
 ngx_int_t ngx_http_voice_transcript_handler(ngx_http_request_t *r);
 
 

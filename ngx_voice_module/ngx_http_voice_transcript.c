@@ -727,6 +727,12 @@ ngx_http_voice_transcript_io_done(ngx_event_t *ev)
 }
 
 
+/*
+ * A call is freed once its file is written and its stream is gone,
+ * whichever comes last: ngx_http_voice_transcript_detach() finishes what
+ * this had to leave while the stream still pointed at the call.
+ */
+
 static void
 ngx_http_voice_transcript_destroy(ngx_http_voice_call_t *call)
 {
@@ -734,13 +740,25 @@ ngx_http_voice_transcript_destroy(ngx_http_voice_call_t *call)
         ngx_del_timer(&call->wait);
     }
 
+    call->state = NGX_HTTP_VOICE_CALL_ST_DONE;
+
     if (call->media) {
-        /* the stream still refers to its call: cut the link first */
         return;
     }
 
     ngx_http_voice_bridge_remove_call(call);
     ngx_destroy_pool(call->pool);
+}
+
+
+void
+ngx_http_voice_transcript_detach(ngx_http_voice_call_t *call)
+{
+    call->media = NULL;
+
+    if (call->state == NGX_HTTP_VOICE_CALL_ST_DONE && !call->task_busy) {
+        ngx_http_voice_transcript_destroy(call);
+    }
 }
 
 

@@ -251,6 +251,22 @@ class Stack:
     def openai_sessions(self):
         return self.oai("/_fake/sessions")
 
+    def status_all(self, workers=2):
+        """voice_status of every worker: fresh connections until each pid
+        has answered (the kernel spreads them over the workers)."""
+        seen = {}
+        for _ in range(200):
+            with requests.Session() as s:
+                j = s.get(self.base + "/voice-status", timeout=5,
+                          headers={"Connection": "close"}).json()
+            seen[j["pid"]] = j
+            if len(seen) >= workers:
+                return seen
+        raise AssertionError("only workers %s answered" % list(seen))
+
+    def live_calls(self):
+        return sum(j["calls"] for j in self.status_all().values())
+
     # --- logs ---------------------------------------------------------------
 
     def log(self, name):

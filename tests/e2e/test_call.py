@@ -77,6 +77,9 @@ def check_transcript(stack, sid, phone):
         assert ISO.match(u["timestamp"])
         assert set(u) == {"role", "text", "timestamp"}
 
+    # the call's record is freed once its file is written
+    wait_for(lambda: stack.live_calls() == 0, 10, 0.2, "the call to be freed")
+
     # no temporary file or journal is left behind
     leftovers = [p.name for p in stack.transcripts.iterdir()
                  if p.name != path.name]
