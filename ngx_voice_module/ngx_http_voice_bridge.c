@@ -66,7 +66,7 @@ ngx_http_voice_bridge_init_process(ngx_cycle_t *cycle,
      * nothing while it waits for its next frame */
     w->frame_size = NGX_HTTP_VOICE_BRIDGE_FRAME;
     w->recv_size = 16384;
-    w->scratch_size = 4096;
+    w->scratch_size = 16384;   /* a media payload with every "/" escaped */
     w->out_size = NGX_HTTP_VOICE_WS_OUT_HEADER
                   + NGX_HTTP_VOICE_TWILIO_MEDIA_SIZE(VOICE_PROTO_MAX_SID,
                                                      VOICE_PROTO_MAX_AUDIO);
