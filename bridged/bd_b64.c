@@ -138,8 +138,10 @@ bd_b64_decode(uint8_t *dst, const char *src, size_t len)
         }
     }
 
-    /* a tail of 2 or 3 characters carries 1 or 2 bytes; its spare bits
-     * must be zero, or the input was not produced by an encoder */
+    /*
+     * A tail of 2 or 3 characters carries 1 or 2 bytes; its spare bits
+     * must be zero, or the input was not produced by an encoder.
+     */
 
     if (n == 2) {
         if (v & 0xf) {

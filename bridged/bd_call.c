@@ -42,9 +42,11 @@
 #include "voice_proto.h"
 
 
-#define BD_CALL_BUCKETS        1024
+#define BD_CALL_BUCKET_BITS    10
+#define BD_CALL_BUCKETS        (1 << BD_CALL_BUCKET_BITS)
 #define BD_CALL_MAX            4096
-#define BD_CALL_TOMBS          2048
+#define BD_CALL_TOMB_BITS      11
+#define BD_CALL_TOMBS          (1 << BD_CALL_TOMB_BITS)
 #define BD_CALL_TOMB_MS        60000    /* an ended call is remembered */
 #define BD_CALL_UNKNOWN_MS     60000    /* one "unknown call" per minute */
 #define BD_CALL_CONFIGURE_MS   10000    /* for session.updated */
@@ -122,10 +124,24 @@ bd_call_set_state(bd_call_t *call, bd_call_state_e state)
 }
 
 
+/*
+ * nginx picks this instance with voice_proto_hash(sid) % instances, so the
+ * low bits of that hash are nearly the same for all our calls: a
+ * multiplicative (Fibonacci) step spreads them, and the top bits index.
+ */
+
+static unsigned
+bd_call_hash(const uint8_t *sid, size_t len, unsigned bits)
+{
+    return (unsigned) ((voice_proto_hash(sid, len) * 2654435761u)
+                       >> (32 - bits));
+}
+
+
 static unsigned
 bd_call_bucket(const uint8_t *sid, size_t len)
 {
-    return voice_proto_hash(sid, len) % BD_CALL_BUCKETS;
+    return bd_call_hash(sid, len, BD_CALL_BUCKET_BITS);
 }
 
 
@@ -201,7 +217,7 @@ bd_call_tomb(const uint8_t *sid, size_t len, int create)
 {
     bd_call_tomb_t  *t;
 
-    t = &bd_call_tombs[voice_proto_hash(sid, len) % BD_CALL_TOMBS];
+    t = &bd_call_tombs[bd_call_hash(sid, len, BD_CALL_TOMB_BITS)];
 
     if (strlen(t->sid) == len && memcmp(t->sid, sid, len) == 0) {
         return t;
@@ -211,8 +227,10 @@ bd_call_tomb(const uint8_t *sid, size_t len, int create)
         return NULL;
     }
 
-    /* direct-mapped: a collision forgets the other SID, which only costs
-     * an extra ERROR or a CALL_DONE with count 0 for it */
+    /*
+     * Direct-mapped: a collision forgets the other SID, which only costs
+     * an extra ERROR or a CALL_DONE with count 0 for it.
+     */
 
     memset(t, 0, sizeof(bd_call_tomb_t));
     memcpy(t->sid, sid, len);

@@ -4,6 +4,8 @@
  * bd_call.c owns the call table, the call state machine and the messages
  * about calls; bd_oai.c runs the call's OpenAI WebSocket and reports back
  * through the bd_call_oai_*() functions.  Both files work on bd_call_t.
+ * Its references (refs) are the table's, each live wsi's, and a pending
+ * name lookup's.
  */
 
 #ifndef BD_CALL_H
@@ -68,7 +70,9 @@ struct bd_call_s {
     struct lws               *wsis[BD_CALL_WSI_MAX];  /* not destroyed */
     lws_sorted_usec_list_t    sul_connect;
     lws_sorted_usec_list_t    sul_wait;       /* configure / final wait */
+    uv_getaddrinfo_t          dns;
     uint16_t                  retries;
+    unsigned                  resolving:1;    /* dns in flight */
     unsigned                  open:1;         /* established */
     unsigned                  close_pending:1;
     unsigned                  close_sent:1;

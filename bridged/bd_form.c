@@ -12,6 +12,9 @@
 #include "bd_form.h"
 
 
+static const char  bd_form_hex[] = "0123456789ABCDEF";
+
+
 void
 bd_form_init(bd_form_t *f, char *buf, size_t size)
 {
@@ -55,10 +58,9 @@ bd_form_unreserved(unsigned char c)
 void
 bd_form_escape(bd_form_t *f, const char *s, size_t len)
 {
-    char                  *p;
-    size_t                 i, need;
-    const unsigned char   *u;
-    static const char      hex[] = "0123456789ABCDEF";
+    char                 *p;
+    size_t                i, need;
+    const unsigned char  *u;
 
     if (f->failed) {
         return;
@@ -85,8 +87,8 @@ bd_form_escape(bd_form_t *f, const char *s, size_t len)
         }
 
         *p++ = '%';
-        *p++ = hex[u[i] >> 4];
-        *p++ = hex[u[i] & 0xf];
+        *p++ = bd_form_hex[u[i] >> 4];
+        *p++ = bd_form_hex[u[i] & 0xf];
     }
 
     f->len += need;

@@ -155,8 +155,10 @@ main(int argc, char **argv)
 
     uv_run(&bd_loop, UV_RUN_DEFAULT);
 
-    /* closing the handles restores the default action: a signal from now
-     * on would kill bridged in its last milliseconds, so ignore them */
+    /*
+     * Closing the handles restores the default action: a signal from now
+     * on would kill bridged in its last milliseconds, so ignore them.
+     */
 
     uv_close((uv_handle_t *) &bd_loop_sigint, NULL);
     uv_close((uv_handle_t *) &bd_loop_sigterm, NULL);

@@ -10,10 +10,19 @@
  * events, then caller audio taken from the call's hold ring and encoded
  * straight into the static write buffer, so audio costs no allocation.
  * Incoming fragments are reassembled up to a hard cap, then handed to
- * bd_call.c, which parses them (bd_oai_event.c).
+ * bd_call.c, which parses them (bd_oai_event.c).  Nothing inbound is
+ * queued: an event is acted on as it arrives and what it sends to nginx
+ * is bounded by the ZeroMQ queue, so lws_rx_flow_control() has nothing to
+ * protect and is not used.
  *
  * TLS: wss:// uses LCCSCF_USE_SSL and nothing else, so the certificate
  * and the host name are always verified, against --ca-file when given.
+ *
+ * Name lookup: Debian's lws has no async DNS, so it would resolve the host
+ * with a blocking getaddrinfo() on the loop.  bridged resolves it with
+ * uv_getaddrinfo() (libuv's thread pool), caches the answer for a minute,
+ * and gives lws the numeric address; the host name still goes in "host",
+ * which lws uses for the Host header, SNI and certificate verification.
  *
  * A connection keeps the call alive (bd_call_t.refs) until lws reports
  * LWS_CALLBACK_WSI_DESTROY, which with libuv comes after the socket's
@@ -21,6 +30,8 @@
  * on the call.
  */
 
+#include <arpa/inet.h>
+#include <netdb.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,6 +54,7 @@
 #define BD_OAI_OUT_MAX       64              /* queued client events */
 #define BD_OAI_CLOSE_WAIT_S  3               /* for the peer's Close */
 #define BD_OAI_HOST_MAX      300
+#define BD_OAI_DNS_TTL_MS    60000
 
 /*
  * lws 4.1.6 built with _DEBUG and libuv closes a connection twice when a
@@ -99,6 +111,10 @@ static char                 bd_oai_host[BD_OAI_HOST_MAX];
 static char                 bd_oai_base[1024];
 static char                *bd_oai_auth;
 static char                 bd_oai_tls_error[160];
+static uv_loop_t           *bd_oai_loop;
+static int                  bd_oai_numeric;  /* the host is an IP literal */
+static char                 bd_oai_ip[INET6_ADDRSTRLEN];
+static uint64_t             bd_oai_ip_at;    /* loop time of the lookup */
 static uint8_t              bd_oai_raw[BD_OAI_EVENT_APPEND_MAX];
 static uint8_t              bd_oai_wbuf[BD_OAI_WBUF_SIZE];
 
@@ -215,6 +231,94 @@ bd_oai_forget(bd_call_t *call, struct lws *wsi)
 }
 
 
+static void bd_oai_connect_cb(lws_sorted_usec_list_t *sul);
+
+
+static void
+bd_oai_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    char              why[320];
+    bd_call_t        *call;
+    struct addrinfo  *ai, *pick;
+
+    call = lws_container_of(req, bd_call_t, dns);
+    call->resolving = 0;
+
+    /* IPv4 first: it is reachable from anywhere OpenAI is */
+
+    pick = NULL;
+
+    for (ai = res; status == 0 && ai != NULL; ai = ai->ai_next) {
+        if (ai->ai_family == AF_INET) {
+            pick = ai;
+            break;
+        }
+
+        if (ai->ai_family == AF_INET6 && pick == NULL) {
+            pick = ai;
+        }
+    }
+
+    if (pick != NULL) {
+        if (pick->ai_family == AF_INET) {
+            uv_ip4_name((struct sockaddr_in *) pick->ai_addr, bd_oai_ip,
+                        sizeof(bd_oai_ip));
+
+        } else {
+            uv_ip6_name((struct sockaddr_in6 *) pick->ai_addr, bd_oai_ip,
+                        sizeof(bd_oai_ip));
+        }
+
+        bd_oai_ip_at = uv_now(bd_oai_loop);
+
+        bd_log(BD_LOG_DEBUG, call->sid, "%s is %s", bd_oai_address,
+               bd_oai_ip);
+    }
+
+    uv_freeaddrinfo(res);
+
+    if (call->state != BD_CALL_ST_CLOSED) {
+        if (pick != NULL) {
+            bd_oai_connect_cb(&call->sul_connect);
+
+        } else {
+            snprintf(why, sizeof(why), "cannot resolve %s: %s",
+                     bd_oai_address,
+                     status ? uv_strerror(status) : "no address");
+            bd_call_oai_lost(call, why);
+        }
+    }
+
+    bd_call_unref(call);
+}
+
+
+/* 1 when the lookup started (the call waits for it), 0 when it failed */
+
+static int
+bd_oai_resolve(bd_call_t *call)
+{
+    int              rc;
+    struct addrinfo  hints;
+
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+
+    rc = uv_getaddrinfo(bd_oai_loop, &call->dns, bd_oai_resolved,
+                        bd_oai_address, NULL, &hints);
+    if (rc != 0) {
+        bd_log(BD_LOG_WARN, call->sid, "uv_getaddrinfo: %s", uv_strerror(rc));
+        return 0;
+    }
+
+    call->resolving = 1;
+    call->refs++;
+
+    return 1;
+}
+
+
 static void
 bd_oai_connect_cb(lws_sorted_usec_list_t *sul)
 {
@@ -225,7 +329,18 @@ bd_oai_connect_cb(lws_sorted_usec_list_t *sul)
 
     call = lws_container_of(sul, bd_call_t, sul_connect);
 
-    if (call->state == BD_CALL_ST_CLOSED) {
+    if (call->state == BD_CALL_ST_CLOSED || call->resolving) {
+        return;
+    }
+
+    if (!bd_oai_numeric
+        && (bd_oai_ip[0] == '\0'
+            || uv_now(bd_oai_loop) - bd_oai_ip_at >= BD_OAI_DNS_TTL_MS))
+    {
+        if (!bd_oai_resolve(call)) {
+            bd_call_oai_lost(call, "cannot start a name lookup");
+        }
+
         return;
     }
 
@@ -249,7 +364,7 @@ bd_oai_connect_cb(lws_sorted_usec_list_t *sul)
     memset(&ci, 0, sizeof(ci));
 
     ci.context = bd_oai_ctx;
-    ci.address = bd_oai_address;
+    ci.address = bd_oai_numeric ? bd_oai_address : bd_oai_ip;
     ci.port = bd_oai_port;
     ci.path = call->path;
     ci.host = bd_oai_host;
@@ -272,7 +387,7 @@ bd_oai_connect_cb(lws_sorted_usec_list_t *sul)
 
     if (wsi == NULL) {
 
-        /* failed before any socket (name resolution): no callback comes */
+        /* failed before any socket was made: no callback comes */
 
         call->wsi = NULL;
         bd_call_oai_lost(call, "cannot start a connection");
@@ -409,6 +524,12 @@ void
 bd_oai_close(bd_call_t *call)
 {
     bd_oai_drop_queue(call);
+
+    /* a lookup not started yet is dropped; its callback still comes */
+
+    if (call->resolving) {
+        (void) uv_cancel((uv_req_t *) &call->dns);
+    }
 
     if (call->wsi == NULL) {
         return;
@@ -579,9 +700,9 @@ static int
 bd_oai_callback(struct lws *wsi, enum lws_callback_reasons reason,
     void *user, void *in, size_t len)
 {
-    char            why[160];
-    unsigned        code;
-    bd_call_t      *call;
+    char             why[160];
+    unsigned         code;
+    bd_call_t       *call;
     unsigned char  **p, *end;
 
     call = user;
@@ -702,9 +823,11 @@ bd_oai_init(uv_loop_t *loop, const bd_conf_t *conf)
     int                                n, port;
     size_t                             len;
     const char                        *prot, *address, *path;
+    struct in6_addr                    in6;
     struct lws_context_creation_info   info;
 
     bd_oai_conf = conf;
+    bd_oai_loop = loop;
 
     /* lws_parse_uri() cuts the string it is given */
 
@@ -722,6 +845,9 @@ bd_oai_init(uv_loop_t *loop, const bd_conf_t *conf)
     bd_oai_port = port;
 
     snprintf(bd_oai_address, sizeof(bd_oai_address), "%s", address);
+
+    bd_oai_numeric = inet_pton(AF_INET, address, &in6) == 1
+                     || inet_pton(AF_INET6, address, &in6) == 1;
     snprintf(bd_oai_base, sizeof(bd_oai_base), "/%s", path);
 
     if (port == (bd_oai_tls ? 443 : 80)) {

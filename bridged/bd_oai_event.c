@@ -122,8 +122,8 @@ static uint8_t        bd_oai_event_piece[BD_OAI_EVENT_PIECE];
 static void *
 bd_oai_event_malloc(size_t size)
 {
-    size_t  n;
-    void   *p;
+    void    *p;
+    size_t   n;
 
     if (bd_oai_event_arena_on) {
         n = (size + alignof(max_align_t) - 1)
@@ -331,8 +331,8 @@ bd_oai_event_dispatch(bd_oai_event_conv_t *cv, const char *json, size_t len)
 {
     int                            rc;
     cJSON                         *root;
-    cJSON_Hooks                    hooks;
     const char                    *type;
+    cJSON_Hooks                    hooks;
     const bd_oai_event_handler_t  *h;
 
     if (!bd_oai_event_hooks_set) {
@@ -669,7 +669,14 @@ bd_oai_event_audio_delta(bd_oai_event_conv_t *cv, const cJSON *ev)
         || (response != NULL && cv->dropped_id[0] != '\0'
             && strcmp(response, cv->dropped_id) == 0))
     {
-        cv->audio_dropped += len / 4 * 3;
+        /* counted as the bytes it would decode to */
+
+        n = (long) (len / 4 * 3);
+        if (len >= 4) {
+            n -= (delta[len - 1] == '=') + (delta[len - 2] == '=');
+        }
+
+        cv->audio_dropped += (uint64_t) n;
         return;
     }
 

@@ -11,6 +11,7 @@ served as JSON and as text.
 import base64
 import json
 import re
+import time
 
 import pytest
 
@@ -175,10 +176,12 @@ def test_end_call(stack):
 
 
 def test_call_without_utterance_gets_an_empty_transcript(stack):
+    # a caller who says nothing: the line carries only silence
+    stack.tw("POST", "/_fake/config", {"caller_audio": ""})
     sid = place_call(stack, number=CALLEE)
     wait_for(lambda: stack.twilio_call(sid)["ws_status"] == "open", 20,
              what="the media stream")
-    # hang up at once, before the caller's sentence is over
+    time.sleep(1)
     stack.tw("POST", "/_fake/calls/%s/hangup" % sid, {"wait": True})
     path = stack.wait_transcript(sid)
     doc = json.loads(path.read_text())
@@ -202,3 +205,17 @@ def test_transcript_is_in_conversation_order_not_arrival_order(stack_factory):
     assert events.index("response.output_audio_transcript.done") \
         < events.index(
             "conversation.item.input_audio_transcription.completed")
+
+
+def test_words_said_just_before_hanging_up_are_kept(stack):
+    # the caller hangs up in the middle of the sentence, before the VAD
+    # could end the turn: what was said still reaches the transcript
+    sid = place_call(stack, number=CALLEE)
+    wait_for(lambda: stack.twilio_call(sid)["ws_status"] == "open", 20,
+             what="the media stream")
+    time.sleep(2.5)
+    stack.tw("POST", "/_fake/calls/%s/hangup" % sid, {"wait": True})
+
+    doc = json.loads(stack.wait_transcript(sid).read_text())
+    assert [u["role"] for u in doc["transcript"]][:1] == ["user"], doc
+    assert doc["transcript"][0]["text"] == fixture_text("caller")

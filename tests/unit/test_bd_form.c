@@ -35,8 +35,8 @@ test_plus_is_encoded(void **state)
 static void
 test_call_create_body(void **state)
 {
-    char        buf[512];
-    bd_form_t   f;
+    char         buf[512];
+    bd_form_t    f;
     const char  *url = "https://voice.example.com/twiml?a=1&b=2";
 
     (void) state;
@@ -57,8 +57,8 @@ test_call_create_body(void **state)
 static void
 test_escape_set(void **state)
 {
-    char        buf[128];
-    bd_form_t   f;
+    char         buf[128];
+    bd_form_t    f;
     const char  *s = "aZ09-._~ /+=&?%\xc3\xa9\"";
 
     (void) state;
@@ -114,8 +114,14 @@ test_overflow_fails_and_stays_failed(void **state)
     bd_form_init(&f, buf, sizeof(buf));
     bd_form_raw(&f, "abcd", 4);
     bd_form_escape(&f, "+", 1);
+    assert_true(bd_form_done(&f));
+    assert_string_equal(buf, "abcd%2B");
+
+    bd_form_init(&f, buf, sizeof(buf));
+    bd_form_raw(&f, "abcde", 5);
+    bd_form_escape(&f, "+", 1);
     assert_false(bd_form_done(&f));
-    assert_string_equal(buf, "abcd");
+    assert_string_equal(buf, "abcde");
 
     bd_form_raw(&f, "x", 1);
     assert_false(bd_form_done(&f));

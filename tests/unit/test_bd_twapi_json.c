@@ -30,6 +30,8 @@
     "\"next_page_uri\":\"" URI "?PageSize=2&Page=1&PageToken=PAx1\","         \
     "\"page\":0,\"page_size\":2,\"previous_page_uri\":null,\"start\":0}"
 
+#define EMPTY  "{\"incoming_phone_numbers\":[],\"next_page_uri\":null}"
+
 #define PAGE1                                                                 \
     "{\"incoming_phone_numbers\":[{\"sid\":\"PN03\",\"phone_number\":"        \
     "\"+15005550003\",\"friendly_name\":\"Support\"}],"                       \
@@ -108,9 +110,9 @@ test_page_bounds(void **state)
 static void
 test_page_refusals(void **state)
 {
-    char        next[256];
-    size_t      i;
-    cJSON      *numbers;
+    char         next[256];
+    cJSON       *numbers;
+    size_t       i;
     const char  *bad[] = {
         "",
         "[]",
@@ -159,10 +161,8 @@ test_first_number(void **state)
                      BD_TWAPI_JSON_OK);
     assert_string_equal(number, "+15005550001");
 
-    assert_int_equal(bd_twapi_json_first_number(
-                         "{\"incoming_phone_numbers\":[],"
-                         "\"next_page_uri\":null}", 46, number,
-                         sizeof(number)),
+    assert_int_equal(bd_twapi_json_first_number(EMPTY, strlen(EMPTY), number,
+                                                sizeof(number)),
                      BD_TWAPI_JSON_NONE);
 
     assert_int_equal(bd_twapi_json_first_number("oops", 4, number,
@@ -219,8 +219,8 @@ test_error_body(void **state)
                                          sizeof(msg)),
                      BD_TWAPI_JSON_OK);
     assert_int_equal(code, 21211);
-    assert_string_equal(msg,
-                        "The 'To' number +1415555 is not a valid phone number.");
+    assert_string_equal(msg, "The 'To' number +1415555 is not a valid "
+                        "phone number.");
 
     assert_int_equal(bd_twapi_json_error(e2, strlen(e2), &code, msg,
                                          sizeof(msg)),

@@ -1,0 +1,846 @@
+/*
+ * test_bd_oai_event.c: unit tests of bridged/bd_oai_event.c with a fake
+ * table of effects: conversation order, transcripts arriving in any order,
+ * assistant audio pieces and marks, barge-in (clear, truncate at the audio
+ * played, drops), settlement for the final wait, error events, and the
+ * client events bridged builds.
+ */
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include <cJSON.h>
+
+#include "bd_b64.h"
+#include "bd_log.h"
+#include "bd_oai_event.h"
+#include "voice_proto.h"
+
+
+typedef struct {
+    uint8_t     audio[65536];
+    size_t      audio_len;
+    unsigned    pieces;
+    size_t      max_piece;
+    char        marks[32][32];
+    unsigned    nmarks;
+    unsigned    clears;
+    uint32_t    tr_order[16];
+    uint32_t    tr_role[16];
+    char        tr_text[16][128];
+    unsigned    ntr;
+    char        sent[16][1024];
+    unsigned    nsent;
+    unsigned    ready;
+    char        fatal[320];
+    unsigned    nfatal;
+    int         refuse_audio;
+} fake_t;
+
+
+static int
+fake_audio_out(void *data, const uint8_t *audio, size_t len)
+{
+    fake_t  *f = data;
+
+    if (f->refuse_audio) {
+        return 0;
+    }
+
+    memcpy(f->audio + f->audio_len, audio, len);
+    f->audio_len += len;
+    f->pieces++;
+
+    if (len > f->max_piece) {
+        f->max_piece = len;
+    }
+
+    return 1;
+}
+
+
+static int
+fake_mark(void *data, const char *name)
+{
+    fake_t  *f = data;
+
+    snprintf(f->marks[f->nmarks++], sizeof(f->marks[0]), "%s", name);
+
+    return 1;
+}
+
+
+static void
+fake_clear(void *data)
+{
+    fake_t  *f = data;
+
+    f->clears++;
+}
+
+
+static int
+fake_transcript(void *data, uint32_t order, uint32_t role, const char *text,
+    size_t len)
+{
+    fake_t  *f = data;
+
+    f->tr_order[f->ntr] = order;
+    f->tr_role[f->ntr] = role;
+    snprintf(f->tr_text[f->ntr], sizeof(f->tr_text[0]), "%.*s", (int) len,
+             text);
+    f->ntr++;
+
+    return 1;
+}
+
+
+static void
+fake_send(void *data, const char *json, size_t len)
+{
+    fake_t  *f = data;
+
+    snprintf(f->sent[f->nsent++], sizeof(f->sent[0]), "%.*s", (int) len,
+             json);
+}
+
+
+static void
+fake_ready(void *data)
+{
+    fake_t  *f = data;
+
+    f->ready++;
+}
+
+
+static void
+fake_fatal(void *data, const char *why)
+{
+    fake_t  *f = data;
+
+    snprintf(f->fatal, sizeof(f->fatal), "%s", why);
+    f->nfatal++;
+}
+
+
+static const bd_oai_event_ops_t  fake_ops = {
+    fake_audio_out, fake_mark, fake_clear, fake_transcript, fake_send,
+    fake_ready, fake_fatal
+};
+
+
+typedef struct {
+    fake_t               f;
+    bd_oai_event_conv_t  cv;
+} fixture_t;
+
+
+static int
+setup(void **state)
+{
+    fixture_t  *x;
+
+    bd_log_level = BD_LOG_ERROR + 1;
+
+    x = calloc(1, sizeof(fixture_t));
+    bd_oai_event_init(&x->cv, &fake_ops, &x->f, "CAtest");
+    *state = x;
+
+    return 0;
+}
+
+
+static int
+teardown(void **state)
+{
+    free(*state);
+    return 0;
+}
+
+
+static void
+ev(fixture_t *x, const char *fmt, ...)
+{
+    int      n;
+    char     buf[4096];
+    va_list  args;
+
+    va_start(args, fmt);
+    n = vsnprintf(buf, sizeof(buf), fmt, args);
+    va_end(args);
+
+    assert_int_equal(bd_oai_event_dispatch(&x->cv, buf, (size_t) n), 0);
+}
+
+
+/* an audio delta of len bytes of value c, of item and response */
+
+static void
+delta(fixture_t *x, const char *item, const char *resp, size_t len, int c)
+{
+    char     *json, *p;
+    uint8_t  *raw;
+
+    raw = malloc(len);
+    memset(raw, c, len);
+
+    json = malloc(BD_B64_ENCODED_LEN(len) + 256);
+    p = json + sprintf(json, "{\"type\":\"response.output_audio.delta\","
+                       "\"response_id\":\"%s\",\"item_id\":\"%s\","
+                       "\"output_index\":0,\"content_index\":0,"
+                       "\"delta\":\"", resp, item);
+    p += bd_b64_encode(p, raw, len);
+    p += sprintf(p, "\"}");
+
+    assert_int_equal(bd_oai_event_dispatch(&x->cv, json,
+                                           (size_t) (p - json)), 0);
+
+    free(json);
+    free(raw);
+}
+
+
+static void
+turn(fixture_t *x)
+{
+    ev(x, "{\"type\":\"session.updated\",\"session\":{}}");
+    ev(x, "{\"type\":\"input_audio_buffer.speech_started\","
+          "\"audio_start_ms\":100,\"item_id\":\"item_U1\"}");
+    ev(x, "{\"type\":\"input_audio_buffer.speech_stopped\","
+          "\"item_id\":\"item_U1\"}");
+    ev(x, "{\"type\":\"input_audio_buffer.committed\","
+          "\"previous_item_id\":null,\"item_id\":\"item_U1\"}");
+    ev(x, "{\"type\":\"conversation.item.added\",\"item\":{\"id\":"
+          "\"item_U1\",\"role\":\"user\",\"type\":\"message\"}}");
+    ev(x, "{\"type\":\"response.created\",\"response\":{\"id\":\"resp_R1\","
+          "\"status\":\"in_progress\"}}");
+    ev(x, "{\"type\":\"response.output_item.added\",\"response_id\":"
+          "\"resp_R1\",\"item\":{\"id\":\"item_A1\",\"role\":\"assistant\"}}");
+    ev(x, "{\"type\":\"conversation.item.added\",\"item\":{\"id\":"
+          "\"item_A1\",\"role\":\"assistant\"}}");
+}
+
+
+static void
+test_ready_once(void **state)
+{
+    fixture_t  *x = *state;
+
+    ev(x, "{\"type\":\"session.created\",\"session\":{\"id\":\"sess_1\"}}");
+    assert_int_equal(x->f.ready, 0);
+
+    ev(x, "{\"type\":\"session.updated\",\"session\":{}}");
+    ev(x, "{\"type\":\"session.updated\",\"session\":{}}");
+    assert_int_equal(x->f.ready, 1);
+    assert_true(x->cv.ready);
+}
+
+
+static void
+test_order_and_late_transcripts(void **state)
+{
+    fixture_t  *x = *state;
+
+    turn(x);
+
+    /* the assistant's transcript first, the caller's after: any order */
+
+    ev(x, "{\"type\":\"response.output_audio_transcript.done\",\"response_id\""
+          ":\"resp_R1\",\"item_id\":\"item_A1\",\"transcript\":"
+          "\"Sure, for what time?\"}");
+    ev(x, "{\"type\":\"conversation.item.input_audio_transcription.completed\""
+          ",\"item_id\":\"item_U1\",\"content_index\":0,\"transcript\":"
+          "\"Can you book a table for two?\"}");
+
+    assert_int_equal(x->f.ntr, 2);
+    assert_int_equal(x->f.tr_order[0], 2);
+    assert_int_equal(x->f.tr_role[0], VOICE_PROTO_ROLE_ASSISTANT);
+    assert_string_equal(x->f.tr_text[0], "Sure, for what time?");
+    assert_int_equal(x->f.tr_order[1], 1);
+    assert_int_equal(x->f.tr_role[1], VOICE_PROTO_ROLE_USER);
+    assert_string_equal(x->f.tr_text[1], "Can you book a table for two?");
+    assert_int_equal(x->cv.transcripts, 2);
+
+    /* a repeated completion is not a second utterance */
+
+    ev(x, "{\"type\":\"conversation.item.input_audio_transcription.completed\""
+          ",\"item_id\":\"item_U1\",\"transcript\":\"again\"}");
+    assert_int_equal(x->f.ntr, 2);
+
+    /* an item first seen in a transcription event still gets an order */
+
+    ev(x, "{\"type\":\"conversation.item.input_audio_transcription.completed\""
+          ",\"item_id\":\"item_U9\",\"transcript\":\"hello\"}");
+    assert_int_equal(x->f.tr_order[2], 3);
+}
+
+
+static void
+test_settlement(void **state)
+{
+    fixture_t  *x = *state;
+
+    turn(x);
+
+    /* U1 is committed (transcription due) and R1 is generating */
+
+    assert_int_equal(x->cv.pending, 1);
+    assert_true(x->cv.responding);
+    assert_false(bd_oai_event_settled(&x->cv));
+
+    ev(x, "{\"type\":\"response.output_audio_transcript.done\","
+          "\"item_id\":\"item_A1\",\"transcript\":\"\"}");
+    assert_false(x->cv.responding);
+    assert_int_equal(x->f.ntr, 0);                /* empty: skipped */
+    assert_false(bd_oai_event_settled(&x->cv));
+
+    ev(x, "{\"type\":\"conversation.item.input_audio_transcription.failed\""
+          ",\"item_id\":\"item_U1\",\"error\":{\"message\":\"asr down\"}}");
+    assert_int_equal(x->cv.pending, 0);
+    assert_true(bd_oai_event_settled(&x->cv));
+    assert_int_equal(x->f.ntr, 0);
+
+    /* response.done ends a response that produced no transcript */
+
+    ev(x, "{\"type\":\"response.created\",\"response\":{\"id\":\"resp_R2\"}}");
+    assert_false(bd_oai_event_settled(&x->cv));
+    ev(x, "{\"type\":\"response.done\",\"response\":{\"id\":\"resp_R2\","
+          "\"status\":\"failed\",\"status_details\":{\"type\":\"failed\","
+          "\"error\":{\"code\":\"server_error\"}}}}");
+    assert_true(bd_oai_event_settled(&x->cv));
+}
+
+
+static void
+test_delta_pieces_and_marks(void **state)
+{
+    size_t      i;
+    fixture_t  *x = *state;
+
+    turn(x);
+
+    delta(x, "item_A1", "resp_R1", 1600, 0x11);
+    delta(x, "item_A1", "resp_R1", 20000, 0x22);
+
+    /* 20000 bytes go out as 16383 + 3617: each piece fits one frame */
+
+    assert_int_equal(x->f.audio_len, 21600);
+    assert_int_equal(x->f.pieces, 3);
+    assert_int_equal(x->f.max_piece, 16383);
+    assert_true(x->f.max_piece <= VOICE_PROTO_MAX_AUDIO);
+
+    for (i = 0; i < 1600; i++) {
+        assert_int_equal(x->f.audio[i], 0x11);
+    }
+
+    for (i = 1600; i < 21600; i++) {
+        assert_int_equal(x->f.audio[i], 0x22);
+    }
+
+    /* one mark per delta: "<item order>-<seq>", unique */
+
+    assert_int_equal(x->f.nmarks, 2);
+    assert_string_equal(x->f.marks[0], "2-1");
+    assert_string_equal(x->f.marks[1], "2-2");
+    assert_int_equal(x->cv.marks_len, 2);
+}
+
+
+static void
+test_refused_audio_sends_no_mark(void **state)
+{
+    fixture_t  *x = *state;
+
+    turn(x);
+
+    x->f.refuse_audio = 1;
+    delta(x, "item_A1", "resp_R1", 800, 0x33);
+
+    assert_int_equal(x->f.nmarks, 0);
+    assert_int_equal(x->cv.audio_lost, 800);
+    assert_int_equal(x->cv.marks_len, 0);
+}
+
+
+static void
+test_barge_in(void **state)
+{
+    fixture_t  *x = *state;
+
+    turn(x);
+
+    delta(x, "item_A1", "resp_R1", 1600, 0x11);
+    delta(x, "item_A1", "resp_R1", 2400, 0x22);
+    delta(x, "item_A1", "resp_R1", 800, 0x33);
+
+    /* Twilio played the first delta (200 ms) */
+
+    bd_oai_event_mark_ack(&x->cv, x->f.marks[0], strlen(x->f.marks[0]));
+    assert_int_equal(x->cv.marks_len, 2);
+
+    ev(x, "{\"type\":\"input_audio_buffer.speech_started\","
+          "\"audio_start_ms\":2500,\"item_id\":\"item_U2\"}");
+
+    assert_int_equal(x->f.clears, 1);
+    assert_int_equal(x->f.nsent, 1);
+    assert_string_equal(x->f.sent[0],
+        "{\"type\":\"conversation.item.truncate\",\"item_id\":\"item_A1\","
+        "\"content_index\":0,\"audio_end_ms\":200}");
+    assert_int_equal(x->cv.marks_len, 0);
+    assert_int_equal(x->cv.barge_ins, 1);
+
+    /* the rest of R1 is not played; the clear's echoes count for nothing */
+
+    delta(x, "item_A1", "resp_R1", 800, 0x44);
+    assert_int_equal(x->f.audio_len, 4800);
+    assert_int_equal(x->cv.audio_dropped, 800);
+
+    bd_oai_event_mark_ack(&x->cv, x->f.marks[1], strlen(x->f.marks[1]));
+    bd_oai_event_mark_ack(&x->cv, x->f.marks[2], strlen(x->f.marks[2]));
+    assert_int_equal(x->cv.items[1].played, 1600);
+
+    /* a second speech start with nothing playing is an ordinary turn */
+
+    ev(x, "{\"type\":\"input_audio_buffer.speech_started\","
+          "\"item_id\":\"item_U3\"}");
+    assert_int_equal(x->f.clears, 1);
+    assert_int_equal(x->f.nsent, 1);
+
+    /* the next response plays again */
+
+    ev(x, "{\"type\":\"response.created\",\"response\":{\"id\":\"resp_R2\"}}");
+    delta(x, "item_A2", "resp_R2", 160, 0x55);
+    assert_int_equal(x->f.audio_len, 4960);
+}
+
+
+static void
+test_barge_in_before_any_echo(void **state)
+{
+    fixture_t  *x = *state;
+
+    turn(x);
+
+    delta(x, "item_A1", "resp_R1", 4000, 0x11);
+
+    /* no mark came back: nothing was heard, truncate at 0 */
+
+    ev(x, "{\"type\":\"input_audio_buffer.speech_started\","
+          "\"item_id\":\"item_U2\"}");
+
+    assert_int_equal(x->f.clears, 1);
+    assert_string_equal(x->f.sent[0],
+        "{\"type\":\"conversation.item.truncate\",\"item_id\":\"item_A1\","
+        "\"content_index\":0,\"audio_end_ms\":0}");
+}
+
+
+static void
+test_mark_echoes(void **state)
+{
+    fixture_t  *x = *state;
+
+    turn(x);
+
+    delta(x, "item_A1", "resp_R1", 800, 1);
+    delta(x, "item_A1", "resp_R1", 800, 2);
+    delta(x, "item_A1", "resp_R1", 800, 3);
+
+    /* an echo of a later mark settles the earlier ones */
+
+    bd_oai_event_mark_ack(&x->cv, "2-2", 3);
+    assert_int_equal(x->cv.marks_len, 1);
+    assert_int_equal(x->cv.items[1].played, 1600);
+
+    /* unknown and malformed names are ignored */
+
+    bd_oai_event_mark_ack(&x->cv, "2-1", 3);
+    bd_oai_event_mark_ack(&x->cv, "junk", 4);
+    bd_oai_event_mark_ack(&x->cv, "2-", 2);
+    bd_oai_event_mark_ack(&x->cv, "2-x3", 4);
+    assert_int_equal(x->cv.marks_len, 1);
+    assert_int_equal(x->cv.items[1].played, 1600);
+
+    bd_oai_event_mark_ack(&x->cv, "2-3", 3);
+    assert_int_equal(x->cv.marks_len, 0);
+    assert_int_equal(x->cv.items[1].played, 2400);
+}
+
+
+static void
+test_error_events(void **state)
+{
+    fixture_t  *x = *state;
+
+    ev(x, "{\"type\":\"error\",\"error\":{\"type\":\"invalid_request_error\","
+          "\"code\":\"response_cancel_not_active\",\"message\":\"Cancellation "
+          "failed\"}}");
+    assert_int_equal(x->f.nfatal, 0);
+
+    ev(x, "{\"type\":\"error\",\"error\":{\"code\":\"invalid_api_key\","
+          "\"message\":\"Incorrect API key\"}}");
+    assert_int_equal(x->f.nfatal, 1);
+    assert_string_equal(x->f.fatal,
+                        "OpenAI error invalid_api_key: Incorrect API key");
+
+    ev(x, "{\"type\":\"error\",\"error\":{\"code\":\"session_expired\"}}");
+    ev(x, "{\"type\":\"error\",\"error\":{\"code\":\"beta_api_shape_disabled\""
+          "}}");
+    ev(x, "{\"type\":\"error\",\"error\":{\"code\":\"model_not_found\"}}");
+    assert_int_equal(x->f.nfatal, 4);
+
+    /* our session.update refused: the session would play garbage */
+
+    ev(x, "{\"type\":\"error\",\"error\":{\"code\":\"unknown_parameter\","
+          "\"event_id\":\"" BD_OAI_EVENT_SESSION_ID "\"}}");
+    assert_int_equal(x->f.nfatal, 5);
+
+    /* a malformed error event is logged, not fatal */
+
+    ev(x, "{\"type\":\"error\"}");
+    assert_int_equal(x->f.nfatal, 5);
+}
+
+
+static void
+test_stop_commits_speech(void **state)
+{
+    fixture_t  *x = *state;
+
+    ev(x, "{\"type\":\"session.updated\",\"session\":{}}");
+
+    /* not mid-utterance: nothing to commit */
+
+    bd_oai_event_stop(&x->cv);
+    assert_int_equal(x->f.nsent, 0);
+    assert_true(bd_oai_event_settled(&x->cv));
+
+    ev(x, "{\"type\":\"input_audio_buffer.speech_started\","
+          "\"item_id\":\"item_U1\"}");
+    bd_oai_event_stop(&x->cv);
+
+    assert_int_equal(x->f.nsent, 1);
+    assert_string_equal(x->f.sent[0], "{\"type\":\"input_audio_buffer."
+                        "commit\",\"event_id\":\"bd-commit\"}");
+    assert_false(bd_oai_event_settled(&x->cv));
+
+    ev(x, "{\"type\":\"input_audio_buffer.committed\","
+          "\"item_id\":\"item_U1\"}");
+    assert_false(bd_oai_event_settled(&x->cv));
+
+    ev(x, "{\"type\":\"conversation.item.input_audio_transcription.completed\""
+          ",\"item_id\":\"item_U1\",\"transcript\":\"bye\"}");
+    assert_true(bd_oai_event_settled(&x->cv));
+    assert_int_equal(x->f.ntr, 1);
+}
+
+
+static void
+test_refused_commit_settles(void **state)
+{
+    fixture_t  *x = *state;
+
+    ev(x, "{\"type\":\"session.updated\",\"session\":{}}");
+    ev(x, "{\"type\":\"input_audio_buffer.speech_started\","
+          "\"item_id\":\"item_U1\"}");
+    bd_oai_event_stop(&x->cv);
+    assert_false(bd_oai_event_settled(&x->cv));
+
+    ev(x, "{\"type\":\"error\",\"error\":{\"code\":null,\"message\":\"buffer "
+          "too small\",\"event_id\":\"bd-commit\"}}");
+    assert_true(bd_oai_event_settled(&x->cv));
+    assert_int_equal(x->f.nfatal, 0);
+}
+
+
+static void
+test_greeting(void **state)
+{
+    cJSON        *root;
+    fixture_t    *x = *state;
+    const cJSON  *item, *part;
+
+    assert_int_equal(bd_oai_event_greet(&x->cv, "Say \"hi\" to the caller."),
+                     0);
+    assert_int_equal(x->f.nsent, 2);
+    assert_false(bd_oai_event_settled(&x->cv));
+
+    root = cJSON_Parse(x->f.sent[0]);
+    assert_non_null(root);
+    assert_string_equal(cJSON_GetObjectItem(root, "type")->valuestring,
+                        "conversation.item.create");
+
+    item = cJSON_GetObjectItem(root, "item");
+    assert_string_equal(cJSON_GetObjectItem(item, "type")->valuestring,
+                        "message");
+    assert_string_equal(cJSON_GetObjectItem(item, "role")->valuestring,
+                        "user");
+
+    part = cJSON_GetArrayItem(cJSON_GetObjectItem(item, "content"), 0);
+    assert_string_equal(cJSON_GetObjectItem(part, "type")->valuestring,
+                        "input_text");
+    assert_string_equal(cJSON_GetObjectItem(part, "text")->valuestring,
+                        "Say \"hi\" to the caller.");
+    cJSON_Delete(root);
+
+    assert_string_equal(x->f.sent[1],
+                        "{\"type\":\"response.create\",\"event_id\":"
+                        "\"bd-greet\"}");
+
+    /* a refused response.create does not hold the final wait forever */
+
+    ev(x, "{\"type\":\"error\",\"error\":{\"code\":\"x\",\"event_id\":"
+          "\"bd-greet\"}}");
+    assert_true(bd_oai_event_settled(&x->cv));
+}
+
+
+static void
+test_new_session_keeps_counters(void **state)
+{
+    fixture_t  *x = *state;
+
+    turn(x);
+    ev(x, "{\"type\":\"response.output_audio_transcript.done\","
+          "\"item_id\":\"item_A1\",\"transcript\":\"one\"}");
+    delta(x, "item_A1", "resp_R1", 160, 1);
+
+    bd_oai_event_new_session(&x->cv);
+
+    assert_int_equal(x->cv.items_len, 0);
+    assert_int_equal(x->cv.marks_len, 0);
+    assert_int_equal(x->cv.pending, 0);
+    assert_false(x->cv.ready);
+    assert_true(bd_oai_event_settled(&x->cv));
+    assert_int_equal(x->cv.transcripts, 1);
+
+    /* numbering goes on after the old session's items */
+
+    ev(x, "{\"type\":\"input_audio_buffer.committed\","
+          "\"item_id\":\"item_N1\"}");
+    ev(x, "{\"type\":\"conversation.item.input_audio_transcription.completed\""
+          ",\"item_id\":\"item_N1\",\"transcript\":\"two\"}");
+    assert_int_equal(x->f.tr_order[1], 3);
+}
+
+
+static void
+test_session_update(void **state)
+{
+    char                    *json;
+    cJSON                   *root;
+    const cJSON             *s, *in, *vad;
+    bd_oai_event_session_t   cfg;
+
+    (void) state;
+
+    cfg.model = "gpt-realtime";
+    cfg.voice = "marin";
+    cfg.instructions = "Be brief.";
+    cfg.transcribe_model = "gpt-4o-mini-transcribe";
+    cfg.vad_threshold = 550;
+    cfg.vad_prefix_ms = 300;
+    cfg.vad_silence_ms = 700;
+
+    json = bd_oai_event_session_update(&cfg);
+    assert_non_null(json);
+
+    root = cJSON_Parse(json);
+    assert_non_null(root);
+
+    assert_string_equal(cJSON_GetObjectItem(root, "type")->valuestring,
+                        "session.update");
+
+    s = cJSON_GetObjectItem(root, "session");
+    assert_string_equal(cJSON_GetObjectItem(s, "type")->valuestring,
+                        "realtime");
+    assert_string_equal(cJSON_GetObjectItem(s, "model")->valuestring,
+                        "gpt-realtime");
+    assert_string_equal(cJSON_GetObjectItem(s, "instructions")->valuestring,
+                        "Be brief.");
+    assert_string_equal(
+        cJSON_GetArrayItem(cJSON_GetObjectItem(s, "output_modalities"), 0)
+            ->valuestring, "audio");
+    assert_int_equal(
+        cJSON_GetArraySize(cJSON_GetObjectItem(s, "output_modalities")), 1);
+
+    in = cJSON_GetObjectItem(cJSON_GetObjectItem(s, "audio"), "input");
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(in, "format"),
+                                            "type")->valuestring,
+                        "audio/pcmu");
+    assert_string_equal(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(in, "transcription"),
+                            "model")->valuestring,
+        "gpt-4o-mini-transcribe");
+
+    vad = cJSON_GetObjectItem(in, "turn_detection");
+    assert_string_equal(cJSON_GetObjectItem(vad, "type")->valuestring,
+                        "server_vad");
+    assert_true(cJSON_GetObjectItem(vad, "threshold")->valuedouble == 0.55);
+    assert_int_equal(cJSON_GetObjectItem(vad, "prefix_padding_ms")->valueint,
+                     300);
+    assert_int_equal(
+        cJSON_GetObjectItem(vad, "silence_duration_ms")->valueint, 700);
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(vad, "create_response")));
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(vad, "interrupt_response")));
+
+    s = cJSON_GetObjectItem(cJSON_GetObjectItem(s, "audio"), "output");
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(s, "format"),
+                                            "type")->valuestring,
+                        "audio/pcmu");
+    assert_string_equal(cJSON_GetObjectItem(s, "voice")->valuestring,
+                        "marin");
+
+    /* GA only: no beta field may slip in */
+
+    assert_null(strstr(json, "input_audio_format"));
+    assert_null(strstr(json, "modalities\":[\"text"));
+
+    cJSON_Delete(root);
+    cJSON_free(json);
+}
+
+
+static void
+test_append_builder(void **state)
+{
+    char     buf[128];
+    size_t   n;
+    uint8_t  audio[3] = { 'f', 'o', 'o' };
+
+    (void) state;
+
+    n = bd_oai_event_append(buf, sizeof(buf), audio, 3);
+    assert_int_equal(n, BD_OAI_EVENT_APPEND_SIZE(3));
+    assert_memory_equal(buf, "{\"type\":\"input_audio_buffer.append\","
+                        "\"audio\":\"Zm9v\"}", n);
+
+    assert_int_equal(bd_oai_event_append(buf, n - 1, audio, 3), 0);
+}
+
+
+static void
+test_item_ring_eviction(void **state)
+{
+    int         i;
+    fixture_t  *x = *state;
+
+    /* more committed items than the ring holds, none transcribed */
+
+    for (i = 0; i < BD_OAI_EVENT_ITEMS + 44; i++) {
+        ev(x, "{\"type\":\"input_audio_buffer.committed\","
+              "\"item_id\":\"item_%d\"}", i);
+    }
+
+    assert_int_equal(x->cv.items_len, BD_OAI_EVENT_ITEMS);
+    assert_int_equal(x->cv.pending, BD_OAI_EVENT_ITEMS);
+    assert_int_equal(x->cv.next_order, BD_OAI_EVENT_ITEMS + 45);
+
+    ev(x, "{\"type\":\"conversation.item.input_audio_transcription.completed\""
+          ",\"item_id\":\"item_299\",\"transcript\":\"last\"}");
+    assert_int_equal(x->f.tr_order[0], 300);
+    assert_int_equal(x->cv.pending, BD_OAI_EVENT_ITEMS - 1);
+}
+
+
+static void
+test_bad_input(void **state)
+{
+    fixture_t  *x = *state;
+
+    assert_int_equal(bd_oai_event_dispatch(&x->cv, "not json", 8), -1);
+    assert_int_equal(bd_oai_event_dispatch(&x->cv, "[1,2]", 5), -1);
+    assert_int_equal(bd_oai_event_dispatch(&x->cv, "{\"a\":1}", 7), -1);
+    assert_int_equal(bd_oai_event_dispatch(&x->cv, "{\"type\":7}", 10), -1);
+
+    /* an unknown type is fine and does nothing */
+
+    ev(x, "{\"type\":\"rate_limits.updated\",\"rate_limits\":[]}");
+
+    /* ids that could not be written back into JSON are not stored */
+
+    ev(x, "{\"type\":\"input_audio_buffer.committed\","
+          "\"item_id\":\"a\\\"b\"}");
+    ev(x, "{\"type\":\"input_audio_buffer.committed\",\"item_id\":3}");
+    assert_int_equal(x->cv.items_len, 0);
+
+    /* wrong types inside known events are ignored */
+
+    ev(x, "{\"type\":\"response.output_audio.delta\",\"delta\":5}");
+    ev(x, "{\"type\":\"response.output_audio.delta\",\"item_id\":\"i\","
+          "\"delta\":\"!!!!\"}");
+    assert_int_equal(x->f.audio_len, 0);
+    assert_int_equal(x->f.nmarks, 0);
+}
+
+
+static void
+test_big_events_and_reuse(void **state)
+{
+    int         i;
+    fixture_t  *x = *state;
+
+    turn(x);
+
+    /* larger than the parse arena: cJSON falls back to malloc */
+
+    x->f.refuse_audio = 1;
+    delta(x, "item_A1", "resp_R1", 600 * 1024, 0x66);
+    assert_int_equal(x->cv.audio_lost, 600 * 1024);
+
+    /* many events: the arena is reused, never exhausted */
+
+    x->f.refuse_audio = 0;
+
+    for (i = 0; i < 2000; i++) {
+        delta(x, "item_A1", "resp_R1", 8, 0x77);
+        x->f.audio_len = 0;
+        x->f.nmarks = 0;
+    }
+
+    assert_int_equal(x->cv.audio_sent, 2000 * 8);
+}
+
+
+int
+main(void)
+{
+    const struct CMUnitTest  tests[] = {
+        cmocka_unit_test_setup_teardown(test_ready_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_order_and_late_transcripts,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_settlement, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_delta_pieces_and_marks, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_refused_audio_sends_no_mark,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_barge_in, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_barge_in_before_any_echo,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mark_echoes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_error_events, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stop_commits_speech, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_refused_commit_settles, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_greeting, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_new_session_keeps_counters,
+                                        setup, teardown),
+        cmocka_unit_test(test_session_update),
+        cmocka_unit_test(test_append_builder),
+        cmocka_unit_test_setup_teardown(test_item_ring_eviction, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_big_events_and_reuse, setup,
+                                        teardown),
+    };
+
+    return cmocka_run_group_tests_name("bd_oai_event", tests, NULL, NULL);
+}
