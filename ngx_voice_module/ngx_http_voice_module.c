@@ -202,6 +202,39 @@ ngx_http_voice_now_ms(void)
 }
 
 
+/* the first request header called name, case-insensitively, or NULL */
+
+ngx_table_elt_t *
+ngx_http_voice_header(ngx_http_request_t *r, const char *name, size_t len)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NULL;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == len
+            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
+        {
+            return &h[i];
+        }
+    }
+}
+
+
 ngx_int_t
 ngx_http_voice_send_json(ngx_http_request_t *r, ngx_uint_t status,
     u_char *body, size_t len)

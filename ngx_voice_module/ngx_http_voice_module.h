@@ -243,6 +243,8 @@ extern ngx_module_t  ngx_http_voice_module;
 
 ngx_http_voice_worker_t *ngx_http_voice_worker(void);
 uint64_t ngx_http_voice_now_ms(void);
+ngx_table_elt_t *ngx_http_voice_header(ngx_http_request_t *r,
+    const char *name, size_t len);
 ngx_int_t ngx_http_voice_send_json(ngx_http_request_t *r, ngx_uint_t status,
     u_char *body, size_t len);
 ngx_int_t ngx_http_voice_send_error(ngx_http_request_t *r, ngx_uint_t status,

@@ -212,15 +212,11 @@ int
 ngx_http_voice_signature_compute(const uint8_t *key, size_t key_len,
     const uint8_t *data, size_t len, uint8_t *out)
 {
-    size_t          i;
-    uint8_t         md[EVP_MAX_MD_SIZE];
-    uint32_t        v;
-    unsigned int    md_len;
-    const uint8_t  *s;
+    uint8_t        md[EVP_MAX_MD_SIZE];
+    unsigned int   md_len;
+    unsigned char  b64[NGX_HTTP_VOICE_SIGNATURE_LEN + 1];
 
     static const uint8_t  empty[1];
-    static const char     digits[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
     if (key_len > 0x7fffffff) {
         return -1;
@@ -233,28 +229,13 @@ ngx_http_voice_signature_compute(const uint8_t *key, size_t key_len,
         return -1;
     }
 
-    /* 20 bytes: six full groups and one of two bytes */
-
-    s = md;
-
-    for (i = 0; i < 6; i++) {
-        v = (uint32_t) s[0] << 16 | (uint32_t) s[1] << 8 | s[2];
-
-        out[0] = digits[v >> 18];
-        out[1] = digits[v >> 12 & 0x3f];
-        out[2] = digits[v >> 6 & 0x3f];
-        out[3] = digits[v & 0x3f];
-
-        s += 3;
-        out += 4;
+    /* 20 bytes encode to 28 characters and a NUL, which out has no room
+     * for */
+    if (EVP_EncodeBlock(b64, md, 20) != NGX_HTTP_VOICE_SIGNATURE_LEN) {
+        return -1;
     }
 
-    v = (uint32_t) s[0] << 16 | (uint32_t) s[1] << 8;
-
-    out[0] = digits[v >> 18];
-    out[1] = digits[v >> 12 & 0x3f];
-    out[2] = digits[v >> 6 & 0x3f];
-    out[3] = '=';
+    memcpy(out, b64, NGX_HTTP_VOICE_SIGNATURE_LEN);
 
     return 0;
 }

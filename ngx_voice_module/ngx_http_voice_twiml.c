@@ -282,34 +282,10 @@ ngx_http_voice_twiml_verify(ngx_http_request_t *r,
     int               ok;
     u_char           *scratch;
     size_t            i, cap, *order;
-    ngx_uint_t        k;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h, *sig;
+    ngx_table_elt_t  *sig;
 
-    sig = NULL;
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (k = 0; /* void */; k++) {
-
-        if (k >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            h = part->elts;
-            k = 0;
-        }
-
-        if (h[k].key.len == sizeof("X-Twilio-Signature") - 1
-            && ngx_strncasecmp(h[k].key.data, (u_char *) "X-Twilio-Signature",
-                               sizeof("X-Twilio-Signature") - 1) == 0)
-        {
-            sig = &h[k];
-            break;
-        }
-    }
+    sig = ngx_http_voice_header(r, "X-Twilio-Signature",
+                                sizeof("X-Twilio-Signature") - 1);
 
     if (sig == NULL) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,

@@ -37,8 +37,6 @@
 
 static ngx_int_t ngx_http_voice_ws_check(ngx_http_request_t *r,
     ngx_str_t *key, const char **why);
-static ngx_table_elt_t *ngx_http_voice_ws_header(ngx_http_request_t *r,
-    const char *name, size_t len);
 static ngx_int_t ngx_http_voice_ws_has_token(ngx_table_elt_t *h,
     const char *token, size_t len);
 static void ngx_http_voice_ws_read_handler(ngx_http_request_t *r);
@@ -260,10 +258,10 @@ ngx_http_voice_ws_check(ngx_http_request_t *r, ngx_str_t *key,
 
     /* nginx 1.22 does not keep the Connection header in headers_in */
     if (!ngx_http_voice_ws_has_token(
-            ngx_http_voice_ws_header(r, "Upgrade", sizeof("Upgrade") - 1),
+            ngx_http_voice_header(r, "Upgrade", sizeof("Upgrade") - 1),
             "websocket", sizeof("websocket") - 1)
         || !ngx_http_voice_ws_has_token(
-            ngx_http_voice_ws_header(r, "Connection",
+            ngx_http_voice_header(r, "Connection",
                                      sizeof("Connection") - 1),
             "upgrade", sizeof("upgrade") - 1))
     {
@@ -271,7 +269,7 @@ ngx_http_voice_ws_check(ngx_http_request_t *r, ngx_str_t *key,
         return NGX_HTTP_BAD_REQUEST;
     }
 
-    h = ngx_http_voice_ws_header(r, "Sec-WebSocket-Version",
+    h = ngx_http_voice_header(r, "Sec-WebSocket-Version",
                                  sizeof("Sec-WebSocket-Version") - 1);
 
     if (h == NULL || h->value.len != 2
@@ -291,7 +289,7 @@ ngx_http_voice_ws_check(ngx_http_request_t *r, ngx_str_t *key,
         return 426;  /* Upgrade Required */
     }
 
-    h = ngx_http_voice_ws_header(r, "Sec-WebSocket-Key",
+    h = ngx_http_voice_header(r, "Sec-WebSocket-Key",
                                  sizeof("Sec-WebSocket-Key") - 1);
 
     decoded.data = buf;
@@ -307,37 +305,6 @@ ngx_http_voice_ws_check(ngx_http_request_t *r, ngx_str_t *key,
     *key = h->value;
 
     return NGX_OK;
-}
-
-
-static ngx_table_elt_t *
-ngx_http_voice_ws_header(ngx_http_request_t *r, const char *name, size_t len)
-{
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
-
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                return NULL;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == len
-            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
-        {
-            return &h[i];
-        }
-    }
 }
 
 
