@@ -474,8 +474,15 @@ ngx_http_voice_bridge_owner(const u_char *call_sid, size_t len)
 }
 
 
+/*
+ * Sends a frame that any bridged can answer (no call yet: placing a call,
+ * listing numbers) to the next live one that takes it, in round-robin
+ * order: a bridged that died since its last heartbeat costs a retry, not a
+ * failed request.  Returns the peer that took it, or NULL.
+ */
+
 ngx_http_voice_peer_t *
-ngx_http_voice_bridge_any(void)
+ngx_http_voice_bridge_send_any(const u_char *frame, size_t len)
 {
     ngx_uint_t                i;
     ngx_http_voice_peer_t    *peer;
@@ -489,7 +496,9 @@ ngx_http_voice_bridge_any(void)
     for (i = 0; i < w->npeers; i++) {
         peer = &w->peers[w->next_any++ % w->npeers];
 
-        if (peer->alive) {
+        if (peer->alive
+            && ngx_http_voice_bridge_send(peer, frame, len) == NGX_OK)
+        {
             return peer;
         }
     }

@@ -258,7 +258,8 @@ void ngx_http_voice_bridge_exit_process(ngx_cycle_t *cycle,
     ngx_http_voice_main_conf_t *vmcf);
 ngx_http_voice_peer_t *ngx_http_voice_bridge_owner(const u_char *call_sid,
     size_t len);
-ngx_http_voice_peer_t *ngx_http_voice_bridge_any(void);
+ngx_http_voice_peer_t *ngx_http_voice_bridge_send_any(const u_char *frame,
+    size_t len);
 ngx_int_t ngx_http_voice_bridge_send(ngx_http_voice_peer_t *peer,
     const u_char *frame, size_t len);
 ngx_http_voice_call_t *ngx_http_voice_bridge_find_call(const u_char *sid,

@@ -202,7 +202,7 @@ ngx_http_voice_rest_start(ngx_http_request_t *r,
     switch (vlcf->handler) {
 
     case NGX_HTTP_VOICE_API_NUMBERS:
-        peer = ngx_http_voice_bridge_any();
+        peer = NULL;
 
         voice_proto_begin(&wr, w->frame, w->frame_size,
                           VOICE_PROTO_MSG_NUMBERS_LIST);
@@ -217,7 +217,7 @@ ngx_http_voice_rest_start(ngx_http_request_t *r,
                                              "%s", err);
         }
 
-        peer = ngx_http_voice_bridge_any();
+        peer = NULL;
 
         voice_proto_begin(&wr, w->frame, w->frame_size,
                           VOICE_PROTO_MSG_CALL_CREATE);
@@ -239,17 +239,16 @@ ngx_http_voice_rest_start(ngx_http_request_t *r,
         /* the call's owner is the bridged that holds its session */
         peer = ngx_http_voice_bridge_owner((u_char *) sid,
                                            NGX_HTTP_VOICE_SID_LEN);
+        if (peer == NULL) {
+            return ngx_http_voice_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                             "bridged is not reachable");
+        }
 
         voice_proto_begin(&wr, w->frame, w->frame_size,
                           VOICE_PROTO_MSG_CALL_END);
         voice_proto_put_u64(&wr, VOICE_PROTO_F_REQUEST_ID, id);
         voice_proto_put_str(&wr, VOICE_PROTO_F_CALL_SID, sid);
         break;
-    }
-
-    if (peer == NULL) {
-        return ngx_http_voice_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                         "bridged is not reachable");
     }
 
     return ngx_http_voice_rest_park(r, vlcf, peer, &wr, id);
@@ -286,12 +285,19 @@ ngx_http_voice_rest_park(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    rc = ngx_http_voice_bridge_send(peer, w->frame, n);
+    /* a request with no call yet goes to any live bridged (peer NULL);
+     * one about a call, to the call's owner */
+    if (peer == NULL) {
+        peer = ngx_http_voice_bridge_send_any(w->frame, n);
+        rc = (peer == NULL) ? NGX_AGAIN : NGX_OK;
+
+    } else {
+        rc = ngx_http_voice_bridge_send(peer, w->frame, n);
+    }
 
     if (rc != NGX_OK) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "voice: cannot send the request to bridged at \"%V\"",
-                      &peer->endpoint);
+                      "voice: no bridged takes the request");
         return ngx_http_voice_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                          "bridged is not reachable");
     }

@@ -154,17 +154,29 @@ class Stack:
         return env
 
     def start_bridged(self):
-        self.endpoint = "ipc://%s/bridged.sock" % self.dir
+        """One bridged, or opts["bridges"] of them behind the same nginx;
+        each listens on its own endpoint (opts["endpoints"], default an
+        ipc:// socket in the test directory)."""
+        n = self.opts.get("bridges", 1)
+        eps = self.opts.get("endpoints") or [
+            "ipc://%s/bridged-%d.sock" % (self.dir, i) for i in range(n)]
+        self.endpoints = eps
+        self.endpoint = " ".join(eps)
+        self.bridged_names = ["bridged" if i == 0 else "bridged-%d" % i
+                              for i in range(len(eps))]
         binary = os.environ.get("VOICE_BRIDGED") or str(BUILD / "bridged/bridged")
         wrapper = shlex.split(os.environ.get("VOICE_BRIDGED_WRAPPER", ""))
-        argv = wrapper + [binary, "--listen", self.endpoint,
-                          "--twilio-timeout-ms",
-                          str(self.opts.get("twilio_timeout_ms", 10000)),
-                          "--final-wait-ms",
-                          str(self.opts.get("final_wait_ms", 5000))]
-        self._spawn("bridged", argv, env=self.bridged_env())
-        wait_for(lambda: (self.dir / "bridged.sock").exists(), 10,
-                 what="bridged's socket")
+        prefix = self.opts.get("bridged_prefix", [])
+        for name, ep in zip(self.bridged_names, eps):
+            argv = prefix + wrapper + [
+                binary, "--listen", ep,
+                "--twilio-timeout-ms",
+                str(self.opts.get("twilio_timeout_ms", 10000)),
+                "--final-wait-ms", str(self.opts.get("final_wait_ms", 5000))]
+            self._spawn(name, argv, env=self.bridged_env())
+        for name, ep in zip(self.bridged_names, eps):
+            wait_for(lambda: "listening on" in self.log(name), 10,
+                     what=name + " to listen")
 
     def start_nginx(self):
         values = {
@@ -219,9 +231,12 @@ class Stack:
 
     def stop(self):
         errors = []
-        for name, sig in (("nginx", signal.SIGQUIT), ("bridged", signal.SIGTERM),
-                          ("fake_twilio", signal.SIGTERM),
-                          ("fake_openai", signal.SIGTERM)):
+        order = [("nginx", signal.SIGQUIT)]
+        order += [(b, signal.SIGTERM) for b in getattr(self, "bridged_names",
+                                                       [])]
+        order += [("fake_twilio", signal.SIGTERM),
+                  ("fake_openai", signal.SIGTERM)]
+        for name, sig in order:
             try:
                 self.stop_process(name, sig)
             except AssertionError as e:
@@ -280,7 +295,7 @@ class Stack:
             for line in err.splitlines():
                 if level in line:
                     problems.append("nginx: " + line)
-        for name in ("error", "bridged", "nginx"):
+        for name in ["error", "nginx"] + getattr(self, "bridged_names", []):
             text = self.log(name)
             for s in self.secrets:
                 if s in text:
