@@ -142,6 +142,8 @@ struct ngx_http_voice_worker_s {
     size_t                      scratch_size;
     u_char                     *out;            /* a frame to Twilio */
     size_t                      out_size;
+    u_char                     *ws_msg;         /* WebSocket messages */
+    size_t                      ws_msg_size;
 
     /* counters, shown by voice_status */
     ngx_atomic_uint_t           audio_in;
@@ -163,7 +165,8 @@ struct ngx_http_voice_ws_s {
     ngx_http_voice_loc_conf_t  *vlcf;
 
     ngx_http_voice_ws_parser_t  parser;
-    u_char                     *msg;            /* message storage */
+    u_char                     *msg;            /* a message split across
+                                                   reads, or NULL */
 
     /* bytes accepted for sending but not yet written */
     u_char                     *out;

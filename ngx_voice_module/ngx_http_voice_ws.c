@@ -10,8 +10,10 @@
  * this file's, and the socket is only touched from those two handlers.
  *
  * Reads go into one per-worker buffer and through the frame codec
- * (ngx_http_voice_ws_codec.c), which copies only message payload into the
- * session's storage; each text message goes to the Twilio session
+ * (ngx_http_voice_ws_codec.c), which assembles each message in another
+ * per-worker buffer; only a message split across reads is moved to
+ * storage of the session's own, as h2 saves a split frame's state, so an
+ * idle call holds no buffer.  Each text message goes to the Twilio session
  * (ngx_http_voice_media.c).  Writes go straight to the socket; what the
  * socket does not take waits in a bounded per-session buffer, where audio
  * that does not fit is dropped and counted.  Keepalive follows rtmp: the
@@ -37,6 +39,8 @@
 
 static ngx_int_t ngx_http_voice_ws_check(ngx_http_request_t *r,
     ngx_str_t *key, const char **why);
+static ngx_int_t ngx_http_voice_ws_shared(size_t size, ngx_log_t *log);
+static ngx_int_t ngx_http_voice_ws_save(ngx_http_voice_ws_t *ws);
 static ngx_int_t ngx_http_voice_ws_has_token(ngx_table_elt_t *h,
     const char *token, size_t len);
 static void ngx_http_voice_ws_read_handler(ngx_http_request_t *r);
@@ -109,8 +113,9 @@ ngx_http_voice_ws_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ws->msg = ngx_alloc(vlcf->ws_max_message_size, c->log);
-    if (ws->msg == NULL) {
+    if (ngx_http_voice_ws_shared(vlcf->ws_max_message_size, c->log)
+        != NGX_OK)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -126,7 +131,7 @@ ngx_http_voice_ws_handler(ngx_http_request_t *r)
     ws->finalizer.data = ws;
     ws->finalizer.log = c->log;
 
-    ngx_http_voice_ws_parser_init(&ws->parser, ws->msg,
+    ngx_http_voice_ws_parser_init(&ws->parser, ngx_http_voice_worker()->ws_msg,
                                   vlcf->ws_max_message_size);
 
     ws->media = ngx_http_voice_media_create(r);
@@ -424,6 +429,13 @@ ngx_http_voice_ws_input(ngx_http_voice_ws_t *ws, const u_char *pos,
 
     c = ws->connection;
 
+    /* a message that is not split assembles in the worker's buffer */
+    if (ws->parser.msg_opcode == 0 && ws->msg) {
+        ngx_free(ws->msg);
+        ws->msg = NULL;
+        ws->parser.msg = ngx_http_voice_worker()->ws_msg;
+    }
+
     while (!ws->finalizing) {
 
         rc = ngx_http_voice_ws_parse(&ws->parser, &pos, end, &ev);
@@ -431,6 +443,11 @@ ngx_http_voice_ws_input(ngx_http_voice_ws_t *ws, const u_char *pos,
         switch (rc) {
 
         case NGX_HTTP_VOICE_WS_AGAIN:
+            if (ws->parser.msg_opcode != 0 && ws->msg == NULL
+                && ngx_http_voice_ws_save(ws) != NGX_OK)
+            {
+                ngx_http_voice_ws_finalize(ws);
+            }
             return;
 
         case NGX_HTTP_VOICE_WS_MESSAGE:
@@ -508,6 +525,56 @@ flood:
     ngx_http_voice_ws_close(ws, NGX_HTTP_VOICE_WS_CLOSE_POLICY,
                             "control frame flood");
     ngx_http_voice_ws_finalize(ws);
+}
+
+
+/*
+ * The message being assembled continues in the next read, and the worker's
+ * buffer will serve other sessions meanwhile: move its first part to
+ * storage of this session's own, until the message is complete.
+ */
+
+static ngx_int_t
+ngx_http_voice_ws_save(ngx_http_voice_ws_t *ws)
+{
+    ws->msg = ngx_alloc(ws->parser.msg_max, ws->connection->log);
+    if (ws->msg == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(ws->msg, ws->parser.msg, ws->parser.msg_len);
+    ws->parser.msg = ws->msg;
+
+    return NGX_OK;
+}
+
+
+/* the worker's message buffer, as large as the largest maximum */
+
+static ngx_int_t
+ngx_http_voice_ws_shared(size_t size, ngx_log_t *log)
+{
+    u_char                   *p;
+    ngx_http_voice_worker_t  *w;
+
+    w = ngx_http_voice_worker();
+
+    if (w->ws_msg_size >= size) {
+        return NGX_OK;
+    }
+
+    /* sessions that started with a smaller one keep pointing at it: the
+     * old buffer is never freed (a location with a larger maximum is a
+     * configuration matter, met once per worker) */
+    p = ngx_alloc(size, log);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    w->ws_msg = p;
+    w->ws_msg_size = size;
+
+    return NGX_OK;
 }
 
 
