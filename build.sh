@@ -328,11 +328,18 @@ cmd_fuzz() {
         FUZZ_SECONDS="${FUZZ_SECONDS:-30}"
 }
 
+# the benchmark: bench/run.sh after a full build (bench/run.sh --help)
+cmd_bench() {
+    build_all
+    "$TOP/bench/run.sh" "$@"
+}
+
 
 case "${1:-}" in
     run)   cmd_run ;;
     test)  cmd_test ;;
     build) build_all ;;
     fuzz)  cmd_fuzz ;;
+    bench) shift; cmd_bench "$@" ;;
     *)     sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
