@@ -74,8 +74,7 @@ typedef struct {
 
 
 static int bd_call_ev_audio_out(void *data, const uint8_t *audio,
-    size_t len);
-static int bd_call_ev_mark(void *data, const char *name);
+    size_t len, const char *mark);
 static void bd_call_ev_clear(void *data);
 static int bd_call_ev_transcript(void *data, uint32_t order, uint32_t role,
     const char *text, size_t len);
@@ -89,7 +88,6 @@ static void bd_call_destroy(bd_call_t *call);
 
 static const bd_oai_event_ops_t  bd_call_event_ops = {
     bd_call_ev_audio_out,
-    bd_call_ev_mark,
     bd_call_ev_clear,
     bd_call_ev_transcript,
     bd_call_ev_send,
@@ -265,7 +263,8 @@ bd_call_send_call_done(bd_chan_peer_t *peer, const uint8_t *sid, size_t len,
 
 
 static int
-bd_call_ev_audio_out(void *data, const uint8_t *audio, size_t len)
+bd_call_ev_audio_out(void *data, const uint8_t *audio, size_t len,
+    const char *mark)
 {
     bd_call_t             *call;
     voice_proto_writer_t  *w;
@@ -280,25 +279,9 @@ bd_call_ev_audio_out(void *data, const uint8_t *audio, size_t len)
     voice_proto_put_bytes(w, VOICE_PROTO_F_CALL_SID, call->sid, call->sid_len);
     voice_proto_put_bytes(w, VOICE_PROTO_F_AUDIO, audio, len);
 
-    return bd_chan_send(call->peer, w) == 1;
-}
-
-
-static int
-bd_call_ev_mark(void *data, const char *name)
-{
-    bd_call_t             *call;
-    voice_proto_writer_t  *w;
-
-    call = data;
-
-    if (call->state == BD_CALL_ST_CLOSED) {
-        return 0;
+    if (mark) {
+        voice_proto_put_str(w, VOICE_PROTO_F_NAME, mark);
     }
-
-    w = bd_chan_begin(VOICE_PROTO_MSG_MARK);
-    voice_proto_put_bytes(w, VOICE_PROTO_F_CALL_SID, call->sid, call->sid_len);
-    voice_proto_put_str(w, VOICE_PROTO_F_NAME, name);
 
     return bd_chan_send(call->peer, w) == 1;
 }

@@ -644,7 +644,7 @@ bd_oai_event_response_created(bd_oai_event_conv_t *cv, const cJSON *ev)
 static void
 bd_oai_event_audio_delta(bd_oai_event_conv_t *cv, const cJSON *ev)
 {
-    int                   sent;
+    int                   last, marked;
     long                  n;
     char                  name[32];
     size_t                len, off, chunk;
@@ -680,12 +680,19 @@ bd_oai_event_audio_delta(bd_oai_event_conv_t *cv, const cJSON *ev)
         return;
     }
 
-    sent = 0;
+    /* the delta's last piece carries the mark that tells when it has
+     * played: one message to nginx, one write to Twilio */
+    cv->mark_seq++;
+    snprintf(name, sizeof(name), "%u-%u", (unsigned) it->order,
+             (unsigned) cv->mark_seq);
+
+    marked = 0;
     chunk = BD_OAI_EVENT_PIECE / 3 * 4;
 
     for (off = 0; off < len; off += chunk) {
+        last = (len - off <= chunk);
         n = bd_b64_decode(bd_oai_event_piece, delta + off,
-                          (len - off < chunk) ? len - off : chunk);
+                          last ? len - off : chunk);
 
         if (n < 0) {
             bd_log(BD_LOG_INFO, cv->sid,
@@ -695,25 +702,19 @@ bd_oai_event_audio_delta(bd_oai_event_conv_t *cv, const cJSON *ev)
 
         it->received += (uint64_t) n;
 
-        if (cv->ops->audio_out(cv->data, bd_oai_event_piece, (size_t) n)) {
+        if (cv->ops->audio_out(cv->data, bd_oai_event_piece, (size_t) n,
+                               last ? name : NULL))
+        {
             it->sent += (uint64_t) n;
             cv->audio_sent += (uint64_t) n;
-            sent = 1;
+            marked = last;
 
         } else {
             cv->audio_lost += (uint64_t) n;
         }
     }
 
-    if (!sent) {
-        return;
-    }
-
-    cv->mark_seq++;
-    snprintf(name, sizeof(name), "%u-%u", (unsigned) it->order,
-             (unsigned) cv->mark_seq);
-
-    if (!cv->ops->mark(cv->data, name)) {
+    if (!marked) {
         return;
     }
 

@@ -58,8 +58,10 @@
  * out and 0 when it was dropped (nginx did not take it).
  */
 typedef struct {
-    int   (*audio_out)(void *data, const uint8_t *audio, size_t len);
-    int   (*mark)(void *data, const char *name);
+    /* mark, when not NULL, names the point after this audio (Twilio
+     * echoes it once the audio has played) */
+    int   (*audio_out)(void *data, const uint8_t *audio, size_t len,
+                       const char *mark);
     void  (*clear)(void *data);
     int   (*transcript)(void *data, uint32_t order, uint32_t role,
                         const char *text, size_t len);

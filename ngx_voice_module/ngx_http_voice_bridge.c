@@ -31,6 +31,7 @@
 
 #define NGX_HTTP_VOICE_BRIDGE_BATCH      256
 #define NGX_HTTP_VOICE_BRIDGE_MISSED     3
+#define NGX_HTTP_VOICE_BRIDGE_PROBE      50     /* ms, while one is down */
 #define NGX_HTTP_VOICE_BRIDGE_FRAME      (256 * 1024)
 
 
@@ -113,7 +114,10 @@ ngx_http_voice_bridge_init_process(ngx_cycle_t *cycle,
     for (i = 0; i < w->npeers; i++) {
         peer = &w->peers[i];
         peer->index = i;
-        peer->alive = 1;
+
+        /* alive once it has spoken: until then calls and requests are
+         * refused at once (503) instead of failing later */
+        peer->alive = 0;
 
         peer->endpoint.len = ep[i].len;
         peer->endpoint.data = ngx_pnalloc(cycle->pool, ep[i].len + 1);
@@ -207,7 +211,8 @@ ngx_http_voice_bridge_init_process(ngx_cycle_t *cycle,
     w->heartbeat.data = vmcf;
     w->heartbeat.log = cycle->log;
     w->heartbeat.cancelable = 1;
-    ngx_add_timer(&w->heartbeat, vmcf->heartbeat);
+    /* the first ping goes out as soon as the connection can be made */
+    ngx_add_timer(&w->heartbeat, NGX_HTTP_VOICE_BRIDGE_PROBE);
 
     vmcf->worker = w;
 
@@ -427,9 +432,6 @@ ngx_int_t
 ngx_http_voice_bridge_send(ngx_http_voice_peer_t *peer, const u_char *frame,
     size_t len)
 {
-    int     events;
-    size_t  elen;
-
     if (zmq_send(peer->sock, frame, len, ZMQ_DONTWAIT) == -1) {
 
         if (errno == EAGAIN || errno == EINTR) {
@@ -443,13 +445,10 @@ ngx_http_voice_bridge_send(ngx_http_voice_peer_t *peer, const u_char *frame,
         return NGX_ERROR;
     }
 
-    /* a send can consume the edge that announced queued input */
-    elen = sizeof(int);
-    if (zmq_getsockopt(peer->sock, ZMQ_EVENTS, &events, &elen) == 0
-        && (events & ZMQ_POLLIN)
-        && peer->conn
-        && !peer->conn->read->posted)
-    {
+    /* a send can consume the edge that announced queued input: the read
+     * handler checks ZMQ_EVENTS once, after this burst of sends, rather
+     * than a system call after each of them */
+    if (peer->conn && !peer->conn->read->posted) {
         ngx_post_event(peer->conn->read, &ngx_posted_events);
     }
 
@@ -571,7 +570,7 @@ ngx_http_voice_bridge_remove_call(ngx_http_voice_call_t *call)
 static void
 ngx_http_voice_bridge_heartbeat(ngx_event_t *ev)
 {
-    ngx_uint_t                   i;
+    ngx_uint_t                   i, down;
     ngx_http_voice_peer_t       *peer;
     ngx_http_voice_worker_t     *w;
     ngx_http_voice_main_conf_t  *vmcf;
@@ -583,6 +582,8 @@ ngx_http_voice_bridge_heartbeat(ngx_event_t *ev)
         return;
     }
 
+    down = 0;
+
     for (i = 0; i < w->npeers; i++) {
         peer = &w->peers[i];
 
@@ -593,12 +594,20 @@ ngx_http_voice_bridge_heartbeat(ngx_event_t *ev)
                           &peer->endpoint);
         }
 
-        peer->missed++;
+        down += !peer->alive;
+
+        if (peer->alive) {
+            peer->missed++;
+        }
+
         ngx_http_voice_bridge_ping(peer, VOICE_PROTO_MSG_PING,
                                    w->next_request_id++);
     }
 
-    ngx_add_timer(ev, vmcf->heartbeat);
+    /* one that is down is probed often, so it serves soon after it is back */
+    ngx_add_timer(ev, down ? ngx_min(vmcf->heartbeat,
+                                     NGX_HTTP_VOICE_BRIDGE_PROBE)
+                           : vmcf->heartbeat);
 }
 
 

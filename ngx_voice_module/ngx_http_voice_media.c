@@ -63,6 +63,8 @@ static void ngx_http_voice_media_forward(ngx_http_voice_media_t *m,
     voice_proto_msg_type_e type, ngx_http_voice_twilio_event_t *ev);
 static void ngx_http_voice_media_stop(ngx_http_voice_media_t *m,
     const char *reason);
+static void ngx_http_voice_media_audio(ngx_http_voice_media_t *m,
+    voice_proto_msg_t *msg);
 static ngx_int_t ngx_http_voice_media_send_start(ngx_http_voice_media_t *m,
     ngx_http_voice_twilio_event_t *ev, ngx_str_t *phone,
     ngx_str_t *direction);
@@ -486,6 +488,60 @@ ngx_http_voice_media_on_close(ngx_http_voice_media_t *m)
 }
 
 
+/*
+ * The assistant's audio, and the mark bridged wants after it when it
+ * names one: two frames written back to back, sent with one write.
+ */
+
+static void
+ngx_http_voice_media_audio(ngx_http_voice_media_t *m, voice_proto_msg_t *msg)
+{
+    u_char                   *start, *p, hdr[NGX_HTTP_VOICE_WS_OUT_HEADER];
+    size_t                    n, hlen, room, mark;
+    ngx_http_voice_worker_t  *w;
+
+    w = ngx_http_voice_worker();
+
+    p = w->out + NGX_HTTP_VOICE_WS_OUT_HEADER;
+    room = w->out_size - NGX_HTTP_VOICE_WS_OUT_HEADER;
+
+    n = ngx_http_voice_twilio_write_media(p, room, m->stream_sid,
+                                          NGX_HTTP_VOICE_SID_LEN,
+                                          msg->audio.data, msg->audio.len);
+    if (n == 0) {
+        ngx_log_error(NGX_LOG_ERR, m->request->connection->log, 0,
+                      "voice: audio from bridged does not fit a frame");
+        return;
+    }
+
+    hlen = ngx_http_voice_ws_frame_header(hdr, NGX_HTTP_VOICE_WS_OP_TEXT, n);
+    start = p - hlen;
+    ngx_memcpy(start, hdr, hlen);
+    p += n;
+    room -= n;
+
+    if (msg->name.len) {
+        mark = ngx_http_voice_twilio_write_mark(w->scratch, w->scratch_size,
+                                                m->stream_sid,
+                                                NGX_HTTP_VOICE_SID_LEN,
+                                                msg->name.data,
+                                                msg->name.len);
+        hlen = ngx_http_voice_ws_frame_header(hdr, NGX_HTTP_VOICE_WS_OP_TEXT,
+                                              mark);
+
+        if (mark && hlen + mark <= room) {
+            p = ngx_cpymem(p, hdr, hlen);
+            p = ngx_cpymem(p, w->scratch, mark);
+        }
+    }
+
+    if (ngx_http_voice_ws_send_frames(m->ws, start, p - start, 1) == NGX_OK) {
+        m->frames_out++;
+        w->audio_out++;
+    }
+}
+
+
 void
 ngx_http_voice_media_on_bridge(ngx_http_voice_media_t *m,
     voice_proto_msg_t *msg)
@@ -508,11 +564,8 @@ ngx_http_voice_media_on_bridge(ngx_http_voice_media_t *m,
     switch (msg->type) {
 
     case VOICE_PROTO_MSG_AUDIO_OUT:
-        n = ngx_http_voice_twilio_write_media(payload,
-                                w->out_size - NGX_HTTP_VOICE_WS_OUT_HEADER,
-                                m->stream_sid, NGX_HTTP_VOICE_SID_LEN,
-                                msg->audio.data, msg->audio.len);
-        break;
+        ngx_http_voice_media_audio(m, msg);
+        return;
 
     case VOICE_PROTO_MSG_MARK:
         n = ngx_http_voice_twilio_write_mark(payload,
@@ -545,12 +598,6 @@ ngx_http_voice_media_on_bridge(ngx_http_voice_media_t *m,
         return;
     }
 
-    if (ngx_http_voice_ws_send(m->ws, NGX_HTTP_VOICE_WS_OP_TEXT, payload, n,
-                               droppable)
-        == NGX_OK
-        && msg->type == VOICE_PROTO_MSG_AUDIO_OUT)
-    {
-        m->frames_out++;
-        w->audio_out++;
-    }
+    (void) ngx_http_voice_ws_send(m->ws, NGX_HTTP_VOICE_WS_OP_TEXT, payload, n,
+                                  droppable);
 }

@@ -288,6 +288,8 @@ ngx_int_t ngx_http_voice_twiml_verify(ngx_http_request_t *r,
 ngx_int_t ngx_http_voice_ws_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_voice_ws_send(ngx_http_voice_ws_t *ws, int opcode,
     u_char *payload, size_t len, ngx_uint_t droppable);
+ngx_int_t ngx_http_voice_ws_send_frames(ngx_http_voice_ws_t *ws,
+    u_char *start, size_t total, ngx_uint_t droppable);
 void ngx_http_voice_ws_close(ngx_http_voice_ws_t *ws, uint16_t code,
     const char *reason);
 

@@ -68,6 +68,7 @@ ngx_http_voice_ws_handler(ngx_http_request_t *r)
     ngx_table_elt_t            *h;
     ngx_pool_cleanup_t         *cln;
     ngx_http_voice_ws_t        *ws;
+    ngx_http_core_loc_conf_t   *clcf;
     ngx_http_voice_loc_conf_t  *vlcf;
 
     c = r->connection;
@@ -198,6 +199,14 @@ ngx_http_voice_ws_handler(ngx_http_request_t *r)
     }
 
     c->log->action = "handling media stream";
+
+    /* small frames both ways, every 20 ms: Nagle would hold a frame until
+     * Twilio's delayed ACK, which comes with its next frame */
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    if (clcf->tcp_nodelay && ngx_tcp_nodelay(c) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     r->read_event_handler = ngx_http_voice_ws_read_handler;
     r->write_event_handler = ngx_http_voice_ws_write_handler;
@@ -639,9 +648,27 @@ ngx_int_t
 ngx_http_voice_ws_send(ngx_http_voice_ws_t *ws, int opcode, u_char *payload,
     size_t len, ngx_uint_t droppable)
 {
-    u_char            hdr[NGX_HTTP_VOICE_WS_OUT_HEADER], *start;
-    size_t            hlen, total;
-    ssize_t           n;
+    u_char  hdr[NGX_HTTP_VOICE_WS_OUT_HEADER];
+    size_t  hlen;
+
+    hlen = ngx_http_voice_ws_frame_header(hdr, opcode, len);
+    ngx_memcpy(payload - hlen, hdr, hlen);
+
+    return ngx_http_voice_ws_send_frames(ws, payload - hlen, hlen + len,
+                                         droppable);
+}
+
+
+/*
+ * Sends whole frames already framed, in one write when the socket takes
+ * it: several frames together cost one system call and one TCP segment.
+ */
+
+ngx_int_t
+ngx_http_voice_ws_send_frames(ngx_http_voice_ws_t *ws, u_char *start,
+    size_t total, ngx_uint_t droppable)
+{
+    ssize_t            n;
     ngx_connection_t  *c;
 
     if (ws->finalizing || ws->close_sent) {
@@ -649,11 +676,6 @@ ngx_http_voice_ws_send(ngx_http_voice_ws_t *ws, int opcode, u_char *payload,
     }
 
     c = ws->connection;
-
-    hlen = ngx_http_voice_ws_frame_header(hdr, opcode, len);
-    start = payload - hlen;
-    ngx_memcpy(start, hdr, hlen);
-    total = hlen + len;
 
     if (ws->out_last == ws->out_pos && ws->request->out == NULL) {
 

@@ -29,6 +29,7 @@ typedef struct {
     unsigned    pieces;
     size_t      max_piece;
     char        marks[32][32];
+    unsigned    marked_pieces[32];  /* pieces sent when each mark came */
     unsigned    nmarks;
     unsigned    clears;
     uint32_t    tr_order[16];
@@ -45,7 +46,8 @@ typedef struct {
 
 
 static int
-fake_audio_out(void *data, const uint8_t *audio, size_t len)
+fake_audio_out(void *data, const uint8_t *audio, size_t len,
+    const char *mark)
 {
     fake_t  *f = data;
 
@@ -61,16 +63,11 @@ fake_audio_out(void *data, const uint8_t *audio, size_t len)
         f->max_piece = len;
     }
 
-    return 1;
-}
-
-
-static int
-fake_mark(void *data, const char *name)
-{
-    fake_t  *f = data;
-
-    snprintf(f->marks[f->nmarks++], sizeof(f->marks[0]), "%s", name);
+    /* a mark rides on a delta's last piece only */
+    if (mark) {
+        snprintf(f->marks[f->nmarks++], sizeof(f->marks[0]), "%s", mark);
+        f->marked_pieces[f->nmarks - 1] = f->pieces;
+    }
 
     return 1;
 }
@@ -131,7 +128,7 @@ fake_fatal(void *data, const char *why)
 
 
 static const bd_oai_event_ops_t  fake_ops = {
-    fake_audio_out, fake_mark, fake_clear, fake_transcript, fake_send,
+    fake_audio_out, fake_clear, fake_transcript, fake_send,
     fake_ready, fake_fatal
 };
 
@@ -350,6 +347,10 @@ test_delta_pieces_and_marks(void **state)
     assert_string_equal(x->f.marks[0], "2-1");
     assert_string_equal(x->f.marks[1], "2-2");
     assert_int_equal(x->cv.marks_len, 2);
+
+    /* on the last piece of each delta: after piece 1, and after piece 3 */
+    assert_int_equal(x->f.marked_pieces[0], 1);
+    assert_int_equal(x->f.marked_pieces[1], 3);
 }
 
 
