@@ -21,7 +21,9 @@
 # (BENCH_DELAY_CALLS=0 skips it), BENCH_BRIDGED_LOG (info), BENCH_QUICKACK=1
 # (bench_load --quickack: no delayed ACKs, unlike Twilio; shows what
 # Nagle costs a server without TCP_NODELAY), BENCH_KEEP=1 keeps the
-# temporary directory.  Results also go to bench/results/<timestamp>.txt.
+# temporary directory.  BENCH_WRAP_BRIDGED and BENCH_WRAP_NGINX put a
+# command in front of bridged or nginx (valgrind --tool=massif, say).
+# Results also go to bench/results/<timestamp>.txt.
 set -euo pipefail
 
 TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -36,6 +38,8 @@ DELAY_CALLS=${BENCH_DELAY_CALLS:-50}
 DELAY_MS=${BENCH_DELAY_MS:-300}
 BRIDGED_LOG=${BENCH_BRIDGED_LOG:-info}
 QUICKACK=${BENCH_QUICKACK:-0}
+read -r -a WRAP_BRIDGED <<< "${BENCH_WRAP_BRIDGED:-}"
+read -r -a WRAP_NGINX <<< "${BENCH_WRAP_NGINX:-}"
 PUBLIC=voice.example.test
 SIGN_URL=wss://$PUBLIC/media-stream
 
@@ -285,7 +289,8 @@ start_stack() {
              TWILIO_AUTH_TOKEN=$TOKEN \
              TWILIO_API_URL=http://127.0.0.1:9 \
              BRIDGED_CA_FILE=$BUILD/certs/ca.pem
-      on_core 1 "$BUILD/bridged/bridged" --listen "$BRIDGE_ENDPOINT" \
+      on_core 1 ${WRAP_BRIDGED[@]+"${WRAP_BRIDGED[@]}"} \
+          "$BUILD/bridged/bridged" --listen "$BRIDGE_ENDPOINT" \
           --log-level "$BRIDGED_LOG" ) > "$RUN/bridged.log" 2>&1 &
     BRIDGED_PID=$!
     PIDS+=("$BRIDGED_PID")
@@ -293,7 +298,7 @@ start_stack() {
     ( export PUBLIC_URL=https://$PUBLIC TWILIO_AUTH_TOKEN=$TOKEN \
              TRANSCRIPT_DIR=$RUN/transcripts
       unset OPENAI_API_KEY TWILIO_ACCOUNT_SID
-      on_core 1 /usr/sbin/nginx -p "$RUN" -c "$RUN/nginx.conf" ) \
+      on_core 1 ${WRAP_NGINX[@]+"${WRAP_NGINX[@]}"} /usr/sbin/nginx -p "$RUN" -c "$RUN/nginx.conf" ) \
         > "$RUN/nginx.out" 2>&1 &
     NGINX_MASTER=$!
     PIDS+=("$NGINX_MASTER")

@@ -795,7 +795,7 @@ bd_call_audio_in(bd_call_t *call, const voice_proto_str_t *audio)
         }
 
         if (call->state == BD_CALL_ST_LIVE) {
-            bd_oai_want_write(call);
+            bd_oai_flush(call);
         }
 
         break;

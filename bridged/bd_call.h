@@ -25,7 +25,7 @@
 
 
 #define BD_CALL_WSI_MAX   2        /* a closing and a new connection */
-#define BD_CALL_PATH_MAX  2048
+#define BD_CALL_PATH_MAX  2048     /* the OpenAI URL path and query */
 
 
 typedef enum {
@@ -83,7 +83,6 @@ struct bd_call_s {
     size_t                    rx_len;
     size_t                    rx_size;
     unsigned                  rx_skip:1;
-    char                      path[BD_CALL_PATH_MAX];
 
     /* caller audio waiting for OpenAI: bounded, oldest dropped first */
     bd_ring_t                 hold;

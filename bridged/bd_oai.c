@@ -5,12 +5,16 @@
  * The shape is lws's minimal ws client: the call owns its connection
  * (userdata and pwsi), every attempt starts from a sul, and one static
  * retry policy gives the backoff, the jitter, the number of attempts and
- * the idle ping / hang-up times.  Writes happen only in WRITEABLE, exactly
- * one lws_write() each, into LWS_PRE headroom: first the queued client
- * events, then caller audio taken from the call's hold ring and encoded
- * straight into the static write buffer, so audio costs no allocation.
- * Incoming fragments are reassembled up to a hard cap, then handed to
- * bd_call.c, which parses them (bd_oai_event.c).  Nothing inbound is
+ * the idle ping / hang-up times.  Writes are one lws_write() each, into
+ * LWS_PRE headroom: first the queued client events, then caller audio
+ * taken from the call's hold ring and encoded straight into the static
+ * write buffer, so audio costs no allocation.  They happen in WRITEABLE,
+ * except for the common case of a live call's audio with nothing ahead of
+ * it, which goes out as it arrives (bd_oai_flush()).
+ * An incoming message that lws hands over whole is parsed in place;
+ * one in pieces (lws's buffer is 4 KiB) is reassembled up to a hard cap
+ * in a buffer the call keeps, then handed to bd_call.c, which parses it
+ * (bd_oai_event.c).  Nothing inbound is
  * queued: an event is acted on as it arrives and what it sends to nginx
  * is bounded by the ZeroMQ queue, so lws_rx_flow_control() has nothing to
  * protect and is not used.
@@ -50,7 +54,8 @@
 
 
 #define BD_OAI_RX_MAX        (256 * 1024)    /* one server event */
-#define BD_OAI_RX_START      16384
+#define BD_OAI_RX_START      8192
+#define BD_OAI_RX_PIECE      4096            /* lws's per-connection buffer */
 #define BD_OAI_OUT_MAX       64              /* queued client events */
 #define BD_OAI_CLOSE_WAIT_S  3               /* for the peer's Close */
 #define BD_OAI_HOST_MAX      300
@@ -78,10 +83,13 @@ struct bd_oai_msg_s {
 
 static int bd_oai_callback(struct lws *wsi, enum lws_callback_reasons reason,
     void *user, void *in, size_t len);
+static int bd_oai_write(bd_call_t *call, struct lws *wsi);
+static int bd_oai_build_path(bd_call_t *call);
 
 
 static const struct lws_protocols  bd_oai_protocols[] = {
-    { "bd-oai", bd_oai_callback, 0, 16384, 0, NULL, 0 },
+    { "bd-oai", bd_oai_callback, 0, BD_OAI_RX_PIECE, 0, NULL,
+      BD_OAI_WBUF_SIZE },
     { NULL, NULL, 0, 0, 0, NULL, 0 }
 };
 
@@ -109,6 +117,7 @@ static char                 bd_oai_url[1024];
 static char                 bd_oai_address[256];
 static char                 bd_oai_host[BD_OAI_HOST_MAX];
 static char                 bd_oai_base[1024];
+static char                 bd_oai_path[BD_CALL_PATH_MAX];
 static char                *bd_oai_auth;
 static char                 bd_oai_tls_error[160];
 static uv_loop_t           *bd_oai_loop;
@@ -366,13 +375,15 @@ bd_oai_connect_cb(lws_sorted_usec_list_t *sul)
     ci.context = bd_oai_ctx;
     ci.address = bd_oai_numeric ? bd_oai_address : bd_oai_ip;
     ci.port = bd_oai_port;
-    ci.path = call->path;
+    ci.path = bd_oai_path;      /* lws copies it (its client stash) */
     ci.host = bd_oai_host;
     ci.ssl_connection = bd_oai_tls ? LCCSCF_USE_SSL : 0;
     ci.local_protocol_name = bd_oai_protocols[0].name;
     ci.userdata = call;
     ci.pwsi = &call->wsi;
     ci.retry_and_idle_policy = &bd_oai_retry_policy;
+
+    (void) bd_oai_build_path(call);     /* it fitted in bd_oai_connect() */
 
     call->open = 0;
     call->close_pending = 0;
@@ -399,12 +410,15 @@ bd_oai_connect_cb(lws_sorted_usec_list_t *sul)
 }
 
 
+/* the URL path of a call's session, into bd_oai_path: built for each
+ * attempt rather than kept in every call */
+
 static int
 bd_oai_build_path(bd_call_t *call)
 {
     bd_form_t  f;
 
-    bd_form_init(&f, call->path, sizeof(call->path));
+    bd_form_init(&f, bd_oai_path, sizeof(bd_oai_path));
     bd_form_raw(&f, bd_oai_base, strlen(bd_oai_base));
     bd_form_raw(&f, strchr(bd_oai_base, '?') ? "&" : "?", 1);
     bd_form_raw(&f, "model=", 6);
@@ -498,6 +512,45 @@ bd_oai_want_write(bd_call_t *call)
 {
     if (call->wsi != NULL && call->open && !call->close_pending) {
         lws_callback_on_writable(call->wsi);
+    }
+}
+
+
+
+
+/*
+ * Asking lws for WRITEABLE costs, through libuv, two epoll_ctl() per frame
+ * (POLLOUT on, then off) and a loop turn: a tenth of bridged's core at 500
+ * calls.  A socket with nothing buffered is nearly always writable, so a
+ * frame goes out at once instead.  This is safe outside WRITEABLE because
+ * of how lws_write() treats a short send: it keeps the rest (its
+ * buflist_out) and asks for WRITEABLE itself.  lws_partial_buffered() says
+ * when that has happened; then audio waits in the hold ring, bounded, for
+ * WRITEABLE as before, so nothing piles up in lws.  Queued client events
+ * go first, so they keep going through WRITEABLE.
+ */
+
+void
+bd_oai_flush(bd_call_t *call)
+{
+    struct lws  *wsi;
+
+    wsi = call->wsi;
+
+    if (wsi == NULL || !call->open || call->close_pending || call->close_sent
+        || call->state != BD_CALL_ST_LIVE || call->out_head != NULL
+        || lws_partial_buffered(wsi))
+    {
+        bd_oai_want_write(call);
+        return;
+    }
+
+    if (bd_oai_write(call, wsi) != 0) {
+
+        /* as a failed write in WRITEABLE would: the connection is lost */
+
+        lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+        bd_oai_kick();
     }
 }
 
@@ -642,6 +695,21 @@ bd_oai_receive(bd_call_t *call, struct lws *wsi, const void *in, size_t len)
 {
     size_t    want;
     uint8_t  *p;
+
+    /* a message whole in one piece, the common case, is parsed where lws
+     * has it: no copy, and no buffer of the call's own */
+
+    if (call->rx_len == 0 && !call->rx_skip && lws_is_final_fragment(wsi)) {
+        if (lws_frame_is_binary(wsi)) {
+            bd_log(BD_LOG_DEBUG, call->sid, "binary message from OpenAI "
+                   "ignored");
+
+        } else {
+            bd_call_oai_message(call, (const char *) in, len);
+        }
+
+        return;
+    }
 
     if (!call->rx_skip && len > BD_OAI_RX_MAX - call->rx_len) {
         bd_log(BD_LOG_WARN, call->sid, "OpenAI message larger than %d "

@@ -43,8 +43,11 @@ int bd_oai_retry(bd_call_t *call);
 /* queues a client event (JSON text); dropped unless connected */
 void bd_oai_send(bd_call_t *call, const char *json, size_t len);
 
-/* caller audio is waiting in call->hold */
+/* caller audio is waiting in call->hold: sent when lws says WRITEABLE */
 void bd_oai_want_write(bd_call_t *call);
+
+/* caller audio is waiting in call->hold: sent now if nothing is ahead */
+void bd_oai_flush(bd_call_t *call);
 
 /* drops the current connection at once (it is stuck) */
 void bd_oai_abort(bd_call_t *call);

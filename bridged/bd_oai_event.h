@@ -20,7 +20,7 @@
 
 
 #define BD_OAI_EVENT_ID_MAX      64
-#define BD_OAI_EVENT_ITEMS       256     /* items remembered per call */
+#define BD_OAI_EVENT_ITEMS       64      /* items remembered per call */
 #define BD_OAI_EVENT_MARKS       512     /* marks awaiting their echo */
 
 /*

@@ -13,16 +13,11 @@
 
 
 int
-bd_ring_init(bd_ring_t *r, size_t size)
+bd_ring_init(bd_ring_t *r, size_t max)
 {
     memset(r, 0, sizeof(bd_ring_t));
 
-    r->buf = malloc(size ? size : 1);
-    if (r->buf == NULL) {
-        return -1;
-    }
-
-    r->size = size;
+    r->max = max;
 
     return 0;
 }
@@ -47,6 +42,49 @@ bd_ring_reset(bd_ring_t *r)
 }
 
 
+/* a buffer of at least need bytes (at most max), the held bytes moved to
+ * its start; on failure the ring stays as it was */
+
+static int
+bd_ring_grow(bd_ring_t *r, size_t need)
+{
+    size_t    n, first;
+    uint8_t  *p;
+
+    n = r->size ? r->size : BD_RING_MIN;
+
+    while (n < need && n < r->max) {
+        n *= 2;
+    }
+
+    if (n > r->max) {
+        n = r->max;
+    }
+
+    p = malloc(n);
+    if (p == NULL) {
+        return -1;
+    }
+
+    if (r->len) {
+        first = r->size - r->head;
+        if (first > r->len) {
+            first = r->len;
+        }
+
+        memcpy(p, r->buf + r->head, first);
+        memcpy(p + first, r->buf, r->len - first);
+    }
+
+    free(r->buf);
+    r->buf = p;
+    r->size = n;
+    r->head = 0;
+
+    return 0;
+}
+
+
 size_t
 bd_ring_push(bd_ring_t *r, const uint8_t *data, size_t len)
 {
@@ -54,9 +92,22 @@ bd_ring_push(bd_ring_t *r, const uint8_t *data, size_t len)
 
     dropped = 0;
 
-    if (len > r->size) {
-        dropped = len - r->size;
+    if (len > r->max) {
+        dropped = len - r->max;
         data += dropped;
+        len = r->max;
+    }
+
+    if (r->size - r->len < len && r->size < r->max) {
+        (void) bd_ring_grow(r, r->len + len);
+    }
+
+    if (len > r->size) {
+
+        /* no memory to grow into: keep what fits */
+
+        dropped += len - r->size;
+        data += len - r->size;
         len = r->size;
     }
 

@@ -745,8 +745,9 @@ test_item_ring_eviction(void **state)
     assert_int_equal(x->cv.next_order, BD_OAI_EVENT_ITEMS + 45);
 
     ev(x, "{\"type\":\"conversation.item.input_audio_transcription.completed\""
-          ",\"item_id\":\"item_299\",\"transcript\":\"last\"}");
-    assert_int_equal(x->f.tr_order[0], 300);
+          ",\"item_id\":\"item_%d\",\"transcript\":\"last\"}",
+       BD_OAI_EVENT_ITEMS + 43);
+    assert_int_equal(x->f.tr_order[0], BD_OAI_EVENT_ITEMS + 44);
     assert_int_equal(x->cv.pending, BD_OAI_EVENT_ITEMS - 1);
 }
 

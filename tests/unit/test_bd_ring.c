@@ -114,6 +114,62 @@ test_reset_and_zero_size(void **state)
 
 
 static void
+test_grows_on_demand_up_to_the_bound(void **state)
+{
+    int        i;
+    size_t     k;
+    uint8_t    in[3000], out[4096];
+    bd_ring_t  r;
+
+    (void) state;
+
+    for (k = 0; k < sizeof(in); k++) {
+        in[k] = (uint8_t) (k * 7 + 1);
+    }
+
+    /* nothing is allocated before the first byte */
+
+    assert_int_equal(bd_ring_init(&r, 4096), 0);
+    assert_null(r.buf);
+    assert_int_equal(r.size, 0);
+
+    /* audio passing straight through keeps the first allocation */
+
+    for (i = 0; i < 100; i++) {
+        assert_int_equal(bd_ring_push(&r, in, 160), 0);
+        assert_int_equal(bd_ring_read(&r, out, sizeof(out)), 160);
+        assert_memory_equal(out, in, 160);
+    }
+
+    assert_int_equal(r.size, BD_RING_MIN);
+
+    /* a wrapped ring grows with its bytes in order */
+
+    assert_int_equal(bd_ring_push(&r, in, 400), 0);
+    assert_int_equal(bd_ring_read(&r, out, 300), 300);
+    assert_int_equal(bd_ring_push(&r, in + 400, 300), 0);
+    assert_true(r.head + r.len > r.size);
+    assert_int_equal(bd_ring_push(&r, in + 700, 1300), 0);
+    assert_int_equal(r.size, 2048);
+    assert_int_equal(bd_ring_len(&r), 1700);
+    assert_int_equal(bd_ring_read(&r, out, sizeof(out)), 1700);
+    assert_memory_equal(out, in + 300, 1700);
+
+    /* and stops at the bound, where the oldest bytes go */
+
+    assert_int_equal(bd_ring_push(&r, in, 3000), 0);
+    assert_int_equal(bd_ring_push(&r, in, 3000), 1904);
+    assert_int_equal(r.size, 4096);
+    assert_int_equal(bd_ring_len(&r), 4096);
+    assert_int_equal(bd_ring_read(&r, out, sizeof(out)), 4096);
+    assert_memory_equal(out, in + 1904, 1096);
+    assert_memory_equal(out + 1096, in, 3000);
+
+    bd_ring_free(&r);
+}
+
+
+static void
 test_random_run_against_model(void **state)
 {
     int        i;
@@ -162,6 +218,7 @@ test_random_run_against_model(void **state)
 
         assert_int_equal(bd_ring_len(&r), model_len - consumed);
         assert_true(bd_ring_len(&r) <= size);
+        assert_true(r.size <= size);
     }
 
     free(model);
@@ -177,6 +234,7 @@ main(void)
         cmocka_unit_test(test_oldest_dropped_first),
         cmocka_unit_test(test_push_larger_than_ring),
         cmocka_unit_test(test_reset_and_zero_size),
+        cmocka_unit_test(test_grows_on_demand_up_to_the_bound),
         cmocka_unit_test(test_random_run_against_model),
     };
 
