@@ -363,9 +363,9 @@ run_level() {
 
     if [ $CALIBRATE -eq 0 ]; then
         procs=("$NGINX_MASTER" "$NGINX_WORKER" "$BRIDGED_PID")
-        rss_idle=$(sum_rss "${procs[@]}")
         ni=$(sum_rss "$NGINX_MASTER" "$NGINX_WORKER")
         di=$(rss "$BRIDGED_PID")
+        rss_idle=$(( ni + di ))
     fi
 
     if [ "$QUICKACK" = 1 ]; then
@@ -400,9 +400,9 @@ run_level() {
                 n1=$(sum_ticks "$NGINX_MASTER" "$NGINX_WORKER")
                 l1=$(ticks "$LOAD_PID"); f1=$(ticks "$FAKE_PID")
                 if [ $CALIBRATE -eq 0 ]; then
-                    rss_ss=$(sum_rss "${procs[@]}")
                     ns=$(sum_rss "$NGINX_MASTER" "$NGINX_WORKER")
                     ds=$(rss "$BRIDGED_PID")
+                    rss_ss=$(( ns + ds ))
                 fi
                 ;;
         esac

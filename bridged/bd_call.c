@@ -275,6 +275,22 @@ bd_call_ev_audio_out(void *data, const uint8_t *audio, size_t len,
         return 0;
     }
 
+    if (len == 0) {
+
+        /* a mark alone (the end of an item's audio) */
+
+        if (mark == NULL) {
+            return 1;
+        }
+
+        w = bd_chan_begin(VOICE_PROTO_MSG_MARK);
+        voice_proto_put_bytes(w, VOICE_PROTO_F_CALL_SID, call->sid,
+                              call->sid_len);
+        voice_proto_put_str(w, VOICE_PROTO_F_NAME, mark);
+
+        return bd_chan_send(call->peer, w) == 1;
+    }
+
     w = bd_chan_begin(VOICE_PROTO_MSG_AUDIO_OUT);
     voice_proto_put_bytes(w, VOICE_PROTO_F_CALL_SID, call->sid, call->sid_len);
     voice_proto_put_bytes(w, VOICE_PROTO_F_AUDIO, audio, len);

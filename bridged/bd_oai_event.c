@@ -7,10 +7,11 @@
  * OpenAI's conversation order.  Transcripts then carry the number of their
  * item, so nginx can sort utterances that arrive in any order.
  *
- * Barge-in.  Every assistant audio delta sent to nginx is followed by a
- * mark; Twilio echoes a mark once the audio before it has played.  When
- * the VAD hears the caller while marks are still unechoed, the caller is
- * talking over the assistant: nginx is told to clear Twilio's buffer, each
+ * Barge-in.  Assistant audio sent to nginx is followed by marks (one per
+ * 100 ms of audio at most, and one at the end of each item's audio);
+ * Twilio echoes a mark once the audio before it has played.  When the VAD
+ * hears the caller while marks are still unechoed, or audio went out after
+ * the last mark, the caller is talking over the assistant: nginx is told to clear Twilio's buffer, each
  * item still playing is truncated at the audio really played (never more
  * than OpenAI produced for it), the rest of that response is dropped, and
  * the outstanding marks are forgotten so that the echoes the clear causes
@@ -70,6 +71,8 @@ static void bd_oai_event_response_created(bd_oai_event_conv_t *cv,
     const cJSON *ev);
 static void bd_oai_event_audio_delta(bd_oai_event_conv_t *cv,
     const cJSON *ev);
+static void bd_oai_event_audio_done(bd_oai_event_conv_t *cv,
+    const cJSON *ev);
 static void bd_oai_event_transcript_done(bd_oai_event_conv_t *cv,
     const cJSON *ev);
 static void bd_oai_event_response_done(bd_oai_event_conv_t *cv,
@@ -78,6 +81,7 @@ static void bd_oai_event_response_done(bd_oai_event_conv_t *cv,
 
 static const bd_oai_event_handler_t  bd_oai_event_handlers[] = {
     { "response.output_audio.delta", bd_oai_event_audio_delta },
+    { "response.output_audio.done", bd_oai_event_audio_done },
     { "input_audio_buffer.speech_started", bd_oai_event_speech_started },
     { "input_audio_buffer.speech_stopped", bd_oai_event_speech_stopped },
     { "input_audio_buffer.committed", bd_oai_event_committed },
@@ -178,6 +182,7 @@ bd_oai_event_new_session(bd_oai_event_conv_t *cv)
     cv->items_len = 0;
     cv->marks_head = 0;
     cv->marks_len = 0;
+    cv->unmarked_order = 0;
     cv->pending = 0;
     cv->ready = 0;
     cv->responding = 0;
@@ -445,21 +450,51 @@ bd_oai_event_error(bd_oai_event_conv_t *cv, const cJSON *ev)
 
 
 static void
-bd_oai_event_speech_started(bd_oai_event_conv_t *cv, const cJSON *ev)
+bd_oai_event_truncate(bd_oai_event_conv_t *cv, uint32_t order)
 {
     int                   n;
     char                  json[256];
-    unsigned              i;
-    uint32_t              order;
     uint64_t              end;
     bd_oai_event_item_t  *it;
+
+    it = bd_oai_event_item_by_order(cv, order);
+    if (it == NULL || (it->flags & BD_OAI_EVENT_TRUNCATED)) {
+        return;
+    }
+
+    it->flags |= BD_OAI_EVENT_TRUNCATED;
+
+    /* mu-law at 8 kHz: 8 bytes per ms */
+
+    end = (it->played < it->received ? it->played : it->received) / 8;
+
+    n = snprintf(json, sizeof(json),
+                 "{\"type\":\"conversation.item.truncate\","
+                 "\"item_id\":\"%s\",\"content_index\":0,"
+                 "\"audio_end_ms\":%llu}",
+                 it->id, (unsigned long long) end);
+
+    bd_log(BD_LOG_INFO, cv->sid,
+           "barge-in: truncating %s at %llu ms of %llu ms sent",
+           it->id, (unsigned long long) end,
+           (unsigned long long) (it->sent / 8));
+
+    cv->ops->send(cv->data, json, (size_t) n);
+}
+
+
+static void
+bd_oai_event_speech_started(bd_oai_event_conv_t *cv, const cJSON *ev)
+{
+    unsigned              i;
+    uint32_t              order;
     bd_oai_event_mark_t  *m;
 
     (void) ev;
 
     cv->speaking = 1;
 
-    if (cv->marks_len == 0) {
+    if (cv->marks_len == 0 && cv->unmarked_order == 0) {
         return;     /* nothing is playing: an ordinary turn */
     }
 
@@ -471,35 +506,16 @@ bd_oai_event_speech_started(bd_oai_event_conv_t *cv, const cJSON *ev)
     for (i = 0; i < cv->marks_len; i++) {
         m = &cv->marks[(cv->marks_head + i) % BD_OAI_EVENT_MARKS];
 
-        if (m->order == order) {
-            continue;
+        if (m->order != order) {
+            order = m->order;
+            bd_oai_event_truncate(cv, order);
         }
+    }
 
-        order = m->order;
+    /* audio sent after the last mark may still be playing too */
 
-        it = bd_oai_event_item_by_order(cv, order);
-        if (it == NULL || (it->flags & BD_OAI_EVENT_TRUNCATED)) {
-            continue;
-        }
-
-        it->flags |= BD_OAI_EVENT_TRUNCATED;
-
-        /* mu-law at 8 kHz: 8 bytes per ms */
-
-        end = (it->played < it->received ? it->played : it->received) / 8;
-
-        n = snprintf(json, sizeof(json),
-                     "{\"type\":\"conversation.item.truncate\","
-                     "\"item_id\":\"%s\",\"content_index\":0,"
-                     "\"audio_end_ms\":%llu}",
-                     it->id, (unsigned long long) end);
-
-        bd_log(BD_LOG_INFO, cv->sid,
-               "barge-in: truncating %s at %llu ms of %llu ms sent",
-               it->id, (unsigned long long) end,
-               (unsigned long long) (it->sent / 8));
-
-        cv->ops->send(cv->data, json, (size_t) n);
+    if (cv->unmarked_order != 0) {
+        bd_oai_event_truncate(cv, cv->unmarked_order);
     }
 
     if (cv->response_id[0] != '\0') {
@@ -508,6 +524,7 @@ bd_oai_event_speech_started(bd_oai_event_conv_t *cv, const cJSON *ev)
 
     cv->marks_head = 0;
     cv->marks_len = 0;
+    cv->unmarked_order = 0;
 }
 
 
@@ -641,16 +658,55 @@ bd_oai_event_response_created(bd_oai_event_conv_t *cv, const cJSON *ev)
 }
 
 
+/* records the mark just sent after the item's audio */
+
+static void
+bd_oai_event_mark_sent(bd_oai_event_conv_t *cv, bd_oai_event_item_t *it)
+{
+    bd_oai_event_mark_t  *m;
+
+    if (cv->marks_len == BD_OAI_EVENT_MARKS) {
+
+        /* the oldest mark's echo is overdue: a later one covers it */
+
+        cv->marks_head = (cv->marks_head + 1) % BD_OAI_EVENT_MARKS;
+        cv->marks_len--;
+    }
+
+    m = &cv->marks[(cv->marks_head + cv->marks_len) % BD_OAI_EVENT_MARKS];
+    cv->marks_len++;
+
+    m->seq = cv->mark_seq;
+    m->order = it->order;
+    m->sent = it->sent;
+
+    it->marked = it->sent;
+
+    if (cv->unmarked_order == it->order) {
+        cv->unmarked_order = 0;
+    }
+}
+
+
+static void
+bd_oai_event_mark_name(bd_oai_event_conv_t *cv, bd_oai_event_item_t *it,
+    char *name, size_t size)
+{
+    cv->mark_seq++;
+    snprintf(name, size, "%u-%u", (unsigned) it->order,
+             (unsigned) cv->mark_seq);
+}
+
+
 static void
 bd_oai_event_audio_delta(bd_oai_event_conv_t *cv, const cJSON *ev)
 {
-    int                   last, marked;
-    long                  n;
+    int                   last, mark, marked;
+    long                  n, bytes;
     char                  name[32];
     size_t                len, off, chunk;
     const char           *delta, *response;
     bd_oai_event_item_t  *it;
-    bd_oai_event_mark_t  *m;
 
     delta = bd_oai_event_str(ev, "delta");
     if (delta == NULL) {
@@ -658,6 +714,13 @@ bd_oai_event_audio_delta(bd_oai_event_conv_t *cv, const cJSON *ev)
     }
 
     len = strlen(delta);
+
+    /* the bytes it decodes to */
+
+    bytes = (long) (len / 4 * 3);
+    if (len >= 4) {
+        bytes -= (delta[len - 1] == '=') + (delta[len - 2] == '=');
+    }
 
     response = bd_oai_event_str(ev, "response_id");
 
@@ -669,22 +732,27 @@ bd_oai_event_audio_delta(bd_oai_event_conv_t *cv, const cJSON *ev)
         || (response != NULL && cv->dropped_id[0] != '\0'
             && strcmp(response, cv->dropped_id) == 0))
     {
-        /* counted as the bytes it would decode to */
-
-        n = (long) (len / 4 * 3);
-        if (len >= 4) {
-            n -= (delta[len - 1] == '=') + (delta[len - 2] == '=');
-        }
-
-        cv->audio_dropped += (uint64_t) n;
+        cv->audio_dropped += (uint64_t) bytes;
         return;
     }
 
-    /* the delta's last piece carries the mark that tells when it has
-     * played: one message to nginx, one write to Twilio */
-    cv->mark_seq++;
-    snprintf(name, sizeof(name), "%u-%u", (unsigned) it->order,
-             (unsigned) cv->mark_seq);
+    /*
+     * The delta's last piece may carry a mark that tells when it has
+     * played (one message to nginx, one write to Twilio).  Every mark
+     * costs an echo from Twilio and a message each way between nginx and
+     * bridged, so there is one per BD_OAI_EVENT_MARK_GAP of audio, and
+     * one at the end of the item's audio (bd_oai_event_audio_done()).
+     * What played is then known to within that gap, which is what a
+     * barge-in truncates at; audio sent after the last mark is
+     * remembered (unmarked_order), so a barge-in stops it too.
+     */
+
+    mark = (it->sent + (uint64_t) bytes - it->marked
+            >= BD_OAI_EVENT_MARK_GAP);
+
+    if (mark) {
+        bd_oai_event_mark_name(cv, it, name, sizeof(name));
+    }
 
     marked = 0;
     chunk = BD_OAI_EVENT_PIECE / 3 * 4;
@@ -703,35 +771,62 @@ bd_oai_event_audio_delta(bd_oai_event_conv_t *cv, const cJSON *ev)
         it->received += (uint64_t) n;
 
         if (cv->ops->audio_out(cv->data, bd_oai_event_piece, (size_t) n,
-                               last ? name : NULL))
+                               (last && mark) ? name : NULL))
         {
             it->sent += (uint64_t) n;
             cv->audio_sent += (uint64_t) n;
-            marked = last;
+            marked = last && mark;
+
+            if (it->sent != it->marked) {
+                cv->unmarked_order = it->order;
+            }
 
         } else {
             cv->audio_lost += (uint64_t) n;
         }
     }
 
-    if (!marked) {
+    if (marked) {
+        bd_oai_event_mark_sent(cv, it);
+    }
+}
+
+
+/* the item's audio is complete: a mark after its last bytes, if they
+ * have none yet, so that the end of a reply is known to have played */
+
+static void
+bd_oai_event_audio_done(bd_oai_event_conv_t *cv, const cJSON *ev)
+{
+    char                  name[32];
+    const char           *id;
+    unsigned              i;
+    bd_oai_event_item_t  *it;
+
+    id = bd_oai_event_str(ev, "item_id");
+    if (id == NULL) {
         return;
     }
 
-    if (cv->marks_len == BD_OAI_EVENT_MARKS) {
+    for (i = cv->items_len; i-- > 0; /* void */) {
+        it = &cv->items[(cv->items_head + i) % BD_OAI_EVENT_ITEMS];
 
-        /* the oldest mark's echo is overdue: a later one covers it */
+        if (strcmp(it->id, id) != 0) {
+            continue;
+        }
 
-        cv->marks_head = (cv->marks_head + 1) % BD_OAI_EVENT_MARKS;
-        cv->marks_len--;
+        if (it->sent == it->marked || (it->flags & BD_OAI_EVENT_TRUNCATED)) {
+            return;
+        }
+
+        bd_oai_event_mark_name(cv, it, name, sizeof(name));
+
+        if (cv->ops->audio_out(cv->data, NULL, 0, name)) {
+            bd_oai_event_mark_sent(cv, it);
+        }
+
+        return;
     }
-
-    m = &cv->marks[(cv->marks_head + cv->marks_len) % BD_OAI_EVENT_MARKS];
-    cv->marks_len++;
-
-    m->seq = cv->mark_seq;
-    m->order = it->order;
-    m->sent = it->sent;
 }
 
 

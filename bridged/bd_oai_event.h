@@ -21,7 +21,8 @@
 
 #define BD_OAI_EVENT_ID_MAX      64
 #define BD_OAI_EVENT_ITEMS       64      /* items remembered per call */
-#define BD_OAI_EVENT_MARKS       512     /* marks awaiting their echo */
+#define BD_OAI_EVENT_MARKS       128     /* marks awaiting their echo */
+#define BD_OAI_EVENT_MARK_GAP    800     /* audio bytes (100 ms) per mark */
 
 /*
  * Assistant audio goes to nginx in pieces of at most this many bytes: a
@@ -59,7 +60,7 @@
  */
 typedef struct {
     /* mark, when not NULL, names the point after this audio (Twilio
-     * echoes it once the audio has played) */
+     * echoes it once the audio has played); len 0 sends the mark alone */
     int   (*audio_out)(void *data, const uint8_t *audio, size_t len,
                        const char *mark);
     void  (*clear)(void *data);
@@ -85,6 +86,7 @@ typedef struct {
     uint64_t    received;    /* assistant audio bytes OpenAI produced */
     uint64_t    sent;        /* of those, bytes nginx took */
     uint64_t    played;      /* bytes Twilio confirmed with a mark echo */
+    uint64_t    marked;      /* sent bytes when its last mark left */
 } bd_oai_event_item_t;
 
 
@@ -107,6 +109,8 @@ typedef struct {
     bd_oai_event_mark_t        marks[BD_OAI_EVENT_MARKS];
     unsigned                   marks_head;   /* the oldest unechoed mark */
     unsigned                   marks_len;
+    uint32_t                   unmarked_order; /* item whose audio went out
+                                                  after its last mark, 0 */
 
     uint32_t                   next_order;
     uint32_t                   mark_seq;

@@ -55,9 +55,12 @@ fake_audio_out(void *data, const uint8_t *audio, size_t len,
         return 0;
     }
 
-    memcpy(f->audio + f->audio_len, audio, len);
-    f->audio_len += len;
-    f->pieces++;
+    /* len 0: a mark alone */
+    if (len) {
+        memcpy(f->audio + f->audio_len, audio, len);
+        f->audio_len += len;
+        f->pieces++;
+    }
 
     if (len > f->max_piece) {
         f->max_piece = len;
@@ -351,6 +354,75 @@ test_delta_pieces_and_marks(void **state)
     /* on the last piece of each delta: after piece 1, and after piece 3 */
     assert_int_equal(x->f.marked_pieces[0], 1);
     assert_int_equal(x->f.marked_pieces[1], 3);
+}
+
+
+static void
+test_marks_thinned_for_small_deltas(void **state)
+{
+    int         i;
+    fixture_t  *x = *state;
+
+    turn(x);
+
+    /* twelve deltas of 20 ms: a mark once 100 ms have gone out since the
+     * last one, so after the fifth and the tenth */
+
+    for (i = 0; i < 12; i++) {
+        delta(x, "item_A1", "resp_R1", 160, 0x11);
+    }
+
+    assert_int_equal(x->f.pieces, 12);
+    assert_int_equal(x->f.nmarks, 2);
+    assert_int_equal(x->f.marked_pieces[0], 5);
+    assert_int_equal(x->f.marked_pieces[1], 10);
+    assert_int_equal(x->cv.unmarked_order, 2);
+
+    /* the end of the item's audio gets a mark of its own, once */
+
+    ev(x, "{\"type\":\"response.output_audio.done\",\"response_id\":"
+          "\"resp_R1\",\"item_id\":\"item_A1\",\"output_index\":0,"
+          "\"content_index\":0}");
+    ev(x, "{\"type\":\"response.output_audio.done\",\"response_id\":"
+          "\"resp_R1\",\"item_id\":\"item_A1\",\"output_index\":0,"
+          "\"content_index\":0}");
+
+    assert_int_equal(x->f.nmarks, 3);
+    assert_int_equal(x->f.pieces, 12);
+    assert_string_equal(x->f.marks[2], "2-3");
+    assert_int_equal(x->cv.marks_len, 3);
+    assert_int_equal(x->cv.unmarked_order, 0);
+
+    /* its echo says all of it played */
+
+    bd_oai_event_mark_ack(&x->cv, "2-3", 3);
+    assert_int_equal(x->cv.marks_len, 0);
+    assert_int_equal(x->cv.items[1].played, 1920);
+
+    /* the next reply: 100 ms marked and echoed, then 20 ms more that
+     * carry no mark; a barge-in still stops that and truncates at what
+     * the echo confirmed */
+
+    ev(x, "{\"type\":\"response.created\",\"response\":{\"id\":\"resp_R2\"}}");
+
+    for (i = 0; i < 6; i++) {
+        delta(x, "item_A2", "resp_R2", 160, 0x22);
+    }
+
+    assert_int_equal(x->f.nmarks, 4);
+    bd_oai_event_mark_ack(&x->cv, x->f.marks[3], strlen(x->f.marks[3]));
+    assert_int_equal(x->cv.marks_len, 0);
+    assert_int_equal(x->cv.unmarked_order, 3);
+
+    ev(x, "{\"type\":\"input_audio_buffer.speech_started\","
+          "\"item_id\":\"item_U3\"}");
+
+    assert_int_equal(x->f.clears, 1);
+    assert_int_equal(x->f.nsent, 1);
+    assert_string_equal(x->f.sent[0],
+        "{\"type\":\"conversation.item.truncate\",\"item_id\":\"item_A2\","
+        "\"content_index\":0,\"audio_end_ms\":100}");
+    assert_int_equal(x->cv.unmarked_order, 0);
 }
 
 
@@ -821,6 +893,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_settlement, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delta_pieces_and_marks, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_marks_thinned_for_small_deltas,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused_audio_sends_no_mark,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_barge_in, setup, teardown),
