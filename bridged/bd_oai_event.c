@@ -8,14 +8,14 @@
  * item, so nginx can sort utterances that arrive in any order.
  *
  * Barge-in.  Assistant audio sent to nginx is followed by marks (one per
- * 100 ms of audio at most, and one at the end of each item's audio);
- * Twilio echoes a mark once the audio before it has played.  When the VAD
- * hears the caller while marks are still unechoed, or audio went out after
- * the last mark, the caller is talking over the assistant: nginx is told to clear Twilio's buffer, each
- * item still playing is truncated at the audio really played (never more
- * than OpenAI produced for it), the rest of that response is dropped, and
- * the outstanding marks are forgotten so that the echoes the clear causes
- * do not count as played.
+ * 100 ms of audio, and one at the end of each item's audio); Twilio
+ * echoes a mark once the audio before it has played.  When the VAD hears
+ * the caller while marks are still unechoed, or audio went out after the
+ * last mark, the caller is talking over the assistant: nginx is told to
+ * clear Twilio's buffer, each item still playing is truncated at the
+ * audio really played (never more than OpenAI produced for it), the rest
+ * of that response is dropped, and the outstanding marks are forgotten so
+ * that the echoes the clear causes do not count as played.
  *
  * Memory.  A server event is parsed with cJSON into a static arena that is
  * reset after each event, so audio deltas cost no malloc; an event that
