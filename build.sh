@@ -7,6 +7,9 @@
 #   ./build.sh test    install, build, and run every test
 #   ./build.sh build   install and build only
 #   ./build.sh fuzz    run each libFuzzer target for FUZZ_SECONDS (30)
+#   ./build.sh bench   build, then run the benchmark (bench/run.sh; its
+#                      --calibrate, --scale and --callgrind modes too):
+#                      see docs/performance.md
 #
 # Configuration comes from the environment and from .env at the top of the
 # repository (the environment wins): PORT, PUBLIC_URL, TWILIO_ACCOUNT_SID,
@@ -341,5 +344,5 @@ case "${1:-}" in
     build) build_all ;;
     fuzz)  cmd_fuzz ;;
     bench) shift; cmd_bench "$@" ;;
-    *)     sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *)     sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

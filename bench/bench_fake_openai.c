@@ -73,6 +73,7 @@ struct bench_fake_conn_s {
 static int                 bench_fake_ep;
 static int                 bench_fake_twilio;
 static unsigned            bench_fake_delay_ms;
+static int                 bench_fake_no_echo;     /* swallow the audio */
 static const char         *bench_fake_key;
 static volatile sig_atomic_t  bench_fake_stop;
 
@@ -112,13 +113,15 @@ bench_fake_usage(FILE *out)
 {
     fputs(
 "usage: bench_fake_openai [--port N] [--api-key KEY] [--accept-delay-ms N]\n"
-"                         [--twilio-echo]\n"
+"                         [--twilio-echo] [--no-echo]\n"
 "\n"
 "  --port N             port on 127.0.0.1; 0 (default) picks a free one\n"
 "  --api-key KEY        the only Bearer key accepted; none: any key\n"
 "  --accept-delay-ms N  hold each 101 this long (a slow OpenAI)\n"
 "  --twilio-echo        be the server side of Twilio's media stream:\n"
-"                       echo each media payload, then send a mark\n",
+"                       echo each media payload, then send a mark\n"
+"  --no-echo            take the appended audio and send nothing back\n"
+"                       (the caller-to-OpenAI direction alone)\n",
         out);
 }
 
@@ -282,6 +285,10 @@ bench_fake_openai_message(bench_fake_conn_t *c, const char *json, size_t len)
 
         bench_fake_appends++;
         bench_fake_audio_bytes += bench_fake_b64_bytes(audio, an);
+
+        if (bench_fake_no_echo) {
+            return 0;
+        }
 
         n = snprintf(head, sizeof(head),
                      "{\"type\":\"response.output_audio.delta\","
@@ -884,6 +891,7 @@ main(int argc, char **argv)
         { "api-key", required_argument, NULL, 'k' },
         { "accept-delay-ms", required_argument, NULL, 'd' },
         { "twilio-echo", no_argument, NULL, 't' },
+        { "no-echo", no_argument, NULL, 'e' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
@@ -901,6 +909,10 @@ main(int argc, char **argv)
         case 'd':
             bench_fake_delay_ms = (unsigned) strtoul(optarg, NULL, 10);
             break;
+        case 'e':
+            bench_fake_no_echo = 1;
+            break;
+
         case 't':
             bench_fake_twilio = 1;
             break;

@@ -7,6 +7,13 @@
 #                              row with a slow OpenAI (caller audio held)
 #   bench/run.sh --calibrate   bench_load against bench_fake_openai
 #                              --twilio-echo, no bridge: the tools' floor
+#   bench/run.sh --scale       one level (BENCH_SCALE_CALLS, 600) with 1, 2
+#                              and 3 bridged daemons (BENCH_SCALE_BRIDGES)
+#                              behind the one nginx
+#   bench/run.sh --callgrind   nginx and bridged under valgrind's callgrind,
+#                              BENCH_CG_CALLS (10) calls of 5 s and of 15 s,
+#                              with the fake echoing and not: instructions
+#                              per frame in each direction
 #
 # The load tools (bench_load, bench_fake_openai, this script) run on core 0,
 # nginx (one worker) and bridged on core 1 (taskset).  Each level gets a
@@ -18,7 +25,8 @@
 # Environment: BENCH_LEVELS ("100 500 1000"), BENCH_SECONDS (30: seconds of
 # full load per level, after the ramp), BENCH_RAMP (200 calls/s),
 # BENCH_DELAY_CALLS (50) and BENCH_DELAY_MS (300) for the slow-OpenAI row
-# (BENCH_DELAY_CALLS=0 skips it), BENCH_BRIDGED_LOG (info), BENCH_QUICKACK=1
+# (BENCH_DELAY_CALLS=0 skips it), BENCH_BRIDGES (1: bridged daemons behind
+# nginx, all on core 1), BENCH_BRIDGED_LOG (info), BENCH_QUICKACK=1
 # (bench_load --quickack: no delayed ACKs, unlike Twilio; shows what
 # Nagle costs a server without TCP_NODELAY), BENCH_KEEP=1 keeps the
 # temporary directory.  BENCH_WRAP_BRIDGED and BENCH_WRAP_NGINX put a
@@ -38,12 +46,14 @@ DELAY_CALLS=${BENCH_DELAY_CALLS:-50}
 DELAY_MS=${BENCH_DELAY_MS:-300}
 BRIDGED_LOG=${BENCH_BRIDGED_LOG:-info}
 QUICKACK=${BENCH_QUICKACK:-0}
+BRIDGES=${BENCH_BRIDGES:-1}
 read -r -a WRAP_BRIDGED <<< "${BENCH_WRAP_BRIDGED:-}"
 read -r -a WRAP_NGINX <<< "${BENCH_WRAP_NGINX:-}"
 PUBLIC=voice.example.test
 SIGN_URL=wss://$PUBLIC/media-stream
 
 CALIBRATE=0
+MODE=levels
 CMDLINE="$0 $*"
 
 say() { printf '%s\n' "bench: $*" >&2; }
@@ -52,6 +62,8 @@ die() { say "error: $*"; exit 1; }
 for a in "$@"; do
     case $a in
         --calibrate) CALIBRATE=1 ;;
+        --scale) MODE=scale ;;
+        --callgrind) MODE=callgrind ;;
         -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument: $a (try --help)" ;;
     esac
@@ -159,18 +171,15 @@ jget() { sed -n "s/.*\"$1\":\"\{0,1\}\([^,\"}]*\).*/\1/p" | head -n1; }
 
 TCK=$(getconf CLK_TCK)
 
-# utime + stime of a process, in clock ticks
+# utime + stime of a process, in clock ticks (awk, for the same reason)
 ticks() {
-    local l f
-    if [ -z "${1:-}" ] || [ ! -r "/proc/$1/stat" ]; then
-        echo 0
-        return
+    local v=""
+    if [ -n "${1:-}" ] && [ -r "/proc/$1/stat" ]; then
+        # after "pid (comm) ": state is field 1, utime 12, stime 13
+        v=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" \
+            2>/dev/null)
     fi
-    read -r l < "/proc/$1/stat"
-    l=${l##*) }
-    read -r -a f <<< "$l"
-    # after "pid (comm) ": state is field 0, utime 11, stime 12
-    echo $(( f[11] + f[12] ))
+    echo "${v:-0}"
 }
 
 sum_ticks() {
@@ -179,20 +188,18 @@ sum_ticks() {
     echo $t
 }
 
-# VmRSS in kB
+# VmRSS in kB (sed, not bash's read, which a signal can cut short)
 rss() {
-    local k v u
-    if [ -z "${1:-}" ] || [ ! -r "/proc/$1/status" ]; then
-        echo 0
-        return
-    fi
-    while read -r k v u; do
-        if [ "$k" = "VmRSS:" ]; then
-            echo "$v"
-            return
+    local v="" i
+    for i in 1 2 3; do
+        if [ -n "${1:-}" ] && [ -r "/proc/$1/status" ]; then
+            v=$(sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\).*/\1/p' "/proc/$1/status")
         fi
-    done < "/proc/$1/status"
-    echo 0
+        if [ -n "$v" ]; then
+            break
+        fi
+    done
+    echo "${v:-0}"
 }
 
 sum_rss() {
@@ -213,6 +220,7 @@ NGINX_MASTER=""
 NGINX_WORKER=""
 NGINX_PORT=""
 BRIDGED_PID=""
+BRIDGED_PIDS=()
 TOKEN=""
 
 # start_fake [options]: bench_fake_openai on core 0
@@ -270,7 +278,10 @@ start_stack() {
     RUN_DIR=$RUN
     ERROR_LOG=$RUN/error.log
     MODULE=$BUILD/nginx/ngx_http_voice_module.so
-    BRIDGE_ENDPOINT=ipc://$RUN/bridged.sock
+    BRIDGE_ENDPOINT=""
+    for i in $(seq 1 "$BRIDGES"); do
+        BRIDGE_ENDPOINT+="${BRIDGE_ENDPOINT:+ }ipc://$RUN/bridged-$i.sock"
+    done
     LISTEN=127.0.0.1:$NGINX_PORT
     EXTRA_HTTP=""
     render "$TOP/conf/nginx.conf.in" > "$RUN/nginx.rendered.conf"
@@ -282,18 +293,22 @@ start_stack() {
     grep -q "^error_log $ERROR_LOG warn;" "$RUN/nginx.conf" \
         || die "no error_log line to set in conf/nginx.conf.in"
 
-    ( export OPENAI_API_KEY=$api_key \
-             OPENAI_REALTIME_URL=ws://127.0.0.1:$FAKE_PORT/v1/realtime \
-             OPENAI_MODEL=gpt-realtime \
-             TWILIO_ACCOUNT_SID=AC$(openssl rand -hex 16) \
-             TWILIO_AUTH_TOKEN=$TOKEN \
-             TWILIO_API_URL=http://127.0.0.1:9 \
-             BRIDGED_CA_FILE=$BUILD/certs/ca.pem
-      on_core 1 ${WRAP_BRIDGED[@]+"${WRAP_BRIDGED[@]}"} \
-          "$BUILD/bridged/bridged" --listen "$BRIDGE_ENDPOINT" \
-          --log-level "$BRIDGED_LOG" ) > "$RUN/bridged.log" 2>&1 &
-    BRIDGED_PID=$!
-    PIDS+=("$BRIDGED_PID")
+    BRIDGED_PIDS=()
+    for i in $(seq 1 "$BRIDGES"); do
+        ( export OPENAI_API_KEY=$api_key \
+                 OPENAI_REALTIME_URL=ws://127.0.0.1:$FAKE_PORT/v1/realtime \
+                 OPENAI_MODEL=gpt-realtime \
+                 TWILIO_ACCOUNT_SID=AC$(openssl rand -hex 16) \
+                 TWILIO_AUTH_TOKEN=$TOKEN \
+                 TWILIO_API_URL=http://127.0.0.1:9 \
+                 BRIDGED_CA_FILE=$BUILD/certs/ca.pem
+          on_core 1 ${WRAP_BRIDGED[@]+"${WRAP_BRIDGED[@]}"} \
+              "$BUILD/bridged/bridged" --listen "ipc://$RUN/bridged-$i.sock" \
+              --log-level "$BRIDGED_LOG" ) > "$RUN/bridged-$i.log" 2>&1 &
+        BRIDGED_PIDS+=($!)
+        PIDS+=($!)
+    done
+    BRIDGED_PID=${BRIDGED_PIDS[0]}
 
     ( export PUBLIC_URL=https://$PUBLIC TWILIO_AUTH_TOKEN=$TOKEN \
              TRANSCRIPT_DIR=$RUN/transcripts
@@ -314,8 +329,10 @@ start_stack() {
         fi
         kill -0 "$NGINX_MASTER" 2>/dev/null \
             || { cat "$RUN/nginx.out" "$RUN/error.log" >&2; die "nginx did not start"; }
-        kill -0 "$BRIDGED_PID" 2>/dev/null \
-            || { cat "$RUN/bridged.log" >&2; die "bridged did not start"; }
+        for p in "${BRIDGED_PIDS[@]}"; do
+            kill -0 "$p" 2>/dev/null \
+                || { cat "$RUN"/bridged-*.log >&2; die "bridged did not start"; }
+        done
         sleep 0.1
     done
     if [ "$code" = 000 ] || [ "$code" = 503 ]; then
@@ -324,7 +341,7 @@ start_stack() {
 
     NGINX_WORKER=$(pgrep -P "$NGINX_MASTER" | head -n1)
     [ -n "$NGINX_WORKER" ] || die "no nginx worker"
-    say "nginx $NGINX_MASTER (worker $NGINX_WORKER) on :$NGINX_PORT, bridged $BRIDGED_PID, fake OpenAI $FAKE_PID on :$FAKE_PORT"
+    say "nginx $NGINX_MASTER (worker $NGINX_WORKER) on :$NGINX_PORT, bridged ${BRIDGED_PIDS[*]}, fake OpenAI $FAKE_PID on :$FAKE_PORT"
 }
 
 # the calls' transcripts written (nginx has no live call), then all stop
@@ -346,9 +363,12 @@ stop_stack() {
         fi
         stop_pid "$NGINX_MASTER" QUIT
     fi
-    stop_pid "$BRIDGED_PID"
+    for p in "${BRIDGED_PIDS[@]}"; do
+        stop_pid "$p"
+    done
     stop_pid "$FAKE_PID"
     NGINX_MASTER="" NGINX_WORKER="" BRIDGED_PID="" FAKE_PID=""
+    BRIDGED_PIDS=()
 }
 
 
@@ -362,9 +382,9 @@ run_level() {
     local rss_idle=0 rss_ss=0 ni=0 ns=0 di=0 ds=0 st1=""
 
     if [ $CALIBRATE -eq 0 ]; then
-        procs=("$NGINX_MASTER" "$NGINX_WORKER" "$BRIDGED_PID")
+        procs=("$NGINX_MASTER" "$NGINX_WORKER" "${BRIDGED_PIDS[@]}")
         ni=$(sum_rss "$NGINX_MASTER" "$NGINX_WORKER")
-        di=$(rss "$BRIDGED_PID")
+        di=$(sum_rss "${BRIDGED_PIDS[@]}")
         rss_idle=$(( ni + di ))
     fi
 
@@ -401,7 +421,7 @@ run_level() {
                 l1=$(ticks "$LOAD_PID"); f1=$(ticks "$FAKE_PID")
                 if [ $CALIBRATE -eq 0 ]; then
                     ns=$(sum_rss "$NGINX_MASTER" "$NGINX_WORKER")
-                    ds=$(rss "$BRIDGED_PID")
+                    ds=$(sum_rss "${BRIDGED_PIDS[@]}")
                     rss_ss=$(( ns + ds ))
                 fi
                 ;;
@@ -532,11 +552,10 @@ log_summary() {
                 -e 's/, client: .*//; s/[0-9][0-9]*/N/g' "$f" \
                 | sort | uniq -c | sort -rn | sed -n '1,8p'
         fi
-        f=$RUN/bridged.log
-        printf '%s: bridged log, %s lines (level %s), %s at warn or above\n' \
-            "$label" "$(wc -l < "$f")" "$BRIDGED_LOG" \
-            "$(grep -c -E '\[(warn|error)\]' "$f" || true)"
-        grep -E '\[(warn|error)\]' "$f" \
+        printf '%s: bridged logs, %s lines (level %s), %s at warn or above\n' \
+            "$label" "$(cat "$RUN"/bridged-*.log | wc -l)" "$BRIDGED_LOG" \
+            "$(cat "$RUN"/bridged-*.log | grep -c -E '\[(warn|error)\]' || true)"
+        cat "$RUN"/bridged-*.log | grep -E '\[(warn|error)\]' \
             | sed -e 's/^[^ ]* //; s/\[CA[0-9a-f]*\] //; s/MZ[0-9a-f]*/MZ…/g' \
                   -e 's/[0-9][0-9]*/N/g' \
             | sort | uniq -c | sort -rn | sed -n '1,8p' || true
@@ -568,7 +587,91 @@ else
 fi
 out ""
 
-if [ $CALIBRATE -eq 1 ]; then
+# total instructions (Ir) in the callgrind files matching a glob
+cg_total() {
+    local f t=0 v
+    for f in "$@"; do
+        [ -s "$f" ] || continue
+        v=$(sed -n 's/^totals: *\([0-9]*\).*/\1/p' "$f" | head -n1)
+        t=$(( t + ${v:-0} ))
+    done
+    echo $t
+}
+
+# cg_run ECHO SECONDS: one run under callgrind; prints
+# "<nginx Ir> <bridged Ir> <frames sent> <frames back>"
+cg_run() {
+    local echo=$1 secs=$2 fake=() json
+    RUN=$WORK/cg-$echo-$secs
+    mkdir -p "$RUN"
+    WRAP_NGINX=(valgrind --tool=callgrind --callgrind-out-file="$RUN/cg.nginx.%p")
+    WRAP_BRIDGED=(valgrind --tool=callgrind --callgrind-out-file="$RUN/cg.bridged.%p")
+    [ "$echo" = 1 ] || fake=(--no-echo)
+    start_stack "${fake[@]}"
+    json=$RUN/load.json
+    ( on_core 0 "$TOOLS/bench_load" --host 127.0.0.1 --port "$NGINX_PORT" \
+          --path /media-stream --sign-url "$SIGN_URL" \
+          --auth-token "$TOKEN" --calls "$CG_CALLS" --seconds "$secs" \
+          --ramp-per-sec 5 --json ) > "$json" 2> "$RUN/load.log" || true
+    stop_stack
+    WRAP_NGINX=() WRAP_BRIDGED=()
+    echo "$(cg_total "$RUN"/cg.nginx.*) $(cg_total "$RUN"/cg.bridged.*)" \
+         "$(jget frames_sent < "$json") $(jget media_in < "$json")"
+}
+
+if [ "$MODE" = callgrind ]; then
+    command -v valgrind > /dev/null || die "valgrind is not installed"
+    CG_CALLS=${BENCH_CG_CALLS:-10}
+    out "callgrind: $CG_CALLS calls, runs of 5 s and 15 s; instructions per frame"
+    out "are the difference between the two runs over the difference in frames,"
+    out "so start-up, call set-up and tear-down cancel out.  With the fake OpenAI"
+    out "silent (--no-echo) only caller audio flows: that is the inbound cost."
+    out "Outbound is the echoing run's cost per round trip minus the inbound one;"
+    out "it includes the marks (one per 100 ms of reply audio) and their echoes."
+    read -r ni0 di0 fi0 _ <<< "$(cg_run 0 5)"
+    read -r ni1 di1 fi1 _ <<< "$(cg_run 0 15)"
+    read -r ne0 de0 fe0 be0 <<< "$(cg_run 1 5)"
+    read -r ne1 de1 fe1 be1 <<< "$(cg_run 1 15)"
+    out "$(awk -v ni0="$ni0" -v ni1="$ni1" -v di0="$di0" -v di1="$di1" \
+               -v fi0="$fi0" -v fi1="$fi1" -v ne0="$ne0" -v ne1="$ne1" \
+               -v de0="$de0" -v de1="$de1" -v fe0="$fe0" -v fe1="$fe1" \
+               -v be0="$be0" -v be1="$be1" 'BEGIN {
+        if (fi1 <= fi0 || fe1 <= fe0) { print "callgrind: no frames counted"; exit }
+        nin = (ni1 - ni0) / (fi1 - fi0); din = (di1 - di0) / (fi1 - fi0)
+        nrt = (ne1 - ne0) / (fe1 - fe0); drt = (de1 - de0) / (fe1 - fe0)
+        printf "%-28s %10s %10s %10s\n", "instructions per frame", "nginx", "bridged", "both"
+        printf "%-28s %10.0f %10.0f %10.0f\n", "caller -> OpenAI (in)", nin, din, nin + din
+        printf "%-28s %10.0f %10.0f %10.0f\n", "OpenAI -> caller (out)", nrt - nin, drt - din, nrt + drt - nin - din
+        printf "%-28s %10.0f %10.0f %10.0f\n", "round trip", nrt, drt, nrt + drt
+        printf "frames: silent run %d -> %d sent; echo run %d -> %d sent, %d -> %d back\n", fi0, fi1, fe0, fe1, be0, be1
+    }')"
+    out ""
+    out "results: $RESULTS"
+    exit 0
+fi
+
+if [ "$MODE" = scale ]; then
+    SCALE_CALLS=${BENCH_SCALE_CALLS:-600}
+    out "scale-out: $SCALE_CALLS calls behind one nginx worker, with 1, 2 and 3"
+    out "bridged daemons (all on core 1 with nginx: this shows how calls and"
+    out "work divide between daemons, not more cores)"
+    header
+    for b in ${BENCH_SCALE_BRIDGES:-1 2 3}; do
+        BRIDGES=$b
+        RUN=$WORK/scale-$b
+        mkdir -p "$RUN"
+        start_stack
+        TARGET_PORT=$NGINX_PORT
+        run_level "${SCALE_CALLS}x${b}b" "$SCALE_CALLS"
+        stop_stack
+        log_summary "${SCALE_CALLS}x${b}b"
+        per=""
+        for f in "$RUN"/bridged-*.log; do
+            per+="${per:+/}$(grep -c 'stream [^ ]* started: ' "$f" || true)"
+        done
+        out "           calls owned by each bridged: $per"
+    done
+elif [ $CALIBRATE -eq 1 ]; then
     out "calibration: the load tools against each other, no bridge"
     header
     for n in $LEVELS; do
