@@ -36,7 +36,7 @@ die() { say "error: $*"; exit 1; }
 
 install_deps() {
     local missing=() p
-    for p in "${DEBS[@]}"; do
+    for p in "${DEBS[@]}" "$@"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null \
             | grep -q "install ok installed" || missing+=("$p")
     done
@@ -333,6 +333,7 @@ cmd_fuzz() {
 
 # the benchmark: bench/run.sh after a full build (bench/run.sh --help)
 cmd_bench() {
+    install_deps valgrind       # for --callgrind
     build_all
     "$TOP/bench/run.sh" "$@"
 }
@@ -344,5 +345,5 @@ case "${1:-}" in
     build) build_all ;;
     fuzz)  cmd_fuzz ;;
     bench) shift; cmd_bench "$@" ;;
-    *)     sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *)     sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
