@@ -333,7 +333,7 @@ cmd_fuzz() {
 
 # the benchmark: bench/run.sh after a full build (bench/run.sh --help)
 cmd_bench() {
-    install_deps valgrind       # for --callgrind
+    install_deps valgrind libnginx-mod-stream   # --callgrind; the wss row
     build_all
     "$TOP/bench/run.sh" "$@"
 }

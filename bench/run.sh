@@ -26,7 +26,9 @@
 # full load per level, after the ramp), BENCH_RAMP (200 calls/s),
 # BENCH_DELAY_CALLS (50) and BENCH_DELAY_MS (300) for the slow-OpenAI row
 # (BENCH_DELAY_CALLS=0 skips it), BENCH_BRIDGES (1: bridged daemons behind
-# nginx, all on core 1), BENCH_BRIDGED_LOG (info), BENCH_QUICKACK=1
+# nginx, all on core 1), BENCH_TLS_CALLS (200: a row with the fake OpenAI
+# behind TLS, to show what TLS costs bridged; 0 skips it),
+# BENCH_BRIDGED_LOG (info), BENCH_QUICKACK=1
 # (bench_load --quickack: no delayed ACKs, unlike Twilio; shows what
 # Nagle costs a server without TCP_NODELAY), BENCH_KEEP=1 keeps the
 # temporary directory.  BENCH_WRAP_BRIDGED and BENCH_WRAP_NGINX put a
@@ -47,6 +49,9 @@ DELAY_MS=${BENCH_DELAY_MS:-300}
 BRIDGED_LOG=${BENCH_BRIDGED_LOG:-info}
 QUICKACK=${BENCH_QUICKACK:-0}
 BRIDGES=${BENCH_BRIDGES:-1}
+TLS_CALLS=${BENCH_TLS_CALLS:-200}
+TLS=0                   # 1: the fake OpenAI behind a TLS proxy
+STREAM_MODULE=/usr/lib/nginx/modules/ngx_stream_module.so
 read -r -a WRAP_BRIDGED <<< "${BENCH_WRAP_BRIDGED:-}"
 read -r -a WRAP_NGINX <<< "${BENCH_WRAP_NGINX:-}"
 PUBLIC=voice.example.test
@@ -259,6 +264,46 @@ status() {
     curl -s --max-time 2 "http://127.0.0.1:$NGINX_PORT/voice-status" || true
 }
 
+# a stock nginx (stream module) on core 0 that terminates TLS in front of
+# the fake OpenAI, with the test certificate: bridged then speaks wss:// and
+# verifies it against the test CA, as it does with OpenAI
+start_tls_proxy() {
+    local i
+    TLS_PORT=$(free_port)
+    mkdir -p "$RUN/tls"
+    cat > "$RUN/tls/nginx.conf" <<CONF
+load_module $STREAM_MODULE;
+$( [ "$(id -u)" -eq 0 ] && echo "user root;" )
+worker_processes 1;
+worker_rlimit_nofile 65536;
+daemon off;
+pid $RUN/tls/nginx.pid;
+error_log $RUN/tls/error.log warn;
+events { worker_connections 16384; }
+stream {
+    server {
+        listen 127.0.0.1:$TLS_PORT ssl;
+        ssl_certificate $BUILD/certs/server.pem;
+        ssl_certificate_key $BUILD/certs/server.key;
+        proxy_pass 127.0.0.1:$FAKE_PORT;
+    }
+}
+CONF
+    ( on_core 0 /usr/sbin/nginx -p "$RUN/tls" -c "$RUN/tls/nginx.conf" ) \
+        > "$RUN/tls/nginx.out" 2>&1 &
+    TLS_PID=$!
+    PIDS+=("$TLS_PID")
+    for i in $(seq 1 100); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$TLS_PORT") 2>/dev/null; then
+            return 0
+        fi
+        kill -0 "$TLS_PID" 2>/dev/null || break
+        sleep 0.05
+    done
+    cat "$RUN/tls/nginx.out" "$RUN/tls/error.log" >&2 2>/dev/null || true
+    die "the TLS proxy did not start"
+}
+
 # start_stack [fake options]: fake OpenAI, bridged and nginx, in $RUN
 start_stack() {
     local i code=000 api_key
@@ -268,6 +313,12 @@ start_stack() {
     NGINX_PORT=$(free_port)
 
     start_fake --api-key "$api_key" "$@"
+
+    OAI_URL=ws://127.0.0.1:$FAKE_PORT/v1/realtime
+    if [ "$TLS" = 1 ]; then
+        start_tls_proxy
+        OAI_URL=wss://127.0.0.1:$TLS_PORT/v1/realtime
+    fi
 
     # the configuration: the template, then one worker and quiet logs
     mkdir -p "$RUN/tmp" "$RUN/transcripts"
@@ -296,7 +347,7 @@ start_stack() {
     BRIDGED_PIDS=()
     for i in $(seq 1 "$BRIDGES"); do
         ( export OPENAI_API_KEY=$api_key \
-                 OPENAI_REALTIME_URL=ws://127.0.0.1:$FAKE_PORT/v1/realtime \
+                 OPENAI_REALTIME_URL=$OAI_URL \
                  OPENAI_MODEL=gpt-realtime \
                  TWILIO_ACCOUNT_SID=AC$(openssl rand -hex 16) \
                  TWILIO_AUTH_TOKEN=$TOKEN \
@@ -367,7 +418,10 @@ stop_stack() {
         stop_pid "$p"
     done
     stop_pid "$FAKE_PID"
-    NGINX_MASTER="" NGINX_WORKER="" BRIDGED_PID="" FAKE_PID=""
+    if [ -n "${TLS_PID:-}" ]; then
+        stop_pid "$TLS_PID" QUIT
+    fi
+    NGINX_MASTER="" NGINX_WORKER="" BRIDGED_PID="" FAKE_PID="" TLS_PID=""
     BRIDGED_PIDS=()
 }
 
@@ -706,6 +760,24 @@ else
         stop_stack
         log_summary delay
         out "delay: $DELAY_CALLS calls, with a fake OpenAI that answers each upgrade after $DELAY_MS ms"
+    fi
+
+    if [ "$TLS_CALLS" -gt 0 ] && [ ! -f "$STREAM_MODULE" ]; then
+        out "tls: skipped ($STREAM_MODULE is missing: libnginx-mod-stream)"
+    elif [ "$TLS_CALLS" -gt 0 ]; then
+        for TLS in 0 1; do
+            RUN=$WORK/tls-$TLS
+            mkdir -p "$RUN"
+            start_stack
+            TARGET_PORT=$NGINX_PORT
+            run_level "$( [ $TLS = 1 ] && echo wss || echo ws)-$TLS_CALLS" "$TLS_CALLS"
+            stop_stack
+            log_summary "$( [ $TLS = 1 ] && echo wss || echo ws)-$TLS_CALLS"
+        done
+        TLS=0
+        out "ws/wss: $TLS_CALLS calls with the fake OpenAI on ws://, then behind a TLS"
+        out "proxy (stock nginx, stream module, on core 0) on wss://, verified against"
+        out "the test CA: the difference in bridged's RSS per call is TLS's"
     fi
 fi
 
