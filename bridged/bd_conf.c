@@ -49,6 +49,7 @@ enum {
     BD_CONF_OPT_FINAL_WAIT,
     BD_CONF_OPT_AUDIO_BUFFER,
     BD_CONF_OPT_LOG_LEVEL,
+    BD_CONF_OPT_SCHED,
     BD_CONF_OPT_HELP
 };
 
@@ -61,6 +62,7 @@ static const struct option  bd_conf_options[] = {
     { "final-wait-ms", required_argument, NULL, BD_CONF_OPT_FINAL_WAIT },
     { "audio-buffer-ms", required_argument, NULL, BD_CONF_OPT_AUDIO_BUFFER },
     { "log-level", required_argument, NULL, BD_CONF_OPT_LOG_LEVEL },
+    { "sched", required_argument, NULL, BD_CONF_OPT_SCHED },
     { "help", no_argument, NULL, BD_CONF_OPT_HELP },
     { NULL, 0, NULL, 0 }
 };
@@ -90,6 +92,11 @@ bd_conf_usage(FILE *out)
 "                            opens, default 10000 (BRIDGED_AUDIO_BUFFER_MS)\n"
 "  --log-level LEVEL         debug, info, warn or error, default info\n"
 "                            (BRIDGED_LOG_LEVEL)\n"
+"  --sched POLICY            batch (default) or other: the Linux scheduling\n"
+"                            policy; batch lets bridged and its ZeroMQ\n"
+"                            thread take their messages in batches instead\n"
+"                            of preempting each other for every one\n"
+"                            (BRIDGED_SCHED)\n"
 "  --help                    this text\n"
 "\n"
 "environment:\n"
@@ -151,7 +158,7 @@ bd_conf_load(bd_conf_t *conf, int argc, char **argv, char *err,
     int                   c, i;
     size_t                len;
     unsigned             *num;
-    const char           *level, *twilio_url;
+    const char           *level, *sched, *twilio_url;
     const char           *nums[sizeof(bd_conf_nums) / sizeof(bd_conf_nums[0])];
     const bd_conf_num_t  *n;
 
@@ -161,6 +168,7 @@ bd_conf_load(bd_conf_t *conf, int argc, char **argv, char *err,
     conf->listen = bd_conf_env("BRIDGED_LISTEN");
     conf->ca_file = bd_conf_env("BRIDGED_CA_FILE");
     level = bd_conf_env("BRIDGED_LOG_LEVEL");
+    sched = bd_conf_env("BRIDGED_SCHED");
 
     for (i = 0; i < (int) (sizeof(nums) / sizeof(nums[0])); i++) {
         nums[i] = bd_conf_env(bd_conf_nums[i].env);
@@ -189,6 +197,10 @@ bd_conf_load(bd_conf_t *conf, int argc, char **argv, char *err,
 
         case BD_CONF_OPT_LOG_LEVEL:
             level = optarg;
+            break;
+
+        case BD_CONF_OPT_SCHED:
+            sched = optarg;
             break;
 
         case BD_CONF_OPT_HELP:
@@ -238,6 +250,19 @@ bd_conf_load(bd_conf_t *conf, int argc, char **argv, char *err,
             snprintf(err, err_size,
                      "--log-level: \"%s\" is not debug, info, warn or error",
                      level);
+            return BD_CONF_ERROR;
+        }
+    }
+
+    conf->sched_batch = 1;
+
+    if (sched != NULL) {
+        if (strcmp(sched, "other") == 0) {
+            conf->sched_batch = 0;
+
+        } else if (strcmp(sched, "batch") != 0) {
+            snprintf(err, err_size, "--sched: \"%s\" is not batch or other",
+                     sched);
             return BD_CONF_ERROR;
         }
     }

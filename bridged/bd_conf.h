@@ -34,6 +34,7 @@ typedef struct {
     unsigned     final_wait_ms;
     unsigned     audio_buffer_ms;
     int          log_level;
+    int          sched_batch;       /* run as SCHED_BATCH */
 } bd_conf_t;
 
 

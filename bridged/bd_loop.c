@@ -9,6 +9,8 @@
  * with 0.
  */
 
+#include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -111,6 +113,28 @@ main(int argc, char **argv)
     bd_log_level = bd_loop_conf.log_level;
     bd_log_secret(bd_loop_conf.twilio_token);
     bd_log_secret(bd_loop_conf.openai_key);
+
+    /*
+     * SCHED_BATCH, before any thread exists so that ZeroMQ's I/O thread
+     * and libuv's pool inherit it: a batch thread does not preempt the
+     * running one when it wakes, so a message handed between bridged's
+     * loop and its ZeroMQ thread waits until the other yields, and goes
+     * with everything else that arrived meanwhile.  Under load that halves
+     * the context switches and costs a sixth of the CPU per call; the
+     * added latency is bounded by one scheduler slice and was not
+     * measurable (docs/performance.md).
+     */
+
+    if (bd_loop_conf.sched_batch) {
+        struct sched_param  sp;
+
+        memset(&sp, 0, sizeof(sp));
+
+        if (sched_setscheduler(0, SCHED_BATCH, &sp) != 0) {
+            bd_log(BD_LOG_WARN, NULL, "SCHED_BATCH: %s (running with the "
+                   "default policy)", strerror(errno));
+        }
+    }
 
     /* a peer that closes its socket must not kill the daemon */
 

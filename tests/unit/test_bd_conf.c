@@ -19,6 +19,7 @@
 static const char  *vars[] = {
     "BRIDGED_LISTEN", "BRIDGED_CA_FILE", "BRIDGED_TWILIO_TIMEOUT_MS",
     "BRIDGED_FINAL_WAIT_MS", "BRIDGED_AUDIO_BUFFER_MS", "BRIDGED_LOG_LEVEL",
+    "BRIDGED_SCHED",
     "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_API_URL",
     "OPENAI_API_KEY", "OPENAI_REALTIME_URL", "OPENAI_MODEL", NULL
 };
@@ -111,11 +112,20 @@ test_environment_and_options(void **state)
     assert_int_equal(c.twilio_timeout_ms, 3000);
     assert_int_equal(c.final_wait_ms, 0);
     assert_int_equal(c.log_level, BD_LOG_DEBUG);
+    assert_int_equal(c.sched_batch, 1);           /* the default */
     assert_string_equal(c.twilio_sid, "AC1");
     assert_null(c.twilio_token);                 /* empty counts as unset */
     assert_string_equal(c.twilio_api_url, "http://127.0.0.1:8080");
     assert_string_equal(c.openai_url, "ws://127.0.0.1:9000/v1/realtime");
     assert_string_equal(c.openai_model, "gpt-realtime-mini");
+
+    /* the scheduling policy: the environment, and the option over it */
+
+    setenv("BRIDGED_SCHED", "other", 1);
+    assert_int_equal(load(&c, err, NULL), BD_CONF_OK);
+    assert_int_equal(c.sched_batch, 0);
+    assert_int_equal(load(&c, err, "--sched", "batch", NULL), BD_CONF_OK);
+    assert_int_equal(c.sched_batch, 1);
 }
 
 
@@ -144,6 +154,10 @@ test_refusals(void **state)
     assert_int_equal(load(&c, err, "--listen", "ipc:///x",
                           "--log-level", "loud", NULL),
                      BD_CONF_ERROR);
+    assert_int_equal(load(&c, err, "--listen", "ipc:///x",
+                          "--sched", "fifo", NULL),
+                     BD_CONF_ERROR);
+    assert_non_null(strstr(err, "--sched"));
     assert_int_equal(load(&c, err, "--listen", "ipc:///x", "--insecure",
                           NULL),
                      BD_CONF_ERROR);
