@@ -69,6 +69,14 @@ static ngx_conf_num_bounds_t  ngx_http_voice_hwm_bounds = {
       NULL }
 
 
+/* voice_worker_sched: the workers' Linux scheduling policy */
+static ngx_conf_enum_t  ngx_http_voice_sched_policies[] = {
+    { ngx_string("other"), 0 },
+    { ngx_string("batch"), 1 },
+    { ngx_null_string, 0 }
+};
+
+
 static ngx_command_t  ngx_http_voice_commands[] = {
 
     NGX_HTTP_VOICE_HANDLER("voice_twiml", NGX_HTTP_VOICE_TWIML),
@@ -93,6 +101,13 @@ static ngx_command_t  ngx_http_voice_commands[] = {
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_voice_main_conf_t, hwm),
       &ngx_http_voice_hwm_bounds },
+
+    { ngx_string("voice_worker_sched"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_voice_main_conf_t, worker_sched),
+      &ngx_http_voice_sched_policies },
 
     { ngx_string("voice_bridge_heartbeat"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -334,6 +349,7 @@ ngx_http_voice_create_main_conf(ngx_conf_t *cf)
 
     vmcf->hwm = NGX_CONF_UNSET_UINT;
     vmcf->heartbeat = NGX_CONF_UNSET_MSEC;
+    vmcf->worker_sched = NGX_CONF_UNSET_UINT;
 
     return vmcf;
 }
@@ -346,6 +362,7 @@ ngx_http_voice_init_main_conf(ngx_conf_t *cf, void *conf)
 
     ngx_conf_init_uint_value(vmcf->hwm, 10000);
     ngx_conf_init_msec_value(vmcf->heartbeat, 1000);
+    ngx_conf_init_uint_value(vmcf->worker_sched, 0);
 
     return NGX_CONF_OK;
 }
@@ -833,7 +850,29 @@ ngx_http_voice_init_process(ngx_cycle_t *cycle)
     }
 
     vmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_voice_module);
-    if (vmcf == NULL || vmcf->endpoints.nelts == 0) {
+    if (vmcf == NULL) {
+        return NGX_OK;
+    }
+
+    /*
+     * voice_worker_sched batch: a worker that wakes does not preempt what
+     * runs, bridged on a shared core above all, so both take their
+     * messages in batches (docs/performance.md)
+     */
+
+    if (vmcf->worker_sched) {
+        struct sched_param  sp;
+
+        ngx_memzero(&sp, sizeof(sp));
+
+        if (sched_setscheduler(0, SCHED_BATCH, &sp) == -1) {
+            ngx_log_error(NGX_LOG_WARN, cycle->log, ngx_errno,
+                          "voice_worker_sched batch: sched_setscheduler() "
+                          "failed, the worker keeps its policy");
+        }
+    }
+
+    if (vmcf->endpoints.nelts == 0) {
         return NGX_OK;
     }
 

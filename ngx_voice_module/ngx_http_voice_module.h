@@ -59,6 +59,7 @@ typedef struct {
     ngx_array_t                 endpoints;      /* of ngx_str_t */
     ngx_uint_t                  hwm;
     ngx_msec_t                  heartbeat;
+    ngx_uint_t                  worker_sched;   /* 1: SCHED_BATCH */
 
     /* per-worker state, created in init_process */
     ngx_http_voice_worker_t    *worker;

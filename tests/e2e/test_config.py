@@ -56,3 +56,22 @@ def test_a_directive_wins_over_the_environment(stack_factory):
     r = stack.api("POST", "/twiml", data=params,
                   headers={"X-Twilio-Signature": sig})
     assert r.status_code == 403
+
+
+SCHED_BATCH = 3
+
+
+def sched_policy(pid):
+    """the scheduling policy of a process (field 41 of /proc/PID/stat)"""
+    stat = open("/proc/%d/stat" % pid).read()
+    return int(stat[stat.rindex(")") + 2:].split()[38])
+
+
+def test_workers_and_bridged_run_as_sched_batch(stack):
+    # conf/nginx.conf.in says voice_worker_sched batch; bridged's default
+    for pid in stack.status_all():
+        assert sched_policy(pid) == SCHED_BATCH
+    assert sched_policy(stack.procs["bridged"].pid) == SCHED_BATCH
+
+    # and a call still goes through end to end
+    assert stack.api("GET", "/api/numbers").status_code == 200
