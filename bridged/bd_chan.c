@@ -24,6 +24,13 @@
 #include <uv.h>
 #include <zmq.h>
 
+
+/* a context option of libzmq 4.3.2 and later that its header lists only
+ * under ZMQ_BUILD_DRAFT_API; an older library refuses it, harmlessly */
+#ifndef ZMQ_ZERO_COPY_RECV
+#define ZMQ_ZERO_COPY_RECV  10
+#endif
+
 #include "bd_call.h"
 #include "bd_chan.h"
 #include "bd_log.h"
@@ -564,6 +571,10 @@ bd_chan_init(uv_loop_t *loop, const char *endpoint)
         bd_log(BD_LOG_ERROR, NULL, "zmq_ctx_new: %s", zmq_strerror(errno));
         return -1;
     }
+
+    /* see ngx_http_voice_bridge.c: small messages, copied, not 8 KiB
+     * shared buffers */
+    (void) zmq_ctx_set(bd_chan_ctx, ZMQ_ZERO_COPY_RECV, 0);
 
     bd_chan_sock = zmq_socket(bd_chan_ctx, ZMQ_ROUTER);
     if (bd_chan_sock == NULL) {
