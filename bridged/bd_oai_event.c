@@ -17,11 +17,13 @@
  * of that response is dropped, and the outstanding marks are forgotten so
  * that the echoes the clear causes do not count as played.
  *
- * Memory.  A server event is parsed with cJSON into a static arena that is
- * reset after each event, so audio deltas cost no malloc; an event that
- * does not fit falls back to malloc.  The arena is used only while
- * cJSON_ParseWithLength() runs: anything else cJSON allocates, here or
- * elsewhere in bridged, comes from malloc as usual.
+ * Memory.  response.output_audio.delta, the event that comes at frame
+ * rate, is read where it lies by a flat scan (bd_jscan.c) when it has the
+ * plain shape OpenAI sends.  Any other server event is parsed with cJSON
+ * into a static arena that is reset after each event, so events cost no
+ * malloc; an event that does not fit falls back to malloc.  The arena is
+ * used only while cJSON_ParseWithLength() runs: anything else cJSON
+ * allocates, here or elsewhere in bridged, comes from malloc as usual.
  */
 
 #include <stdalign.h>
@@ -34,6 +36,7 @@
 #include <cJSON.h>
 
 #include "bd_b64.h"
+#include "bd_jscan.h"
 #include "bd_log.h"
 #include "bd_oai_event.h"
 #include "voice_proto.h"
@@ -71,6 +74,10 @@ static void bd_oai_event_response_created(bd_oai_event_conv_t *cv,
     const cJSON *ev);
 static void bd_oai_event_audio_delta(bd_oai_event_conv_t *cv,
     const cJSON *ev);
+static void bd_oai_event_audio(bd_oai_event_conv_t *cv, const char *item_id,
+    const char *response, const char *delta, size_t len);
+static int bd_oai_event_flat_delta(bd_oai_event_conv_t *cv, const char *json,
+    size_t len);
 static void bd_oai_event_audio_done(bd_oai_event_conv_t *cv,
     const cJSON *ev);
 static void bd_oai_event_transcript_done(bd_oai_event_conv_t *cv,
@@ -339,6 +346,10 @@ bd_oai_event_dispatch(bd_oai_event_conv_t *cv, const char *json, size_t len)
     const char                    *type;
     cJSON_Hooks                    hooks;
     const bd_oai_event_handler_t  *h;
+
+    if (bd_oai_event_flat_delta(cv, json, len)) {
+        return 0;
+    }
 
     if (!bd_oai_event_hooks_set) {
         hooks.malloc_fn = bd_oai_event_malloc;
@@ -701,19 +712,73 @@ bd_oai_event_mark_name(bd_oai_event_conv_t *cv, bd_oai_event_item_t *it,
 static void
 bd_oai_event_audio_delta(bd_oai_event_conv_t *cv, const cJSON *ev)
 {
-    int                   last, mark, marked;
-    long                  n, bytes;
-    char                  name[32];
-    size_t                len, off, chunk;
-    const char           *delta, *response;
-    bd_oai_event_item_t  *it;
+    const char  *delta;
 
     delta = bd_oai_event_str(ev, "delta");
     if (delta == NULL) {
         return;
     }
 
-    len = strlen(delta);
+    bd_oai_event_audio(cv, bd_oai_event_str(ev, "item_id"),
+                       bd_oai_event_str(ev, "response_id"),
+                       delta, strlen(delta));
+}
+
+
+/*
+ * The frame-rate event without a cJSON tree (bd_jscan.c): returns 1 when
+ * it was one and has been handled, 0 when the event must be parsed in
+ * full (another type, or a shape the scan declines).
+ */
+
+static int
+bd_oai_event_flat_delta(bd_oai_event_conv_t *cv, const char *json,
+    size_t len)
+{
+    char              item[BD_OAI_EVENT_ID_MAX], resp[BD_OAI_EVENT_ID_MAX];
+    bd_jscan_field_t  f[4];
+
+    static const char  type[] = "response.output_audio.delta";
+
+    f[0].name = "type";
+    f[1].name = "item_id";
+    f[2].name = "response_id";
+    f[3].name = "delta";
+
+    if (bd_jscan_flat(json, len, f, 4) != 0
+        || f[0].val == NULL || f[0].len != sizeof(type) - 1
+        || memcmp(f[0].val, type, sizeof(type) - 1) != 0
+        || f[1].val == NULL || f[1].len >= sizeof(item)
+        || f[3].val == NULL
+        || (f[2].val != NULL && f[2].len >= sizeof(resp)))
+    {
+        return 0;
+    }
+
+    memcpy(item, f[1].val, f[1].len);
+    item[f[1].len] = '\0';
+
+    if (f[2].val != NULL) {
+        memcpy(resp, f[2].val, f[2].len);
+        resp[f[2].len] = '\0';
+    }
+
+    bd_oai_event_audio(cv, item, f[2].val ? resp : NULL, f[3].val, f[3].len);
+    cv->deltas_flat++;
+
+    return 1;
+}
+
+
+static void
+bd_oai_event_audio(bd_oai_event_conv_t *cv, const char *item_id,
+    const char *response, const char *delta, size_t len)
+{
+    int                   last, mark, marked;
+    long                  n, bytes;
+    char                  name[32];
+    size_t                off, chunk;
+    bd_oai_event_item_t  *it;
 
     /* the bytes it decodes to */
 
@@ -722,10 +787,7 @@ bd_oai_event_audio_delta(bd_oai_event_conv_t *cv, const cJSON *ev)
         bytes -= (delta[len - 1] == '=') + (delta[len - 2] == '=');
     }
 
-    response = bd_oai_event_str(ev, "response_id");
-
-    it = bd_oai_event_item(cv, bd_oai_event_str(ev, "item_id"),
-                           VOICE_PROTO_ROLE_ASSISTANT);
+    it = bd_oai_event_item(cv, item_id, VOICE_PROTO_ROLE_ASSISTANT);
 
     if (it == NULL
         || (it->flags & BD_OAI_EVENT_TRUNCATED)

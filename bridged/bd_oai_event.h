@@ -125,6 +125,7 @@ typedef struct {
     char                       response_id[BD_OAI_EVENT_ID_MAX];
     char                       dropped_id[BD_OAI_EVENT_ID_MAX];
 
+    uint64_t                   deltas_flat;    /* read by bd_jscan */
     uint64_t                   audio_sent;
     uint64_t                   audio_lost;     /* nginx did not take it */
     uint64_t                   audio_dropped;  /* arrived after a barge-in */

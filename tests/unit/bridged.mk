@@ -7,6 +7,7 @@ BD_DIR     := $(TOP)/bridged
 BD_CFLAGS  := -I$(BD_DIR) -I$(TOP)/proto $(shell pkg-config --cflags libcjson)
 BD_LIBS    := $(shell pkg-config --libs libcjson)
 
+UNIT_TESTS += test_bd_jscan
 UNIT_TESTS += test_bd_b64 test_bd_form test_bd_ring test_bd_twapi_json \
               test_bd_oai_event test_bd_conf test_bd_log
 
@@ -32,8 +33,13 @@ $(O)/test_bd_twapi_json: $(CURDIR)/test_bd_twapi_json.c \
                          $(BD_DIR)/bd_twapi_json.h | $(O)
 	$(BD_TEST_CC)
 
+$(O)/test_bd_jscan: $(CURDIR)/test_bd_jscan.c $(BD_DIR)/bd_jscan.c \
+                    $(BD_DIR)/bd_jscan.h | $(O)
+	$(BD_TEST_CC)
+
 $(O)/test_bd_oai_event: $(CURDIR)/test_bd_oai_event.c \
                         $(BD_DIR)/bd_oai_event.c $(BD_DIR)/bd_b64.c \
+                        $(BD_DIR)/bd_jscan.c $(BD_DIR)/bd_jscan.h \
                         $(BD_DIR)/bd_log.c $(BD_DIR)/bd_oai_event.h \
                         $(BD_DIR)/bd_b64.h $(BD_DIR)/bd_log.h \
                         $(TOP)/proto/voice_proto.h | $(O)

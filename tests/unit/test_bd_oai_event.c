@@ -354,6 +354,39 @@ test_delta_pieces_and_marks(void **state)
     /* on the last piece of each delta: after piece 1, and after piece 3 */
     assert_int_equal(x->f.marked_pieces[0], 1);
     assert_int_equal(x->f.marked_pieces[1], 3);
+
+    /* both read by the flat scan, no cJSON tree */
+    assert_int_equal(x->cv.deltas_flat, 2);
+}
+
+
+static void
+test_delta_shapes_the_flat_scan_declines(void **state)
+{
+    fixture_t  *x = *state;
+
+    turn(x);
+
+    /* an escaped slash in the base64 ("AAAA////" is 00 00 00 ff ff ff),
+     * and a nested member: both parsed in full, with the same effect */
+
+    ev(x, "{\"type\":\"response.output_audio.delta\",\"response_id\":"
+          "\"resp_R1\",\"item_id\":\"item_A1\",\"delta\":\"AAAA\\/\\/\\/\\/\"}");
+    ev(x, "{\"type\":\"response.output_audio.delta\",\"response_id\":"
+          "\"resp_R1\",\"item_id\":\"item_A1\",\"extra\":{\"a\":[1]},"
+          "\"delta\":\"////\"}");
+
+    assert_int_equal(x->cv.deltas_flat, 0);
+    assert_int_equal(x->f.audio_len, 9);
+    assert_memory_equal(x->f.audio, "\x00\x00\x00\xff\xff\xff\xff\xff\xff", 9);
+
+    /* the plain shape is scanned */
+
+    ev(x, "{\"type\":\"response.output_audio.delta\",\"response_id\":"
+          "\"resp_R1\",\"item_id\":\"item_A1\",\"delta\":\"AQID\"}");
+    assert_int_equal(x->cv.deltas_flat, 1);
+    assert_int_equal(x->f.audio_len, 12);
+    assert_memory_equal(x->f.audio + 9, "\x01\x02\x03", 3);
 }
 
 
@@ -893,6 +926,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_settlement, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delta_pieces_and_marks, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_delta_shapes_the_flat_scan_declines,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_marks_thinned_for_small_deltas,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused_audio_sends_no_mark,
