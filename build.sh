@@ -14,7 +14,8 @@
 # Configuration comes from the environment and from .env at the top of the
 # repository (the environment wins): PORT, PUBLIC_URL, TWILIO_ACCOUNT_SID,
 # TWILIO_AUTH_TOKEN, OPENAI_API_KEY, TWILIO_API_URL, OPENAI_REALTIME_URL,
-# OPENAI_MODEL, TRANSCRIPT_DIR.  Generated files go to build/ and run/.
+# OPENAI_MODEL, TRANSCRIPT_DIR, VOICE_API_TOKEN.  Generated files go to
+# build/ and run/.
 set -euo pipefail
 
 TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -269,6 +270,14 @@ EOF
         [ -n "${PUBLIC_URL:-}" ] || die "PUBLIC_URL must be set: Twilio reaches the service through it"
     fi
 
+    # the API's bearer token: VOICE_API_TOKEN, or one made for this run;
+    # either way in $RUN/api-token (mode 600) for the commands below
+    if [ -z "${VOICE_API_TOKEN:-}" ]; then
+        export VOICE_API_TOKEN=$(openssl rand -hex 24)
+        say "VOICE_API_TOKEN is not set: the API takes a token made for this run (set it in .env to keep one)"
+    fi
+    ( umask 077; printf '%s\n' "$VOICE_API_TOKEN" > "$RUN/api-token" )
+
     export BRIDGE_ENDPOINT=ipc://$RUN/bridged.sock
     export MODULE=$BUILD/nginx/ngx_http_voice_module.so
     export RUN_DIR=$RUN
@@ -287,11 +296,12 @@ EOF
     say "listening on port $PORT; transcripts go to $TRANSCRIPT_DIR"
     cat >&2 <<EOF
 
-  Try it:
-    curl http://127.0.0.1:$PORT/api/numbers
-    curl -X POST http://127.0.0.1:$PORT/api/call -H 'Content-Type: application/json' \\
-         -d '{"number": "+14155550123"}'
-    curl http://127.0.0.1:$PORT/api/transcript/CA...?format=text
+  Try it (the API wants the bearer token, which is in $RUN/api-token):
+    TOKEN=\$(cat $RUN/api-token)
+    curl -H "Authorization: Bearer \$TOKEN" http://127.0.0.1:$PORT/api/numbers
+    curl -X POST http://127.0.0.1:$PORT/api/call -H "Authorization: Bearer \$TOKEN" \\
+         -H 'Content-Type: application/json' -d '{"number": "+14155550123"}'
+    curl -H "Authorization: Bearer \$TOKEN" "http://127.0.0.1:$PORT/api/transcript/CA...?format=text"
 
 EOF
 
@@ -345,5 +355,5 @@ case "${1:-}" in
     build) build_all ;;
     fuzz)  cmd_fuzz ;;
     bench) shift; cmd_bench "$@" ;;
-    *)     sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *)     sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -227,6 +227,7 @@ NGINX_PORT=""
 BRIDGED_PID=""
 BRIDGED_PIDS=()
 TOKEN=""
+API_TOKEN=""
 
 # start_fake [options]: bench_fake_openai on core 0
 start_fake() {
@@ -309,6 +310,7 @@ start_stack() {
     local i code=000 api_key
 
     TOKEN=$(openssl rand -hex 16)
+    API_TOKEN=$(openssl rand -hex 16)
     api_key=sk-bench-$(openssl rand -hex 12)
     NGINX_PORT=$(free_port)
 
@@ -362,6 +364,7 @@ start_stack() {
     BRIDGED_PID=${BRIDGED_PIDS[0]}
 
     ( export PUBLIC_URL=https://$PUBLIC TWILIO_AUTH_TOKEN=$TOKEN \
+             VOICE_API_TOKEN=$API_TOKEN \
              TRANSCRIPT_DIR=$RUN/transcripts
       unset OPENAI_API_KEY TWILIO_ACCOUNT_SID
       on_core 1 ${WRAP_NGINX[@]+"${WRAP_NGINX[@]}"} /usr/sbin/nginx -p "$RUN" -c "$RUN/nginx.conf" ) \
@@ -374,6 +377,7 @@ start_stack() {
     # (bridged finds no Twilio API, there is none) instead of 503
     for i in $(seq 1 200); do
         code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 \
+               -H "Authorization: Bearer $API_TOKEN" \
                "http://127.0.0.1:$NGINX_PORT/api/numbers" || true)
         if [ "$code" != 000 ] && [ "$code" != 503 ]; then
             break

@@ -132,6 +132,8 @@ static ngx_command_t  ngx_http_voice_commands[] = {
                          signature),
     NGX_HTTP_VOICE_VALUE("voice_twilio_auth_token_file",
                          ngx_conf_set_str_slot, auth_token_file),
+    NGX_HTTP_VOICE_VALUE("voice_api_token_file", ngx_conf_set_str_slot,
+                         api_token_file),
     NGX_HTTP_VOICE_VALUE("voice_bridge_timeout", ngx_conf_set_msec_slot,
                          bridge_timeout),
     NGX_HTTP_VOICE_VALUE("voice_api_max_body_size", ngx_conf_set_size_slot,
@@ -390,6 +392,8 @@ ngx_http_voice_create_loc_conf(ngx_conf_t *cf)
      *     conf->thread_pool = NULL;
      *     conf->auth_token = { 0, NULL };
      *     conf->auth_token_file = { 0, NULL };
+     *     conf->api_token = { 0, NULL };
+     *     conf->api_token_file = { 0, NULL };
      *     conf->model = { 0, NULL };
      *     conf->voice = { 0, NULL };
      *     conf->instructions = { 0, NULL };
@@ -431,6 +435,7 @@ ngx_http_voice_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               10000);
     ngx_conf_merge_value(conf->signature, prev->signature, 1);
     ngx_conf_merge_str_value(conf->auth_token_file, prev->auth_token_file, "");
+    ngx_conf_merge_str_value(conf->api_token_file, prev->api_token_file, "");
     ngx_conf_merge_msec_value(conf->bridge_timeout, prev->bridge_timeout,
                               30000);
     ngx_conf_merge_size_value(conf->max_body_size, prev->max_body_size,
@@ -461,6 +466,34 @@ ngx_http_voice_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     }
 
     vmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_voice_module);
+
+    if (h == NGX_HTTP_VOICE_API_NUMBERS || h == NGX_HTTP_VOICE_API_CALL
+        || h == NGX_HTTP_VOICE_API_END_CALL
+        || h == NGX_HTTP_VOICE_API_TRANSCRIPT)
+    {
+        if (conf->api_token_file.len) {
+            if (ngx_http_voice_read_secret(cf, &conf->api_token_file,
+                                           &conf->api_token)
+                != NGX_OK)
+            {
+                return NGX_CONF_ERROR;
+            }
+
+        } else if (ngx_http_voice_env_default(cf, &conf->api_token,
+                                              "VOICE_API_TOKEN")
+                   != NGX_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
+
+        if (conf->api_token.len == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "the API needs a bearer token: set "
+                               "VOICE_API_TOKEN in the environment or use "
+                               "\"voice_api_token_file\"");
+            return NGX_CONF_ERROR;
+        }
+    }
 
     if (h != NGX_HTTP_VOICE_API_TRANSCRIPT && vmcf->endpoints.nelts == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,

@@ -81,6 +81,8 @@ typedef struct {
     ngx_flag_t                  signature;
     ngx_str_t                   auth_token;
     ngx_str_t                   auth_token_file;
+    ngx_str_t                   api_token;      /* guards the API */
+    ngx_str_t                   api_token_file;
 
     ngx_msec_t                  bridge_timeout;
     size_t                      max_body_size;
@@ -253,6 +255,12 @@ ngx_int_t ngx_http_voice_send_json(ngx_http_request_t *r, ngx_uint_t status,
     u_char *body, size_t len);
 ngx_int_t ngx_http_voice_send_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *fmt, ...);
+
+
+/* ngx_http_voice_auth.c: NGX_OK, NGX_HTTP_UNAUTHORIZED or
+ * NGX_HTTP_FORBIDDEN; the refusal is sent once the body is discarded */
+ngx_int_t ngx_http_voice_auth_check(ngx_http_request_t *r);
+ngx_int_t ngx_http_voice_auth_refuse(ngx_http_request_t *r, ngx_int_t status);
 
 
 /* ngx_http_voice_bridge.c */

@@ -44,11 +44,21 @@ static void ngx_http_voice_rest_unpark(ngx_http_voice_rest_ctx_t *ctx);
 ngx_int_t
 ngx_http_voice_rest_handler(ngx_http_request_t *r)
 {
-    ngx_int_t                   rc;
+    ngx_int_t                   rc, auth;
     ngx_uint_t                  want;
     ngx_http_voice_loc_conf_t  *vlcf;
 
     vlcf = ngx_http_get_module_loc_conf(r, ngx_http_voice_module);
+
+    auth = ngx_http_voice_auth_check(r);
+    if (auth != NGX_OK) {
+        rc = ngx_http_discard_request_body(r);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        return ngx_http_voice_auth_refuse(r, auth);
+    }
 
     want = (vlcf->handler == NGX_HTTP_VOICE_API_NUMBERS)
            ? (NGX_HTTP_GET|NGX_HTTP_HEAD) : NGX_HTTP_POST;

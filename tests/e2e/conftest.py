@@ -87,9 +87,10 @@ class Stack:
         self.account_sid = "AC" + secrets.token_hex(16)
         self.auth_token = secrets.token_hex(16)
         self.api_key = "sk-test-" + secrets.token_hex(12)
+        self.api_token = secrets.token_urlsafe(24)
         self.public_url = opts.get("public_url", "https://voice.example.test")
         self.ca = str(CERTS / "ca.pem")
-        self.secrets = [self.auth_token, self.api_key]
+        self.secrets = [self.auth_token, self.api_key, self.api_token]
 
     # --- processes ----------------------------------------------------------
 
@@ -193,6 +194,7 @@ class Stack:
         env = dict(os.environ)
         env.update({"PUBLIC_URL": self.public_url,
                     "TWILIO_AUTH_TOKEN": self.auth_token,
+                    "VOICE_API_TOKEN": self.api_token,
                     "TRANSCRIPT_DIR": str(self.transcripts)})
         for k in ("TWILIO_ACCOUNT_SID", "OPENAI_API_KEY"):
             env.pop(k, None)
@@ -245,8 +247,15 @@ class Stack:
 
     # --- clients ------------------------------------------------------------
 
-    def api(self, method, path, **kw):
+    def api(self, method, path, token=True, **kw):
+        """a request to nginx; /api/ ones carry the bearer token unless
+        token is False (or another string to send instead)"""
         kw.setdefault("timeout", 30)
+        if path.startswith("/api/") and token:
+            headers = dict(kw.pop("headers", None) or {})
+            headers.setdefault("Authorization", "Bearer %s" % (
+                self.api_token if token is True else token))
+            kw["headers"] = headers
         return requests.request(method, self.base + path, **kw)
 
     def tw(self, method, path, body=None):

@@ -3,10 +3,13 @@
 400 for a malformed body, phone number or call SID; 404 for an unknown
 call or transcript; 502 when Twilio refuses (with Twilio's code and
 message); 503 when bridged cannot be reached; 504 when Twilio does not
-answer in time.  Errors are JSON {"success": false, "error": "..."}.
+answer in time; 401 without the API's bearer token, 403 with a wrong
+one.  Errors are JSON {"success": false, "error": "..."}.
 """
 
+import os
 import signal
+import subprocess
 import time
 
 import pytest
@@ -148,3 +151,54 @@ def test_unsigned_twiml_is_refused(stack):
                   data={"CallSid": UNKNOWN_SID, "Direction": "inbound",
                         "From": "+14155550100"})
     error_of(r, 403)
+
+
+# --- the bearer token ---------------------------------------------------------
+
+API_PATHS = [("GET", "/api/numbers"), ("POST", "/api/call"),
+             ("POST", "/api/end-call"),
+             ("GET", "/api/transcript/" + UNKNOWN_SID)]
+
+
+@pytest.mark.parametrize("method,path", API_PATHS)
+def test_api_without_a_bearer_token_is_401(stack, method, path):
+    r = stack.api(method, path, token=False, json={})
+    error_of(r, 401)
+    assert r.headers["WWW-Authenticate"].startswith("Bearer")
+
+    # another scheme is no bearer token either
+    r = stack.api(method, path, token=False, json={},
+                  headers={"Authorization": "Basic dXNlcjpwYXNz"})
+    error_of(r, 401)
+
+
+@pytest.mark.parametrize("method,path", API_PATHS)
+def test_api_with_a_wrong_bearer_token_is_403(stack, method, path):
+    for wrong in (stack.api_token[:-1], stack.api_token + "x",
+                  "x" * len(stack.api_token)):
+        error_of(stack.api(method, path, token=wrong, json={}), 403)
+
+    # the right one is let through (to whatever the request deserves)
+    assert stack.api(method, path, json={}).status_code not in (401, 403)
+
+
+def test_api_token_from_a_file_wins(stack_factory, tmp_path):
+    f = tmp_path / "api-token"
+    f.write_text("token-from-the-file\n")
+    stack = stack_factory(extra_http="voice_api_token_file %s;" % f)
+
+    error_of(stack.api("GET", "/api/numbers"), 403)       # the environment's
+    r = stack.api("GET", "/api/numbers", token="token-from-the-file")
+    assert r.status_code == 200, r.text
+
+
+def test_nginx_refuses_to_start_without_an_api_token(stack):
+    env = {k: v for k, v in os.environ.items() if k != "VOICE_API_TOKEN"}
+    env.update({"PUBLIC_URL": stack.public_url,
+                "TWILIO_AUTH_TOKEN": stack.auth_token,
+                "TRANSCRIPT_DIR": str(stack.transcripts)})
+    out = subprocess.run(["/usr/sbin/nginx", "-t", "-p", str(stack.dir),
+                          "-c", str(stack.dir / "nginx.conf")],
+                         env=env, capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "needs a bearer token" in out.stderr

@@ -88,6 +88,7 @@ def test_bridged_on_another_host(hosts):
     procs = []
     token, key = secrets.token_hex(16), "sk-test-" + secrets.token_hex(8)
     account = "AC" + secrets.token_hex(16)
+    api_token = secrets.token_urlsafe(24)
     nginx_port, bridge_ep = 8080, "tcp://%s:5555" % hosts.bridge_ip
 
     def spawn(name, argv, env=None, ready=False):
@@ -111,6 +112,7 @@ def test_bridged_on_another_host(hosts):
     def nginx(path):
         return subprocess.run(
             ["curl", "-sS", "--unix-socket", str(tmp / "nginx.sock"),
+             "-H", "Authorization: Bearer " + api_token,
              "-o", "-", "-w", "\n%{http_code}", "http://edge" + path],
             capture_output=True, text=True, check=True).stdout
 
@@ -154,7 +156,7 @@ def test_bridged_on_another_host(hosts):
         spawn("nginx", hosts.run(hosts.edge, "/usr/sbin/nginx", "-p",
                                  str(tmp), "-c", str(conf)),
               env=dict(os.environ, PUBLIC_URL="https://voice.example.test",
-                       TWILIO_AUTH_TOKEN=token,
+                       TWILIO_AUTH_TOKEN=token, VOICE_API_TOKEN=api_token,
                        TRANSCRIPT_DIR=str(transcripts)))
         wait_for(lambda: (tmp / "nginx.sock").exists()
                  and nginx("/api/numbers").endswith("\n200"), 15, 0.2,

@@ -38,22 +38,34 @@ def test_readme_commands_as_written():
     tmp = tempfile.mkdtemp(prefix="voice-readme-")
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("TWILIO_", "OPENAI_", "PUBLIC_URL",
-                                "TRANSCRIPT_DIR", "PORT"))}
+                                "TRANSCRIPT_DIR", "PORT", "VOICE_API_TOKEN"))}
     env.update({"PORT": str(port), "TRANSCRIPT_DIR": tmp + "/logs",
                 "VOICE_RUN_DIR": tmp + "/run"})
     log = open(tmp + "/run.log", "wb")
     p = subprocess.Popen([str(TOP / "build.sh"), "run"], env=env, stdout=log,
                          stderr=subprocess.STDOUT, start_new_session=True)
     try:
+        token_file = tmp + "/run/api-token"
+
         def up():
             try:
-                return requests.get("http://127.0.0.1:%d/api/numbers" % port,
-                                    timeout=2).status_code == 200
-            except requests.ConnectionError:
+                token = open(token_file).read().strip()
+                return requests.get(
+                    "http://127.0.0.1:%d/api/numbers" % port, timeout=2,
+                    headers={"Authorization": "Bearer " + token}
+                ).status_code == 200
+            except (OSError, requests.ConnectionError):
                 return False
         wait_for(up, 120, 0.5, "./build.sh run")
 
-        script = block.replace("3000", str(port))
+        # without the token the API refuses
+        assert requests.get("http://127.0.0.1:%d/api/numbers" % port,
+                            timeout=5).status_code == 401
+
+        script = block.replace("3000", str(port)).replace(
+            "cat run/api-token", "cat " + token_file)
+        assert script != block.replace("3000", str(port)), \
+            "README no longer reads run/api-token"
         out = subprocess.run(["bash", "-c", "set -e\n" + script],
                              capture_output=True, timeout=120, text=True)
         assert out.returncode == 0, out.stderr
