@@ -332,6 +332,17 @@ cmd_test() {
     VOICE_TOP=$TOP VOICE_BUILD=$BUILD "$PY" -m pytest -q -p no:cacheprovider \
         "$TOP/tests/fakes" "$TOP/tests/e2e"
 
+    # a separate build with AddressSanitizer and UndefinedBehaviorSanitizer:
+    # the unit tests, then the end-to-end suite with that bridged (its
+    # logs are checked for any sanitizer report, leaks included)
+    say "unit tests under ASan and UBSan"
+    make -s -C "$TOP/tests/unit" run O="$BUILD/unit-san" SAN=1
+
+    say "end-to-end tests with bridged under ASan and UBSan"
+    make -s -C "$TOP/bridged" O="$BUILD/bridged-san" SAN=1
+    VOICE_TOP=$TOP VOICE_BUILD=$BUILD VOICE_BRIDGED=$BUILD/bridged-san/bridged \
+        "$PY" -m pytest -q -p no:cacheprovider "$TOP/tests/e2e"
+
     say "all tests passed in $((SECONDS - t0)) s"
 }
 

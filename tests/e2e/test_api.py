@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import json_of
+from conftest import json_of, wait_for
 
 UNKNOWN_SID = "CA" + "0" * 31 + "1"
 
@@ -188,6 +188,12 @@ def test_api_token_from_a_file_wins(stack_factory, tmp_path):
     stack = stack_factory(extra_http="voice_api_token_file %s;" % f)
 
     error_of(stack.api("GET", "/api/numbers"), 403)       # the environment's
+
+    # the stack's start-up probe used the environment's token, so it may
+    # have been answered before the bridge channel was up
+    wait_for(lambda: stack.api("GET", "/api/numbers",
+                               token="token-from-the-file").status_code
+             != 503, 10, 0.1, "the bridge channel")
     r = stack.api("GET", "/api/numbers", token="token-from-the-file")
     assert r.status_code == 200, r.text
 
