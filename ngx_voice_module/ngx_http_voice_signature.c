@@ -2,17 +2,20 @@
  * ngx_http_voice_signature.c: Twilio's request signature
  * (X-Twilio-Signature), as ../shared/reference/twilio-rest.md section 9
  * describes it: base64(HMAC-SHA1(auth token, url + sorted parameters)),
- * also accepted over the URL's port variant, compared in constant time.
+ * also accepted over the URL's port variant, compared in constant time;
+ * and the JSON-body variant's bodySHA256.
  *
- * Leaf code: libc and OpenSSL's HMAC only.  ngx_http_voice_twiml.c and
- * ngx_http_voice_ws.c gather the URL, the decoded form parameters
- * (ngx_http_voice_body.c) and the header, and call
+ * Leaf code: libc and OpenSSL's HMAC and SHA-256 only.
+ * ngx_http_voice_twiml.c and ngx_http_voice_ws.c gather the URL, the
+ * decoded form parameters (ngx_http_voice_body.c) and the header, and call
  * ngx_http_voice_signature_check().
  */
 
 #include <string.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/sha.h>
 
 #include "ngx_http_voice_signature.h"
 
@@ -462,4 +465,61 @@ ngx_http_voice_signature_equal(const uint8_t *a, const uint8_t *b,
     }
 
     return d == 0;
+}
+
+
+int
+ngx_http_voice_signature_body_ok(const uint8_t *url, size_t url_len,
+    const uint8_t *body, size_t body_len)
+{
+    size_t          i, n, found;
+    uint8_t         md[SHA256_DIGEST_LENGTH];
+    uint8_t         hex[2 * SHA256_DIGEST_LENGTH];
+    const uint8_t  *p, *end, *amp, *sent;
+
+    static const char  name[] = "bodySHA256=";
+    static const char  digits[] = "0123456789abcdef";
+
+    p = memchr(url, '?', url_len);
+    if (p == NULL) {
+        return 0;
+    }
+
+    end = url + url_len;
+    sent = NULL;
+    found = 0;
+
+    /* each name=value of the query string; the name compared as sent */
+
+    for (p++; p < end; p = amp + 1) {
+        amp = memchr(p, '&', (size_t) (end - p));
+        if (amp == NULL) {
+            amp = end;
+        }
+
+        n = (size_t) (amp - p);
+
+        if (n >= sizeof(name) - 1 && memcmp(p, name, sizeof(name) - 1) == 0) {
+            found++;
+
+            if (n - (sizeof(name) - 1) != sizeof(hex)) {
+                return 0;
+            }
+
+            sent = p + sizeof(name) - 1;
+        }
+    }
+
+    if (found != 1) {
+        return 0;
+    }
+
+    SHA256(body, body_len, md);
+
+    for (i = 0; i < sizeof(md); i++) {
+        hex[2 * i] = (uint8_t) digits[md[i] >> 4];
+        hex[2 * i + 1] = (uint8_t) digits[md[i] & 0x0f];
+    }
+
+    return CRYPTO_memcmp(hex, sent, sizeof(hex)) == 0;
 }

@@ -57,4 +57,14 @@ int ngx_http_voice_signature_check(const uint8_t *key, size_t key_len,
     const uint8_t *header, size_t header_len, uint8_t *scratch, size_t cap);
 
 
+/*
+ * The JSON-body variant: Twilio puts bodySHA256=<lowercase hex SHA-256 of
+ * the raw body> in the URL's query string and signs the URL alone (check
+ * it with n = 0).  Returns 1 when url has exactly one bodySHA256 and it
+ * is the body's hash (compared in constant time), 0 otherwise.
+ */
+int ngx_http_voice_signature_body_ok(const uint8_t *url, size_t url_len,
+    const uint8_t *body, size_t body_len);
+
+
 #endif /* NGX_HTTP_VOICE_SIGNATURE_H */

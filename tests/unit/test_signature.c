@@ -331,6 +331,25 @@ test_example_c_json_body(void **state)
     assert_string_equal(hex, "7be7ef15405a070759439234b1431f7e8435071ed72dc35"
                              "fa03fcce0c70b7999");
 
+    /* the body must be the one hashed into the URL */
+    {
+        const char  *u = "https://bridge.example.com/twilio/json-hook?"
+                         "bodySHA256=7be7ef15405a070759439234b1431f7e8435071e"
+                         "d72dc35fa03fcce0c70b7999";
+
+        assert_int_equal(ngx_http_voice_signature_body_ok(U(u), strlen(u),
+                                                          U(body),
+                                                          strlen(body)), 1);
+        assert_int_equal(ngx_http_voice_signature_body_ok(U(u), strlen(u),
+                                                          U(body),
+                                                          strlen(body) - 1),
+                         0);
+        assert_int_equal(ngx_http_voice_signature_body_ok(U(u),
+                                                          strlen(u) - 1,
+                                                          U(body),
+                                                          strlen(body)), 0);
+    }
+
     /* the URL with bodySHA256, no parameters */
     memset(&c, 0, sizeof(sig_ctx_t));
     assert_signs(&c, TOKEN,
@@ -338,6 +357,47 @@ test_example_c_json_body(void **state)
                  "7be7ef15405a070759439234b1431f7e8435071ed72dc35fa03fcce0c70b"
                  "7999",
                  "tEp34ggaWukSu2R/3xrOe+ViMfQ=");
+}
+
+
+static void
+test_body_sha256_refusals(void **state)
+{
+    const char  *body = "{\"event\":\"test\",\"value\":1}";
+    const char  *hash = "7be7ef15405a070759439234b1431f7e8435071ed72dc35fa03"
+                        "fcce0c70b7999";
+    char         url[512];
+    size_t       i;
+
+    static const char  *bad[] = {
+        "https://h/p",                                   /* no query */
+        "https://h/p?foo=1",                             /* no bodySHA256 */
+        "https://h/p?bodySHA256=%s&bodySHA256=%s",       /* twice */
+        "https://h/p?bodysha256=%s",                     /* another name */
+        "https://h/p?bodySHA256=%sff",                   /* too long */
+    };
+
+    (void) state;
+
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(url, sizeof(url), bad[i], hash, hash);
+        assert_int_equal(ngx_http_voice_signature_body_ok(U(url), strlen(url),
+                                                          U(body),
+                                                          strlen(body)), 0);
+    }
+
+    /* among other parameters, and upper-case hex is not Twilio's */
+
+    snprintf(url, sizeof(url), "https://h/p?a=1&bodySHA256=%s&b=2", hash);
+    assert_int_equal(ngx_http_voice_signature_body_ok(U(url), strlen(url),
+                                                      U(body), strlen(body)),
+                     1);
+
+    snprintf(url, sizeof(url), "https://h/p?bodySHA256=7BE7EF15405A0707594392"
+             "34B1431F7E8435071ED72DC35FA03FCCE0C70B7999");
+    assert_int_equal(ngx_http_voice_signature_body_ok(U(url), strlen(url),
+                                                      U(body), strlen(body)),
+                     0);
 }
 
 
@@ -575,6 +635,7 @@ main(void)
         cmocka_unit_test(test_example_a_status_callback),
         cmocka_unit_test(test_example_b_websocket_upgrade),
         cmocka_unit_test(test_example_c_json_body),
+        cmocka_unit_test(test_body_sha256_refusals),
         cmocka_unit_test(test_example_d_voice_webhook),
         cmocka_unit_test(test_check_refuses_bad_headers),
         cmocka_unit_test(test_check_errors),
