@@ -144,6 +144,8 @@ static ngx_command_t  ngx_http_voice_commands[] = {
                          ws_send_buffer_size),
     NGX_HTTP_VOICE_VALUE("voice_ws_ping_interval", ngx_conf_set_msec_slot,
                          ws_ping_interval),
+    NGX_HTTP_VOICE_VALUE("voice_ws_message_timeout", ngx_conf_set_msec_slot,
+                         ws_message_timeout),
     NGX_HTTP_VOICE_VALUE("voice_model", ngx_conf_set_str_slot, model),
     NGX_HTTP_VOICE_VALUE("voice_voice", ngx_conf_set_str_slot, voice),
     NGX_HTTP_VOICE_VALUE("voice_instructions", ngx_conf_set_str_slot,
@@ -408,6 +410,7 @@ ngx_http_voice_create_loc_conf(ngx_conf_t *cf)
     conf->ws_max_message_size = NGX_CONF_UNSET_SIZE;
     conf->ws_send_buffer_size = NGX_CONF_UNSET_SIZE;
     conf->ws_ping_interval = NGX_CONF_UNSET_MSEC;
+    conf->ws_message_timeout = NGX_CONF_UNSET_MSEC;
     conf->vad_threshold = NGX_CONF_UNSET_UINT;
     conf->vad_silence = NGX_CONF_UNSET_MSEC;
     conf->vad_prefix = NGX_CONF_UNSET_MSEC;
@@ -446,6 +449,8 @@ ngx_http_voice_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               prev->ws_send_buffer_size, 262144);
     ngx_conf_merge_msec_value(conf->ws_ping_interval, prev->ws_ping_interval,
                               10000);
+    ngx_conf_merge_msec_value(conf->ws_message_timeout,
+                              prev->ws_message_timeout, 5000);
     ngx_conf_merge_str_value(conf->model, prev->model, "");
     ngx_conf_merge_str_value(conf->voice, prev->voice, "");
     ngx_conf_merge_str_value(conf->instructions, prev->instructions, "");

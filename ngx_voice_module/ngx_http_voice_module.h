@@ -89,7 +89,7 @@ typedef struct {
 
     size_t                      ws_max_message_size;
     size_t                      ws_send_buffer_size;
-    ngx_msec_t                  ws_idle_timeout;
+    ngx_msec_t                  ws_message_timeout;
     ngx_msec_t                  ws_ping_interval;
 
     /* the assistant's session settings, sent with each stream start */
@@ -178,6 +178,8 @@ struct ngx_http_voice_ws_s {
     size_t                      out_cap;
 
     ngx_event_t                 finalizer;      /* posted: finalize once */
+    ngx_event_t                 slow;           /* timer: a message begun
+                                                   must end in time */
     ngx_uint_t                  dropped;        /* frames not queued */
     ngx_uint_t                  control;        /* control frames, this tick */
 

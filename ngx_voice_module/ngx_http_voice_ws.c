@@ -19,8 +19,11 @@
  * that does not fit is dropped and counted.  Keepalive follows rtmp: the
  * read timer ticks every voice_ws_ping_interval, a ping goes out only after
  * a quiet tick, and a ping left unanswered for a tick closes the
- * connection.  Every way out ends in ngx_http_voice_ws_finalize(), which
- * finalizes the request exactly once, from a posted event.
+ * connection.  A message (or frame) once begun must end within
+ * voice_ws_message_timeout, so a peer trickling bytes to keep the
+ * connection "active" is dropped too.  Every way out ends in
+ * ngx_http_voice_ws_finalize(), which finalizes the request exactly once,
+ * from a posted event.
  */
 
 #include <ngx_config.h>
@@ -48,6 +51,8 @@ static void ngx_http_voice_ws_write_handler(ngx_http_request_t *r);
 static void ngx_http_voice_ws_input(ngx_http_voice_ws_t *ws,
     const u_char *pos, const u_char *end);
 static void ngx_http_voice_ws_tick(ngx_http_voice_ws_t *ws);
+static void ngx_http_voice_ws_watch(ngx_http_voice_ws_t *ws);
+static void ngx_http_voice_ws_too_slow(ngx_event_t *ev);
 static ngx_int_t ngx_http_voice_ws_flush(ngx_http_voice_ws_t *ws);
 static ngx_int_t ngx_http_voice_ws_queue(ngx_http_voice_ws_t *ws,
     u_char *data, size_t len);
@@ -131,6 +136,10 @@ ngx_http_voice_ws_handler(ngx_http_request_t *r)
     ws->finalizer.handler = ngx_http_voice_ws_finalizer;
     ws->finalizer.data = ws;
     ws->finalizer.log = c->log;
+    ws->slow.handler = ngx_http_voice_ws_too_slow;
+    ws->slow.data = ws;
+    ws->slow.log = c->log;
+    ws->slow.cancelable = 1;
 
     ngx_http_voice_ws_parser_init(&ws->parser, ngx_http_voice_worker()->ws_msg,
                                   vlcf->ws_max_message_size);
@@ -220,6 +229,7 @@ ngx_http_voice_ws_handler(ngx_http_request_t *r)
     if (r->header_in->pos < r->header_in->last) {
         ngx_http_voice_ws_input(ws, r->header_in->pos, r->header_in->last);
         r->header_in->pos = r->header_in->last;
+        ngx_http_voice_ws_watch(ws);
     }
 
     if (!ws->finalizing && c->read->ready) {
@@ -419,6 +429,8 @@ ngx_http_voice_ws_read_handler(ngx_http_request_t *r)
     if (ws->finalizing) {
         return;
     }
+
+    ngx_http_voice_ws_watch(ws);
 
     if (ngx_handle_read_event(rev, 0) != NGX_OK) {
         ngx_http_voice_ws_finalize(ws);
@@ -633,6 +645,49 @@ ngx_http_voice_ws_tick(ngx_http_voice_ws_t *ws)
     if (!ws->finalizing) {
         ngx_add_timer(c->read, ws->vlcf->ws_ping_interval);
     }
+}
+
+
+/*
+ * After each read: a frame or message left unfinished starts the clock
+ * (frames nearly always come whole, so this timer is rarely set), one
+ * finished stops it.
+ */
+
+static void
+ngx_http_voice_ws_watch(ngx_http_voice_ws_t *ws)
+{
+    if (ws->finalizing) {
+        return;
+    }
+
+    if (ngx_http_voice_ws_parser_busy(&ws->parser)) {
+        if (!ws->slow.timer_set) {
+            ngx_add_timer(&ws->slow, ws->vlcf->ws_message_timeout);
+        }
+
+    } else if (ws->slow.timer_set) {
+        ngx_del_timer(&ws->slow);
+    }
+}
+
+
+static void
+ngx_http_voice_ws_too_slow(ngx_event_t *ev)
+{
+    ngx_http_voice_ws_t  *ws = ev->data;
+
+    if (ws->finalizing) {
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, ws->connection->log, 0,
+                  "voice: media stream message not finished in %M ms, "
+                  "closing it", ws->vlcf->ws_message_timeout);
+
+    ngx_http_voice_ws_close(ws, NGX_HTTP_VOICE_WS_CLOSE_POLICY,
+                            "message sent too slowly");
+    ngx_http_voice_ws_finalize(ws);
 }
 
 
@@ -983,6 +1038,10 @@ ngx_http_voice_ws_cleanup(void *data)
 
     if (ws->finalizer.posted) {
         ngx_delete_posted_event(&ws->finalizer);
+    }
+
+    if (ws->slow.timer_set) {
+        ngx_del_timer(&ws->slow);
     }
 
     if (ws->dropped) {

@@ -75,6 +75,14 @@ ngx_http_voice_ws_parser_init(ngx_http_voice_ws_parser_t *p, uint8_t *msg,
 
 
 int
+ngx_http_voice_ws_parser_busy(const ngx_http_voice_ws_parser_t *p)
+{
+    return p->state != NGX_HTTP_VOICE_WS_ST_HEADER || p->hdr_len != 0
+           || p->msg_opcode != 0;
+}
+
+
+int
 ngx_http_voice_ws_parse(ngx_http_voice_ws_parser_t *p, const uint8_t **pos,
     const uint8_t *end, ngx_http_voice_ws_event_t *ev)
 {

@@ -119,6 +119,13 @@ int ngx_http_voice_ws_parse(ngx_http_voice_ws_parser_t *p,
     const uint8_t **pos, const uint8_t *end, ngx_http_voice_ws_event_t *ev);
 
 /*
+ * 1 while a frame or a fragmented message is partly read: the caller
+ * bounds how long that may last, so a peer cannot hold a connection open
+ * by trickling a frame a byte at a time.
+ */
+int ngx_http_voice_ws_parser_busy(const ngx_http_voice_ws_parser_t *p);
+
+/*
  * Writes an unmasked server frame header (FIN set) for a payload of len
  * bytes into buf, which has NGX_HTTP_VOICE_WS_OUT_HEADER bytes; returns
  * the header size (2, 4 or 10).

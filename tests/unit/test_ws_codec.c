@@ -1046,6 +1046,59 @@ test_utf8_valid(void **state)
 }
 
 
+/*
+ * busy: set from a frame's first byte until the message it belongs to is
+ * whole -- across fragments and the pings between them -- and clear at
+ * every message boundary.
+ */
+
+static void
+test_parser_busy(void **state)
+{
+    int                          rc, events;
+    size_t                       i, first_end, second_end;
+    const uint8_t               *pos, *end;
+    ngx_http_voice_ws_event_t    ev;
+    ngx_http_voice_ws_parser_t   p;
+
+    (void) state;
+
+    reset();
+    put_str(&s, FIN | TEXT, "{\"event\":\"media\"}");
+    first_end = s.len;
+    put_str(&s, TEXT, "{\"event\":");
+    put_str(&s, FIN | PING, "x");
+    put_str(&s, FIN | CONT, "\"mark\"}");
+    second_end = s.len;
+
+    ngx_http_voice_ws_parser_init(&p, msgbuf, 1024);
+    assert_false(ngx_http_voice_ws_parser_busy(&p));
+
+    events = 0;
+
+    for (i = 0; i < s.len; i++) {
+        pos = s.data + i;
+        end = pos + 1;
+
+        do {
+            rc = ngx_http_voice_ws_parse(&p, &pos, end, &ev);
+            assert_int_not_equal(rc, NGX_HTTP_VOICE_WS_ERROR);
+            events += (rc != NGX_HTTP_VOICE_WS_AGAIN);
+        } while (rc != NGX_HTTP_VOICE_WS_AGAIN);
+
+        if (i + 1 == first_end || i + 1 == second_end) {
+            assert_false(ngx_http_voice_ws_parser_busy(&p));
+
+        } else {
+            assert_true(ngx_http_voice_ws_parser_busy(&p));
+        }
+    }
+
+    /* two messages and the ping */
+    assert_int_equal(events, 3);
+}
+
+
 int
 main(void)
 {
@@ -1071,6 +1124,7 @@ main(void)
         cmocka_unit_test(test_frame_header_writer),
         cmocka_unit_test(test_close_payload_writer),
         cmocka_unit_test(test_utf8_valid),
+        cmocka_unit_test(test_parser_busy),
     };
 
     return cmocka_run_group_tests_name("ws_codec", tests, NULL, NULL);
