@@ -118,9 +118,14 @@ ngx_http_voice_media_on_message(ngx_http_voice_media_t *m, u_char *data,
                                     w->scratch_size, &err)
         != 0)
     {
-        m->invalid++;
-        ngx_log_error(NGX_LOG_INFO, log, 0,
-                      "voice: invalid Twilio message ignored: %s", err);
+        /* the first one of a stream is logged; the rest only counted, so
+         * a peer cannot flood the log */
+        if (m->invalid++ == 0) {
+            ngx_log_error(NGX_LOG_INFO, log, 0,
+                          "voice: invalid Twilio message ignored: %s", err);
+        }
+
+        w->events_invalid++;
         return;
     }
 
@@ -151,6 +156,7 @@ ngx_http_voice_media_on_message(ngx_http_voice_media_t *m, u_char *data,
             ngx_log_error(NGX_LOG_INFO, log, 0,
                           "voice: second start event ignored");
             m->ignored++;
+            w->events_ignored++;
             return;
         }
 
@@ -160,6 +166,7 @@ ngx_http_voice_media_on_message(ngx_http_voice_media_t *m, u_char *data,
     case NGX_HTTP_VOICE_TWILIO_MEDIA:
         if (m->state != NGX_HTTP_VOICE_MEDIA_ST_STREAMING) {
             m->ignored++;
+            w->events_ignored++;
             return;
         }
 
@@ -181,6 +188,7 @@ ngx_http_voice_media_on_message(ngx_http_voice_media_t *m, u_char *data,
     case NGX_HTTP_VOICE_TWILIO_STOP:
         if (m->state != NGX_HTTP_VOICE_MEDIA_ST_STREAMING) {
             m->ignored++;
+            w->events_ignored++;
             return;
         }
 
@@ -478,6 +486,12 @@ ngx_http_voice_media_on_close(ngx_http_voice_media_t *m)
 
     /* a socket that drops without stop ends the stream all the same */
     ngx_http_voice_media_stop(m, "closed");
+
+    if (m->ignored || m->invalid) {
+        ngx_log_error(NGX_LOG_INFO, m->request->connection->log, 0,
+                      "voice: media stream over: %ui Twilio messages "
+                      "ignored, %ui invalid", m->ignored, m->invalid);
+    }
 
     ngx_http_voice_media_state(m, NGX_HTTP_VOICE_MEDIA_ST_CLOSED);
 

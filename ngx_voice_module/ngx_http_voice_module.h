@@ -153,6 +153,7 @@ struct ngx_http_voice_worker_s {
     ngx_atomic_uint_t           audio_out;
     ngx_atomic_uint_t           audio_dropped;
     ngx_atomic_uint_t           events_ignored;
+    ngx_atomic_uint_t           events_invalid;
 };
 
 

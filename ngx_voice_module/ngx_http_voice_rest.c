@@ -484,7 +484,8 @@ ngx_http_voice_status_handler(ngx_http_request_t *r)
 
     w = ngx_http_voice_worker();
 
-    len = 256;
+    /* the fixed text with every counter at its widest takes ~260 bytes */
+    len = 512;
     if (w) {
         for (i = 0; i < w->npeers; i++) {
             len += 128 + 2 * w->peers[i].endpoint.len;
@@ -510,9 +511,10 @@ ngx_http_voice_status_handler(ngx_http_request_t *r)
     if (w) {
         p = ngx_sprintf(p, "],\"calls\":%ui,\"audioIn\":%uA,"
                         "\"audioOut\":%uA,\"audioDropped\":%uA,"
-                        "\"eventsIgnored\":%uA}",
+                        "\"eventsIgnored\":%uA,\"eventsInvalid\":%uA}",
                         w->ncalls, w->audio_in, w->audio_out,
-                        w->audio_dropped, w->events_ignored);
+                        w->audio_dropped, w->events_ignored,
+                        w->events_invalid);
     } else {
         p = ngx_sprintf(p, "],\"calls\":0}");
     }

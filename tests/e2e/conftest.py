@@ -8,6 +8,9 @@ Nothing of the project's own is mocked.  After each test the logs are
 checked the way Test::Nginx's no_error_log does: no [alert], [crit] or
 [emerg] from nginx, no sanitizer report, and no secret in any log line.
 
+A test that fails prints the end of every log of its stacks (CI keeps
+nothing else) and keeps their directories.
+
 Modes (environment): VOICE_KEEP=1 keeps the temporary directory;
 VOICE_BRIDGED_WRAPPER="valgrind -q" runs bridged under a wrapper;
 VOICE_BRIDGED=path runs another bridged binary (the sanitizer build).
@@ -80,7 +83,11 @@ class Stack:
         self.opts = opts
         self.procs = {}
         self.port = free_port()
-        self.base = "http://127.0.0.1:%d" % self.port
+        # tls: nginx listens with ssl (the test CA's localhost certificate)
+        # and the fake Twilio reaches it over https:// and wss://
+        self.tls = opts.get("tls", False)
+        self.base = ("https://localhost:%d" if self.tls
+                     else "http://127.0.0.1:%d") % self.port
         self.transcripts = self.dir / "transcripts"
         self.transcripts.mkdir()
         (self.dir / "tmp").mkdir()
@@ -110,9 +117,17 @@ class Stack:
 
     def start_fakes(self):
         o = self.opts
+        # openai_cert / twilio_cert "other": a certificate from a CA that
+        # bridged does not trust
+        oai_cert = o.get("openai_cert", "server")
+        tw_cert = o.get("twilio_cert", "server")
+        self.oai_ca = str(CERTS / ("other-ca.pem" if oai_cert == "other"
+                                   else "ca.pem"))
+        self.tw_ca = str(CERTS / ("other-ca.pem" if tw_cert == "other"
+                                  else "ca.pem"))
         argv = [PY, str(TOP / "tests/fakes/fake_openai.py"), "--port", "0",
-                "--tls-cert", str(CERTS / "server.pem"),
-                "--tls-key", str(CERTS / "server.key"),
+                "--tls-cert", str(CERTS / (oai_cert + ".pem")),
+                "--tls-key", str(CERTS / (oai_cert + ".key")),
                 "--api-key", self.api_key,
                 "--reply-audio", str(FIXTURES / "reply.ulaw"),
                 "--reply-text", fixture_text("reply"),
@@ -125,8 +140,8 @@ class Stack:
         self.oai_port = self._spawn("fake_openai", argv, ready=True)
 
         argv = [PY, str(TOP / "tests/fakes/fake_twilio.py"), "--port", "0",
-                "--tls-cert", str(CERTS / "server.pem"),
-                "--tls-key", str(CERTS / "server.key"),
+                "--tls-cert", str(CERTS / (tw_cert + ".pem")),
+                "--tls-key", str(CERTS / (tw_cert + ".key")),
                 "--account-sid", self.account_sid,
                 "--auth-token", self.auth_token,
                 "--numbers", str(o.get("numbers", 3)),
@@ -134,6 +149,8 @@ class Stack:
                 "--public-url", self.public_url,
                 "--deliver-to", self.base,
                 "--caller-audio", str(FIXTURES / "caller.ulaw")]
+        if self.tls:
+            argv += ["--ca-file", self.ca]
         if o.get("auto_hangup"):
             argv.append("--auto-hangup")
         self.tw_port = self._spawn("fake_twilio", argv, ready=True)
@@ -186,8 +203,12 @@ class Stack:
             "ERROR_LOG": str(self.dir / "error.log"),
             "MODULE": str(BUILD / "nginx/ngx_http_voice_module.so"),
             "BRIDGE_ENDPOINT": self.endpoint,
-            "LISTEN": "127.0.0.1:%d" % self.port,
-            "EXTRA_HTTP": self.opts.get("extra_http", ""),
+            "LISTEN": "127.0.0.1:%d%s" % (self.port,
+                                          " ssl" if self.tls else ""),
+            "EXTRA_HTTP": self.opts.get("extra_http", "") + (
+                " ssl_certificate %s; ssl_certificate_key %s;" % (
+                    CERTS / "server.pem", CERTS / "server.key")
+                if self.tls else ""),
         }
         conf = self.dir / "nginx.conf"
         conf.write_text(render(TOP / "conf/nginx.conf.in", values))
@@ -204,6 +225,7 @@ class Stack:
         def up():
             try:
                 return requests.get(self.base + "/voice-status",
+                                    verify=self.ca,
                                     timeout=1).status_code == 200
             except requests.ConnectionError:
                 return False
@@ -251,6 +273,7 @@ class Stack:
         """a request to nginx; /api/ ones carry the bearer token unless
         token is False (or another string to send instead)"""
         kw.setdefault("timeout", 30)
+        kw.setdefault("verify", self.ca)
         if path.startswith("/api/") and token:
             headers = dict(kw.pop("headers", None) or {})
             headers.setdefault("Authorization", "Bearer %s" % (
@@ -260,12 +283,12 @@ class Stack:
 
     def tw(self, method, path, body=None):
         r = requests.request(method, self.tw_base + path, json=body,
-                             verify=self.ca, timeout=30)
+                             verify=self.tw_ca, timeout=30)
         r.raise_for_status()
         return r.json()
 
     def oai(self, path):
-        r = requests.get(self.oai_base + path, verify=self.ca, timeout=30)
+        r = requests.get(self.oai_base + path, verify=self.oai_ca, timeout=30)
         r.raise_for_status()
         return r.json()
 
@@ -282,6 +305,7 @@ class Stack:
         for _ in range(200):
             with requests.Session() as s:
                 j = s.get(self.base + "/voice-status", timeout=5,
+                          verify=self.ca,
                           headers={"Connection": "close"}).json()
             seen[j["pid"]] = j
             if len(seen) >= workers:
@@ -332,8 +356,26 @@ class Stack:
         wait_for(heard, timeout, 0.2, "the assistant's reply at the caller")
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """the call phase's report, for stack_factory to see how the test went"""
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.when == "call":
+        item.voice_failed = rep.failed
+
+
+def print_log_tails(stack, lines=40):
+    for p in sorted(stack.dir.glob("*.log")):
+        text = [ln for ln in p.read_text(errors="replace").splitlines()
+                if "[debug]" not in ln]
+        print("----- %s (last %d lines)" % (p, min(lines, len(text))))
+        for ln in text[-lines:]:
+            print(ln[:300])
+
+
 @pytest.fixture
-def stack_factory():
+def stack_factory(request):
     made = []
 
     def make(**opts):
@@ -345,10 +387,18 @@ def stack_factory():
     yield make
 
     failures = []
+    test_failed = getattr(request.node, "voice_failed", False)
     for s in made:
         failures += s.stop()
         failures += s.check_logs()
-        if os.environ.get("VOICE_KEEP") or failures:
+        if test_failed or failures:
+            # past pytest's capture: a passing teardown's output is never
+            # shown, and this is what CI's log keeps of a failure
+            capman = request.config.pluginmanager.getplugin(
+                "capturemanager")
+            with capman.global_and_fixture_disabled():
+                print_log_tails(s)
+        if os.environ.get("VOICE_KEEP") or failures or test_failed:
             print("kept %s" % s.dir)
         else:
             shutil.rmtree(s.dir, ignore_errors=True)

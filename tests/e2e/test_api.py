@@ -7,8 +7,10 @@ answer in time; 401 without the API's bearer token, 403 with a wrong
 one.  Errors are JSON {"success": false, "error": "..."}.
 """
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import time
 
@@ -91,18 +93,84 @@ def test_transcript_rejects_malformed_requests(stack, path):
     error_of(stack.api("GET", path), 400)
 
 
-@pytest.mark.parametrize("path", [
-    "/api/transcript/..%2F..%2F..%2Fetc%2Fpasswd",
-    "/api/transcript/%2Fetc%2Fpasswd",
-    "/api/transcript/CA" + "0" * 32 + "%00.json",
-])
-def test_transcript_lookup_never_leaves_its_directory(stack, path):
-    # nginx itself resolves dot segments before a location is chosen, so
-    # some of these never reach the module (404); the rest are refused by
-    # the call SID check (400); none gives a file away
-    r = stack.api("GET", path)
-    assert r.status_code in (400, 404), r.status_code
-    assert "root:" not in r.text
+PLANTED_SID = "CA" + "7" * 32
+
+# every way out of TRANSCRIPT_DIR a path can spell: dot segments plain,
+# percent-encoded, double-encoded and overlong UTF-8, encoded slashes and
+# backslashes, absolute paths, NUL; sent as raw bytes, so no client
+# library normalises them first
+TRAVERSALS = [
+    "../" + PLANTED_SID,
+    "..%2F" + PLANTED_SID,
+    "%2e%2e%2f" + PLANTED_SID,
+    "%2E%2E/" + PLANTED_SID,
+    ".%2e/" + PLANTED_SID,
+    "..%252f" + PLANTED_SID,
+    "%c0%ae%c0%ae%c0%af" + PLANTED_SID,
+    "..%5c" + PLANTED_SID,
+    "..\\" + PLANTED_SID,
+    "%2F" + PLANTED_SID,
+    "%2Fetc%2Fpasswd",
+    "..%2F..%2F..%2F..%2F..%2F..%2Fetc%2Fpasswd",
+    "/etc/passwd",
+    "//etc/passwd",
+    PLANTED_SID + "%00",
+    PLANTED_SID + "%00.json",
+    "%00" + PLANTED_SID,
+    PLANTED_SID + "%2F..%2F..%2F" + PLANTED_SID,
+    "CA" + "7" * 31 + "%2F",
+    "CA" + "7" * 16 + "%2E%2E" + "7" * 14,
+    PLANTED_SID + "_",
+    PLANTED_SID + "*",
+    "CA" + "7" * 31 + "?",
+]
+
+
+def raw_get(stack, target):
+    """one request with the target exactly as given; (status, body)"""
+    with socket.create_connection(("127.0.0.1", stack.port), 10) as s:
+        s.sendall(b"GET " + target.encode("latin-1") + b" HTTP/1.1\r\n"
+                  b"Host: localhost\r\nConnection: close\r\n"
+                  b"Authorization: Bearer " + stack.api_token.encode()
+                  + b"\r\n\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def test_transcript_lookup_never_leaves_its_directory(stack):
+    # a transcript that exists, but outside TRANSCRIPT_DIR (in its parent):
+    # no spelling of a path may serve it
+    secret = "the planted transcript must stay unread"
+    (stack.dir / (PLANTED_SID + "_+14155550123_2026-11-24T10-00-00-000Z"
+                  ".json")).write_text(json.dumps({
+                      "callSid": PLANTED_SID, "phoneNumber": "+14155550123",
+                      "timestamp": "2026-11-24T10:00:00.000Z",
+                      "transcript": [{"role": "user", "text": secret,
+                                      "timestamp":
+                                      "2026-11-24T10:00:00.000Z"}]}))
+
+    for t in TRAVERSALS:
+        for query in ("", "?format=text"):
+            status, body = raw_get(stack, "/api/transcript/" + t + query)
+            assert status in (400, 404), (t, status)
+            assert secret.encode() not in body, t
+            assert b"root:" not in body, t
+
+    # nginx is still well, and the lookup itself works
+    assert stack.api("GET", "/api/transcript/" + PLANTED_SID).status_code \
+        == 404
+    (stack.transcripts / ("%s_+14155550123_2026-11-24T10-00-00-000Z.json"
+                          % PLANTED_SID)).write_text(
+        (stack.dir / (PLANTED_SID + "_+14155550123_2026-11-24T10-00-00-000Z"
+                      ".json")).read_text())
+    r = stack.api("GET", "/api/transcript/" + PLANTED_SID)
+    assert r.status_code == 200 and secret in r.text
 
 
 def test_transcript_of_an_unknown_call_is_404(stack):

@@ -11,6 +11,8 @@ with 1008, and one that stays quiet and leaves a ping unanswered with
 server.
 """
 
+import base64
+import json
 import os
 import socket
 import struct
@@ -19,7 +21,7 @@ import time
 import pytest
 
 from conftest import fixture_bytes, json_of, wait_for
-from test_media_framing import Client, frame, CALL, STREAM
+from test_media_framing import ACCOUNT, CALL, STREAM, Client, frame
 
 
 def raw_frame(first, payload, masked=True):
@@ -105,6 +107,79 @@ def test_ping_pong_and_close_handshake(stack):
     assert close_code(c.s) == 1000
     # and then the server closes the TCP connection
     assert c.s.recv(16) == b""
+
+
+def counters(stack):
+    ws = stack.status_all().values()
+    return (sum(w["eventsIgnored"] for w in ws),
+            sum(w["eventsInvalid"] for w in ws))
+
+
+def test_bad_twilio_events_are_refused_and_counted(stack):
+    ignored0, invalid0 = counters(stack)
+    c = Client(stack, CALL, STREAM)
+    c.start()
+
+    good = b""
+    bad_ignored = [
+        # another stream's media: its audio must not reach this call
+        c.message({"event": "media", "media": {
+            "track": "inbound", "chunk": "1", "timestamp": "0",
+            "payload": base64.b64encode(b"\x01" * 160).decode()}})
+        .replace(STREAM.encode(), b"MZ" + b"ab" * 16),
+        c.message({"event": "no-such-event", "x": {"y": 1}}),
+        # a second start, valid in itself
+        c.message({"event": "start", "start": {
+            "accountSid": ACCOUNT, "streamSid": STREAM, "callSid": CALL,
+            "tracks": ["inbound"], "customParameters": {},
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000,
+                            "channels": 1}}}),
+    ]
+    bad_invalid = [
+        b"not json at all",
+        b'["event", "media"]',
+        c.message({"event": "media", "media": {"payload": "!!!notbase64"}}),
+        c.message({"event": "media", "media": {"payload": "QUJD"[:3]}}),
+        c.message({"event": "media", "media": {
+            "payload": base64.b64encode(b"\x02" * 8193).decode()}}),
+        c.message({"event": "media", "media": {"payload": 160}}),
+        c.message({"event": "media"}),
+        json.dumps({"event": "media", "streamSid": "MZ123",
+                    "media": {"payload": "AAAA"}}).encode(),
+    ]
+    for i in range(1, 11):
+        audio = bytes((i * 3 + k) & 0xFF for k in range(160))
+        c.s.sendall(frame(1, c.media(i, audio)))
+        good += audio
+        for m in (bad_ignored + bad_invalid)[i - 1:i]:
+            c.s.sendall(frame(1, m))
+    for m in (bad_ignored + bad_invalid)[10:]:
+        c.s.sendall(frame(1, m))
+
+    def got():
+        s = stack.openai_sessions()
+        return len(s) == 1 and s[0]["appended_bytes"] >= len(good)
+    wait_for(got, 15, 0.2, "the good audio at OpenAI")
+    time.sleep(0.3)
+    assert base64.b64decode(stack.openai_sessions()[0]["appended_audio_b64"]) \
+        == good
+
+    ignored, invalid = counters(stack)
+    assert ignored - ignored0 == len(bad_ignored)
+    assert invalid - invalid0 == len(bad_invalid)
+
+    # the stream is still up and ends normally
+    c.s.sendall(frame(1, c.message({"event": "stop", "stop": {
+        "accountSid": ACCOUNT, "callSid": CALL}})))
+    assert close_code(c.s) == 1000
+    c.s.close()
+    stack.wait_transcript(CALL)
+    line = "%d Twilio messages ignored, %d invalid" % (len(bad_ignored),
+                                                       len(bad_invalid))
+    wait_for(lambda: line in stack.log("error"), 10, 0.1, "the stream's end")
+    err = stack.log("error")
+    # one line for the invalid ones, not one each
+    assert err.count("invalid Twilio message ignored") == 1
 
 
 # short timers, so that the slow and idle cases take a second or two
