@@ -38,7 +38,7 @@
 #define BD_TWAPI_REQS_MAX      256
 #define BD_TWAPI_CONNECT_MS    5000
 #define BD_TWAPI_URL_MAX       8192
-#define BD_TWAPI_FORM_MAX      (3 * (2 * VOICE_PROTO_MAX_SID + 4096) + 128)
+#define BD_TWAPI_FORM_MAX      (3 * (2 * VOICE_PROTO_MAX_SID + 2 * 4096) + 256)
 #define BD_TWAPI_TWIML_MAX     4096
 
 
@@ -73,6 +73,7 @@ struct bd_twapi_req_s {
     char                from[VOICE_PROTO_MAX_SID + 1];
     char                call_sid[VOICE_PROTO_MAX_SID + 1];
     char                twiml[BD_TWAPI_TWIML_MAX + 1];
+    char                status_url[BD_TWAPI_TWIML_MAX + 1];  /* or "" */
     char                errbuf[CURL_ERROR_SIZE];
     char                target[BD_TWAPI_URL_MAX];
     char                form[BD_TWAPI_FORM_MAX];
@@ -374,6 +375,18 @@ bd_twapi_create(bd_twapi_req_t *req)
     bd_form_param(&f, "From", req->from, strlen(req->from));
     bd_form_param(&f, "Url", req->twiml, strlen(req->twiml));
     bd_form_param(&f, "Method", "POST", 4);
+
+    /* every progress event, so nginx's log tells a call that rang out
+     * from one that was never placed */
+    if (req->status_url[0] != '\0') {
+        bd_form_param(&f, "StatusCallback", req->status_url,
+                      strlen(req->status_url));
+        bd_form_param(&f, "StatusCallbackMethod", "POST", 4);
+        bd_form_param(&f, "StatusCallbackEvent", "initiated", 9);
+        bd_form_param(&f, "StatusCallbackEvent", "ringing", 7);
+        bd_form_param(&f, "StatusCallbackEvent", "answered", 8);
+        bd_form_param(&f, "StatusCallbackEvent", "completed", 9);
+    }
 
     if (!bd_form_done(&f) || !bd_twapi_target(req, "/Calls.json", NULL)
         || bd_twapi_start(req, req->form) != 0)
@@ -802,7 +815,9 @@ bd_twapi_request(bd_chan_peer_t *peer, const voice_proto_msg_t *msg)
     case VOICE_PROTO_MSG_CALL_CREATE:
         if (!bd_twapi_copy(req->to, sizeof(req->to), &msg->to)
             || !bd_twapi_copy(req->from, sizeof(req->from), &msg->from)
-            || !bd_twapi_copy(req->twiml, sizeof(req->twiml), &msg->url))
+            || !bd_twapi_copy(req->twiml, sizeof(req->twiml), &msg->url)
+            || !bd_twapi_copy(req->status_url, sizeof(req->status_url),
+                              &msg->status_url))
         {
             bd_twapi_fail(req, 400, "bad call.create fields");
             return;

@@ -1,7 +1,8 @@
 /*
  * ngx_http_voice_body.c: parsers and validators of what API clients and
  * Twilio send to the REST endpoints: the JSON bodies of /api/call and
- * /api/end-call, form-encoded webhook parameters, phone numbers and SIDs.
+ * /api/end-call, webhook parameters (form-encoded, or a JSON object),
+ * phone numbers and SIDs.
  *
  * Leaf code, libc only, on ngx_http_voice_json.c; ngx_http_voice_rest.c
  * and ngx_http_voice_twiml.c call it.  The error texts go back to API
@@ -22,6 +23,8 @@ static int ngx_http_voice_body_json(const uint8_t *body, size_t len,
     ngx_http_voice_json_tok_t *toks, const char **err);
 static int ngx_http_voice_body_string(const uint8_t *body,
     const ngx_http_voice_json_tok_t *toks, int i, char *out, size_t size);
+static size_t ngx_http_voice_body_member(const uint8_t *body,
+    const ngx_http_voice_json_tok_t *tok, uint8_t *out, size_t cap);
 static int ngx_http_voice_body_hex(const uint8_t *s, size_t len);
 static int ngx_http_voice_body_unhex(uint8_t c);
 
@@ -346,6 +349,99 @@ ngx_http_voice_body_parse_form(const uint8_t *data, size_t len,
     }
 
     return (int) n;
+}
+
+
+int
+ngx_http_voice_body_parse_json_params(const uint8_t *body, size_t len,
+    ngx_http_voice_body_param_t *params, size_t max, uint8_t *scratch,
+    size_t scratch_size, const char **err)
+{
+    int                         key, val;
+    size_t                      n, used, k, v;
+    uint32_t                    i;
+    ngx_http_voice_json_tok_t   toks[NGX_HTTP_VOICE_BODY_TOKENS];
+
+    if (ngx_http_voice_body_json(body, len, toks, err) != 0) {
+        return -1;
+    }
+
+    n = 0;
+    used = 0;
+    key = 1;
+
+    for (i = 0; i < toks[0].size; i++, key = (int) toks[val].next) {
+
+        val = key + 1;
+
+        if (toks[val].type != NGX_HTTP_VOICE_JSON_STRING
+            && toks[val].type != NGX_HTTP_VOICE_JSON_NUMBER)
+        {
+            continue;
+        }
+
+        if (n == max) {
+            *err = "body has too many members";
+            return -1;
+        }
+
+        k = ngx_http_voice_body_member(body, &toks[key], scratch + used,
+                                       scratch_size - used);
+        if (k == (size_t) -1) {
+            goto bad;
+        }
+
+        params[n].name = scratch + used;
+        params[n].name_len = k;
+        used += k;
+
+        v = ngx_http_voice_body_member(body, &toks[val], scratch + used,
+                                       scratch_size - used);
+        if (v == (size_t) -1) {
+            goto bad;
+        }
+
+        params[n].value = scratch + used;
+        params[n].value_len = v;
+        used += v;
+        n++;
+    }
+
+    return (int) n;
+
+bad:
+
+    *err = "body has a member that cannot be a webhook parameter";
+    return -1;
+}
+
+
+/* a member's name or value as text: a string unescaped, a number as is */
+
+static size_t
+ngx_http_voice_body_member(const uint8_t *body,
+    const ngx_http_voice_json_tok_t *tok, uint8_t *out, size_t cap)
+{
+    size_t  n;
+
+    if (tok->type == NGX_HTTP_VOICE_JSON_NUMBER) {
+        n = tok->end - tok->start;
+
+        if (n > cap) {
+            return (size_t) -1;
+        }
+
+        memcpy(out, body + tok->start, n);
+        return n;
+    }
+
+    n = ngx_http_voice_json_unescape(body, tok, out, cap);
+
+    if (n == (size_t) -1 || memchr(out, '\0', n) != NULL) {
+        return (size_t) -1;
+    }
+
+    return n;
 }
 
 

@@ -70,6 +70,19 @@ int ngx_http_voice_body_parse_form(const uint8_t *data, size_t len,
     ngx_http_voice_body_param_t *params, size_t max, uint8_t *scratch,
     size_t scratch_size);
 
+/*
+ * A JSON webhook body (Twilio's bodySHA256 variant): an object whose
+ * string and number members become parameters, as a form's would; other
+ * members are skipped.  Names and string values are unescaped into
+ * scratch (len bytes always suffice), a number keeps its literal text.
+ * Returns the number of parameters, or -1 with *err set when the body is
+ * not a JSON object, has more than max such members, or a name or value
+ * holds a NUL.
+ */
+int ngx_http_voice_body_parse_json_params(const uint8_t *body, size_t len,
+    ngx_http_voice_body_param_t *params, size_t max, uint8_t *scratch,
+    size_t scratch_size, const char **err);
+
 /* the value of the first parameter called name, or NULL */
 const ngx_http_voice_body_param_t *ngx_http_voice_body_form_get(
     const ngx_http_voice_body_param_t *params, size_t n, const char *name);

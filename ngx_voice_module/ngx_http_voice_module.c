@@ -87,6 +87,7 @@ static ngx_command_t  ngx_http_voice_commands[] = {
     NGX_HTTP_VOICE_HANDLER("voice_api_transcript",
                            NGX_HTTP_VOICE_API_TRANSCRIPT),
     NGX_HTTP_VOICE_HANDLER("voice_status", NGX_HTTP_VOICE_STATUS),
+    NGX_HTTP_VOICE_HANDLER("voice_call_status", NGX_HTTP_VOICE_CALL_STATUS),
 
     { ngx_string("voice_bridge"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
@@ -122,6 +123,8 @@ static ngx_command_t  ngx_http_voice_commands[] = {
                          twiml_url),
     NGX_HTTP_VOICE_VALUE("voice_stream_url", ngx_conf_set_str_slot,
                          stream_url),
+    NGX_HTTP_VOICE_VALUE("voice_status_callback_url", ngx_conf_set_str_slot,
+                         status_url),
     NGX_HTTP_VOICE_VALUE("voice_transcript_dir", ngx_conf_set_str_slot,
                          transcript_dir),
     NGX_HTTP_VOICE_VALUE("voice_transcript_thread_pool",
@@ -389,6 +392,7 @@ ngx_http_voice_create_loc_conf(ngx_conf_t *cf)
      *     conf->public_url = { 0, NULL };
      *     conf->twiml_url = { 0, NULL };
      *     conf->stream_url = { 0, NULL };
+     *     conf->status_url = { 0, NULL };
      *     conf->transcript_dir = { 0, NULL };
      *     conf->thread_pool_name = { 0, NULL };
      *     conf->thread_pool = NULL;
@@ -431,6 +435,7 @@ ngx_http_voice_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_str_value(conf->public_url, prev->public_url, "");
     ngx_conf_merge_str_value(conf->twiml_url, prev->twiml_url, "");
     ngx_conf_merge_str_value(conf->stream_url, prev->stream_url, "");
+    ngx_conf_merge_str_value(conf->status_url, prev->status_url, "");
     ngx_conf_merge_str_value(conf->transcript_dir, prev->transcript_dir, "");
     ngx_conf_merge_str_value(conf->thread_pool_name, prev->thread_pool_name,
                              "default");
@@ -500,7 +505,9 @@ ngx_http_voice_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         }
     }
 
-    if (h != NGX_HTTP_VOICE_API_TRANSCRIPT && vmcf->endpoints.nelts == 0) {
+    if (h != NGX_HTTP_VOICE_API_TRANSCRIPT && h != NGX_HTTP_VOICE_CALL_STATUS
+        && vmcf->endpoints.nelts == 0)
+    {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "no \"voice_bridge\" endpoint is configured "
                            "in the http block");
@@ -517,7 +524,7 @@ ngx_http_voice_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     }
 
     if (h == NGX_HTTP_VOICE_TWIML || h == NGX_HTTP_VOICE_MEDIA_STREAM
-        || h == NGX_HTTP_VOICE_API_CALL)
+        || h == NGX_HTTP_VOICE_API_CALL || h == NGX_HTTP_VOICE_CALL_STATUS)
     {
         if (ngx_http_voice_derive_urls(cf, conf) != NGX_OK) {
             return NGX_CONF_ERROR;
@@ -556,7 +563,9 @@ ngx_http_voice_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         }
     }
 
-    if (h == NGX_HTTP_VOICE_TWIML || h == NGX_HTTP_VOICE_MEDIA_STREAM) {
+    if (h == NGX_HTTP_VOICE_TWIML || h == NGX_HTTP_VOICE_MEDIA_STREAM
+        || h == NGX_HTTP_VOICE_CALL_STATUS)
+    {
 
         if (!conf->signature) {
             ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
@@ -696,8 +705,9 @@ ngx_http_voice_read_secret(ngx_conf_t *cf, ngx_str_t *file,
 
 /*
  * From the public URL (the TLS-terminated name Twilio reaches us by)
- * come the TwiML URL given to Calls.json and the media stream URL put in
- * the TwiML; each can also be written out with its own directive.
+ * come the TwiML URL and the status callback URL given to Calls.json and
+ * the media stream URL put in the TwiML; each can also be written out
+ * with its own directive ("off" for no status callbacks).
  */
 
 static ngx_int_t
@@ -750,6 +760,24 @@ ngx_http_voice_derive_urls(ngx_conf_t *cf, ngx_http_voice_loc_conf_t *conf)
         conf->twiml_url.len = p - conf->twiml_url.data;
     }
 
+    if (conf->status_url.len == 3
+        && ngx_strncmp(conf->status_url.data, "off", 3) == 0)
+    {
+        conf->status_url.len = 0;
+        conf->status_url.data = (u_char *) "";
+
+    } else if (conf->status_url.len == 0) {
+        p = ngx_pnalloc(cf->pool, u->len + sizeof("/call-status") - 1);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        conf->status_url.data = p;
+        p = ngx_cpymem(p, u->data, u->len);
+        p = ngx_cpymem(p, "/call-status", sizeof("/call-status") - 1);
+        conf->status_url.len = p - conf->status_url.data;
+    }
+
     if (conf->stream_url.len == 0) {
         p = ngx_pnalloc(cf->pool, sizeof("wss://") - 1 + host.len
                                   + sizeof("/media-stream") - 1);
@@ -789,7 +817,8 @@ ngx_http_voice_set_handler(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     switch (vlcf->handler) {
 
     case NGX_HTTP_VOICE_TWIML:
-        clcf->handler = ngx_http_voice_twiml_handler;
+    case NGX_HTTP_VOICE_CALL_STATUS:
+        clcf->handler = ngx_http_voice_webhook_handler;
         break;
 
     case NGX_HTTP_VOICE_MEDIA_STREAM:

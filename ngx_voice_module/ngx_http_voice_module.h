@@ -31,6 +31,7 @@
 
 #define NGX_HTTP_VOICE_SID_LEN       34
 #define NGX_HTTP_VOICE_PHONE_MAX     32
+#define NGX_HTTP_VOICE_CALL_STATUSES 10  /* CallStatus values counted */
 
 
 /* what a location does: set by its handler directive */
@@ -42,7 +43,8 @@ typedef enum {
     NGX_HTTP_VOICE_API_CALL,
     NGX_HTTP_VOICE_API_END_CALL,
     NGX_HTTP_VOICE_API_TRANSCRIPT,
-    NGX_HTTP_VOICE_STATUS
+    NGX_HTTP_VOICE_STATUS,
+    NGX_HTTP_VOICE_CALL_STATUS
 } ngx_http_voice_handler_e;
 
 
@@ -72,6 +74,8 @@ typedef struct {
     ngx_str_t                   public_url;     /* scheme://host[:port] */
     ngx_str_t                   twiml_url;      /* given to Calls.json */
     ngx_str_t                   stream_url;     /* wss://host/media-stream */
+    ngx_str_t                   status_url;     /* given to Calls.json, or
+                                                   empty: no callbacks */
 
     ngx_str_t                   transcript_dir; /* ends with '/' */
     ngx_thread_pool_t          *thread_pool;
@@ -154,6 +158,7 @@ struct ngx_http_voice_worker_s {
     ngx_atomic_uint_t           audio_dropped;
     ngx_atomic_uint_t           events_ignored;
     ngx_atomic_uint_t           events_invalid;
+    ngx_atomic_uint_t           call_status[NGX_HTTP_VOICE_CALL_STATUSES];
 };
 
 
@@ -289,11 +294,22 @@ void ngx_http_voice_rest_reply(voice_proto_msg_t *msg);
 ngx_int_t ngx_http_voice_status_handler(ngx_http_request_t *r);
 
 
-/* ngx_http_voice_twiml.c */
-ngx_int_t ngx_http_voice_twiml_handler(ngx_http_request_t *r);
-ngx_int_t ngx_http_voice_twiml_verify(ngx_http_request_t *r,
+/* ngx_http_voice_webhook.c */
+ngx_int_t ngx_http_voice_webhook_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_voice_webhook_verify(ngx_http_request_t *r,
     ngx_http_voice_loc_conf_t *vlcf, ngx_str_t *url,
     ngx_http_voice_body_param_t *params, size_t n);
+
+
+/* ngx_http_voice_twiml.c */
+ngx_int_t ngx_http_voice_twiml_answer(ngx_http_request_t *r,
+    ngx_http_voice_body_param_t *params, size_t n);
+
+
+/* ngx_http_voice_call_status.c */
+ngx_int_t ngx_http_voice_call_status_answer(ngx_http_request_t *r,
+    ngx_http_voice_body_param_t *params, size_t n);
+ngx_str_t *ngx_http_voice_call_status_name(ngx_uint_t i);
 
 
 /* ngx_http_voice_ws.c */

@@ -238,6 +238,11 @@ ngx_http_voice_rest_start(ngx_http_request_t *r,
         }
         voice_proto_put_bytes(&wr, VOICE_PROTO_F_URL, vlcf->twiml_url.data,
                               vlcf->twiml_url.len);
+        if (vlcf->status_url.len) {
+            voice_proto_put_bytes(&wr, VOICE_PROTO_F_STATUS_URL,
+                                  vlcf->status_url.data,
+                                  vlcf->status_url.len);
+        }
         break;
 
     default: /* NGX_HTTP_VOICE_API_END_CALL */
@@ -484,8 +489,8 @@ ngx_http_voice_status_handler(ngx_http_request_t *r)
 
     w = ngx_http_voice_worker();
 
-    /* the fixed text with every counter at its widest takes ~260 bytes */
-    len = 512;
+    /* the fixed text with every counter at its widest takes ~800 bytes */
+    len = 1024;
     if (w) {
         for (i = 0; i < w->npeers; i++) {
             len += 128 + 2 * w->peers[i].endpoint.len;
@@ -511,10 +516,20 @@ ngx_http_voice_status_handler(ngx_http_request_t *r)
     if (w) {
         p = ngx_sprintf(p, "],\"calls\":%ui,\"audioIn\":%uA,"
                         "\"audioOut\":%uA,\"audioDropped\":%uA,"
-                        "\"eventsIgnored\":%uA,\"eventsInvalid\":%uA}",
+                        "\"eventsIgnored\":%uA,\"eventsInvalid\":%uA,"
+                        "\"callStatus\":{",
                         w->ncalls, w->audio_in, w->audio_out,
                         w->audio_dropped, w->events_ignored,
                         w->events_invalid);
+
+        for (i = 0; i < NGX_HTTP_VOICE_CALL_STATUSES; i++) {
+            p = ngx_sprintf(p, "%s\"%V\":%uA", i ? "," : "",
+                            ngx_http_voice_call_status_name(i),
+                            w->call_status[i]);
+        }
+
+        *p++ = '}';
+        *p++ = '}';
     } else {
         p = ngx_sprintf(p, "],\"calls\":0}");
     }

@@ -91,7 +91,8 @@ ngx_http_voice_ws_handler(ngx_http_request_t *r)
     /* Twilio signs the stream URL of the TwiML, wss:// scheme, no query,
      * and no parameters */
     if (vlcf->signature) {
-        rc = ngx_http_voice_twiml_verify(r, vlcf, &vlcf->stream_url, NULL, 0);
+        rc = ngx_http_voice_webhook_verify(r, vlcf, &vlcf->stream_url, NULL,
+                                           0);
 
         if (rc == NGX_DECLINED) {
             return ngx_http_voice_send_error(r, NGX_HTTP_FORBIDDEN,

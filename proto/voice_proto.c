@@ -74,6 +74,7 @@ static const voice_proto_field_t  voice_proto_fields[VOICE_PROTO_F_MAX] = {
                                                  VOICE_PROTO_MAX_TEXT),
     [VOICE_PROTO_F_TRANSCRIBE_MODEL] = VOICE_PROTO_BYTES(transcribe_model,
                                                          256),
+    [VOICE_PROTO_F_STATUS_URL] = VOICE_PROTO_BYTES(status_url, 4096),
 };
 
 

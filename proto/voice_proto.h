@@ -110,6 +110,7 @@ typedef enum {
     VOICE_PROTO_F_INSTRUCTIONS = 47,
     VOICE_PROTO_F_GREETING = 48,
     VOICE_PROTO_F_TRANSCRIBE_MODEL = 49,
+    VOICE_PROTO_F_STATUS_URL = 50,     /* string: status callback URL */
 
     VOICE_PROTO_F_MAX = 64             /* tags are below this */
 } voice_proto_field_e;
@@ -169,6 +170,7 @@ typedef struct {
     voice_proto_str_t   instructions;
     voice_proto_str_t   greeting;
     voice_proto_str_t   transcribe_model;
+    voice_proto_str_t   status_url;
 } voice_proto_msg_t;
 
 

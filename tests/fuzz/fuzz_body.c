@@ -4,8 +4,9 @@
  *
  * The input goes through the /api/call and /api/end-call parsers, whose
  * successful outputs must be valid numbers and SIDs, and through the form
- * decoder, whose parameters must lie in the scratch buffer, be no longer
- * than the input, and be found again by name.
+ * decoder and the JSON webhook decoder, whose parameters must lie in the
+ * scratch buffer, be no longer than the input, and be found again by
+ * name.
  */
 
 #include <stdint.h>
@@ -19,6 +20,7 @@
 
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+static void fuzz_check_params(int n, size_t size);
 
 
 static uint8_t                      fuzz_scratch[1 << 17];
@@ -29,13 +31,11 @@ static char                         fuzz_name[1 << 17];
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    int                                 n, i;
-    size_t                              total;
-    const char                         *err;
-    char                                number[NGX_HTTP_VOICE_E164_MAX + 1];
-    char                                from[NGX_HTTP_VOICE_E164_MAX + 1];
-    char                                sid[NGX_HTTP_VOICE_SID_LEN + 1];
-    const ngx_http_voice_body_param_t  *p;
+    int          n;
+    const char  *err;
+    char         number[NGX_HTTP_VOICE_E164_MAX + 1];
+    char         from[NGX_HTTP_VOICE_E164_MAX + 1];
+    char         sid[NGX_HTTP_VOICE_SID_LEN + 1];
 
     err = NULL;
 
@@ -70,6 +70,29 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     n = ngx_http_voice_body_parse_form(data, size, fuzz_params, FUZZ_PARAMS,
                                        fuzz_scratch, size);
+    fuzz_check_params(n, size);
+
+    err = NULL;
+    n = ngx_http_voice_body_parse_json_params(data, size, fuzz_params,
+                                              FUZZ_PARAMS, fuzz_scratch, size,
+                                              &err);
+    if (n < 0 && err == NULL) {
+        abort();
+    }
+
+    fuzz_check_params(n, size);
+
+    return 0;
+}
+
+
+static void
+fuzz_check_params(int n, size_t size)
+{
+    int                                 i;
+    size_t                              total;
+    const ngx_http_voice_body_param_t  *p;
+
     if (n < -1 || n > FUZZ_PARAMS) {
         abort();
     }
@@ -103,6 +126,4 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (total > size) {
         abort();
     }
-
-    return 0;
 }

@@ -391,6 +391,70 @@ test_form_get(void **state)
 }
 
 
+static int
+jparams(const char *body, ngx_http_voice_body_param_t *p, size_t max,
+    uint8_t *scratch, size_t cap, const char **err)
+{
+    *err = NULL;
+    return ngx_http_voice_body_parse_json_params((const uint8_t *) body,
+                                                 strlen(body), p, max,
+                                                 scratch, cap, err);
+}
+
+
+static void
+test_parse_json_params(void **state)
+{
+    const char                   *err, *b;
+    uint8_t                       scratch[256];
+    ngx_http_voice_body_param_t   p[8];
+
+    (void) state;
+
+    /* strings unescaped, numbers as written, other members skipped */
+    b = "{\"CallSid\":\"CA1\",\"CallDuration\":42,\"nested\":{\"a\":\"b\"},"
+        "\"Caller\":\"\\u002B1415\",\"flag\":true,\"list\":[1,\"x\"],"
+        "\"Empty\":\"\",\"Big\":-1.5e3}";
+    assert_int_equal(jparams(b, p, 8, scratch, sizeof(scratch), &err), 5);
+    assert_param(&p[0], "CallSid", 7, "CA1", 3);
+    assert_param(&p[1], "CallDuration", 12, "42", 2);
+    assert_param(&p[2], "Caller", 6, "+1415", 5);
+    assert_param(&p[3], "Empty", 5, "", 0);
+    assert_param(&p[4], "Big", 3, "-1.5e3", 6);
+
+    /* len bytes of scratch suffice */
+    b = "{\"a\\u0062\":\"c\\td\",\"e\":1}";
+    assert_int_equal(jparams(b, p, 8, scratch, strlen(b), &err), 2);
+    assert_param(&p[0], "ab", 2, "c\td", 3);
+    assert_param(&p[1], "e", 1, "1", 1);
+    assert_int_equal(jparams(b, p, 8, scratch, 4, &err), -1);
+    assert_non_null(err);
+
+    assert_int_equal(jparams("{}", p, 8, scratch, sizeof(scratch), &err), 0);
+
+    /* the member limit counts only what becomes a parameter */
+    assert_int_equal(jparams("{\"a\":1,\"b\":null,\"c\":\"x\"}", p, 2,
+                             scratch, sizeof(scratch), &err), 2);
+    assert_int_equal(jparams("{\"a\":1,\"b\":2,\"c\":3}", p, 2, scratch,
+                             sizeof(scratch), &err), -1);
+    assert_string_equal(err, "body has too many members");
+
+    /* not an object, not JSON, empty, a NUL in a name or value */
+    assert_int_equal(jparams("[\"a\",1]", p, 8, scratch, sizeof(scratch),
+                             &err), -1);
+    assert_string_equal(err, "body must be a JSON object");
+    assert_int_equal(jparams("{\"a\":", p, 8, scratch, sizeof(scratch),
+                             &err), -1);
+    assert_string_equal(err, "body is not valid JSON");
+    assert_int_equal(jparams("", p, 8, scratch, sizeof(scratch), &err), -1);
+    assert_int_equal(jparams("{\"a\":\"x\\u0000\"}", p, 8, scratch,
+                             sizeof(scratch), &err), -1);
+    assert_int_equal(jparams("{\"a\\u0000\":\"x\"}", p, 8, scratch,
+                             sizeof(scratch), &err), -1);
+    assert_non_null(err);
+}
+
+
 int
 main(void)
 {
@@ -402,6 +466,7 @@ main(void)
         cmocka_unit_test(test_parse_end_call),
         cmocka_unit_test(test_parse_form),
         cmocka_unit_test(test_form_get),
+        cmocka_unit_test(test_parse_json_params),
     };
 
     return cmocka_run_group_tests_name("body", tests, NULL, NULL);

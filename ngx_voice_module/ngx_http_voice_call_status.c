@@ -1,0 +1,127 @@
+/*
+ * ngx_http_voice_call_status.c: the answer of Twilio's call status
+ * callback (voice_call_status, /call-status).
+ *
+ * Calls placed through /api/call ask Twilio for every progress event
+ * (voice_status_callback_url; bridged adds StatusCallback and
+ * StatusCallbackEvent to Calls.json).  Each arrives here signature checked
+ * (ngx_http_voice_webhook.c), as a form or in Twilio's JSON variant.  A
+ * call that never reaches the media stream -- busy, no answer, failed,
+ * canceled -- would otherwise leave no trace on our side; here its
+ * outcome goes to the error log and every status is counted per worker
+ * for voice_status.  The answer is 204: Twilio ignores the body.
+ */
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_voice_module.h"
+
+
+/* the CallStatus values of twilio-rest.md 8.2, in the order voice_status
+ * lists them; "answered" is what some Twilio clones send for in-progress */
+static ngx_str_t  ngx_http_voice_call_statuses[NGX_HTTP_VOICE_CALL_STATUSES]
+    = {
+    ngx_string("queued"),
+    ngx_string("initiated"),
+    ngx_string("ringing"),
+    ngx_string("in-progress"),
+    ngx_string("completed"),
+    ngx_string("busy"),
+    ngx_string("no-answer"),
+    ngx_string("failed"),
+    ngx_string("canceled"),
+    ngx_string("answered"),
+};
+
+#define NGX_HTTP_VOICE_CALL_STATUS_UNANSWERED  5   /* busy and after */
+#define NGX_HTTP_VOICE_CALL_STATUS_ANSWERED    9
+
+
+/* for voice_status */
+
+ngx_str_t *
+ngx_http_voice_call_status_name(ngx_uint_t i)
+{
+    return &ngx_http_voice_call_statuses[i];
+}
+
+
+ngx_int_t
+ngx_http_voice_call_status_answer(ngx_http_request_t *r,
+    ngx_http_voice_body_param_t *params, size_t n)
+{
+    ngx_str_t                          *st;
+    ngx_uint_t                          i, level;
+    ngx_http_voice_worker_t            *w;
+    const ngx_http_voice_body_param_t  *sid, *status, *to, *duration;
+
+    sid = ngx_http_voice_body_form_get(params, n, "CallSid");
+    status = ngx_http_voice_body_form_get(params, n, "CallStatus");
+
+    if (sid == NULL
+        || !ngx_http_voice_body_valid_call_sid(sid->value, sid->value_len))
+    {
+        return ngx_http_voice_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                         "CallSid is missing or is not a "
+                                         "call SID");
+    }
+
+    for (i = 0; status && i < NGX_HTTP_VOICE_CALL_STATUSES; i++) {
+        st = &ngx_http_voice_call_statuses[i];
+
+        if (st->len == status->value_len
+            && ngx_strncmp(st->data, status->value, st->len) == 0)
+        {
+            break;
+        }
+    }
+
+    if (status == NULL || i == NGX_HTTP_VOICE_CALL_STATUSES) {
+        return ngx_http_voice_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                         "CallStatus is missing or unknown");
+    }
+
+    w = ngx_http_voice_worker();
+    if (w) {
+        w->call_status[i]++;
+    }
+
+    /* only well-formed values reach the log */
+    to = ngx_http_voice_body_form_get(params, n, "To");
+    if (to && !ngx_http_voice_body_valid_e164(to->value, to->value_len)) {
+        to = NULL;
+    }
+
+    duration = ngx_http_voice_body_form_get(params, n, "CallDuration");
+    if (duration
+        && (duration->value_len == 0 || duration->value_len > 9
+            || ngx_atoi((u_char *) duration->value, duration->value_len)
+               == NGX_ERROR))
+    {
+        duration = NULL;
+    }
+
+    /* a call that ended unanswered is worth a notice: nothing else on
+     * our side ever hears of it */
+    level = (i >= NGX_HTTP_VOICE_CALL_STATUS_UNANSWERED
+             && i != NGX_HTTP_VOICE_CALL_STATUS_ANSWERED)
+            ? NGX_LOG_NOTICE : NGX_LOG_INFO;
+
+    ngx_log_error(level, r->connection->log, 0,
+                  "voice: call %*s to %*s: %V%s%*s%s",
+                  sid->value_len, sid->value,
+                  to ? to->value_len : 1, to ? to->value : (u_char *) "?",
+                  &ngx_http_voice_call_statuses[i],
+                  duration ? " after " : "",
+                  duration ? duration->value_len : 0,
+                  duration ? duration->value : (u_char *) "",
+                  duration ? " s" : "");
+
+    r->headers_out.status = NGX_HTTP_NO_CONTENT;
+    r->headers_out.content_length_n = 0;
+    r->header_only = 1;
+
+    return ngx_http_send_header(r);
+}
