@@ -17,7 +17,7 @@ import sys
 
 import requests
 
-from conftest import TOP
+from conftest import TOP, fixture_bytes
 
 sys.path.insert(0, str(TOP / "tests/fakes"))
 import common  # noqa: E402
@@ -126,6 +126,13 @@ def test_media_stream_signatures(stack):
 
     # no refused upgrade became a call
     assert stack.openai_sessions() == []
+
+    # and a real call, signed by the fake Twilio, still goes through
+    sid = stack.tw("POST", "/_fake/inbound",
+                   {"from": "+14155550142"})["callSid"]
+    stack.wait_reply_heard(sid, len(fixture_bytes("reply")))
+    stack.tw("POST", "/_fake/calls/%s/hangup" % sid, {"wait": True})
+    stack.wait_transcript(sid)
 
 
 def test_turning_the_check_off_is_warned_about(stack_factory):
