@@ -5,7 +5,7 @@
  * phone numbers and SIDs.
  *
  * Leaf code, libc only, on ngx_http_voice_json.c; ngx_http_voice_rest.c
- * and ngx_http_voice_twiml.c call it.  The error texts go back to API
+ * and ngx_http_voice_webhook.c call it.  The error texts go back to API
  * clients as they are, so each names the member and what it must be.
  */
 

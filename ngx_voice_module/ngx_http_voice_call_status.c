@@ -20,23 +20,23 @@
 
 
 /* the CallStatus values of twilio-rest.md 8.2, in the order voice_status
- * lists them; "answered" is what some Twilio clones send for in-progress */
+ * lists them, the outcomes of a call never answered last; "answered" is
+ * what some Twilio clones send for in-progress */
 static ngx_str_t  ngx_http_voice_call_statuses[NGX_HTTP_VOICE_CALL_STATUSES]
     = {
     ngx_string("queued"),
     ngx_string("initiated"),
     ngx_string("ringing"),
     ngx_string("in-progress"),
+    ngx_string("answered"),
     ngx_string("completed"),
     ngx_string("busy"),
     ngx_string("no-answer"),
     ngx_string("failed"),
     ngx_string("canceled"),
-    ngx_string("answered"),
 };
 
-#define NGX_HTTP_VOICE_CALL_STATUS_UNANSWERED  5   /* busy and after */
-#define NGX_HTTP_VOICE_CALL_STATUS_ANSWERED    9
+#define NGX_HTTP_VOICE_CALL_STATUS_UNANSWERED  6   /* busy and after */
 
 
 /* for voice_status */
@@ -105,9 +105,8 @@ ngx_http_voice_call_status_answer(ngx_http_request_t *r,
 
     /* a call that ended unanswered is worth a notice: nothing else on
      * our side ever hears of it */
-    level = (i >= NGX_HTTP_VOICE_CALL_STATUS_UNANSWERED
-             && i != NGX_HTTP_VOICE_CALL_STATUS_ANSWERED)
-            ? NGX_LOG_NOTICE : NGX_LOG_INFO;
+    level = (i >= NGX_HTTP_VOICE_CALL_STATUS_UNANSWERED) ? NGX_LOG_NOTICE
+                                                         : NGX_LOG_INFO;
 
     ngx_log_error(level, r->connection->log, 0,
                   "voice: call %*s to %*s: %V%s%*s%s",

@@ -106,7 +106,7 @@ void
 ngx_http_voice_media_on_message(ngx_http_voice_media_t *m, u_char *data,
     size_t len)
 {
-    const char                     *err;
+    const char                     *err, *why;
     ngx_log_t                      *log;
     ngx_http_voice_worker_t        *w;
     ngx_http_voice_twilio_event_t   ev;
@@ -137,13 +137,8 @@ ngx_http_voice_media_on_message(ngx_http_voice_media_t *m, u_char *data,
             || ngx_memcmp(ev.stream_sid.data, m->stream_sid,
                           NGX_HTTP_VOICE_SID_LEN) != 0))
     {
-        if (m->ignored++ == 0) {
-            ngx_log_error(NGX_LOG_INFO, log, 0,
-                          "voice: Twilio message for another stream "
-                          "ignored");
-        }
-        w->events_ignored++;
-        return;
+        why = "for another stream";
+        goto ignored;
     }
 
     switch (ev.event) {
@@ -153,11 +148,8 @@ ngx_http_voice_media_on_message(ngx_http_voice_media_t *m, u_char *data,
 
     case NGX_HTTP_VOICE_TWILIO_START:
         if (m->state != NGX_HTTP_VOICE_MEDIA_ST_OPEN) {
-            ngx_log_error(NGX_LOG_INFO, log, 0,
-                          "voice: second start event ignored");
-            m->ignored++;
-            w->events_ignored++;
-            return;
+            why = "a second start";
+            goto ignored;
         }
 
         ngx_http_voice_media_start(m, &ev);
@@ -165,9 +157,8 @@ ngx_http_voice_media_on_message(ngx_http_voice_media_t *m, u_char *data,
 
     case NGX_HTTP_VOICE_TWILIO_MEDIA:
         if (m->state != NGX_HTTP_VOICE_MEDIA_ST_STREAMING) {
-            m->ignored++;
-            w->events_ignored++;
-            return;
+            why = "media outside the stream";
+            goto ignored;
         }
 
         ngx_http_voice_media_forward(m, VOICE_PROTO_MSG_AUDIO_IN, &ev);
@@ -187,9 +178,8 @@ ngx_http_voice_media_on_message(ngx_http_voice_media_t *m, u_char *data,
 
     case NGX_HTTP_VOICE_TWILIO_STOP:
         if (m->state != NGX_HTTP_VOICE_MEDIA_ST_STREAMING) {
-            m->ignored++;
-            w->events_ignored++;
-            return;
+            why = "a stop outside the stream";
+            goto ignored;
         }
 
         ngx_log_error(NGX_LOG_INFO, log, 0,
@@ -203,14 +193,24 @@ ngx_http_voice_media_on_message(ngx_http_voice_media_t *m, u_char *data,
         ngx_http_voice_ws_close(m->ws, NGX_HTTP_VOICE_WS_CLOSE_NORMAL, NULL);
         return;
 
-    default: /* NGX_HTTP_VOICE_TWILIO_UNKNOWN */
-        m->ignored++;
-        w->events_ignored++;
+    default: /* NGX_HTTP_VOICE_TWILIO_UNKNOWN: new events Twilio may add */
         ngx_log_debug2(NGX_LOG_DEBUG_HTTP, log, 0,
                        "voice: unknown Twilio event \"%*s\" ignored",
                        ev.event_name.len, ev.event_name.data);
-        return;
+        why = "an unknown event";
+        goto ignored;
     }
+
+ignored:
+
+    /* counted always, the first of a stream logged: a peer cannot flood
+     * the log, and the stream's end tells the totals */
+    if (m->ignored++ == 0) {
+        ngx_log_error(NGX_LOG_INFO, log, 0,
+                      "voice: Twilio message ignored: %s", why);
+    }
+
+    w->events_ignored++;
 }
 
 

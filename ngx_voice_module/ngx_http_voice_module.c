@@ -4,15 +4,18 @@
  *
  * Each endpoint is a handler directive that takes no argument and sets
  * the location's content handler, like stub_status: voice_twiml,
- * voice_media_stream, voice_api_numbers, voice_api_call,
- * voice_api_end_call, voice_api_transcript and voice_status.  Value
- * directives use nginx's stock slots; a value not written in nginx.conf
- * falls back to the environment of the master process at configuration
- * time (PUBLIC_URL, TRANSCRIPT_DIR, TWILIO_AUTH_TOKEN), so nginx.conf
- * always wins and secrets need never be written into it.  Consistency
- * between directives is checked here, so `nginx -t` fails rather than a
- * request at run time.  init_process/exit_process start and stop the
- * per-worker ZeroMQ channel (ngx_http_voice_bridge.c).
+ * voice_call_status, voice_media_stream, voice_api_numbers,
+ * voice_api_call, voice_api_end_call, voice_api_transcript and
+ * voice_status.  Value directives use nginx's stock slots; a value not
+ * written in nginx.conf falls back to the environment of the master
+ * process at configuration time (PUBLIC_URL, TRANSCRIPT_DIR,
+ * TWILIO_AUTH_TOKEN, VOICE_API_TOKEN), so nginx.conf always wins and
+ * secrets need never be written into it.  Consistency between directives
+ * is checked here, so `nginx -t` fails rather than a request at run time.
+ * init_process/exit_process start and stop the per-worker ZeroMQ channel
+ * (ngx_http_voice_bridge.c).  The helpers every handler shares -- a
+ * header lookup, JSON and error answers, reading a request body -- live
+ * here too.
  */
 
 #include <ngx_config.h>
@@ -38,8 +41,8 @@ static char *ngx_http_voice_set_threshold(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_http_voice_env_default(ngx_conf_t *cf, ngx_str_t *value,
     const char *name);
-static ngx_int_t ngx_http_voice_read_secret(ngx_conf_t *cf, ngx_str_t *file,
-    ngx_str_t *secret);
+static ngx_int_t ngx_http_voice_secret(ngx_conf_t *cf, ngx_str_t *file,
+    const char *env, ngx_str_t *secret);
 static ngx_int_t ngx_http_voice_derive_urls(ngx_conf_t *cf,
     ngx_http_voice_loc_conf_t *conf);
 
@@ -332,6 +335,70 @@ ngx_http_voice_send_error(ngx_http_request_t *r, ngx_uint_t status,
 }
 
 
+/*
+ * The request body, read by ngx_http_read_client_request_body() with
+ * request_body_in_single_buf, as one piece of memory: in place when it is
+ * one buffer, else copied.  Returns NGX_OK, or without sending anything
+ * NGX_HTTP_REQUEST_ENTITY_TOO_LARGE for a body over max bytes (possible
+ * with chunked encoding, which has no Content-Length to refuse early) or
+ * one nginx buffered to a file, or NGX_HTTP_INTERNAL_SERVER_ERROR.
+ */
+
+ngx_int_t
+ngx_http_voice_read_body(ngx_http_request_t *r, size_t max, u_char **body,
+    size_t *len)
+{
+    u_char       *p;
+    size_t        size;
+    ngx_chain_t  *cl;
+
+    *body = NULL;
+    *len = 0;
+
+    if (r->request_body == NULL || r->request_body->bufs == NULL) {
+        return NGX_OK;
+    }
+
+    if (r->request_body->temp_file) {
+        return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
+    }
+
+    size = 0;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        if (cl->buf->in_file) {
+            return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
+        }
+
+        size += cl->buf->last - cl->buf->pos;
+    }
+
+    if (size > max) {
+        return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
+    }
+
+    if (r->request_body->bufs->next == NULL) {
+        *body = r->request_body->bufs->buf->pos;
+        *len = size;
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, size);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    *body = p;
+    *len = size;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
+    }
+
+    return NGX_OK;
+}
+
+
 static void *
 ngx_http_voice_create_main_conf(ngx_conf_t *cf)
 {
@@ -481,17 +548,9 @@ ngx_http_voice_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         || h == NGX_HTTP_VOICE_API_END_CALL
         || h == NGX_HTTP_VOICE_API_TRANSCRIPT)
     {
-        if (conf->api_token_file.len) {
-            if (ngx_http_voice_read_secret(cf, &conf->api_token_file,
-                                           &conf->api_token)
-                != NGX_OK)
-            {
-                return NGX_CONF_ERROR;
-            }
-
-        } else if (ngx_http_voice_env_default(cf, &conf->api_token,
-                                              "VOICE_API_TOKEN")
-                   != NGX_OK)
+        if (ngx_http_voice_secret(cf, &conf->api_token_file,
+                                  "VOICE_API_TOKEN", &conf->api_token)
+            != NGX_OK)
         {
             return NGX_CONF_ERROR;
         }
@@ -575,17 +634,9 @@ ngx_http_voice_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
             return NGX_CONF_OK;
         }
 
-        if (conf->auth_token_file.len) {
-            if (ngx_http_voice_read_secret(cf, &conf->auth_token_file,
-                                           &conf->auth_token)
-                != NGX_OK)
-            {
-                return NGX_CONF_ERROR;
-            }
-
-        } else if (ngx_http_voice_env_default(cf, &conf->auth_token,
-                                              "TWILIO_AUTH_TOKEN")
-                   != NGX_OK)
+        if (ngx_http_voice_secret(cf, &conf->auth_token_file,
+                                  "TWILIO_AUTH_TOKEN", &conf->auth_token)
+            != NGX_OK)
         {
             return NGX_CONF_ERROR;
         }
@@ -641,8 +692,11 @@ ngx_http_voice_env_default(ngx_conf_t *cf, ngx_str_t *value,
 }
 
 
+/* a secret: read from file when a *_file directive names one, else from
+ * the environment variable env */
+
 static ngx_int_t
-ngx_http_voice_read_secret(ngx_conf_t *cf, ngx_str_t *file,
+ngx_http_voice_secret(ngx_conf_t *cf, ngx_str_t *file, const char *env,
     ngx_str_t *secret)
 {
     u_char           *p;
@@ -650,6 +704,10 @@ ngx_http_voice_read_secret(ngx_conf_t *cf, ngx_str_t *file,
     ngx_fd_t          fd;
     ngx_str_t         name;
     ngx_file_info_t   fi;
+
+    if (file->len == 0) {
+        return ngx_http_voice_env_default(cf, secret, env);
+    }
 
     name = *file;
 

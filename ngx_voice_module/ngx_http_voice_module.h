@@ -263,6 +263,8 @@ ngx_int_t ngx_http_voice_send_json(ngx_http_request_t *r, ngx_uint_t status,
     u_char *body, size_t len);
 ngx_int_t ngx_http_voice_send_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *fmt, ...);
+ngx_int_t ngx_http_voice_read_body(ngx_http_request_t *r, size_t max,
+    u_char **body, size_t *len);
 
 
 /* ngx_http_voice_auth.c: NGX_OK, NGX_HTTP_UNAUTHORIZED or

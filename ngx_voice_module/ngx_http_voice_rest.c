@@ -31,8 +31,6 @@ typedef struct {
 static void ngx_http_voice_rest_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_voice_rest_start(ngx_http_request_t *r,
     ngx_http_voice_loc_conf_t *vlcf, u_char *body, size_t len);
-static ngx_int_t ngx_http_voice_rest_read_body(ngx_http_request_t *r,
-    size_t max, u_char **body, size_t *len);
 static ngx_int_t ngx_http_voice_rest_park(ngx_http_request_t *r,
     ngx_http_voice_loc_conf_t *vlcf, ngx_http_voice_peer_t *peer,
     voice_proto_writer_t *wr, uint64_t id);
@@ -109,10 +107,14 @@ ngx_http_voice_rest_body_handler(ngx_http_request_t *r)
 
     vlcf = ngx_http_get_module_loc_conf(r, ngx_http_voice_module);
 
-    rc = ngx_http_voice_rest_read_body(r, vlcf->max_body_size, &body, &len);
+    rc = ngx_http_voice_read_body(r, vlcf->max_body_size, &body, &len);
 
     if (rc == NGX_OK) {
         rc = ngx_http_voice_rest_start(r, vlcf, body, len);
+
+    } else if (rc == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
+        rc = ngx_http_voice_send_error(r, rc, "request body is larger than "
+                                       "%uz bytes", vlcf->max_body_size);
     }
 
     if (rc == NGX_DONE) {
@@ -123,68 +125,6 @@ ngx_http_voice_rest_body_handler(ngx_http_request_t *r)
     }
 
     ngx_http_finalize_request(r, rc);
-}
-
-
-static ngx_int_t
-ngx_http_voice_rest_read_body(ngx_http_request_t *r, size_t max,
-    u_char **body, size_t *len)
-{
-    u_char       *p;
-    size_t        size;
-    ngx_chain_t  *cl;
-
-    *body = NULL;
-    *len = 0;
-
-    if (r->request_body == NULL || r->request_body->bufs == NULL) {
-        return NGX_OK;
-    }
-
-    if (r->request_body->temp_file) {
-        return ngx_http_voice_send_error(r,
-                                         NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                                         "request body is too large");
-    }
-
-    size = 0;
-
-    for (cl = r->request_body->bufs; cl; cl = cl->next) {
-        if (cl->buf->in_file) {
-            return ngx_http_voice_send_error(r,
-                                            NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                                            "request body is too large");
-        }
-
-        size += cl->buf->last - cl->buf->pos;
-    }
-
-    if (size > max) {
-        return ngx_http_voice_send_error(r,
-                                         NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                                         "request body is larger than %uz "
-                                         "bytes", max);
-    }
-
-    if (r->request_body->bufs->next == NULL) {
-        *body = r->request_body->bufs->buf->pos;
-        *len = size;
-        return NGX_OK;
-    }
-
-    p = ngx_pnalloc(r->pool, size);
-    if (p == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    *body = p;
-    *len = size;
-
-    for (cl = r->request_body->bufs; cl; cl = cl->next) {
-        p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
-    }
-
-    return NGX_OK;
 }
 
 

@@ -6,9 +6,10 @@
  * and the JSON-body variant's bodySHA256.
  *
  * Leaf code: libc and OpenSSL's HMAC and SHA-256 only.
- * ngx_http_voice_twiml.c and ngx_http_voice_ws.c gather the URL, the
- * decoded form parameters (ngx_http_voice_body.c) and the header, and call
- * ngx_http_voice_signature_check().
+ * ngx_http_voice_webhook.c gathers the URL, the decoded parameters
+ * (ngx_http_voice_body.c) and the header, and calls
+ * ngx_http_voice_signature_check(), for the webhooks and for the media
+ * stream's upgrade.
  */
 
 #include <string.h>

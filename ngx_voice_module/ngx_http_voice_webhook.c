@@ -80,41 +80,24 @@ ngx_http_voice_webhook_handler(ngx_http_request_t *r)
 static void
 ngx_http_voice_webhook_body_handler(ngx_http_request_t *r)
 {
-    u_char       *body, *p;
-    size_t        len;
-    ngx_chain_t  *cl;
+    u_char                     *body;
+    size_t                      len;
+    ngx_int_t                   rc;
+    ngx_http_voice_loc_conf_t  *vlcf;
 
-    body = NULL;
-    len = 0;
+    vlcf = ngx_http_get_module_loc_conf(r, ngx_http_voice_module);
 
-    if (r->request_body && r->request_body->bufs) {
+    rc = ngx_http_voice_read_body(r, vlcf->max_body_size, &body, &len);
 
-        /* a body nginx had to buffer to disk is over any sane size */
-        if (r->request_body->temp_file) {
-            ngx_http_finalize_request(r,
-                ngx_http_voice_send_error(r,
-                                          NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                                          "request body is too large"));
-            return;
-        }
+    if (rc == NGX_OK) {
+        rc = ngx_http_voice_webhook_params(r, body, len);
 
-        for (cl = r->request_body->bufs; cl; cl = cl->next) {
-            len += cl->buf->last - cl->buf->pos;
-        }
-
-        body = ngx_pnalloc(r->pool, len + 1);
-        if (body == NULL) {
-            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-            return;
-        }
-
-        p = body;
-        for (cl = r->request_body->bufs; cl; cl = cl->next) {
-            p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
-        }
+    } else if (rc == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
+        rc = ngx_http_voice_send_error(r, rc, "request body is larger than "
+                                       "%uz bytes", vlcf->max_body_size);
     }
 
-    ngx_http_finalize_request(r, ngx_http_voice_webhook_params(r, body, len));
+    ngx_http_finalize_request(r, rc);
 }
 
 

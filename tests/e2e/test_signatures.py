@@ -90,6 +90,25 @@ def test_twiml_signatures(stack):
     assert SID not in stack.log("bridged")
 
 
+def test_webhook_bodies_are_bounded(stack):
+    # voice_api_max_body_size (16k): by Content-Length, and chunked, where
+    # only the read body tells
+    big = "CallSid=%s&Pad=%s" % (SID, "x" * 20000)
+    assert twiml(stack, data=big).status_code == 413
+
+    def chunks():
+        for _ in range(20):
+            yield b"x" * 1000
+    r = requests.post(stack.base + "/call-status", data=chunks(),
+                      timeout=10)
+    assert r.status_code == 413
+    # the API's bodies the same way
+    r = stack.api("POST", "/api/call", data=chunks(),
+                  headers={"Content-Type": "application/json"})
+    assert r.status_code == 413
+    assert "larger than 16384 bytes" in r.text
+
+
 def upgrade(stack, sig):
     s = socket.create_connection(("127.0.0.1", stack.port), 10)
     head = ("GET /media-stream HTTP/1.1\r\nHost: voice.example.test\r\n"
