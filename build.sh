@@ -217,7 +217,7 @@ cmd_run() {
 
     export PORT=${PORT:-3000}
     export TRANSCRIPT_DIR=${TRANSCRIPT_DIR:-$TOP/logs}
-    export OPENAI_MODEL=${OPENAI_MODEL:-gpt-realtime}
+    export OPENAI_MODEL=${OPENAI_MODEL:-gpt-realtime-2.1}
     mkdir -p "$RUN/tmp" "$TRANSCRIPT_DIR"
 
     local simulate=0
@@ -286,6 +286,17 @@ EOF
     [ "$(id -u)" -eq 0 ] && USER_LINE="user root;"
     export LISTEN=$PORT
     export EXTRA_HTTP=""
+    export HTTP_INCLUDE="" SERVER_INCLUDE=""
+    if [ -n "${VOICE_NGINX_HTTP_INCLUDE:-}" ]; then
+        [ -r "$VOICE_NGINX_HTTP_INCLUDE" ] || die "VOICE_NGINX_HTTP_INCLUDE: cannot read $VOICE_NGINX_HTTP_INCLUDE"
+        HTTP_INCLUDE="include $(realpath "$VOICE_NGINX_HTTP_INCLUDE");"
+        say "http block includes $VOICE_NGINX_HTTP_INCLUDE"
+    fi
+    if [ -n "${VOICE_NGINX_INCLUDE:-}" ]; then
+        [ -r "$VOICE_NGINX_INCLUDE" ] || die "VOICE_NGINX_INCLUDE: cannot read $VOICE_NGINX_INCLUDE"
+        SERVER_INCLUDE="include $(realpath "$VOICE_NGINX_INCLUDE");"
+        say "server block includes $VOICE_NGINX_INCLUDE"
+    fi
     render "$TOP/conf/nginx.conf.in" "$RUN/nginx.conf"
 
     "$BUILD/bridged/bridged" --listen "$BRIDGE_ENDPOINT" &

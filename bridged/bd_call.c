@@ -2,15 +2,27 @@
  * bd_call.c: the calls, keyed by call SID, and their state machine.
  *
  *     CONNECTING --open--> CONFIGURING --session.updated--> LIVE
- *         ^                     |                            |
- *         +---- RETRYING <------+-------- socket lost -------+
- *                                                            |
- *                        STREAM_STOP, or HANGUP after a fatal error
- *                                                            v
- *     CLOSED <--CALL_DONE-- DRAINING (last transcripts, --final-wait-ms)
+ *         ^                     |                            |  |
+ *         +---- RETRYING <------+-------- socket lost -------+  |
+ *                                                            |  | end_call,
+ *                        STREAM_STOP, or HANGUP after a fatal error  transfer
+ *                                                            v  v
+ *     CLOSED <--CALL_DONE-- DRAINING <--STREAM_STOP-- ENDING
+ *                 (last transcripts, --final-wait-ms)
  *
  * A call that stops before it is LIVE has nothing to wait for: CALL_DONE
  * goes out at once.  The state changes only in bd_call_set_state().
+ *
+ * Ending on purpose.  The assistant ends a call (end_call) or hands it to
+ * a person (transfer_call) through Twilio's REST API, never by closing
+ * the media stream: Twilio logs a stream the server closes as an error
+ * (31921) and runs whatever TwiML follows.  In ENDING the caller's audio
+ * is no longer forwarded; once the last reply is done and Twilio has
+ * echoed its last mark (the goodbye has been heard), or after
+ * BD_CALL_GOODBYE_MS at most, the update goes out (Status=completed, or
+ * the <Dial> TwiML), and the stream's stop that follows ends the call
+ * here as usual.  A server-side close (HANGUP) now means only that the
+ * assistant cannot go on.
  *
  * Lifetime.  A call is referenced by the table and by each of its lws
  * connections that lws has not destroyed yet.  bd_call_destroy() takes it
@@ -35,10 +47,14 @@
 
 #include "bd_call.h"
 #include "bd_chan.h"
+#include "bd_form.h"
 #include "bd_log.h"
 #include "bd_oai.h"
 #include "bd_oai_event.h"
 #include "bd_ring.h"
+#include "bd_session.h"
+#include "bd_tool.h"
+#include "bd_twapi.h"
 #include "voice_proto.h"
 
 
@@ -50,9 +66,11 @@
 #define BD_CALL_TOMB_MS        60000    /* an ended call is remembered */
 #define BD_CALL_UNKNOWN_MS     60000    /* one "unknown call" per minute */
 #define BD_CALL_CONFIGURE_MS   10000    /* for session.updated */
+#define BD_CALL_GOODBYE_MS     15000    /* for the last words to play */
+#define BD_CALL_DIAL_TIMEOUT   25       /* s a transfer rings */
 
 #define BD_CALL_VOICE          "marin"
-#define BD_CALL_TRANSCRIBE     "gpt-4o-mini-transcribe"
+#define BD_CALL_TRANSCRIBE     "gpt-transcribe"
 #define BD_CALL_INSTRUCTIONS                                                  \
     "You are a helpful, friendly assistant on a phone call. Keep your "       \
     "answers short and conversational, and speak clearly."
@@ -81,6 +99,13 @@ static int bd_call_ev_transcript(void *data, uint32_t order, uint32_t role,
 static void bd_call_ev_send(void *data, const char *json, size_t len);
 static void bd_call_ev_ready(void *data);
 static void bd_call_ev_fatal(void *data, const char *why);
+static void bd_call_ev_tool_call(void *data, uint32_t order,
+    const char *call_id, const char *name, const char *arguments);
+static void bd_call_ev_mcp_call(void *data, uint32_t order, const char *name,
+    const char *arguments, const char *output);
+static void bd_call_ev_response_done(void *data);
+static void bd_call_check_goodbye(bd_call_t *call);
+static void bd_call_end_now(bd_call_t *call, const char *why);
 
 static void bd_call_stop(bd_call_t *call);
 static void bd_call_destroy(bd_call_t *call);
@@ -92,17 +117,22 @@ static const bd_oai_event_ops_t  bd_call_event_ops = {
     bd_call_ev_transcript,
     bd_call_ev_send,
     bd_call_ev_ready,
-    bd_call_ev_fatal
+    bd_call_ev_fatal,
+    bd_call_ev_tool_call,
+    bd_call_ev_mcp_call,
+    bd_call_ev_response_done
 };
 
 
 static const char  *bd_call_state_names[] = {
-    "connecting", "configuring", "live", "retrying", "draining", "closed"
+    "connecting", "configuring", "live", "retrying", "ending", "draining",
+    "closed"
 };
 
 
-static uv_loop_t          *bd_call_loop;
-static const bd_conf_t    *bd_call_conf;
+static uv_loop_t              *bd_call_loop;
+static const bd_conf_t        *bd_call_conf;
+static bd_session_defaults_t   bd_call_defaults;
 static bd_call_t          *bd_call_table[BD_CALL_BUCKETS];
 static unsigned            bd_call_count;        /* calls in the table */
 static unsigned            bd_call_objects;      /* calls not yet freed */
@@ -250,7 +280,7 @@ bd_call_epoch_ms(void)
 
 static int
 bd_call_send_call_done(bd_chan_peer_t *peer, const uint8_t *sid, size_t len,
-    uint32_t count)
+    uint32_t count, const char *by, const char *reason)
 {
     voice_proto_writer_t  *w;
 
@@ -258,7 +288,34 @@ bd_call_send_call_done(bd_chan_peer_t *peer, const uint8_t *sid, size_t len,
     voice_proto_put_bytes(w, VOICE_PROTO_F_CALL_SID, sid, len);
     voice_proto_put_u32(w, VOICE_PROTO_F_COUNT, count);
 
+    if (by != NULL && by[0] != '\0') {
+        voice_proto_put_str(w, VOICE_PROTO_F_ENDED_BY, by);
+        voice_proto_put_str(w, VOICE_PROTO_F_REASON, reason);
+    }
+
     return bd_chan_send(peer, w);
+}
+
+
+uint64_t
+bd_call_now(void)
+{
+    return uv_now(bd_call_loop);
+}
+
+
+/* who ended the call and why, for the record: the first word stays */
+
+static void
+bd_call_ended_by(bd_call_t *call, const char *by, const char *reason)
+{
+    if (call->ended_by[0] != '\0') {
+        return;
+    }
+
+    snprintf(call->ended_by, sizeof(call->ended_by), "%s", by);
+    snprintf(call->end_reason, sizeof(call->end_reason), "%s",
+             reason ? reason : "");
 }
 
 
@@ -367,7 +424,8 @@ bd_call_ev_send(void *data, const char *json, size_t len)
 static void
 bd_call_ev_ready(void *data)
 {
-    bd_call_t  *call;
+    bd_call_t   *call;
+    const char  *greeting;
 
     call = data;
 
@@ -387,10 +445,12 @@ bd_call_ev_ready(void *data)
            (unsigned long long) (uv_now(bd_call_loop) - call->started),
            bd_ring_len(&call->hold) / 8);
 
-    if (call->greeting != NULL && !call->greeted) {
+    greeting = bd_session_str(call->settings, "greeting");
+
+    if (greeting != NULL && greeting[0] != '\0' && !call->greeted) {
         call->greeted = 1;
 
-        if (bd_oai_event_greet(&call->conv, call->greeting) != 0) {
+        if (bd_oai_event_greet(&call->conv, greeting) != 0) {
             bd_log(BD_LOG_WARN, call->sid, "no memory for the greeting");
         }
     }
@@ -405,6 +465,8 @@ bd_call_hangup(bd_call_t *call, const char *reason)
     voice_proto_writer_t  *w;
 
     bd_log(BD_LOG_WARN, call->sid, "hanging up: %s", reason);
+
+    bd_call_ended_by(call, "bridge", reason);
 
     w = bd_chan_begin(VOICE_PROTO_MSG_HANGUP);
     voice_proto_put_bytes(w, VOICE_PROTO_F_CALL_SID, call->sid, call->sid_len);
@@ -442,8 +504,13 @@ bd_call_finish(bd_call_t *call, const char *how)
 
     cv = &call->conv;
 
+    /* no word from us or from Twilio's REST API: the caller hung up */
+
+    bd_call_ended_by(call, "caller", "hangup");
+
     (void) bd_call_send_call_done(call->peer, (uint8_t *) call->sid,
-                                  call->sid_len, cv->transcripts);
+                                  call->sid_len, cv->transcripts,
+                                  call->ended_by, call->end_reason);
 
     t = bd_call_tomb((uint8_t *) call->sid, call->sid_len, 1);
     t->done = 1;
@@ -494,6 +561,14 @@ bd_call_wait_expired(lws_sorted_usec_list_t *sul)
         bd_call_oai_lost(call, "no session.updated");
         break;
 
+    case BD_CALL_ST_ENDING:
+        bd_log(BD_LOG_INFO, call->sid, "the last words did not finish "
+               "playing within %d ms%s", BD_CALL_GOODBYE_MS,
+               call->conv.active ? " (a reply still generating)"
+                                 : " (no echo of the last mark)");
+        bd_call_end_now(call, "bounded wait");
+        break;
+
     case BD_CALL_ST_DRAINING:
         bd_log(BD_LOG_INFO, call->sid, "final wait of %u ms is over with "
                "%u transcriptions due%s", bd_call_conf->final_wait_ms,
@@ -516,6 +591,8 @@ bd_call_stop(bd_call_t *call)
     switch (call->state) {
 
     case BD_CALL_ST_LIVE:
+    case BD_CALL_ST_ENDING:
+        lws_sul_cancel(&call->sul_wait);
         bd_call_set_state(call, BD_CALL_ST_DRAINING);
 
         /* nothing more is forwarded: the caller has left */
@@ -555,6 +632,14 @@ bd_call_destroy(bd_call_t *call)
     lws_sul_cancel(&call->sul_connect);
     lws_sul_cancel(&call->sul_wait);
 
+    bd_tool_cancel(&call->tools);
+    call->transfer = NULL;
+
+    if (call->end_req != NULL) {
+        bd_twapi_cancel(call->end_req);
+        call->end_req = NULL;
+    }
+
     bd_call_unlink(call);
     bd_oai_close(call);
 
@@ -571,11 +656,8 @@ bd_call_free(bd_call_t *call)
     bd_oai_release(call);
     bd_ring_free(&call->hold);
 
-    free(call->model);
-    free(call->voice);
-    free(call->instructions);
-    free(call->transcribe_model);
-    free(call->greeting);
+    cJSON_Delete(call->settings);
+    free(call->end_form);
     free(call);
 
     bd_call_objects--;
@@ -615,28 +697,6 @@ bd_call_unref(bd_call_t *call)
 }
 
 
-static char *
-bd_call_dup(const voice_proto_msg_t *msg, int tag,
-    const voice_proto_str_t *s, const char *def)
-{
-    char  *p;
-
-    if (!voice_proto_has(msg, tag) || s->len == 0) {
-        return (def != NULL) ? strdup(def) : NULL;
-    }
-
-    p = malloc(s->len + 1);
-    if (p == NULL) {
-        return NULL;
-    }
-
-    memcpy(p, s->data, s->len);
-    p[s->len] = '\0';
-
-    return p;
-}
-
-
 static void
 bd_call_refuse(bd_chan_peer_t *peer, const voice_proto_msg_t *msg,
     const char *reason)
@@ -662,6 +722,7 @@ bd_call_refuse(bd_chan_peer_t *peer, const voice_proto_msg_t *msg,
 static void
 bd_call_start(bd_chan_peer_t *peer, const voice_proto_msg_t *msg)
 {
+    char        err[128];
     char        sid[VOICE_PROTO_MAX_SID + 1];
     size_t      hold;
     bd_call_t  *call, *old;
@@ -703,40 +764,39 @@ bd_call_start(bd_chan_peer_t *peer, const voice_proto_msg_t *msg)
     memcpy(call->stream_sid, msg->stream_sid.data, msg->stream_sid.len);
     call->started = uv_now(bd_call_loop);
 
-    call->model = bd_call_dup(msg, VOICE_PROTO_F_MODEL, &msg->model,
-                              bd_call_conf->openai_model);
-    call->voice = bd_call_dup(msg, VOICE_PROTO_F_VOICE, &msg->voice,
-                              BD_CALL_VOICE);
-    call->instructions = bd_call_dup(msg, VOICE_PROTO_F_INSTRUCTIONS,
-                                     &msg->instructions,
-                                     BD_CALL_INSTRUCTIONS);
-    call->transcribe_model = bd_call_dup(msg, VOICE_PROTO_F_TRANSCRIBE_MODEL,
-                                         &msg->transcribe_model,
-                                         BD_CALL_TRANSCRIBE);
-    call->greeting = bd_call_dup(msg, VOICE_PROTO_F_GREETING,
-                                 &msg->greeting, NULL);
+    /* the call's Twilio number: the caller ID of a transfer */
 
-    call->vad_threshold = voice_proto_has(msg, VOICE_PROTO_F_VAD_THRESHOLD)
-                          ? msg->vad_threshold : 500;
-    if (call->vad_threshold > 1000) {
-        call->vad_threshold = 1000;
+    snprintf(call->direction, sizeof(call->direction), "%.*s",
+             (int) msg->direction.len, (const char *) msg->direction.data);
+
+    if (strcmp(call->direction, "outbound") == 0) {
+        snprintf(call->twilio_number, sizeof(call->twilio_number), "%.*s",
+                 (int) msg->from.len, (const char *) msg->from.data);
+
+    } else {
+        snprintf(call->twilio_number, sizeof(call->twilio_number), "%.*s",
+                 (int) msg->to.len, (const char *) msg->to.data);
     }
 
-    call->vad_prefix_ms = voice_proto_has(msg, VOICE_PROTO_F_VAD_PREFIX_MS)
-                          ? msg->vad_prefix_ms : 300;
-    call->vad_silence_ms = voice_proto_has(msg, VOICE_PROTO_F_VAD_SILENCE_MS)
-                           ? msg->vad_silence_ms : 500;
+    call->settings = bd_session_parse((const char *) msg->settings.data,
+                                      msg->settings.len, err, sizeof(err));
+
+    if (call->settings == NULL) {
+        bd_log(BD_LOG_WARN, sid, "stream refused: %s", err);
+        call->refs = 1;
+        call->state = BD_CALL_ST_CLOSED;
+        bd_call_unref(call);
+        bd_call_refuse(peer, msg, "invalid session settings");
+        return;
+    }
+
+    call->model = bd_session_model(call->settings, &bd_call_defaults);
 
     /* mu-law at 8 kHz: 8 bytes per ms */
 
     hold = (size_t) bd_call_conf->audio_buffer_ms * 8;
 
-    if (call->model == NULL || call->voice == NULL
-        || call->instructions == NULL || call->transcribe_model == NULL
-        || (voice_proto_has(msg, VOICE_PROTO_F_GREETING)
-            && msg->greeting.len && call->greeting == NULL)
-        || bd_ring_init(&call->hold, hold) != 0)
-    {
+    if (bd_ring_init(&call->hold, hold) != 0) {
         call->refs = 1;
         call->state = BD_CALL_ST_CLOSED;
         bd_call_unref(call);
@@ -776,10 +836,11 @@ bd_call_start(bd_chan_peer_t *peer, const voice_proto_msg_t *msg)
         call;
     bd_call_count++;
 
-    bd_log(BD_LOG_INFO, sid, "stream %s started: %.*s call, model %s, "
-           "voice %s%s", call->stream_sid, (int) msg->direction.len,
-           (const char *) msg->direction.data, call->model, call->voice,
-           call->greeting ? ", with a greeting" : "");
+    bd_log(BD_LOG_INFO, sid, "stream %s started: %.*s call, model %s%s",
+           call->stream_sid, (int) msg->direction.len,
+           (const char *) msg->direction.data, call->model,
+           bd_session_str(call->settings, "greeting") ? ", with a greeting"
+                                                      : "");
 
     if (bd_oai_connect(call) != 0) {
         bd_call_hangup(call, "bridged cannot reach OpenAI");
@@ -816,6 +877,13 @@ bd_call_audio_in(bd_call_t *call, const voice_proto_str_t *audio)
 
         break;
 
+    case BD_CALL_ST_ENDING:
+
+        /* the assistant is done: what the caller says now goes nowhere */
+
+        call->audio_in += audio->len;
+        break;
+
     default:
         break;
     }
@@ -840,7 +908,8 @@ bd_call_unknown(bd_chan_peer_t *peer, const voice_proto_msg_t *msg)
 
         if (msg->type == VOICE_PROTO_MSG_STREAM_STOP) {
             (void) bd_call_send_call_done(peer, msg->call_sid.data,
-                                          msg->call_sid.len, t->count);
+                                          msg->call_sid.len, t->count, NULL,
+                                          NULL);
         }
 
         return;
@@ -863,15 +932,51 @@ bd_call_unknown(bd_chan_peer_t *peer, const voice_proto_msg_t *msg)
 
     if (msg->type == VOICE_PROTO_MSG_STREAM_STOP) {
         (void) bd_call_send_call_done(peer, msg->call_sid.data,
-                                      msg->call_sid.len, 0);
+                                      msg->call_sid.len, 0, NULL, NULL);
     }
+}
+
+
+/*
+ * A key the caller pressed: a user item for the model ("The caller
+ * pressed 5."), a response if none is generating, and the keypad entry
+ * in the record.  Keys pressed while the call is not live are logged.
+ */
+
+static void
+bd_call_dtmf(bd_call_t *call, const voice_proto_str_t *text)
+{
+    char  digit;
+
+    digit = text->len == 1 ? (char) text->data[0] : '\0';
+
+    if (!((digit >= '0' && digit <= '9') || digit == '*' || digit == '#'
+          || (digit >= 'A' && digit <= 'D')))
+    {
+        bd_log(BD_LOG_INFO, call->sid, "a DTMF message that is not one key: "
+               "ignored");
+        return;
+    }
+
+    if (call->state != BD_CALL_ST_LIVE) {
+        bd_log(BD_LOG_INFO, call->sid, "caller pressed %c while %s: "
+               "ignored", digit, bd_call_state_names[call->state]);
+        return;
+    }
+
+    bd_log(BD_LOG_INFO, call->sid, "caller pressed %c", digit);
+
+    if (bd_oai_event_dtmf(&call->conv, digit) != 0) {
+        bd_log(BD_LOG_WARN, call->sid, "no memory for a key press");
+    }
+
+    bd_oai_want_write(call);
 }
 
 
 void
 bd_call_on_message(bd_chan_peer_t *peer, const voice_proto_msg_t *msg)
 {
-    int         len;
     bd_call_t  *call;
 
     if (!bd_call_sid_ok(&msg->call_sid)) {
@@ -909,12 +1014,11 @@ bd_call_on_message(bd_chan_peer_t *peer, const voice_proto_msg_t *msg)
     case VOICE_PROTO_MSG_MARK_ACK:
         bd_oai_event_mark_ack(&call->conv, (const char *) msg->name.data,
                               msg->name.len);
+        bd_call_check_goodbye(call);
         break;
 
     case VOICE_PROTO_MSG_DTMF:
-        len = msg->text.len > 32 ? 32 : (int) msg->text.len;
-        bd_log(BD_LOG_INFO, call->sid, "caller pressed %.*s", len,
-               (const char *) msg->text.data);
+        bd_call_dtmf(call, &msg->text);
         break;
 
     case VOICE_PROTO_MSG_STREAM_STOP:
@@ -952,8 +1056,7 @@ bd_call_peer_gone(bd_chan_peer_t *peer)
 void
 bd_call_oai_open(bd_call_t *call)
 {
-    char                    *json;
-    bd_oai_event_session_t   s;
+    char  *json;
 
     if (call->state != BD_CALL_ST_CONNECTING
         && call->state != BD_CALL_ST_RETRYING)
@@ -968,15 +1071,7 @@ bd_call_oai_open(bd_call_t *call)
 
     bd_oai_event_new_session(&call->conv);
 
-    s.model = call->model;
-    s.voice = call->voice;
-    s.instructions = call->instructions;
-    s.transcribe_model = call->transcribe_model;
-    s.vad_threshold = call->vad_threshold;
-    s.vad_prefix_ms = call->vad_prefix_ms;
-    s.vad_silence_ms = call->vad_silence_ms;
-
-    json = bd_oai_event_session_update(&s);
+    json = bd_session_update(call->settings, &bd_call_defaults);
     if (json == NULL) {
         bd_call_hangup(call, "bridged is out of memory");
         return;
@@ -995,6 +1090,7 @@ bd_call_oai_message(bd_call_t *call, const char *json, size_t len)
 {
     if (call->state != BD_CALL_ST_CONFIGURING
         && call->state != BD_CALL_ST_LIVE
+        && call->state != BD_CALL_ST_ENDING
         && call->state != BD_CALL_ST_DRAINING)
     {
         return;
@@ -1038,6 +1134,15 @@ bd_call_oai_lost(bd_call_t *call, const char *why)
         bd_call_hangup(call, reason);
         break;
 
+    case BD_CALL_ST_ENDING:
+
+        /* nothing more to play: end it now */
+
+        bd_log(BD_LOG_INFO, call->sid, "OpenAI connection closed (%s) while "
+               "the call ends", why);
+        bd_call_end_now(call, "OpenAI connection closed");
+        break;
+
     case BD_CALL_ST_DRAINING:
         bd_log(BD_LOG_INFO, call->sid, "OpenAI connection closed (%s) while "
                "waiting for the last transcripts", why);
@@ -1050,11 +1155,335 @@ bd_call_oai_lost(bd_call_t *call, const char *why)
 }
 
 
+static void
+bd_call_ev_tool_call(void *data, uint32_t order, const char *call_id,
+    const char *name, const char *arguments)
+{
+    bd_call_t  *call;
+
+    call = data;
+
+    if (call->state != BD_CALL_ST_LIVE) {
+        bd_log(BD_LOG_INFO, call->sid, "the model called %s while the call "
+               "is %s: not run", name, bd_call_state_names[call->state]);
+        return;
+    }
+
+    bd_tool_call(call, order, call_id, name, arguments);
+    bd_oai_want_write(call);
+}
+
+
+static void
+bd_call_ev_mcp_call(void *data, uint32_t order, const char *name,
+    const char *arguments, const char *output)
+{
+    bd_call_t  *call;
+
+    call = data;
+
+    bd_log(BD_LOG_INFO, call->sid, "OpenAI called the MCP tool %s", name);
+    bd_call_tool_record(call, order, name, arguments, output);
+}
+
+
+static void
+bd_call_ev_response_done(void *data)
+{
+    bd_call_t  *call;
+
+    call = data;
+
+    bd_tool_response_done(call);
+    bd_call_check_goodbye(call);
+    bd_oai_want_write(call);
+}
+
+
+void
+bd_call_tool_record(bd_call_t *call, uint32_t order, const char *name,
+    const char *arguments, const char *output)
+{
+    int                    rc;
+    size_t                 len;
+    voice_proto_writer_t  *w;
+
+    if (call->state == BD_CALL_ST_CLOSED) {
+        return;
+    }
+
+    /* the record keeps a bounded output, cut at a UTF-8 boundary */
+
+    len = strlen(output);
+
+    if (len > BD_TOOL_RECORD_MAX) {
+        len = BD_TOOL_RECORD_MAX;
+
+        while (len > 0 && ((unsigned char) output[len] & 0xc0) == 0x80) {
+            len--;
+        }
+    }
+
+    w = bd_chan_begin(VOICE_PROTO_MSG_TRANSCRIPT);
+    voice_proto_put_bytes(w, VOICE_PROTO_F_CALL_SID, call->sid, call->sid_len);
+    voice_proto_put_u32(w, VOICE_PROTO_F_ORDER, order);
+    voice_proto_put_u32(w, VOICE_PROTO_F_ROLE, VOICE_PROTO_ROLE_TOOL);
+    voice_proto_put_str(w, VOICE_PROTO_F_NAME, name);
+    voice_proto_put_str(w, VOICE_PROTO_F_ARGUMENTS, arguments);
+    voice_proto_put_bytes(w, VOICE_PROTO_F_TEXT, output, len);
+    voice_proto_put_u64(w, VOICE_PROTO_F_TIMESTAMP, bd_call_epoch_ms());
+
+    rc = bd_chan_send(call->peer, w);
+
+    if (rc == 1) {
+        call->conv.transcripts++;
+
+    } else {
+        bd_log(BD_LOG_WARN, call->sid, "the record of tool %s could not be "
+               "sent", name);
+    }
+}
+
+
+/* the assistant is done: the last words play out, then Twilio ends it */
+
+static void
+bd_call_ending(bd_call_t *call, const char *by, const char *reason,
+    const char *form)
+{
+    free(call->end_form);
+    call->end_form = strdup(form);
+
+    bd_call_ended_by(call, by, reason);
+
+    call->end_asked = uv_now(bd_call_loop);
+
+    bd_call_set_state(call, BD_CALL_ST_ENDING);
+
+    bd_ring_reset(&call->hold);
+
+    bd_oai_timer(&call->sul_wait, bd_call_wait_expired, BD_CALL_GOODBYE_MS);
+
+    if (call->end_form == NULL) {
+        bd_call_end_now(call, "no memory");
+        return;
+    }
+
+    bd_call_check_goodbye(call);
+}
+
+
+void
+bd_call_end(bd_call_t *call, const char *by, const char *reason)
+{
+    if (call->state != BD_CALL_ST_LIVE) {
+        return;
+    }
+
+    bd_log(BD_LOG_INFO, call->sid, "the %s ends the call (%s): its last "
+           "words play, then Twilio is asked to complete it", by, reason);
+
+    bd_call_ending(call, by, reason, "Status=completed");
+}
+
+
+/*
+ * The TwiML of a transfer: <Dial> the destination with the call's Twilio
+ * number as caller ID; when nobody answers, Twilio requests the action
+ * URL (the /twiml that answered the call, told so by "transfer"), which
+ * connects a new stream for the same call.
+ */
+
+void
+bd_call_transfer(bd_call_t *call, bd_tool_run_t *run, const char *name,
+    const char *to)
+{
+    int          sip;
+    char        *twiml;
+    size_t       size;
+    bd_form_t    f;
+    const char  *action;
+    char         form[8192], xml[4096];
+
+    sip = strncmp(to, "sip:", 4) == 0;
+    action = bd_session_str(call->settings, "twimlUrl");
+
+    /* nginx checked both; what goes into XML unescaped must stay plain */
+
+    if (strpbrk(to, "<>&\"'") != NULL
+        || (action != NULL && strpbrk(action, "<>&\"'") != NULL)
+        || strpbrk(call->twilio_number, "<>&\"'") != NULL)
+    {
+        bd_tool_transfer_done(run, "{\"error\":\"the transfer cannot be "
+                              "made\"}", 1);
+        return;
+    }
+
+    size = (size_t) snprintf(xml, sizeof(xml),
+               "<Response><Dial callerId=\"%s\" timeout=\"%d\"%s%s%s>"
+               "<%s>%s</%s></Dial></Response>",
+               call->twilio_number, BD_CALL_DIAL_TIMEOUT,
+               action ? " action=\"" : "", action ? action : "",
+               action ? "?transfer=1\" method=\"POST\"" : "",
+               sip ? "Sip" : "Number", to, sip ? "Sip" : "Number");
+
+    twiml = xml;
+
+    if (size >= sizeof(xml) || call->twilio_number[0] == '\0') {
+        bd_tool_transfer_done(run, "{\"error\":\"the transfer cannot be "
+                              "made: the call's number is unknown\"}", 1);
+        return;
+    }
+
+    bd_form_init(&f, form, sizeof(form));
+    bd_form_param(&f, "Twiml", twiml, size);
+
+    if (!bd_form_done(&f)) {
+        bd_tool_transfer_done(run, "{\"error\":\"the transfer cannot be "
+                              "made\"}", 1);
+        return;
+    }
+
+    bd_log(BD_LOG_INFO, call->sid, "the assistant transfers the call to %s: "
+           "its last words play, then Twilio is asked to dial", name);
+
+    call->transfer = run;
+    bd_call_ending(call, "transfer", name, form);
+}
+
+
+/* the last reply is done and Twilio has played it to its end */
+
+static void
+bd_call_check_goodbye(bd_call_t *call)
+{
+    bd_oai_event_conv_t  *cv;
+
+    cv = &call->conv;
+
+    if (call->state != BD_CALL_ST_ENDING || call->end_requested
+        || cv->active || cv->marks_len > 0 || cv->unmarked_order != 0)
+    {
+        return;
+    }
+
+    bd_call_end_now(call, "the last words were heard");
+}
+
+
+static void
+bd_call_ended(void *data, unsigned status, long code)
+{
+    bd_call_t      *call;
+    bd_tool_run_t  *run;
+
+    call = data;
+    call->end_req = NULL;
+
+    run = call->transfer;
+    call->transfer = NULL;
+
+    if (status / 100 == 2 || code == 21220) {
+
+        /* 21220: the call was over already; either way the stream's stop
+         * comes (or came), which ends the call here */
+
+        bd_log(BD_LOG_INFO, call->sid, "Twilio took the %s %llu ms after "
+               "the assistant asked for it%s",
+               run ? "transfer" : "end of the call",
+               (unsigned long long) (uv_now(bd_call_loop) - call->end_asked),
+               code == 21220 ? " (the call had already ended)" : "");
+
+        if (run != NULL) {
+            bd_tool_transfer_done(run, "{\"ok\":true}", 0);
+        }
+
+        return;
+    }
+
+    if (run != NULL && call->state == BD_CALL_ST_ENDING) {
+
+        /* the call goes on with the assistant: tell the model */
+
+        bd_log(BD_LOG_WARN, call->sid, "Twilio refused the transfer (%u, "
+               "code %ld): the assistant goes on", status, code);
+
+        call->end_requested = 0;
+        call->ended_by[0] = '\0';
+        lws_sul_cancel(&call->sul_wait);
+        bd_call_set_state(call, BD_CALL_ST_LIVE);
+
+        bd_tool_transfer_done(run, "{\"error\":\"the transfer failed: "
+                              "Twilio refused it; tell the caller and "
+                              "go on helping\"}", 1);
+        bd_oai_want_write(call);
+        return;
+    }
+
+    /* the assistant cannot end the call the right way: close the stream */
+
+    bd_call_hangup(call, "Twilio did not end the call");
+}
+
+
+/* sends the update now, once */
+
+static void
+bd_call_end_now(bd_call_t *call, const char *why)
+{
+    if (call->state != BD_CALL_ST_ENDING || call->end_requested) {
+        return;
+    }
+
+    call->end_requested = 1;
+    call->end_sent = uv_now(bd_call_loop);
+    lws_sul_cancel(&call->sul_wait);
+
+    bd_log(BD_LOG_INFO, call->sid, "%s: asking Twilio %s (%llu ms after "
+           "the assistant asked)", why,
+           call->transfer ? "to transfer the call" : "to end the call",
+           (unsigned long long) (call->end_sent - call->end_asked));
+
+    call->end_req = bd_twapi_update(call->sid, call->end_form ? call->end_form
+                                               : "Status=completed",
+                                    bd_call_ended, call);
+
+    if (call->end_req == NULL) {
+        bd_call_ended(call, 503, 0);
+        return;
+    }
+
+    /* the stream's stop should follow; if it does not, the final wait
+     * ends the call here anyway */
+
+    bd_oai_timer(&call->sul_wait, bd_call_wait_expired,
+                 BD_CALL_GOODBYE_MS);
+}
+
+
+void
+bd_call_end_requested(const voice_proto_str_t *sid)
+{
+    bd_call_t  *call;
+
+    call = bd_call_find(sid->data, sid->len);
+
+    if (call != NULL) {
+        bd_call_ended_by(call, "api", "/api/end-call");
+    }
+}
+
+
 int
 bd_call_init(uv_loop_t *loop, const bd_conf_t *conf)
 {
     bd_call_loop = loop;
     bd_call_conf = conf;
+
+    bd_call_defaults.model = conf->openai_model;
+    bd_call_defaults.voice = BD_CALL_VOICE;
+    bd_call_defaults.instructions = BD_CALL_INSTRUCTIONS;
+    bd_call_defaults.transcribe_model = BD_CALL_TRANSCRIBE;
 
     uv_idle_init(loop, &bd_call_reaper);
 
@@ -1082,6 +1511,7 @@ bd_call_shutdown(void)
                                 "bridged is shutting down");
             (void) bd_chan_send(call->peer, w);
 
+            bd_call_ended_by(call, "bridge", "bridged is shutting down");
             bd_call_finish(call, "bridged is shutting down");
         }
     }

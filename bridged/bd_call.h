@@ -16,11 +16,14 @@
 
 #include <uv.h>
 #include <libwebsockets.h>
+#include <cJSON.h>
 
 #include "bd_chan.h"
 #include "bd_conf.h"
 #include "bd_oai_event.h"
 #include "bd_ring.h"
+#include "bd_tool.h"
+#include "bd_twapi.h"
 #include "voice_proto.h"
 
 
@@ -33,6 +36,9 @@ typedef enum {
     BD_CALL_ST_CONFIGURING,        /* session.update sent, audio held */
     BD_CALL_ST_LIVE,               /* audio flows both ways */
     BD_CALL_ST_RETRYING,           /* socket lost, reconnect scheduled */
+    BD_CALL_ST_ENDING,             /* ended on purpose (end_call, a
+                                      transfer): the last words play out,
+                                      then Twilio is asked through REST */
     BD_CALL_ST_DRAINING,           /* caller gone, last transcripts due */
     BD_CALL_ST_CLOSED              /* destroyed, waiting to be freed */
 } bd_call_state_e;
@@ -53,15 +59,11 @@ struct bd_call_s {
     char                      sid[VOICE_PROTO_MAX_SID + 1];
     char                      stream_sid[VOICE_PROTO_MAX_SID + 1];
 
-    /* the session settings, from STREAM_START or the defaults */
-    char                     *model;
-    char                     *voice;
-    char                     *instructions;
-    char                     *transcribe_model;
-    char                     *greeting;       /* NULL: no greeting */
-    unsigned                  vad_threshold;  /* per mille */
-    unsigned                  vad_prefix_ms;
-    unsigned                  vad_silence_ms;
+    /* the session settings, STREAM_START's blob (bd_session.c) */
+    cJSON                    *settings;
+    const char               *model;          /* in settings or conf */
+    char                      direction[16];  /* inbound | outbound */
+    char                      twilio_number[VOICE_PROTO_MAX_SID + 1];
     unsigned                  greeted:1;
     unsigned                  hold_logged:1;
 
@@ -88,6 +90,19 @@ struct bd_call_s {
     bd_ring_t                 hold;
 
     bd_oai_event_conv_t       conv;
+    bd_tool_set_t             tools;
+
+    /* a deliberate end (ENDING): who, why, and the Twilio update that
+     * does it (Status=completed, or a redirect to a transfer) */
+    char                      ended_by[16];
+    char                      end_reason[128];
+    char                     *end_form;
+    bd_tool_run_t            *transfer;       /* its tool call, answered
+                                                 when Twilio answers */
+    bd_twapi_req_t           *end_req;        /* in flight */
+    uint64_t                  end_asked;      /* loop ms: end_call */
+    uint64_t                  end_sent;       /* loop ms: the request */
+    unsigned                  end_requested:1;
 
     uint64_t                  audio_in;       /* caller bytes received */
     uint64_t                  audio_appended; /* caller bytes to OpenAI */
@@ -102,12 +117,30 @@ void bd_call_shutdown(void);
 /* STREAM_START, AUDIO_IN, MARK_ACK, DTMF, STREAM_STOP from a worker */
 void bd_call_on_message(bd_chan_peer_t *peer, const voice_proto_msg_t *msg);
 
+/* /api/end-call asked Twilio to end this call: the record says so */
+void bd_call_end_requested(const voice_proto_str_t *sid);
+
 /* the worker is gone: its calls end without a word to it */
 void bd_call_peer_gone(bd_chan_peer_t *peer);
 
 /* drops a reference; the call is freed later, from the loop */
 void bd_call_unref(bd_call_t *call);
 
+
+/* the loop's time, ms */
+uint64_t bd_call_now(void);
+
+/* bd_tool.c: a tool call and its outcome, for the record */
+void bd_call_tool_record(bd_call_t *call, uint32_t order, const char *name,
+    const char *arguments, const char *output);
+
+/* bd_tool.c: the assistant ends the call (end_call) */
+void bd_call_end(bd_call_t *call, const char *by, const char *reason);
+
+/* bd_tool.c: the assistant hands the caller to a person; the run is
+ * answered through bd_tool_transfer_done() */
+void bd_call_transfer(bd_call_t *call, bd_tool_run_t *run, const char *name,
+    const char *to);
 
 /* reports from bd_oai.c about the current connection */
 void bd_call_oai_open(bd_call_t *call);

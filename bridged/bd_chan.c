@@ -340,8 +340,12 @@ bd_chan_handle(bd_chan_peer_t *peer, const uint8_t *data, size_t len)
         bd_call_on_message(peer, &msg);
         break;
 
-    case VOICE_PROTO_MSG_CALL_CREATE:
     case VOICE_PROTO_MSG_CALL_END:
+        bd_call_end_requested(&msg.call_sid);
+        bd_twapi_request(peer, &msg);
+        break;
+
+    case VOICE_PROTO_MSG_CALL_CREATE:
     case VOICE_PROTO_MSG_NUMBERS_LIST:
         bd_twapi_request(peer, &msg);
         break;

@@ -104,7 +104,7 @@ bd_conf_usage(FILE *out)
 "  TWILIO_API_URL            default https://api.twilio.com\n"
 "  OPENAI_API_KEY            OpenAI Realtime key\n"
 "  OPENAI_REALTIME_URL       default wss://api.openai.com/v1/realtime\n"
-"  OPENAI_MODEL              default gpt-realtime\n",
+"  OPENAI_MODEL              default gpt-realtime-2.1\n",
         out);
 }
 
@@ -327,7 +327,7 @@ bd_conf_load(bd_conf_t *conf, int argc, char **argv, char *err,
 
     conf->openai_model = bd_conf_env("OPENAI_MODEL");
     if (conf->openai_model == NULL) {
-        conf->openai_model = "gpt-realtime";
+        conf->openai_model = "gpt-realtime-2.1";
     }
 
     return BD_CONF_OK;

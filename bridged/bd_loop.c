@@ -24,6 +24,7 @@
 #include "bd_conf.h"
 #include "bd_log.h"
 #include "bd_oai.h"
+#include "bd_http.h"
 #include "bd_twapi.h"
 
 
@@ -81,6 +82,7 @@ bd_loop_stop(uv_signal_t *signal, int signum)
 
     bd_call_shutdown();
     bd_twapi_shutdown();
+    bd_http_shutdown();
     bd_oai_shutdown();
     bd_chan_close();
 
@@ -155,7 +157,10 @@ main(int argc, char **argv)
         goto failed_loop;
     }
 
-    if (bd_twapi_init(&bd_loop, &bd_loop_conf) != 0) {
+    if (bd_http_init(&bd_loop, &bd_loop_conf) != 0
+        || bd_twapi_init(&bd_loop, &bd_loop_conf) != 0)
+    {
+        bd_http_shutdown();
         goto failed_chan;
     }
 
@@ -215,6 +220,7 @@ failed_twapi:
 
     bd_oai_term();
     bd_twapi_shutdown();
+    bd_http_shutdown();
 
 failed_chan:
 

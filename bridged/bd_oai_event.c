@@ -39,6 +39,7 @@
 #include "bd_jscan.h"
 #include "bd_log.h"
 #include "bd_oai_event.h"
+#include "bd_session.h"
 #include "voice_proto.h"
 
 
@@ -84,6 +85,7 @@ static void bd_oai_event_transcript_done(bd_oai_event_conv_t *cv,
     const cJSON *ev);
 static void bd_oai_event_response_done(bd_oai_event_conv_t *cv,
     const cJSON *ev);
+static void bd_oai_event_item_done(bd_oai_event_conv_t *cv, const cJSON *ev);
 
 
 static const bd_oai_event_handler_t  bd_oai_event_handlers[] = {
@@ -103,6 +105,7 @@ static const bd_oai_event_handler_t  bd_oai_event_handlers[] = {
     { "response.output_audio_transcript.done",
       bd_oai_event_transcript_done },
     { "response.done", bd_oai_event_response_done },
+    { "response.output_item.done", bd_oai_event_item_done },
     { "session.created", bd_oai_event_session_created },
     { "session.updated", bd_oai_event_session_updated },
     { "error", bd_oai_event_error },
@@ -193,6 +196,8 @@ bd_oai_event_new_session(bd_oai_event_conv_t *cv)
     cv->pending = 0;
     cv->ready = 0;
     cv->responding = 0;
+    cv->active = 0;
+    cv->respond_due = 0;
     cv->speaking = 0;
     cv->committing = 0;
     cv->response_id[0] = '\0';
@@ -441,14 +446,25 @@ bd_oai_event_error(bd_oai_event_conv_t *cv, const cJSON *ev)
 
         /* a session that refused our settings would play garbage */
 
-        if (strcmp(event_id, BD_OAI_EVENT_SESSION_ID) == 0) {
+        if (strcmp(event_id, BD_SESSION_EVENT_ID) == 0) {
             fatal = 1;
 
         } else if (strcmp(event_id, "bd-commit") == 0) {
             cv->committing = 0;
 
-        } else if (strcmp(event_id, "bd-greet") == 0) {
+        } else if (strcmp(event_id, "bd-greet") == 0
+                   || (strcmp(event_id, "bd-respond") == 0
+                       && (code == NULL
+                           || strcmp(code, "conversation_already_has_"
+                                           "active_response") != 0)))
+        {
+            /* refused: no response comes of it */
             cv->responding = 0;
+
+        } else if (strcmp(event_id, "bd-respond") == 0) {
+
+            /* one was generating: ask again once it is done */
+            cv->respond_due = 1;
         }
     }
 
@@ -662,6 +678,7 @@ static void
 bd_oai_event_response_created(bd_oai_event_conv_t *cv, const cJSON *ev)
 {
     cv->responding = 1;
+    cv->active = 1;
 
     bd_oai_event_set_id(cv->response_id,
         bd_oai_event_str(cJSON_GetObjectItemCaseSensitive(ev, "response"),
@@ -920,6 +937,14 @@ bd_oai_event_response_done(bd_oai_event_conv_t *cv, const cJSON *ev)
     const cJSON  *response, *err;
 
     cv->responding = 0;
+    cv->active = 0;
+
+    /* a response.create refused while this one generated is asked again */
+
+    if (cv->respond_due) {
+        cv->respond_due = 0;
+        bd_oai_event_respond(cv, NULL);
+    }
 
     response = cJSON_GetObjectItemCaseSensitive(ev, "response");
     status = bd_oai_event_str(response, "status");
@@ -927,6 +952,7 @@ bd_oai_event_response_done(bd_oai_event_conv_t *cv, const cJSON *ev)
     if (status == NULL || strcmp(status, "failed") != 0) {
         bd_log(BD_LOG_DEBUG, cv->sid, "response done: %s",
                status ? status : "(no status)");
+        cv->ops->response_done(cv->data);
         return;
     }
 
@@ -939,6 +965,87 @@ bd_oai_event_response_done(bd_oai_event_conv_t *cv, const cJSON *ev)
 
     bd_log(BD_LOG_WARN, cv->sid, "OpenAI response failed: %s %s",
            code ? code : "(no code)", message ? message : "");
+
+    cv->ops->response_done(cv->data);
+}
+
+
+/*
+ * An output item is complete.  A function call is run only when its item
+ * completed: one cut short by a barge-in or a cancel comes with partial
+ * arguments and status "incomplete" (openai-realtime-acting.md §2.2).
+ * An MCP call OpenAI ran itself is only recorded.
+ */
+
+static void
+bd_oai_event_item_done(bd_oai_event_conv_t *cv, const cJSON *ev)
+{
+    const char           *type, *status, *call_id, *name, *args, *out;
+    const char           *label;
+    char                  full[160];
+    const cJSON          *item;
+    bd_oai_event_item_t  *it;
+
+    item = cJSON_GetObjectItemCaseSensitive(ev, "item");
+    type = bd_oai_event_str(item, "type");
+
+    if (type == NULL) {
+        return;
+    }
+
+    if (strcmp(type, "function_call") == 0) {
+        status = bd_oai_event_str(item, "status");
+        call_id = bd_oai_event_str(item, "call_id");
+        name = bd_oai_event_str(item, "name");
+        args = bd_oai_event_str(item, "arguments");
+
+        if (status == NULL || strcmp(status, "completed") != 0) {
+            bd_log(BD_LOG_INFO, cv->sid, "function call %s cut short (%s): "
+                   "not run", name ? name : "(no name)",
+                   status ? status : "no status");
+            return;
+        }
+
+        if (!bd_oai_event_id_ok(call_id) || name == NULL || name[0] == '\0'
+            || strlen(name) > 64)
+        {
+            bd_log(BD_LOG_INFO, cv->sid, "malformed function call ignored");
+            return;
+        }
+
+        it = bd_oai_event_item(cv, bd_oai_event_str(item, "id"),
+                               VOICE_PROTO_ROLE_TOOL);
+
+        cv->ops->tool_call(cv->data, it ? it->order : cv->next_order++,
+                           call_id, name, args ? args : "{}");
+        return;
+    }
+
+    if (strcmp(type, "mcp_call") == 0) {
+        label = bd_oai_event_str(item, "server_label");
+        name = bd_oai_event_str(item, "name");
+        args = bd_oai_event_str(item, "arguments");
+        out = bd_oai_event_str(item, "output");
+
+        if (out == NULL) {
+            out = bd_oai_event_str(cJSON_GetObjectItemCaseSensitive(item,
+                                                                  "error"),
+                                   "message");
+        }
+
+        if (name == NULL) {
+            return;
+        }
+
+        snprintf(full, sizeof(full), "%.64s.%.64s", label ? label : "mcp",
+                 name);
+
+        it = bd_oai_event_item(cv, bd_oai_event_str(item, "id"),
+                               VOICE_PROTO_ROLE_TOOL);
+
+        cv->ops->mcp_call(cv->data, it ? it->order : cv->next_order++, full,
+                          args ? args : "{}", out ? out : "");
+    }
 }
 
 
@@ -1085,63 +1192,182 @@ bd_oai_event_greet(bd_oai_event_conv_t *cv, const char *instruction)
 }
 
 
-char *
-bd_oai_event_session_update(const bd_oai_event_session_t *s)
+/* a user text item with our own id (NULL: OpenAI's) */
+
+static int
+bd_oai_event_user_text(bd_oai_event_conv_t *cv, const char *id,
+    const char *event_id, const char *text)
 {
     int     ok;
-    cJSON  *root, *session, *modalities, *audio, *input, *output, *fmt;
-    cJSON  *asr, *vad;
+    char   *json;
+    cJSON  *root, *item, *content, *part;
 
     root = cJSON_CreateObject();
     if (root == NULL) {
-        return NULL;
+        return -1;
     }
 
-    ok = cJSON_AddStringToObject(root, "type", "session.update") != NULL;
-    ok &= cJSON_AddStringToObject(root, "event_id", BD_OAI_EVENT_SESSION_ID)
-          != NULL;
+    ok = cJSON_AddStringToObject(root, "type", "conversation.item.create")
+         != NULL;
+    ok &= cJSON_AddStringToObject(root, "event_id", event_id) != NULL;
 
-    session = cJSON_AddObjectToObject(root, "session");
-    ok &= cJSON_AddStringToObject(session, "type", "realtime") != NULL;
-    ok &= cJSON_AddStringToObject(session, "model", s->model) != NULL;
+    item = cJSON_AddObjectToObject(root, "item");
 
-    modalities = cJSON_AddArrayToObject(session, "output_modalities");
-    fmt = cJSON_CreateString("audio");
-    if (!cJSON_AddItemToArray(modalities, fmt)) {
-        cJSON_Delete(fmt);
+    if (id != NULL) {
+        ok &= cJSON_AddStringToObject(item, "id", id) != NULL;
+    }
+
+    ok &= cJSON_AddStringToObject(item, "type", "message") != NULL;
+    ok &= cJSON_AddStringToObject(item, "role", "user") != NULL;
+
+    content = cJSON_AddArrayToObject(item, "content");
+    part = cJSON_CreateObject();
+    if (!cJSON_AddItemToArray(content, part)) {
+        cJSON_Delete(part);
+        part = NULL;
         ok = 0;
     }
 
-    ok &= cJSON_AddStringToObject(session, "instructions", s->instructions)
+    ok &= cJSON_AddStringToObject(part, "type", "input_text") != NULL;
+    ok &= cJSON_AddStringToObject(part, "text", text) != NULL;
+
+    json = bd_oai_event_print(root, ok);
+    if (json == NULL) {
+        return -1;
+    }
+
+    cv->ops->send(cv->data, json, strlen(json));
+    cJSON_free(json);
+
+    return 0;
+}
+
+
+int
+bd_oai_event_dtmf(bd_oai_event_conv_t *cv, char digit)
+{
+    char                  id[32], text[64];
+    bd_oai_event_item_t  *it;
+
+    /*
+     * The item's order is taken now, with an id of ours that OpenAI keeps:
+     * the keypad entry sits in the record where the model saw it.
+     */
+
+    snprintf(id, sizeof(id), "item_bd_dtmf_%u", (unsigned) ++cv->dtmf_seq);
+    snprintf(text, sizeof(text), "The caller pressed %c.", digit);
+
+    it = bd_oai_event_item(cv, id, VOICE_PROTO_ROLE_DTMF);
+    if (it == NULL) {
+        return -1;
+    }
+
+    it->flags |= BD_OAI_EVENT_SETTLED;
+
+    if (cv->ops->transcript(cv->data, it->order, VOICE_PROTO_ROLE_DTMF,
+                            &digit, 1))
+    {
+        cv->transcripts++;
+    }
+
+    if (bd_oai_event_user_text(cv, id, "bd-dtmf", text) != 0) {
+        return -1;
+    }
+
+    if (!cv->active && !cv->responding) {
+        bd_oai_event_respond(cv, NULL);
+    }
+
+    return 0;
+}
+
+
+int
+bd_oai_event_tool_output(bd_oai_event_conv_t *cv, const char *call_id,
+    const char *output, int respond)
+{
+    int     ok;
+    char   *json;
+    cJSON  *root, *item;
+
+    root = cJSON_CreateObject();
+    if (root == NULL) {
+        return -1;
+    }
+
+    ok = cJSON_AddStringToObject(root, "type", "conversation.item.create")
+         != NULL;
+    ok &= cJSON_AddStringToObject(root, "event_id", "bd-tool-output")
           != NULL;
 
-    audio = cJSON_AddObjectToObject(session, "audio");
-    input = cJSON_AddObjectToObject(audio, "input");
+    item = cJSON_AddObjectToObject(root, "item");
+    ok &= cJSON_AddStringToObject(item, "type", "function_call_output")
+          != NULL;
+    ok &= cJSON_AddStringToObject(item, "call_id", call_id) != NULL;
+    ok &= cJSON_AddStringToObject(item, "output", output) != NULL;
 
-    fmt = cJSON_AddObjectToObject(input, "format");
-    ok &= cJSON_AddStringToObject(fmt, "type", "audio/pcmu") != NULL;
+    json = bd_oai_event_print(root, ok);
+    if (json == NULL) {
+        return -1;
+    }
 
-    asr = cJSON_AddObjectToObject(input, "transcription");
-    ok &= cJSON_AddStringToObject(asr, "model", s->transcribe_model) != NULL;
+    cv->ops->send(cv->data, json, strlen(json));
+    cJSON_free(json);
 
-    vad = cJSON_AddObjectToObject(input, "turn_detection");
-    ok &= cJSON_AddStringToObject(vad, "type", "server_vad") != NULL;
-    ok &= cJSON_AddNumberToObject(vad, "threshold",
-                                  s->vad_threshold / 1000.0) != NULL;
-    ok &= cJSON_AddNumberToObject(vad, "prefix_padding_ms",
-                                  s->vad_prefix_ms) != NULL;
-    ok &= cJSON_AddNumberToObject(vad, "silence_duration_ms",
-                                  s->vad_silence_ms) != NULL;
-    ok &= cJSON_AddTrueToObject(vad, "create_response") != NULL;
-    ok &= cJSON_AddTrueToObject(vad, "interrupt_response") != NULL;
+    if (respond) {
+        bd_oai_event_respond(cv, NULL);
+    }
 
-    output = cJSON_AddObjectToObject(audio, "output");
+    return 0;
+}
 
-    fmt = cJSON_AddObjectToObject(output, "format");
-    ok &= cJSON_AddStringToObject(fmt, "type", "audio/pcmu") != NULL;
-    ok &= cJSON_AddStringToObject(output, "voice", s->voice) != NULL;
 
-    return bd_oai_event_print(root, ok);
+void
+bd_oai_event_respond(bd_oai_event_conv_t *cv, const char *instructions)
+{
+    char   *json;
+    cJSON  *root, *response;
+
+    static const char  create[] =
+        "{\"type\":\"response.create\",\"event_id\":\"bd-respond\"}";
+
+    /*
+     * Marked as generating at once: OpenAI refuses a second response.create
+     * while one is active, and a function call's output, a key press and
+     * a prompt may all want one in the same moment.
+     */
+
+    cv->responding = 1;
+
+    if (instructions == NULL) {
+        cv->ops->send(cv->data, create, sizeof(create) - 1);
+        return;
+    }
+
+    root = cJSON_CreateObject();
+    if (root == NULL) {
+        return;
+    }
+
+    response = NULL;
+
+    if (cJSON_AddStringToObject(root, "type", "response.create") != NULL
+        && cJSON_AddStringToObject(root, "event_id", "bd-respond") != NULL)
+    {
+        response = cJSON_AddObjectToObject(root, "response");
+    }
+
+    json = bd_oai_event_print(root,
+               response != NULL
+               && cJSON_AddStringToObject(response, "instructions",
+                                          instructions) != NULL);
+    if (json == NULL) {
+        cv->ops->send(cv->data, create, sizeof(create) - 1);
+        return;
+    }
+
+    cv->ops->send(cv->data, json, strlen(json));
+    cJSON_free(json);
 }
 
 

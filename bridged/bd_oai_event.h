@@ -43,9 +43,6 @@
     (sizeof(BD_OAI_EVENT_APPEND_HEAD) - 1 + BD_B64_ENCODED_LEN(n)             \
      + sizeof(BD_OAI_EVENT_APPEND_TAIL) - 1)
 
-/* the event_id of our session.update: an error naming it is fatal */
-#define BD_OAI_EVENT_SESSION_ID  "bd-session"
-
 
 /* item flags */
 #define BD_OAI_EVENT_PENDING     0x01    /* committed user audio, ASR due */
@@ -75,6 +72,18 @@ typedef struct {
 
     /* the session cannot go on (a fatal error event) */
     void  (*fatal)(void *data, const char *why);
+
+    /* the model called a function and its item is complete: order is
+     * the item's, arguments its JSON text (run it, answer it) */
+    void  (*tool_call)(void *data, uint32_t order, const char *call_id,
+                       const char *name, const char *arguments);
+
+    /* OpenAI ran a remote MCP tool itself: for the record only */
+    void  (*mcp_call)(void *data, uint32_t order, const char *name,
+                      const char *arguments, const char *output);
+
+    /* a response is over (response.done, whatever its status) */
+    void  (*response_done)(void *data);
 } bd_oai_event_ops_t;
 
 
@@ -115,10 +124,15 @@ typedef struct {
     uint32_t                   next_order;
     uint32_t                   mark_seq;
     uint32_t                   transcripts;  /* TRANSCRIPT messages sent */
+    uint32_t                   dtmf_seq;     /* our keypad items */
     uint32_t                   pending;      /* PENDING items */
 
     unsigned                   ready:1;      /* session.updated seen */
     unsigned                   responding:1; /* a response is generating */
+    unsigned                   active:1;     /* from response.created to
+                                                response.done */
+    unsigned                   respond_due:1; /* our response.create was
+                                                 refused: one was active */
     unsigned                   speaking:1;   /* VAD: caller mid-utterance */
     unsigned                   committing:1; /* our commit is unanswered */
 
@@ -131,18 +145,6 @@ typedef struct {
     uint64_t                   audio_dropped;  /* arrived after a barge-in */
     unsigned                   barge_ins;
 } bd_oai_event_conv_t;
-
-
-/* the session settings of one call, for session.update */
-typedef struct {
-    const char  *model;
-    const char  *voice;
-    const char  *instructions;
-    const char  *transcribe_model;
-    unsigned     vad_threshold;     /* per mille */
-    unsigned     vad_prefix_ms;
-    unsigned     vad_silence_ms;
-} bd_oai_event_session_t;
 
 
 void bd_oai_event_init(bd_oai_event_conv_t *cv, const bd_oai_event_ops_t *ops,
@@ -175,8 +177,23 @@ int bd_oai_event_settled(bd_oai_event_conv_t *cv);
 /* the assistant speaks first: a user text item, then response.create */
 int bd_oai_event_greet(bd_oai_event_conv_t *cv, const char *instruction);
 
-/* the session.update event; release with cJSON_free(), NULL if no memory */
-char *bd_oai_event_session_update(const bd_oai_event_session_t *s);
+/*
+ * The caller pressed a key: a user text item that says so (its order is
+ * taken now, and the keypad entry goes to the record with it), then
+ * response.create unless a response is already generating.
+ */
+int bd_oai_event_dtmf(bd_oai_event_conv_t *cv, char digit);
+
+/*
+ * A function call's result, as a function_call_output item; with
+ * respond, response.create after it (the caller makes sure no response
+ * is generating).
+ */
+int bd_oai_event_tool_output(bd_oai_event_conv_t *cv, const char *call_id,
+    const char *output, int respond);
+
+/* response.create, so the model speaks: after tool outputs, a prompt */
+void bd_oai_event_respond(bd_oai_event_conv_t *cv, const char *instructions);
 
 /*
  * Writes the input_audio_buffer.append event for len bytes of caller audio

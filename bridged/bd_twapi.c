@@ -1,15 +1,13 @@
 /*
- * bd_twapi.c: Twilio REST transfers, driven by the libuv loop.
+ * bd_twapi.c: Twilio REST requests, as transfers on bd_http.c.
  *
- * curl's multi_socket interface in the multi-uv.c shape: curl tells us
- * which sockets to watch (one uv_poll each) and when to call it back (one
- * uv_timer), and we call curl_multi_socket_action() from those handles,
- * never from inside a curl callback.  Each request nginx sends is one
- * bd_twapi_req_t, reached from its easy handle through CURLOPT_PRIVATE; a
- * request may take several transfers (the sender number lookup before a
- * call, the pages of the number list), one at a time.  Every request is
- * answered exactly once, with the HTTP status and the JSON body nginx must
- * send; the bodies are built in bd_twapi_json.c.
+ * Each request is one bd_twapi_req_t.  Those nginx sends (call.create,
+ * call.end, numbers.list) may take several transfers (the sender number
+ * lookup before a call, the pages of the number list), one at a time, and
+ * are answered exactly once, with the HTTP status and the JSON body nginx
+ * must send; the bodies are built in bd_twapi_json.c.  Those a call makes
+ * itself (bd_twapi_update(): hang up, redirect to a transfer) end in one
+ * callback to the call instead.
  */
 
 #include <stdarg.h>
@@ -25,6 +23,7 @@
 #include "bd_chan.h"
 #include "bd_conf.h"
 #include "bd_form.h"
+#include "bd_http.h"
 #include "bd_log.h"
 #include "bd_twapi.h"
 #include "bd_twapi_json.h"
@@ -32,13 +31,12 @@
 
 
 #define BD_TWAPI_BODY_MAX      (1024 * 1024)
-#define BD_TWAPI_BODY_START    16384
 #define BD_TWAPI_PAGES_MAX     100
 #define BD_TWAPI_NUMBERS_MAX   10000
 #define BD_TWAPI_REQS_MAX      256
-#define BD_TWAPI_CONNECT_MS    5000
 #define BD_TWAPI_URL_MAX       8192
 #define BD_TWAPI_FORM_MAX      (3 * (2 * VOICE_PROTO_MAX_SID + 2 * 4096) + 256)
+#define BD_TWAPI_UPDATE_MAX    16384
 #define BD_TWAPI_TWIML_MAX     4096
 
 
@@ -46,11 +44,9 @@ typedef enum {
     BD_TWAPI_ST_FROM = 0,     /* GET the first owned number (no From) */
     BD_TWAPI_ST_CREATE,       /* POST Calls.json */
     BD_TWAPI_ST_END,          /* POST Calls/{sid}.json Status=completed */
-    BD_TWAPI_ST_PAGE          /* GET one page of IncomingPhoneNumbers */
+    BD_TWAPI_ST_PAGE,         /* GET one page of IncomingPhoneNumbers */
+    BD_TWAPI_ST_UPDATE        /* POST Calls/{sid}.json for a call's own */
 } bd_twapi_state_e;
-
-
-typedef struct bd_twapi_req_s  bd_twapi_req_t;
 
 struct bd_twapi_req_s {
     bd_twapi_req_t     *next;
@@ -60,14 +56,16 @@ struct bd_twapi_req_s {
     bd_chan_peer_t     *peer;
     uint64_t            request_id;
     uint64_t            started;      /* loop time, ms */
-    CURL               *easy;         /* the transfer in flight */
+    bd_http_t          *http;         /* the transfer in flight */
+    bd_twapi_update_pt  done;         /* BD_TWAPI_ST_UPDATE's callback */
+    void               *data;
+    char               *update;       /* its form */
     unsigned            transfers;
     unsigned            pages;
     unsigned            too_big:1;
     cJSON              *numbers;
     char               *body;         /* Twilio's answer, NUL-terminated */
     size_t              body_len;
-    size_t              body_size;
     long                http_status;
     char                to[VOICE_PROTO_MAX_SID + 1];
     char                from[VOICE_PROTO_MAX_SID + 1];
@@ -75,29 +73,17 @@ struct bd_twapi_req_s {
     char                twiml[BD_TWAPI_TWIML_MAX + 1];
     char                status_url[BD_TWAPI_TWIML_MAX + 1];  /* or "" */
     char                errbuf[CURL_ERROR_SIZE];
+    CURLcode            result;
     char                target[BD_TWAPI_URL_MAX];
     char                form[BD_TWAPI_FORM_MAX];
 };
 
 
-typedef struct bd_twapi_sock_s  bd_twapi_sock_t;
-
-struct bd_twapi_sock_s {
-    uv_poll_t           poll;
-    curl_socket_t       fd;
-    bd_twapi_sock_t    *next;
-    bd_twapi_sock_t    *prev;
-};
-
-
 static uv_loop_t           *bd_twapi_loop;
 static const bd_conf_t     *bd_twapi_conf;
-static CURLM               *bd_twapi_multi;
-static uv_timer_t           bd_twapi_timer;
 static struct curl_slist   *bd_twapi_headers;
 static bd_twapi_req_t      *bd_twapi_reqs;
 static unsigned             bd_twapi_nreqs;
-static bd_twapi_sock_t     *bd_twapi_socks;
 static int                  bd_twapi_closing;
 
 
@@ -111,10 +97,7 @@ bd_twapi_type_name(bd_twapi_req_t *req)
 static void
 bd_twapi_free(bd_twapi_req_t *req)
 {
-    if (req->easy != NULL) {
-        curl_multi_remove_handle(bd_twapi_multi, req->easy);
-        curl_easy_cleanup(req->easy);
-    }
+    bd_http_cancel(req->http);
 
     if (req->prev) {
         req->prev->next = req->next;
@@ -129,9 +112,13 @@ bd_twapi_free(bd_twapi_req_t *req)
 
     bd_twapi_nreqs--;
 
-    bd_chan_peer_unref(req->peer);
+    if (req->peer != NULL) {
+        bd_chan_peer_unref(req->peer);
+    }
+
     cJSON_Delete(req->numbers);
     free(req->body);
+    free(req->update);
     free(req);
 }
 
@@ -147,8 +134,45 @@ bd_twapi_finish(bd_twapi_req_t *req, unsigned status, char *body,
 {
     char  twilio[32];
 
+    long   code;
+    char   message[8];
+
     static const char  nomem[] =
         "{\"success\":false,\"error\":\"bridged is out of memory\"}";
+
+    if (req->state == BD_TWAPI_ST_UPDATE) {
+
+        /* a call's own request: its callback gets Twilio's error code */
+
+        code = 0;
+
+        if (req->http_status >= 400 && req->body != NULL) {
+            (void) bd_twapi_json_error(req->body, req->body_len, &code,
+                                       message, sizeof(message));
+        }
+
+        bd_log(req->http_status / 100 == 2 ? BD_LOG_INFO : BD_LOG_WARN,
+               req->call_sid,
+               "call update -> %u (Twilio %ld, code %ld, %llu ms)%s%s",
+               status, req->http_status, code,
+               (unsigned long long) (uv_now(bd_twapi_loop) - req->started),
+               error ? ": " : "", error ? error : "");
+
+        if (req->http_status != 0) {
+            status = (unsigned) req->http_status;
+        }
+
+        if (req->done != NULL) {
+            req->done(req->data, status, code);
+        }
+
+        if (body != NULL) {
+            cJSON_free(body);
+        }
+
+        bd_twapi_free(req);
+        return;
+    }
 
     if (body == NULL) {
         status = 500;
@@ -214,120 +238,38 @@ bd_twapi_fail(bd_twapi_req_t *req, unsigned status, const char *fmt, ...)
 }
 
 
-static size_t
-bd_twapi_write(char *data, size_t size, size_t n, void *userp)
-{
-    char            *p;
-    size_t           len, want;
-    bd_twapi_req_t  *req;
-
-    req = userp;
-    len = size * n;
-
-    /* the cap is hard: returning short makes curl fail the transfer */
-
-    if (len > BD_TWAPI_BODY_MAX - req->body_len) {
-        req->too_big = 1;
-        return 0;
-    }
-
-    if (req->body_len + len + 1 > req->body_size) {
-        want = req->body_size ? 2 * req->body_size : BD_TWAPI_BODY_START;
-
-        while (want < req->body_len + len + 1) {
-            want *= 2;
-        }
-
-        if (want > BD_TWAPI_BODY_MAX + 1) {
-            want = BD_TWAPI_BODY_MAX + 1;
-        }
-
-        p = realloc(req->body, want);
-        if (p == NULL) {
-            return 0;
-        }
-
-        req->body = p;
-        req->body_size = want;
-    }
-
-    memcpy(req->body + req->body_len, data, len);
-    req->body_len += len;
-    req->body[req->body_len] = '\0';
-
-    return len;
-}
-
-
 /* starts one transfer of req: a GET, or a form POST when form is given */
+
+static void bd_twapi_http_done(bd_http_t *h, void *data);
+
 
 static int
 bd_twapi_start(bd_twapi_req_t *req, const char *form)
 {
-    int     ok;
-    long    connect;
-    CURL   *easy;
-
-    easy = curl_easy_init();
-    if (easy == NULL) {
-        return -1;
-    }
-
-    connect = bd_twapi_conf->twilio_timeout_ms < BD_TWAPI_CONNECT_MS
-              ? (long) bd_twapi_conf->twilio_timeout_ms : BD_TWAPI_CONNECT_MS;
+    bd_http_opts_t  o;
 
     req->errbuf[0] = '\0';
-    req->body_len = 0;
     req->too_big = 0;
     req->http_status = 0;
+    free(req->body);
+    req->body = NULL;
+    req->body_len = 0;
 
-    ok = curl_easy_setopt(easy, CURLOPT_URL, req->target) == CURLE_OK;
-    ok &= curl_easy_setopt(easy, CURLOPT_PRIVATE, req) == CURLE_OK;
-    ok &= curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, req->errbuf)
-          == CURLE_OK;
-    ok &= curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L) == CURLE_OK;
-    ok &= curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS,
-                           (long) bd_twapi_conf->twilio_timeout_ms)
-          == CURLE_OK;
-    ok &= curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, connect)
-          == CURLE_OK;
-    ok &= curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https")
-          == CURLE_OK;
-    ok &= curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L) == CURLE_OK;
-    ok &= curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L) == CURLE_OK;
-    ok &= curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L) == CURLE_OK;
-    ok &= curl_easy_setopt(easy, CURLOPT_HTTPAUTH, (long) CURLAUTH_BASIC)
-          == CURLE_OK;
-    ok &= curl_easy_setopt(easy, CURLOPT_USERNAME, bd_twapi_conf->twilio_sid)
-          == CURLE_OK;
-    ok &= curl_easy_setopt(easy, CURLOPT_PASSWORD,
-                           bd_twapi_conf->twilio_token)
-          == CURLE_OK;
-    ok &= curl_easy_setopt(easy, CURLOPT_HTTPHEADER, bd_twapi_headers)
-          == CURLE_OK;
-    ok &= curl_easy_setopt(easy, CURLOPT_USERAGENT, "bridged/1") == CURLE_OK;
-    ok &= curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, bd_twapi_write)
-          == CURLE_OK;
-    ok &= curl_easy_setopt(easy, CURLOPT_WRITEDATA, req) == CURLE_OK;
+    memset(&o, 0, sizeof(bd_http_opts_t));
+    o.url = req->target;
+    o.body = form;
+    o.body_len = form ? strlen(form) : 0;
+    o.headers = bd_twapi_headers;
+    o.user = bd_twapi_conf->twilio_sid;
+    o.password = bd_twapi_conf->twilio_token;
+    o.timeout_ms = bd_twapi_conf->twilio_timeout_ms;
+    o.max_answer = BD_TWAPI_BODY_MAX;
 
-    if (bd_twapi_conf->ca_file != NULL) {
-        ok &= curl_easy_setopt(easy, CURLOPT_CAINFO, bd_twapi_conf->ca_file)
-              == CURLE_OK;
-    }
-
-    if (form != NULL) {
-        ok &= curl_easy_setopt(easy, CURLOPT_POSTFIELDS, form) == CURLE_OK;
-        ok &= curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE,
-                               (long) strlen(form))
-              == CURLE_OK;
-    }
-
-    if (!ok || curl_multi_add_handle(bd_twapi_multi, easy) != CURLM_OK) {
-        curl_easy_cleanup(easy);
+    req->http = bd_http_start(&o, bd_twapi_http_done, req);
+    if (req->http == NULL) {
         return -1;
     }
 
-    req->easy = easy;
     req->transfers++;
 
     bd_log(BD_LOG_DEBUG, req->call_sid[0] ? req->call_sid : NULL,
@@ -498,6 +440,7 @@ bd_twapi_done(bd_twapi_req_t *req, CURLcode rc)
         return;
     }
 
+
     switch (req->state) {
 
     case BD_TWAPI_ST_FROM:
@@ -539,201 +482,37 @@ bd_twapi_done(bd_twapi_req_t *req, CURLcode rc)
     case BD_TWAPI_ST_PAGE:
         bd_twapi_page(req);
         return;
+
+    case BD_TWAPI_ST_UPDATE:
+        bd_twapi_finish(req, (unsigned) req->http_status, NULL, NULL);
+        return;
     }
 }
 
 
+/* one transfer is over: its answer is the request's now */
+
 static void
-bd_twapi_check_done(void)
+bd_twapi_http_done(bd_http_t *h, void *data)
 {
-    int              pending;
-    char            *priv;
-    CURL            *easy;
-    CURLMsg         *msg;
-    CURLcode         rc;
     bd_twapi_req_t  *req;
 
-    while ((msg = curl_multi_info_read(bd_twapi_multi, &pending)) != NULL) {
+    req = data;
 
-        if (msg->msg != CURLMSG_DONE) {
-            continue;
-        }
+    req->http = NULL;
+    req->result = h->result;
+    req->http_status = h->status;
+    req->too_big = h->too_big;
 
-        easy = msg->easy_handle;
-        rc = msg->data.result;
-
-        priv = NULL;
-        curl_easy_getinfo(easy, CURLINFO_PRIVATE, &priv);
-        req = (bd_twapi_req_t *) priv;
-
-        curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &req->http_status);
-
-        curl_multi_remove_handle(bd_twapi_multi, easy);
-        curl_easy_cleanup(easy);
-        req->easy = NULL;
-
-        bd_twapi_done(req, rc);
-    }
-}
-
-
-static void
-bd_twapi_action(curl_socket_t fd, int flags)
-{
-    int  running;
-
-    curl_multi_socket_action(bd_twapi_multi, fd, flags, &running);
-    bd_twapi_check_done();
-}
-
-
-static void
-bd_twapi_poll_cb(uv_poll_t *poll, int status, int events)
-{
-    int               flags;
-    bd_twapi_sock_t  *sk;
-
-    sk = poll->data;
-
-    flags = 0;
-
-    if (status < 0) {
-        flags = CURL_CSELECT_ERR;
-
-    } else {
-        if (events & UV_READABLE) {
-            flags |= CURL_CSELECT_IN;
-        }
-
-        if (events & UV_WRITABLE) {
-            flags |= CURL_CSELECT_OUT;
-        }
+    if (h->result != CURLE_OK) {
+        snprintf(req->errbuf, sizeof(req->errbuf), "%s",
+                 bd_http_strerror(h));
     }
 
-    /* sk may be released by the action: curl only knows the descriptor */
+    free(req->body);
+    req->body = bd_http_take_answer(h, &req->body_len);
 
-    bd_twapi_action(sk->fd, flags);
-}
-
-
-static void
-bd_twapi_timer_cb(uv_timer_t *timer)
-{
-    (void) timer;
-
-    bd_twapi_action(CURL_SOCKET_TIMEOUT, 0);
-}
-
-
-static void
-bd_twapi_sock_closed(uv_handle_t *handle)
-{
-    free(handle->data);
-}
-
-
-static void
-bd_twapi_sock_close(bd_twapi_sock_t *sk)
-{
-    if (sk->prev) {
-        sk->prev->next = sk->next;
-
-    } else {
-        bd_twapi_socks = sk->next;
-    }
-
-    if (sk->next) {
-        sk->next->prev = sk->prev;
-    }
-
-    uv_close((uv_handle_t *) &sk->poll, bd_twapi_sock_closed);
-}
-
-
-static int
-bd_twapi_socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp,
-    void *socketp)
-{
-    int               events, rc;
-    bd_twapi_sock_t  *sk;
-
-    (void) easy;
-    (void) userp;
-
-    sk = socketp;
-
-    if (what == CURL_POLL_REMOVE) {
-        if (sk != NULL) {
-            if (!bd_twapi_closing) {
-                curl_multi_assign(bd_twapi_multi, fd, NULL);
-            }
-
-            bd_twapi_sock_close(sk);
-        }
-
-        return 0;
-    }
-
-    if (sk == NULL) {
-        sk = calloc(1, sizeof(bd_twapi_sock_t));
-        if (sk == NULL) {
-            return -1;
-        }
-
-        rc = uv_poll_init_socket(bd_twapi_loop, &sk->poll, fd);
-        if (rc != 0) {
-            bd_log(BD_LOG_ERROR, NULL, "uv_poll_init_socket: %s",
-                   uv_strerror(rc));
-            free(sk);
-            return -1;
-        }
-
-        sk->fd = fd;
-        sk->poll.data = sk;
-
-        sk->next = bd_twapi_socks;
-        if (bd_twapi_socks) {
-            bd_twapi_socks->prev = sk;
-        }
-
-        bd_twapi_socks = sk;
-
-        curl_multi_assign(bd_twapi_multi, fd, sk);
-    }
-
-    events = 0;
-
-    if (what & CURL_POLL_IN) {
-        events |= UV_READABLE;
-    }
-
-    if (what & CURL_POLL_OUT) {
-        events |= UV_WRITABLE;
-    }
-
-    uv_poll_start(&sk->poll, events, bd_twapi_poll_cb);
-
-    return 0;
-}
-
-
-static int
-bd_twapi_timer_set(CURLM *multi, long timeout_ms, void *userp)
-{
-    (void) multi;
-    (void) userp;
-
-    if (timeout_ms < 0) {
-        uv_timer_stop(&bd_twapi_timer);
-        return 0;
-    }
-
-    /* 0 means "as soon as possible", but never from inside this callback */
-
-    uv_timer_start(&bd_twapi_timer, bd_twapi_timer_cb,
-                   timeout_ms ? (uint64_t) timeout_ms : 1, 0);
-
-    return 0;
+    bd_twapi_done(req, h->result);
 }
 
 
@@ -881,6 +660,71 @@ bd_twapi_request(bd_chan_peer_t *peer, const voice_proto_msg_t *msg)
 }
 
 
+/*
+ * A call's own request: POST Calls/{sid}.json with form (Status=completed,
+ * or Twiml=...).  Not counted against the requests nginx may have in
+ * flight, so an API flood cannot keep a call from hanging up.
+ */
+
+bd_twapi_req_t *
+bd_twapi_update(const char *call_sid, const char *form, bd_twapi_update_pt done,
+    void *data)
+{
+    bd_twapi_req_t  *req;
+
+    if (bd_twapi_conf->twilio_sid == NULL
+        || bd_twapi_conf->twilio_token == NULL || bd_twapi_closing
+        || strlen(call_sid) > VOICE_PROTO_MAX_SID
+        || strlen(form) > BD_TWAPI_UPDATE_MAX)
+    {
+        return NULL;
+    }
+
+    req = calloc(1, sizeof(bd_twapi_req_t));
+    if (req == NULL) {
+        return NULL;
+    }
+
+    req->update = strdup(form);
+    if (req->update == NULL) {
+        free(req);
+        return NULL;
+    }
+
+    req->type = VOICE_PROTO_MSG_CALL_END;
+    req->state = BD_TWAPI_ST_UPDATE;
+    req->started = uv_now(bd_twapi_loop);
+    req->done = done;
+    req->data = data;
+    memcpy(req->call_sid, call_sid, strlen(call_sid) + 1);
+
+    req->next = bd_twapi_reqs;
+    if (bd_twapi_reqs) {
+        bd_twapi_reqs->prev = req;
+    }
+
+    bd_twapi_reqs = req;
+    bd_twapi_nreqs++;
+
+    if (!bd_twapi_target(req, "/Calls/", req->call_sid)
+        || bd_twapi_start(req, req->update) != 0)
+    {
+        req->done = NULL;
+        bd_twapi_free(req);
+        return NULL;
+    }
+
+    return req;
+}
+
+
+void
+bd_twapi_cancel(bd_twapi_req_t *req)
+{
+    bd_twapi_free(req);
+}
+
+
 int
 bd_twapi_init(uv_loop_t *loop, const bd_conf_t *conf)
 {
@@ -889,30 +733,19 @@ bd_twapi_init(uv_loop_t *loop, const bd_conf_t *conf)
     bd_twapi_loop = loop;
     bd_twapi_conf = conf;
 
-    bd_twapi_multi = curl_multi_init();
-    if (bd_twapi_multi == NULL) {
-        bd_log(BD_LOG_ERROR, NULL, "curl_multi_init failed");
-        return -1;
-    }
-
     h = curl_slist_append(NULL, "Accept: application/json");
     if (h == NULL) {
-        goto failed;
+        return -1;
     }
 
     bd_twapi_headers = h;
 
     h = curl_slist_append(bd_twapi_headers, "Accept-Charset: utf-8");
     if (h == NULL) {
-        goto failed;
+        curl_slist_free_all(bd_twapi_headers);
+        bd_twapi_headers = NULL;
+        return -1;
     }
-
-    curl_multi_setopt(bd_twapi_multi, CURLMOPT_SOCKETFUNCTION,
-                      bd_twapi_socket_cb);
-    curl_multi_setopt(bd_twapi_multi, CURLMOPT_TIMERFUNCTION,
-                      bd_twapi_timer_set);
-
-    uv_timer_init(loop, &bd_twapi_timer);
 
     if (conf->twilio_sid == NULL || conf->twilio_token == NULL) {
         bd_log(BD_LOG_WARN, NULL, "TWILIO_ACCOUNT_SID or TWILIO_AUTH_TOKEN "
@@ -921,15 +754,6 @@ bd_twapi_init(uv_loop_t *loop, const bd_conf_t *conf)
     }
 
     return 0;
-
-failed:
-
-    curl_slist_free_all(bd_twapi_headers);
-    bd_twapi_headers = NULL;
-    curl_multi_cleanup(bd_twapi_multi);
-    bd_twapi_multi = NULL;
-
-    return -1;
 }
 
 
@@ -938,26 +762,23 @@ bd_twapi_shutdown(void)
 {
     bd_twapi_req_t  *req;
 
-    if (bd_twapi_multi == NULL) {
+    if (bd_twapi_headers == NULL) {
         return;
     }
 
+    bd_twapi_closing = 1;
+
     while (bd_twapi_reqs) {
         req = bd_twapi_reqs;
+
+        if (req->state == BD_TWAPI_ST_UPDATE) {
+            req->done = NULL;
+            bd_twapi_free(req);
+            continue;
+        }
+
         bd_twapi_fail(req, 503, "bridged is shutting down");
     }
-
-    /* curl may report its cached connections' sockets as it closes them */
-
-    bd_twapi_closing = 1;
-    curl_multi_cleanup(bd_twapi_multi);
-    bd_twapi_multi = NULL;
-
-    while (bd_twapi_socks) {
-        bd_twapi_sock_close(bd_twapi_socks);
-    }
-
-    uv_close((uv_handle_t *) &bd_twapi_timer, NULL);
 
     curl_slist_free_all(bd_twapi_headers);
     bd_twapi_headers = NULL;

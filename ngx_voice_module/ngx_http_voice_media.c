@@ -66,8 +66,8 @@ static void ngx_http_voice_media_stop(ngx_http_voice_media_t *m,
 static void ngx_http_voice_media_audio(ngx_http_voice_media_t *m,
     voice_proto_msg_t *msg);
 static ngx_int_t ngx_http_voice_media_send_start(ngx_http_voice_media_t *m,
-    ngx_http_voice_twilio_event_t *ev, ngx_str_t *phone,
-    ngx_str_t *direction);
+    ngx_http_voice_twilio_event_t *ev, ngx_str_t *direction,
+    ngx_str_t *ours);
 
 
 ngx_http_voice_media_t *
@@ -218,10 +218,14 @@ static void
 ngx_http_voice_media_start(ngx_http_voice_media_t *m,
     ngx_http_voice_twilio_event_t *ev)
 {
-    ngx_str_t            phone, direction;
-    ngx_uint_t           i;
-    ngx_log_t           *log;
-    ngx_http_voice_ws_t  *ws;
+    ngx_str_t                       phone, direction, profile, ours;
+    ngx_str_t                       transfer, value;
+    ngx_http_voice_twilio_str_t    *name;
+    ngx_uint_t                      i;
+    ngx_log_t                      *log;
+    ngx_http_voice_ws_t            *ws;
+    ngx_http_voice_session_conf_t  *scf;
+    ngx_http_voice_session_extra_t  extra;
 
     log = m->request->connection->log;
     ws = m->ws;
@@ -243,25 +247,43 @@ ngx_http_voice_media_start(ngx_http_voice_media_t *m,
     ngx_memcpy(m->call_sid, ev->call_sid.data, NGX_HTTP_VOICE_SID_LEN);
 
     ngx_str_null(&phone);
+    ngx_str_null(&profile);
+    ngx_str_null(&ours);
+    ngx_str_null(&transfer);
     ngx_str_set(&direction, "inbound");
 
-    for (i = 0; i < ev->nparams; i++) {
-        if (ev->params[i].name.len == sizeof("phoneNumber") - 1
-            && ngx_memcmp(ev->params[i].name.data, "phoneNumber",
-                          sizeof("phoneNumber") - 1) == 0)
-        {
-            phone.data = (u_char *) ev->params[i].value.data;
-            phone.len = ev->params[i].value.len;
+    /* the <Parameter>s of our TwiML (ngx_http_voice_twiml.c) */
 
-        } else if (ev->params[i].name.len == sizeof("direction") - 1
-                   && ngx_memcmp(ev->params[i].name.data, "direction",
-                                 sizeof("direction") - 1) == 0
-                   && ev->params[i].value.len == sizeof("outbound") - 1
-                   && ngx_memcmp(ev->params[i].value.data, "outbound",
+    for (i = 0; i < ev->nparams; i++) {
+        name = &ev->params[i].name;
+        value.data = (u_char *) ev->params[i].value.data;
+        value.len = ev->params[i].value.len;
+
+#define NGX_HTTP_VOICE_PARAM_IS(s)                                            \
+        (name->len == sizeof(s) - 1                                           \
+         && ngx_memcmp(name->data, s, sizeof(s) - 1) == 0)
+
+        if (NGX_HTTP_VOICE_PARAM_IS("phoneNumber")) {
+            phone = value;
+
+        } else if (NGX_HTTP_VOICE_PARAM_IS("direction")
+                   && value.len == sizeof("outbound") - 1
+                   && ngx_memcmp(value.data, "outbound",
                                  sizeof("outbound") - 1) == 0)
         {
             ngx_str_set(&direction, "outbound");
+
+        } else if (NGX_HTTP_VOICE_PARAM_IS("profile")) {
+            profile = value;
+
+        } else if (NGX_HTTP_VOICE_PARAM_IS("twilioNumber")) {
+            ours = value;
+
+        } else if (NGX_HTTP_VOICE_PARAM_IS("transfer")) {
+            transfer = value;
         }
+
+#undef NGX_HTTP_VOICE_PARAM_IS
     }
 
     ngx_log_error(NGX_LOG_INFO, log, 0,
@@ -279,17 +301,50 @@ ngx_http_voice_media_start(ngx_http_voice_media_t *m,
     m->call->media = m;
     ngx_http_voice_media_state(m, NGX_HTTP_VOICE_MEDIA_ST_STREAMING);
 
+    /* the settings of the /twiml location that sent the call here, kept
+     * with the call so that they can be sent again */
+
+    scf = ngx_http_voice_session_find(m->request, &profile);
+
+    ngx_memzero(&extra, sizeof(ngx_http_voice_session_extra_t));
+
+    if (transfer.len) {
+
+        /* back from a transfer nobody took: the assistant says so first */
+
+        ngx_str_set(&extra.greeting, "The transfer you started did not go "
+                    "through: nobody answered. Tell the caller in one short "
+                    "sentence, then go on helping them.");
+    }
+
+    if (ngx_http_voice_session_render(m->call->pool, scf, &extra,
+                                      &m->call->settings)
+        != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "voice: the call's session settings cannot be "
+                      "rendered, hanging up");
+        ngx_http_voice_transcript_ended_by(m->call, (u_char *) "bridge", 6,
+                                           (u_char *) "no settings", 11);
+        ngx_http_voice_media_stop(m, "no settings");
+        ngx_http_voice_ws_close(ws, NGX_HTTP_VOICE_WS_CLOSE_ERROR,
+                                "assistant unavailable");
+        return;
+    }
+
     m->peer = ngx_http_voice_bridge_owner(m->call_sid, NGX_HTTP_VOICE_SID_LEN);
     m->call->peer = m->peer;
 
     if (m->peer == NULL
-        || ngx_http_voice_media_send_start(m, ev, &phone, &direction)
+        || ngx_http_voice_media_send_start(m, ev, &direction, &ours)
            != NGX_OK)
     {
         /* with no assistant there is no call: hang up, and the call's
          * (empty) transcript is still written */
         ngx_log_error(NGX_LOG_ERR, log, 0,
                       "voice: bridged is not reachable, hanging up");
+        ngx_http_voice_transcript_ended_by(m->call, (u_char *) "bridge", 6,
+                                   (u_char *) "bridged is not reachable", 24);
         ngx_http_voice_media_stop(m, "bridge unavailable");
         ngx_http_voice_ws_close(ws, NGX_HTTP_VOICE_WS_CLOSE_ERROR,
                                 "assistant unavailable");
@@ -299,16 +354,15 @@ ngx_http_voice_media_start(ngx_http_voice_media_t *m,
 
 static ngx_int_t
 ngx_http_voice_media_send_start(ngx_http_voice_media_t *m,
-    ngx_http_voice_twilio_event_t *ev, ngx_str_t *phone,
-    ngx_str_t *direction)
+    ngx_http_voice_twilio_event_t *ev, ngx_str_t *direction, ngx_str_t *ours)
 {
-    size_t                      n;
-    voice_proto_writer_t        wr;
-    ngx_http_voice_worker_t    *w;
-    ngx_http_voice_loc_conf_t  *vlcf;
+    ngx_uint_t                outbound;
+
+    size_t                    n;
+    voice_proto_writer_t      wr;
+    ngx_http_voice_worker_t  *w;
 
     w = ngx_http_voice_worker();
-    vlcf = m->vlcf;
 
     voice_proto_begin(&wr, w->frame, w->frame_size,
                       VOICE_PROTO_MSG_STREAM_START);
@@ -323,37 +377,21 @@ ngx_http_voice_media_send_start(ngx_http_voice_media_t *m,
     voice_proto_put_bytes(&wr, VOICE_PROTO_F_DIRECTION, direction->data,
                           direction->len);
 
-    /* settings not given in nginx.conf are left to bridged's defaults */
+    /* Twilio's From and To: the call's Twilio number is one of them */
 
-#define NGX_HTTP_VOICE_PUT_STR(tag, field)                                    \
-    if (vlcf->field.len) {                                                    \
-        voice_proto_put_bytes(&wr, tag, vlcf->field.data, vlcf->field.len);   \
+    outbound = (direction->len == sizeof("outbound") - 1);
+
+    if (ours->len && ours->len <= NGX_HTTP_VOICE_PHONE_MAX) {
+        voice_proto_put_bytes(&wr, outbound ? VOICE_PROTO_F_FROM
+                                            : VOICE_PROTO_F_TO,
+                              ours->data, ours->len);
+        voice_proto_put_bytes(&wr, outbound ? VOICE_PROTO_F_TO
+                                            : VOICE_PROTO_F_FROM,
+                              m->call->phone, ngx_strlen(m->call->phone));
     }
 
-    NGX_HTTP_VOICE_PUT_STR(VOICE_PROTO_F_MODEL, model);
-    NGX_HTTP_VOICE_PUT_STR(VOICE_PROTO_F_VOICE, voice);
-    NGX_HTTP_VOICE_PUT_STR(VOICE_PROTO_F_INSTRUCTIONS, instructions);
-    NGX_HTTP_VOICE_PUT_STR(VOICE_PROTO_F_GREETING, greeting);
-    NGX_HTTP_VOICE_PUT_STR(VOICE_PROTO_F_TRANSCRIBE_MODEL, transcribe_model);
-
-#undef NGX_HTTP_VOICE_PUT_STR
-
-    if (vlcf->vad_threshold != NGX_CONF_UNSET_UINT) {
-        voice_proto_put_u32(&wr, VOICE_PROTO_F_VAD_THRESHOLD,
-                            (uint32_t) vlcf->vad_threshold);
-    }
-
-    if (vlcf->vad_silence != NGX_CONF_UNSET_MSEC) {
-        voice_proto_put_u32(&wr, VOICE_PROTO_F_VAD_SILENCE_MS,
-                            (uint32_t) vlcf->vad_silence);
-    }
-
-    if (vlcf->vad_prefix != NGX_CONF_UNSET_MSEC) {
-        voice_proto_put_u32(&wr, VOICE_PROTO_F_VAD_PREFIX_MS,
-                            (uint32_t) vlcf->vad_prefix);
-    }
-
-    (void) phone;
+    voice_proto_put_bytes(&wr, VOICE_PROTO_F_SETTINGS,
+                          m->call->settings.data, m->call->settings.len);
 
     n = voice_proto_finish(&wr);
     if (n == 0) {

@@ -37,12 +37,8 @@ static char *ngx_http_voice_set_handler(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_voice_set_bridge(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static char *ngx_http_voice_set_threshold(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
 static ngx_int_t ngx_http_voice_env_default(ngx_conf_t *cf, ngx_str_t *value,
     const char *name);
-static ngx_int_t ngx_http_voice_secret(ngx_conf_t *cf, ngx_str_t *file,
-    const char *env, ngx_str_t *secret);
 static ngx_int_t ngx_http_voice_derive_urls(ngx_conf_t *cf,
     ngx_http_voice_loc_conf_t *conf);
 
@@ -152,20 +148,6 @@ static ngx_command_t  ngx_http_voice_commands[] = {
                          ws_ping_interval),
     NGX_HTTP_VOICE_VALUE("voice_ws_message_timeout", ngx_conf_set_msec_slot,
                          ws_message_timeout),
-    NGX_HTTP_VOICE_VALUE("voice_model", ngx_conf_set_str_slot, model),
-    NGX_HTTP_VOICE_VALUE("voice_voice", ngx_conf_set_str_slot, voice),
-    NGX_HTTP_VOICE_VALUE("voice_instructions", ngx_conf_set_str_slot,
-                         instructions),
-    NGX_HTTP_VOICE_VALUE("voice_greeting", ngx_conf_set_str_slot, greeting),
-    NGX_HTTP_VOICE_VALUE("voice_transcribe_model", ngx_conf_set_str_slot,
-                         transcribe_model),
-    NGX_HTTP_VOICE_VALUE("voice_vad_threshold", ngx_http_voice_set_threshold,
-                         vad_threshold),
-    NGX_HTTP_VOICE_VALUE("voice_vad_silence", ngx_conf_set_msec_slot,
-                         vad_silence),
-    NGX_HTTP_VOICE_VALUE("voice_vad_prefix", ngx_conf_set_msec_slot,
-                         vad_prefix),
-
       ngx_null_command
 };
 
@@ -467,11 +449,6 @@ ngx_http_voice_create_loc_conf(ngx_conf_t *cf)
      *     conf->auth_token_file = { 0, NULL };
      *     conf->api_token = { 0, NULL };
      *     conf->api_token_file = { 0, NULL };
-     *     conf->model = { 0, NULL };
-     *     conf->voice = { 0, NULL };
-     *     conf->instructions = { 0, NULL };
-     *     conf->greeting = { 0, NULL };
-     *     conf->transcribe_model = { 0, NULL };
      */
 
     conf->transcript_wait = NGX_CONF_UNSET_MSEC;
@@ -482,9 +459,6 @@ ngx_http_voice_create_loc_conf(ngx_conf_t *cf)
     conf->ws_send_buffer_size = NGX_CONF_UNSET_SIZE;
     conf->ws_ping_interval = NGX_CONF_UNSET_MSEC;
     conf->ws_message_timeout = NGX_CONF_UNSET_MSEC;
-    conf->vad_threshold = NGX_CONF_UNSET_UINT;
-    conf->vad_silence = NGX_CONF_UNSET_MSEC;
-    conf->vad_prefix = NGX_CONF_UNSET_MSEC;
 
     return conf;
 }
@@ -523,18 +497,6 @@ ngx_http_voice_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               10000);
     ngx_conf_merge_msec_value(conf->ws_message_timeout,
                               prev->ws_message_timeout, 5000);
-    ngx_conf_merge_str_value(conf->model, prev->model, "");
-    ngx_conf_merge_str_value(conf->voice, prev->voice, "");
-    ngx_conf_merge_str_value(conf->instructions, prev->instructions, "");
-    ngx_conf_merge_str_value(conf->greeting, prev->greeting, "");
-    ngx_conf_merge_str_value(conf->transcribe_model, prev->transcribe_model,
-                             "");
-    ngx_conf_merge_uint_value(conf->vad_threshold, prev->vad_threshold,
-                              NGX_CONF_UNSET_UINT);
-    ngx_conf_merge_msec_value(conf->vad_silence, prev->vad_silence,
-                              NGX_CONF_UNSET_MSEC);
-    ngx_conf_merge_msec_value(conf->vad_prefix, prev->vad_prefix,
-                              NGX_CONF_UNSET_MSEC);
 
     h = conf->handler;
 
@@ -548,7 +510,7 @@ ngx_http_voice_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         || h == NGX_HTTP_VOICE_API_END_CALL
         || h == NGX_HTTP_VOICE_API_TRANSCRIPT)
     {
-        if (ngx_http_voice_secret(cf, &conf->api_token_file,
+        if (ngx_http_voice_conf_secret(cf, &conf->api_token_file,
                                   "VOICE_API_TOKEN", &conf->api_token)
             != NGX_OK)
         {
@@ -634,7 +596,7 @@ ngx_http_voice_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
             return NGX_CONF_OK;
         }
 
-        if (ngx_http_voice_secret(cf, &conf->auth_token_file,
+        if (ngx_http_voice_conf_secret(cf, &conf->auth_token_file,
                                   "TWILIO_AUTH_TOKEN", &conf->auth_token)
             != NGX_OK)
         {
@@ -692,22 +654,20 @@ ngx_http_voice_env_default(ngx_conf_t *cf, ngx_str_t *value,
 }
 
 
-/* a secret: read from file when a *_file directive names one, else from
- * the environment variable env */
+/*
+ * Reads a whole file named in nginx.conf (relative to the prefix) at
+ * configuration time, refusing one larger than max bytes.
+ */
 
-static ngx_int_t
-ngx_http_voice_secret(ngx_conf_t *cf, ngx_str_t *file, const char *env,
-    ngx_str_t *secret)
+ngx_int_t
+ngx_http_voice_conf_read_file(ngx_conf_t *cf, ngx_str_t *file, size_t max,
+    ngx_str_t *out)
 {
     u_char           *p;
     ssize_t           n;
     ngx_fd_t          fd;
     ngx_str_t         name;
     ngx_file_info_t   fi;
-
-    if (file->len == 0) {
-        return ngx_http_voice_env_default(cf, secret, env);
-    }
 
     name = *file;
 
@@ -723,22 +683,22 @@ ngx_http_voice_secret(ngx_conf_t *cf, ngx_str_t *file, const char *env,
     }
 
     if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR
-        || ngx_file_size(&fi) > 4096)
+        || ngx_file_size(&fi) > (off_t) max)
     {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "secret file \"%V\" is unreadable or too large",
-                           &name);
+                           "file \"%V\" is unreadable or larger than %uz "
+                           "bytes", &name, max);
         ngx_close_file(fd);
         return NGX_ERROR;
     }
 
-    p = ngx_pnalloc(cf->pool, 4096);
+    p = ngx_pnalloc(cf->pool, max + 1);
     if (p == NULL) {
         ngx_close_file(fd);
         return NGX_ERROR;
     }
 
-    n = read(fd, p, 4096);
+    n = read(fd, p, max + 1);
     ngx_close_file(fd);
 
     if (n < 0) {
@@ -747,15 +707,43 @@ ngx_http_voice_secret(ngx_conf_t *cf, ngx_str_t *file, const char *env,
         return NGX_ERROR;
     }
 
-    /* a trailing newline is not part of the secret */
-    while (n > 0 && (p[n - 1] == '\n' || p[n - 1] == '\r'
-                     || p[n - 1] == ' '))
-    {
-        n--;
+    if ((size_t) n > max) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "file \"%V\" is larger than %uz bytes",
+                           &name, max);
+        return NGX_ERROR;
     }
 
-    secret->data = p;
-    secret->len = n;
+    out->data = p;
+    out->len = n;
+
+    return NGX_OK;
+}
+
+
+/* a secret: read from file when a *_file directive names one, else from
+ * the environment variable env (when not NULL) */
+
+ngx_int_t
+ngx_http_voice_conf_secret(ngx_conf_t *cf, ngx_str_t *file, const char *env,
+    ngx_str_t *secret)
+{
+    if (file->len == 0) {
+        return env ? ngx_http_voice_env_default(cf, secret, env) : NGX_OK;
+    }
+
+    if (ngx_http_voice_conf_read_file(cf, file, 4096, secret) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    /* a trailing newline is not part of the secret */
+    while (secret->len > 0
+           && (secret->data[secret->len - 1] == '\n'
+               || secret->data[secret->len - 1] == '\r'
+               || secret->data[secret->len - 1] == ' '))
+    {
+        secret->len--;
+    }
 
     return NGX_OK;
 }
@@ -928,36 +916,6 @@ ngx_http_voice_set_bridge(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
         *ep = value[i];
     }
-
-    return NGX_CONF_OK;
-}
-
-
-/* "0.5" -> 500 per mille; the VAD threshold is a fraction in [0, 1] */
-
-static char *
-ngx_http_voice_set_threshold(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_http_voice_loc_conf_t *vlcf = conf;
-
-    ngx_int_t   n;
-    ngx_str_t  *value;
-
-    if (vlcf->vad_threshold != NGX_CONF_UNSET_UINT) {
-        return "is duplicate";
-    }
-
-    value = cf->args->elts;
-
-    n = ngx_atofp(value[1].data, value[1].len, 3);
-    if (n == NGX_ERROR || n > 1000) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid value \"%V\": the threshold is a "
-                           "number from 0 to 1", &value[1]);
-        return NGX_CONF_ERROR;
-    }
-
-    vlcf->vad_threshold = (ngx_uint_t) n;
 
     return NGX_CONF_OK;
 }

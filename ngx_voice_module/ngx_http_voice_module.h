@@ -95,17 +95,18 @@ typedef struct {
     size_t                      ws_send_buffer_size;
     ngx_msec_t                  ws_message_timeout;
     ngx_msec_t                  ws_ping_interval;
+} ngx_http_voice_loc_conf_t;
 
-    /* the assistant's session settings, sent with each stream start */
-    ngx_str_t                   model;
-    ngx_str_t                   voice;
+
+/* the assistant's session settings (ngx_http_voice_session.c) */
+typedef struct ngx_http_voice_session_conf_s  ngx_http_voice_session_conf_t;
+
+/* what one call's /api/call request sets over its location's settings */
+typedef struct {
     ngx_str_t                   instructions;
     ngx_str_t                   greeting;
-    ngx_str_t                   transcribe_model;
-    ngx_uint_t                  vad_threshold;  /* per mille */
-    ngx_msec_t                  vad_silence;
-    ngx_msec_t                  vad_prefix;
-} ngx_http_voice_loc_conf_t;
+    ngx_str_t                   context;        /* a JSON object, or empty */
+} ngx_http_voice_session_extra_t;
 
 
 /* one configured bridged endpoint, in one worker */
@@ -206,11 +207,15 @@ typedef enum {
 } ngx_http_voice_call_state_e;
 
 
+/* one entry of a call's record: an utterance, a tool call, a key */
 typedef struct {
     uint32_t                    order;
-    uint32_t                    role;
+    uint32_t                    role;           /* VOICE_PROTO_ROLE_* */
     uint64_t                    time;           /* ms since the epoch */
-    ngx_str_t                   text;
+    ngx_str_t                   text;           /* a tool's: its output;
+                                                   a key's: the digit */
+    ngx_str_t                   name;           /* a tool's */
+    ngx_str_t                   arguments;      /* a tool's: JSON object */
 } ngx_http_voice_utterance_t;
 
 
@@ -235,8 +240,12 @@ struct ngx_http_voice_call_s {
     ngx_http_voice_media_t     *media;          /* NULL once it is gone */
     ngx_http_voice_peer_t      *peer;           /* the bridged owning it */
     ngx_http_voice_loc_conf_t  *vlcf;
+    ngx_str_t                   settings;       /* the session blob sent
+                                                   with its stream start */
 
     ngx_array_t                 utterances;     /* of utterance_t */
+    u_char                      ended_by[16];   /* who ended the call */
+    ngx_str_t                   end_reason;
     size_t                      text_bytes;
     ngx_uint_t                  dropped;        /* over the limits */
 
@@ -265,6 +274,23 @@ ngx_int_t ngx_http_voice_send_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *fmt, ...);
 ngx_int_t ngx_http_voice_read_body(ngx_http_request_t *r, size_t max,
     u_char **body, size_t *len);
+ngx_int_t ngx_http_voice_conf_read_file(ngx_conf_t *cf, ngx_str_t *file,
+    size_t max, ngx_str_t *out);
+ngx_int_t ngx_http_voice_conf_secret(ngx_conf_t *cf, ngx_str_t *file,
+    const char *env, ngx_str_t *secret);
+
+
+/* ngx_http_voice_session.c */
+extern ngx_module_t  ngx_http_voice_session_module;
+
+ngx_int_t ngx_http_voice_session_render(ngx_pool_t *pool,
+    ngx_http_voice_session_conf_t *conf,
+    ngx_http_voice_session_extra_t *extra, ngx_str_t *blob);
+/* buf holds at least NGX_INT_T_LEN + 9 bytes */
+u_char *ngx_http_voice_session_profile_name(ngx_http_request_t *r,
+    u_char *buf);
+ngx_http_voice_session_conf_t *ngx_http_voice_session_find(
+    ngx_http_request_t *r, ngx_str_t *name);
 
 
 /* ngx_http_voice_auth.c: NGX_OK, NGX_HTTP_UNAUTHORIZED or
@@ -340,6 +366,8 @@ ngx_http_voice_call_t *ngx_http_voice_transcript_start(
 void ngx_http_voice_transcript_on_bridge(ngx_http_voice_call_t *call,
     voice_proto_msg_t *msg);
 void ngx_http_voice_transcript_end(ngx_http_voice_call_t *call);
+void ngx_http_voice_transcript_ended_by(ngx_http_voice_call_t *call,
+    const u_char *by, size_t by_len, const u_char *reason, size_t len);
 void ngx_http_voice_transcript_detach(ngx_http_voice_call_t *call);
 ngx_int_t ngx_http_voice_transcript_handler(ngx_http_request_t *r);
 

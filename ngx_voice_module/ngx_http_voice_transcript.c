@@ -26,6 +26,7 @@
 #include <dirent.h>
 
 #include "ngx_http_voice_module.h"
+#include "ngx_http_voice_json.h"
 #include "ngx_http_voice_transcript_fmt.h"
 
 
@@ -288,6 +289,13 @@ ngx_http_voice_transcript_on_bridge(ngx_http_voice_call_t *call,
     default: /* VOICE_PROTO_MSG_CALL_DONE */
         files->bridge_done = 1;
 
+        if (msg->ended_by.len) {
+            ngx_http_voice_transcript_ended_by(call, msg->ended_by.data,
+                                               msg->ended_by.len,
+                                               msg->reason.data,
+                                               msg->reason.len);
+        }
+
         ngx_log_debug2(NGX_LOG_DEBUG_HTTP, call->log, 0,
                        "voice call %s: bridged is done, %uD utterances",
                        call->call_sid, msg->count);
@@ -301,25 +309,90 @@ ngx_http_voice_transcript_on_bridge(ngx_http_voice_call_t *call,
 }
 
 
+static ngx_int_t
+ngx_http_voice_transcript_copy(ngx_http_voice_call_t *call, ngx_str_t *dst,
+    voice_proto_str_t *src)
+{
+    dst->len = src->len;
+
+    if (src->len == 0) {
+        dst->data = NULL;
+        return NGX_OK;
+    }
+
+    dst->data = ngx_pnalloc(call->pool, src->len);
+    if (dst->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(dst->data, src->data, src->len);
+
+    return NGX_OK;
+}
+
+
+/*
+ * An entry from bridged: an utterance (user, assistant: text), a tool
+ * call (name, arguments -- a JSON object, checked here since it goes into
+ * the file as JSON -- and its output as text), or a key (the digit).
+ */
+
 static void
 ngx_http_voice_transcript_add(ngx_http_voice_call_t *call,
     voice_proto_msg_t *msg)
 {
+    int                          n;
+    size_t                       bytes;
+    const char                  *bad;
     ngx_http_voice_utterance_t  *u;
 
-    if (msg->text.len == 0
-        || (msg->role != VOICE_PROTO_ROLE_USER
-            && msg->role != VOICE_PROTO_ROLE_ASSISTANT))
-    {
+    static ngx_http_voice_json_tok_t  toks[1024];
+
+    bad = NULL;
+
+    switch (msg->role) {
+
+    case VOICE_PROTO_ROLE_USER:
+    case VOICE_PROTO_ROLE_ASSISTANT:
+        if (msg->text.len == 0) {
+            bad = "an empty utterance";
+        }
+        break;
+
+    case VOICE_PROTO_ROLE_TOOL:
+        if (msg->name.len == 0) {
+            bad = "a tool call without a name";
+            break;
+        }
+
+        n = ngx_http_voice_json_parse(msg->arguments.data,
+                                      msg->arguments.len, toks, 1024, NULL);
+        if (n < 1 || toks[0].type != NGX_HTTP_VOICE_JSON_OBJECT) {
+            bad = "a tool call whose arguments are not a JSON object";
+        }
+        break;
+
+    case VOICE_PROTO_ROLE_DTMF:
+        if (msg->text.len != 1) {
+            bad = "a key that is not one character";
+        }
+        break;
+
+    default:
+        bad = "an unknown role";
+    }
+
+    if (bad) {
         ngx_log_error(NGX_LOG_ERR, call->log, 0,
-                      "voice: call %s: invalid utterance from bridged",
-                      call->call_sid);
+                      "voice: call %s: invalid entry from bridged: %s",
+                      call->call_sid, bad);
         return;
     }
 
+    bytes = msg->text.len + msg->name.len + msg->arguments.len;
+
     if (call->utterances.nelts >= NGX_HTTP_VOICE_TRANSCRIPT_MAX_UTTERANCES
-        || call->text_bytes + msg->text.len
-           > NGX_HTTP_VOICE_TRANSCRIPT_MAX_TEXT)
+        || call->text_bytes + bytes > NGX_HTTP_VOICE_TRANSCRIPT_MAX_TEXT)
     {
         if (call->dropped++ == 0) {
             ngx_log_error(NGX_LOG_WARN, call->log, 0,
@@ -335,19 +408,62 @@ ngx_http_voice_transcript_add(ngx_http_voice_call_t *call,
         return;
     }
 
-    u->text.data = ngx_pnalloc(call->pool, msg->text.len);
-    if (u->text.data == NULL) {
+    if (ngx_http_voice_transcript_copy(call, &u->text, &msg->text) != NGX_OK
+        || ngx_http_voice_transcript_copy(call, &u->name, &msg->name)
+           != NGX_OK
+        || ngx_http_voice_transcript_copy(call, &u->arguments,
+                                          &msg->arguments)
+           != NGX_OK)
+    {
         call->utterances.nelts--;
         return;
     }
 
-    ngx_memcpy(u->text.data, msg->text.data, msg->text.len);
-    u->text.len = msg->text.len;
     u->order = msg->order;
     u->role = msg->role;
     u->time = msg->timestamp ? msg->timestamp : ngx_http_voice_now_ms();
 
-    call->text_bytes += msg->text.len;
+    call->text_bytes += bytes;
+}
+
+
+/* who ended the call and why, for the record; the first word stays */
+
+void
+ngx_http_voice_transcript_ended_by(ngx_http_voice_call_t *call,
+    const u_char *by, size_t by_len, const u_char *reason, size_t len)
+{
+    size_t  i;
+
+    if (call->ended_by[0] != '\0') {
+        return;
+    }
+
+    /* a plain word (caller, assistant, transfer, api, bridge): it goes
+     * into the file unescaped */
+
+    if (by_len == 0 || by_len >= sizeof(call->ended_by)) {
+        return;
+    }
+
+    for (i = 0; i < by_len; i++) {
+        if (by[i] < 'a' || by[i] > 'z') {
+            return;
+        }
+    }
+
+    ngx_memcpy(call->ended_by, by, by_len);
+    call->ended_by[by_len] = '\0';
+
+    len = ngx_min(len, 256);
+
+    call->end_reason.data = ngx_pnalloc(call->pool, len);
+    if (call->end_reason.data == NULL) {
+        return;
+    }
+
+    ngx_memcpy(call->end_reason.data, reason, len);
+    call->end_reason.len = len;
 }
 
 
@@ -479,6 +595,54 @@ ngx_http_voice_transcript_schedule(ngx_http_voice_call_t *call)
  * the thread will own until its operation is done.
  */
 
+static const char *
+ngx_http_voice_transcript_role(uint32_t role)
+{
+    switch (role) {
+    case VOICE_PROTO_ROLE_USER:
+        return "user";
+    case VOICE_PROTO_ROLE_ASSISTANT:
+        return "assistant";
+    case VOICE_PROTO_ROLE_TOOL:
+        return "tool";
+    default:
+        return "dtmf";
+    }
+}
+
+
+/*
+ * One entry's members after "role", without the braces:
+ *     "text": "..."                                  user, assistant
+ *     "name": "...", "arguments": {...}, "output": "..."     tool
+ *     "digit": "5"                                            dtmf
+ */
+
+static u_char *
+ngx_http_voice_transcript_members(u_char *p, ngx_http_voice_utterance_t *u,
+    const char *sep)
+{
+    switch (u->role) {
+
+    case VOICE_PROTO_ROLE_TOOL:
+        p = ngx_sprintf(p, "\"name\": \"");
+        p = (u_char *) ngx_escape_json(p, u->name.data, u->name.len);
+        p = ngx_sprintf(p, "\",%s\"arguments\": %V,%s\"output\": \"", sep,
+                        &u->arguments, sep);
+        break;
+
+    case VOICE_PROTO_ROLE_DTMF:
+        p = ngx_sprintf(p, "\"digit\": \"");
+        break;
+
+    default:
+        p = ngx_sprintf(p, "\"text\": \"");
+    }
+
+    return (u_char *) ngx_escape_json(p, u->text.data, u->text.len);
+}
+
+
 static u_char *
 ngx_http_voice_transcript_render(ngx_http_voice_call_t *call,
     ngx_uint_t from, ngx_uint_t to, ngx_uint_t final, size_t *len)
@@ -495,10 +659,11 @@ ngx_http_voice_transcript_render(ngx_http_voice_call_t *call,
                  ngx_http_voice_transcript_cmp);
     }
 
-    size = 256 + 2 * NGX_HTTP_VOICE_PHONE_MAX;
+    size = 512 + 2 * NGX_HTTP_VOICE_PHONE_MAX + 2 * call->end_reason.len;
     for (i = from; i < to; i++) {
-        size += 128 + u[i].text.len
-                + ngx_escape_json(NULL, u[i].text.data, u[i].text.len);
+        size += 192 + u[i].text.len + u[i].name.len + u[i].arguments.len
+                + ngx_escape_json(NULL, u[i].text.data, u[i].text.len)
+                + ngx_escape_json(NULL, u[i].name.data, u[i].name.len);
     }
 
     buf = ngx_alloc(size, call->log);
@@ -513,31 +678,34 @@ ngx_http_voice_transcript_render(ngx_http_voice_call_t *call,
         p = ngx_sprintf(p, "{\n  \"callSid\": \"%s\",\n"
                         "  \"phoneNumber\": \"%s\",\n"
                         "  \"timestamp\": \"%*s\",\n"
-                        "  \"transcript\": [",
+                        "  \"endedBy\": \"%s\",\n"
+                        "  \"endReason\": \"",
                         call->call_sid, call->phone,
-                        (size_t) NGX_HTTP_VOICE_TRANSCRIPT_TIME_LEN, stamp);
+                        (size_t) NGX_HTTP_VOICE_TRANSCRIPT_TIME_LEN, stamp,
+                        call->ended_by[0] ? (char *) call->ended_by
+                                          : "caller");
+        p = (u_char *) ngx_escape_json(p, call->end_reason.data,
+                                       call->end_reason.len);
+        p = ngx_sprintf(p, "\",\n  \"transcript\": [");
     }
 
     for (i = from; i < to; i++) {
         ngx_http_voice_transcript_fmt_time(u[i].time, stamp, 0);
 
         if (final) {
-            p = ngx_sprintf(p, "%s\n    {\n      \"role\": \"%s\",\n"
-                            "      \"text\": \"",
+            p = ngx_sprintf(p, "%s\n    {\n      \"role\": \"%s\",\n      ",
                             i ? "," : "",
-                            u[i].role == VOICE_PROTO_ROLE_USER
-                            ? "user" : "assistant");
-            p = (u_char *) ngx_escape_json(p, u[i].text.data, u[i].text.len);
+                            ngx_http_voice_transcript_role(u[i].role));
+            p = ngx_http_voice_transcript_members(p, &u[i], "\n      ");
             p = ngx_sprintf(p, "\",\n      \"timestamp\": \"%*s\"\n    }",
                             (size_t) NGX_HTTP_VOICE_TRANSCRIPT_TIME_LEN,
                             stamp);
 
         } else {
-            p = ngx_sprintf(p, "{\"order\":%uD,\"role\":\"%s\",\"text\":\"",
+            p = ngx_sprintf(p, "{\"order\":%uD,\"role\":\"%s\",",
                             u[i].order,
-                            u[i].role == VOICE_PROTO_ROLE_USER
-                            ? "user" : "assistant");
-            p = (u_char *) ngx_escape_json(p, u[i].text.data, u[i].text.len);
+                            ngx_http_voice_transcript_role(u[i].role));
+            p = ngx_http_voice_transcript_members(p, &u[i], "");
             p = ngx_sprintf(p, "\",\"timestamp\":\"%*s\"}\n",
                             (size_t) NGX_HTTP_VOICE_TRANSCRIPT_TIME_LEN,
                             stamp);

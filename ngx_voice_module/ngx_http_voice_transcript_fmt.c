@@ -69,14 +69,72 @@ ngx_http_voice_transcript_fmt_time(uint64_t ms, uint8_t *out, int file_safe)
 }
 
 
+/* appends s; 0 when out is full */
+static int
+ngx_http_voice_transcript_fmt_put(uint8_t *out, size_t cap, size_t *used,
+    const void *s, size_t len)
+{
+    if (cap - *used < len) {
+        return 0;
+    }
+
+    memcpy(out + *used, s, len);
+    *used += len;
+
+    return 1;
+}
+
+
+/* appends string token t unescaped, on one line; 0 when it cannot */
+static int
+ngx_http_voice_transcript_fmt_str(const uint8_t *json,
+    ngx_http_voice_json_tok_t *t, uint8_t *out, size_t cap, size_t *used)
+{
+    size_t   tlen, i;
+    uint8_t  *p;
+
+    tlen = ngx_http_voice_json_unescape(json, t, out + *used, cap - *used);
+    if (tlen == (size_t) -1) {
+        return 0;
+    }
+
+    p = out + *used;
+    for (i = 0; i < tlen; i++) {
+        if (p[i] == '\n' || p[i] == '\r') {
+            p[i] = ' ';
+        }
+    }
+
+    *used += tlen;
+
+    return 1;
+}
+
+
+#define PUT(s)                                                                \
+    if (!ngx_http_voice_transcript_fmt_put(out, cap, &used, s,               \
+                                           sizeof(s) - 1))                   \
+    {                                                                         \
+        return (size_t) -1;                                                   \
+    }
+
+
+/*
+ * The plain text form of a stored record: one line per entry,
+ *
+ *     User: ...
+ *     Assistant: ...
+ *     Tool: NAME {"arguments": ...} -> OUTPUT
+ *     Keypad: 5
+ */
+
 size_t
 ngx_http_voice_transcript_fmt_text(const uint8_t *json, size_t len,
     ngx_http_voice_json_tok_t *toks, unsigned ntoks, uint8_t *out,
     size_t cap)
 {
-    int        n, list, item, role, text;
-    size_t     used, tlen, i;
-    uint8_t   *p;
+    int        n, list, item, role, text, name, args, output, digit;
+    size_t     used;
     uint32_t   k;
 
     n = ngx_http_voice_json_parse(json, len, toks, ntoks, NULL);
@@ -99,49 +157,96 @@ ngx_http_voice_transcript_fmt_text(const uint8_t *json, size_t len,
         }
 
         role = ngx_http_voice_json_get(json, toks, item, "role");
+
+        if (role < 0 || toks[role].type != NGX_HTTP_VOICE_JSON_STRING) {
+            return (size_t) -1;
+        }
+
+        if (ngx_http_voice_json_str_eq(json, toks, role, "tool")) {
+            name = ngx_http_voice_json_get(json, toks, item, "name");
+            args = ngx_http_voice_json_get(json, toks, item, "arguments");
+            output = ngx_http_voice_json_get(json, toks, item, "output");
+
+            if (name < 0 || args < 0 || output < 0
+                || toks[name].type != NGX_HTTP_VOICE_JSON_STRING
+                || toks[args].type != NGX_HTTP_VOICE_JSON_OBJECT
+                || toks[output].type != NGX_HTTP_VOICE_JSON_STRING)
+            {
+                return (size_t) -1;
+            }
+
+            PUT("Tool: ");
+
+            if (!ngx_http_voice_transcript_fmt_str(json, &toks[name], out,
+                                                   cap, &used))
+            {
+                return (size_t) -1;
+            }
+
+            PUT(" ");
+
+            /* the arguments as stored: compact JSON, one line */
+            if (!ngx_http_voice_transcript_fmt_put(out, cap, &used,
+                                       json + toks[args].start,
+                                       toks[args].end - toks[args].start))
+            {
+                return (size_t) -1;
+            }
+
+            PUT(" -> ");
+
+            if (!ngx_http_voice_transcript_fmt_str(json, &toks[output], out,
+                                                   cap, &used))
+            {
+                return (size_t) -1;
+            }
+
+            PUT("\n");
+            continue;
+        }
+
+        if (ngx_http_voice_json_str_eq(json, toks, role, "dtmf")) {
+            digit = ngx_http_voice_json_get(json, toks, item, "digit");
+
+            if (digit < 0 || toks[digit].type != NGX_HTTP_VOICE_JSON_STRING) {
+                return (size_t) -1;
+            }
+
+            PUT("Keypad: ");
+
+            if (!ngx_http_voice_transcript_fmt_str(json, &toks[digit], out,
+                                                   cap, &used))
+            {
+                return (size_t) -1;
+            }
+
+            PUT("\n");
+            continue;
+        }
+
         text = ngx_http_voice_json_get(json, toks, item, "text");
 
-        if (role < 0 || text < 0
-            || toks[role].type != NGX_HTTP_VOICE_JSON_STRING
-            || toks[text].type != NGX_HTTP_VOICE_JSON_STRING)
-        {
+        if (text < 0 || toks[text].type != NGX_HTTP_VOICE_JSON_STRING) {
             return (size_t) -1;
         }
 
         if (ngx_http_voice_json_str_eq(json, toks, role, "user")) {
-            if (cap - used < sizeof("User: ") - 1) {
-                return (size_t) -1;
-            }
-            memcpy(out + used, "User: ", sizeof("User: ") - 1);
-            used += sizeof("User: ") - 1;
+            PUT("User: ");
 
         } else if (ngx_http_voice_json_str_eq(json, toks, role, "assistant")) {
-            if (cap - used < sizeof("Assistant: ") - 1) {
-                return (size_t) -1;
-            }
-            memcpy(out + used, "Assistant: ", sizeof("Assistant: ") - 1);
-            used += sizeof("Assistant: ") - 1;
+            PUT("Assistant: ");
 
         } else {
             return (size_t) -1;
         }
 
-        tlen = ngx_http_voice_json_unescape(json, &toks[text], out + used,
-                                            cap - used);
-        if (tlen == (size_t) -1 || cap - used - tlen < 1) {
+        if (!ngx_http_voice_transcript_fmt_str(json, &toks[text], out, cap,
+                                               &used))
+        {
             return (size_t) -1;
         }
 
-        /* one line per utterance */
-        p = out + used;
-        for (i = 0; i < tlen; i++) {
-            if (p[i] == '\n' || p[i] == '\r') {
-                p[i] = ' ';
-            }
-        }
-
-        used += tlen;
-        out[used++] = '\n';
+        PUT("\n");
     }
 
     return used;

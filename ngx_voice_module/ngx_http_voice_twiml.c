@@ -7,7 +7,10 @@
  * <Connect><Stream url="wss://PUBLIC_HOST/media-stream"> with the call SID,
  * the caller's number (To for an outbound call, From for an inbound one)
  * and the direction as <Parameter>s, which come back in the stream's
- * start event (ngx_http_voice_media.c).
+ * start event (ngx_http_voice_media.c), with the call's Twilio number
+ * (the caller ID of a transfer) and the settings profile of this location.
+ * It is also the action of a transfer's <Dial>: answered, the call ends;
+ * not answered, it comes back here as a new stream of the same call.
  *
  * The request is read and its signature checked before this answer runs
  * (ngx_http_voice_webhook.c).
@@ -25,6 +28,13 @@ static u_char *ngx_http_voice_twiml_escape(u_char *dst, const u_char *src,
 static size_t ngx_http_voice_twiml_escape_len(const u_char *src, size_t len);
 
 
+#define NGX_HTTP_VOICE_TWIML_PARAMS  8
+
+
+static ngx_int_t ngx_http_voice_twiml_send(ngx_http_request_t *r,
+    u_char *body, size_t len);
+
+
 /* params: the webhook's, signature checked (ngx_http_voice_webhook.c) */
 
 ngx_int_t
@@ -32,13 +42,15 @@ ngx_http_voice_twiml_answer(ngx_http_request_t *r,
     ngx_http_voice_body_param_t *params, size_t n)
 {
     u_char                             *body, *p;
-    size_t                              size;
-    ngx_int_t                           rc;
-    ngx_str_t                           dir;
-    ngx_buf_t                          *b;
-    ngx_chain_t                         out;
+    u_char                              profile[NGX_INT_T_LEN + 9];
+    size_t                              size, i, np;
+    ngx_str_t                           dir, names[NGX_HTTP_VOICE_TWIML_PARAMS];
+    ngx_str_t                           values[NGX_HTTP_VOICE_TWIML_PARAMS];
     ngx_http_voice_loc_conf_t          *vlcf;
-    const ngx_http_voice_body_param_t  *sid, *direction, *phone;
+    const ngx_http_voice_body_param_t  *sid, *direction, *phone, *ours, *dial;
+
+    static u_char  hangup[] = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+                              "<Response><Hangup/></Response>\n";
 
     vlcf = ngx_http_get_module_loc_conf(r, ngx_http_voice_module);
 
@@ -54,6 +66,27 @@ ngx_http_voice_twiml_answer(ngx_http_request_t *r,
                                          "call SID");
     }
 
+    /*
+     * The action of a transfer's <Dial> (bridged's transfer_call): after a
+     * person answered and the conversation is over, the call ends; when
+     * nobody answered, it comes back to the assistant, as a new stream of
+     * the same call that knows why.
+     */
+
+    dial = ngx_http_voice_body_form_get(params, n, "DialCallStatus");
+
+    if (dial != NULL
+        && ((dial->value_len == 9
+             && ngx_strncmp(dial->value, "completed", 9) == 0)
+            || (dial->value_len == 8
+                && ngx_strncmp(dial->value, "answered", 8) == 0)))
+    {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "voice: call %*s: the transfer was answered and is "
+                      "over, hanging up", sid->value_len, sid->value);
+        return ngx_http_voice_twiml_send(r, hangup, sizeof(hangup) - 1);
+    }
+
     direction = ngx_http_voice_body_form_get(params, n, "Direction");
 
     if (direction && direction->value_len >= 8
@@ -61,29 +94,63 @@ ngx_http_voice_twiml_answer(ngx_http_request_t *r,
     {
         ngx_str_set(&dir, "outbound");
         phone = ngx_http_voice_body_form_get(params, n, "To");
+        ours = ngx_http_voice_body_form_get(params, n, "From");
 
     } else {
         ngx_str_set(&dir, "inbound");
         phone = ngx_http_voice_body_form_get(params, n, "From");
+        ours = ngx_http_voice_body_form_get(params, n, "To");
     }
 
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                  "voice: %V call %*s, connecting its media stream",
-                  &dir, sid->value_len, sid->value);
+                  "voice: %V call %*s, connecting its media stream%s",
+                  &dir, sid->value_len, sid->value,
+                  dial ? " again after a transfer nobody answered" : "");
+
+    /* the <Parameter>s the stream's start event hands back */
+
+    np = 0;
+
+#define NGX_HTTP_VOICE_TWIML_PARAM(pn, pv, pl)                                \
+    ngx_str_set(&names[np], pn);                                              \
+    values[np].data = (u_char *) (pv);                                        \
+    values[np].len = (pl);                                                    \
+    np++
+
+    NGX_HTTP_VOICE_TWIML_PARAM("callSid", sid->value, sid->value_len);
+    NGX_HTTP_VOICE_TWIML_PARAM("phoneNumber", phone ? phone->value : NULL,
+                               phone ? phone->value_len : 0);
+    NGX_HTTP_VOICE_TWIML_PARAM("direction", dir.data, dir.len);
+
+    if (ours != NULL) {
+        NGX_HTTP_VOICE_TWIML_PARAM("twilioNumber", ours->value,
+                                   ours->value_len);
+    }
+
+    /* which location's settings the stream takes (ngx_http_voice_session.c) */
+    p = ngx_http_voice_session_profile_name(r, profile);
+
+    if (p != profile) {
+        NGX_HTTP_VOICE_TWIML_PARAM("profile", profile, p - profile);
+    }
+
+    if (dial != NULL) {
+        NGX_HTTP_VOICE_TWIML_PARAM("transfer", dial->value, dial->value_len);
+    }
+
+#undef NGX_HTTP_VOICE_TWIML_PARAM
 
     size = sizeof("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
                   "<Response><Connect><Stream url=\"\">"
-                  "<Parameter name=\"callSid\" value=\"\"/>"
-                  "<Parameter name=\"phoneNumber\" value=\"\"/>"
-                  "<Parameter name=\"direction\" value=\"\"/>"
                   "</Stream></Connect></Response>\n")
            + ngx_http_voice_twiml_escape_len(vlcf->stream_url.data,
-                                             vlcf->stream_url.len)
-           + ngx_http_voice_twiml_escape_len(sid->value, sid->value_len)
-           + (phone ? ngx_http_voice_twiml_escape_len(phone->value,
-                                                      phone->value_len)
-                    : 0)
-           + dir.len;
+                                             vlcf->stream_url.len);
+
+    for (i = 0; i < np; i++) {
+        size += sizeof("<Parameter name=\"\" value=\"\"/>") + names[i].len
+                + ngx_http_voice_twiml_escape_len(values[i].data,
+                                                  values[i].len);
+    }
 
     body = ngx_pnalloc(r->pool, size);
     if (body == NULL) {
@@ -94,17 +161,29 @@ ngx_http_voice_twiml_answer(ngx_http_request_t *r,
                     "<Response><Connect><Stream url=\"");
     p = ngx_http_voice_twiml_escape(p, vlcf->stream_url.data,
                                     vlcf->stream_url.len);
-    p = ngx_sprintf(p, "\"><Parameter name=\"callSid\" value=\"");
-    p = ngx_http_voice_twiml_escape(p, sid->value, sid->value_len);
-    p = ngx_sprintf(p, "\"/><Parameter name=\"phoneNumber\" value=\"");
-    if (phone) {
-        p = ngx_http_voice_twiml_escape(p, phone->value, phone->value_len);
+    p = ngx_sprintf(p, "\">");
+
+    for (i = 0; i < np; i++) {
+        p = ngx_sprintf(p, "<Parameter name=\"%V\" value=\"", &names[i]);
+        p = ngx_http_voice_twiml_escape(p, values[i].data, values[i].len);
+        p = ngx_sprintf(p, "\"/>");
     }
-    p = ngx_sprintf(p, "\"/><Parameter name=\"direction\" value=\"%V\"/>"
-                    "</Stream></Connect></Response>\n", &dir);
+
+    p = ngx_sprintf(p, "</Stream></Connect></Response>\n");
+
+    return ngx_http_voice_twiml_send(r, body, p - body);
+}
+
+
+static ngx_int_t
+ngx_http_voice_twiml_send(ngx_http_request_t *r, u_char *body, size_t len)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
 
     r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = p - body;
+    r->headers_out.content_length_n = len;
     ngx_str_set(&r->headers_out.content_type, "text/xml");
     r->headers_out.content_type_len = r->headers_out.content_type.len;
 
@@ -114,7 +193,7 @@ ngx_http_voice_twiml_answer(ngx_http_request_t *r,
     }
 
     b->pos = body;
-    b->last = p;
+    b->last = body + len;
     b->memory = 1;
     b->last_buf = 1;
     b->last_in_chain = 1;

@@ -45,6 +45,7 @@
 #define VOICE_PROTO_MAX_AUDIO        16384
 #define VOICE_PROTO_MAX_SID          64
 #define VOICE_PROTO_MAX_TEXT         65536
+#define VOICE_PROTO_MAX_SETTINGS     (256 * 1024)
 
 /* a buffer of this size always holds one audio message (in or out) */
 #define VOICE_PROTO_AUDIO_FRAME_SIZE                                          \
@@ -88,9 +89,8 @@ typedef enum {
     VOICE_PROTO_F_ORDER = 5,           /* u32: conversation item order */
     VOICE_PROTO_F_ROLE = 6,            /* u32: VOICE_PROTO_ROLE_* */
     VOICE_PROTO_F_COUNT = 7,           /* u32 */
-    VOICE_PROTO_F_VAD_SILENCE_MS = 8,  /* u32 */
-    VOICE_PROTO_F_VAD_THRESHOLD = 9,   /* u32: per mille, 0..1000 */
-    VOICE_PROTO_F_VAD_PREFIX_MS = 10,  /* u32 */
+                                       /* 8..10: retired (VAD settings,
+                                          now in SETTINGS) */
 
     VOICE_PROTO_F_CALL_SID = 32,       /* string: CA + 32 hex */
     VOICE_PROTO_F_STREAM_SID = 33,     /* string: MZ + 32 hex */
@@ -105,12 +105,14 @@ typedef enum {
     VOICE_PROTO_F_REASON = 42,         /* string */
     VOICE_PROTO_F_BODY = 43,           /* blob: REST reply JSON */
     VOICE_PROTO_F_AUDIO = 44,          /* blob: raw mu-law 8 kHz */
-    VOICE_PROTO_F_MODEL = 45,          /* string: session settings ... */
-    VOICE_PROTO_F_VOICE = 46,
-    VOICE_PROTO_F_INSTRUCTIONS = 47,
-    VOICE_PROTO_F_GREETING = 48,
-    VOICE_PROTO_F_TRANSCRIBE_MODEL = 49,
+                                       /* 45..49: retired (session
+                                          settings, now in SETTINGS) */
     VOICE_PROTO_F_STATUS_URL = 50,     /* string: status callback URL */
+    VOICE_PROTO_F_SETTINGS = 51,       /* blob: the call's session settings,
+                                          a JSON object (docs/proto.md) */
+    VOICE_PROTO_F_ARGUMENTS = 52,      /* blob: a tool call's arguments,
+                                          a JSON object */
+    VOICE_PROTO_F_ENDED_BY = 53,       /* string: who ended the call */
 
     VOICE_PROTO_F_MAX = 64             /* tags are below this */
 } voice_proto_field_e;
@@ -118,6 +120,8 @@ typedef enum {
 
 #define VOICE_PROTO_ROLE_USER        1
 #define VOICE_PROTO_ROLE_ASSISTANT   2
+#define VOICE_PROTO_ROLE_TOOL        3   /* name, arguments, text: output */
+#define VOICE_PROTO_ROLE_DTMF        4   /* text: the digit */
 
 
 /* decoder results: tri-state */
@@ -148,9 +152,6 @@ typedef struct {
     uint32_t            order;
     uint32_t            role;
     uint32_t            count;
-    uint32_t            vad_silence_ms;
-    uint32_t            vad_threshold;
-    uint32_t            vad_prefix_ms;
 
     voice_proto_str_t   call_sid;
     voice_proto_str_t   stream_sid;
@@ -165,12 +166,10 @@ typedef struct {
     voice_proto_str_t   reason;
     voice_proto_str_t   body;
     voice_proto_str_t   audio;
-    voice_proto_str_t   model;
-    voice_proto_str_t   voice;
-    voice_proto_str_t   instructions;
-    voice_proto_str_t   greeting;
-    voice_proto_str_t   transcribe_model;
     voice_proto_str_t   status_url;
+    voice_proto_str_t   settings;
+    voice_proto_str_t   arguments;
+    voice_proto_str_t   ended_by;
 } voice_proto_msg_t;
 
 

@@ -97,7 +97,9 @@ class Stack:
         self.api_token = secrets.token_urlsafe(24)
         self.public_url = opts.get("public_url", "https://voice.example.test")
         self.ca = str(CERTS / "ca.pem")
-        self.secrets = [self.auth_token, self.api_key, self.api_token]
+        self.tool_secret = secrets.token_hex(16)
+        self.secrets = [self.auth_token, self.api_key, self.api_token,
+                        self.tool_secret]
 
     # --- processes ----------------------------------------------------------
 
@@ -157,6 +159,15 @@ class Stack:
         self.tw_base = "https://localhost:%d" % self.tw_port
         self.oai_base = "https://localhost:%d" % self.oai_port
 
+        # an operator's HTTP tool endpoint (voice_tool), checking our
+        # signature with the stack's VOICE_TOOL_SECRET
+        self.tool_base = None
+        if o.get("tool_server"):
+            argv = [PY, str(TOP / "tests/fakes/tool_server.py"), "--port",
+                    "0", "--secret", self.tool_secret]
+            port = self._spawn("tool_server", argv, ready=True)
+            self.tool_base = "http://127.0.0.1:%d" % port
+
     def bridged_env(self):
         env = dict(os.environ)
         env.update({
@@ -166,7 +177,7 @@ class Stack:
             "OPENAI_API_KEY": self.api_key,
             "OPENAI_REALTIME_URL": "wss://localhost:%d/v1/realtime"
                                    % self.oai_port,
-            "OPENAI_MODEL": "gpt-realtime",
+            "OPENAI_MODEL": "gpt-realtime-2.1",
             "BRIDGED_CA_FILE": self.ca,
         })
         return env
@@ -210,12 +221,21 @@ class Stack:
                     CERTS / "server.pem", CERTS / "server.key")
                 if self.tls else ""),
         }
+        # the template's include points, as VOICE_NGINX_INCLUDE and
+        # VOICE_NGINX_HTTP_INCLUDE fill them under ./build.sh run
+        for key, opt in (("SERVER_INCLUDE", "server_include"),
+                         ("HTTP_INCLUDE", "http_include")):
+            if opt in self.opts:
+                f = self.dir / (opt + ".conf")
+                f.write_text(self.opts[opt])
+                values[key] = "include %s;" % f
         conf = self.dir / "nginx.conf"
         conf.write_text(render(TOP / "conf/nginx.conf.in", values))
         env = dict(os.environ)
         env.update({"PUBLIC_URL": self.public_url,
                     "TWILIO_AUTH_TOKEN": self.auth_token,
                     "VOICE_API_TOKEN": self.api_token,
+                    "VOICE_TOOL_SECRET": self.tool_secret,
                     "TRANSCRIPT_DIR": str(self.transcripts)})
         for k in ("TWILIO_ACCOUNT_SID", "OPENAI_API_KEY"):
             env.pop(k, None)
@@ -292,6 +312,12 @@ class Stack:
         r.raise_for_status()
         return r.json()
 
+    def tools(self, method, path, body=None):
+        r = requests.request(method, self.tool_base + path, json=body,
+                             timeout=30)
+        r.raise_for_status()
+        return r.json()
+
     def twilio_call(self, sid):
         return self.tw("GET", "/_fake/calls/" + sid)
 
@@ -311,6 +337,21 @@ class Stack:
             if len(seen) >= workers:
                 return seen
         raise AssertionError("only workers %s answered" % list(seen))
+
+    def reload_nginx(self):
+        """SIGHUP, as an operator reloads: new workers with the new
+        configuration, the old ones gone, the bridge channel up"""
+        old = set(self.status_all())
+        self.procs["nginx"].send_signal(signal.SIGHUP)
+
+        def fresh():
+            try:
+                return not (set(self.status_all()) & old)
+            except (requests.ConnectionError, ValueError):
+                return False
+        wait_for(fresh, 20, 0.2, "nginx to reload")
+        wait_for(lambda: self.api("GET", "/api/numbers").status_code != 503,
+                 10, 0.1, "the bridge channel")
 
     def live_calls(self):
         return sum(j["calls"] for j in self.status_all().values())

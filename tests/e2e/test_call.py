@@ -118,14 +118,18 @@ def test_outbound_call(stack_factory, accept_delay_ms):
     stack.tw("POST", "/_fake/calls/%s/hangup" % sid, {"wait": True})
 
     call = stack.twilio_call(sid)
-    assert call["customParameters"] == {"callSid": sid, "phoneNumber": CALLEE,
-                                        "direction": "outbound"}
+    params = dict(call["customParameters"])
+    # the settings of the /twiml location travel by name with the stream
+    assert re.fullmatch(r"0\.[0-9a-f]{8}", params.pop("profile"))
+    assert params == {"callSid": sid, "phoneNumber": CALLEE,
+                      "direction": "outbound",
+                      "twilioNumber": numbers[1]["phoneNumber"]}
     assert call["stream_url"] == "wss://voice.example.test/media-stream"
 
     sessions = stack.openai_sessions()
     assert len(sessions) == 1
     s = sessions[0]
-    assert s["model"] == "gpt-realtime"
+    assert s["model"] == "gpt-realtime-2.1"
     assert s["session"]["type"] == "realtime"
     assert s["session"]["audio"]["input"]["format"]["type"] == "audio/pcmu"
     assert s["session"]["audio"]["output"]["format"]["type"] == "audio/pcmu"
@@ -148,8 +152,11 @@ def test_inbound_call(stack, method):
     call = stack.twilio_call(sid)
     assert call["direction"] == "inbound"
     assert call["twiml_status"] == 200
-    assert call["customParameters"] == {"callSid": sid, "phoneNumber": caller,
-                                        "direction": "inbound"}
+    params = dict(call["customParameters"])
+    assert re.fullmatch(r"0\.[0-9a-f]{8}", params.pop("profile"))
+    assert params.pop("twilioNumber").startswith("+1500555")
+    assert params == {"callSid": sid, "phoneNumber": caller,
+                      "direction": "inbound"}
     check_media(stack, sid, stack.openai_sessions()[0])
     check_transcript(stack, sid, caller)
 

@@ -65,15 +65,16 @@ class Client:
             obj["streamSid"] = self.stream_sid
         return json.dumps(obj).encode()
 
-    def start(self):
+    def start(self, **params):
+        custom = {"callSid": self.call_sid, "phoneNumber": "+14155550123",
+                  "direction": "outbound"}
+        custom.update(params)
         self.s.sendall(frame(1, self.message(
             {"event": "connected", "protocol": "Call", "version": "1.0.0"})))
         self.s.sendall(frame(1, self.message({"event": "start", "start": {
             "accountSid": ACCOUNT, "streamSid": self.stream_sid,
             "callSid": self.call_sid, "tracks": ["inbound"],
-            "customParameters": {"callSid": self.call_sid,
-                                 "phoneNumber": "+14155550123",
-                                 "direction": "outbound"},
+            "customParameters": custom,
             "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000,
                             "channels": 1}}})))
 

@@ -19,6 +19,16 @@ program instead of wss://api.openai.com/v1/realtime. It follows openai-realtime.
   * §5.2 greeting (conversation.item.create + response.create), §5.3 barge-in (cancel
     with reason turn_detected), truncate / cancel / active-response errors (§3, §6),
     session expiry (§7).
+And openai-realtime-acting.md:
+  * §2 function calls: a response plan (script queue via /_fake/config?script=, or at a
+    moment of the test's choosing via /_fake/cue) makes the "model" call a function, with
+    an optional spoken preamble; function_call_output is checked (string output, known
+    call_id) and never answered with a response by itself; cancel mid-arguments (§8.4);
+  * §3 MCP: mcp_list_tools after a session.update adds a server, mcp_call inside a
+    response, mcp_approval_request when require_approval is not "never";
+  * §5.3 idle_timeout_ms (timeout_triggered, commit, response), §1 model/transcription
+    deprecation warnings, reasoning only on the reasoning models, the tool / tool_choice /
+    truncation / noise_reduction / transcription field sets of the 7.60.0 types.
 Everything the product sent is recorded, including every appended audio byte, and served
 on the same port under /_fake/ (HTTP GET; settings go in the query string because
 websockets 10's process_request only sees the path and headers).
@@ -55,9 +65,27 @@ GA_MODELS = {
     "gpt-realtime-2.1-mini", "gpt-4o-realtime-preview", "gpt-4o-realtime-preview-2024-10-01",
     "gpt-4o-realtime-preview-2024-12-17", "gpt-4o-realtime-preview-2025-06-03",
     "gpt-4o-mini-realtime-preview", "gpt-4o-mini-realtime-preview-2024-12-17",
+    "gpt-audio-1.5", "gpt-audio-mini", "gpt-audio-mini-2025-10-06", "gpt-audio-mini-2025-12-15",
 }
+# openai-realtime-acting.md §1.1/§1.3: the reasoning models (reasoning, parallel_tool_calls)
+REASONING_MODELS = {"gpt-realtime-2", "gpt-realtime-2.1", "gpt-realtime-2.1-mini"}
+REASONING_EFFORTS = ("minimal", "low", "medium", "high", "xhigh")
+# Announced shutdowns (types 7.60.0 deprecation comments, acting §1.1/§1.2). The preview
+# names carry no date in the types; third parties say they are gone (UNVERIFIED).
+DEPRECATED_MODELS = {
+    "gpt-realtime": "2027-01-20", "gpt-realtime-2025-08-28": "2027-01-20", "gpt-realtime-mini": "2027-01-20",
+    "gpt-realtime-mini-2025-12-15": "2027-01-20", "gpt-realtime-mini-2025-10-06": "2027-01-20",
+    "gpt-audio-mini": "2027-01-20", "gpt-audio-mini-2025-12-15": "2027-01-20",
+    "gpt-4o-realtime-preview": None, "gpt-4o-realtime-preview-2024-10-01": None,
+    "gpt-4o-realtime-preview-2024-12-17": None, "gpt-4o-realtime-preview-2025-06-03": None,
+    "gpt-4o-mini-realtime-preview": None, "gpt-4o-mini-realtime-preview-2024-12-17": None,
+}
+DEPRECATED_TRANSCRIBE = {"whisper-1": "2027-02-26", "gpt-4o-transcribe": "2027-02-26",
+                         "gpt-4o-mini-transcribe": "2027-02-26", "gpt-4o-mini-transcribe-2025-12-15": "2027-02-26",
+                         "gpt-4o-transcribe-diarize": "2027-02-26"}
 GA_SESSION_KEYS = {"type", "model", "output_modalities", "instructions", "audio", "include", "tracing",
-                   "tools", "tool_choice", "max_output_tokens", "truncation", "prompt"}
+                   "tools", "tool_choice", "max_output_tokens", "truncation", "prompt", "reasoning",
+                   "parallel_tool_calls"}
 BETA_SESSION_KEYS = {"modalities", "input_audio_format", "output_audio_format", "voice", "turn_detection",
                      "input_audio_transcription", "input_audio_noise_reduction", "temperature",
                      "max_response_output_tokens", "speed"}
@@ -65,6 +93,17 @@ VOICES = {"alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse",
 TRANSCRIBE_MODELS = {"whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe", "gpt-4o-transcribe-diarize",
                      "gpt-4o-mini-transcribe-2025-12-15", "gpt-transcribe", "gpt-live-transcribe",
                      "gpt-realtime-whisper"}
+# AudioTranscription fields (acting §1.2 table, types 7.60.0)
+TRANSCRIPTION_KEYS = {"model", "language", "languages", "keywords", "prompt", "delay"}
+LANGUAGES_MODELS = {"gpt-transcribe", "gpt-live-transcribe"}     # languages, keywords
+FUNCTION_TOOL_KEYS = {"type", "name", "description", "parameters"}
+MCP_TOOL_KEYS = {"type", "server_label", "server_url", "connector_id", "tunnel_id", "authorization", "headers",
+                 "allowed_tools", "require_approval", "server_description", "defer_loading", "allowed_callers"}
+MCP_CONNECTORS = {"connector_dropbox", "connector_gmail", "connector_googlecalendar", "connector_googledrive",
+                  "connector_microsoftteams", "connector_outlookcalendar", "connector_outlookemail",
+                  "connector_sharepoint"}
+FUNCTION_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+ITEM_STATUSES = ("completed", "incomplete", "in_progress")
 CLIENT_EVENT_FIELDS = {
     "session.update": {"session"},
     "input_audio_buffer.append": {"audio"},
@@ -79,12 +118,25 @@ CLIENT_EVENT_FIELDS = {
     "output_audio_buffer.clear": {"response_id"},
 }
 RESPONSE_CREATE_KEYS = {"output_modalities", "instructions", "audio", "conversation", "input", "metadata",
-                        "max_output_tokens", "tools", "tool_choice", "prompt"}
+                        "max_output_tokens", "tools", "tool_choice", "prompt", "reasoning", "parallel_tool_calls"}
 BETA_RESPONSE_KEYS = {"modalities", "voice", "output_audio_format", "temperature",
                       "max_response_output_tokens"}
 VAD_START_FRAMES = 2          # consecutive voiced 20 ms frames that start speech
 RATE_LIMITS = [{"name": "requests", "limit": 5000, "remaining": 4999, "reset_seconds": 0.012},
                {"name": "tokens", "limit": 800000, "remaining": 799000, "reset_seconds": 0.075}]
+# What the fake MCP server lists (configurable: mcp_tools=JSON)
+DEFAULT_MCP_TOOLS = [
+    {"name": "lookup_order", "description": "Find an order by its number.",
+     "input_schema": {"type": "object", "properties": {"order_number": {"type": "string"}},
+                      "required": ["order_number"]},
+     "annotations": {"readOnlyHint": True}},
+    {"name": "refund_order", "description": "Refund an order.",
+     "input_schema": {"type": "object", "properties": {"order_number": {"type": "string"}},
+                      "required": ["order_number"]},
+     "annotations": {"readOnlyHint": False}},
+]
+DEFAULT_MCP_OUTPUT = '{"status":"shipped","eta":"2026-09-04"}'
+IDLE_TIMEOUT_RANGE_MS = (5000, 30000)   # not in the 7.60.0 types: UNVERIFIED, configurable
 
 
 def openai_error_body(message, code, etype="invalid_request_error", param=None):
@@ -159,7 +211,287 @@ def check_format(fmt, path):
         raise unknown_param(path + "." + sorted(extra)[0])
 
 
-def check_turn_detection(td, path):
+def is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def is_num(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+_JSON_TYPE_NAMES = {str: "a string", bool: "a boolean", int: "an integer", float: "a number",
+                    list: "an array", dict: "an object", type(None): "null"}
+
+
+def invalid_type(path, expected, value):
+    got = _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
+    return ClientError("invalid_type", "Invalid type for '%s': expected %s, but got %s instead."
+                       % (path, expected, got), path)
+
+
+def missing(path):
+    return ClientError("missing_required_parameter", "Missing required parameter: '%s'." % path, path)
+
+
+def check_keys(obj, allowed, path):
+    for k in obj:
+        if k not in allowed:
+            raise unknown_param("%s.%s" % (path, k))
+
+
+def check_str_list(v, path):
+    if not isinstance(v, list):
+        raise invalid_type(path, "an array of strings", v)
+    for i, x in enumerate(v):
+        if not isinstance(x, str):
+            raise invalid_type("%s[%d]" % (path, i), "a string", x)
+
+
+def check_tool_filter(f, path):
+    """McpToolFilter / approval filter: {tool_names?: string[], read_only?: bool}."""
+    if not isinstance(f, dict):
+        raise invalid_type(path, "an object", f)
+    check_keys(f, {"tool_names", "read_only"}, path)
+    if "tool_names" in f:
+        check_str_list(f["tool_names"], path + ".tool_names")
+    if "read_only" in f and not isinstance(f["read_only"], bool):
+        raise invalid_type(path + ".read_only", "a boolean", f["read_only"])
+
+
+def check_tools(tools, path):
+    """RealtimeToolsConfig (acting §2.1, §3.1): function tools and MCP tools, exact field sets."""
+    if not isinstance(tools, list):
+        raise invalid_type(path, "an array", tools)
+    names, labels = set(), set()
+    for i, t in enumerate(tools):
+        tp = "%s[%d]" % (path, i)
+        if not isinstance(t, dict):
+            raise invalid_type(tp, "an object", t)
+        kind = t.get("type")
+        if kind == "function":
+            check_keys(t, FUNCTION_TOOL_KEYS, tp)
+            if "name" not in t:
+                raise missing(tp + ".name")
+            if not isinstance(t["name"], str):
+                raise invalid_type(tp + ".name", "a string", t["name"])
+            if not FUNCTION_NAME_RE.match(t["name"]):
+                raise invalid_value(tp + ".name", "Invalid '%s': string does not match pattern. Expected a "
+                                    "string that matches the pattern '^[a-zA-Z0-9_-]+$' (1 to 64 "
+                                    "characters)." % (tp + ".name"))
+            if t["name"] in names:
+                raise invalid_value(tp + ".name", "Duplicate tool name: '%s'." % t["name"])
+            names.add(t["name"])
+            if "description" in t and not isinstance(t["description"], str):
+                raise invalid_type(tp + ".description", "a string", t["description"])
+            if "parameters" in t:
+                par = t["parameters"]
+                if not isinstance(par, dict):
+                    raise invalid_type(tp + ".parameters", "an object (a JSON Schema)", par)
+                if par.get("type", "object") != "object":
+                    raise invalid_value(tp + ".parameters", "Invalid schema for function '%s': schema must be "
+                                        "a JSON Schema of 'type: \"object\"', got 'type: \"%s\"'."
+                                        % (t["name"], par.get("type")))
+                if "properties" in par and not isinstance(par["properties"], dict):
+                    raise invalid_type(tp + ".parameters.properties", "an object", par["properties"])
+                if "required" in par:
+                    check_str_list(par["required"], tp + ".parameters.required")
+        elif kind == "mcp":
+            check_keys(t, MCP_TOOL_KEYS, tp)
+            if "server_label" not in t:
+                raise missing(tp + ".server_label")
+            if not isinstance(t["server_label"], str) or not t["server_label"]:
+                raise invalid_type(tp + ".server_label", "a non-empty string", t["server_label"])
+            if t["server_label"] in labels:
+                raise invalid_value(tp + ".server_label", "Duplicate MCP server_label: '%s'." % t["server_label"])
+            labels.add(t["server_label"])
+            if not any(k in t for k in ("server_url", "connector_id", "tunnel_id")):
+                raise missing(tp + ".server_url")
+            for k in ("server_url", "tunnel_id", "authorization", "server_description"):
+                if k in t and not isinstance(t[k], str):
+                    raise invalid_type(tp + "." + k, "a string", t[k])
+            if "server_url" in t and not re.match(r"^https?://", t["server_url"]):
+                raise invalid_value(tp + ".server_url", "Invalid URL for '%s'." % (tp + ".server_url"))
+            if "connector_id" in t and t["connector_id"] not in MCP_CONNECTORS:
+                raise invalid_value(tp + ".connector_id", "Invalid value: %r. Supported values are: %s."
+                                    % (t["connector_id"], ", ".join(sorted(MCP_CONNECTORS))))
+            if t.get("headers") is not None:
+                h = t["headers"]
+                if not isinstance(h, dict):
+                    raise invalid_type(tp + ".headers", "an object", h)
+                for hk, hv in h.items():
+                    if not isinstance(hv, str):
+                        raise invalid_type("%s.headers.%s" % (tp, hk), "a string", hv)
+            if t.get("allowed_tools") is not None:
+                at = t["allowed_tools"]
+                if isinstance(at, list):
+                    check_str_list(at, tp + ".allowed_tools")
+                else:
+                    check_tool_filter(at, tp + ".allowed_tools")
+            if t.get("require_approval") is not None:
+                ra = t["require_approval"]
+                if isinstance(ra, str):
+                    if ra not in ("always", "never"):
+                        raise invalid_value(tp + ".require_approval", "Invalid value: %r. Supported values "
+                                            "are: 'always' and 'never'." % ra)
+                elif isinstance(ra, dict):
+                    check_keys(ra, {"always", "never"}, tp + ".require_approval")
+                    for k in ra:
+                        check_tool_filter(ra[k], "%s.require_approval.%s" % (tp, k))
+                else:
+                    raise invalid_type(tp + ".require_approval", "'always', 'never' or an object", ra)
+            if "defer_loading" in t and not isinstance(t["defer_loading"], bool):
+                raise invalid_type(tp + ".defer_loading", "a boolean", t["defer_loading"])
+            if t.get("allowed_callers") is not None:
+                check_str_list(t["allowed_callers"], tp + ".allowed_callers")
+                for j, c in enumerate(t["allowed_callers"]):
+                    if c not in ("direct", "programmatic"):
+                        raise invalid_value("%s.allowed_callers[%d]" % (tp, j))
+        else:
+            raise invalid_value(tp + ".type", "Invalid value: %r. Supported values are: 'function' and "
+                                              "'mcp'." % (kind,))
+    return tools
+
+
+def check_tool_choice(tc, path, tools):
+    """'auto' | 'none' | 'required' | {type:'function', name} | {type:'mcp', server_label, name?}."""
+    if isinstance(tc, str):
+        if tc not in ("auto", "none", "required"):
+            raise invalid_value(path, "Invalid value: %r. Supported values are: 'none', 'auto', and "
+                                      "'required'." % tc)
+        return
+    if not isinstance(tc, dict):
+        raise invalid_type(path, "a string or an object", tc)
+    kind = tc.get("type")
+    if kind == "function":
+        check_keys(tc, {"type", "name"}, path)
+        if not isinstance(tc.get("name"), str):
+            raise missing(path + ".name")
+        if not any(t.get("type") == "function" and t.get("name") == tc["name"] for t in tools):
+            raise invalid_value(path, "Tool choice 'function' set, but no function named '%s' in 'tools'."
+                                % tc["name"])
+    elif kind == "mcp":
+        check_keys(tc, {"type", "server_label", "name"}, path)
+        if not isinstance(tc.get("server_label"), str):
+            raise missing(path + ".server_label")
+        if tc.get("name") is not None and not isinstance(tc["name"], str):
+            raise invalid_type(path + ".name", "a string", tc["name"])
+        if not any(t.get("type") == "mcp" and t.get("server_label") == tc["server_label"] for t in tools):
+            raise invalid_value(path, "Tool choice 'mcp' set, but no MCP server labelled '%s' in 'tools'."
+                                % tc["server_label"])
+    else:
+        raise invalid_value(path + ".type", "Invalid value: %r. Supported values are: 'function' and "
+                                            "'mcp'." % (kind,))
+
+
+def check_reasoning(r, path, model):
+    if not isinstance(r, dict):
+        raise invalid_type(path, "an object", r)
+    check_keys(r, {"effort"}, path)
+    if "effort" in r and r["effort"] not in REASONING_EFFORTS:
+        raise invalid_value(path + ".effort", "Invalid value: %r. Supported values are: %s." % (
+            r["effort"], ", ".join("'%s'" % e for e in REASONING_EFFORTS)))
+    if model not in REASONING_MODELS:
+        # the real answer is UNVERIFIED (acting §1.3); this fake refuses, as the types say
+        # reasoning is for reasoning-capable models only
+        raise ClientError("unsupported_parameter", "Unsupported parameter: '%s' is not supported with "
+                          "this model (%s)." % (path, model), path)
+
+
+def check_parallel_tool_calls(v, path, model):
+    if not isinstance(v, bool):
+        raise invalid_type(path, "a boolean", v)
+    if model not in REASONING_MODELS:
+        raise ClientError("unsupported_parameter", "Unsupported parameter: '%s' is not supported with "
+                          "this model (%s)." % (path, model), path)
+
+
+def check_truncation(t, path):
+    if isinstance(t, str):
+        if t not in ("auto", "disabled"):
+            raise invalid_value(path, "Invalid value: %r. Supported values are: 'auto' and 'disabled'." % t)
+        return
+    if not isinstance(t, dict):
+        raise invalid_type(path, "a string or an object", t)
+    check_keys(t, {"type", "retention_ratio", "token_limits"}, path)
+    if t.get("type") != "retention_ratio":
+        raise invalid_value(path + ".type", "Invalid value: %r. Supported values are: 'retention_ratio'."
+                            % (t.get("type"),))
+    if "retention_ratio" not in t:
+        raise missing(path + ".retention_ratio")
+    rr = t["retention_ratio"]
+    if not is_num(rr):
+        raise invalid_type(path + ".retention_ratio", "a number", rr)
+    if not 0.0 <= rr <= 1.0:
+        raise invalid_value(path + ".retention_ratio", "Invalid '%s': expected a number between 0 and 1."
+                            % (path + ".retention_ratio"))
+    if "token_limits" in t:
+        tl = t["token_limits"]
+        if not isinstance(tl, dict):
+            raise invalid_type(path + ".token_limits", "an object", tl)
+        check_keys(tl, {"post_instructions"}, path + ".token_limits")
+        if "post_instructions" in tl:
+            pi = tl["post_instructions"]
+            if not is_int(pi) or pi < 0:
+                raise invalid_value(path + ".token_limits.post_instructions")
+
+
+def check_max_output_tokens(m, path):
+    if not (m == "inf" or (is_int(m) and 1 <= m <= 4096)):
+        raise invalid_value(path, "Invalid '%s': expected an integer between 1 and 4096, or 'inf'." % path)
+
+
+def check_transcription(tr, path):
+    """AudioTranscription (acting §1.2): which fields each model takes."""
+    if tr is None:
+        return None
+    if not isinstance(tr, dict):
+        raise invalid_type(path, "an object", tr)
+    check_keys(tr, TRANSCRIPTION_KEYS, path)
+    model = tr.get("model")
+    if model not in TRANSCRIBE_MODELS:
+        raise invalid_value(path + ".model", "Invalid value: %r. Supported values are: %s." % (
+            model, ", ".join("'%s'" % m for m in sorted(TRANSCRIBE_MODELS))))
+    for k in ("language", "prompt"):
+        if k in tr and not isinstance(tr[k], str):
+            raise invalid_type(path + "." + k, "a string", tr[k])
+    for k in ("languages", "keywords"):
+        if k in tr:
+            check_str_list(tr[k], path + "." + k)
+            if model not in LANGUAGES_MODELS:
+                raise ClientError("unsupported_parameter", "Unsupported parameter: '%s.%s' is only supported "
+                                  "by gpt-transcribe and gpt-live-transcribe." % (path, k), path + "." + k)
+    if "prompt" in tr and model == "gpt-realtime-whisper":
+        raise ClientError("unsupported_parameter", "Unsupported parameter: '%s.prompt' is not supported with "
+                          "gpt-realtime-whisper in Realtime sessions." % path, path + ".prompt")
+    if "delay" in tr:
+        if model != "gpt-realtime-whisper":
+            raise ClientError("unsupported_parameter", "Unsupported parameter: '%s.delay' is only supported "
+                              "with gpt-realtime-whisper." % path, path + ".delay")
+        if tr["delay"] not in REASONING_EFFORTS:
+            raise invalid_value(path + ".delay")
+    return tr
+
+
+def check_noise_reduction(nr, path, current):
+    """{type: near_field|far_field, strength?: number} or null; omitted strength keeps the old one."""
+    if nr is None:
+        return None
+    if not isinstance(nr, dict):
+        raise invalid_type(path, "an object or null", nr)
+    check_keys(nr, {"type", "strength"}, path)
+    if "type" in nr and nr["type"] not in ("near_field", "far_field"):
+        raise invalid_value(path + ".type", "Invalid value: %r. Supported values are: 'near_field' and "
+                                            "'far_field'." % (nr["type"],))
+    if "type" not in nr and current is None:
+        raise missing(path + ".type")
+    if "strength" in nr and (not is_num(nr["strength"]) or nr["strength"] < 0):
+        raise invalid_value(path + ".strength")
+    out = dict(current or {})
+    out.update(nr)
+    return out
+
+
+def check_turn_detection(td, path, idle_range=IDLE_TIMEOUT_RANGE_MS):
     if td is None:
         return None
     if not isinstance(td, dict):
@@ -185,13 +517,19 @@ def check_turn_detection(td, path):
     out.update({"create_response": True, "interrupt_response": True})
     out.update(td)
     if t == "server_vad":
-        if not isinstance(out["threshold"], (int, float)) or not 0.0 <= out["threshold"] <= 1.0:
+        if not is_num(out["threshold"]) or not 0.0 <= out["threshold"] <= 1.0:
             raise invalid_value(path + ".threshold")
         for k in ("prefix_padding_ms", "silence_duration_ms"):
-            if not isinstance(out[k], int) or isinstance(out[k], bool) or out[k] < 0:
+            if not is_int(out[k]) or out[k] < 0:
                 raise invalid_value(path + "." + k)
-        if out["idle_timeout_ms"] is not None and not isinstance(out["idle_timeout_ms"], int):
-            raise invalid_value(path + ".idle_timeout_ms")
+        it = out["idle_timeout_ms"]
+        if it is not None:
+            if not is_int(it):
+                raise invalid_type(path + ".idle_timeout_ms", "an integer or null", it)
+            lo, hi = idle_range
+            if not lo <= it <= hi:
+                raise invalid_value(path + ".idle_timeout_ms", "Invalid '%s': expected an integer between %d "
+                                    "and %d, or null." % (path + ".idle_timeout_ms", lo, hi))
     elif out["eagerness"] not in ("low", "medium", "high", "auto"):
         raise invalid_value(path + ".eagerness")
     for k in ("create_response", "interrupt_response"):
@@ -200,7 +538,7 @@ def check_turn_detection(td, path):
     return out
 
 
-def validate_session_update(sess, current, audio_produced):
+def validate_session_update(sess, current, audio_produced, idle_range=IDLE_TIMEOUT_RANGE_MS):
     """GA session.update (§2). Returns the new full config or raises ClientError."""
     if not isinstance(sess, dict):
         raise ClientError("invalid_type", "Invalid type for 'session': expected an object.", "session")
@@ -214,13 +552,28 @@ def validate_session_update(sess, current, audio_produced):
         if k in BETA_SESSION_KEYS or k not in GA_SESSION_KEYS:
             raise unknown_param("session." + k)
     new = copy.deepcopy(current)
-    for k in ("instructions", "tools", "tool_choice", "tracing", "truncation", "prompt", "include"):
-        if k in sess:
-            new[k] = sess[k]
-    if "instructions" in sess and not isinstance(sess["instructions"], str):
-        raise invalid_value("session.instructions")
+    model = current["model"]
     if "model" in sess and sess["model"] != current["model"]:
         raise invalid_value("session.model", "Cannot update a session's model (was %r)." % current["model"])
+    if "instructions" in sess and not isinstance(sess["instructions"], str):
+        raise invalid_value("session.instructions")
+    if "tools" in sess:
+        new["tools"] = check_tools(sess["tools"], "session.tools")
+    if "tool_choice" in sess:
+        check_tool_choice(sess["tool_choice"], "session.tool_choice", new["tools"])
+    elif isinstance(new.get("tool_choice"), dict) and "tools" in sess:
+        check_tool_choice(new["tool_choice"], "session.tool_choice", new["tools"])
+    if "reasoning" in sess:
+        check_reasoning(sess["reasoning"], "session.reasoning", model)
+        new["reasoning"] = sess["reasoning"]
+    if "parallel_tool_calls" in sess:
+        check_parallel_tool_calls(sess["parallel_tool_calls"], "session.parallel_tool_calls", model)
+        new["parallel_tool_calls"] = sess["parallel_tool_calls"]
+    if "truncation" in sess:
+        check_truncation(sess["truncation"], "session.truncation")
+    for k in ("instructions", "tool_choice", "tracing", "truncation", "prompt", "include"):
+        if k in sess:
+            new[k] = sess[k]
     if "output_modalities" in sess:
         om = sess["output_modalities"]
         if om not in (["audio"], ["text"]):
@@ -228,10 +581,8 @@ def validate_session_update(sess, current, audio_produced):
                                 "Invalid value: %r. Supported values are: ['audio'] or ['text']." % (om,))
         new["output_modalities"] = om
     if "max_output_tokens" in sess:
-        m = sess["max_output_tokens"]
-        if not (m == "inf" or (isinstance(m, int) and not isinstance(m, bool) and 1 <= m <= 4096)):
-            raise invalid_value("session.max_output_tokens")
-        new["max_output_tokens"] = m
+        check_max_output_tokens(sess["max_output_tokens"], "session.max_output_tokens")
+        new["max_output_tokens"] = sess["max_output_tokens"]
     if "audio" in sess:
         audio = sess["audio"]
         if not isinstance(audio, dict):
@@ -250,26 +601,15 @@ def validate_session_update(sess, current, audio_produced):
                 check_format(inp["format"], "session.audio.input.format")
                 new["audio"]["input"]["format"] = inp["format"]
             if "transcription" in inp:
-                tr = inp["transcription"]
-                if tr is not None:
-                    if not isinstance(tr, dict):
-                        raise invalid_value("session.audio.input.transcription")
-                    for k in tr:
-                        if k not in ("model", "language", "prompt"):
-                            raise unknown_param("session.audio.input.transcription." + k)
-                    if tr.get("model") not in TRANSCRIBE_MODELS:
-                        raise invalid_value("session.audio.input.transcription.model",
-                                            "Invalid value: %r." % (tr.get("model"),))
-                new["audio"]["input"]["transcription"] = tr
+                new["audio"]["input"]["transcription"] = check_transcription(
+                    inp["transcription"], "session.audio.input.transcription")
             if "noise_reduction" in inp:
-                nr = inp["noise_reduction"]
-                if nr is not None and (not isinstance(nr, dict) or set(nr) != {"type"}
-                                       or nr["type"] not in ("near_field", "far_field")):
-                    raise invalid_value("session.audio.input.noise_reduction")
-                new["audio"]["input"]["noise_reduction"] = nr
+                new["audio"]["input"]["noise_reduction"] = check_noise_reduction(
+                    inp["noise_reduction"], "session.audio.input.noise_reduction",
+                    current["audio"]["input"]["noise_reduction"])
             if "turn_detection" in inp:
                 new["audio"]["input"]["turn_detection"] = check_turn_detection(
-                    inp["turn_detection"], "session.audio.input.turn_detection")
+                    inp["turn_detection"], "session.audio.input.turn_detection", idle_range)
         out = audio.get("output")
         if out is not None:
             if not isinstance(out, dict):
@@ -290,7 +630,7 @@ def validate_session_update(sess, current, audio_produced):
                 new["audio"]["output"]["voice"] = v
             if "speed" in out:
                 sp = out["speed"]
-                if not isinstance(sp, (int, float)) or not 0.25 <= sp <= 1.5:
+                if not is_num(sp) or not 0.25 <= sp <= 1.5:
                     raise invalid_value("session.audio.output.speed")
                 new["audio"]["output"]["speed"] = sp
     return new
@@ -300,24 +640,137 @@ def validate_session_update(sess, current, audio_produced):
 # One response
 # ======================================================================================
 
+def normalize_plan(entry):
+    """One response plan (script entry or cue): {"text"} | {"tool", "arguments", "say"} |
+    {"mcp": {server_label, name, arguments}, "output"?, "error"?}. Raises ValueError."""
+    if not isinstance(entry, dict):
+        raise ValueError("a script entry must be an object, got %r" % (entry,))
+    kinds = [k for k in ("text", "tool", "mcp") if k in entry]
+    if len(kinds) != 1:
+        raise ValueError("a script entry needs exactly one of 'text', 'tool', 'mcp': %r" % (entry,))
+    kind = kinds[0]
+    if kind == "text":
+        if set(entry) != {"text"} or not isinstance(entry["text"], str):
+            raise ValueError("a text entry is {\"text\": \"...\"}: %r" % (entry,))
+        return {"text": entry["text"]}
+    if kind == "tool":
+        extra = set(entry) - {"tool", "arguments", "say"}
+        if extra:
+            raise ValueError("unknown keys %s in tool entry" % sorted(extra))
+        if not isinstance(entry["tool"], str) or not entry["tool"]:
+            raise ValueError("'tool' must be a function name")
+        args = entry.get("arguments", {})
+        if not isinstance(args, (dict, str)):
+            raise ValueError("'arguments' must be an object (or a JSON text)")
+        if "say" in entry and not isinstance(entry["say"], str):
+            raise ValueError("'say' must be a string")
+        out = {"tool": entry["tool"], "arguments": args}
+        if entry.get("say"):
+            out["say"] = entry["say"]
+        return out
+    extra = set(entry) - {"mcp", "output", "error", "approval_request_id"}
+    if extra:
+        raise ValueError("unknown keys %s in mcp entry" % sorted(extra))
+    m = entry["mcp"]
+    if not isinstance(m, dict) or not isinstance(m.get("server_label"), str) or not isinstance(m.get("name"), str):
+        raise ValueError("'mcp' is {\"server_label\": L, \"name\": N, \"arguments\": {...}}")
+    if set(m) - {"server_label", "name", "arguments"}:
+        raise ValueError("unknown keys %s in 'mcp'" % sorted(set(m) - {"server_label", "name", "arguments"}))
+    if not isinstance(m.get("arguments", {}), (dict, str)):
+        raise ValueError("'mcp.arguments' must be an object (or a JSON text)")
+    for k in ("output", "error"):
+        if k in entry and not isinstance(entry[k], str):
+            raise ValueError("'%s' must be a string" % k)
+    out = {"mcp": {"server_label": m["server_label"], "name": m["name"], "arguments": m.get("arguments", {})}}
+    for k in ("output", "error", "approval_request_id"):
+        if k in entry:
+            out[k] = entry[k]
+    return out
+
+
+def args_text(args):
+    return args if isinstance(args, str) else json.dumps(args, separators=(",", ":"))
+
+
+def split_pieces(text, rng):
+    """JSON text in irregular pieces of 3-12 characters (at least two when possible)."""
+    pieces = []
+    pos = 0
+    while pos < len(text):
+        n = rng.randint(3, 12)
+        if len(pieces) == 0 and n >= len(text) and len(text) > 1:
+            n = max(1, len(text) // 2)
+        pieces.append(text[pos:pos + n])
+        pos += n
+    return pieces or [""]
+
+
+def mcp_tool_matches(flt, name, tool_info):
+    """McpToolFilter match: the name is in tool_names, or read_only equals the tool's readOnlyHint."""
+    if not isinstance(flt, dict):
+        return False
+    if name in (flt.get("tool_names") or []):
+        return True
+    if "read_only" in flt and tool_info is not None:
+        hint = bool((tool_info.get("annotations") or {}).get("readOnlyHint"))
+        return hint == flt["read_only"]
+    return False
+
+
+def mcp_needs_approval(tool_cfg, name, tool_info):
+    """'never' -> no; 'always' or absent/null -> yes (the Responses API default is to ask);
+    object -> 'never' filter match -> no, else yes ('always' wins when both match)."""
+    if tool_cfg is None:
+        return False
+    ra = tool_cfg.get("require_approval")
+    if ra == "never":
+        return False
+    if isinstance(ra, dict):
+        if mcp_tool_matches(ra.get("always"), name, tool_info):
+            return True
+        if mcp_tool_matches(ra.get("never"), name, tool_info):
+            return False
+    return True
+
+
 class Response:
-    def __init__(self, sess, trigger, conversation="auto", modalities=None):
+    def __init__(self, sess, trigger, conversation="auto", modalities=None, plan=None, tools=None):
         self.sess = sess
         self.id = C.openai_id("resp_")
-        self.item_id = C.openai_id("item_")
         self.trigger = trigger
         self.conversation = conversation
         self.conversation_id = sess.conversation_id
         self.modalities = modalities or sess.config["output_modalities"]
+        self.plan = plan
+        self.tools = tools if tools is not None else sess.config["tools"]
+        self.kind = "reply" if plan is None or "text" in plan else ("tool" if "tool" in plan else "mcp")
+        # ids made up front so /_fake/cue can answer with them
+        self.msg_item_id = C.openai_id("item_") if self.kind == "reply" or \
+            (self.kind == "tool" and plan.get("say")) else None
+        self.fc_item_id = C.openai_id("item_") if self.kind == "tool" else None
+        self.call_id = C.openai_id("call_", 16) if self.kind == "tool" else None
+        self.mcp_item_id = None
+        if self.kind == "mcp":
+            approval = plan.get("approval_request_id") is None and mcp_needs_approval(
+                self.mcp_tool_cfg(), plan["mcp"]["name"], sess.fake.mcp_tool_info(plan["mcp"]["name"]))
+            self.mcp_approval = approval
+            self.mcp_item_id = C.openai_id("mcpr_" if approval else "mcp_")
+        self.item_id = self.msg_item_id or self.fc_item_id or self.mcp_item_id
         self.status = "in_progress"
         self.status_details = None
         self.sent_audio = bytearray()       # mu-law bytes, whatever the output format
         self.transcript = ""
+        self.arguments = ""                 # function/MCP call arguments streamed so far
+        self.output = []                    # final output items
         self.stop = asyncio.Event()
         self.stop_reason = None
         self.task = None
-        self.prev_item_id = None
         self.started_ms = sess.now_ms()
+        self.rng = random.Random(sess.fake.seed * 7919 + len(sess.responses))
+
+    def mcp_tool_cfg(self):
+        label = self.plan["mcp"]["server_label"]
+        return next((t for t in self.tools if t.get("type") == "mcp" and t.get("server_label") == label), None)
 
     def audio_ms(self):
         return len(self.sent_audio) // 8
@@ -326,7 +779,8 @@ class Response:
         return {"id": self.id, "item_id": self.item_id, "trigger": self.trigger, "status": self.status,
                 "status_details": self.status_details, "audio_bytes_sent": len(self.sent_audio),
                 "audio_b64": C.b64(self.sent_audio), "transcript": self.transcript,
-                "started_ms": self.started_ms}
+                "started_ms": self.started_ms, "plan": self.plan, "call_id": self.call_id,
+                "output": [{"id": it["id"], "type": it["type"], "status": it.get("status")} for it in self.output]}
 
     def item(self, status, final):
         audio_mode = "audio" in self.modalities
@@ -334,7 +788,7 @@ class Response:
         if final:
             content = [{"type": "output_audio", "transcript": self.transcript}] if audio_mode else \
                 [{"type": "output_text", "text": self.transcript}]
-        return {"id": self.item_id, "object": "realtime.item", "type": "message", "status": status,
+        return {"id": self.msg_item_id, "object": "realtime.item", "type": "message", "status": status,
                 "role": "assistant", "content": content}
 
     def resource(self, output):
@@ -348,7 +802,7 @@ class Response:
                 "usage": None, "metadata": None}
         if self.status != "in_progress":
             audio_tokens = self.audio_ms() // 50
-            text_tokens = max(1, len(self.transcript.split()))
+            text_tokens = max(1, len(self.transcript.split()) + len(self.arguments) // 4)
             inp = 120 + self.sess.appended_len() // 400
             body["usage"] = {
                 "total_tokens": inp + audio_tokens + text_tokens, "input_tokens": inp,
@@ -360,26 +814,74 @@ class Response:
                 "output_token_details": {"text_tokens": text_tokens, "audio_tokens": audio_tokens}}
         return body
 
+    async def pause(self, seconds):
+        """Wait, but wake up at once when the response is stopped."""
+        if seconds <= 0:
+            return
+        try:
+            await asyncio.wait_for(self.stop.wait(), timeout=seconds)
+        except asyncio.TimeoutError:
+            pass
+
     async def run(self):
+        s = self.sess
+        await s.send("response.created", response=self.resource([]))
+        idx = 0
+        if self.msg_item_id:
+            text = self.plan.get("text") if self.kind == "reply" and self.plan else \
+                (self.plan.get("say") if self.plan else None)
+            self.output.append(await self.run_message(idx, s.fake.reply_text if text is None else text))
+            idx += 1
+        if self.kind == "tool" and not self.stop.is_set():
+            self.output.append(await self.run_function_call(idx))
+        elif self.kind == "mcp" and not self.stop.is_set():
+            if self.mcp_approval:
+                self.output.append(await self.run_mcp_approval_request(idx))
+            else:
+                self.output.append(await self.run_mcp_call(idx))
+        if self.stop.is_set():
+            self.status = "cancelled"
+            self.status_details = {"type": "cancelled", "reason": self.stop_reason}
+        else:
+            self.status = "completed"
+        await s.send("response.done", response=self.resource(self.output))
+        await s.send("rate_limits.updated", rate_limits=RATE_LIMITS)
+        s.log("response %s %s (%s, %d ms audio) %s" % (self.id, self.status, self.kind, self.audio_ms(),
+                                                      self.status_details or ""))
+        if s.active is self:
+            s.active = None
+            s.arm_idle(self)
+
+    async def add_to_conversation(self, item, audio_owner=None):
+        """conversation.item.added for an output item; returns its previous_item_id."""
+        if self.conversation != "auto":
+            return None
+        s = self.sess
+        prev = s.last_item_id()
+        s.add_item(copy.deepcopy(item), audio_owner=audio_owner)
+        await s.send("conversation.item.added", previous_item_id=prev, item=item)
+        return prev
+
+    async def finish_in_conversation(self, prev, item):
+        if self.conversation == "auto":
+            self.sess.replace_item(copy.deepcopy(item))
+            await self.sess.send("conversation.item.done", previous_item_id=prev, item=item)
+
+    async def run_message(self, idx, text):
+        """An assistant message item with audio (or text) content: openai-realtime.md §5.1."""
         s = self.sess
         fake = s.fake
         audio_mode = "audio" in self.modalities
-        rng = random.Random(fake.seed * 7919 + len(s.responses))
+        rng = self.rng
         ulaw = fake.reply_audio
-        text = fake.reply_text
-        self.prev_item_id = s.last_item_id()
-        await s.send("response.created", response=self.resource([]))
-        await s.send("response.output_item.added", response_id=self.id, output_index=0,
+        await s.send("response.output_item.added", response_id=self.id, output_index=idx,
                      item=self.item("in_progress", False))
-        if self.conversation == "auto":
-            s.add_item(self.item("in_progress", False), audio_owner=self)
-            await s.send("conversation.item.added", previous_item_id=self.prev_item_id,
-                         item=self.item("in_progress", False))
+        prev = await self.add_to_conversation(self.item("in_progress", False), audio_owner=self)
         part_type = "audio" if audio_mode else "text"
         part = {"type": "audio", "transcript": ""} if audio_mode else {"type": "text", "text": ""}
-        await s.send("response.content_part.added", response_id=self.id, item_id=self.item_id,
-                     output_index=0, content_index=0, part=part)
-        ids = {"response_id": self.id, "item_id": self.item_id, "output_index": 0, "content_index": 0}
+        await s.send("response.content_part.added", response_id=self.id, item_id=self.msg_item_id,
+                     output_index=idx, content_index=0, part=part)
+        ids = {"response_id": self.id, "item_id": self.msg_item_id, "output_index": idx, "content_index": 0}
         words = re.findall(r"\S+\s*", text) or [text]
         if audio_mode:
             chunks = []
@@ -408,18 +910,8 @@ class Response:
                 self.transcript += w
                 await s.send("response.output_audio_transcript.delta" if audio_mode else
                              "response.output_text.delta", **ids, delta=w)
-            wait = (len(chunk) / 8000.0 if audio_mode else 0.05) / max(0.1, fake.pace)
-            try:
-                await asyncio.wait_for(self.stop.wait(), timeout=wait)
-            except asyncio.TimeoutError:
-                pass
-        if self.stop.is_set():
-            self.status = "cancelled"
-            self.status_details = {"type": "cancelled", "reason": self.stop_reason}
-            item_status = "incomplete"
-        else:
-            self.status = "completed"
-            item_status = "completed"
+            await self.pause((len(chunk) / 8000.0 if audio_mode else 0.05) / max(0.1, fake.pace))
+        item_status = "incomplete" if self.stop.is_set() else "completed"
         if audio_mode:
             await s.send("response.output_audio.done", **ids)
             await s.send("response.output_audio_transcript.done", **ids, transcript=self.transcript)
@@ -429,16 +921,112 @@ class Response:
             done_part = {"type": "text", "text": self.transcript}
         await s.send("response.content_part.done", **ids, part=done_part)
         final = self.item(item_status, True)
-        await s.send("response.output_item.done", response_id=self.id, output_index=0, item=final)
-        if self.conversation == "auto":
-            s.replace_item(final)
-            await s.send("conversation.item.done", previous_item_id=self.prev_item_id, item=final)
-        await s.send("response.done", response=self.resource([final]))
-        await s.send("rate_limits.updated", rate_limits=RATE_LIMITS)
-        s.log("response %s %s (%d ms audio, %s) %s" % (self.id, self.status, self.audio_ms(), part_type,
-                                                       self.status_details or ""))
-        if s.active is self:
-            s.active = None
+        await s.send("response.output_item.done", response_id=self.id, output_index=idx, item=final)
+        await self.finish_in_conversation(prev, final)
+        s.log("message %s %s (%s, %d ms audio)" % (self.msg_item_id, item_status, part_type, self.audio_ms()))
+        return final
+
+    async def stream_arguments(self, text, event, ids):
+        """Argument deltas spread over tool_args_ms; stops early (partial JSON) on cancel."""
+        pieces = split_pieces(text, self.rng)
+        gap = self.sess.fake.tool_args_ms / 1000.0 / max(1, len(pieces) - 1) if len(pieces) > 1 else 0
+        for i, piece in enumerate(pieces):
+            if i:
+                await self.pause(gap)
+            if self.stop.is_set():
+                break
+            await self.sess.send(event, **ids, delta=piece)
+            self.arguments += piece
+
+    async def run_function_call(self, idx):
+        """acting §2.2 rows 3-8: a function_call item, argument deltas, no content parts."""
+        s = self.sess
+        name = self.plan["tool"]
+        full = args_text(self.plan["arguments"])
+        names = [t.get("name") for t in self.tools if t.get("type") == "function"]
+        if name not in names:
+            s.warning("scripted_tool_not_declared", "the script calls %r but the session's tools are %s: the "
+                      "real model could not call it" % (name, names))
+        if s.config.get("tool_choice") == "none":
+            s.warning("scripted_tool_with_tool_choice_none", "the script calls %r while tool_choice is "
+                      "'none'" % name)
+        base = {"id": self.fc_item_id, "object": "realtime.item", "type": "function_call",
+                "status": "in_progress", "name": name, "call_id": self.call_id, "arguments": ""}
+        rec = {"call_id": self.call_id, "name": name, "arguments": "", "status": "in_progress",
+               "response_id": self.id, "item_id": self.fc_item_id, "at_ms": s.now_ms(), "done_ms": None,
+               "in_conversation": self.conversation == "auto", "output_given": False}
+        s.tool_calls.append(rec)
+        await s.send("response.output_item.added", response_id=self.id, output_index=idx, item=base)
+        prev = await self.add_to_conversation(base)
+        ids = {"response_id": self.id, "item_id": self.fc_item_id, "output_index": idx, "call_id": self.call_id}
+        await self.stream_arguments(full, "response.function_call_arguments.delta", ids)
+        status = "incomplete" if self.stop.is_set() else "completed"
+        final = dict(base, status=status, arguments=self.arguments)
+        await s.send("response.function_call_arguments.done", **ids, name=name, arguments=self.arguments)
+        await self.finish_in_conversation(prev, final)
+        await s.send("response.output_item.done", response_id=self.id, output_index=idx, item=final)
+        rec.update(arguments=self.arguments, status=status, done_ms=s.now_ms())
+        s.log("function_call %s %s(%s) %s" % (self.call_id, name, self.arguments, status))
+        return final
+
+    async def run_mcp_call(self, idx):
+        """acting §3.3: an mcp_call item run by the (fake) MCP server inside the response."""
+        s = self.sess
+        spec = self.plan["mcp"]
+        full = args_text(spec["arguments"])
+        if self.mcp_tool_cfg() is None:
+            s.warning("scripted_mcp_not_declared", "the script calls MCP server %r, which is not among the "
+                      "session's tools" % spec["server_label"])
+        base = {"id": self.mcp_item_id, "type": "mcp_call", "server_label": spec["server_label"],
+                "name": spec["name"], "arguments": "", "approval_request_id": self.plan.get("approval_request_id"),
+                "output": None, "error": None}
+        rec = {"item_id": self.mcp_item_id, "server_label": spec["server_label"], "name": spec["name"],
+               "arguments": "", "output": None, "error": None, "status": "in_progress", "response_id": self.id,
+               "approval_request_id": base["approval_request_id"], "at_ms": s.now_ms()}
+        s.mcp_calls.append(rec)
+        await s.send("response.output_item.added", response_id=self.id, output_index=idx, item=base)
+        prev = await self.add_to_conversation(base)
+        ids = {"response_id": self.id, "item_id": self.mcp_item_id, "output_index": idx}
+        await self.stream_arguments(full, "response.mcp_call_arguments.delta", ids)
+        await s.send("response.mcp_call_arguments.done", **ids, arguments=self.arguments)
+        final = dict(base, arguments=self.arguments)
+        if self.stop.is_set():
+            rec["status"] = "incomplete"
+        else:
+            await s.send("response.mcp_call.in_progress", item_id=self.mcp_item_id, output_index=idx)
+            await asyncio.sleep(s.fake.mcp_call_ms / 1000.0)   # the server-side call is not interrupted
+            if "error" in self.plan:
+                final["error"] = {"type": "tool_execution_error", "message": self.plan["error"]}
+                await s.send("response.mcp_call.failed", item_id=self.mcp_item_id, output_index=idx)
+                rec["status"] = "failed"
+            else:
+                final["output"] = self.plan.get("output", s.fake.mcp_output)
+                await s.send("response.mcp_call.completed", item_id=self.mcp_item_id, output_index=idx)
+                rec["status"] = "completed"
+        await self.finish_in_conversation(prev, final)
+        await s.send("response.output_item.done", response_id=self.id, output_index=idx, item=final)
+        rec.update(arguments=self.arguments, output=final["output"], error=final["error"], done_ms=s.now_ms())
+        s.log("mcp_call %s %s.%s %s" % (self.mcp_item_id, spec["server_label"], spec["name"], rec["status"]))
+        return final
+
+    async def run_mcp_approval_request(self, idx):
+        """require_approval matched: the response ends with an mcp_approval_request item."""
+        s = self.sess
+        spec = self.plan["mcp"]
+        item = {"id": self.mcp_item_id, "type": "mcp_approval_request", "server_label": spec["server_label"],
+                "name": spec["name"], "arguments": args_text(spec["arguments"])}
+        s.violation("approval required: MCP server %r tool %r has require_approval %r (use 'never')" % (
+            spec["server_label"], spec["name"], (self.mcp_tool_cfg() or {}).get("require_approval")))
+        s.mcp_calls.append({"item_id": None, "server_label": spec["server_label"], "name": spec["name"],
+                            "arguments": item["arguments"], "output": None, "error": None,
+                            "status": "approval_requested", "response_id": self.id,
+                            "approval_request_id": self.mcp_item_id, "at_ms": s.now_ms()})
+        s.approval_plans[self.mcp_item_id] = self.plan
+        await s.send("response.output_item.added", response_id=self.id, output_index=idx, item=item)
+        prev = await self.add_to_conversation(item)
+        await self.finish_in_conversation(prev, item)
+        await s.send("response.output_item.done", response_id=self.id, output_index=idx, item=item)
+        return item
 
 
 # ======================================================================================
@@ -471,8 +1059,24 @@ class Session:
         self.responses = []
         self.active = None
         self.user_transcripts = []
+        self.user_texts = []
         self.truncations = []
         self.speech = []
+        self.warnings = []
+        self.tool_calls = []
+        self.function_outputs = []
+        self.mcp_calls = []
+        self.mcp_list_tools = []
+        self.mcp_approvals = []
+        self.pending_approved = []      # approved MCP calls the next response runs
+        self.approval_plans = {}        # mcp_approval_request item id -> the plan that asked
+        self.idle_timeouts = []
+        self.idle_anchor = None         # appended byte offset where the last response "finished playing"
+        self.last_speech_end = 0
+        if self.model in DEPRECATED_MODELS:
+            self.warning("deprecated_model", "session model %s is announced for shutdown (%s)" % (
+                self.model, DEPRECATED_MODELS[self.model] or "date not in the types; beta-era preview name"),
+                model=self.model, where="url", shutdown_date=DEPRECATED_MODELS[self.model])
         self.audio_produced = False
         self.close_code = None
         self.close_reason = None
@@ -502,6 +1106,14 @@ class Session:
     def violation(self, msg):
         self.violations.append(msg)
         log.loud("%s VIOLATION: %s", self.config["id"], msg)
+
+    def warning(self, kind, msg, **extra):
+        """Not a protocol error, but worth a look (deprecated model, scripted tool not declared...)."""
+        rec = {"kind": kind, "message": msg}
+        rec.update(extra)
+        if rec not in self.warnings:
+            self.warnings.append(rec)
+            log("%s WARNING %s: %s", self.config["id"], kind, msg)
 
     def last_item_id(self):
         return self.items[-1]["id"] if self.items else None
@@ -564,8 +1176,13 @@ class Session:
             "responses": [r.summary() for r in self.responses],
             "user_transcripts": self.user_transcripts, "speech": self.speech,
             "truncations": self.truncations,
-            "items": [{"id": it["id"], "type": it["type"], "role": it.get("role"), "status": it.get("status")}
+            "items": [dict({"id": it["id"], "type": it["type"], "role": it.get("role"), "status": it.get("status")},
+                           **{k: it[k] for k in ("call_id", "name", "server_label") if k in it})
                       for it in self.items],
+            "warnings": self.warnings, "tools": self.config["tools"], "tool_calls": self.tool_calls,
+            "function_outputs": self.function_outputs, "mcp_calls": self.mcp_calls,
+            "mcp_list_tools": self.mcp_list_tools, "mcp_approvals": self.mcp_approvals,
+            "user_texts": self.user_texts, "idle_timeouts": self.idle_timeouts,
         }
 
     # -- input audio / VAD -------------------------------------------------------------
@@ -622,6 +1239,7 @@ class Session:
                     self.voiced_run = 0
                     item_id = self.speech_item
                     self.speech[-1]["audio_end_ms"] = end_ms
+                    self.last_speech_end = self.last_voiced_end
                     self.log("speech stopped at %d ms" % end_ms)
                     await self.send("input_audio_buffer.speech_stopped", audio_end_ms=end_ms, item_id=item_id)
                     await self.commit(item_id, pos + C.FRAME_BYTES)
@@ -630,8 +1248,34 @@ class Session:
                             await self.start_response("server_vad")
                         else:
                             self.log("VAD turn ended while %s is active: no new response" % self.active.id)
+            end = pos + C.FRAME_BYTES
+            if (td["type"] == "server_vad" and td.get("idle_timeout_ms") and not self.in_speech
+                    and self.active is None and self.idle_anchor is not None):
+                start = max(self.idle_anchor, self.last_speech_end)
+                if end - start >= td["idle_timeout_ms"] * 8:
+                    await self.idle_timeout(start, end)
 
-    async def commit(self, item_id, end_byte):
+    def arm_idle(self, resp):
+        """idle_timeout_ms counts from response.done + the response's audio duration (types), here
+        in appended-audio time: the appended offset at response.done plus the audio bytes sent."""
+        self.idle_anchor = len(self.appended) + len(resp.sent_audio)
+
+    async def idle_timeout(self, start, end):
+        """acting §5.3: timeout_triggered, commit of the silent audio, then a response."""
+        item_id = C.openai_id("item_")
+        self.idle_anchor = None
+        self.voiced_run = 0
+        rec = {"item_id": item_id, "audio_start_ms": start // 8, "audio_end_ms": end // 8, "at_ms": self.now_ms(),
+               "response_id": None}
+        self.idle_timeouts.append(rec)
+        self.log("idle timeout: no speech from %d to %d ms" % (start // 8, end // 8))
+        await self.send("input_audio_buffer.timeout_triggered", audio_start_ms=start // 8, audio_end_ms=end // 8,
+                        item_id=item_id)
+        await self.commit(item_id, end, transcript="")
+        resp = await self.start_response("idle_timeout")
+        rec["response_id"] = resp.id
+
+    async def commit(self, item_id, end_byte, transcript=None):
         start = self.buffer_start
         segment = bytes(self.appended[start:end_byte])
         self.buffer_start = end_byte
@@ -643,7 +1287,8 @@ class Session:
         await self.send("conversation.item.added", previous_item_id=prev, item=item)
         await self.send("conversation.item.done", previous_item_id=prev, item=item)
         if self.config["audio"]["input"]["transcription"] is not None:
-            transcript = self.fake.recognise(segment)
+            if transcript is None:
+                transcript = self.fake.recognise(segment)
             self.spawn(self.transcribe(item, transcript, len(segment) // 8))
 
     async def transcribe(self, item, transcript, audio_ms):
@@ -663,12 +1308,22 @@ class Session:
         self.log("user transcript for %s: %r" % (item["id"], transcript))
 
     # -- responses ----------------------------------------------------------------------
-    async def start_response(self, trigger, conversation="auto", modalities=None):
-        resp = Response(self, trigger, conversation, modalities)
+    async def start_response(self, trigger, conversation="auto", modalities=None, plan=None, tools=None):
+        return self.launch(trigger, conversation, modalities, plan, tools)
+
+    def launch(self, trigger, conversation="auto", modalities=None, plan=None, tools=None):
+        """Start a response. Its plan comes from (in order) the argument (a cue), an approved MCP
+        call waiting to run, the fake's script queue, or else it is the default reply."""
+        if plan is None and self.pending_approved:
+            plan = self.pending_approved.pop(0)
+        if plan is None and self.fake.script:
+            plan = self.fake.script.pop(0)
+        resp = Response(self, trigger, conversation, modalities, plan, tools)
         self.responses.append(resp)
         if conversation == "auto":
             self.active = resp
-        self.log("response %s started (%s)" % (resp.id, trigger))
+            self.idle_anchor = None
+        self.log("response %s started (%s, plan %s)" % (resp.id, trigger, plan))
         resp.task = self.spawn(resp.run())
         return resp
 
@@ -709,8 +1364,18 @@ class Session:
         if "session" not in ev:
             raise ClientError("missing_required_parameter", "Missing required parameter: 'session'.", "session")
         self.session_updates.append(ev["session"])
-        self.config = validate_session_update(ev["session"], self.config, self.audio_produced)
+        old_labels = {t.get("server_label") for t in self.config["tools"] if t.get("type") == "mcp"}
+        self.config = validate_session_update(ev["session"], self.config, self.audio_produced,
+                                              self.fake.idle_timeout_range_ms)
         self.update_accepted = True
+        tr = self.config["audio"]["input"]["transcription"]
+        if tr is not None and tr.get("model") in DEPRECATED_TRANSCRIBE:
+            self.warning("deprecated_model", "transcription model %s is announced for shutdown (%s)" % (
+                tr["model"], DEPRECATED_TRANSCRIBE[tr["model"]]), model=tr["model"],
+                where="session.audio.input.transcription.model", shutdown_date=DEPRECATED_TRANSCRIBE[tr["model"]])
+        if self.config.get("tool_choice") == "required":
+            self.warning("tool_choice_required", "tool_choice 'required' on the session forces a tool call in "
+                         "every response, so the model never speaks a result (acting §2.1)")
         fin = self.config["audio"]["input"]["format"]["type"]
         fout = self.config["audio"]["output"]["format"]["type"]
         if fin != "audio/pcmu":
@@ -722,6 +1387,40 @@ class Session:
             fin, fout, self.config["audio"]["input"]["turn_detection"],
             self.config["audio"]["input"]["transcription"]))
         await self.send("session.updated", session=self.config)
+        for t in self.config["tools"]:
+            if t.get("type") == "mcp" and t["server_label"] not in old_labels:
+                self.spawn(self.list_mcp_tools(t))
+
+    async def list_mcp_tools(self, tool_cfg):
+        """acting §3.3 (order per this fake's brief; UNVERIFIED): mcp_list_tools.in_progress,
+        conversation.item.added (tools []), mcp_list_tools.completed|failed, conversation.item.done."""
+        fake = self.fake
+        label = tool_cfg["server_label"]
+        tools = copy.deepcopy(fake.mcp_tools)
+        allowed = tool_cfg.get("allowed_tools")
+        if isinstance(allowed, list):
+            tools = [t for t in tools if t.get("name") in allowed]
+        elif isinstance(allowed, dict):
+            tools = [t for t in tools if mcp_tool_matches(allowed, t.get("name"), t)]
+        item_id = C.openai_id("mcpl_")
+        item = {"id": item_id, "type": "mcp_list_tools", "server_label": label, "tools": []}
+        prev = self.last_item_id()
+        self.add_item(copy.deepcopy(item))
+        rec = {"item_id": item_id, "server_label": label, "status": "in_progress", "tools": [], "at_ms": self.now_ms()}
+        self.mcp_list_tools.append(rec)
+        await self.send("mcp_list_tools.in_progress", item_id=item_id)
+        await self.send("conversation.item.added", previous_item_id=prev, item=item)
+        await asyncio.sleep(fake.mcp_call_ms / 1000.0)
+        if fake.mcp_list_fail:
+            rec["status"] = "failed"
+            await self.send("mcp_list_tools.failed", item_id=item_id)
+        else:
+            item["tools"] = tools
+            self.replace_item(copy.deepcopy(item))
+            rec.update(status="completed", tools=[t.get("name") for t in tools])
+            await self.send("mcp_list_tools.completed", item_id=item_id)
+        await self.send("conversation.item.done", previous_item_id=prev, item=item)
+        self.log("mcp_list_tools %s for %s: %s" % (item_id, label, rec["status"]))
 
     async def on_input_audio_buffer_append(self, ev):
         audio = ev.get("audio")
@@ -760,43 +1459,107 @@ class Session:
         self.voiced_run = 0
         await self.send("input_audio_buffer.cleared")
 
+    def find_call(self, call_id):
+        return next((it for it in self.items if it.get("type") == "function_call" and it.get("call_id") == call_id),
+                    None)
+
     async def on_conversation_item_create(self, ev):
         item = ev.get("item")
         if not isinstance(item, dict):
             raise ClientError("missing_required_parameter", "Missing required parameter: 'item'.", "item")
         t = item.get("type")
+        # exact field sets of the types' ConversationItem union (client-creatable members)
         allowed = {"message": {"id", "type", "role", "content", "status", "object"},
                    "function_call_output": {"id", "type", "call_id", "output", "status", "object"},
-                   "function_call": {"id", "type", "call_id", "name", "arguments", "status", "object"}}
+                   "function_call": {"id", "type", "call_id", "name", "arguments", "status", "object"},
+                   "mcp_approval_response": {"id", "type", "approval_request_id", "approve", "reason"}}
         if t not in allowed:
             raise invalid_value("item.type", "Invalid value: %r. Supported values are: 'message', "
-                                             "'function_call', and 'function_call_output'." % (t,))
+                                             "'function_call', 'function_call_output' and "
+                                             "'mcp_approval_response'." % (t,))
         for k in item:
             if k not in allowed[t]:
                 raise unknown_param("item." + k)
+        if "id" in item:
+            if not isinstance(item["id"], str):
+                raise invalid_type("item.id", "a string", item["id"])
+            if self.find_item(item["id"]) is not None:
+                raise invalid_value("item.id", "Item with id '%s' already exists." % item["id"])
+        if "object" in item and item["object"] != "realtime.item":
+            raise invalid_value("item.object", "Invalid value: %r. Supported values are: 'realtime.item'."
+                                % (item["object"],))
+        if "status" in item and item["status"] not in ITEM_STATUSES:
+            raise invalid_value("item.status", "Invalid value: %r. Supported values are: 'completed', "
+                                               "'incomplete', and 'in_progress'." % (item["status"],))
+        user_text = None
         if t == "message":
             role = item.get("role")
             ok_types = {"user": {"input_text", "input_audio", "input_image"}, "system": {"input_text"},
                         "assistant": {"output_text"}}
+            part_keys = {"user": {"type", "text", "audio", "transcript", "image_url", "detail"},
+                         "system": {"type", "text"}, "assistant": {"type", "text", "audio", "transcript"}}
             if role not in ok_types:
                 raise invalid_value("item.role")
             content = item.get("content")
             if not isinstance(content, list) or not content:
                 raise ClientError("missing_required_parameter", "Missing required parameter: 'item.content'.",
                                   "item.content")
+            texts = []
             for i, c in enumerate(content):
                 if not isinstance(c, dict) or c.get("type") not in ok_types[role]:
                     raise invalid_value("item.content[%d].type" % i, "Invalid value: %r for a %s message. "
                                         "Supported values are: %s." % (
                                             c.get("type") if isinstance(c, dict) else c, role,
                                             sorted(ok_types[role])))
+                check_keys(c, part_keys[role], "item.content[%d]" % i)
+                if c["type"] in ("input_text", "output_text"):
+                    if not isinstance(c.get("text"), str):
+                        raise invalid_type("item.content[%d].text" % i, "a string", c.get("text"))
+                    texts.append(c["text"])
+            if role == "user" and texts:
+                user_text = " ".join(texts)
+        elif t == "function_call":
+            for k in ("name", "arguments"):
+                if k not in item:
+                    raise missing("item." + k)
+                if not isinstance(item[k], str):
+                    raise invalid_type("item." + k, "a string", item[k])
+            if "call_id" in item and not isinstance(item["call_id"], str):
+                raise invalid_type("item.call_id", "a string", item["call_id"])
+        elif t == "function_call_output":
+            # acting §2.3: call_id and output (a string) required; the call must exist
+            for k in ("call_id", "output"):
+                if k not in item:
+                    raise missing("item." + k)
+            if not isinstance(item["call_id"], str):
+                raise invalid_type("item.call_id", "a string", item["call_id"])
+            if not isinstance(item["output"], str):
+                raise invalid_type("item.output", "a string", item["output"])
+            if self.find_call(item["call_id"]) is None:
+                raise invalid_value("item.call_id", "No tool call found for function call output with call_id "
+                                                    "'%s'." % item["call_id"])
+        elif t == "mcp_approval_response":
+            if "approval_request_id" not in item:
+                raise missing("item.approval_request_id")
+            if "approve" not in item:
+                raise missing("item.approve")
+            if not isinstance(item["approve"], bool):
+                raise invalid_type("item.approve", "a boolean", item["approve"])
+            if item.get("reason") is not None and not isinstance(item["reason"], str):
+                raise invalid_type("item.reason", "a string", item["reason"])
+            req = self.find_item(item["approval_request_id"]) if isinstance(item["approval_request_id"], str) \
+                else None
+            if req is None or req.get("type") != "mcp_approval_request":
+                raise invalid_value("item.approval_request_id", "No MCP approval request with id '%s'."
+                                    % (item["approval_request_id"],))
         prev_req = ev.get("previous_item_id")
         if prev_req is not None and prev_req != "root" and self.find_item(prev_req) is None:
             raise invalid_value("previous_item_id", "Previous item with id '%s' not found." % prev_req)
         new = dict(item)
         new.setdefault("id", C.openai_id("item_"))
-        new["object"] = "realtime.item"
-        new.setdefault("status", "completed")
+        if t != "mcp_approval_response":
+            new["object"] = "realtime.item"
+            new.setdefault("status", "completed")
         if prev_req is None:
             prev = self.last_item_id()
         elif prev_req == "root":
@@ -804,6 +1567,32 @@ class Session:
         else:
             prev = prev_req
         self.add_item(new, after=prev_req)
+        if user_text is not None:
+            self.user_texts.append({"item_id": new["id"], "text": user_text, "at_ms": self.now_ms()})
+            self.log("user text item %s: %r" % (new["id"], user_text))
+        if t == "function_call_output":
+            if any(o["call_id"] == item["call_id"] for o in self.function_outputs):
+                self.warning("second_function_output", "a second function_call_output for call_id %s"
+                             % item["call_id"], call_id=item["call_id"])
+            call = self.find_call(item["call_id"])
+            self.function_outputs.append({"call_id": item["call_id"], "name": call.get("name"),
+                                          "output": item["output"], "item_id": new["id"], "at_ms": self.now_ms(),
+                                          "response_requested": False, "response_id": None})
+            for rec in self.tool_calls:
+                if rec["call_id"] == item["call_id"]:
+                    rec["output_given"] = True
+            self.log("function_call_output for %s: %r" % (item["call_id"], item["output"][:200]))
+        if t == "mcp_approval_response":
+            req = self.find_item(item["approval_request_id"])
+            self.mcp_approvals.append({"approval_request_id": item["approval_request_id"],
+                                       "approve": item["approve"], "reason": item.get("reason"),
+                                       "at_ms": self.now_ms()})
+            if item["approve"]:
+                plan = dict(self.approval_plans.get(req["id"]) or {"mcp": {"server_label": req["server_label"],
+                                                                             "name": req["name"],
+                                                                             "arguments": req["arguments"]}})
+                plan["approval_request_id"] = req["id"]
+                self.pending_approved.append(plan)
         await self.send("conversation.item.added", previous_item_id=prev, item=new)
         await self.send("conversation.item.done", previous_item_id=prev, item=new)
 
@@ -865,12 +1654,38 @@ class Session:
         modalities = r.get("output_modalities")
         if modalities is not None and modalities not in (["audio"], ["text"]):
             raise invalid_value("response.output_modalities")
+        if "instructions" in r and not isinstance(r["instructions"], str):
+            raise invalid_type("response.instructions", "a string", r["instructions"])
+        if "max_output_tokens" in r:
+            check_max_output_tokens(r["max_output_tokens"], "response.max_output_tokens")
+        tools = None
+        if "tools" in r:
+            tools = check_tools(r["tools"], "response.tools")
+        if "tool_choice" in r:
+            check_tool_choice(r["tool_choice"], "response.tool_choice",
+                              tools if tools is not None else self.config["tools"])
+        if "reasoning" in r:
+            check_reasoning(r["reasoning"], "response.reasoning", self.model)
+        if "parallel_tool_calls" in r:
+            check_parallel_tool_calls(r["parallel_tool_calls"], "response.parallel_tool_calls", self.model)
         if conversation == "auto" and self.active is not None:
             raise ClientError("conversation_already_has_active_response",
                               "Conversation already has an active response in progress: %s. Wait until the "
                               "response is finished before creating a new one." % self.active.id,
                               violation=False)
-        await self.start_response("response.create", conversation, modalities)
+        # Before the model speaks again: a completed function call of this session that is
+        # still without its output after tool_output_deadline_ms is the product's fault.
+        now = self.now_ms()
+        for call in self.tool_calls:
+            if (call["status"] == "completed" and call["in_conversation"] and not call["output_given"]
+                    and not call.get("late") and now - call["done_ms"] > self.fake.tool_output_deadline_ms):
+                call["late"] = True
+                self.violation("response.create while function call %s (%s) has had no function_call_output "
+                               "for %d ms" % (call["call_id"], call["name"], now - call["done_ms"]))
+        resp = await self.start_response("response.create", conversation, modalities, tools=tools)
+        for out in self.function_outputs:
+            if not out["response_requested"]:
+                out.update(response_requested=True, response_id=resp.id, response_requested_ms=now)
 
     async def on_response_cancel(self, ev):
         rid = ev.get("response_id")
@@ -946,8 +1761,26 @@ class FakeOpenAI:
         self.phrases = []
         for spec in args.phrase or []:
             self.add_phrase(spec)
+        self.tool_args_ms = args.tool_args_ms
+        self.tool_output_deadline_ms = 30000
+        self.mcp_tools = copy.deepcopy(DEFAULT_MCP_TOOLS)
+        self.mcp_output = args.mcp_output
+        self.mcp_call_ms = 50
+        self.mcp_list_fail = False
+        self.idle_timeout_range_ms = IDLE_TIMEOUT_RANGE_MS
+        self.script = [normalize_plan(e) for e in self.parse_json_list(args.script)] if args.script else []
         self.sessions = []
         self.handshakes = []
+
+    @staticmethod
+    def parse_json_list(text):
+        v = json.loads(text)
+        if not isinstance(v, list):
+            raise ValueError("expected a JSON list, got %r" % (v,))
+        return v
+
+    def mcp_tool_info(self, name):
+        return next((t for t in self.mcp_tools if t.get("name") == name), None)
 
     @staticmethod
     def tone(ms=1200, hz=440):
@@ -978,7 +1811,11 @@ class FakeOpenAI:
                 "reply_text": self.reply_text, "pace": self.pace, "seed": self.seed,
                 "transcription_delay_ms": list(self.transcription_delay_ms),
                 "max_session_seconds": self.max_session_seconds,
-                "phrases": [{"path": p["path"], "text": p["text"]} for p in self.phrases]}
+                "phrases": [{"path": p["path"], "text": p["text"]} for p in self.phrases],
+                "script": self.script, "tool_args_ms": self.tool_args_ms,
+                "tool_output_deadline_ms": self.tool_output_deadline_ms, "mcp_tools": self.mcp_tools,
+                "mcp_output": self.mcp_output, "mcp_call_ms": self.mcp_call_ms,
+                "mcp_list_fail": self.mcp_list_fail, "idle_timeout_range_ms": list(self.idle_timeout_range_ms)}
 
     # -- HTTP side -----------------------------------------------------------------------
     @staticmethod
@@ -998,7 +1835,10 @@ class FakeOpenAI:
         if path == "/_fake/reset":
             self.sessions = []
             self.handshakes = []
+            self.script = []
             return self.http_json(200, {"ok": True})
+        if path == "/_fake/cue":
+            return self.cue(q)
         if path == "/_fake/config":
             try:
                 for k, vals in q.items():
@@ -1034,13 +1874,77 @@ class FakeOpenAI:
                             self.add_phrase(spec)
                     elif k == "clear_phrases":
                         self.phrases = []
+                    elif k == "script":
+                        self.script = [normalize_plan(e) for e in self.parse_json_list(v)]
+                    elif k == "script_append":
+                        self.script.extend(normalize_plan(e) for e in self.parse_json_list(v))
+                    elif k == "tool_args_ms":
+                        self.tool_args_ms = max(0, int(v))
+                    elif k == "tool_output_deadline_ms":
+                        self.tool_output_deadline_ms = int(v)
+                    elif k == "mcp_tools":
+                        tools = self.parse_json_list(v)
+                        if not all(isinstance(t, dict) and isinstance(t.get("name"), str) for t in tools):
+                            raise ValueError("mcp_tools is a list of {name, input_schema, description?, "
+                                             "annotations?}")
+                        for t in tools:
+                            t.setdefault("input_schema", {"type": "object", "properties": {}})
+                        self.mcp_tools = tools
+                    elif k == "mcp_output":
+                        self.mcp_output = v
+                    elif k == "mcp_call_ms":
+                        self.mcp_call_ms = max(0, int(v))
+                    elif k == "mcp_list_fail":
+                        self.mcp_list_fail = v not in ("", "0", "false")
+                    elif k == "idle_timeout_range_ms":
+                        lo, _, hi = v.partition(",")
+                        self.idle_timeout_range_ms = (int(lo), int(hi))
                     else:
                         raise ValueError("unknown setting %r" % k)
-            except (ValueError, OSError) as e:
+            except (ValueError, OSError, TypeError) as e:
                 return self.http_json(400, {"error": str(e)})
             log("config now: %s", self.settings_view())
             return self.http_json(200, self.settings_view())
         return self.http_json(404, {"error": "unknown control endpoint %s" % path})
+
+    def cue(self, q):
+        """GET /_fake/cue?name=NAME&arguments=JSON[&say=TEXT] | ?text=TEXT | ?mcp=JSON[&output=..]
+        [&session=INDEX]: start that response now in that session (default: the last one)."""
+        one = {k: v[-1] for k, v in q.items()}
+        try:
+            if "name" in one:
+                plan = {"tool": one["name"], "arguments": json.loads(one["arguments"]) if one.get("arguments")
+                        else {}}
+                if one.get("say"):
+                    plan["say"] = one["say"]
+            elif "text" in one:
+                plan = {"text": one["text"]}
+            elif "mcp" in one:
+                plan = {"mcp": json.loads(one["mcp"])}
+                for k in ("output", "error"):
+                    if k in one:
+                        plan[k] = one[k]
+            else:
+                raise ValueError("a cue needs name=..., text=... or mcp=...")
+            plan = normalize_plan(plan)
+            idx = int(one.get("session", "-1"))
+        except (ValueError, TypeError) as e:
+            return self.http_json(400, {"error": str(e)})
+        if not self.sessions:
+            return self.http_json(404, {"error": "no session yet"})
+        try:
+            sess = self.sessions[idx]
+        except IndexError:
+            return self.http_json(404, {"error": "no session %d (there are %d)" % (idx, len(self.sessions))})
+        idx = self.sessions.index(sess)
+        if sess.closed_ms is not None or not sess.ws.open:
+            return self.http_json(409, {"error": "session %d is closed" % idx, "session": idx})
+        if sess.active is not None:
+            return self.http_json(409, {"error": "session %d already has an active response" % idx,
+                                        "session": idx, "response_id": sess.active.id})
+        resp = sess.launch("cue", plan=plan)
+        return self.http_json(200, {"ok": True, "session": idx, "session_id": sess.config["id"],
+                                    "response_id": resp.id, "item_id": resp.item_id, "call_id": resp.call_id})
 
     async def process_request(self, path, headers):
         parts = urllib.parse.urlsplit(path)
@@ -1168,6 +2072,10 @@ def main(argv=None):
     ap.add_argument("--max-session-seconds", type=float, default=3600,
                     help="session_expired + close 1001 after this long (0 = never)")
     ap.add_argument("--ping-interval", type=float, default=None)
+    ap.add_argument("--tool-args-ms", type=int, default=50,
+                    help="total time over which function/MCP call argument deltas are spread")
+    ap.add_argument("--mcp-output", default=DEFAULT_MCP_OUTPUT, help="what a fake MCP call returns")
+    ap.add_argument("--script", help="JSON list of response plans (see /_fake/config?script=)")
     args = ap.parse_args(argv)
     if bool(args.tls_cert) != bool(args.tls_key):
         ap.error("--tls-cert and --tls-key go together")

@@ -10,7 +10,12 @@ tested against this program instead of api.twilio.com. It follows, to the field 
   * twilio-media-streams.md: TwiML <Connect><Stream> parsing (§2), the WebSocket upgrade
     with the §3 headers, connected/start/media/mark/dtmf/stop exactly as §4, 20 ms paced
     160-byte frames, real-time playout of what the app sends with mark echo and clear (§5),
-    and a strict check of every app message (§3 Frames, §5) recorded as "violations".
+    and a strict check of every app message (§3 Frames, §5) recorded as "violations";
+  * twilio-call-control.md: call updates with new TwiML (redirect: stop + close 1000, the
+    call goes on), a small sequential TwiML executor (<Say>, <Pause>, <Play>, <Hangup>,
+    <Redirect>, <Dial> with simulated outcomes and its action request, <Connect><Stream>
+    with a new stream for the same call), 21220 on updates of ended calls, answering
+    machine detection (sync and async, §3) and DTMF digits (§5.1).
 URLs the product hands out are on --public-url; the fake signs over them exactly as given
 but delivers to --deliver-to (a TLS-terminating proxy in front of the product, in effect).
 A control API under /_fake/ (no auth, not Twilio's) lets tests start inbound calls, hang
@@ -60,13 +65,44 @@ KNOWN_CREATE_PARAMS = {
     "MachineDetectionSpeechEndThreshold", "MachineDetectionSilenceTimeout", "AsyncAmd",
     "AsyncAmdStatusCallback", "AsyncAmdStatusCallbackMethod", "SendDigits", "CallerId",
     "CallReason", "CallToken", "Byoc", "SipAuthUsername", "SipAuthPassword",
-    "ClientNotificationUrl",
+    "ClientNotificationUrl", "Passports", "RecordingConfigurationId",
 }
 KNOWN_UPDATE_PARAMS = {"Status", "Url", "Method", "Twiml", "FallbackUrl", "FallbackMethod",
                        "StatusCallback", "StatusCallbackMethod", "TimeLimit"}
 STREAM_ATTRS = {"url", "name", "track", "statusCallback", "statusCallbackMethod", "connectorName"}
 CONNECT_ATTRS = {"action", "method"}
 ENDED = ("completed", "busy", "failed", "no-answer", "canceled")
+
+# TwiML (npm twilio 6.3.1 lib/twiml/VoiceResponse.d.ts)
+VOICE_VERBS = {"Connect", "Dial", "Echo", "Enqueue", "Gather", "Hangup", "Leave", "Pause", "Pay", "Play",
+               "Prompt", "Queue", "Record", "Redirect", "Refer", "Reject", "Say", "Sms", "Start", "Stop"}
+SAY_ATTRS = {"voice", "language", "loop"}
+PAUSE_ATTRS = {"length"}
+PLAY_ATTRS = {"digits", "loop"}
+REDIRECT_ATTRS = {"method"}
+DIAL_ATTRS = {"action", "answerOnBridge", "callerId", "events", "hangupOnStar", "method", "passports",
+              "record", "recordingConfigurationId", "recordingStatusCallback",
+              "recordingStatusCallbackEvent", "recordingStatusCallbackMethod", "recordingTrack",
+              "referMethod", "referUrl", "ringTone", "sequential", "timeLimit", "timeout", "trim"}
+NOUN_AMD_RANGES = {"machineDetectionTimeout": (3, 60, 30), "machineDetectionSpeechThreshold": (1000, 6000, 2400),
+                   "machineDetectionSpeechEndThreshold": (500, 5000, 1200),
+                   "machineDetectionSilenceTimeout": (2000, 10000, 5000)}
+NOUN_AMD_ATTRS = {"machineDetection", "amdStatusCallback", "amdStatusCallbackMethod"} | set(NOUN_AMD_RANGES)
+NUMBER_ATTRS = NOUN_AMD_ATTRS | {"byoc", "method", "sendDigits", "statusCallback", "statusCallbackEvent",
+                                 "statusCallbackMethod", "url"}
+SIP_ATTRS = NOUN_AMD_ATTRS | {"method", "password", "statusCallback", "statusCallbackEvent",
+                              "statusCallbackMethod", "url", "username"}
+DIAL_NOUNS = {"Application", "Client", "Conference", "Number", "Queue", "Sim", "Sip", "WhatsApp"}
+DIAL_OUTCOMES = ("no-answer", "busy", "failed", "answered")
+
+# Answering machine detection (twilio-call-control.md §3; call.d.ts CallListInstanceCreateOptions)
+AMD_RANGES = {"MachineDetectionTimeout": (3, 60, 30), "MachineDetectionSpeechThreshold": (1000, 6000, 2400),
+              "MachineDetectionSpeechEndThreshold": (500, 5000, 1200),
+              "MachineDetectionSilenceTimeout": (2000, 10000, 5000)}
+AMD_PARAMS = ("MachineDetection", "AsyncAmd", "AsyncAmdStatusCallback", "AsyncAmdStatusCallbackMethod") \
+    + tuple(AMD_RANGES)
+ANSWERED_BY = ("human", "machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other",
+               "fax", "unknown")
 
 
 # ======================================================================================
@@ -217,9 +253,46 @@ class Call:
         self.twiml = None
         self.twiml_status = None
         self.twiml_content_type = None
+        self.stream_status_callback = None
+        self.reset_stream_fields()
+        # TwiML execution
+        self.documents = []        # every TwiML document run on this call
+        self.verbs = []            # every verb executed, in order
+        self.says = []
+        self.plays = []
+        self.dials = []
+        self.streams = []
+        self.in_dial = None        # the dial record while a <Dial> rings or is bridged
+        self.redirects = 0
+        self.redirect_requests = []
+        self.hangup_requests = []
+        self.stream_since_redirect = True
+        self.ended_by = None
+        self.debugger = []         # what Twilio's debugger would show (31921, 31920, 21262, ...)
+        # answering machine detection
+        self.amd = None
+        self.answered_by = None
+        self.amd_duration_ms = None
+        self.greeting_done = asyncio.Event()   # caller audio of the first stream fully sent
+        # bookkeeping
+        self.violations = []
+        self.warnings = []
+        self.events = []
+        self.callbacks = []
+        self.webhooks = []
+        self.hangup_reason = None
+        self.hangup_event = asyncio.Event()
+        self.redirect_event = asyncio.Event()
+        self.pending_redirect = None
+        self.session = None
+        self.outcome_override = None
+        self.cb_queue = asyncio.Queue()
+        self.cb_seq = 0
+        self.done = asyncio.Event()
+
+    def reset_stream_fields(self):
         self.stream_url = None
         self.stream_name = None
-        self.stream_status_callback = None
         self.custom_parameters = {}
         self.connect_action = None
         self.ws_status = None
@@ -229,7 +302,6 @@ class Call:
         self.close_reason = None
         self.close_initiator = None
         self.stream_sid = None
-        # media
         self.sent_audio = bytearray()
         self.received_audio = bytearray()
         self.played_audio = bytearray()
@@ -238,26 +310,17 @@ class Call:
         self.marks = []
         self.clears = 0
         self.dtmf_sent = []
+        self.dtmf_events = []
         self.media_messages_sent = 0
         self.media_messages_received = 0
         self.caller_speech_end_ms = []
         self.first_reply_audio_ms = None
-        # bookkeeping
-        self.violations = []
-        self.warnings = []
-        self.events = []
-        self.callbacks = []
-        self.webhooks = []
-        self.hangup_reason = None
-        self.hangup_event = asyncio.Event()
-        self.pending_redirect = None
-        self.session = None
-        self.outcome_override = None
-        self.cb_queue = asyncio.Queue()
-        self.cb_seq = 0
-        self.done = asyncio.Event()
 
     # -- logging ---------------------------------------------------------------------
+    def ms(self):
+        """Milliseconds since this call was created (the base of every *_at_ms of a call)."""
+        return now_ms(self.t0)
+
     def event(self, msg):
         self.events.append("%6d %s" % (now_ms(self.t0), msg))
         log("%s %s", self.sid, msg)
@@ -271,10 +334,20 @@ class Call:
         self.warnings.append(msg)
         self.event("warning: " + msg)
 
+    def debug(self, code, level, message):
+        """An entry Twilio's debugger (console) would show for this call."""
+        self.debugger.append({"code": code, "level": level, "message": message, "at_ms": self.ms()})
+        self.event("debugger %s %d: %s" % (level, code, message))
+
     def set_status(self, status):
         self.status = status
         self.updated = time.time()
         self.event("status " + status)
+
+    def end_by(self, who):
+        """Record what ended the call; the first cause wins."""
+        if self.ended_by is None and who:
+            self.ended_by = who
 
     # -- views -----------------------------------------------------------------------
     def resource(self):
@@ -288,7 +361,7 @@ class Call:
         return {
             "account_sid": acc,
             "annotation": None,
-            "answered_by": None,
+            "answered_by": self.answered_by,
             "api_version": API_VERSION,
             "caller_name": None,
             "date_created": C.rfc2822(self.created),
@@ -351,12 +424,26 @@ class Call:
             "marks": self.marks,
             "clears": self.clears,
             "dtmf_sent": self.dtmf_sent,
+            "dtmf_events": self.dtmf_events,
             "violations": self.violations,
             "warnings": self.warnings,
             "events": self.events,
             "callbacks": self.callbacks,
             "webhooks": self.webhooks,
             "hangup_reason": self.hangup_reason,
+            "ended_by": self.ended_by,
+            "hangup_requests": self.hangup_requests,
+            "redirects": self.redirects,
+            "redirect_requests": self.redirect_requests,
+            "streams": self.streams,
+            "dials": self.dials,
+            "says": self.says,
+            "plays": self.plays,
+            "verbs": self.verbs,
+            "documents": self.documents,
+            "debugger": self.debugger,
+            "amd": self.amd,
+            "answered_by": self.answered_by,
             "resource": self.resource(),
         }
 
@@ -370,6 +457,17 @@ class StreamSpec:
         self.status_callback_method = "POST"
         self.action = None
         self.action_method = "POST"
+
+
+def source_url(url, method, purpose, extra=None):
+    """Where the next TwiML document comes from: a signed request to url..."""
+    return {"kind": "url", "url": url, "method": method, "purpose": purpose, "extra": dict(extra or {})}
+
+
+def source_twiml(text, purpose):
+    """... or an inline document (Twiml= on create or update)."""
+    return {"kind": "twiml", "twiml": text, "purpose": purpose}
+
 
 
 # ======================================================================================
@@ -478,11 +576,14 @@ class Playout:
 
 
 class MediaSession:
-    def __init__(self, fake, call, ws, spec):
+    def __init__(self, fake, call, ws, spec, audio=b"", audio_label="caller audio file", first=True):
         self.fake = fake
         self.call = call
         self.ws = ws
         self.spec = spec
+        self.audio = audio
+        self.audio_label = audio_label
+        self.first = first
         self.seq = 0
         self.lock = asyncio.Lock()
         self.stop_sending = asyncio.Event()
@@ -496,14 +597,23 @@ class MediaSession:
 
     # -- sending --------------------------------------------------------------------
     async def send(self, obj, numbered=True):
+        """Send one message; numbered ones get the next shared sequenceNumber, which is
+        returned (as an int)."""
         async with self.lock:
+            seq = None
             if numbered:
                 self.seq += 1
+                seq = self.seq
                 obj = self._with_seq(obj, str(self.seq))
             await self.ws.send(json.dumps(obj, separators=(",", ":")))
+            return seq
 
     @staticmethod
     def _with_seq(obj, seq):
+        if obj["event"] == "dtmf":
+            # exactly the field order of twilio-media-streams.md §4.4
+            return {"event": "dtmf", "streamSid": obj["streamSid"], "sequenceNumber": seq,
+                    "dtmf": obj["dtmf"]}
         # key order as in Twilio's own examples: event, sequenceNumber, <body>, streamSid
         out = {"event": obj["event"], "sequenceNumber": seq}
         for k, v in obj.items():
@@ -559,6 +669,8 @@ class MediaSession:
                     ", ".join(self.labels), len(call.sent_audio)))
                 self.labels = []
                 self.caller_done.set()
+                if self.first:
+                    call.greeting_done.set()
 
     async def player(self):
         while True:
@@ -572,6 +684,7 @@ class MediaSession:
         if flushed:
             rec["played_bytes_at_echo"] = len(self.call.played_audio)
         rec["echoed_at_ms"] = now_ms(self.t0)
+        rec["echoed_at_call_ms"] = self.call.ms()
         self.call.marks_echoed.append(rec["name"])
         if self.stop_sent:
             return
@@ -658,8 +771,10 @@ class MediaSession:
                     call.warning("mark name %r reused (names should be unique)" % name)
                 self.mark_names.add(name)
                 rec = {"name": name, "received_at_ms": now_ms(self.t0),
+                       "received_at_call_ms": call.ms(),
                        "audio_bytes_before": len(call.received_audio), "echoed": False,
-                       "flushed": False, "played_bytes_at_echo": None, "echoed_at_ms": None}
+                       "flushed": False, "played_bytes_at_echo": None, "echoed_at_ms": None,
+                       "echoed_at_call_ms": None}
                 call.marks.append(rec)
                 call.marks_sent_by_app.append(name)
                 self.playout.add_mark(rec)
@@ -690,7 +805,9 @@ class MediaSession:
             await asyncio.sleep(0.05)
 
     async def run(self):
-        """Returns 'hangup' (we ended it) or 'app_closed' (the app closed / dropped)."""
+        """Returns 'hangup' (the call ended: REST, caller, time limit, auto-hangup),
+        'redirected' (REST update with new TwiML: stop + close, the call goes on) or
+        'app_closed' (the app closed / dropped the socket: <Connect> ends)."""
         call = self.call
         fake = self.fake
         call.event("media stream open to %s" % call.stream_url)
@@ -702,24 +819,25 @@ class MediaSession:
                                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000,
                                                    "channels": 1}},
                          "streamSid": call.stream_sid})
-        audio = fake.settings.get("caller_audio_bytes")
+        audio = self.audio
         if audio:
-            self.queue_speech(audio, "caller audio file")
+            self.queue_speech(audio, self.audio_label)
+        elif self.first:
+            call.greeting_done.set()
         tasks = {}
         tasks["sender"] = asyncio.ensure_future(self.sender())
         tasks["receiver"] = asyncio.ensure_future(self.receiver())
         tasks["player"] = asyncio.ensure_future(self.player())
-        waiters = {asyncio.ensure_future(call.hangup_event.wait()): "hangup"}
+        waiters = {asyncio.ensure_future(call.hangup_event.wait()): "hangup",
+                   asyncio.ensure_future(call.redirect_event.wait()): "redirect"}
         if fake.settings.get("auto_hangup") and audio:
             waiters[asyncio.ensure_future(self.auto_hangup())] = "auto"
-        limit = fake.settings.get("max_call_seconds") or 120
-        if call.time_limit:
-            limit = min(limit, call.time_limit)
-        waiters[asyncio.ensure_future(asyncio.sleep(max(0.0, limit - (time.monotonic() - call.t0))))] = "limit"
         waiters[tasks["receiver"]] = "receiver"
         done, _ = await asyncio.wait(list(waiters), return_when=asyncio.FIRST_COMPLETED)
         first = next(iter(done))
         why = waiters[first]
+        if why != "receiver" and call.hangup_event.is_set():
+            why = "hangup"  # a hang-up wins over a redirect that came at the same time
         for w in waiters:
             if w is not tasks["receiver"] and not w.done():
                 w.cancel()
@@ -734,20 +852,25 @@ class MediaSession:
                 call.event("receiver error: %r" % exc)
             call.event("app closed the media WebSocket (code %s%s)" % (
                 call.close_code, (" reason %r" % call.close_reason) if call.close_reason else ""))
+            call.debug(31921, "ERROR", "Stream - WebSocket - Close Error: the application closed the "
+                       "WebSocket (code %s)" % call.close_code)
             if call.close_code not in (1000, 1001):
                 call.warning("media WebSocket ended with close code %s" % call.close_code)
+        elif why == "redirect":
+            outcome = "redirected"
+            call.event("redirected: the call leaves this TwiML; sending stop and closing the media "
+                       "WebSocket (the call stays %s)" % call.status)
         else:
             if why == "auto":
                 call.hangup_reason = first.result()
-            elif why == "limit":
-                call.hangup_reason = "max-call-seconds (%s s) reached" % limit
-                log.loud("%s SAFETY: call reached --max-call-seconds=%s; hanging up", call.sid, limit)
+                call.end_by("auto_hangup")
+                call.hangup_event.set()
             call.hangup_reason = call.hangup_reason or "hang-up requested"
             call.event("hanging up: %s" % call.hangup_reason)
         self.stop_sending.set()
         await asyncio.gather(tasks["sender"], return_exceptions=True)
         tasks["player"].cancel()
-        if outcome == "hangup":
+        if outcome in ("hangup", "redirected"):
             try:
                 await self.send({"event": "stop",
                                  "stop": {"accountSid": fake.account_sid, "callSid": call.sid},
@@ -789,7 +912,24 @@ class FakeTwilio:
             "next_call_outcome": None,
             "ping_interval": args.ping_interval,
             "max_page_size": args.max_page_size,
+            # TwiML executor (fake time)
+            "say_ms_per_word": 50,
+            "pause_ms_per_second": 100,
+            "play_ms": 500,
+            # <Dial>
+            "dial_outcome": "no-answer",
+            "next_dial_outcome": None,
+            "dial_ring_ms": 300,
+            "dial_talk_ms": 500,
+            # a new stream on the same call (after a redirect or an action)
+            "next_stream_audio": None,
+            "next_stream_audio_bytes": None,
+            # answering machine detection
+            "amd_delay_ms": 2000,
+            "amd_beep_ms": 300,
+            "next_answered_by": None,
         }
+        self.t0 = time.monotonic()
         self.calls = collections.OrderedDict()
         self.requests = []
         self.numbers = []
@@ -886,6 +1026,9 @@ class FakeTwilio:
         params = self.standard_params(call, status)
         params.update({"CallbackSource": "call-progress-events", "SequenceNumber": str(call.cb_seq),
                        "Timestamp": C.rfc2822()})
+        if call.answered_by:
+            params["AnsweredBy"] = call.answered_by
+            params["MachineDetectionDuration"] = str(call.amd_duration_ms)
         if event == "completed":
             dur = int(round((call.ended or time.time()) - call.started)) if call.started else 0
             params["CallDuration"] = str(dur)
@@ -918,9 +1061,61 @@ class FakeTwilio:
                            spec.status_callback_method, params)
 
     # ------------------------------------------------------------------ TwiML
-    def parse_twiml(self, call, text):
-        """Strict <Response><Connect><Stream url="wss://..."><Parameter/>... Returns a
-        StreamSpec or None (call fails; violations recorded)."""
+    def resolve_url(self, call, what, url, doc_url):
+        """A URL from a TwiML attribute: absolute http(s) as is, relative ones against the
+        document's own URL (as Twilio does). None (and a violation) when impossible."""
+        url = (url or "").strip()
+        if not url:
+            call.violation("%s: empty URL" % what)
+            return None
+        if is_absolute_http_url(url):
+            return url
+        if urllib.parse.urlsplit(url).scheme:
+            call.violation("%s: %r is not an http(s) URL" % (what, url))
+            return None
+        if doc_url:
+            return urllib.parse.urljoin(doc_url, url)
+        call.violation("%s: relative URL %r in an inline (Twiml=) document cannot be resolved" % (what, url))
+        return None
+
+    def check_attrs(self, call, el, allowed):
+        bad = set(el.attrib) - allowed
+        if bad:
+            call.violation("<%s> has unknown attributes %s" % (el.tag, sorted(bad)))
+
+    def check_method(self, call, el, attr="method"):
+        m = el.attrib.get(attr, "POST").upper()
+        if m not in ("GET", "POST"):
+            call.violation("<%s %s=%r>: must be GET or POST" % (el.tag, attr, el.attrib.get(attr)))
+            return "POST"
+        return m
+
+    def int_attr(self, call, el, attr, default, lo=None, hi=None):
+        raw = el.attrib.get(attr)
+        if raw is None:
+            return default
+        if not re.match(r"^\d+$", raw.strip()):
+            call.violation("<%s %s=%r>: must be a non-negative integer" % (el.tag, attr, raw))
+            return default
+        v = int(raw)
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            call.violation("<%s %s=%r>: must be within %s..%s" % (el.tag, attr, raw, lo, hi))
+            return default
+        return v
+
+    def enum_attr(self, call, el, attr, values, multi=False):
+        raw = el.attrib.get(attr)
+        if raw is None:
+            return None
+        items = raw.split() if multi else [raw]
+        for it in items:
+            if it not in values:
+                call.violation("<%s %s=%r>: %r is not one of %s" % (el.tag, attr, raw, it, sorted(values)))
+        return raw
+
+    def parse_document(self, call, text, doc_url):
+        """Parse a whole TwiML document (Twilio parses before executing). Returns the list
+        of verbs to run, or None when the document is unusable (the call fails)."""
         try:
             root = ET.fromstring(text.strip().encode("utf-8"))
         except ET.ParseError as e:
@@ -929,24 +1124,69 @@ class FakeTwilio:
         if root.tag != "Response":
             call.violation("TwiML root element is <%s>, expected <Response>" % root.tag)
             return None
-        verbs = list(root)
-        if not verbs:
+        if not list(root):
             call.violation("TwiML <Response> is empty (the call would just hang up)")
             return None
-        if verbs[0].tag != "Connect":
-            call.violation("TwiML: first verb is <%s>; this project's TwiML must start with <Connect><Stream>"
-                           % verbs[0].tag)
-            return None
-        for extra in verbs[1:]:
-            call.warning("TwiML verb <%s> after <Connect> is only reached when the stream ends "
-                         "(the fake does not execute it)" % extra.tag)
-        connect = verbs[0]
+        verbs = []
+        for el in root:
+            tag = el.tag
+            if tag == "Connect":
+                spec = self.parse_connect(call, el, doc_url)
+                if spec is None:
+                    return None
+                verbs.append({"verb": "Connect", "spec": spec})
+            elif tag == "Say":
+                self.check_attrs(call, el, SAY_ATTRS)
+                loop = self.int_attr(call, el, "loop", 1)
+                text_ = " ".join("".join(el.itertext()).split())
+                if not text_:
+                    call.violation("<Say> without text")
+                verbs.append({"verb": "Say", "text": text_, "loop": loop,
+                              "voice": el.attrib.get("voice"), "language": el.attrib.get("language")})
+            elif tag == "Pause":
+                self.check_attrs(call, el, PAUSE_ATTRS)
+                if list(el) or (el.text or "").strip():
+                    call.violation("<Pause> must be empty")
+                verbs.append({"verb": "Pause", "length": self.int_attr(call, el, "length", 1)})
+            elif tag == "Hangup":
+                self.check_attrs(call, el, set())
+                for ch in el:
+                    if ch.tag != "Parameter":
+                        call.violation("<Hangup> child <%s> (only <Parameter> allowed)" % ch.tag)
+                verbs.append({"verb": "Hangup"})
+            elif tag == "Dial":
+                verbs.append(self.parse_dial(call, el, doc_url))
+            elif tag == "Play":
+                self.check_attrs(call, el, PLAY_ATTRS)
+                digits = el.attrib.get("digits")
+                url = (el.text or "").strip()
+                if digits is not None and not re.match(r"^[0-9*#w]+$", digits):
+                    call.violation("<Play digits=%r>: only 0-9, *, # and w are allowed" % digits)
+                if not digits and not url:
+                    call.violation("<Play> needs a URL or digits")
+                verbs.append({"verb": "Play", "digits": digits, "url": url or None,
+                              "loop": self.int_attr(call, el, "loop", 1)})
+            elif tag == "Redirect":
+                self.check_attrs(call, el, REDIRECT_ATTRS)
+                url = self.resolve_url(call, "<Redirect>", el.text, doc_url)
+                verbs.append({"verb": "Redirect", "url": url, "method": self.check_method(call, el)})
+            elif tag in VOICE_VERBS:
+                call.violation("TwiML verb <%s> is not simulated by the fake (skipped)" % tag)
+                verbs.append({"verb": tag, "unsupported": True})
+            else:
+                call.violation("TwiML: <%s> is not a TwiML voice verb (Twilio: 12100 Document parse "
+                               "failure)" % tag)
+                return None
+        return verbs
+
+    def parse_connect(self, call, connect, doc_url):
+        """Strict <Connect><Stream url="wss://..."><Parameter/>... Returns a StreamSpec or
+        None (the call fails; violations recorded)."""
         spec = StreamSpec()
-        bad = set(connect.attrib) - CONNECT_ATTRS
-        if bad:
-            call.violation("<Connect> has unknown attributes %s" % sorted(bad))
-        spec.action = connect.attrib.get("action")
-        spec.action_method = connect.attrib.get("method", "POST").upper()
+        self.check_attrs(call, connect, CONNECT_ATTRS)
+        if "action" in connect.attrib:
+            spec.action = self.resolve_url(call, "<Connect action>", connect.attrib["action"], doc_url)
+        spec.action_method = self.check_method(call, connect)
         streams = list(connect)
         if len(streams) != 1 or streams[0].tag != "Stream":
             call.violation("<Connect> must contain exactly one <Stream>, has %s" % [c.tag for c in streams])
@@ -1004,31 +1244,125 @@ class FakeTwilio:
             spec.params[name] = value
         return spec
 
+    def check_noun_amd(self, call, el):
+        self.enum_attr(call, el, "machineDetection", {"Enable", "DetectMessageEnd"})
+        for attr, (lo, hi, _default) in NOUN_AMD_RANGES.items():
+            self.int_attr(call, el, attr, None, lo, hi)
+        self.check_method(call, el, "amdStatusCallbackMethod")
+
+    def parse_dial(self, call, el, doc_url):
+        """<Dial> (VoiceResponse.d.ts DialAttributes, NumberAttributes, SipAttributes).
+        Problems that make the dial fail are collected in 'errors' (dial outcome failed)."""
+        errors = []
+        self.check_attrs(call, el, DIAL_ATTRS)
+        action = None
+        if "action" in el.attrib:
+            action = self.resolve_url(call, "<Dial action>", el.attrib["action"], doc_url)
+        method = self.check_method(call, el)
+        timeout = self.int_attr(call, el, "timeout", 30, 1, 600)
+        time_limit = self.int_attr(call, el, "timeLimit", 14400, 1, 86400)
+        for attr in ("answerOnBridge", "hangupOnStar", "sequential"):
+            self.enum_attr(call, el, attr, {"true", "false"})
+        self.enum_attr(call, el, "record", {"do-not-record", "record-from-answer", "record-from-ringing",
+                                            "record-from-answer-dual", "record-from-ringing-dual"})
+        self.enum_attr(call, el, "recordingTrack", {"both", "inbound", "outbound"})
+        self.enum_attr(call, el, "recordingStatusCallbackEvent", {"in-progress", "completed", "absent"},
+                       multi=True)
+        self.enum_attr(call, el, "trim", {"trim-silence", "do-not-trim"})
+        self.enum_attr(call, el, "events", {"call-progress-event"})
+        for attr in ("recordingStatusCallbackMethod", "referMethod"):
+            if attr in el.attrib:
+                self.check_method(call, el, attr)
+        targets = []
+        text = (el.text or "").strip()
+        children = list(el)
+        if text and children:
+            errors.append("<Dial> mixes a plain number with child nouns")
+        if text:
+            kind = "Sip" if text.startswith("sip:") else "text"
+            targets.append({"noun": kind, "to": text, "attributes": {}})
+        for ch in children:
+            if (ch.tail or "").strip():
+                errors.append("<Dial> has text after <%s>" % ch.tag)
+            to = (ch.text or "").strip()
+            if ch.tag == "Number":
+                self.check_attrs(call, ch, NUMBER_ATTRS)
+                self.check_noun_amd(call, ch)
+                for attr in ("method", "statusCallbackMethod"):
+                    self.check_method(call, ch, attr)
+                self.enum_attr(call, ch, "statusCallbackEvent", set(CALLBACK_EVENTS), multi=True)
+                sd = ch.attrib.get("sendDigits")
+                if sd is not None and not re.match(r"^[0-9A-D#*wW]{1,32}$", sd):
+                    call.violation("<Number sendDigits=%r>: only 0-9 A-D # * w W, at most 32" % sd)
+            elif ch.tag == "Sip":
+                self.check_attrs(call, ch, SIP_ATTRS)
+                self.check_noun_amd(call, ch)
+                for attr in ("method", "statusCallbackMethod"):
+                    self.check_method(call, ch, attr)
+                self.enum_attr(call, ch, "statusCallbackEvent", set(CALLBACK_EVENTS), multi=True)
+            elif ch.tag in DIAL_NOUNS:
+                errors.append("<Dial><%s> is not simulated by the fake" % ch.tag)
+            else:
+                errors.append("<Dial> child <%s> is not a <Dial> noun" % ch.tag)
+            targets.append({"noun": ch.tag, "to": to, "attributes": dict(ch.attrib)})
+        if not targets:
+            errors.append("<Dial> has nothing to dial")
+        if sum(1 for t in targets if t["noun"] == "Number") > 10:
+            errors.append("<Dial> has more than 10 <Number>s")
+        for t in targets:
+            if t["noun"] in ("Number", "text") and not C.is_e164(t["to"]):
+                errors.append("<Dial> number %r is not E.164 (the dial fails)" % t["to"])
+            elif t["noun"] == "Sip" and not t["to"].startswith("sip:"):
+                errors.append("<Sip> URI %r does not start with sip: (the dial fails)" % t["to"])
+        caller_id = el.attrib.get("callerId")
+        pstn = any(t["noun"] in ("Number", "text") for t in targets)
+        if caller_id is not None and pstn and caller_id not in self.number_by_e164:
+            errors.append("<Dial callerId=%r> is not a number of this account (Twilio: 13214 Dial: "
+                          "Invalid callerId value; same rule as From)" % caller_id)
+        elif caller_id is not None and not caller_id.strip():
+            errors.append("<Dial callerId=\"\"> is empty")
+        return {"verb": "Dial", "targets": targets, "callerId": caller_id, "timeout": timeout,
+                "timeLimit": time_limit, "action": action, "method": method,
+                "attributes": dict(el.attrib), "errors": errors}
+
     async def fetch_twiml(self, call, source, call_status):
-        kind = source[0]
-        if kind == "twiml":
-            call.twiml = source[1]
+        """Get one TwiML document. Returns (text or None, the document's URL or None)."""
+        doc = {"purpose": source["purpose"], "at_ms": call.ms(), "url": source.get("url"),
+               "method": source.get("method"), "status": None, "twiml": None}
+        call.documents.append(doc)
+        if source["kind"] == "twiml":
+            call.twiml = source["twiml"]
             call.twiml_status = None
-            return source[1]
-        _, url, method, purpose = source
-        res = await self.webhook(call, purpose, url, method, self.standard_params(call, call_status))
+            call.twiml_content_type = None
+            doc["twiml"] = source["twiml"]
+            return source["twiml"], None
+        url, method, purpose = source["url"], source["method"], source["purpose"]
+        params = self.standard_params(call, call_status)
+        params.update(source.get("extra") or {})
+        res = await self.webhook(call, purpose, url, method, params)
         if res is None:
-            return None
+            return None, url
         status, ctype, text = res
+        if source.get("dial") is not None:
+            source["dial"]["action_status"] = status
         call.twiml_status = status
         call.twiml = text
         call.twiml_content_type = ctype
+        doc["status"] = status
+        doc["twiml"] = text
         if status != 200:
             call.violation("%s answered HTTP %d (expected 200 with TwiML)" % (purpose, status))
-            return None
+            return None, url
         base_ctype = ctype.split(";")[0].strip().lower()
         if base_ctype not in ("text/xml", "application/xml"):
             call.violation("%s Content-Type is %r, expected text/xml or application/xml" % (purpose, ctype))
-        return text
+        return text, url
 
     # ------------------------------------------------------------------ call runner
     async def run_call(self, call, source):
         worker = asyncio.ensure_future(self.callback_worker(call))
+        watchdog = asyncio.ensure_future(self.watchdog(call))
+        call.amd_task = None
         try:
             await self._run_call(call, source)
         except Exception as e:  # keep the fake alive whatever happens
@@ -1036,9 +1370,17 @@ class FakeTwilio:
             log.loud("internal error in call %s: %r", call.sid, e)
             if call.status not in ENDED:
                 call.status = "failed"
+            call.end_by("error")
         finally:
+            watchdog.cancel()
+            if call.amd_task is not None and not call.amd_task.done():
+                call.amd_task.cancel()
+                call.event("AMD still undecided when the call ended (no verdict, no callback)")
             if call.status not in ENDED:
                 call.set_status("completed")
+            if call.ended_by is None:
+                call.end_by({"failed": "error", "busy": "not_answered", "no-answer": "not_answered",
+                             "canceled": "rest"}.get(call.status, "twiml"))
             if not call.ended:
                 call.ended = time.time()
             call.updated = time.time()
@@ -1048,8 +1390,28 @@ class FakeTwilio:
                 await asyncio.wait_for(worker, timeout=20)
             except asyncio.TimeoutError:
                 worker.cancel()
-            call.event("call over: %s" % call.status)
+            call.event("call over: %s (ended_by %s)" % (call.status, call.ended_by))
             call.done.set()
+
+    async def watchdog(self, call):
+        """--max-call-seconds (safety) and TimeLimit (can change on a live call)."""
+        while True:
+            limit = self.settings.get("max_call_seconds") or 120
+            which = "max-call-seconds"
+            if call.time_limit and call.time_limit < limit:
+                limit, which = call.time_limit, "TimeLimit"
+            remaining = limit - (time.monotonic() - call.t0)
+            if remaining <= 0:
+                break
+            await asyncio.sleep(min(remaining, 0.5))
+        if call.status in ENDED or call.hangup_event.is_set():
+            return
+        call.hangup_reason = "%s (%s s) reached" % (which, limit)
+        if which == "max-call-seconds":
+            log.loud("%s SAFETY: call reached --max-call-seconds=%s; hanging up", call.sid, limit)
+        call.end_by("time_limit")
+        call.event("hanging up: " + call.hangup_reason)
+        call.hangup_event.set()
 
     async def _wait_or_hangup(self, seconds, call):
         try:
@@ -1058,7 +1420,31 @@ class FakeTwilio:
         except asyncio.TimeoutError:
             return False
 
+    async def interruptible(self, call, seconds):
+        """Sleep for a verb's duration; returns 'hangup' or 'redirect' if that came first."""
+        if call.hangup_event.is_set():
+            return "hangup"
+        if call.redirect_event.is_set():
+            return "redirect"
+        waits = {asyncio.ensure_future(call.hangup_event.wait()): "hangup",
+                 asyncio.ensure_future(call.redirect_event.wait()): "redirect"}
+        done, pending = await asyncio.wait(list(waits), timeout=max(0.0, seconds),
+                                           return_when=asyncio.FIRST_COMPLETED)
+        for p in pending:
+            p.cancel()
+        if call.hangup_event.is_set():
+            return "hangup"
+        if done:
+            return waits[next(iter(done))]
+        return None
+
+    def take_redirect(self, call):
+        src, call.pending_redirect = call.pending_redirect, None
+        call.redirect_event.clear()
+        return src
+
     async def _run_call(self, call, source):
+        call_status = "in-progress"
         if call.direction == "outbound-api":
             self.queue_callback(call, "initiated")
             call.event("dialling %s from %s (simulated)" % (call.to, call.from_))
@@ -1071,42 +1457,234 @@ class FakeTwilio:
             outcome = call.outcome_override
             if outcome in ("busy", "no-answer", "failed"):
                 call.set_status(outcome)
+                call.end_by("not_answered")
                 return
             call.started = time.time()
             call.set_status("in-progress")
             self.queue_callback(call, "answered")
-            call_status = "in-progress"
+            if call.amd and not call.amd["ignored"]:
+                if call.amd["mode"] == "async":
+                    call.amd_task = asyncio.ensure_future(self.amd_async(call))
+                else:
+                    # sync AMD: the TwiML fetch waits for the verdict and carries it
+                    if not await self.amd_decide(call):
+                        return
+                    if source["kind"] == "url":
+                        source["extra"].update({"AnsweredBy": call.answered_by,
+                                                "MachineDetectionDuration": str(call.amd_duration_ms)})
         else:
             call_status = "ringing"
         while source is not None:
-            text = await self.fetch_twiml(call, source, call_status)
+            if call.hangup_event.is_set():
+                return
+            if call.redirect_event.is_set():
+                source = self.take_redirect(call)
+            text, doc_url = await self.fetch_twiml(call, source, call_status)
             source = None
             if call.direction == "inbound" and call.status == "ringing":
                 call.started = time.time()
                 call.set_status("in-progress")
             call_status = "in-progress"
-            if text is None or call.hangup_event.is_set():
-                if call.status not in ENDED:
-                    call.set_status("failed")
+            if call.hangup_event.is_set():
                 return
-            spec = self.parse_twiml(call, text)
-            if spec is None:
+            if call.redirect_event.is_set():
+                call.event("a redirect came while the TwiML was fetched: that document is dropped")
+                source = self.take_redirect(call)
+                continue
+            if text is None:
                 call.set_status("failed")
+                call.end_by("error")
                 return
-            outcome = await self.stream(call, spec)
-            if call.pending_redirect is not None:
-                source, call.pending_redirect = call.pending_redirect, None
-                call.hangup_event.clear()
+            verbs = self.parse_document(call, text, doc_url)
+            if verbs is None:
+                call.set_status("failed")
+                call.end_by("error")
+                return
+            source = await self.execute(call, verbs, text)
+
+    async def execute(self, call, verbs, doc_text):
+        """Run the verbs of one document in order. Returns where the next document comes
+        from (action URL, <Redirect>, REST redirect) or None when the call is over."""
+        hint = "twiml"
+        for v in verbs:
+            if call.hangup_event.is_set():
+                return None
+            if call.redirect_event.is_set():
+                return self.take_redirect(call)
+            call.verbs.append({"verb": v["verb"], "at_ms": call.ms()})
+            if v.get("unsupported"):
                 continue
-            if outcome in ("app_closed", "handshake_failed") and spec.action:
-                source = ("url", spec.action, spec.action_method, "<Connect action>")
-                continue
+            handler = getattr(self, "verb_" + v["verb"].lower())
+            kind, val = await handler(call, v, doc_text)
+            if kind == "goto":
+                return val
+            if kind == "end":
+                call.end_by(val)
+                return None
+            hint = val or "twiml"
+        if call.hangup_event.is_set():
+            return None
+        if call.redirect_event.is_set():
+            return self.take_redirect(call)
+        call.event("no verbs left: the call ends")
+        call.end_by(hint)
+        return None
+
+    async def verb_say(self, call, v, doc_text):
+        loops = v["loop"] if v["loop"] > 0 else 10 ** 6   # loop="0": until the call ends
+        ms = len(v["text"].split()) * float(self.settings["say_ms_per_word"]) * loops
+        rec = {"text": v["text"], "voice": v["voice"], "language": v["language"], "loop": v["loop"],
+               "at_ms": call.ms(), "duration_ms": None, "interrupted_by": None}
+        call.says.append(rec)
+        call.event("<Say> %r (%d ms of fake time)" % (v["text"][:80], min(ms, 10 ** 9)))
+        why = await self.interruptible(call, ms / 1000.0)
+        rec["duration_ms"] = call.ms() - rec["at_ms"]
+        rec["interrupted_by"] = why
+        return "next", "twiml"
+
+    async def verb_pause(self, call, v, doc_text):
+        ms = v["length"] * float(self.settings["pause_ms_per_second"])
+        call.event("<Pause length=%d> (%d ms of fake time)" % (v["length"], ms))
+        await self.interruptible(call, ms / 1000.0)
+        return "next", "twiml"
+
+    async def verb_play(self, call, v, doc_text):
+        loops = v["loop"] if v["loop"] > 0 else 10 ** 6
+        if v["digits"]:
+            ms = sum(500 if d == "w" else 100 for d in v["digits"]) * loops
+        else:
+            ms = float(self.settings["play_ms"]) * loops
+        rec = {"url": v["url"], "digits": v["digits"], "loop": v["loop"], "at_ms": call.ms()}
+        call.plays.append(rec)
+        call.event("<Play> %s (%d ms of fake time)" % (
+            ("digits=%s" % v["digits"]) if v["digits"] else v["url"], min(ms, 10 ** 9)))
+        await self.interruptible(call, ms / 1000.0)
+        return "next", "twiml"
+
+    async def verb_hangup(self, call, v, doc_text):
+        call.event("<Hangup/>")
+        return "end", "twiml"
+
+    async def verb_redirect(self, call, v, doc_text):
+        if not v["url"]:
+            return "next", "twiml"
+        call.event("<Redirect> to %s" % v["url"])
+        return "goto", source_url(v["url"], v["method"], "<Redirect>")
+
+    async def verb_connect(self, call, v, doc_text):
+        spec = v["spec"]
+        outcome = await self.stream(call, spec)
+        if outcome == "redirected":
+            return "next", None         # execute() picks the redirect up
+        if outcome == "hangup":
+            return "end", None          # whoever hung up recorded ended_by
+        # app_closed / handshake_failed: <Connect> is over (twilio-call-control.md §2)
+        if spec.action:
+            call.event("<Connect> ended (%s): requesting its action %s" % (outcome, spec.action))
+            return "goto", source_url(spec.action, spec.action_method, "<Connect action>")
+        return "next", "app_close" if outcome == "app_closed" else "stream_failed"
+
+    async def verb_dial(self, call, v, doc_text):
+        s = self.settings
+        t = v["targets"][0] if v["targets"] else {"to": None}
+        rec = {"to": t["to"], "targets": v["targets"], "callerId": v["callerId"],
+               "timeout": v["timeout"], "timeLimit": v["timeLimit"], "action": v["action"],
+               "method": v["method"], "attributes": v["attributes"], "twiml": doc_text,
+               "at_ms": call.ms(), "outcome": None, "DialCallSid": C.new_sid("CA"),
+               "DialCallDuration": None, "state": "ringing", "answered_at_ms": None,
+               "ended_at_ms": None, "interrupted_by": None, "action_status": None,
+               "errors": list(v["errors"]), "from_redirect": call.redirects > 0}
+        call.dials.append(rec)
+        for err in v["errors"]:
+            call.violation(err)
+        if v["errors"]:
+            planned = "failed"
+            ring_ms = 20
+        else:
+            planned = s.get("next_dial_outcome") or s.get("dial_outcome") or "no-answer"
+            s["next_dial_outcome"] = None
+            ring_ms = min(float(s["dial_ring_ms"]), v["timeout"] * 1000.0)
+        call.in_dial = rec
+        call.event("<Dial> %s (%s, callerId %s): %s after %d ms" % (
+            ", ".join(str(x["to"]) for x in v["targets"]) or "-", rec["DialCallSid"],
+            v["callerId"] or call.from_, planned, ring_ms))
+        why = await self.interruptible(call, ring_ms / 1000.0)
+        if why:
+            rec["outcome"] = "canceled"
+        elif planned == "answered":
+            rec["state"] = "in-progress"
+            rec["answered_at_ms"] = call.ms()
+            call.event("<Dial>: %s answered; bridged" % rec["to"])
+            talk = min(float(s["dial_talk_ms"]), v["timeLimit"] * 1000.0)
+            why = await self.interruptible(call, talk / 1000.0)
+            talked = call.ms() - rec["answered_at_ms"]
+            rec["DialCallDuration"] = str(int(talked / 1000.0 + 0.5))
+            rec["outcome"] = "completed"
+        else:
+            rec["outcome"] = planned
+        rec["state"] = "ended"
+        rec["ended_at_ms"] = call.ms()
+        rec["interrupted_by"] = why
+        call.in_dial = None
+        call.event("<Dial> over: DialCallStatus=%s%s" % (
+            rec["outcome"], (" (%s)" % why) if why else ""))
+        if why == "redirect":
+            # the document was replaced: no action request (fake's choice, like <Connect>)
+            return "next", None
+        params = {}
+        if v["action"]:
+            params = {"DialCallStatus": rec["outcome"], "DialCallSid": rec["DialCallSid"]}
+            if rec["DialCallDuration"] is not None:
+                params["DialCallDuration"] = rec["DialCallDuration"]
+        if why == "hangup":
+            if v["action"]:
+                # the parent call is gone: Twilio still reports the dial; its TwiML is ignored
+                p = self.standard_params(call, call.status if call.status in ENDED else "completed")
+                p.update(params)
+                res = await self.webhook(call, "<Dial action> (after hang-up)", v["action"], v["method"], p)
+                rec["action_status"] = res[0] if res else None
+            return "end", None
+        if v["action"]:
+            src = source_url(v["action"], v["method"], "<Dial action>", params)
+            src["dial"] = rec   # fetch_twiml fills in action_status
+            return "goto", src
+        return "next", "dial"
 
     async def stream(self, call, spec):
+        s = self.settings
+        first = not call.streams
+        if not first:
+            call.reset_stream_fields()
+        audio, label = s.get("caller_audio_bytes") or b"", "caller audio file"
+        if not first and s.get("next_stream_audio_bytes") is not None:
+            audio, label = s["next_stream_audio_bytes"], "next_stream_audio %s" % s.get("next_stream_audio")
+            s["next_stream_audio_bytes"] = None
+            s["next_stream_audio"] = None
         call.stream_url = spec.url
         call.stream_name = spec.name
         call.custom_parameters = dict(spec.params)
+        call.connect_action = spec.action
         call.stream_sid = C.new_sid("MZ")
+        rec = {"streamSid": call.stream_sid, "customParameters": dict(spec.params), "url": spec.url,
+               "name": spec.name, "opened_at_ms": None, "closed_at_ms": None, "close_code": None,
+               "close_reason": None, "close_initiator": None, "ws_status": "connecting",
+               "handshake_status": None, "end": None}
+        call.streams.append(rec)
+        outcome = await self._stream(call, spec, rec, audio, label, first)
+        rec.update({"closed_at_ms": call.ms() if rec["opened_at_ms"] is not None else None,
+                    "close_code": call.close_code, "close_reason": call.close_reason,
+                    "close_initiator": call.close_initiator, "ws_status": call.ws_status,
+                    "handshake_status": call.handshake_status, "end": outcome,
+                    "media_messages_sent": call.media_messages_sent,
+                    "media_messages_received": call.media_messages_received,
+                    "marks_echoed": list(call.marks_echoed), "clears": call.clears,
+                    "dtmf_sent": list(call.dtmf_sent),
+                    "sent_audio_b64": C.b64(call.sent_audio),
+                    "received_audio_b64": C.b64(call.received_audio),
+                    "played_audio_b64": C.b64(call.played_audio)})
+        return outcome
+
+    async def _stream(self, call, spec, rec, audio, label, first):
         target = self.deliver_url(spec.url)
         if target is None:
             call.violation("<Stream url=%s> is not on PUBLIC_URL %s" % (spec.url, self.public_url))
@@ -1136,30 +1714,37 @@ class FakeTwilio:
             call.handshake_status = e.status_code
             call.ws_status = "failed"
             call.event("media WebSocket upgrade refused with HTTP %d (31920)" % e.status_code)
+            call.debug(31920, "ERROR", "Stream - WebSocket - Handshake Error: HTTP %d" % e.status_code)
             await self.stream_callback(call, spec, "stream-error", "31920 handshake error: HTTP %d" % e.status_code)
             return "handshake_failed"
         except InvalidHandshake as e:
             call.ws_status = "failed"
             call.violation("media WebSocket handshake invalid (31920): %s" % e)
+            call.debug(31920, "ERROR", "Stream - WebSocket - Handshake Error")
             await self.stream_callback(call, spec, "stream-error", "31920 handshake error")
             return "handshake_failed"
         except asyncio.TimeoutError:
             call.ws_status = "failed"
             call.event("media WebSocket connection timed out (31901)")
+            call.debug(31901, "ERROR", "Stream - WebSocket - Connection Timeout")
             await self.stream_callback(call, spec, "stream-error", "31901 connection timeout")
             return "handshake_failed"
         except OSError as e:
             call.ws_status = "failed"
             call.event("media WebSocket connection failed (31902): %r" % e)
+            call.debug(31902, "ERROR", "Stream - WebSocket - Connection Refused")
             await self.stream_callback(call, spec, "stream-error", "31902 connection refused")
             return "handshake_failed"
         call.ws_status = "open"
+        rec["opened_at_ms"] = call.ms()
+        rec["ws_status"] = "open"
+        call.stream_since_redirect = True
         if ws.subprotocol:
             call.violation("server selected subprotocol %r that Twilio never offers" % ws.subprotocol)
         if ws.extensions:
             call.violation("server negotiated extensions %r that Twilio never offers" % ws.extensions)
         asyncio.ensure_future(self.stream_callback(call, spec, "stream-started"))
-        session = MediaSession(self, call, ws, spec)
+        session = MediaSession(self, call, ws, spec, audio=audio, audio_label=label, first=first)
         call.session = session
         try:
             outcome = await session.run()
@@ -1171,13 +1756,69 @@ class FakeTwilio:
         await self.stream_callback(call, spec, "stream-stopped")
         return outcome
 
+    # ------------------------------------------------------------------ AMD
+    async def amd_decide(self, call):
+        """Wait until the AMD verdict (twilio-call-control.md §3.4 timing, scaled down by the
+        settings) and record it. Returns False when the call was hung up meanwhile."""
+        amd = call.amd
+        s = self.settings
+        verdict = amd["planned_verdict"]
+        timeout_ms = amd["effective"]["MachineDetectionTimeout"] * 1000.0
+        t = time.monotonic()
+        machine_end = amd["MachineDetection"] == "DetectMessageEnd" and verdict.startswith("machine_end")
+        if machine_end and amd["mode"] == "async":
+            # the verdict comes after the machine's greeting (the caller audio) has been sent
+            waits = {asyncio.ensure_future(call.greeting_done.wait()): "greeting",
+                     asyncio.ensure_future(call.hangup_event.wait()): "hangup"}
+            done, pending = await asyncio.wait(list(waits), timeout=timeout_ms / 1000.0,
+                                               return_when=asyncio.FIRST_COMPLETED)
+            for p in pending:
+                p.cancel()
+            if call.hangup_event.is_set():
+                return False
+            wait_ms = float(s["amd_beep_ms"])
+        elif machine_end:
+            wait_ms = len(s.get("caller_audio_bytes") or b"") / 8.0 + float(s["amd_beep_ms"])
+        else:
+            wait_ms = float(s["amd_delay_ms"])
+        remaining_ms = timeout_ms - (time.monotonic() - t) * 1000.0
+        if await self._wait_or_hangup(max(0.0, min(wait_ms, remaining_ms)) / 1000.0, call):
+            return False
+        duration = int(round((time.monotonic() - t) * 1000.0))
+        if duration >= timeout_ms - 1:
+            call.event("AMD: MachineDetectionTimeout (%d s) reached before a verdict: unknown"
+                       % amd["effective"]["MachineDetectionTimeout"])
+            verdict = "unknown"
+        call.answered_by = verdict
+        call.amd_duration_ms = duration
+        amd["verdict"] = verdict
+        amd["MachineDetectionDuration"] = duration
+        amd["decided_at_ms"] = call.ms()
+        call.event("AMD verdict: AnsweredBy=%s after %d ms (%s)" % (verdict, duration, amd["mode"]))
+        return True
+
+    async def amd_async(self, call):
+        amd = call.amd
+        if not await self.amd_decide(call):
+            return
+        url = amd["AsyncAmdStatusCallback"]
+        if not url:
+            return
+        params = {"AccountSid": self.account_sid, "CallSid": call.sid, "AnsweredBy": call.answered_by,
+                  "MachineDetectionDuration": str(call.amd_duration_ms)}
+        amd["callback_params"] = params
+        amd["callback_at_ms"] = call.ms()
+        res = await self.webhook(call, "AMD status callback", url, amd["AsyncAmdStatusCallbackMethod"], params)
+        amd["callback_status"] = res[0] if res else None
+
     def start_call(self, call, source):
         self.calls[call.sid] = call
         asyncio.ensure_future(self.run_call(call, source))
 
+
     # ------------------------------------------------------------------ REST API
     def rest_log(self, request, form_pairs, raw_body):
-        entry = {"time": time.time(), "method": request.method, "path": request.path,
+        entry = {"time": time.time(), "at_ms": now_ms(self.t0), "method": request.method, "path": request.path,
                  "query": {k: v for k, v in request.query.items()},
                  "query_multi": [[k, v] for k, v in request.query.items()],
                  "form": {k: v for k, v in form_pairs},
@@ -1325,6 +1966,30 @@ class FakeTwilio:
                 return bad(21200, "%s must be an integer" % k)
         if "Timeout" in form and not 1 <= int(form["Timeout"]) <= 600:
             return bad(21200, "Timeout must be between 1 and 600")
+        # answering machine detection (twilio-call-control.md §3.1)
+        md = form.get("MachineDetection")
+        if md is not None and md not in ("Enable", "DetectMessageEnd"):
+            return bad(21200, "MachineDetection must be Enable or DetectMessageEnd")
+        async_amd = form.get("AsyncAmd")
+        if async_amd is not None and async_amd not in ("true", "false"):
+            return bad(21200, "AsyncAmd must be true or false")
+        amd_cb = form.get("AsyncAmdStatusCallback")
+        if amd_cb is not None and not is_absolute_http_url(amd_cb):
+            return bad(21205, "AsyncAmdStatusCallback is not a valid URL: %s" % amd_cb)
+        amd_cbm = form.get("AsyncAmdStatusCallbackMethod", "POST").upper()
+        if amd_cbm not in ("GET", "POST"):
+            return bad(21200, "AsyncAmdStatusCallbackMethod must be GET or POST")
+        effective = {}
+        for k, (lo, hi, default) in AMD_RANGES.items():
+            if k in form:
+                if not re.match(r"^\d+$", form[k]) or not lo <= int(form[k]) <= hi:
+                    return bad(21200, "%s must be an integer between %d and %d" % (k, lo, hi))
+                effective[k] = int(form[k])
+            else:
+                effective[k] = default
+        send_digits = form.get("SendDigits")
+        if send_digits is not None and not re.match(r"^[0-9A-D#*wW]{1,32}$", send_digits):
+            return bad(21200, "SendDigits may hold only 0-9 A-D # * w W, at most 32")
         call = Call(self, "outbound-api", from_, to)
         call.url = url
         call.method = method
@@ -1338,47 +2003,128 @@ class FakeTwilio:
             call.warning("Calls.json: " + w)
         if "TimeLimit" in form:
             call.time_limit = int(form["TimeLimit"])
-        source = ("url", url, method, "voice URL") if url else ("twiml", twiml)
+        if send_digits:
+            call.event("SendDigits=%s (sent to the far end after answer; not simulated)" % send_digits)
+        if md:
+            amd = {"params": {k: form[k] for k in AMD_PARAMS if k in form},
+                   "MachineDetection": md, "mode": "async" if async_amd == "true" else "sync",
+                   "AsyncAmdStatusCallback": amd_cb, "AsyncAmdStatusCallbackMethod": amd_cbm,
+                   "effective": effective, "ignored": False, "planned_verdict": None, "verdict": None,
+                   "MachineDetectionDuration": None, "decided_at_ms": None, "callback_params": None,
+                   "callback_at_ms": None, "callback_status": None, "warnings": []}
+            call.amd = amd
+            if send_digits is not None:
+                amd["ignored"] = True
+                amd["warnings"].append("SendDigits with MachineDetection: AMD is ignored")
+                call.warning("Calls.json: SendDigits together with MachineDetection: Twilio ignores "
+                             "MachineDetection (call.d.ts)")
+            else:
+                amd["planned_verdict"] = self.settings.get("next_answered_by") or "human"
+                self.settings["next_answered_by"] = None
+                if not amd_cb:
+                    amd["warnings"].append("21262")
+                    call.debug(21262, "WARNING", "No AMD status callback URL provided: AMD results "
+                               "will only be on the Call resource")
+                    call.warning("Calls.json: MachineDetection without AsyncAmdStatusCallback "
+                                 "(Twilio warning 21262)")
+        else:
+            stray = [k for k in AMD_PARAMS if k in form]
+            if stray:
+                call.warning("Calls.json: %s without MachineDetection has no effect" % stray)
+        source = source_url(url, method, "voice URL") if url else source_twiml(twiml, "Twiml (create)")
         call.event("created by REST: To=%s From=%s %s" % (to, from_, ("Url=" + url) if url else "Twiml"))
         self.start_call(call, source)
         return web.json_response(call.resource(), status=201)
 
     async def update_call(self, call, form, entry):
+        """POST Calls/{sid}.json (twilio-call-control.md §1): Status, Url/Twiml (redirect),
+        StatusCallback*, TimeLimit. Any update of an ended call: 400 21220."""
         unknown = sorted(set(form) - KNOWN_UPDATE_PARAMS)
         if unknown:
             entry["warnings"].append("unknown parameters ignored: %s" % unknown)
+        entry["call_at_ms"] = call.ms()
         status = form.get("Status")
+        url = form.get("Url")
+        twiml = form.get("Twiml")
+        hangup_rec = redirect_rec = None
+        if status is not None:
+            hangup_rec = {"at_ms": call.ms(), "fake_at_ms": entry["at_ms"], "via": "rest",
+                          "Status": status, "call_status": call.status, "http_status": None}
+            call.hangup_requests.append(hangup_rec)
+        elif url or twiml:
+            redirect_rec = {"at_ms": call.ms(), "fake_at_ms": entry["at_ms"],
+                            "Url": url, "Method": form.get("Method"), "Twiml": twiml,
+                            "call_status": call.status, "http_status": None}
+            call.redirect_requests.append(redirect_rec)
+        resp = self._update_call(call, form, status, url, twiml)
+        for rec in (hangup_rec, redirect_rec):
+            if rec is not None:
+                rec["http_status"] = resp.status
+        return resp
+
+    def _update_call(self, call, form, status, url, twiml):
         if status is not None and status not in ("completed", "canceled"):
             return twilio_error(400, 21200, "Status must be 'completed' or 'canceled'")
-        if (form.get("Url") or form.get("Twiml")) and status is None:
-            if form.get("Url") and form.get("Twiml"):
-                return twilio_error(400, 21200, "Url and Twiml are mutually exclusive")
-            if call.status in ENDED:
-                return twilio_error(400, 21220, "Call is not in-progress. Cannot redirect.")
-            if form.get("Url"):
-                if not is_absolute_http_url(form["Url"]):
-                    return twilio_error(400, 21205, "Url is not a valid URL: %s" % form["Url"])
-                call.pending_redirect = ("url", form["Url"], form.get("Method", "POST").upper(), "redirect URL")
-            else:
-                call.pending_redirect = ("twiml", form["Twiml"])
-            call.event("REST redirect requested")
-            call.hangup_reason = "REST redirect"
-            call.hangup_event.set()
-            return web.json_response(call.resource())
+        if url and twiml:
+            return twilio_error(400, 21200, "Url and Twiml are mutually exclusive")
+        if url and not is_absolute_http_url(url):
+            return twilio_error(400, 21205, "Url is not a valid URL: %s" % url)
+        method = form.get("Method", "POST").upper()
+        if method not in ("GET", "POST"):
+            return twilio_error(400, 21200, "Method must be GET or POST")
+        sc = form.get("StatusCallback")
+        if sc and not is_absolute_http_url(sc):
+            return twilio_error(400, 21205, "StatusCallback is not a valid URL: %s" % sc)
+        scm = form.get("StatusCallbackMethod", call.status_callback_method).upper()
+        if scm not in ("GET", "POST"):
+            return twilio_error(400, 21200, "StatusCallbackMethod must be GET or POST")
+        tl = form.get("TimeLimit")
+        if tl is not None and not re.match(r"^\d+$", tl):
+            return twilio_error(400, 21200, "TimeLimit must be an integer")
+        if call.status in ENDED:
+            call.event("REST update on an ended call (%s): 400 21220" % call.status)
+            return twilio_error(400, 21220, "Call is not in-progress. Cannot redirect.")
+        if sc:
+            call.status_callback = sc
+        if "StatusCallbackMethod" in form:
+            call.status_callback_method = scm
+        if tl is not None:
+            call.time_limit = int(tl)
+            call.event("REST TimeLimit=%s: the call may last %s s in all" % (tl, tl))
         if status == "completed" or status == "canceled":
-            if call.status in ENDED:
-                call.event("REST Status=%s on an already ended call (no change)" % status)
-                return web.json_response(call.resource())
             if status == "canceled" and call.status == "in-progress":
                 call.warning("REST Status=canceled on an in-progress call has no effect (use completed)")
                 return web.json_response(call.resource())
             call.hangup_reason = "REST Status=%s" % status
+            call.end_by("rest")
             if call.status in ("queued", "ringing"):
                 call.set_status("canceled")
             else:
                 call.set_status("completed")
             call.ended = time.time()
             call.hangup_event.set()
+            return web.json_response(call.resource())
+        if url or twiml:
+            if twiml and len(twiml) > 4000:
+                call.warning("REST Twiml of %d characters (create allows 4000; the update limit is "
+                             "UNVERIFIED)" % len(twiml))
+            call.redirects += 1
+            n = call.redirects
+            if n >= 2 and (call.in_dial is not None or not call.stream_since_redirect):
+                if call.in_dial is not None:
+                    what = "a <Dial> from the previous redirect is still %s" % (
+                        "ringing" if call.in_dial["state"] == "ringing" else "bridged")
+                else:
+                    what = "the TwiML of the previous redirect is still running (no stream since)"
+                call.warning("redirected twice: redirect #%d while %s (Twilio allows it; the product "
+                             "must not do it)" % (n, what))
+            call.stream_since_redirect = False
+            if url:
+                call.pending_redirect = source_url(url, method, "redirect URL")
+            else:
+                call.pending_redirect = source_twiml(twiml, "redirect Twiml")
+            call.event("REST redirect #%d requested (%s)" % (n, ("Url=" + url) if url else "Twiml"))
+            call.redirect_event.set()
             return web.json_response(call.resource())
         return web.json_response(call.resource())
 
@@ -1508,12 +2254,12 @@ class FakeTwilio:
                 err = self.apply_config(body)
                 if err:
                     return web.json_response({"error": err}, status=400)
-            view = {k: v for k, v in self.settings.items() if k != "caller_audio_bytes"}
-            return web.json_response(view)
+            return web.json_response(self.settings_view())
         if path == "/_fake/reset" and m == "POST":
             for c in self.calls.values():
                 if c.status not in ENDED:
                     c.hangup_reason = "reset"
+                    c.end_by("reset")
                     c.hangup_event.set()
             self.calls.clear()
             self.requests.clear()
@@ -1527,8 +2273,12 @@ class FakeTwilio:
             if action is None and m == "GET":
                 return web.json_response(call.control_view())
             if action == "/hangup" and m == "POST":
+                call.hangup_requests.append({"at_ms": call.ms(), "fake_at_ms": now_ms(self.t0),
+                                             "via": "control", "Status": None, "call_status": call.status,
+                                             "http_status": None})
                 if call.status not in ENDED:
                     call.hangup_reason = "control API hang-up"
+                    call.end_by("caller")
                     if call.status in ("queued", "ringing") and call.session is None:
                         call.set_status("canceled")
                     call.hangup_event.set()
@@ -1557,32 +2307,77 @@ class FakeTwilio:
                 call.event("control API: queued %d bytes of caller speech" % len(audio))
                 return web.json_response({"ok": True, "bytes": len(audio)})
             if action == "/dtmf" and m == "POST":
-                digit = str(body.get("digit", ""))
-                if call.session is None or not re.match(r"^[0-9*#A-D]$", digit):
-                    return web.json_response({"error": "need an open stream and one digit"}, status=400)
-                await call.session.send({"event": "dtmf", "streamSid": call.stream_sid,
-                                         "dtmf": {"track": "inbound_track", "digit": digit}})
-                call.dtmf_sent.append(digit)
-                call.event("sent dtmf %s" % digit)
-                return web.json_response({"ok": True})
+                return await self.ctl_dtmf(call, body)
         return web.json_response({"error": "unknown control endpoint %s %s" % (m, path)}, status=404)
+
+    async def ctl_dtmf(self, call, body):
+        """{"digit":"5"} or {"digits":"123"} (one dtmf message per key, "gap_ms" apart,
+        default 100); answers once all were sent."""
+        digits = body.get("digits")
+        if digits is None:
+            digits = body.get("digit", "")
+        digits = str(digits)
+        if not re.match(r"^[0-9*#A-D]+$", digits):
+            return web.json_response({"error": "digits must be 0-9, *, #, A-D"}, status=400)
+        if call.session is None:
+            return web.json_response({"error": "no media stream open"}, status=400)
+        gap = float(body.get("gap_ms", 100)) / 1000.0
+        sent = ""
+        for i, d in enumerate(digits):
+            if i:
+                await asyncio.sleep(gap)
+            session = call.session
+            if session is None or session.stop_sending.is_set():
+                break
+            try:
+                seq = await session.send({"event": "dtmf", "streamSid": call.stream_sid,
+                                          "dtmf": {"track": "inbound_track", "digit": d}})
+            except websockets.ConnectionClosed:
+                break
+            call.dtmf_sent.append(d)
+            call.dtmf_events.append({"digit": d, "sequenceNumber": str(seq), "streamSid": call.stream_sid,
+                                     "at_ms": call.ms()})
+            call.event("sent dtmf %s (sequenceNumber %d)" % (d, seq))
+            sent += d
+        if sent != digits:
+            return web.json_response({"error": "the stream ended after %r" % sent, "sent": sent}, status=409)
+        return web.json_response({"ok": True, "sent": sent})
+
+    def settings_view(self):
+        return {k: v for k, v in self.settings.items() if not k.endswith("_bytes")}
 
     def apply_config(self, body):
         if not isinstance(body, dict):
             return "config must be a JSON object"
         for k, v in body.items():
-            if k == "caller_audio":
+            if k in ("caller_audio", "next_stream_audio"):
                 try:
-                    self.settings["caller_audio_bytes"] = C.read_file_bytes(v) if v else b""
+                    data = C.read_file_bytes(v) if v else (b"" if v == "" else None)
                 except OSError as e:
-                    return "cannot read caller_audio: %s" % e
-                self.settings["caller_audio"] = v
+                    return "cannot read %s: %s" % (k, e)
+                if k == "caller_audio":
+                    data = data or b""
+                self.settings[k + "_bytes"] = data
+                self.settings[k] = v
+            elif k in ("dial_outcome", "next_dial_outcome"):
+                if v not in DIAL_OUTCOMES and not (k == "next_dial_outcome" and v is None):
+                    return "%s must be one of %s" % (k, list(DIAL_OUTCOMES))
+                self.settings[k] = v
+            elif k == "next_answered_by":
+                if v is not None and v not in ANSWERED_BY:
+                    return "next_answered_by must be one of %s" % list(ANSWERED_BY)
+                self.settings[k] = v
+            elif k in ("say_ms_per_word", "pause_ms_per_second", "play_ms", "dial_ring_ms", "dial_talk_ms",
+                       "amd_delay_ms", "amd_beep_ms"):
+                if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+                    return "%s must be a number >= 0" % k
+                self.settings[k] = v
             elif k in ("rest_delay_ms", "fail_next", "auto_hangup", "max_call_seconds", "host_header",
                        "ring_ms", "next_call_outcome", "ping_interval", "max_page_size"):
                 self.settings[k] = v
             else:
                 return "unknown setting %r" % k
-        log("config now: %s", {k: v for k, v in self.settings.items() if k != "caller_audio_bytes"})
+        log("config now: %s", self.settings_view())
         return None
 
     def ctl_inbound(self, body):
@@ -1594,7 +2389,7 @@ class FakeTwilio:
         method = body.get("method", "POST").upper()
         call = Call(self, "inbound", from_, to)
         call.event("inbound call from %s to %s (simulated)" % (from_, to))
-        self.start_call(call, ("url", self.public_url + path, method, "voice URL"))
+        self.start_call(call, source_url(self.public_url + path, method, "voice URL"))
         return web.json_response({"callSid": call.sid})
 
     # ---------------------------------------------------------------- dispatch
@@ -1633,6 +2428,7 @@ async def amain(args):
     for c in fake.calls.values():
         if c.status not in ENDED:
             c.hangup_reason = "fake shutting down"
+            c.end_by("shutdown")
             c.hangup_event.set()
     await asyncio.sleep(0.2)
     await runner.cleanup()

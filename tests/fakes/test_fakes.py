@@ -694,3 +694,458 @@ def test_openai_accept_delay_and_barge_in(openai, fixtures):
     assert done["output"][0]["status"] == "incomplete"
     assert err["error"]["message"].startswith("Audio content of ") and err["error"]["event_id"] is None
     assert ok["audio_end_ms"] == 10
+
+
+# ------------------------------------------------------ fake OpenAI: tools, MCP, idle timeout
+
+TOOLS = [{"type": "function", "name": "lookup_order", "description": "Look up an order by its number.",
+          "parameters": {"type": "object", "properties": {"order_number": {"type": "string"}},
+                         "required": ["order_number"]}},
+         {"type": "function", "name": "transfer_to_human", "description": "Hand the call to a person.",
+          "parameters": {"type": "object", "properties": {"reason": {"type": "string"}}, "required": []}}]
+STREAMED = ("response.output_audio.delta", "response.output_audio_transcript.delta",
+            "response.function_call_arguments.delta", "response.mcp_call_arguments.delta")
+
+
+def oai_config(p, **params):
+    r = requests.get(p.base + "/_fake/config", params=params)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def oai_sessions(p):
+    return requests.get(p.base + "/_fake/sessions").json()
+
+
+async def open_session(p, model="gpt-realtime-2.1", **extra):
+    """Connect, send the phone session.update (plus `extra` session keys), wait for session.updated."""
+    ws = await websockets.connect("ws://127.0.0.1:%d/v1/realtime?model=%s" % (p.port, model),
+                                  extra_headers={"Authorization": "Bearer " + OAI_KEY})
+    assert json.loads(await ws.recv())["type"] == "session.created"
+    await ws.send(json.dumps({"type": "session.update", "session": dict(GA_SESSION, model=model, **extra)}))
+    ev = json.loads(await ws.recv())
+    assert ev["type"] == "session.updated", ev
+    return ws
+
+
+async def send(ws, **ev):
+    await ws.send(json.dumps(ev))
+
+
+def types_of(evs, skip=STREAMED):
+    return [e["type"] for e in evs if e["type"] not in skip]
+
+
+def until_type(t):
+    return lambda ev, evs: ev["type"] == t
+
+
+def test_openai_tool_call_on_cue_and_outputs(openai):
+    async def run():
+        out = {}
+        ws = await open_session(openai, tools=TOOLS, tool_choice="auto")
+        r = requests.get(openai.base + "/_fake/cue", params={"name": "lookup_order",
+                                                             "arguments": json.dumps({"order_number": "48213"})})
+        assert r.status_code == 200, r.text
+        out["cue"] = r.json()
+        out["call"] = await collect(ws, until_type("rate_limits.updated"))
+        call_id = out["cue"]["call_id"]
+        await send(ws, type="conversation.item.create", event_id="c1",
+                   item={"type": "function_call_output", "call_id": call_id, "output": '{"status":"shipped"}'})
+        out["output"] = await collect(ws, until_type("conversation.item.done"))
+        await send(ws, type="conversation.item.create", event_id="c2",
+                   item={"type": "function_call_output", "call_id": "call_nope", "output": "x"})
+        out["bad_id"] = await collect(ws, until_type("error"))
+        await send(ws, type="conversation.item.create", event_id="c3",
+                   item={"type": "function_call_output", "call_id": call_id, "output": {"status": "shipped"}})
+        out["bad_output"] = await collect(ws, until_type("error"))
+        await send(ws, type="conversation.item.create", event_id="c4",
+                   item={"type": "function_call_output", "call_id": call_id, "output": "x", "extra": 1})
+        out["bad_key"] = await collect(ws, until_type("error"))
+        await send(ws, type="conversation.item.create",
+                   item={"type": "message", "role": "user",
+                         "content": [{"type": "input_text", "text": "The caller pressed 5."}]})
+        await collect(ws, until_type("conversation.item.done"))
+        await send(ws, type="response.create")
+        out["reply"] = await collect(ws, until_type("rate_limits.updated"))
+        await ws.close()
+        return out
+
+    out = asyncio.run(run())
+    cue, evs = out["cue"], out["call"]
+    assert types_of(evs) == ["response.created", "response.output_item.added", "conversation.item.added",
+                             "response.function_call_arguments.done", "conversation.item.done",
+                             "response.output_item.done", "response.done", "rate_limits.updated"]
+    by = {}
+    for e in evs:
+        by.setdefault(e["type"], []).append(e)
+    rid, call_id = cue["response_id"], cue["call_id"]
+    assert call_id.startswith("call_") and rid == by["response.created"][0]["response"]["id"]
+    added = by["response.output_item.added"][0]
+    assert added["response_id"] == rid and added["output_index"] == 0
+    assert added["item"] == {"id": cue["item_id"], "object": "realtime.item", "type": "function_call",
+                             "status": "in_progress", "name": "lookup_order", "call_id": call_id, "arguments": ""}
+    assert by["conversation.item.added"][0]["item"] == added["item"]
+    deltas = by["response.function_call_arguments.delta"]
+    assert len(deltas) >= 2
+    for d in deltas:
+        assert set(d) == {"type", "event_id", "response_id", "item_id", "output_index", "call_id", "delta"}
+        assert (d["response_id"], d["item_id"], d["output_index"], d["call_id"]) == (rid, cue["item_id"], 0, call_id)
+    args = '{"order_number":"48213"}'
+    assert "".join(d["delta"] for d in deltas) == args
+    done = by["response.function_call_arguments.done"][0]
+    assert (done["name"], done["arguments"], done["call_id"], done["item_id"]) == ("lookup_order", args, call_id,
+                                                                                   cue["item_id"])
+    final = by["response.output_item.done"][0]["item"]
+    assert final["status"] == "completed" and final["arguments"] == args
+    resp = by["response.done"][0]["response"]
+    assert resp["status"] == "completed" and resp["output"] == [final] and resp["usage"]["total_tokens"] > 0
+    assert not any(t.startswith("response.content_part") or "audio" in t for t in types_of(evs, ()))
+    # the output item and the errors
+    o_added = out["output"][0]
+    assert o_added["type"] == "conversation.item.added" and o_added["previous_item_id"] == cue["item_id"]
+    assert o_added["item"]["type"] == "function_call_output" and o_added["item"]["call_id"] == call_id
+    assert not any(e["type"] == "response.created" for e in out["output"])
+    assert out["bad_id"][-1]["error"]["param"] == "item.call_id" and out["bad_id"][-1]["error"]["event_id"] == "c2"
+    assert out["bad_output"][-1]["error"]["code"] == "invalid_type"
+    assert out["bad_output"][-1]["error"]["param"] == "item.output"
+    assert out["bad_key"][-1]["error"]["code"] == "unknown_parameter"
+    assert out["reply"][-2]["response"]["output"][0]["type"] == "message"
+    sess = oai_sessions(openai)[-1]
+    assert [t["name"] for t in sess["tools"]] == ["lookup_order", "transfer_to_human"]
+    call = sess["tool_calls"][0]
+    assert (call["call_id"], call["name"], call["arguments"], call["status"], call["response_id"]) == (
+        call_id, "lookup_order", args, "completed", rid) and isinstance(call["at_ms"], int)
+    assert len(sess["function_outputs"]) == 1
+    fo = sess["function_outputs"][0]
+    assert (fo["call_id"], fo["output"], fo["response_requested"]) == (call_id, '{"status":"shipped"}', True)
+    assert fo["response_id"] == sess["responses"][-1]["id"] and isinstance(fo["at_ms"], int)
+    assert [u["text"] for u in sess["user_texts"]] == ["The caller pressed 5."]
+    assert len(sess["violations"]) == 3
+    assert "call_nope" in sess["violations"][0] and "item.output" in sess["violations"][1]
+    assert [it["type"] for it in sess["items"]] == ["function_call", "function_call_output", "message", "message"]
+    assert sess["items"][0]["call_id"] == call_id
+
+
+def test_openai_tool_call_by_script_with_preamble(openai, fixtures):
+    phrase = C.read_file_bytes(fixtures["phrase"])
+    oai_config(openai, script=json.dumps([
+        {"tool": "transfer_to_human", "arguments": {"reason": "caller asked"}, "say": "One moment please."},
+        {"text": "Your order has shipped."}]))
+    assert len(oai_config(openai)["script"]) == 2
+
+    async def run():
+        ws = await open_session(openai, tools=TOOLS)
+        await send(ws, type="input_audio_buffer.append",
+                   audio=base64.b64encode(b"\xff" * 1600 + phrase + b"\xff" * 8000).decode())
+        first = await collect(ws, until_type("rate_limits.updated"))
+        fc = [e for e in first if e["type"] == "response.output_item.done"][-1]["item"]
+        await send(ws, type="conversation.item.create",
+                   item={"type": "function_call_output", "call_id": fc["call_id"], "output": ""})
+        await collect(ws, until_type("conversation.item.done"))
+        await send(ws, type="response.create")
+        second = await collect(ws, until_type("rate_limits.updated"))
+        await ws.close()
+        return first, second
+
+    first, second = asyncio.run(run())
+    t = [x for x in types_of(first) if not x.startswith("conversation.item.input_audio_transcription")]
+    start = t.index("response.created")
+    assert t[start:] == [
+        "response.created", "response.output_item.added", "conversation.item.added", "response.content_part.added",
+        "response.output_audio.done", "response.output_audio_transcript.done", "response.content_part.done",
+        "response.output_item.done", "conversation.item.done",
+        "response.output_item.added", "conversation.item.added", "response.function_call_arguments.done",
+        "conversation.item.done", "response.output_item.done", "response.done", "rate_limits.updated"]
+    adds = [e for e in first if e["type"] == "response.output_item.added"]
+    assert [(a["output_index"], a["item"]["type"]) for a in adds] == [(0, "message"), (1, "function_call")]
+    assert [e for e in first if e["type"] == "response.output_audio_transcript.done"][0]["transcript"] == \
+        "One moment please."
+    assert all(e["output_index"] == 1 for e in first if e["type"] == "response.function_call_arguments.delta")
+    done = first[-2]["response"]
+    assert [o["type"] for o in done["output"]] == ["message", "function_call"]
+    assert done["output"][1]["arguments"] == '{"reason":"caller asked"}'
+    assert second[-2]["response"]["output"][0]["content"][0]["transcript"] == "Your order has shipped."
+    assert oai_config(openai)["script"] == []
+    sess = oai_sessions(openai)[-1]
+    assert [r["trigger"] for r in sess["responses"]] == ["server_vad", "response.create"]
+    assert sess["responses"][0]["plan"]["tool"] == "transfer_to_human"
+    assert sess["violations"] == [] and sess["function_outputs"][0]["output"] == ""
+
+
+def test_openai_tool_call_cancelled_mid_arguments(openai, fixtures):
+    phrase = C.read_file_bytes(fixtures["phrase"])
+    oai_config(openai, tool_args_ms="3000")
+    long_args = json.dumps({"order_number": "48213", "note": "x" * 200})
+
+    async def run():
+        ws = await open_session(openai, tools=TOOLS)
+        cue = requests.get(openai.base + "/_fake/cue", params={"name": "lookup_order", "arguments": long_args})
+        await collect(ws, until_type("response.function_call_arguments.delta"))
+        busy = requests.get(openai.base + "/_fake/cue", params={"text": "hello"})
+        await send(ws, type="response.cancel")
+        by_cancel = await collect(ws, until_type("response.done"))
+        requests.get(openai.base + "/_fake/cue", params={"name": "lookup_order", "arguments": long_args})
+        await collect(ws, until_type("response.function_call_arguments.delta"))
+        await send(ws, type="input_audio_buffer.append", audio=base64.b64encode(phrase[:6000]).decode())
+        by_vad = await collect(ws, until_type("response.done"))
+        await ws.close()
+        return cue.json(), busy, by_cancel, by_vad
+
+    cue, busy, by_cancel, by_vad = asyncio.run(run())
+    oai_config(openai, tool_args_ms="50")
+    assert busy.status_code == 409 and busy.json()["response_id"] == cue["response_id"]
+    for evs, reason in ((by_cancel, "client_cancelled"), (by_vad, "turn_detected")):
+        args_done = [e for e in evs if e["type"] == "response.function_call_arguments.done"][0]
+        assert len(args_done["arguments"]) < len(long_args) and long_args.startswith(args_done["arguments"])
+        item = [e for e in evs if e["type"] == "response.output_item.done"][0]["item"]
+        assert item["status"] == "incomplete" and item["arguments"] == args_done["arguments"]
+        assert [e for e in evs if e["type"] == "conversation.item.done"][-1]["item"]["status"] == "incomplete"
+        resp = evs[-1]["response"]
+        assert resp["status"] == "cancelled" and resp["status_details"] == {"type": "cancelled", "reason": reason}
+        assert resp["output"] == [item]
+    assert "input_audio_buffer.speech_started" in types_of(by_vad)
+    sess = oai_sessions(openai)[-1]
+    assert [c["status"] for c in sess["tool_calls"]] == ["incomplete", "incomplete"]
+
+
+def test_openai_late_function_output_is_a_violation(openai):
+    oai_config(openai, tool_output_deadline_ms="300")
+
+    async def run():
+        ws = await open_session(openai, tools=TOOLS)
+        requests.get(openai.base + "/_fake/cue", params={"name": "transfer_to_human", "arguments": "{}"})
+        await collect(ws, until_type("rate_limits.updated"))
+        await send(ws, type="response.create")      # early: allowed
+        await collect(ws, until_type("rate_limits.updated"))
+        await asyncio.sleep(0.5)
+        await send(ws, type="response.create")      # late and still no output: violation
+        await collect(ws, until_type("rate_limits.updated"))
+        await ws.close()
+
+    asyncio.run(run())
+    oai_config(openai, tool_output_deadline_ms="30000")
+    sess = oai_sessions(openai)[-1]
+    assert len(sess["violations"]) == 1 and "no function_call_output" in sess["violations"][0]
+    assert sess["function_outputs"] == []
+
+
+def test_openai_idle_timeout(openai, fixtures):
+    reply_bytes = len(C.read_file_bytes(fixtures["reply"]))
+    vad = dict(GA_SESSION["audio"]["input"]["turn_detection"], idle_timeout_ms=5000)
+    audio = {"input": dict(GA_SESSION["audio"]["input"], turn_detection=vad), "output": GA_SESSION["audio"]["output"]}
+
+    async def run():
+        ws = await open_session(openai, audio=audio)
+        await send(ws, type="response.create")          # the greeting arms the timer when it is done
+        await collect(ws, until_type("rate_limits.updated"))
+        await send(ws, type="input_audio_buffer.append", audio=base64.b64encode(b"\xff" * 8 * 4000).decode())
+        await asyncio.sleep(0.3)                        # 4 s of silence: not yet
+        await send(ws, type="input_audio_buffer.append", audio=base64.b64encode(b"\xff" * 8 * 4000).decode())
+        evs = await collect(ws, until_type("rate_limits.updated"))
+        await send(ws, type="session.update", session={"type": "realtime", "audio": {"input": {
+            "turn_detection": dict(vad, idle_timeout_ms=1000)}}})
+        err = await collect(ws, until_type("error"))
+        await ws.close()
+        return evs, err[-1]
+
+    evs, err = asyncio.run(run())
+    t = types_of(evs)
+    assert t[:6] == ["input_audio_buffer.timeout_triggered", "input_audio_buffer.committed", "conversation.item.added",
+                     "conversation.item.done", "response.created", "response.output_item.added"]
+    trig = evs[0]
+    assert set(trig) == {"type", "event_id", "audio_start_ms", "audio_end_ms", "item_id"}
+    assert trig["audio_start_ms"] == reply_bytes // 8
+    assert 5000 <= trig["audio_end_ms"] - trig["audio_start_ms"] <= 5020
+    assert evs[1]["item_id"] == trig["item_id"]
+    assert err["error"]["param"] == "session.audio.input.turn_detection.idle_timeout_ms"
+    sess = oai_sessions(openai)[-1]
+    assert len(sess["idle_timeouts"]) == 1 and sess["idle_timeouts"][0]["item_id"] == trig["item_id"]
+    assert sess["idle_timeouts"][0]["response_id"] == sess["responses"][1]["id"]
+    assert sess["responses"][1]["trigger"] == "idle_timeout"
+
+
+def test_openai_mcp_list_call_and_approval(openai):
+    orders = {"type": "mcp", "server_label": "orders", "server_url": "https://mcp.example.com/mcp",
+              "headers": {"Authorization": "Bearer t0k3n"}, "allowed_tools": ["lookup_order"],
+              "require_approval": "never", "server_description": "Order database"}
+    crm = {"type": "mcp", "server_label": "crm", "server_url": "https://crm.example.com/mcp",
+           "allowed_tools": {"tool_names": ["lookup_order", "refund_order"]}, "require_approval": "always"}
+    call = {"server_label": "orders", "name": "lookup_order", "arguments": {"order_number": "48213"}}
+
+    async def run():
+        out = {}
+        ws = await open_session(openai, tools=TOOLS + [orders])
+        out["list"] = await collect(ws, until_type("conversation.item.done"))
+        oai_config(openai, script=json.dumps([{"mcp": call}]))
+        await send(ws, type="response.create")
+        out["call"] = await collect(ws, until_type("rate_limits.updated"))
+        out["quiet"] = []
+        try:
+            out["quiet"] = await collect(ws, lambda ev, evs: True, timeout=0.5)
+        except asyncio.TimeoutError:
+            pass
+        await send(ws, type="session.update", session={"type": "realtime", "tools": TOOLS + [orders, crm]})
+        await collect(ws, until_type("conversation.item.done"))
+        requests.get(openai.base + "/_fake/cue", params={"mcp": json.dumps(dict(call, server_label="crm",
+                                                                                name="refund_order"))})
+        out["approval"] = await collect(ws, until_type("rate_limits.updated"))
+        req = [e for e in out["approval"] if e["type"] == "response.output_item.done"][0]["item"]
+        await send(ws, type="conversation.item.create", item={"type": "mcp_approval_response",
+                                                              "approval_request_id": req["id"], "approve": True})
+        await collect(ws, until_type("conversation.item.done"))
+        await send(ws, type="response.create")
+        out["approved"] = await collect(ws, until_type("rate_limits.updated"))
+        await ws.close()
+        return out
+
+    out = asyncio.run(run())
+    lst = out["list"]
+    assert types_of(lst) == ["mcp_list_tools.in_progress", "conversation.item.added", "mcp_list_tools.completed",
+                             "conversation.item.done"]
+    item_id = lst[0]["item_id"]
+    assert set(lst[0]) == {"type", "event_id", "item_id"} and lst[2]["item_id"] == item_id
+    assert lst[1]["item"] == {"id": item_id, "type": "mcp_list_tools", "server_label": "orders", "tools": []}
+    assert [t["name"] for t in lst[3]["item"]["tools"]] == ["lookup_order"]
+    assert "input_schema" in lst[3]["item"]["tools"][0]
+    evs = out["call"]
+    assert types_of(evs) == ["response.created", "response.output_item.added", "conversation.item.added",
+                             "response.mcp_call_arguments.done", "response.mcp_call.in_progress",
+                             "response.mcp_call.completed", "conversation.item.done", "response.output_item.done",
+                             "response.done", "rate_limits.updated"]
+    added = evs[1]["item"]
+    assert added["type"] == "mcp_call" and added["server_label"] == "orders" and added["name"] == "lookup_order"
+    assert added["arguments"] == "" and added["output"] is None
+    deltas = [e for e in evs if e["type"] == "response.mcp_call_arguments.delta"]
+    assert "".join(d["delta"] for d in deltas) == '{"order_number":"48213"}'
+    assert set(deltas[0]) == {"type", "event_id", "response_id", "item_id", "output_index", "delta"}
+    inprog = [e for e in evs if e["type"] == "response.mcp_call.in_progress"][0]
+    assert set(inprog) == {"type", "event_id", "item_id", "output_index"}
+    final = [e for e in evs if e["type"] == "response.output_item.done"][0]["item"]
+    assert final["output"] == '{"status":"shipped","eta":"2026-09-04"}' and final["error"] is None
+    assert evs[-2]["response"]["output"] == [final]
+    assert out["quiet"] == []            # no automatic follow-up response after an MCP result
+    appr = [e for e in out["approval"] if e["type"] == "response.output_item.done"][0]["item"]
+    assert set(appr) == {"id", "type", "server_label", "name", "arguments"}
+    assert appr["type"] == "mcp_approval_request" and appr["name"] == "refund_order"
+    approved = [e for e in out["approved"] if e["type"] == "response.output_item.done"][0]["item"]
+    assert approved["type"] == "mcp_call" and approved["approval_request_id"] == appr["id"]
+    sess = oai_sessions(openai)[-1]
+    assert [(m["server_label"], m["name"], m["status"]) for m in sess["mcp_calls"]] == [
+        ("orders", "lookup_order", "completed"), ("crm", "refund_order", "approval_requested"),
+        ("crm", "refund_order", "completed")]
+    assert sess["mcp_calls"][0]["output"] == final["output"]
+    assert [m["server_label"] for m in sess["mcp_list_tools"]] == ["orders", "crm"]
+    assert sess["mcp_list_tools"][1]["tools"] == ["lookup_order", "refund_order"]
+    assert sess["mcp_approvals"][0]["approve"] is True
+    assert len(sess["violations"]) == 1 and sess["violations"][0].startswith("approval required")
+
+
+def test_openai_session_update_validation_and_models(openai):
+    bad = [
+        ({"tools": [{"type": "function", "name": "x", "parameters": {}, "strict": True}]},
+         "unknown_parameter", "session.tools[0].strict"),
+        ({"tools": [{"type": "function", "name": "bad name"}]}, "invalid_value", "session.tools[0].name"),
+        ({"tools": [{"type": "function", "name": "x", "parameters": {"type": "string"}}]},
+         "invalid_value", "session.tools[0].parameters"),
+        ({"tools": [{"type": "mcp", "server_label": "m"}]}, "missing_required_parameter",
+         "session.tools[0].server_url"),
+        ({"tools": [{"type": "mcp", "server_label": "m", "server_url": "https://m.test", "require_approval": "x"}]},
+         "invalid_value", "session.tools[0].require_approval"),
+        ({"tools": [{"type": "mcp", "server_label": "m", "server_url": "https://m.test", "allowed_tools": [1]}]},
+         "invalid_type", "session.tools[0].allowed_tools[0]"),
+        ({"tools": [{"type": "mcp", "server_label": "m", "server_url": "https://m.test", "tool_names": []}]},
+         "unknown_parameter", "session.tools[0].tool_names"),
+        ({"tools": [{"type": "web_search"}]}, "invalid_value", "session.tools[0].type"),
+        ({"tool_choice": "sometimes"}, "invalid_value", "session.tool_choice"),
+        ({"tool_choice": {"type": "function", "name": "nope"}}, "invalid_value", "session.tool_choice"),
+        ({"reasoning": {"effort": "extreme"}}, "invalid_value", "session.reasoning.effort"),
+        ({"truncation": {"type": "retention_ratio", "retention_ratio": 1.5}}, "invalid_value",
+         "session.truncation.retention_ratio"),
+        ({"truncation": "sometimes"}, "invalid_value", "session.truncation"),
+        ({"max_output_tokens": 5000}, "invalid_value", "session.max_output_tokens"),
+        ({"audio": {"output": {"speed": 2.0}}}, "invalid_value", "session.audio.output.speed"),
+        ({"audio": {"input": {"noise_reduction": {"type": "studio"}}}}, "invalid_value",
+         "session.audio.input.noise_reduction.type"),
+        ({"audio": {"input": {"turn_detection": {"type": "semantic_vad", "eagerness": "eager"}}}}, "invalid_value",
+         "session.audio.input.turn_detection.eagerness"),
+        ({"audio": {"input": {"turn_detection": {"type": "semantic_vad", "idle_timeout_ms": 6000}}}},
+         "unknown_parameter", "session.audio.input.turn_detection.idle_timeout_ms"),
+        ({"audio": {"input": {"turn_detection": {"type": "server_vad", "idle_timeout_ms": 40000}}}}, "invalid_value",
+         "session.audio.input.turn_detection.idle_timeout_ms"),
+        ({"audio": {"input": {"transcription": {"model": "gpt-realtime-whisper", "prompt": "orders"}}}},
+         "unsupported_parameter", "session.audio.input.transcription.prompt"),
+        ({"audio": {"input": {"transcription": {"model": "whisper-1", "keywords": ["Acme"]}}}},
+         "unsupported_parameter", "session.audio.input.transcription.keywords"),
+        ({"audio": {"input": {"transcription": {"model": "gpt-transcribe", "hints": []}}}},
+         "unknown_parameter", "session.audio.input.transcription.hints"),
+    ]
+    good = {"type": "realtime", "tools": TOOLS + [
+        {"type": "mcp", "server_label": "orders", "server_url": "https://mcp.example.com/mcp",
+         "authorization": "tok", "headers": {"X-A": "b"},
+         "allowed_tools": {"tool_names": ["lookup_order"], "read_only": True},
+         "require_approval": {"never": {"tool_names": ["lookup_order"]}, "always": {"read_only": False}},
+         "server_description": "orders", "defer_loading": False, "allowed_callers": ["direct"]},
+        {"type": "mcp", "server_label": "drive", "connector_id": "connector_googledrive"}],
+        "tool_choice": {"type": "mcp", "server_label": "orders", "name": "lookup_order"},
+        "reasoning": {"effort": "low"}, "parallel_tool_calls": False,
+        "truncation": {"type": "retention_ratio", "retention_ratio": 0.8, "token_limits": {"post_instructions": 20000}},
+        "max_output_tokens": 4096,
+        "audio": {"input": {"noise_reduction": {"type": "near_field", "strength": 0.5},
+                            "transcription": {"model": "gpt-transcribe", "language": "en", "languages": ["en", "es"],
+                                              "keywords": ["Acme"], "prompt": "orders"},
+                            "turn_detection": {"type": "server_vad", "idle_timeout_ms": 8000, "threshold": 0.6}},
+                  "output": {"speed": 1.25}}}
+
+    async def run():
+        out = {"bad": [], "models": {}}
+        ws = await open_session(openai, model="gpt-realtime-2.1")
+        for i, (upd, _, _) in enumerate(bad):
+            await send(ws, type="session.update", event_id="b%d" % i, session=dict(upd, type="realtime"))
+            out["bad"].append((await collect(ws, until_type("error")))[-1]["error"])
+        await send(ws, type="session.update", session=good)
+        out["good"] = (await collect(ws, until_type("session.updated")))[-1]["session"]
+        await send(ws, type="session.update", session={"type": "realtime", "tool_choice": "required",
+                                                      "audio": {"input": {"noise_reduction": {"type": "far_field"}}}})
+        out["merged"] = (await collect(ws, until_type("session.updated")))[-1]["session"]
+        await ws.close()
+        for model in ("gpt-realtime-2.1-mini", "gpt-realtime-1.5", "gpt-realtime-2", "gpt-realtime"):
+            ws = await open_session(openai, model=model)
+            await send(ws, type="session.update", session={"type": "realtime", "reasoning": {"effort": "minimal"}})
+            out["models"][model] = json.loads(await ws.recv())
+            await ws.close()
+        ws = await open_session(openai, model="gpt-realtime-1.5", audio={
+            "input": dict(GA_SESSION["audio"]["input"], transcription={"model": "whisper-1"}),
+            "output": GA_SESSION["audio"]["output"]})
+        await ws.close()
+        return out
+
+    out = asyncio.run(run())
+    for (upd, code, param), err in zip(bad, out["bad"]):
+        assert (err["code"], err["param"]) == (code, param), (upd, err)
+    s = out["good"]
+    assert s["reasoning"] == {"effort": "low"} and s["truncation"]["retention_ratio"] == 0.8
+    assert s["audio"]["input"]["transcription"]["languages"] == ["en", "es"]
+    assert s["audio"]["input"]["turn_detection"]["idle_timeout_ms"] == 8000
+    assert s["audio"]["output"]["speed"] == 1.25 and len(s["tools"]) == 4
+    assert out["merged"]["audio"]["input"]["noise_reduction"] == {"type": "far_field", "strength": 0.5}
+    assert out["models"]["gpt-realtime-2.1-mini"]["type"] == "session.updated"
+    assert out["models"]["gpt-realtime-2"]["type"] == "session.updated"
+    for m in ("gpt-realtime-1.5", "gpt-realtime"):
+        assert out["models"][m]["type"] == "error" and out["models"][m]["error"]["code"] == "unsupported_parameter"
+    sessions = oai_sessions(openai)
+    first = sessions[0]
+    assert len(first["violations"]) == len(bad)
+    assert first["warnings"] and first["warnings"][-1]["kind"] == "tool_choice_required"
+    assert [w["model"] for w in first["warnings"] if w["kind"] == "deprecated_model"] == ["gpt-4o-mini-transcribe"]
+    by_model = {x["model"]: x for x in sessions[1:5]}
+    assert by_model["gpt-realtime-1.5"]["violations"] and by_model["gpt-realtime"]["violations"]
+    assert by_model["gpt-realtime-2"]["violations"] == []
+    assert [(w["model"], w["where"]) for w in by_model["gpt-realtime"]["warnings"]
+            if w["kind"] == "deprecated_model"] == [("gpt-realtime", "url"),
+                                                     ("gpt-4o-mini-transcribe",
+                                                      "session.audio.input.transcription.model")]
+    assert not any(w["where"] == "url" for w in by_model["gpt-realtime-1.5"]["warnings"])
+    last = sessions[-1]
+    assert last["violations"] == []
+    assert [(w["model"], w["shutdown_date"]) for w in last["warnings"]] == [("whisper-1", "2027-02-26")]

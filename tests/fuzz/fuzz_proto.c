@@ -56,11 +56,10 @@ fuzz_str_inside(const voice_proto_str_t *s, const uint8_t *buf, size_t size)
     { &(m).reason, VOICE_PROTO_F_REASON },                                    \
     { &(m).body, VOICE_PROTO_F_BODY },                                        \
     { &(m).audio, VOICE_PROTO_F_AUDIO },                                      \
-    { &(m).model, VOICE_PROTO_F_MODEL },                                      \
-    { &(m).voice, VOICE_PROTO_F_VOICE },                                      \
-    { &(m).instructions, VOICE_PROTO_F_INSTRUCTIONS },                        \
-    { &(m).greeting, VOICE_PROTO_F_GREETING },                                \
-    { &(m).transcribe_model, VOICE_PROTO_F_TRANSCRIBE_MODEL }
+    { &(m).status_url, VOICE_PROTO_F_STATUS_URL },                            \
+    { &(m).settings, VOICE_PROTO_F_SETTINGS },                                \
+    { &(m).arguments, VOICE_PROTO_F_ARGUMENTS },                              \
+    { &(m).ended_by, VOICE_PROTO_F_ENDED_BY }
 
 typedef struct {
     const voice_proto_str_t  *s;
@@ -141,9 +140,6 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_U32(VOICE_PROTO_F_ORDER, msg.order);
     FUZZ_U32(VOICE_PROTO_F_ROLE, msg.role);
     FUZZ_U32(VOICE_PROTO_F_COUNT, msg.count);
-    FUZZ_U32(VOICE_PROTO_F_VAD_SILENCE_MS, msg.vad_silence_ms);
-    FUZZ_U32(VOICE_PROTO_F_VAD_THRESHOLD, msg.vad_threshold);
-    FUZZ_U32(VOICE_PROTO_F_VAD_PREFIX_MS, msg.vad_prefix_ms);
 
     {
         fuzz_str_t  strs[] = { FUZZ_STRS(msg) };
@@ -166,10 +162,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         || again.request_id != msg.request_id
         || again.timestamp != msg.timestamp || again.status != msg.status
         || again.seq != msg.seq || again.order != msg.order
-        || again.role != msg.role || again.count != msg.count
-        || again.vad_silence_ms != msg.vad_silence_ms
-        || again.vad_threshold != msg.vad_threshold
-        || again.vad_prefix_ms != msg.vad_prefix_ms)
+        || again.role != msg.role || again.count != msg.count)
     {
         abort();
     }

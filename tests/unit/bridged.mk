@@ -9,7 +9,8 @@ BD_LIBS    := $(shell pkg-config --libs libcjson)
 
 UNIT_TESTS += test_bd_jscan
 UNIT_TESTS += test_bd_b64 test_bd_form test_bd_ring test_bd_twapi_json \
-              test_bd_oai_event test_bd_conf test_bd_log
+              test_bd_oai_event test_bd_conf test_bd_log \
+              test_bd_session
 
 # each test: its own .c, the bridged sources it needs, and their headers
 
@@ -52,4 +53,8 @@ $(O)/test_bd_conf: $(CURDIR)/test_bd_conf.c $(BD_DIR)/bd_conf.c \
 
 $(O)/test_bd_log: $(CURDIR)/test_bd_log.c $(BD_DIR)/bd_log.c \
                   $(BD_DIR)/bd_log.h | $(O)
+	$(BD_TEST_CC)
+
+$(O)/test_bd_session: $(CURDIR)/test_bd_session.c $(BD_DIR)/bd_session.c \
+                      $(BD_DIR)/bd_session.h | $(O)
 	$(BD_TEST_CC)

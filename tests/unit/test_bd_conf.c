@@ -78,7 +78,7 @@ test_defaults(void **state)
     assert_null(c.openai_key);
     assert_string_equal(c.twilio_api_url, "https://api.twilio.com");
     assert_string_equal(c.openai_url, "wss://api.openai.com/v1/realtime");
-    assert_string_equal(c.openai_model, "gpt-realtime");
+    assert_string_equal(c.openai_model, "gpt-realtime-2.1");
     assert_int_equal(c.twilio_timeout_ms, 10000);
     assert_int_equal(c.final_wait_ms, 5000);
     assert_int_equal(c.audio_buffer_ms, 10000);

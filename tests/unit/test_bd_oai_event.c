@@ -20,6 +20,7 @@
 #include "bd_b64.h"
 #include "bd_log.h"
 #include "bd_oai_event.h"
+#include "bd_session.h"
 #include "voice_proto.h"
 
 
@@ -42,6 +43,11 @@ typedef struct {
     char        fatal[320];
     unsigned    nfatal;
     int         refuse_audio;
+    char        tool_call[8][256];  /* "order|call_id|name|arguments" */
+    unsigned    ntools;
+    char        mcp[4][256];        /* "order|name|arguments|output" */
+    unsigned    nmcp;
+    unsigned    responses_done;
 } fake_t;
 
 
@@ -130,9 +136,41 @@ fake_fatal(void *data, const char *why)
 }
 
 
+static void
+fake_tool_call(void *data, uint32_t order, const char *call_id,
+    const char *name, const char *arguments)
+{
+    fake_t  *f = data;
+
+    snprintf(f->tool_call[f->ntools++], sizeof(f->tool_call[0]),
+             "%u|%s|%s|%s", (unsigned) order, call_id, name, arguments);
+}
+
+
+static void
+fake_mcp_call(void *data, uint32_t order, const char *name,
+    const char *arguments, const char *output)
+{
+    fake_t  *f = data;
+
+    snprintf(f->mcp[f->nmcp++], sizeof(f->mcp[0]), "%u|%s|%s|%s",
+             (unsigned) order, name, arguments, output);
+}
+
+
+static void
+fake_response_done(void *data)
+{
+    fake_t  *f = data;
+
+    f->responses_done++;
+}
+
+
 static const bd_oai_event_ops_t  fake_ops = {
     fake_audio_out, fake_clear, fake_transcript, fake_send,
-    fake_ready, fake_fatal
+    fake_ready, fake_fatal, fake_tool_call, fake_mcp_call,
+    fake_response_done
 };
 
 
@@ -605,7 +643,7 @@ test_error_events(void **state)
     /* our session.update refused: the session would play garbage */
 
     ev(x, "{\"type\":\"error\",\"error\":{\"code\":\"unknown_parameter\","
-          "\"event_id\":\"" BD_OAI_EVENT_SESSION_ID "\"}}");
+          "\"event_id\":\"" BD_SESSION_EVENT_ID "\"}}");
     assert_int_equal(x->f.nfatal, 5);
 
     /* a malformed error event is logged, not fatal */
@@ -737,80 +775,173 @@ test_new_session_keeps_counters(void **state)
 }
 
 
+/* the function call flow of openai-realtime-acting.md 2.2 */
+
 static void
-test_session_update(void **state)
+test_function_call_runs_once_completed(void **state)
 {
-    char                    *json;
-    cJSON                   *root;
-    const cJSON             *s, *in, *vad;
-    bd_oai_event_session_t   cfg;
+    fixture_t  *x = *state;
 
-    (void) state;
+    ev(x, "{\"type\":\"response.created\",\"response\":{\"id\":\"resp_F\"}}");
+    ev(x, "{\"type\":\"response.output_item.added\",\"response_id\":"
+          "\"resp_F\",\"output_index\":0,\"item\":{\"id\":\"item_F1\","
+          "\"type\":\"function_call\",\"status\":\"in_progress\","
+          "\"name\":\"lookup\",\"call_id\":\"call_1\",\"arguments\":\"\"}}");
+    ev(x, "{\"type\":\"response.function_call_arguments.delta\","
+          "\"item_id\":\"item_F1\",\"call_id\":\"call_1\","
+          "\"delta\":\"{\\\"n\\\":\"}");
+    ev(x, "{\"type\":\"response.function_call_arguments.done\","
+          "\"item_id\":\"item_F1\",\"call_id\":\"call_1\",\"name\":\"lookup\","
+          "\"arguments\":\"{\\\"n\\\":\\\"42\\\"}\"}");
 
-    cfg.model = "gpt-realtime";
-    cfg.voice = "marin";
-    cfg.instructions = "Be brief.";
-    cfg.transcribe_model = "gpt-4o-mini-transcribe";
-    cfg.vad_threshold = 550;
-    cfg.vad_prefix_ms = 300;
-    cfg.vad_silence_ms = 700;
+    /* not yet: only a completed item is run */
+    assert_int_equal(x->f.ntools, 0);
 
-    json = bd_oai_event_session_update(&cfg);
-    assert_non_null(json);
+    ev(x, "{\"type\":\"conversation.item.done\",\"item\":{\"id\":\"item_F1\","
+          "\"type\":\"function_call\",\"status\":\"completed\"}}");
+    assert_int_equal(x->f.ntools, 0);
 
-    root = cJSON_Parse(json);
-    assert_non_null(root);
+    ev(x, "{\"type\":\"response.output_item.done\",\"response_id\":"
+          "\"resp_F\",\"output_index\":0,\"item\":{\"id\":\"item_F1\","
+          "\"type\":\"function_call\",\"status\":\"completed\","
+          "\"name\":\"lookup\",\"call_id\":\"call_1\","
+          "\"arguments\":\"{\\\"n\\\":\\\"42\\\"}\"}}");
+    assert_int_equal(x->f.ntools, 1);
+    assert_string_equal(x->f.tool_call[0], "1|call_1|lookup|{\"n\":\"42\"}");
 
-    assert_string_equal(cJSON_GetObjectItem(root, "type")->valuestring,
-                        "session.update");
+    assert_true(x->cv.responding);
+    ev(x, "{\"type\":\"response.done\",\"response\":{\"id\":\"resp_F\","
+          "\"status\":\"completed\"}}");
+    assert_false(x->cv.responding);
+    assert_int_equal(x->f.responses_done, 1);
 
-    s = cJSON_GetObjectItem(root, "session");
-    assert_string_equal(cJSON_GetObjectItem(s, "type")->valuestring,
-                        "realtime");
-    assert_string_equal(cJSON_GetObjectItem(s, "model")->valuestring,
-                        "gpt-realtime");
-    assert_string_equal(cJSON_GetObjectItem(s, "instructions")->valuestring,
-                        "Be brief.");
-    assert_string_equal(
-        cJSON_GetArrayItem(cJSON_GetObjectItem(s, "output_modalities"), 0)
-            ->valuestring, "audio");
-    assert_int_equal(
-        cJSON_GetArraySize(cJSON_GetObjectItem(s, "output_modalities")), 1);
+    /* cut short by a barge-in: partial arguments, never run */
+    ev(x, "{\"type\":\"response.output_item.done\",\"item\":{\"id\":"
+          "\"item_F2\",\"type\":\"function_call\",\"status\":\"incomplete\","
+          "\"name\":\"lookup\",\"call_id\":\"call_2\",\"arguments\":"
+          "\"{\\\"n\\\":\"}}");
+    assert_int_equal(x->f.ntools, 1);
 
-    in = cJSON_GetObjectItem(cJSON_GetObjectItem(s, "audio"), "input");
-    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(in, "format"),
+    /* malformed ones neither */
+    ev(x, "{\"type\":\"response.output_item.done\",\"item\":{\"id\":"
+          "\"item_F3\",\"type\":\"function_call\",\"status\":\"completed\","
+          "\"name\":\"lookup\",\"call_id\":\"bad id\"}}");
+    ev(x, "{\"type\":\"response.output_item.done\",\"item\":{\"id\":"
+          "\"item_F4\",\"type\":\"function_call\",\"status\":\"completed\","
+          "\"call_id\":\"call_4\"}}");
+    ev(x, "{\"type\":\"response.output_item.done\",\"item\":\"x\"}");
+    assert_int_equal(x->f.ntools, 1);
+
+    /* a failed response is done too */
+    ev(x, "{\"type\":\"response.done\",\"response\":{\"status\":\"failed\","
+          "\"status_details\":{\"error\":{\"code\":\"x\"}}}}");
+    assert_int_equal(x->f.responses_done, 2);
+}
+
+
+static void
+test_mcp_call_is_recorded(void **state)
+{
+    fixture_t  *x = *state;
+
+    ev(x, "{\"type\":\"response.output_item.done\",\"item\":{\"id\":"
+          "\"item_M1\",\"type\":\"mcp_call\",\"server_label\":\"kb\","
+          "\"name\":\"search\",\"arguments\":\"{\\\"q\\\":\\\"x\\\"}\","
+          "\"output\":\"found\"}}");
+    assert_int_equal(x->f.nmcp, 1);
+    assert_string_equal(x->f.mcp[0], "1|kb.search|{\"q\":\"x\"}|found");
+
+    ev(x, "{\"type\":\"response.output_item.done\",\"item\":{\"id\":"
+          "\"item_M2\",\"type\":\"mcp_call\",\"server_label\":\"kb\","
+          "\"name\":\"search\",\"arguments\":\"{}\",\"error\":{\"message\":"
+          "\"denied\"}}}");
+    assert_string_equal(x->f.mcp[1], "2|kb.search|{}|denied");
+}
+
+
+static void
+test_tool_output_and_respond(void **state)
+{
+    fixture_t  *x = *state;
+    cJSON      *e;
+
+    assert_int_equal(bd_oai_event_tool_output(&x->cv, "call_1",
+                                              "{\"ok\":\"q\\\"\"}", 1), 0);
+    assert_int_equal(x->f.nsent, 2);
+
+    e = cJSON_Parse(x->f.sent[0]);
+    assert_string_equal(cJSON_GetObjectItem(e, "type")->valuestring,
+                        "conversation.item.create");
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(e, "item"),
                                             "type")->valuestring,
-                        "audio/pcmu");
-    assert_string_equal(
-        cJSON_GetObjectItem(cJSON_GetObjectItem(in, "transcription"),
-                            "model")->valuestring,
-        "gpt-4o-mini-transcribe");
+                        "function_call_output");
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(e, "item"),
+                                            "call_id")->valuestring,
+                        "call_1");
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(e, "item"),
+                                            "output")->valuestring,
+                        "{\"ok\":\"q\\\"\"}");
+    cJSON_Delete(e);
 
-    vad = cJSON_GetObjectItem(in, "turn_detection");
-    assert_string_equal(cJSON_GetObjectItem(vad, "type")->valuestring,
-                        "server_vad");
-    assert_true(cJSON_GetObjectItem(vad, "threshold")->valuedouble == 0.55);
-    assert_int_equal(cJSON_GetObjectItem(vad, "prefix_padding_ms")->valueint,
-                     300);
-    assert_int_equal(
-        cJSON_GetObjectItem(vad, "silence_duration_ms")->valueint, 700);
-    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(vad, "create_response")));
-    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(vad, "interrupt_response")));
+    assert_non_null(strstr(x->f.sent[1], "\"response.create\""));
+    assert_true(x->cv.responding);
 
-    s = cJSON_GetObjectItem(cJSON_GetObjectItem(s, "audio"), "output");
-    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(s, "format"),
-                                            "type")->valuestring,
-                        "audio/pcmu");
-    assert_string_equal(cJSON_GetObjectItem(s, "voice")->valuestring,
-                        "marin");
+    /* OpenAI refused the response.create: none comes */
+    ev(x, "{\"type\":\"error\",\"error\":{\"code\":\"x\","
+          "\"event_id\":\"bd-respond\"}}");
+    assert_false(x->cv.responding);
 
-    /* GA only: no beta field may slip in */
+    /* ... unless one was active anyway */
+    bd_oai_event_respond(&x->cv, "Wrap up.");
+    assert_non_null(strstr(x->f.sent[2], "\"instructions\":\"Wrap up.\""));
+    ev(x, "{\"type\":\"error\",\"error\":{\"code\":"
+          "\"conversation_already_has_active_response\","
+          "\"event_id\":\"bd-respond\"}}");
+    assert_true(x->cv.responding);
 
-    assert_null(strstr(json, "input_audio_format"));
-    assert_null(strstr(json, "modalities\":[\"text"));
+    /* no response asked */
+    assert_int_equal(bd_oai_event_tool_output(&x->cv, "call_2", "", 0), 0);
+    assert_int_equal(x->f.nsent, 4);
+}
 
-    cJSON_Delete(root);
-    cJSON_free(json);
+
+static void
+test_dtmf_is_an_item_in_order(void **state)
+{
+    fixture_t  *x = *state;
+    cJSON      *e;
+
+    ev(x, "{\"type\":\"input_audio_buffer.committed\",\"item_id\":\"item_U1\"}");
+
+    assert_int_equal(bd_oai_event_dtmf(&x->cv, '5'), 0);
+
+    /* the keypad entry goes to the record with its own order */
+    assert_int_equal(x->f.ntr, 1);
+    assert_int_equal(x->f.tr_order[0], 2);
+    assert_int_equal(x->f.tr_role[0], VOICE_PROTO_ROLE_DTMF);
+    assert_string_equal(x->f.tr_text[0], "5");
+
+    e = cJSON_Parse(x->f.sent[0]);
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(e, "item"),
+                                            "id")->valuestring,
+                        "item_bd_dtmf_1");
+    assert_string_equal(cJSON_GetArrayItem(cJSON_GetObjectItem(
+                            cJSON_GetObjectItem(e, "item"), "content"), 0)
+                        ->child->next->valuestring,
+                        "The caller pressed 5.");
+    cJSON_Delete(e);
+    assert_non_null(strstr(x->f.sent[1], "\"response.create\""));
+
+    /* OpenAI's echo of our item takes no new order */
+    ev(x, "{\"type\":\"conversation.item.added\",\"item\":{\"id\":"
+          "\"item_bd_dtmf_1\",\"role\":\"user\"}}");
+    ev(x, "{\"type\":\"input_audio_buffer.committed\",\"item_id\":\"item_U2\"}");
+    assert_int_equal(x->cv.next_order, 4);
+
+    /* while a response generates, no second response.create */
+    assert_int_equal(bd_oai_event_dtmf(&x->cv, '#'), 0);
+    assert_int_equal(x->f.nsent, 3);
+    assert_int_equal(x->f.tr_order[1], 4);
 }
 
 
@@ -944,7 +1075,14 @@ main(void)
         cmocka_unit_test_setup_teardown(test_greeting, setup, teardown),
         cmocka_unit_test_setup_teardown(test_new_session_keeps_counters,
                                         setup, teardown),
-        cmocka_unit_test(test_session_update),
+        cmocka_unit_test_setup_teardown(test_function_call_runs_once_completed,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mcp_call_is_recorded, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_tool_output_and_respond, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_dtmf_is_an_item_in_order, setup,
+                                        teardown),
         cmocka_unit_test(test_append_builder),
         cmocka_unit_test_setup_teardown(test_item_ring_eviction, setup,
                                         teardown),

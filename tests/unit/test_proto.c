@@ -106,6 +106,7 @@ test_every_type_with_required_fields(void **state)
         voice_proto_put_str(&w, VOICE_PROTO_F_TEXT, "hello");
         voice_proto_put_str(&w, VOICE_PROTO_F_REASON, "why");
         voice_proto_put_str(&w, VOICE_PROTO_F_BODY, "{}");
+        voice_proto_put_str(&w, VOICE_PROTO_F_SETTINGS, "{}");
         voice_proto_put_bytes(&w, VOICE_PROTO_F_AUDIO, "\xff", 1);
         n = voice_proto_finish(&w);
         assert_true(n > 0);

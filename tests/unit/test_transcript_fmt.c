@@ -128,6 +128,52 @@ test_text_refuses_what_is_not_a_transcript(void **state)
 }
 
 
+static void
+test_text_tool_and_keypad(void **state)
+{
+    size_t   n;
+    uint8_t  out[512];
+
+    (void) state;
+
+    n = render("{\"callSid\":\"CA1\",\"endedBy\":\"assistant\","
+               "\"transcript\":["
+               "{\"role\":\"user\",\"text\":\"Where is order 42?\"},"
+               "{\"role\":\"tool\",\"name\":\"lookup_order\","
+               "\"arguments\":{\"n\":\"42\"},"
+               "\"output\":\"{\\\"status\\\":\\\"shipped\\\"}\"},"
+               "{\"role\":\"dtmf\",\"digit\":\"5\"},"
+               "{\"role\":\"tool\",\"name\":\"end_call\",\"arguments\":{},"
+               "\"output\":\"line1\\nline2\"}]}", out, sizeof(out));
+    assert_int_not_equal(n, (size_t) -1);
+    out[n] = '\0';
+    assert_string_equal((char *) out,
+                        "User: Where is order 42?\n"
+                        "Tool: lookup_order {\"n\":\"42\"} -> "
+                        "{\"status\":\"shipped\"}\n"
+                        "Keypad: 5\n"
+                        "Tool: end_call {} -> line1 line2\n");
+
+    /* a tool entry must have its three members, of the right types */
+    assert_int_equal(render("{\"transcript\":[{\"role\":\"tool\","
+                            "\"name\":\"x\",\"arguments\":\"{}\","
+                            "\"output\":\"\"}]}", out, sizeof(out)),
+                     (size_t) -1);
+    assert_int_equal(render("{\"transcript\":[{\"role\":\"tool\","
+                            "\"name\":\"x\",\"arguments\":{}}]}", out,
+                            sizeof(out)),
+                     (size_t) -1);
+    assert_int_equal(render("{\"transcript\":[{\"role\":\"dtmf\"}]}", out,
+                            sizeof(out)),
+                     (size_t) -1);
+
+    /* and what does not fit is refused, never cut */
+    assert_int_equal(render("{\"transcript\":[{\"role\":\"dtmf\","
+                            "\"digit\":\"5\"}]}", out, 9),
+                     (size_t) -1);
+}
+
+
 int
 main(void)
 {
@@ -135,6 +181,7 @@ main(void)
         cmocka_unit_test(test_time),
         cmocka_unit_test(test_text),
         cmocka_unit_test(test_text_refuses_what_is_not_a_transcript),
+        cmocka_unit_test(test_text_tool_and_keypad),
     };
 
     return cmocka_run_group_tests_name("transcript_fmt", tests, NULL, NULL);
