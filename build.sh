@@ -189,26 +189,134 @@ PIDS=()
 stop_all() {
     local p
     trap - INT TERM EXIT
+    # once: from the trap, and again after the wait the signal ended
+    [ -z "${STOPPED:-}" ] || return 0
+    STOPPED=1
     for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
     for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
     say "stopped"
 }
 
-# starts a stand-in that prints "READY <port>" and echoes the port
+# starts a stand-in that prints "READY <port>"; its port goes to FAKE_PORT.
+# Not in a $(...) subshell: its pid must reach PIDS, so that stop_all stops it
 start_fake() {
     local name=$1; shift
-    local out=$RUN/$name.out i
+    local out=$RUN/$name.out i pid
     : > "$out"
-    "$PY" "$TOP/tests/fakes/$name.py" "$@" > "$out" 2> >(sed "s/^/[$name] /" >&2) &
-    PIDS+=($!)
+    "$PY" "$TOP/tests/fakes/$name.py" "$@" > "$out" 2> >(sed -u "s/^/[$name] /" >&2) &
+    pid=$!
+    PIDS+=("$pid")
+    FAKE_PORT=""
     for i in $(seq 1 100); do
         if grep -q '^READY ' "$out"; then
-            sed -n 's/^READY \([0-9]*\).*/\1/p' "$out" | head -n1
+            FAKE_PORT=$(sed -n 's/^READY \([0-9]*\).*/\1/p' "$out" | head -n1)
             return 0
         fi
+        kill -0 "$pid" 2>/dev/null || die "$name exited before it was ready"
         sleep 0.1
     done
     die "$name did not start"
+}
+
+# what the simulated tool endpoint answers for check_tables
+SIM_TOOL_PATHS='{"paths": {"/tables": {"reply": {"party_size": 2, "time": "19:00",
+    "free": [{"table": 4, "seats": 2, "where": "by the window"}]}}}}'
+
+# the simulation, when no credentials are configured: local stand-ins for
+# Twilio and OpenAI (tests/fakes) and, unless VOICE_NGINX_INCLUDE names the
+# assistant's settings, a local tool endpoint and a simulated assistant that
+# calls it (conf/simulation.conf.in) and then hangs up by itself
+cmd_run_simulation() {
+    local own=1
+    [ -z "${VOICE_NGINX_INCLUDE:-}" ] || own=0
+
+    cat >&2 <<'EOF'
+
+  ==================================================================
+   SIMULATION: no Twilio and OpenAI credentials are configured
+   (TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, OPENAI_API_KEY), so local
+   stand-ins for Twilio and OpenAI are started. No real phone call is
+   placed.
+EOF
+    if [ $own -eq 1 ]; then
+        cat >&2 <<'EOF'
+   Each call placed through the API (POST /api/call) goes:
+     1. the simulated caller asks for a table for two at seven pm;
+     2. the assistant calls the HTTP tool check_tables: a signed POST
+        to a local tool endpoint (voice_tool, run/simulation.conf);
+     3. it answers with the tool's result and says goodbye;
+     4. it calls end_call and hangs up by itself once the goodbye
+        has played.
+   The transcript shows both tool calls and "endedBy": "assistant".
+  ==================================================================
+
+EOF
+    else
+        cat >&2 <<'EOF'
+   The assistant's settings are VOICE_NGINX_INCLUDE's, so nothing is
+   scripted: the simulated caller speaks a recorded sentence, hears the
+   simulated assistant, and hangs up.
+  ==================================================================
+
+EOF
+    fi
+
+    export TWILIO_ACCOUNT_SID=AC$(openssl rand -hex 16)
+    export TWILIO_AUTH_TOKEN=$(openssl rand -hex 16)
+    export OPENAI_API_KEY=sk-simulated-$(openssl rand -hex 12)
+    export PUBLIC_URL=${PUBLIC_URL:-https://voice-bridge.simulated}
+
+    local twport oaiport toolport script=""
+    local openai_args=() twilio_args=(--auto-hangup)
+    if [ $own -eq 1 ]; then
+        # the key that signs the tool requests: nginx passes it to bridged
+        # (env VOICE_TOOL_SECRET), the tool endpoint checks it
+        export VOICE_TOOL_SECRET=${VOICE_TOOL_SECRET:-$(openssl rand -hex 24)}
+        start_fake tool_server --port 0
+        toolport=$FAKE_PORT
+        curl -sf -X POST -H 'Content-Type: application/json' \
+            -d "$SIM_TOOL_PATHS" "http://127.0.0.1:$toolport/_fake/config" \
+            > /dev/null || die "the tool endpoint refused its configuration"
+
+        SIM_TOOL_URL=http://127.0.0.1:$toolport/tables
+        SIM_TOOL_SCHEMA=$TOP/conf/simulation-tables.json
+        render "$TOP/conf/simulation.conf.in" "$RUN/simulation.conf"
+        VOICE_NGINX_INCLUDE=$RUN/simulation.conf
+
+        script=$(cat "$TOP/conf/simulation-script.json")
+        # every call (each OpenAI session) plays the whole script
+        openai_args=(--script "$script" --script-per-session)
+        # the assistant hangs up; the caller does not (--auto-hangup would
+        # after the first words), but a call never lasts over a minute
+        twilio_args=(--max-call-seconds 60)
+    fi
+
+    start_fake fake_openai --port 0 \
+        --tls-cert "$BUILD/certs/server.pem" \
+        --tls-key "$BUILD/certs/server.key" \
+        --api-key "$OPENAI_API_KEY" \
+        --reply-audio "$BUILD/fixtures/reply.ulaw" \
+        --reply-text "$(cat "$BUILD/fixtures/reply.txt")" \
+        --phrase "$BUILD/fixtures/caller.ulaw=$(cat "$BUILD/fixtures/caller.txt")" \
+        "${openai_args[@]}"
+    oaiport=$FAKE_PORT
+    start_fake fake_twilio --port 0 \
+        --tls-cert "$BUILD/certs/server.pem" \
+        --tls-key "$BUILD/certs/server.key" \
+        --account-sid "$TWILIO_ACCOUNT_SID" \
+        --auth-token "$TWILIO_AUTH_TOKEN" \
+        --public-url "$PUBLIC_URL" \
+        --deliver-to "http://127.0.0.1:$PORT" \
+        --caller-audio "$BUILD/fixtures/caller.ulaw" "${twilio_args[@]}"
+    twport=$FAKE_PORT
+
+    export TWILIO_API_URL=https://localhost:$twport
+    export OPENAI_REALTIME_URL=wss://localhost:$oaiport/v1/realtime
+    export BRIDGED_CA_FILE=$BUILD/certs/ca.pem
+    say "SIMULATION: fake Twilio at $TWILIO_API_URL, fake OpenAI at $OPENAI_REALTIME_URL"
+    if [ $own -eq 1 ]; then
+        say "SIMULATION: tool endpoint at $SIM_TOOL_URL (check_tables), the assistant's script is conf/simulation-script.json"
+    fi
 }
 
 cmd_run() {
@@ -229,43 +337,7 @@ cmd_run() {
     trap stop_all INT TERM EXIT
 
     if [ $simulate -eq 1 ]; then
-        cat >&2 <<'EOF'
-
-  ==================================================================
-   SIMULATION: no Twilio and OpenAI credentials are configured
-   (TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, OPENAI_API_KEY), so local
-   stand-ins for Twilio and OpenAI are started. No real phone call is
-   placed; the simulated caller speaks a recorded sentence, hears the
-   simulated assistant, and hangs up.
-  ==================================================================
-
-EOF
-        export TWILIO_ACCOUNT_SID=AC$(openssl rand -hex 16)
-        export TWILIO_AUTH_TOKEN=$(openssl rand -hex 16)
-        export OPENAI_API_KEY=sk-simulated-$(openssl rand -hex 12)
-        export PUBLIC_URL=${PUBLIC_URL:-https://voice-bridge.simulated}
-
-        local twport oaiport
-        oaiport=$(start_fake fake_openai --port 0 \
-            --tls-cert "$BUILD/certs/server.pem" \
-            --tls-key "$BUILD/certs/server.key" \
-            --api-key "$OPENAI_API_KEY" \
-            --reply-audio "$BUILD/fixtures/reply.ulaw" \
-            --reply-text "$(cat "$BUILD/fixtures/reply.txt")" \
-            --phrase "$BUILD/fixtures/caller.ulaw=$(cat "$BUILD/fixtures/caller.txt")")
-        twport=$(start_fake fake_twilio --port 0 \
-            --tls-cert "$BUILD/certs/server.pem" \
-            --tls-key "$BUILD/certs/server.key" \
-            --account-sid "$TWILIO_ACCOUNT_SID" \
-            --auth-token "$TWILIO_AUTH_TOKEN" \
-            --public-url "$PUBLIC_URL" \
-            --deliver-to "http://127.0.0.1:$PORT" \
-            --caller-audio "$BUILD/fixtures/caller.ulaw" --auto-hangup)
-
-        export TWILIO_API_URL=https://localhost:$twport
-        export OPENAI_REALTIME_URL=wss://localhost:$oaiport/v1/realtime
-        export BRIDGED_CA_FILE=$BUILD/certs/ca.pem
-        say "SIMULATION: fake Twilio at $TWILIO_API_URL, fake OpenAI at $OPENAI_REALTIME_URL"
+        cmd_run_simulation
     else
         [ -n "${PUBLIC_URL:-}" ] || die "PUBLIC_URL must be set: Twilio reaches the service through it"
     fi

@@ -68,6 +68,21 @@
 #define BD_CALL_CONFIGURE_MS   10000    /* for session.updated */
 #define BD_CALL_GOODBYE_MS     15000    /* for the last words to play */
 #define BD_CALL_DIAL_TIMEOUT   25       /* s a transfer rings */
+#define BD_CALL_WRAP_UP_MS     60000    /* told to wrap up this long before
+                                           voice_max_call_duration */
+
+#define BD_CALL_IDLE_PROMPT                                                   \
+    "The caller has said nothing for a while. Check in with one short "      \
+    "question, such as whether they are still there."
+#define BD_CALL_IDLE_GOODBYE                                                  \
+    "The caller has not answered for a long time. Say a short, polite "      \
+    "goodbye now; the call ends after it."
+#define BD_CALL_WRAP_UP                                                       \
+    "This call must end in about %u seconds. Wrap up now: bring the "       \
+    "conversation to a close, say goodbye and end the call."
+#define BD_CALL_LIMIT_GOODBYE                                                 \
+    "The call has reached its time limit. Say a very short goodbye now; "    \
+    "the call ends after it."
 
 #define BD_CALL_VOICE          "marin"
 #define BD_CALL_TRANSCRIBE     "gpt-transcribe"
@@ -83,6 +98,7 @@
  */
 typedef struct {
     char        sid[VOICE_PROTO_MAX_SID + 1];
+    char        answered_by[24];  /* a verdict before the stream came */
     uint64_t    until;
     uint64_t    error_at;
     uint32_t    count;
@@ -104,8 +120,17 @@ static void bd_call_ev_tool_call(void *data, uint32_t order,
 static void bd_call_ev_mcp_call(void *data, uint32_t order, const char *name,
     const char *arguments, const char *output);
 static void bd_call_ev_response_done(void *data);
+static void bd_call_ev_speech(void *data, int started);
+static void bd_call_ev_idle(void *data);
+static void bd_call_idle_arm(bd_call_t *call);
 static void bd_call_check_goodbye(bd_call_t *call);
 static void bd_call_end_now(bd_call_t *call, const char *why);
+static void bd_call_ending(bd_call_t *call, const char *by,
+    const char *reason, const char *form);
+static void bd_call_wait_expired(lws_sorted_usec_list_t *sul);
+static void bd_call_amd(bd_call_t *call);
+static char *bd_call_session_update(bd_call_t *call);
+static void bd_call_limit_arm(bd_call_t *call);
 
 static void bd_call_stop(bd_call_t *call);
 static void bd_call_destroy(bd_call_t *call);
@@ -120,7 +145,9 @@ static const bd_oai_event_ops_t  bd_call_event_ops = {
     bd_call_ev_fatal,
     bd_call_ev_tool_call,
     bd_call_ev_mcp_call,
-    bd_call_ev_response_done
+    bd_call_ev_response_done,
+    bd_call_ev_speech,
+    bd_call_ev_idle
 };
 
 
@@ -280,7 +307,8 @@ bd_call_epoch_ms(void)
 
 static int
 bd_call_send_call_done(bd_chan_peer_t *peer, const uint8_t *sid, size_t len,
-    uint32_t count, const char *by, const char *reason)
+    uint32_t count, const char *by, const char *reason,
+    const char *answered_by)
 {
     voice_proto_writer_t  *w;
 
@@ -291,6 +319,10 @@ bd_call_send_call_done(bd_chan_peer_t *peer, const uint8_t *sid, size_t len,
     if (by != NULL && by[0] != '\0') {
         voice_proto_put_str(w, VOICE_PROTO_F_ENDED_BY, by);
         voice_proto_put_str(w, VOICE_PROTO_F_REASON, reason);
+    }
+
+    if (answered_by != NULL && answered_by[0] != '\0') {
+        voice_proto_put_str(w, VOICE_PROTO_F_ANSWERED_BY, answered_by);
     }
 
     return bd_chan_send(peer, w);
@@ -447,7 +479,19 @@ bd_call_ev_ready(void *data)
 
     greeting = bd_session_str(call->settings, "greeting");
 
-    if (greeting != NULL && greeting[0] != '\0' && !call->greeted) {
+    bd_call_limit_arm(call);
+
+    /* a verdict that came before the session was ready (a machine's
+     * ends the call: the state is no longer LIVE) */
+    bd_call_amd(call);
+
+    if (call->state == BD_CALL_ST_LIVE && call->amd_hold) {
+        bd_log(BD_LOG_INFO, call->sid, "the assistant waits for the "
+               "answering-machine verdict before it talks");
+
+    } else if (call->state == BD_CALL_ST_LIVE && greeting != NULL
+               && greeting[0] != '\0' && !call->greeted)
+    {
         call->greeted = 1;
 
         if (bd_oai_event_greet(&call->conv, greeting) != 0) {
@@ -510,7 +554,8 @@ bd_call_finish(bd_call_t *call, const char *how)
 
     (void) bd_call_send_call_done(call->peer, (uint8_t *) call->sid,
                                   call->sid_len, cv->transcripts,
-                                  call->ended_by, call->end_reason);
+                                  call->ended_by, call->end_reason,
+                                  call->answered_by);
 
     t = bd_call_tomb((uint8_t *) call->sid, call->sid_len, 1);
     t->done = 1;
@@ -537,8 +582,10 @@ bd_call_finish(bd_call_t *call, const char *how)
 static void
 bd_call_check_drained(bd_call_t *call)
 {
+    /* a transfer's answer from Twilio is due too: it goes in the record */
+
     if (call->state == BD_CALL_ST_DRAINING
-        && bd_oai_event_settled(&call->conv))
+        && bd_oai_event_settled(&call->conv) && call->end_req == NULL)
     {
         bd_call_finish(call, "all transcripts in");
     }
@@ -631,6 +678,8 @@ bd_call_destroy(bd_call_t *call)
 
     lws_sul_cancel(&call->sul_connect);
     lws_sul_cancel(&call->sul_wait);
+    lws_sul_cancel(&call->sul_idle);
+    lws_sul_cancel(&call->sul_limit);
 
     bd_tool_cancel(&call->tools);
     call->transfer = NULL;
@@ -722,10 +771,11 @@ bd_call_refuse(bd_chan_peer_t *peer, const voice_proto_msg_t *msg,
 static void
 bd_call_start(bd_chan_peer_t *peer, const voice_proto_msg_t *msg)
 {
-    char        err[128];
-    char        sid[VOICE_PROTO_MAX_SID + 1];
-    size_t      hold;
-    bd_call_t  *call, *old;
+    char             err[128];
+    char             sid[VOICE_PROTO_MAX_SID + 1];
+    size_t           hold;
+    bd_call_t       *call, *old;
+    bd_call_tomb_t  *t;
 
     memcpy(sid, msg->call_sid.data, msg->call_sid.len);
     sid[msg->call_sid.len] = '\0';
@@ -764,6 +814,8 @@ bd_call_start(bd_chan_peer_t *peer, const voice_proto_msg_t *msg)
     memcpy(call->stream_sid, msg->stream_sid.data, msg->stream_sid.len);
     call->started = uv_now(bd_call_loop);
 
+    call->record = msg->timestamp;
+
     /* the call's Twilio number: the caller ID of a transfer */
 
     snprintf(call->direction, sizeof(call->direction), "%.*s",
@@ -791,6 +843,15 @@ bd_call_start(bd_chan_peer_t *peer, const voice_proto_msg_t *msg)
     }
 
     call->model = bd_session_model(call->settings, &bd_call_defaults);
+
+    call->idle_ms = (unsigned) bd_session_num(call->settings, "idleTimeoutMs",
+                                              0);
+    call->idle_server = bd_session_server_idle(call->settings);
+
+    /* voice_machine_detection wait: silent until Twilio's verdict */
+
+    call->amd_hold = strcmp(bd_session_machine_detection(call->settings),
+                            "wait") == 0;
 
     /* mu-law at 8 kHz: 8 bytes per ms */
 
@@ -835,6 +896,21 @@ bd_call_start(bd_chan_peer_t *peer, const voice_proto_msg_t *msg)
     bd_call_table[bd_call_bucket(msg->call_sid.data, msg->call_sid.len)] =
         call;
     bd_call_count++;
+
+    /* a verdict that came before the stream */
+
+    t = bd_call_tomb(msg->call_sid.data, msg->call_sid.len, 0);
+
+    if (t != NULL && t->answered_by[0] != '\0'
+        && uv_now(bd_call_loop) < t->until)
+    {
+        snprintf(call->answered_by, sizeof(call->answered_by), "%s",
+                 t->answered_by);
+        t->answered_by[0] = '\0';
+        call->amd_due = 1;
+        call->amd_hold = (strcmp(call->answered_by, "human") != 0
+                          && strcmp(call->answered_by, "unknown") != 0);
+    }
 
     bd_log(BD_LOG_INFO, sid, "stream %s started: %.*s call, model %s%s",
            call->stream_sid, (int) msg->direction.len,
@@ -909,7 +985,7 @@ bd_call_unknown(bd_chan_peer_t *peer, const voice_proto_msg_t *msg)
         if (msg->type == VOICE_PROTO_MSG_STREAM_STOP) {
             (void) bd_call_send_call_done(peer, msg->call_sid.data,
                                           msg->call_sid.len, t->count, NULL,
-                                          NULL);
+                                          NULL, NULL);
         }
 
         return;
@@ -932,8 +1008,140 @@ bd_call_unknown(bd_chan_peer_t *peer, const voice_proto_msg_t *msg)
 
     if (msg->type == VOICE_PROTO_MSG_STREAM_STOP) {
         (void) bd_call_send_call_done(peer, msg->call_sid.data,
-                                      msg->call_sid.len, 0, NULL, NULL);
+                                      msg->call_sid.len, 0, NULL, NULL,
+                                      NULL);
     }
+}
+
+
+/*
+ * Twilio's answering-machine verdict (call.event "amd").  A person: the
+ * assistant talks (at once, if it was waiting).  A machine whose greeting
+ * is over: what the assistant was saying is stopped, it leaves the
+ * location's voicemail message, and the call ends once that has played;
+ * with no message, or a fax, the call ends at once.  Either way through
+ * Twilio's REST API (bd_call_ending()).  A verdict for a stream not yet
+ * started waits in the tombstone table.
+ */
+
+static void
+bd_call_event(bd_call_t *call, const voice_proto_msg_t *msg)
+{
+    char             by[24];
+    bd_call_tomb_t  *t;
+
+    if (msg->name.len != 3 || memcmp(msg->name.data, "amd", 3) != 0
+        || msg->text.len == 0 || msg->text.len >= sizeof(by))
+    {
+        bd_log(BD_LOG_INFO, NULL, "call.event not understood: ignored");
+        return;
+    }
+
+    memcpy(by, msg->text.data, msg->text.len);
+    by[msg->text.len] = '\0';
+
+    if (call == NULL) {
+        t = bd_call_tomb(msg->call_sid.data, msg->call_sid.len, 1);
+        snprintf(t->answered_by, sizeof(t->answered_by), "%s", by);
+        t->until = uv_now(bd_call_loop) + BD_CALL_TOMB_MS;
+
+        bd_log(BD_LOG_INFO, t->sid, "answered by %s before its stream "
+               "started", by);
+        return;
+    }
+
+    snprintf(call->answered_by, sizeof(call->answered_by), "%s", by);
+
+    bd_log(BD_LOG_INFO, call->sid, "answered by %s (%s)", by,
+           bd_call_state_names[call->state]);
+
+    call->amd_due = 1;
+    bd_call_amd(call);
+}
+
+
+/* acts on the verdict once the session is live */
+
+static void
+bd_call_amd(bd_call_t *call)
+{
+    char         text[BD_SESSION_VOICEMAIL_MAX + 128];
+    char        *json;
+    const char  *message, *by;
+
+    static const char  cancel[] =
+        "{\"type\":\"response.cancel\",\"event_id\":\"bd-amd-cancel\"}";
+
+    if (!call->amd_due || call->state != BD_CALL_ST_LIVE) {
+        return;
+    }
+
+    call->amd_due = 0;
+    by = call->answered_by;
+
+    if (strcmp(by, "human") == 0 || strcmp(by, "unknown") == 0) {
+
+        if (call->amd_hold) {
+            call->amd_hold = 0;
+
+            /* the model may answer turns now, and speaks first */
+
+            json = bd_call_session_update(call);
+            if (json != NULL) {
+                bd_oai_send(call, json, strlen(json));
+                cJSON_free(json);
+            }
+
+            message = bd_session_str(call->settings, "greeting");
+
+            if (message != NULL && message[0] != '\0') {
+                call->greeted = 1;
+                (void) bd_oai_event_greet(&call->conv, message);
+
+            } else if (!call->conv.active && !call->conv.responding) {
+                bd_oai_event_respond(&call->conv, NULL);
+            }
+
+            bd_oai_want_write(call);
+        }
+
+        return;
+    }
+
+    call->amd_hold = 0;
+
+    /* a machine: nothing more is said to its greeting */
+
+    if (call->conv.active || call->conv.responding) {
+        bd_oai_send(call, cancel, sizeof(cancel) - 1);
+        bd_call_ev_clear(call);
+        call->conv.responding = 0;
+    }
+
+    message = bd_session_str(call->settings, "voicemailMessage");
+
+    if (strncmp(by, "machine", 7) == 0 && message != NULL
+        && message[0] != '\0')
+    {
+        snprintf(text, sizeof(text), "You reached an answering machine and "
+                 "its beep has passed. Leave this voicemail message, word "
+                 "for word, and nothing else: %s", message);
+
+        bd_oai_event_respond(&call->conv, text);
+        bd_oai_want_write(call);
+
+        bd_log(BD_LOG_INFO, call->sid, "leaving a voicemail, then ending "
+               "the call");
+
+        bd_call_ending(call, "assistant", "voicemail", "Status=completed");
+        return;
+    }
+
+    bd_log(BD_LOG_INFO, call->sid, "no voicemail to leave: ending the call");
+
+    bd_call_ending(call, "assistant", strcmp(by, "fax") == 0
+                                      ? "fax" : "answering machine",
+                   "Status=completed");
 }
 
 
@@ -998,6 +1206,13 @@ bd_call_on_message(bd_chan_peer_t *peer, const voice_proto_msg_t *msg)
 
     call = bd_call_find(msg->call_sid.data, msg->call_sid.len);
 
+    /* Twilio's word on a call reaches any worker: whichever sends it */
+
+    if (msg->type == VOICE_PROTO_MSG_CALL_EVENT) {
+        bd_call_event(call, msg);
+        return;
+    }
+
     /* another worker's call is not this worker's to drive */
 
     if (call == NULL || call->peer != peer) {
@@ -1015,6 +1230,7 @@ bd_call_on_message(bd_chan_peer_t *peer, const voice_proto_msg_t *msg)
         bd_oai_event_mark_ack(&call->conv, (const char *) msg->name.data,
                               msg->name.len);
         bd_call_check_goodbye(call);
+        bd_call_idle_arm(call);
         break;
 
     case VOICE_PROTO_MSG_DTMF:
@@ -1071,7 +1287,7 @@ bd_call_oai_open(bd_call_t *call)
 
     bd_oai_event_new_session(&call->conv);
 
-    json = bd_session_update(call->settings, &bd_call_defaults);
+    json = bd_call_session_update(call);
     if (json == NULL) {
         bd_call_hangup(call, "bridged is out of memory");
         return;
@@ -1184,6 +1400,13 @@ bd_call_ev_mcp_call(void *data, uint32_t order, const char *name,
 
     bd_log(BD_LOG_INFO, call->sid, "OpenAI called the MCP tool %s", name);
     bd_call_tool_record(call, order, name, arguments, output);
+
+    /* OpenAI does not speak an MCP result by itself: once its response
+     * is done, one more lets the model tell the caller */
+
+    if (call->state == BD_CALL_ST_LIVE) {
+        call->tools.want_response = 1;
+    }
 }
 
 
@@ -1196,6 +1419,7 @@ bd_call_ev_response_done(void *data)
 
     bd_tool_response_done(call);
     bd_call_check_goodbye(call);
+    bd_call_idle_arm(call);
     bd_oai_want_write(call);
 }
 
@@ -1260,6 +1484,10 @@ bd_call_ending(bd_call_t *call, const char *by, const char *reason,
 
     bd_call_set_state(call, BD_CALL_ST_ENDING);
 
+    lws_sul_cancel(&call->sul_idle);
+    lws_sul_cancel(&call->sul_limit);
+    call->idle_armed = 0;
+
     bd_ring_reset(&call->hold);
 
     bd_oai_timer(&call->sul_wait, bd_call_wait_expired, BD_CALL_GOODBYE_MS);
@@ -1302,8 +1530,8 @@ bd_call_transfer(bd_call_t *call, bd_tool_run_t *run, const char *name,
     char        *twiml;
     size_t       size;
     bd_form_t    f;
-    const char  *action;
-    char         form[8192], xml[4096];
+    const char  *action, *sealed;
+    char         form[16384], xml[8192], attr[6144];
 
     sip = strncmp(to, "sip:", 4) == 0;
     action = bd_session_str(call->settings, "twimlUrl");
@@ -1319,12 +1547,30 @@ bd_call_transfer(bd_call_t *call, bd_tool_run_t *run, const char *name,
         return;
     }
 
+    attr[0] = '\0';
+
+    /* the call's own context, sealed by nginx, comes back with it */
+    sealed = bd_session_str(call->settings, "sealedContext");
+
+    if (sealed != NULL && strspn(sealed, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                 "abcdefghijklmnopqrstuvwxyz0123456789-_.")
+                          != strlen(sealed))
+    {
+        sealed = NULL;
+    }
+
+    if (action != NULL) {
+        snprintf(attr, sizeof(attr), " action=\"%s%stransfer=1&amp;"
+                 "record=%llu%s%s\" method=\"POST\"", action,
+                 strchr(action, '?') ? "&amp;" : "?",
+                 (unsigned long long) call->record,
+                 sealed ? "&amp;ctx=" : "", sealed ? sealed : "");
+    }
+
     size = (size_t) snprintf(xml, sizeof(xml),
-               "<Response><Dial callerId=\"%s\" timeout=\"%d\"%s%s%s>"
+               "<Response><Dial callerId=\"%s\" timeout=\"%d\"%s>"
                "<%s>%s</%s></Dial></Response>",
-               call->twilio_number, BD_CALL_DIAL_TIMEOUT,
-               action ? " action=\"" : "", action ? action : "",
-               action ? "?transfer=1\" method=\"POST\"" : "",
+               call->twilio_number, BD_CALL_DIAL_TIMEOUT, attr,
                sip ? "Sip" : "Number", to, sip ? "Sip" : "Number");
 
     twiml = xml;
@@ -1362,7 +1608,8 @@ bd_call_check_goodbye(bd_call_t *call)
     cv = &call->conv;
 
     if (call->state != BD_CALL_ST_ENDING || call->end_requested
-        || cv->active || cv->marks_len > 0 || cv->unmarked_order != 0)
+        || cv->active || cv->responding || cv->marks_len > 0
+        || cv->unmarked_order != 0)
     {
         return;
     }
@@ -1398,6 +1645,7 @@ bd_call_ended(void *data, unsigned status, long code)
             bd_tool_transfer_done(run, "{\"ok\":true}", 0);
         }
 
+        bd_call_check_drained(call);
         return;
     }
 
@@ -1417,6 +1665,16 @@ bd_call_ended(void *data, unsigned status, long code)
                               "Twilio refused it; tell the caller and "
                               "go on helping\"}", 1);
         bd_oai_want_write(call);
+        return;
+    }
+
+    if (run != NULL) {
+        bd_tool_transfer_done(run, "{\"error\":\"the transfer failed\"}",
+                              1);
+    }
+
+    if (call->state == BD_CALL_ST_DRAINING) {
+        bd_call_check_drained(call);
         return;
     }
 
@@ -1471,6 +1729,233 @@ bd_call_end_requested(const voice_proto_str_t *sid)
     if (call != NULL) {
         bd_call_ended_by(call, "api", "/api/end-call");
     }
+}
+
+
+/* the session.update for the call as it is now */
+
+static char *
+bd_call_session_update(bd_call_t *call)
+{
+    bd_session_live_t  live;
+
+    live.hold = call->amd_hold;
+    live.idle_ms = call->idle_server;
+
+    return bd_session_update(call->settings, &bd_call_defaults, &live);
+}
+
+
+static void
+bd_call_session_again(bd_call_t *call)
+{
+    char  *json;
+
+    json = bd_call_session_update(call);
+    if (json == NULL) {
+        return;
+    }
+
+    bd_oai_send(call, json, strlen(json));
+    cJSON_free(json);
+    bd_oai_want_write(call);
+}
+
+
+/*
+ * Silence.  Where OpenAI keeps the idle timeout (server_vad), it prompts
+ * the caller itself and says so (timeout_triggered); elsewhere bridged's
+ * own timer runs from the moment all is quiet: nothing generating, the
+ * last words played, the caller not speaking.  Either way, after
+ * voice_idle_prompts prompts in a row the last word is bridged's: a
+ * goodbye, then the end of the call through Twilio (so OpenAI's idle
+ * timeout is switched off for it).  Caller speech starts the count again.
+ */
+
+static void
+bd_call_idle_expired(lws_sorted_usec_list_t *sul)
+{
+    unsigned    max;
+    bd_call_t  *call;
+
+    call = lws_container_of(sul, bd_call_t, sul_idle);
+    call->idle_armed = 0;
+
+    if (call->state != BD_CALL_ST_LIVE || !bd_oai_event_quiet(&call->conv)
+        || call->conv.speaking)
+    {
+        return;
+    }
+
+    max = (unsigned) bd_session_num(call->settings, "idlePrompts", 2);
+
+    if (call->idle_prompts < max) {
+        call->idle_prompts++;
+
+        bd_log(BD_LOG_INFO, call->sid, "the caller said nothing for %u ms: "
+               "prompt %u of %u", call->idle_ms, call->idle_prompts, max);
+
+        bd_oai_event_respond(&call->conv, BD_CALL_IDLE_PROMPT);
+        bd_oai_want_write(call);
+        return;
+    }
+
+    bd_log(BD_LOG_INFO, call->sid, "the caller said nothing after %u "
+           "prompts: goodbye", max);
+
+    bd_oai_event_respond(&call->conv, BD_CALL_IDLE_GOODBYE);
+    bd_oai_want_write(call);
+    bd_call_ending(call, "assistant", "idle", "Status=completed");
+}
+
+
+static void
+bd_call_idle_arm(bd_call_t *call)
+{
+    if (call->idle_ms == 0 || call->idle_server || call->idle_armed
+        || call->state != BD_CALL_ST_LIVE || call->amd_hold
+        || call->conv.speaking || !bd_oai_event_quiet(&call->conv))
+    {
+        return;
+    }
+
+    call->idle_armed = 1;
+    bd_oai_timer(&call->sul_idle, bd_call_idle_expired, call->idle_ms);
+}
+
+
+static void
+bd_call_ev_speech(void *data, int started)
+{
+    bd_call_t  *call;
+
+    call = data;
+
+    if (!started) {
+        return;
+    }
+
+    /* the caller speaks: the silence and its prompts are over */
+
+    call->idle_prompts = 0;
+
+    if (call->idle_armed) {
+        lws_sul_cancel(&call->sul_idle);
+        call->idle_armed = 0;
+    }
+
+    /* OpenAI keeps the idle timeout again, if it did before */
+
+    if (call->idle_server == 0 && call->state == BD_CALL_ST_LIVE
+        && bd_session_server_idle(call->settings) != 0)
+    {
+        call->idle_server = bd_session_server_idle(call->settings);
+        bd_call_session_again(call);
+    }
+}
+
+
+static void
+bd_call_ev_idle(void *data)
+{
+    unsigned    max;
+    bd_call_t  *call;
+
+    call = data;
+
+    if (call->state != BD_CALL_ST_LIVE) {
+        return;
+    }
+
+    max = (unsigned) bd_session_num(call->settings, "idlePrompts", 2);
+
+    call->idle_prompts++;
+
+    bd_log(BD_LOG_INFO, call->sid, "OpenAI prompts the silent caller: "
+           "prompt %u of %u", call->idle_prompts, max);
+
+    if (call->idle_prompts >= max) {
+
+        /* the next silence gets bridged's goodbye, not another prompt */
+
+        call->idle_server = 0;
+        bd_call_session_again(call);
+    }
+}
+
+
+/*
+ * Length.  BD_CALL_WRAP_UP_MS before voice_max_call_duration (or at four
+ * fifths of a shorter one) the model is told to wrap up; at the limit it
+ * says goodbye and the call ends through Twilio.  For calls placed
+ * through the API, Twilio's TimeLimit is the backstop.
+ */
+
+static void
+bd_call_limit_expired(lws_sorted_usec_list_t *sul)
+{
+    char        text[256];
+    uint64_t    max, now, left;
+    bd_call_t  *call;
+
+    call = lws_container_of(sul, bd_call_t, sul_limit);
+
+    if (call->state != BD_CALL_ST_LIVE) {
+        return;
+    }
+
+    max = (uint64_t) bd_session_num(call->settings, "maxDurationMs", 0);
+    now = uv_now(bd_call_loop) - call->started;
+
+    if (!call->wrapped_up && now + 1000 < max) {
+        call->wrapped_up = 1;
+        left = max - now;
+
+        snprintf(text, sizeof(text), BD_CALL_WRAP_UP,
+                 (unsigned) (left / 1000));
+
+        bd_log(BD_LOG_INFO, call->sid, "%llu s left: the assistant is told "
+               "to wrap up", (unsigned long long) (left / 1000));
+
+        (void) bd_oai_event_system(&call->conv, text);
+        bd_oai_want_write(call);
+        bd_oai_timer(&call->sul_limit, bd_call_limit_expired, left);
+        return;
+    }
+
+    bd_log(BD_LOG_INFO, call->sid, "the call reached its time limit of "
+           "%llu s", (unsigned long long) (max / 1000));
+
+    if (call->conv.active || call->conv.responding) {
+
+        /* what it was saying is its goodbye: the call ends after it */
+
+        bd_call_ending(call, "assistant", "time limit", "Status=completed");
+        return;
+    }
+
+    bd_oai_event_respond(&call->conv, BD_CALL_LIMIT_GOODBYE);
+    bd_oai_want_write(call);
+    bd_call_ending(call, "assistant", "time limit", "Status=completed");
+}
+
+
+static void
+bd_call_limit_arm(bd_call_t *call)
+{
+    uint64_t  max, lead, now;
+
+    max = (uint64_t) bd_session_num(call->settings, "maxDurationMs", 0);
+
+    if (max == 0 || call->wrapped_up) {
+        return;
+    }
+
+    lead = max / 5 < BD_CALL_WRAP_UP_MS ? max / 5 : BD_CALL_WRAP_UP_MS;
+    now = uv_now(bd_call_loop) - call->started;
+
+    bd_oai_timer(&call->sul_limit, bd_call_limit_expired,
+                 now + lead < max ? max - lead - now : 1);
 }
 
 

@@ -63,6 +63,8 @@ struct bd_call_s {
     cJSON                    *settings;
     const char               *model;          /* in settings or conf */
     char                      direction[16];  /* inbound | outbound */
+    uint64_t                  record;         /* nginx's record's start:
+                                                 a transfer's way back */
     char                      twilio_number[VOICE_PROTO_MAX_SID + 1];
     unsigned                  greeted:1;
     unsigned                  hold_logged:1;
@@ -96,6 +98,20 @@ struct bd_call_s {
      * does it (Status=completed, or a redirect to a transfer) */
     char                      ended_by[16];
     char                      end_reason[128];
+    char                      answered_by[24];  /* Twilio's AMD verdict */
+    unsigned                  amd_hold:1;     /* wait for the verdict */
+    unsigned                  amd_due:1;      /* a verdict to act on once
+                                                 the session is live */
+
+    /* silence (voice_idle_timeout) and length (voice_max_call_duration) */
+    lws_sorted_usec_list_t    sul_idle;
+    lws_sorted_usec_list_t    sul_limit;
+    unsigned                  idle_ms;        /* 0: no idle timeout */
+    unsigned                  idle_server;    /* OpenAI's, in the session
+                                                 now (ms), or 0 */
+    unsigned                  idle_prompts;   /* unanswered, in a row */
+    unsigned                  idle_armed:1;
+    unsigned                  wrapped_up:1;   /* told to wrap up */
     char                     *end_form;
     bd_tool_run_t            *transfer;       /* its tool call, answered
                                                  when Twilio answers */

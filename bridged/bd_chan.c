@@ -337,6 +337,7 @@ bd_chan_handle(bd_chan_peer_t *peer, const uint8_t *data, size_t len)
     case VOICE_PROTO_MSG_MARK_ACK:
     case VOICE_PROTO_MSG_DTMF:
     case VOICE_PROTO_MSG_STREAM_STOP:
+    case VOICE_PROTO_MSG_CALL_EVENT:
         bd_call_on_message(peer, &msg);
         break;
 

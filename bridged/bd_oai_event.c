@@ -86,6 +86,7 @@ static void bd_oai_event_transcript_done(bd_oai_event_conv_t *cv,
 static void bd_oai_event_response_done(bd_oai_event_conv_t *cv,
     const cJSON *ev);
 static void bd_oai_event_item_done(bd_oai_event_conv_t *cv, const cJSON *ev);
+static void bd_oai_event_idle(bd_oai_event_conv_t *cv, const cJSON *ev);
 
 
 static const bd_oai_event_handler_t  bd_oai_event_handlers[] = {
@@ -106,6 +107,7 @@ static const bd_oai_event_handler_t  bd_oai_event_handlers[] = {
       bd_oai_event_transcript_done },
     { "response.done", bd_oai_event_response_done },
     { "response.output_item.done", bd_oai_event_item_done },
+    { "input_audio_buffer.timeout_triggered", bd_oai_event_idle },
     { "session.created", bd_oai_event_session_created },
     { "session.updated", bd_oai_event_session_updated },
     { "error", bd_oai_event_error },
@@ -520,6 +522,7 @@ bd_oai_event_speech_started(bd_oai_event_conv_t *cv, const cJSON *ev)
     (void) ev;
 
     cv->speaking = 1;
+    cv->ops->speech(cv->data, 1);
 
     if (cv->marks_len == 0 && cv->unmarked_order == 0) {
         return;     /* nothing is playing: an ordinary turn */
@@ -561,6 +564,21 @@ bd_oai_event_speech_stopped(bd_oai_event_conv_t *cv, const cJSON *ev)
     (void) ev;
 
     cv->speaking = 0;
+    cv->ops->speech(cv->data, 0);
+}
+
+
+/* the server VAD's idle_timeout_ms: OpenAI prompts the caller itself */
+
+static void
+bd_oai_event_idle(bd_oai_event_conv_t *cv, const cJSON *ev)
+{
+    (void) ev;
+
+    bd_log(BD_LOG_INFO, cv->sid, "OpenAI's idle timeout: the caller said "
+           "nothing");
+
+    cv->ops->idle(cv->data);
 }
 
 
@@ -1368,6 +1386,57 @@ bd_oai_event_respond(bd_oai_event_conv_t *cv, const char *instructions)
 
     cv->ops->send(cv->data, json, strlen(json));
     cJSON_free(json);
+}
+
+
+int
+bd_oai_event_system(bd_oai_event_conv_t *cv, const char *text)
+{
+    int     ok;
+    char   *json;
+    cJSON  *root, *item, *content, *part;
+
+    root = cJSON_CreateObject();
+    if (root == NULL) {
+        return -1;
+    }
+
+    ok = cJSON_AddStringToObject(root, "type", "conversation.item.create")
+         != NULL;
+    ok &= cJSON_AddStringToObject(root, "event_id", "bd-system") != NULL;
+
+    item = cJSON_AddObjectToObject(root, "item");
+    ok &= cJSON_AddStringToObject(item, "type", "message") != NULL;
+    ok &= cJSON_AddStringToObject(item, "role", "system") != NULL;
+
+    content = cJSON_AddArrayToObject(item, "content");
+    part = cJSON_CreateObject();
+    if (!cJSON_AddItemToArray(content, part)) {
+        cJSON_Delete(part);
+        part = NULL;
+        ok = 0;
+    }
+
+    ok &= cJSON_AddStringToObject(part, "type", "input_text") != NULL;
+    ok &= cJSON_AddStringToObject(part, "text", text) != NULL;
+
+    json = bd_oai_event_print(root, ok);
+    if (json == NULL) {
+        return -1;
+    }
+
+    cv->ops->send(cv->data, json, strlen(json));
+    cJSON_free(json);
+
+    return 0;
+}
+
+
+int
+bd_oai_event_quiet(bd_oai_event_conv_t *cv)
+{
+    return !cv->active && !cv->responding && cv->marks_len == 0
+           && cv->unmarked_order == 0;
 }
 
 

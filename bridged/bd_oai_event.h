@@ -84,6 +84,12 @@ typedef struct {
 
     /* a response is over (response.done, whatever its status) */
     void  (*response_done)(void *data);
+
+    /* the caller started (1) or stopped (0) speaking, by the VAD */
+    void  (*speech)(void *data, int started);
+
+    /* OpenAI's idle timeout fired: it prompts the caller itself */
+    void  (*idle)(void *data);
 } bd_oai_event_ops_t;
 
 
@@ -194,6 +200,12 @@ int bd_oai_event_tool_output(bd_oai_event_conv_t *cv, const char *call_id,
 
 /* response.create, so the model speaks: after tool outputs, a prompt */
 void bd_oai_event_respond(bd_oai_event_conv_t *cv, const char *instructions);
+
+/* a system item the model reads before its next turn (no response) */
+int bd_oai_event_system(bd_oai_event_conv_t *cv, const char *text);
+
+/* 1 when nothing of the assistant's is generating or still playing */
+int bd_oai_event_quiet(bd_oai_event_conv_t *cv);
 
 /*
  * Writes the input_audio_buffer.append event for len bytes of caller audio

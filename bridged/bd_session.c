@@ -281,6 +281,8 @@ bd_session_parse(const char *json, size_t len, char *err, size_t size)
         || (bad = bd_session_check_str(s, "voicemailMessage",
                                        BD_SESSION_TEXT_MAX, NULL))
         || (bad = bd_session_check_str(s, "toolSecret", 4096, NULL))
+        || (bad = bd_session_check_str(s, "twimlUrl", 4096, NULL))
+        || (bad = bd_session_check_str(s, "sealedContext", 4096, NULL))
         || (bad = bd_session_check_num(s, "speed", 0.25, 1.5))
         || (bad = bd_session_check_num(s, "idleTimeoutMs", 0, 86400000))
         || (bad = bd_session_check_num(s, "idlePrompts", 0, 10))
@@ -605,8 +607,31 @@ bd_session_tools(cJSON *session, const cJSON *s)
 }
 
 
+unsigned
+bd_session_server_idle(const cJSON *s)
+{
+    double        ms;
+    const char   *type;
+    const cJSON  *turn;
+
+    turn = cJSON_GetObjectItemCaseSensitive(s, "turnDetection");
+    type = bd_session_str(turn, "type");
+    ms = bd_session_num(s, "idleTimeoutMs", 0);
+
+    /* OpenAI documents no bounds: these are the ones used in testing */
+
+    if ((type != NULL && strcmp(type, "server_vad") != 0)
+        || ms < 5000 || ms > 30000 || bd_session_num(s, "idlePrompts", 2) < 1)
+    {
+        return 0;
+    }
+
+    return (unsigned) ms;
+}
+
+
 static int
-bd_session_turn(cJSON *input, const cJSON *s)
+bd_session_turn(cJSON *input, const cJSON *s, const bd_session_live_t *live)
 {
     int           ok, semantic;
     cJSON        *vad;
@@ -637,9 +662,19 @@ bd_session_turn(cJSON *input, const cJSON *s)
         ok &= cJSON_AddNumberToObject(vad, "silence_duration_ms",
                                   bd_session_num(turn, "silenceMs", 500))
               != NULL;
+
+        if (live->idle_ms) {
+            ok &= cJSON_AddNumberToObject(vad, "idle_timeout_ms",
+                                          live->idle_ms)
+                  != NULL;
+
+        } else {
+            ok &= cJSON_AddNullToObject(vad, "idle_timeout_ms") != NULL;
+        }
     }
 
-    ok &= cJSON_AddTrueToObject(vad, "create_response") != NULL;
+    ok &= cJSON_AddBoolToObject(vad, "create_response", !live->hold)
+          != NULL;
     ok &= cJSON_AddBoolToObject(vad, "interrupt_response",
               !cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(turn,
                                                               "interrupt")))
@@ -649,8 +684,20 @@ bd_session_turn(cJSON *input, const cJSON *s)
 }
 
 
+const char *
+bd_session_machine_detection(const cJSON *s)
+{
+    const char  *v;
+
+    v = bd_session_str(s, "machineDetection");
+
+    return v ? v : "off";
+}
+
+
 char *
-bd_session_update(const cJSON *s, const bd_session_defaults_t *d)
+bd_session_update(const cJSON *s, const bd_session_defaults_t *d,
+    const bd_session_live_t *live)
 {
     int           ok;
     char         *json, *instructions;
@@ -717,7 +764,7 @@ bd_session_update(const cJSON *s, const bd_session_defaults_t *d)
         }
     }
 
-    ok &= bd_session_turn(input, s);
+    ok &= bd_session_turn(input, s, live);
 
     output = cJSON_AddObjectToObject(audio, "output");
 

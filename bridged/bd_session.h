@@ -20,6 +20,8 @@
 #define BD_SESSION_TOOL_END       "end_call"
 #define BD_SESSION_TOOL_TRANSFER  "transfer_call"
 
+#define BD_SESSION_VOICEMAIL_MAX  65536
+
 /* the event_id of our session.update: an error naming it is fatal */
 #define BD_SESSION_EVENT_ID       "bd-session"
 
@@ -56,12 +58,31 @@ int bd_session_end_call(const cJSON *s);
 /* the model to open the session with */
 const char *bd_session_model(const cJSON *s, const bd_session_defaults_t *d);
 
+/* what a call changes in its session as it goes */
+typedef struct {
+    int          hold;        /* the model answers no turn by itself
+                                 (create_response false): while an
+                                 answering machine's verdict is awaited */
+    unsigned     idle_ms;     /* the server VAD's idle_timeout_ms, 0: none */
+} bd_session_live_t;
+
+
 /*
  * The session.update event (GA shape) for these settings, with the
  * built-in tools, the HTTP tools and the MCP servers; release with
  * cJSON_free(), NULL if no memory.
  */
-char *bd_session_update(const cJSON *s, const bd_session_defaults_t *d);
+char *bd_session_update(const cJSON *s, const bd_session_defaults_t *d,
+    const bd_session_live_t *live);
+
+/*
+ * The idle timeout OpenAI can keep itself: server_vad, and a timeout
+ * within the bounds used here (5 to 30 s); 0 when bridged keeps it.
+ */
+unsigned bd_session_server_idle(const cJSON *s);
+
+/* "off", "on" or "wait" */
+const char *bd_session_machine_detection(const cJSON *s);
 
 
 #endif /* BD_SESSION_H */

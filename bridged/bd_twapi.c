@@ -63,6 +63,8 @@ struct bd_twapi_req_s {
     unsigned            transfers;
     unsigned            pages;
     unsigned            too_big:1;
+    unsigned            amd:1;        /* answering-machine detection */
+    uint32_t            time_limit;   /* TimeLimit, s, 0: none */
     cJSON              *numbers;
     char               *body;         /* Twilio's answer, NUL-terminated */
     size_t              body_len;
@@ -308,6 +310,7 @@ bd_twapi_target(bd_twapi_req_t *req, const char *rest, const char *sid)
 static void
 bd_twapi_create(bd_twapi_req_t *req)
 {
+    char       limit[16];
     bd_form_t  f;
 
     req->state = BD_TWAPI_ST_CREATE;
@@ -328,6 +331,28 @@ bd_twapi_create(bd_twapi_req_t *req)
         bd_form_param(&f, "StatusCallbackEvent", "ringing", 7);
         bd_form_param(&f, "StatusCallbackEvent", "answered", 8);
         bd_form_param(&f, "StatusCallbackEvent", "completed", 9);
+    }
+
+    /*
+     * Answering machines: asynchronous, so the call connects at once, and
+     * with the end of a machine's greeting detected, so a voicemail is
+     * left after the beep; the verdict comes to the status callback URL
+     * (twilio-call-control.md §3)
+     */
+    if (req->time_limit) {
+        snprintf(limit, sizeof(limit), "%u", (unsigned) req->time_limit);
+        bd_form_param(&f, "TimeLimit", limit, strlen(limit));
+    }
+
+    if (req->amd) {
+        bd_form_param(&f, "MachineDetection", "DetectMessageEnd", 16);
+        bd_form_param(&f, "AsyncAmd", "true", 4);
+
+        if (req->status_url[0] != '\0') {
+            bd_form_param(&f, "AsyncAmdStatusCallback", req->status_url,
+                          strlen(req->status_url));
+            bd_form_param(&f, "AsyncAmdStatusCallbackMethod", "POST", 4);
+        }
     }
 
     if (!bd_form_done(&f) || !bd_twapi_target(req, "/Calls.json", NULL)
@@ -601,6 +626,9 @@ bd_twapi_request(bd_chan_peer_t *peer, const voice_proto_msg_t *msg)
             bd_twapi_fail(req, 400, "bad call.create fields");
             return;
         }
+
+        req->amd = (msg->flags & VOICE_PROTO_FLAG_AMD) != 0;
+        req->time_limit = msg->time_limit;
 
         if (req->from[0] != '\0') {
             bd_twapi_create(req);

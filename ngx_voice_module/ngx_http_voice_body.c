@@ -143,6 +143,253 @@ ngx_http_voice_body_parse_call(const uint8_t *body, size_t len, char *number,
 }
 
 
+/* the text of token i, as written: a string with its quotes */
+static void
+ngx_http_voice_body_slice(const uint8_t *body,
+    const ngx_http_voice_json_tok_t *tok, ngx_http_voice_body_slice_t *sl)
+{
+    size_t  q;
+
+    q = (tok->type == NGX_HTTP_VOICE_JSON_STRING);
+
+    sl->data = body + tok->start - q;
+    sl->len = tok->end - tok->start + 2 * q;
+}
+
+
+/* string token i, unescaped, is 1..max bytes */
+static int
+ngx_http_voice_body_bounded(const uint8_t *body,
+    const ngx_http_voice_json_tok_t *tok, size_t max)
+{
+    size_t   n;
+    uint8_t  buf[NGX_HTTP_VOICE_BODY_INSTRUCTIONS_MAX + 1];
+
+    if (tok->type != NGX_HTTP_VOICE_JSON_STRING || max > sizeof(buf) - 1) {
+        return 0;
+    }
+
+    n = ngx_http_voice_json_unescape(body, tok, buf, max + 1);
+
+    return n != (size_t) -1 && n >= 1 && n <= max;
+}
+
+
+static int
+ngx_http_voice_body_append(uint8_t *out, size_t cap, size_t *used,
+    const void *s, size_t len)
+{
+    if (cap - *used < len) {
+        return 0;
+    }
+
+    memcpy(out + *used, s, len);
+    *used += len;
+
+    return 1;
+}
+
+
+int
+ngx_http_voice_body_parse_call_extra(const uint8_t *body, size_t len,
+    uint8_t *out, size_t cap, size_t *out_len, int *amd, const char **err)
+{
+    int                           i, k, m, ins, greet, ctx, det, idx[3];
+    size_t                        used;
+    uint32_t                      n;
+    ngx_http_voice_body_slice_t   sl;
+    ngx_http_voice_json_tok_t     toks[NGX_HTTP_VOICE_BODY_TOKENS];
+
+    static const char  *keys[3] = { "instructions", "greeting", "context" };
+
+    *out_len = 0;
+    *amd = NGX_HTTP_VOICE_BODY_AMD_UNSET;
+
+    if (ngx_http_voice_body_json(body, len, toks, err) != 0) {
+        return -1;
+    }
+
+    ins = ngx_http_voice_json_get(body, toks, 0, "instructions");
+    greet = ngx_http_voice_json_get(body, toks, 0, "greeting");
+    ctx = ngx_http_voice_json_get(body, toks, 0, "context");
+    det = ngx_http_voice_json_get(body, toks, 0, "machineDetection");
+
+    if (ins >= 0 && toks[ins].type != NGX_HTTP_VOICE_JSON_NULL
+        && !ngx_http_voice_body_bounded(body, &toks[ins],
+                                    NGX_HTTP_VOICE_BODY_INSTRUCTIONS_MAX))
+    {
+        *err = "instructions must be a string of 1 to 2000 bytes";
+        return -1;
+    }
+
+    if (greet >= 0 && toks[greet].type != NGX_HTTP_VOICE_JSON_NULL
+        && !ngx_http_voice_body_bounded(body, &toks[greet],
+                                        NGX_HTTP_VOICE_BODY_GREETING_MAX))
+    {
+        *err = "greeting must be a string of 1 to 500 bytes";
+        return -1;
+    }
+
+    if (ctx >= 0 && toks[ctx].type != NGX_HTTP_VOICE_JSON_NULL) {
+        if (toks[ctx].type != NGX_HTTP_VOICE_JSON_OBJECT
+            || toks[ctx].size > NGX_HTTP_VOICE_BODY_CONTEXT_MEMBERS)
+        {
+            goto bad_context;
+        }
+
+        k = ctx + 1;
+
+        for (n = 0; n < toks[ctx].size; n++) {
+            m = (int) toks[k].next;
+
+            if (!ngx_http_voice_body_bounded(body, &toks[k],
+                                    NGX_HTTP_VOICE_BODY_CONTEXT_KEY_MAX)
+                || !ngx_http_voice_body_bounded(body, &toks[m],
+                                    NGX_HTTP_VOICE_BODY_CONTEXT_VALUE_MAX))
+            {
+                goto bad_context;
+            }
+
+            k = (int) toks[m].next;
+        }
+    }
+
+    if (det >= 0) {
+        if (toks[det].type == NGX_HTTP_VOICE_JSON_TRUE) {
+            *amd = NGX_HTTP_VOICE_BODY_AMD_ON;
+
+        } else if (toks[det].type == NGX_HTTP_VOICE_JSON_FALSE) {
+            *amd = NGX_HTTP_VOICE_BODY_AMD_OFF;
+
+        } else if (toks[det].type != NGX_HTTP_VOICE_JSON_NULL) {
+            *err = "machineDetection must be true or false";
+            return -1;
+        }
+    }
+
+    /* the compact object of what is present, as the client wrote it */
+
+    used = 0;
+
+    idx[0] = ins;
+    idx[1] = greet;
+    idx[2] = ctx;
+
+    for (i = 0; i < 3; i++) {
+        if (idx[i] < 0 || toks[idx[i]].type == NGX_HTTP_VOICE_JSON_NULL) {
+            continue;
+        }
+
+        ngx_http_voice_body_slice(body, &toks[idx[i]], &sl);
+
+        if (!ngx_http_voice_body_append(out, cap, &used,
+                                        used ? "," : "{", 1)
+            || !ngx_http_voice_body_append(out, cap, &used, "\"", 1)
+            || !ngx_http_voice_body_append(out, cap, &used, keys[i],
+                                           strlen(keys[i]))
+            || !ngx_http_voice_body_append(out, cap, &used, "\":", 2)
+            || !ngx_http_voice_body_append(out, cap, &used, sl.data, sl.len))
+        {
+            goto too_big;
+        }
+    }
+
+    if (used == 0) {
+        return 0;
+    }
+
+    if (!ngx_http_voice_body_append(out, cap, &used, "}", 1)
+        || used > NGX_HTTP_VOICE_BODY_EXTRA_MAX)
+    {
+        goto too_big;
+    }
+
+    *out_len = used;
+
+    return 0;
+
+bad_context:
+
+    *err = "context must be a flat JSON object of at most 16 strings "
+           "(keys of 1 to 64 bytes, values of 1 to 256)";
+    return -1;
+
+too_big:
+
+    *err = "instructions, greeting and context together must fit in 2048 "
+           "bytes of JSON";
+    return -1;
+}
+
+
+int
+ngx_http_voice_body_call_extra(const uint8_t *text, size_t len,
+    ngx_http_voice_body_slice_t *instructions,
+    ngx_http_voice_body_slice_t *greeting,
+    ngx_http_voice_body_slice_t *context, int *amd)
+{
+    int                        i;
+    ngx_http_voice_json_tok_t  toks[NGX_HTTP_VOICE_BODY_TOKENS];
+
+    instructions->data = NULL;
+    greeting->data = NULL;
+    context->data = NULL;
+    *amd = NGX_HTTP_VOICE_BODY_AMD_UNSET;
+
+    if (ngx_http_voice_json_parse(text, len, toks, NGX_HTTP_VOICE_BODY_TOKENS,
+                                  NULL) < 1
+        || toks[0].type != NGX_HTTP_VOICE_JSON_OBJECT)
+    {
+        return -1;
+    }
+
+    i = ngx_http_voice_json_get(text, toks, 0, "instructions");
+    if (i >= 0) {
+        if (toks[i].type != NGX_HTTP_VOICE_JSON_STRING) {
+            return -1;
+        }
+
+        ngx_http_voice_body_slice(text, &toks[i], instructions);
+    }
+
+    i = ngx_http_voice_json_get(text, toks, 0, "greeting");
+    if (i >= 0) {
+        if (toks[i].type != NGX_HTTP_VOICE_JSON_STRING) {
+            return -1;
+        }
+
+        ngx_http_voice_body_slice(text, &toks[i], greeting);
+    }
+
+    i = ngx_http_voice_json_get(text, toks, 0, "context");
+    if (i >= 0) {
+        if (toks[i].type != NGX_HTTP_VOICE_JSON_OBJECT) {
+            return -1;
+        }
+
+        ngx_http_voice_body_slice(text, &toks[i], context);
+    }
+
+    i = ngx_http_voice_json_get(text, toks, 0, "machineDetection");
+    if (i >= 0) {
+        if (ngx_http_voice_json_str_eq(text, toks, i, "on")) {
+            *amd = NGX_HTTP_VOICE_BODY_AMD_ON;
+
+        } else if (ngx_http_voice_json_str_eq(text, toks, i, "wait")) {
+            *amd = NGX_HTTP_VOICE_BODY_AMD_WAIT;
+
+        } else if (ngx_http_voice_json_str_eq(text, toks, i, "off")) {
+            *amd = NGX_HTTP_VOICE_BODY_AMD_OFF;
+
+        } else {
+            return -1;
+        }
+    }
+
+    return 0;
+}
+
+
 int
 ngx_http_voice_body_parse_end_call(const uint8_t *body, size_t len,
     char *call_sid, const char **err)

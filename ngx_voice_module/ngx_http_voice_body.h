@@ -42,6 +42,51 @@ int ngx_http_voice_body_valid_sid(const uint8_t *s, size_t len,
 int ngx_http_voice_body_parse_call(const uint8_t *body, size_t len,
     char *number, char *from, const char **err);
 
+/* the bounds of a call's own context (docs/directives.md, README) */
+#define NGX_HTTP_VOICE_BODY_INSTRUCTIONS_MAX   2000
+#define NGX_HTTP_VOICE_BODY_GREETING_MAX       500
+#define NGX_HTTP_VOICE_BODY_CONTEXT_MEMBERS    16
+#define NGX_HTTP_VOICE_BODY_CONTEXT_KEY_MAX    64
+#define NGX_HTTP_VOICE_BODY_CONTEXT_VALUE_MAX  256
+#define NGX_HTTP_VOICE_BODY_EXTRA_MAX          2048
+
+/* machineDetection: not given, false, true; and a location's "wait" */
+#define NGX_HTTP_VOICE_BODY_AMD_UNSET  -1
+#define NGX_HTTP_VOICE_BODY_AMD_OFF     0
+#define NGX_HTTP_VOICE_BODY_AMD_ON      1
+#define NGX_HTTP_VOICE_BODY_AMD_WAIT    2
+
+
+/* a JSON literal within a text: a string with its quotes, an object */
+typedef struct {
+    const uint8_t   *data;
+    size_t           len;
+} ngx_http_voice_body_slice_t;
+
+
+/*
+ * POST /api/call's optional members that shape the call's assistant:
+ * "instructions" and "greeting" (strings), "context" (a flat object of
+ * string values) -- their bounds above -- and "machineDetection" (a
+ * boolean, into *amd).  On success, out (cap bytes) gets a compact JSON
+ * object of those present, as the client wrote them, *out_len its length
+ * (0 when none is present) and 0 is returned; otherwise -1 and *err says
+ * why.
+ */
+int ngx_http_voice_body_parse_call_extra(const uint8_t *body, size_t len,
+    uint8_t *out, size_t cap, size_t *out_len, int *amd, const char **err);
+
+/*
+ * The object parse_call_extra() wrote, read back at the call's stream
+ * (after its trip through Twilio): the literals of the members present
+ * (data NULL when absent) and "machineDetection" ("on", "wait", "off").
+ * 0, or -1 when it is not such an object.
+ */
+int ngx_http_voice_body_call_extra(const uint8_t *text, size_t len,
+    ngx_http_voice_body_slice_t *instructions,
+    ngx_http_voice_body_slice_t *greeting,
+    ngx_http_voice_body_slice_t *context, int *amd);
+
 /*
  * POST /api/end-call: {"callSid": "CA…"}.  Copies the SID, NUL-terminated,
  * into call_sid (NGX_HTTP_VOICE_SID_LEN + 1 bytes).  0 or -1 as above.

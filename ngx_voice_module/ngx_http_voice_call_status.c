@@ -10,6 +10,11 @@
  * canceled -- would otherwise leave no trace on our side; here its
  * outcome goes to the error log and every status is counted per worker
  * for voice_status.  The answer is 204: Twilio ignores the body.
+ *
+ * The same URL takes the verdict of Twilio's asynchronous answering-
+ * machine detection (AnsweredBy, no CallStatus): it goes to the bridged
+ * that owns the call -- the same on every worker and every host -- which
+ * lets the assistant talk, leave a voicemail or hang up.
  */
 
 #include <ngx_config.h>
@@ -17,6 +22,11 @@
 #include <ngx_http.h>
 
 #include "ngx_http_voice_module.h"
+
+
+static ngx_int_t ngx_http_voice_call_status_amd(ngx_http_request_t *r,
+    ngx_http_voice_body_param_t *params, size_t n,
+    const ngx_http_voice_body_param_t *sid);
 
 
 /* the CallStatus values of twilio-rest.md 8.2, in the order voice_status
@@ -48,6 +58,85 @@ ngx_http_voice_call_status_name(ngx_uint_t i)
 }
 
 
+/* Twilio's AnsweredBy values (twilio-call-control.md §3.2) */
+static ngx_str_t  ngx_http_voice_call_status_answered_by[] = {
+    ngx_string("human"),
+    ngx_string("machine_start"),
+    ngx_string("machine_end_beep"),
+    ngx_string("machine_end_silence"),
+    ngx_string("machine_end_other"),
+    ngx_string("fax"),
+    ngx_string("unknown"),
+    ngx_null_string
+};
+
+
+static ngx_int_t
+ngx_http_voice_call_status_amd(ngx_http_request_t *r,
+    ngx_http_voice_body_param_t *params, size_t n,
+    const ngx_http_voice_body_param_t *sid)
+{
+    size_t                              len;
+    ngx_str_t                          *v;
+    voice_proto_writer_t                wr;
+    ngx_http_voice_peer_t              *peer;
+    ngx_http_voice_worker_t            *w;
+    const ngx_http_voice_body_param_t  *by;
+
+    by = ngx_http_voice_body_form_get(params, n, "AnsweredBy");
+
+    for (v = ngx_http_voice_call_status_answered_by; v->len; v++) {
+        if (v->len == by->value_len
+            && ngx_strncmp(v->data, by->value, v->len) == 0)
+        {
+            break;
+        }
+    }
+
+    if (v->len == 0) {
+        return ngx_http_voice_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                         "AnsweredBy is unknown");
+    }
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "voice: call %*s answered by: %V", sid->value_len,
+                  sid->value, v);
+
+    w = ngx_http_voice_worker();
+    peer = ngx_http_voice_bridge_owner(sid->value, sid->value_len);
+
+    if (w == NULL || peer == NULL) {
+        return ngx_http_voice_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                         "bridged is not reachable");
+    }
+
+    voice_proto_begin(&wr, w->frame, w->frame_size,
+                      VOICE_PROTO_MSG_CALL_EVENT);
+    voice_proto_put_bytes(&wr, VOICE_PROTO_F_CALL_SID, sid->value,
+                          sid->value_len);
+    voice_proto_put_str(&wr, VOICE_PROTO_F_NAME, "amd");
+    voice_proto_put_bytes(&wr, VOICE_PROTO_F_TEXT, v->data, v->len);
+    len = voice_proto_finish(&wr);
+
+    /* Twilio retries nothing: a verdict bridged cannot take is logged */
+
+    if (len == 0 || ngx_http_voice_bridge_send(peer, w->frame, len) != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "voice: call %*s: the answering-machine verdict "
+                      "could not reach bridged", sid->value_len, sid->value);
+        return ngx_http_voice_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                         "bridged is not reachable");
+    }
+
+    r->headers_out.status = NGX_HTTP_NO_CONTENT;
+    r->headers_out.content_length_n = 0;
+    r->header_only = 1;
+
+    return ngx_http_send_header(r);
+}
+
+
 ngx_int_t
 ngx_http_voice_call_status_answer(ngx_http_request_t *r,
     ngx_http_voice_body_param_t *params, size_t n)
@@ -66,6 +155,12 @@ ngx_http_voice_call_status_answer(ngx_http_request_t *r,
         return ngx_http_voice_send_error(r, NGX_HTTP_BAD_REQUEST,
                                          "CallSid is missing or is not a "
                                          "call SID");
+    }
+
+    if (status == NULL
+        && ngx_http_voice_body_form_get(params, n, "AnsweredBy") != NULL)
+    {
+        return ngx_http_voice_call_status_amd(r, params, n, sid);
     }
 
     for (i = 0; status && i < NGX_HTTP_VOICE_CALL_STATUSES; i++) {

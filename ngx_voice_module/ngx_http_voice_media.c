@@ -21,6 +21,10 @@
 #include <ngx_http.h>
 
 #include "ngx_http_voice_module.h"
+#include "ngx_http_voice_seal.h"
+
+
+#define NGX_HTTP_VOICE_MEDIA_CHUNKS  8     /* ctx0..ctx7 */
 
 
 typedef enum {
@@ -65,6 +69,8 @@ static void ngx_http_voice_media_stop(ngx_http_voice_media_t *m,
     const char *reason);
 static void ngx_http_voice_media_audio(ngx_http_voice_media_t *m,
     voice_proto_msg_t *msg);
+static void ngx_http_voice_media_unseal(ngx_http_voice_media_t *m,
+    ngx_str_t *sealed, ngx_http_voice_session_extra_t *extra);
 static ngx_int_t ngx_http_voice_media_send_start(ngx_http_voice_media_t *m,
     ngx_http_voice_twilio_event_t *ev, ngx_str_t *direction,
     ngx_str_t *ours);
@@ -219,7 +225,9 @@ ngx_http_voice_media_start(ngx_http_voice_media_t *m,
     ngx_http_voice_twilio_event_t *ev)
 {
     ngx_str_t                       phone, direction, profile, ours;
-    ngx_str_t                       transfer, value;
+    ngx_str_t                       transfer, value, record;
+    ngx_str_t                       sealed[NGX_HTTP_VOICE_MEDIA_CHUNKS];
+    uint64_t                        resume;
     ngx_http_voice_twilio_str_t    *name;
     ngx_uint_t                      i;
     ngx_log_t                      *log;
@@ -250,6 +258,8 @@ ngx_http_voice_media_start(ngx_http_voice_media_t *m,
     ngx_str_null(&profile);
     ngx_str_null(&ours);
     ngx_str_null(&transfer);
+    ngx_str_null(&record);
+    ngx_memzero(sealed, sizeof(sealed));
     ngx_str_set(&direction, "inbound");
 
     /* the <Parameter>s of our TwiML (ngx_http_voice_twiml.c) */
@@ -281,6 +291,15 @@ ngx_http_voice_media_start(ngx_http_voice_media_t *m,
 
         } else if (NGX_HTTP_VOICE_PARAM_IS("transfer")) {
             transfer = value;
+
+        } else if (NGX_HTTP_VOICE_PARAM_IS("record")) {
+            record = value;
+
+        } else if (name->len == 4 && ngx_memcmp(name->data, "ctx", 3) == 0
+                   && name->data[3] >= '0'
+                   && name->data[3] < '0' + NGX_HTTP_VOICE_MEDIA_CHUNKS)
+        {
+            sealed[name->data[3] - '0'] = value;
         }
 
 #undef NGX_HTTP_VOICE_PARAM_IS
@@ -291,7 +310,21 @@ ngx_http_voice_media_start(ngx_http_voice_media_t *m,
                   (size_t) NGX_HTTP_VOICE_SID_LEN, m->stream_sid, &direction,
                   (size_t) NGX_HTTP_VOICE_SID_LEN, m->call_sid);
 
-    m->call = ngx_http_voice_transcript_start(m->vlcf, log, ev, &phone);
+    /* back from a transfer: the call's record goes on (its start time) */
+
+    resume = 0;
+
+    for (i = 0; transfer.len && i < record.len && i < 16; i++) {
+        if (record.data[i] < '0' || record.data[i] > '9') {
+            resume = 0;
+            break;
+        }
+
+        resume = resume * 10 + (record.data[i] - '0');
+    }
+
+    m->call = ngx_http_voice_transcript_start(m->vlcf, log, ev, &phone,
+                                              resume);
     if (m->call == NULL) {
         ngx_http_voice_ws_close(ws, NGX_HTTP_VOICE_WS_CLOSE_ERROR,
                                 "cannot start the call");
@@ -307,14 +340,19 @@ ngx_http_voice_media_start(ngx_http_voice_media_t *m,
     scf = ngx_http_voice_session_find(m->request, &profile);
 
     ngx_memzero(&extra, sizeof(ngx_http_voice_session_extra_t));
+    extra.machine_detection = NGX_HTTP_VOICE_BODY_AMD_UNSET;
+
+    if (sealed[0].len) {
+        ngx_http_voice_media_unseal(m, sealed, &extra);
+    }
 
     if (transfer.len) {
 
         /* back from a transfer nobody took: the assistant says so first */
 
-        ngx_str_set(&extra.greeting, "The transfer you started did not go "
+        ngx_str_set(&extra.greeting, "\"The transfer you started did not go "
                     "through: nobody answered. Tell the caller in one short "
-                    "sentence, then go on helping them.");
+                    "sentence, then go on helping them.\"");
     }
 
     if (ngx_http_voice_session_render(m->call->pool, scf, &extra,
@@ -349,6 +387,92 @@ ngx_http_voice_media_start(ngx_http_voice_media_t *m,
         ngx_http_voice_ws_close(ws, NGX_HTTP_VOICE_WS_CLOSE_ERROR,
                                 "assistant unavailable");
     }
+}
+
+
+/*
+ * The call's own context (its /api/call request's), sealed into its TwiML
+ * URL and handed back in pieces: unsealed with the auth token and read
+ * into extra.  One that cannot be opened (another auth token, a broken
+ * piece) is logged and the call goes on with its location's settings.
+ * The plaintext stays in the call's pool and is never logged.
+ */
+
+static void
+ngx_http_voice_media_unseal(ngx_http_voice_media_t *m, ngx_str_t *sealed,
+    ngx_http_voice_session_extra_t *extra)
+{
+    int                           amd;
+    u_char                       *token, *plain, *p;
+    u_char                        key[NGX_HTTP_VOICE_SEAL_KEY];
+    size_t                        len, n;
+    ngx_uint_t                    i;
+    ngx_log_t                    *log;
+    ngx_http_voice_body_slice_t   ins, greet, ctx;
+
+    log = m->request->connection->log;
+
+    len = 0;
+    for (i = 0; i < NGX_HTTP_VOICE_MEDIA_CHUNKS && sealed[i].len; i++) {
+        len += sealed[i].len;
+    }
+
+    token = ngx_pnalloc(m->call->pool, len);
+    plain = ngx_pnalloc(m->call->pool, len);
+
+    if (token == NULL || plain == NULL) {
+        return;
+    }
+
+    p = token;
+    for (i = 0; i < NGX_HTTP_VOICE_MEDIA_CHUNKS && sealed[i].len; i++) {
+        p = ngx_cpymem(p, sealed[i].data, sealed[i].len);
+    }
+
+    if (m->vlcf->auth_token.len == 0
+        || ngx_http_voice_seal_key(m->vlcf->auth_token.data,
+                                   m->vlcf->auth_token.len, key)
+           != 0)
+    {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "voice: the call's own context cannot be opened "
+                      "without the Twilio auth token: ignored");
+        return;
+    }
+
+    n = ngx_http_voice_unseal(key, token, len, plain, len);
+    ngx_explicit_memzero(key, sizeof(key));
+
+    if (n == (size_t) -1
+        || ngx_http_voice_body_call_extra(plain, n, &ins, &greet, &ctx, &amd)
+           != 0)
+    {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "voice: the call's own context does not open (another "
+                      "auth token, or altered): ignored");
+        return;
+    }
+
+    extra->instructions.data = (u_char *) ins.data;
+    extra->instructions.len = ins.data ? ins.len : 0;
+    extra->greeting.data = (u_char *) greet.data;
+    extra->greeting.len = greet.data ? greet.len : 0;
+    extra->context.data = (u_char *) ctx.data;
+    extra->context.len = ctx.data ? ctx.len : 0;
+    extra->machine_detection = amd;
+    extra->sealed.data = token;
+    extra->sealed.len = len;
+
+    /* the record keeps the context (plain is in the call's pool) */
+    m->call->context = extra->context;
+
+    ngx_log_error(NGX_LOG_INFO, log, 0,
+                  "voice: the call has its own%s%s%s%s",
+                  ins.data ? " instructions" : "",
+                  greet.data ? " greeting" : "",
+                  ctx.data ? " context" : "",
+                  amd != NGX_HTTP_VOICE_BODY_AMD_UNSET
+                  ? " machine detection" : "");
 }
 
 
@@ -392,6 +516,9 @@ ngx_http_voice_media_send_start(ngx_http_voice_media_t *m,
 
     voice_proto_put_bytes(&wr, VOICE_PROTO_F_SETTINGS,
                           m->call->settings.data, m->call->settings.len);
+
+    /* the record's start: how a transfer's way back names the record */
+    voice_proto_put_u64(&wr, VOICE_PROTO_F_TIMESTAMP, m->call->start);
 
     n = voice_proto_finish(&wr);
     if (n == 0) {

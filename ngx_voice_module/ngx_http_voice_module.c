@@ -584,6 +584,20 @@ ngx_http_voice_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         }
     }
 
+    /* the auth token checks Twilio's signatures, and seals the context
+     * of a call placed through the API (ngx_http_voice_seal.c) */
+
+    if (h == NGX_HTTP_VOICE_TWIML || h == NGX_HTTP_VOICE_MEDIA_STREAM
+        || h == NGX_HTTP_VOICE_CALL_STATUS || h == NGX_HTTP_VOICE_API_CALL)
+    {
+        if (ngx_http_voice_conf_secret(cf, &conf->auth_token_file,
+                                  "TWILIO_AUTH_TOKEN", &conf->auth_token)
+            != NGX_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
+    }
+
     if (h == NGX_HTTP_VOICE_TWIML || h == NGX_HTTP_VOICE_MEDIA_STREAM
         || h == NGX_HTTP_VOICE_CALL_STATUS)
     {
@@ -594,13 +608,6 @@ ngx_http_voice_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                                "(\"voice_signature off\"): anyone can "
                                "reach this endpoint");
             return NGX_CONF_OK;
-        }
-
-        if (ngx_http_voice_conf_secret(cf, &conf->auth_token_file,
-                                  "TWILIO_AUTH_TOKEN", &conf->auth_token)
-            != NGX_OK)
-        {
-            return NGX_CONF_ERROR;
         }
 
         if (conf->auth_token.len == 0) {

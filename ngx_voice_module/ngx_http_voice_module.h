@@ -101,11 +101,19 @@ typedef struct {
 /* the assistant's session settings (ngx_http_voice_session.c) */
 typedef struct ngx_http_voice_session_conf_s  ngx_http_voice_session_conf_t;
 
-/* what one call's /api/call request sets over its location's settings */
+/*
+ * What one call sets over its location's settings (its /api/call
+ * request's members, or a stream back from a transfer): JSON literals
+ * (a string with its quotes, an object), empty when not set.
+ */
 typedef struct {
     ngx_str_t                   instructions;
     ngx_str_t                   greeting;
-    ngx_str_t                   context;        /* a JSON object, or empty */
+    ngx_str_t                   context;
+    ngx_int_t                   machine_detection;  /* _BODY_AMD_* */
+    ngx_str_t                   sealed;         /* all of it, as sealed by
+                                                   the API: a transfer's
+                                                   way back carries it */
 } ngx_http_voice_session_extra_t;
 
 
@@ -245,6 +253,9 @@ struct ngx_http_voice_call_s {
 
     ngx_array_t                 utterances;     /* of utterance_t */
     u_char                      ended_by[16];   /* who ended the call */
+    u_char                      answered_by[24];  /* Twilio's AMD verdict */
+    ngx_str_t                   context;        /* the call's own, a JSON
+                                                   object from /api/call */
     ngx_str_t                   end_reason;
     size_t                      text_bytes;
     ngx_uint_t                  dropped;        /* over the limits */
@@ -255,6 +266,8 @@ struct ngx_http_voice_call_s {
     unsigned                    task_busy:1;
     unsigned                    final_wanted:1;
     unsigned                    journal_failed:1;
+    unsigned                    continued:1;    /* a second stream of the
+                                                   call: one record */
 
     ngx_event_t                 wait;           /* bounded wait for done */
     ngx_http_voice_transcript_files_t  *files;  /* its file operations */
@@ -291,6 +304,8 @@ u_char *ngx_http_voice_session_profile_name(ngx_http_request_t *r,
     u_char *buf);
 ngx_http_voice_session_conf_t *ngx_http_voice_session_find(
     ngx_http_request_t *r, ngx_str_t *name);
+int ngx_http_voice_session_machine_detection(ngx_http_request_t *r);
+ngx_uint_t ngx_http_voice_session_time_limit(ngx_http_request_t *r);
 
 
 /* ngx_http_voice_auth.c: NGX_OK, NGX_HTTP_UNAUTHORIZED or
@@ -362,7 +377,8 @@ void ngx_http_voice_media_on_bridge(ngx_http_voice_media_t *m,
 /* ngx_http_voice_transcript.c */
 ngx_http_voice_call_t *ngx_http_voice_transcript_start(
     ngx_http_voice_loc_conf_t *vlcf, ngx_log_t *log,
-    ngx_http_voice_twilio_event_t *start, ngx_str_t *phone);
+    ngx_http_voice_twilio_event_t *start, ngx_str_t *phone,
+    uint64_t resume);
 void ngx_http_voice_transcript_on_bridge(ngx_http_voice_call_t *call,
     voice_proto_msg_t *msg);
 void ngx_http_voice_transcript_end(ngx_http_voice_call_t *call);

@@ -17,6 +17,7 @@
 #include <ngx_http.h>
 
 #include "ngx_http_voice_module.h"
+#include "ngx_http_voice_seal.h"
 
 
 typedef struct {
@@ -29,6 +30,9 @@ typedef struct {
 
 
 static void ngx_http_voice_rest_body_handler(ngx_http_request_t *r);
+static ngx_uint_t ngx_http_voice_rest_call_url(ngx_http_request_t *r,
+    ngx_http_voice_loc_conf_t *vlcf, u_char *body, size_t len, ngx_str_t *url,
+    ngx_uint_t *amd, const char **err);
 static ngx_int_t ngx_http_voice_rest_start(ngx_http_request_t *r,
     ngx_http_voice_loc_conf_t *vlcf, u_char *body, size_t len);
 static ngx_int_t ngx_http_voice_rest_park(ngx_http_request_t *r,
@@ -136,6 +140,8 @@ ngx_http_voice_rest_start(ngx_http_request_t *r,
     char                      from[NGX_HTTP_VOICE_E164_MAX + 1];
     char                      sid[NGX_HTTP_VOICE_SID_LEN + 1];
     uint64_t                  id;
+    ngx_str_t                 url;
+    ngx_uint_t                amd, status;
     const char               *err;
     voice_proto_writer_t      wr;
     ngx_http_voice_peer_t    *peer;
@@ -167,6 +173,16 @@ ngx_http_voice_rest_start(ngx_http_request_t *r,
                                              "%s", err);
         }
 
+        status = ngx_http_voice_rest_call_url(r, vlcf, body, len, &url, &amd,
+                                              &err);
+        if (status == NGX_HTTP_INTERNAL_SERVER_ERROR) {
+            return status;
+        }
+
+        if (status) {
+            return ngx_http_voice_send_error(r, status, "%s", err);
+        }
+
         peer = NULL;
 
         voice_proto_begin(&wr, w->frame, w->frame_size,
@@ -176,8 +192,18 @@ ngx_http_voice_rest_start(ngx_http_request_t *r,
         if (from[0]) {
             voice_proto_put_str(&wr, VOICE_PROTO_F_FROM, from);
         }
-        voice_proto_put_bytes(&wr, VOICE_PROTO_F_URL, vlcf->twiml_url.data,
-                              vlcf->twiml_url.len);
+        voice_proto_put_bytes(&wr, VOICE_PROTO_F_URL, url.data, url.len);
+        if (amd) {
+            voice_proto_put_u32(&wr, VOICE_PROTO_F_FLAGS,
+                                VOICE_PROTO_FLAG_AMD);
+        }
+
+        /* voice_max_call_duration: Twilio's TimeLimit is the backstop,
+         * half a minute after the assistant's own goodbye */
+        if (ngx_http_voice_session_time_limit(r)) {
+            voice_proto_put_u32(&wr, VOICE_PROTO_F_TIME_LIMIT,
+                          (uint32_t) ngx_http_voice_session_time_limit(r) + 30);
+        }
         if (vlcf->status_url.len) {
             voice_proto_put_bytes(&wr, VOICE_PROTO_F_STATUS_URL,
                                   vlcf->status_url.data,
@@ -207,6 +233,104 @@ ngx_http_voice_rest_start(ngx_http_request_t *r,
     }
 
     return ngx_http_voice_rest_park(r, vlcf, peer, &wr, id);
+}
+
+
+/*
+ * The TwiML URL of a call placed through the API.  The call's own
+ * instructions, greeting and context, and its answering-machine mode,
+ * travel sealed in it (ngx_http_voice_seal.c): the call SID is not known
+ * yet, and Twilio's TwiML fetch and media stream may land on any worker of
+ * any host.  The seal keeps them out of Twilio's and nginx's logs; the
+ * plaintext is never logged.  *amd tells bridged to ask Twilio for
+ * answering-machine detection.  Returns 0, or the HTTP status of a
+ * refusal (*err says why).
+ */
+
+static ngx_uint_t
+ngx_http_voice_rest_call_url(ngx_http_request_t *r,
+    ngx_http_voice_loc_conf_t *vlcf, u_char *body, size_t len, ngx_str_t *url,
+    ngx_uint_t *amd, const char **err)
+{
+    int          mode, wait;
+    u_char      *p, plain[NGX_HTTP_VOICE_BODY_EXTRA_MAX + 64];
+    u_char       key[NGX_HTTP_VOICE_SEAL_KEY];
+    size_t       n, cap;
+    const char  *name;
+
+    *url = vlcf->twiml_url;
+    *amd = 0;
+
+    if (ngx_http_voice_body_parse_call_extra(body, len, plain,
+                                             NGX_HTTP_VOICE_BODY_EXTRA_MAX,
+                                             &n, &mode, err)
+        != 0)
+    {
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    /* machineDetection: the request's, or the location's default */
+
+    wait = (ngx_http_voice_session_machine_detection(r)
+            == NGX_HTTP_VOICE_BODY_AMD_WAIT);
+
+    if (mode == NGX_HTTP_VOICE_BODY_AMD_UNSET) {
+        mode = ngx_http_voice_session_machine_detection(r);
+
+    } else if (mode == NGX_HTTP_VOICE_BODY_AMD_ON && wait) {
+        mode = NGX_HTTP_VOICE_BODY_AMD_WAIT;
+    }
+
+    if (mode == NGX_HTTP_VOICE_BODY_AMD_ON
+        || mode == NGX_HTTP_VOICE_BODY_AMD_WAIT)
+    {
+        *amd = 1;
+        name = (mode == NGX_HTTP_VOICE_BODY_AMD_WAIT) ? "wait" : "on";
+
+        p = (n == 0) ? ngx_cpymem(plain, "{", 1)
+                     : ngx_cpymem(plain + n - 1, ",", 1);
+        p = ngx_sprintf(p, "\"machineDetection\":\"%s\"}", name);
+        n = p - plain;
+    }
+
+    if (n == 0) {
+        return 0;
+    }
+
+    if (vlcf->auth_token.len == 0
+        || ngx_http_voice_seal_key(vlcf->auth_token.data,
+                                   vlcf->auth_token.len, key)
+           != 0)
+    {
+        *err = "a call's own instructions, greeting, context and machine "
+               "detection need the Twilio auth token (TWILIO_AUTH_TOKEN)";
+        return NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
+
+    cap = vlcf->twiml_url.len + sizeof("?ctx=") + NGX_HTTP_VOICE_SEAL_LEN(n);
+
+    url->data = ngx_pnalloc(r->pool, cap);
+    if (url->data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_cpymem(url->data, vlcf->twiml_url.data, vlcf->twiml_url.len);
+    p = ngx_cpymem(p, ngx_strlchr(vlcf->twiml_url.data,
+                                  vlcf->twiml_url.data + vlcf->twiml_url.len,
+                                  '?')
+                      ? "&ctx=" : "?ctx=", 5);
+
+    n = ngx_http_voice_seal(key, plain, n, p, cap - (p - url->data));
+    ngx_explicit_memzero(plain, sizeof(plain));
+    ngx_explicit_memzero(key, sizeof(key));
+
+    if (n == 0) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    url->len = p + n - url->data;
+
+    return 0;
 }
 
 

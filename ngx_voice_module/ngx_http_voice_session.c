@@ -1408,24 +1408,27 @@ ngx_http_voice_session_write(ngx_http_voice_session_conf_t *conf,
     ngx_http_voice_session_str(&o, "model", &conf->model);
     ngx_http_voice_session_str(&o, "voice", &conf->voice);
 
+    /* a call's own values are JSON literals, checked by the API */
+
     if (extra && extra->instructions.len) {
-        ngx_http_voice_session_str(&o, "instructions", &extra->instructions);
+        ngx_http_voice_session_key(&o, "instructions");
+        ngx_http_voice_session_raw(&o, (char *) extra->instructions.data,
+                                   extra->instructions.len);
 
     } else {
         ngx_http_voice_session_str(&o, "instructions", &conf->instructions);
     }
 
     if (extra && extra->greeting.len) {
-        ngx_http_voice_session_str(&o, "greeting", &extra->greeting);
+        ngx_http_voice_session_key(&o, "greeting");
+        ngx_http_voice_session_raw(&o, (char *) extra->greeting.data,
+                                   extra->greeting.len);
 
     } else {
         ngx_http_voice_session_str(&o, "greeting", &conf->greeting);
     }
 
     if (extra && extra->context.len) {
-
-        /* checked to be a flat JSON object of strings by the API */
-
         ngx_http_voice_session_key(&o, "context");
         ngx_http_voice_session_raw(&o, (char *) extra->context.data,
                                    extra->context.len);
@@ -1567,11 +1570,24 @@ ngx_http_voice_session_write(ngx_http_voice_session_conf_t *conf,
         ngx_http_voice_session_close(&o, ']');
     }
 
-    ngx_http_voice_session_cstr(&o, "machineDetection",
-        ngx_http_voice_session_amd_names[conf->machine_detection]);
+    if (extra && extra->machine_detection != NGX_HTTP_VOICE_BODY_AMD_UNSET) {
+
+        /* the call's own: it asked Twilio for a verdict, or did not */
+
+        ngx_http_voice_session_cstr(&o, "machineDetection",
+            ngx_http_voice_session_amd_names[extra->machine_detection + 1]);
+
+    } else {
+        ngx_http_voice_session_cstr(&o, "machineDetection",
+            ngx_http_voice_session_amd_names[conf->machine_detection]);
+    }
     ngx_http_voice_session_str(&o, "voicemailMessage",
                                &conf->voicemail_message);
     ngx_http_voice_session_str(&o, "twimlUrl", &conf->twiml_url);
+
+    if (extra && extra->sealed.len) {
+        ngx_http_voice_session_str(&o, "sealedContext", &extra->sealed);
+    }
 
     if (conf->idle_timeout) {
         ngx_http_voice_session_num(&o, "idleTimeoutMs", conf->idle_timeout);
@@ -1615,6 +1631,33 @@ ngx_http_voice_session_render(ngx_pool_t *pool,
     blob->data = p;
 
     return NGX_OK;
+}
+
+
+/* the location's voice_machine_detection, as NGX_HTTP_VOICE_BODY_AMD_* */
+
+int
+ngx_http_voice_session_machine_detection(ngx_http_request_t *r)
+{
+    ngx_http_voice_session_conf_t  *conf;
+
+    conf = ngx_http_get_module_loc_conf(r, ngx_http_voice_session_module);
+
+    /* the enum's values are off 1, on 2, wait 3 */
+    return (int) conf->machine_detection - 1;
+}
+
+
+/* the location's voice_max_call_duration, seconds, 0: none */
+
+ngx_uint_t
+ngx_http_voice_session_time_limit(ngx_http_request_t *r)
+{
+    ngx_http_voice_session_conf_t  *conf;
+
+    conf = ngx_http_get_module_loc_conf(r, ngx_http_voice_session_module);
+
+    return (conf->max_call_duration + 999) / 1000;
 }
 
 

@@ -97,6 +97,8 @@ static void ngx_http_voice_transcript_io_thread(void *data, ngx_log_t *log);
 static void ngx_http_voice_transcript_io_done(ngx_event_t *ev);
 static ngx_int_t ngx_http_voice_transcript_write_all(ngx_fd_t fd,
     u_char *data, size_t len);
+static ngx_int_t ngx_http_voice_transcript_merge(
+    ngx_http_voice_transcript_io_t *io, char *path);
 static void ngx_http_voice_transcript_destroy(ngx_http_voice_call_t *call);
 static void ngx_http_voice_transcript_lookup_thread(void *data,
     ngx_log_t *log);
@@ -104,9 +106,17 @@ static void ngx_http_voice_transcript_lookup_done(ngx_event_t *ev);
 static void ngx_http_voice_transcript_lookup_cleanup(void *data);
 
 
+/*
+ * resume, when not 0, is the start (ms since the epoch) of the record this
+ * stream continues: a call back from a transfer nobody answered keeps its
+ * record, so the file has the same name and the earlier entries are kept
+ * in it when it is written again.
+ */
+
 ngx_http_voice_call_t *
 ngx_http_voice_transcript_start(ngx_http_voice_loc_conf_t *vlcf,
-    ngx_log_t *log, ngx_http_voice_twilio_event_t *start, ngx_str_t *phone)
+    ngx_log_t *log, ngx_http_voice_twilio_event_t *start, ngx_str_t *phone,
+    uint64_t resume)
 {
     u_char                             *p, stamp[32];
     size_t                              i, n, dlen;
@@ -148,6 +158,15 @@ ngx_http_voice_transcript_start(ngx_http_voice_loc_conf_t *vlcf,
     call->vlcf = vlcf;
     call->state = NGX_HTTP_VOICE_CALL_ST_LIVE;
     call->start = ngx_http_voice_now_ms();
+
+    /* a record of the last day, not of the future */
+
+    if (resume && resume <= call->start
+        && call->start - resume < 24 * 3600 * 1000)
+    {
+        call->start = resume;
+        call->continued = 1;
+    }
 
     ngx_memcpy(call->call_sid, start->call_sid.data, NGX_HTTP_VOICE_SID_LEN);
     ngx_memcpy(call->stream_sid, start->stream_sid.data,
@@ -232,8 +251,10 @@ ngx_http_voice_transcript_start(ngx_http_voice_loc_conf_t *vlcf,
     ngx_http_voice_bridge_add_call(call);
 
     p = call->name.data;
-    ngx_log_error(NGX_LOG_INFO, clog, 0, "voice: call %s: transcript \"%*s\"",
-                  call->call_sid, call->name.len, p);
+    ngx_log_error(NGX_LOG_INFO, clog, 0,
+                  "voice: call %s: transcript \"%*s\"%s",
+                  call->call_sid, call->name.len, p,
+                  call->continued ? ", continued" : "");
 
     return call;
 
@@ -288,6 +309,21 @@ ngx_http_voice_transcript_on_bridge(ngx_http_voice_call_t *call,
 
     default: /* VOICE_PROTO_MSG_CALL_DONE */
         files->bridge_done = 1;
+
+        /* a plain word, checked: it goes into the file unescaped */
+        if (msg->answered_by.len
+            && msg->answered_by.len < sizeof(call->answered_by)
+            && ngx_strlchr((u_char *) msg->answered_by.data,
+                           (u_char *) msg->answered_by.data
+                           + msg->answered_by.len, '"') == NULL
+            && ngx_strlchr((u_char *) msg->answered_by.data,
+                           (u_char *) msg->answered_by.data
+                           + msg->answered_by.len, '\\') == NULL)
+        {
+            ngx_memcpy(call->answered_by, msg->answered_by.data,
+                       msg->answered_by.len);
+            call->answered_by[msg->answered_by.len] = '\0';
+        }
 
         if (msg->ended_by.len) {
             ngx_http_voice_transcript_ended_by(call, msg->ended_by.data,
@@ -659,7 +695,8 @@ ngx_http_voice_transcript_render(ngx_http_voice_call_t *call,
                  ngx_http_voice_transcript_cmp);
     }
 
-    size = 512 + 2 * NGX_HTTP_VOICE_PHONE_MAX + 2 * call->end_reason.len;
+    size = 512 + 2 * NGX_HTTP_VOICE_PHONE_MAX + 6 * call->end_reason.len
+           + call->context.len;
     for (i = from; i < to; i++) {
         size += 192 + u[i].text.len + u[i].name.len + u[i].arguments.len
                 + ngx_escape_json(NULL, u[i].text.data, u[i].text.len)
@@ -686,7 +723,19 @@ ngx_http_voice_transcript_render(ngx_http_voice_call_t *call,
                                           : "caller");
         p = (u_char *) ngx_escape_json(p, call->end_reason.data,
                                        call->end_reason.len);
-        p = ngx_sprintf(p, "\",\n  \"transcript\": [");
+        p = ngx_sprintf(p, "\",\n");
+
+        if (call->answered_by[0]) {
+            p = ngx_sprintf(p, "  \"answeredBy\": \"%s\",\n",
+                            call->answered_by);
+        }
+
+        /* checked JSON (ngx_http_voice_body.c), as the client sent it */
+        if (call->context.len) {
+            p = ngx_sprintf(p, "  \"context\": %V,\n", &call->context);
+        }
+
+        p = ngx_sprintf(p, "  \"transcript\": [");
     }
 
     for (i = from; i < to; i++) {
@@ -777,6 +826,13 @@ ngx_http_voice_transcript_io_thread(void *data, ngx_log_t *log)
         return;
     }
 
+    if (call->continued
+        && ngx_http_voice_transcript_merge(io, (char *) files->final)
+           != NGX_OK)
+    {
+        return;
+    }
+
     fd = open((char *) files->tmp,
               O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
     if (fd == -1) {
@@ -819,6 +875,97 @@ ngx_http_voice_transcript_io_thread(void *data, ngx_log_t *log)
     }
 
     (void) unlink((char *) files->journal);
+}
+
+
+/*
+ * In the thread: the earlier record of a continued call, read back and
+ * merged in front of this one (io->data is replaced).  No earlier file is
+ * no error: the first stream's may have been lost.  A file that cannot be
+ * merged is kept as it is, and so is this call's journal.
+ */
+
+static ngx_int_t
+ngx_http_voice_transcript_merge(ngx_http_voice_transcript_io_t *io,
+    char *path)
+{
+    u_char           *prev, *out;
+    size_t            len, n;
+    ssize_t           got;
+    ngx_fd_t          fd;
+    ngx_file_info_t   fi;
+
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd == -1) {
+        if (ngx_errno == NGX_ENOENT) {
+            return NGX_OK;
+        }
+
+        io->err = ngx_errno;
+        io->failed = "open() earlier record";
+        return NGX_ERROR;
+    }
+
+    if (ngx_fd_info(fd, &fi) == -1
+        || ngx_file_size(&fi) > NGX_HTTP_VOICE_TRANSCRIPT_MAX_FILE)
+    {
+        io->err = ngx_errno;
+        io->failed = "fstat() earlier record, or it is too large";
+        (void) close(fd);
+        return NGX_ERROR;
+    }
+
+    len = (size_t) ngx_file_size(&fi);
+
+    prev = malloc(len + 1);
+    out = malloc(len + io->len + 16);
+
+    if (prev == NULL || out == NULL) {
+        io->err = NGX_ENOMEM;
+        io->failed = "malloc() for the earlier record";
+        goto failed;
+    }
+
+    for (n = 0; n < len; n += got) {
+        got = read(fd, prev + n, len - n);
+
+        if (got <= 0) {
+            if (got == -1 && ngx_errno == NGX_EINTR) {
+                got = 0;
+                continue;
+            }
+
+            io->err = ngx_errno;
+            io->failed = "read() earlier record";
+            goto failed;
+        }
+    }
+
+    n = ngx_http_voice_transcript_fmt_merge(prev, len, io->data, io->len,
+                                            out, len + io->len + 16);
+    if (n == (size_t) -1) {
+        io->err = 0;
+        io->failed = "merge with the earlier record (not one of ours)";
+        goto failed;
+    }
+
+    (void) close(fd);
+    free(prev);
+
+    /* io->data is ngx_alloc()ed, and ngx_free() is free() */
+    ngx_free(io->data);
+    io->data = out;
+    io->len = n;
+
+    return NGX_OK;
+
+failed:
+
+    (void) close(fd);
+    free(prev);
+    free(out);
+
+    return NGX_ERROR;
 }
 
 

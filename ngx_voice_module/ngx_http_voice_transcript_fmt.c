@@ -251,3 +251,117 @@ ngx_http_voice_transcript_fmt_text(const uint8_t *json, size_t len,
 
     return used;
 }
+
+
+/*
+ * Where the entries start: just after the "transcript" member's '['.  The
+ * key with a space after its colon is only ever written by the record
+ * renderer, first at the top level: tool arguments are compact JSON, and
+ * a string value cannot hold an unescaped quote.
+ */
+
+static const uint8_t *
+ngx_http_voice_transcript_fmt_entries(const uint8_t *doc, size_t len)
+{
+    size_t  i;
+
+    static const char  key[] = "\n  \"transcript\": [";
+
+    if (len < sizeof(key) - 1 || doc[0] != '{') {
+        return NULL;
+    }
+
+    for (i = 0; i + sizeof(key) - 1 <= len; i++) {
+        if (memcmp(doc + i, key, sizeof(key) - 1) == 0) {
+            return doc + i + sizeof(key) - 1;
+        }
+    }
+
+    return NULL;
+}
+
+
+static int
+ngx_http_voice_transcript_fmt_space(uint8_t c)
+{
+    return c == ' ' || c == '\n' || c == '\r' || c == '\t';
+}
+
+
+size_t
+ngx_http_voice_transcript_fmt_merge(const uint8_t *prev, size_t prev_len,
+    const uint8_t *next, size_t next_len, uint8_t *out, size_t cap)
+{
+    size_t          head, n;
+    uint8_t        *p;
+    const uint8_t  *ps, *pe, *ns, *ne;
+
+    ps = ngx_http_voice_transcript_fmt_entries(prev, prev_len);
+    ns = ngx_http_voice_transcript_fmt_entries(next, next_len);
+
+    if (ps == NULL || ns == NULL || cap < prev_len + next_len + 16) {
+        return (size_t) -1;
+    }
+
+    /* prev's entries: up to the array's closing bracket, trimmed */
+
+    pe = prev + prev_len;
+
+    while (pe > ps && pe[-1] != ']') {
+        pe--;
+    }
+
+    if (pe == ps) {
+        return (size_t) -1;
+    }
+
+    pe--;
+
+    while (ps < pe && ngx_http_voice_transcript_fmt_space(*ps)) {
+        ps++;
+    }
+
+    while (pe > ps && ngx_http_voice_transcript_fmt_space(pe[-1])) {
+        pe--;
+    }
+
+    /* does next have entries of its own? */
+
+    ne = ns;
+
+    while (ne < next + next_len && ngx_http_voice_transcript_fmt_space(*ne)) {
+        ne++;
+    }
+
+    if (ne == next + next_len) {
+        return (size_t) -1;
+    }
+
+    head = (size_t) (ns - next);
+    p = out;
+
+    memcpy(p, next, head);
+    p += head;
+
+    if (pe > ps) {
+        n = (size_t) (pe - ps);
+
+        memcpy(p, "\n    ", 5);
+        p += 5;
+        memcpy(p, ps, n);
+        p += n;
+
+        if (*ne == ']') {
+            memcpy(p, "\n  ", 3);
+            p += 3;
+
+        } else {
+            *p++ = ',';
+        }
+    }
+
+    memcpy(p, ns, next_len - head);
+    p += next_len - head;
+
+    return (size_t) (p - out);
+}

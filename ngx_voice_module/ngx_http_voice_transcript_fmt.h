@@ -1,7 +1,8 @@
 /*
  * ngx_http_voice_transcript_fmt.h: formats of the transcript store that
- * need no nginx: UTC timestamps (ISO 8601, and the file-name-safe form)
- * and the plain-text rendering of a stored transcript.
+ * need no nginx: UTC timestamps (ISO 8601, and the file-name-safe form),
+ * the plain-text rendering of a stored transcript, and the merge of a
+ * call's two records into one.
  *
  * Leaf code (libc only, on ngx_http_voice_json.c), unit tested outside
  * nginx; ngx_http_voice_transcript.c calls it, from the event loop and
@@ -41,6 +42,18 @@ void ngx_http_voice_transcript_fmt_time(uint64_t ms, uint8_t *out,
  */
 size_t ngx_http_voice_transcript_fmt_text(const uint8_t *json, size_t len,
     ngx_http_voice_json_tok_t *toks, unsigned ntoks, uint8_t *out,
+    size_t cap);
+
+/*
+ * One record for a call that goes on in a second stream (back from a
+ * transfer nobody answered): the entries of the earlier document (prev)
+ * come first, then those of the new one (next), whose other members --
+ * the call's outcome -- win.  Both are documents this module wrote.  out
+ * has cap bytes (prev_len + next_len + 16 suffice).  Returns the merged
+ * length, or (size_t) -1 when either is not such a document.
+ */
+size_t ngx_http_voice_transcript_fmt_merge(const uint8_t *prev,
+    size_t prev_len, const uint8_t *next, size_t next_len, uint8_t *out,
     size_t cap);
 
 

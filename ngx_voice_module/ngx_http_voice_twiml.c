@@ -28,7 +28,11 @@ static u_char *ngx_http_voice_twiml_escape(u_char *dst, const u_char *src,
 static size_t ngx_http_voice_twiml_escape_len(const u_char *src, size_t len);
 
 
-#define NGX_HTTP_VOICE_TWIML_PARAMS  8
+#define NGX_HTTP_VOICE_TWIML_PARAMS  16
+
+/* a <Parameter>'s name and value must stay under 500 characters */
+#define NGX_HTTP_VOICE_TWIML_CHUNK   480
+#define NGX_HTTP_VOICE_TWIML_CHUNKS  8
 
 
 static ngx_int_t ngx_http_voice_twiml_send(ngx_http_request_t *r,
@@ -44,7 +48,9 @@ ngx_http_voice_twiml_answer(ngx_http_request_t *r,
     u_char                             *body, *p;
     u_char                              profile[NGX_INT_T_LEN + 9];
     size_t                              size, i, np;
-    ngx_str_t                           dir, names[NGX_HTTP_VOICE_TWIML_PARAMS];
+    ngx_str_t                           dir, record, ctx;
+    u_char                              names_buf[8][5];
+    ngx_str_t                           names[NGX_HTTP_VOICE_TWIML_PARAMS];
     ngx_str_t                           values[NGX_HTTP_VOICE_TWIML_PARAMS];
     ngx_http_voice_loc_conf_t          *vlcf;
     const ngx_http_voice_body_param_t  *sid, *direction, *phone, *ours, *dial;
@@ -136,6 +142,44 @@ ngx_http_voice_twiml_answer(ngx_http_request_t *r,
 
     if (dial != NULL) {
         NGX_HTTP_VOICE_TWIML_PARAM("transfer", dial->value, dial->value_len);
+
+        /* the record the call goes on with: bridged put its start in the
+         * action URL, which Twilio's signature covers */
+
+        if (ngx_http_arg(r, (u_char *) "record", 6, &record) == NGX_OK
+            && record.len > 0 && record.len <= 16)
+        {
+            NGX_HTTP_VOICE_TWIML_PARAM("record", record.data, record.len);
+        }
+    }
+
+    /*
+     * A call's own context, sealed into its TwiML URL by /api/call: passed
+     * on as it is, in pieces, to the stream, which unseals it; a context
+     * too large for the pieces is not passed (the call goes on with the
+     * location's settings).
+     */
+
+    if (ngx_http_arg(r, (u_char *) "ctx", 3, &ctx) == NGX_OK && ctx.len) {
+
+        if (ctx.len > NGX_HTTP_VOICE_TWIML_CHUNK * NGX_HTTP_VOICE_TWIML_CHUNKS)
+        {
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "voice: call %*s: its own context is too large "
+                          "to pass on", sid->value_len, sid->value);
+
+        } else {
+            for (i = 0; i * NGX_HTTP_VOICE_TWIML_CHUNK < ctx.len; i++) {
+                ngx_sprintf(names_buf[i], "ctx%ui%Z", i);
+                names[np].data = names_buf[i];
+                names[np].len = 4;
+                values[np].data = ctx.data + i * NGX_HTTP_VOICE_TWIML_CHUNK;
+                values[np].len = ngx_min(NGX_HTTP_VOICE_TWIML_CHUNK,
+                                         ctx.len
+                                         - i * NGX_HTTP_VOICE_TWIML_CHUNK);
+                np++;
+            }
+        }
     }
 
 #undef NGX_HTTP_VOICE_TWIML_PARAM

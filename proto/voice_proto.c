@@ -45,6 +45,8 @@ static const voice_proto_field_t  voice_proto_fields[VOICE_PROTO_F_MAX] = {
     [VOICE_PROTO_F_ORDER] = VOICE_PROTO_U32(order),
     [VOICE_PROTO_F_ROLE] = VOICE_PROTO_U32(role),
     [VOICE_PROTO_F_COUNT] = VOICE_PROTO_U32(count),
+    [VOICE_PROTO_F_FLAGS] = VOICE_PROTO_U32(flags),
+    [VOICE_PROTO_F_TIME_LIMIT] = VOICE_PROTO_U32(time_limit),
 
     [VOICE_PROTO_F_CALL_SID] = VOICE_PROTO_BYTES(call_sid,
                                                  VOICE_PROTO_MAX_SID),
@@ -69,6 +71,7 @@ static const voice_proto_field_t  voice_proto_fields[VOICE_PROTO_F_MAX] = {
     [VOICE_PROTO_F_ARGUMENTS] = VOICE_PROTO_BYTES(arguments,
                                                   VOICE_PROTO_MAX_TEXT),
     [VOICE_PROTO_F_ENDED_BY] = VOICE_PROTO_BYTES(ended_by, 64),
+    [VOICE_PROTO_F_ANSWERED_BY] = VOICE_PROTO_BYTES(answered_by, 64),
 };
 
 
@@ -93,6 +96,8 @@ static const voice_proto_type_t  voice_proto_types[128] = {
                                    "mark.ack" },
     [VOICE_PROTO_MSG_DTMF] = { 1, F(CALL_SID) | F(TEXT), "dtmf" },
     [VOICE_PROTO_MSG_STREAM_STOP] = { 1, F(CALL_SID), "stream.stop" },
+    [VOICE_PROTO_MSG_CALL_EVENT] = { 1, F(CALL_SID) | F(NAME) | F(TEXT),
+                                     "call.event" },
     [VOICE_PROTO_MSG_AUDIO_OUT] = { 1, F(CALL_SID) | F(AUDIO),
                                     "audio.out" },
     [VOICE_PROTO_MSG_MARK] = { 1, F(CALL_SID) | F(NAME), "mark" },

@@ -63,6 +63,8 @@ typedef enum {
     VOICE_PROTO_MSG_MARK_ACK = 0x12,      /* N->B  Twilio echoed a mark */
     VOICE_PROTO_MSG_DTMF = 0x13,          /* N->B  caller pressed a key */
     VOICE_PROTO_MSG_STREAM_STOP = 0x14,   /* N->B  the media stream ended */
+    VOICE_PROTO_MSG_CALL_EVENT = 0x15,    /* N->B  Twilio told of a call:
+                                             name "amd", text AnsweredBy */
 
     VOICE_PROTO_MSG_AUDIO_OUT = 0x20,     /* B->N  assistant audio */
     VOICE_PROTO_MSG_MARK = 0x21,          /* B->N  send a Twilio mark */
@@ -89,6 +91,8 @@ typedef enum {
     VOICE_PROTO_F_ORDER = 5,           /* u32: conversation item order */
     VOICE_PROTO_F_ROLE = 6,            /* u32: VOICE_PROTO_ROLE_* */
     VOICE_PROTO_F_COUNT = 7,           /* u32 */
+    VOICE_PROTO_F_FLAGS = 11,          /* u32: VOICE_PROTO_FLAG_* */
+    VOICE_PROTO_F_TIME_LIMIT = 12,     /* u32: a call's limit, seconds */
                                        /* 8..10: retired (VAD settings,
                                           now in SETTINGS) */
 
@@ -113,6 +117,7 @@ typedef enum {
     VOICE_PROTO_F_ARGUMENTS = 52,      /* blob: a tool call's arguments,
                                           a JSON object */
     VOICE_PROTO_F_ENDED_BY = 53,       /* string: who ended the call */
+    VOICE_PROTO_F_ANSWERED_BY = 54,    /* string: Twilio's AnsweredBy */
 
     VOICE_PROTO_F_MAX = 64             /* tags are below this */
 } voice_proto_field_e;
@@ -122,6 +127,9 @@ typedef enum {
 #define VOICE_PROTO_ROLE_ASSISTANT   2
 #define VOICE_PROTO_ROLE_TOOL        3   /* name, arguments, text: output */
 #define VOICE_PROTO_ROLE_DTMF        4   /* text: the digit */
+
+/* call.create's flags */
+#define VOICE_PROTO_FLAG_AMD         1   /* answering-machine detection */
 
 
 /* decoder results: tri-state */
@@ -152,6 +160,8 @@ typedef struct {
     uint32_t            order;
     uint32_t            role;
     uint32_t            count;
+    uint32_t            flags;
+    uint32_t            time_limit;
 
     voice_proto_str_t   call_sid;
     voice_proto_str_t   stream_sid;
@@ -170,6 +180,7 @@ typedef struct {
     voice_proto_str_t   settings;
     voice_proto_str_t   arguments;
     voice_proto_str_t   ended_by;
+    voice_proto_str_t   answered_by;
 } voice_proto_msg_t;
 
 

@@ -164,8 +164,9 @@ class Stack:
         self.tool_base = None
         if o.get("tool_server"):
             argv = [PY, str(TOP / "tests/fakes/tool_server.py"), "--port",
-                    "0", "--secret", self.tool_secret]
-            port = self._spawn("tool_server", argv, ready=True)
+                    "0"]
+            env = dict(os.environ, VOICE_TOOL_SECRET=self.tool_secret)
+            port = self._spawn("tool_server", argv, env=env, ready=True)
             self.tool_base = "http://127.0.0.1:%d" % port
 
     def bridged_env(self):
@@ -279,7 +280,8 @@ class Stack:
         order += [(b, signal.SIGTERM) for b in getattr(self, "bridged_names",
                                                        [])]
         order += [("fake_twilio", signal.SIGTERM),
-                  ("fake_openai", signal.SIGTERM)]
+                  ("fake_openai", signal.SIGTERM),
+                  ("tool_server", signal.SIGTERM)]
         for name, sig in order:
             try:
                 self.stop_process(name, sig)

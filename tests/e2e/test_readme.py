@@ -3,9 +3,12 @@
 `./build.sh run` is started the way a newcomer starts it -- no credentials,
 so it runs the simulation -- on a free port instead of 3000 (the machine is
 shared); then README's curl block runs unchanged but for the port, and must
-show the simulated call's transcript.  SIGTERM must stop everything cleanly.
+show the simulated call's transcript: the assistant calls a tool and hangs
+up by itself (tests/e2e/test_simulation.py looks closer).  SIGTERM must stop
+everything cleanly, leaving no process behind.
 """
 
+import json
 import os
 import re
 import shutil
@@ -69,9 +72,20 @@ def test_readme_commands_as_written():
         out = subprocess.run(["bash", "-c", "set -e\n" + script],
                              capture_output=True, timeout=120, text=True)
         assert out.returncode == 0, out.stderr
-        assert "User: %s\nAssistant: %s\n" % (fixture_text("caller"),
-                                               fixture_text("reply")) \
-            in out.stdout, out.stdout
+        # the simulated call (conf/simulation-script.json): the caller asks,
+        # the assistant calls a tool, answers, and hangs up with end_call
+        plans = json.loads((TOP / "conf/simulation-script.json").read_text())
+        text = out.stdout
+        # (after the numbers that README's first curl prints)
+        assert "User: " in text, text
+        lines = text[text.index("User: "):].splitlines()
+        assert [l.split(":")[0] for l in lines] == \
+            ["User", "Assistant", "Tool", "Assistant", "Tool"], out.stdout
+        assert lines[0] == "User: " + fixture_text("caller")
+        assert lines[1] == "Assistant: " + plans[0]["say"]
+        assert lines[2].startswith("Tool: check_tables "), lines[2]
+        assert lines[3] == "Assistant: " + plans[1]["say"]
+        assert lines[4].startswith("Tool: end_call "), lines[4]
 
         # the transcript landed in TRANSCRIPT_DIR
         files = os.listdir(tmp + "/logs")
@@ -88,6 +102,19 @@ def test_readme_commands_as_written():
             os.killpg(p.pid, signal.SIGKILL)
             raise
     assert rc == 0, open(tmp + "/run.log").read()[-3000:]
+    # no process of build.sh's (nginx, bridged, a fake) is left running
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            os.killpg(p.pid, 0)
+        except ProcessLookupError:
+            break
+        if time.monotonic() > deadline:
+            left = subprocess.run(["ps", "-o", "pid,args", "-g", str(p.pid)],
+                                  capture_output=True, text=True).stdout
+            os.killpg(p.pid, signal.SIGKILL)
+            raise AssertionError("left running after ./build.sh run:\n" + left)
+        time.sleep(0.1)
     # nothing is left listening
     time.sleep(0.5)
     try:

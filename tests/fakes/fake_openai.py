@@ -1045,6 +1045,8 @@ class Session:
         self.headers = [[k, ("Bearer <redacted>" if k.lower() == "authorization" else v)]
                         for k, v in ws.request_headers.raw_items()]
         self.config = default_session(self.model)
+        # script_per_session: this session plays its own copy of the script
+        self.script = copy.deepcopy(fake.script) if fake.script_per_session else None
         self.conversation_id = C.openai_id("conv_")
         self.update_accepted = False
         self.session_updates = []
@@ -1316,8 +1318,9 @@ class Session:
         call waiting to run, the fake's script queue, or else it is the default reply."""
         if plan is None and self.pending_approved:
             plan = self.pending_approved.pop(0)
-        if plan is None and self.fake.script:
-            plan = self.fake.script.pop(0)
+        queue = self.script if self.script is not None else self.fake.script
+        if plan is None and queue:
+            plan = queue.pop(0)
         resp = Response(self, trigger, conversation, modalities, plan, tools)
         self.responses.append(resp)
         if conversation == "auto":
@@ -1769,6 +1772,7 @@ class FakeOpenAI:
         self.mcp_list_fail = False
         self.idle_timeout_range_ms = IDLE_TIMEOUT_RANGE_MS
         self.script = [normalize_plan(e) for e in self.parse_json_list(args.script)] if args.script else []
+        self.script_per_session = bool(args.script_per_session)
         self.sessions = []
         self.handshakes = []
 
@@ -1812,7 +1816,8 @@ class FakeOpenAI:
                 "transcription_delay_ms": list(self.transcription_delay_ms),
                 "max_session_seconds": self.max_session_seconds,
                 "phrases": [{"path": p["path"], "text": p["text"]} for p in self.phrases],
-                "script": self.script, "tool_args_ms": self.tool_args_ms,
+                "script": self.script, "script_per_session": self.script_per_session,
+                "tool_args_ms": self.tool_args_ms,
                 "tool_output_deadline_ms": self.tool_output_deadline_ms, "mcp_tools": self.mcp_tools,
                 "mcp_output": self.mcp_output, "mcp_call_ms": self.mcp_call_ms,
                 "mcp_list_fail": self.mcp_list_fail, "idle_timeout_range_ms": list(self.idle_timeout_range_ms)}
@@ -1878,6 +1883,8 @@ class FakeOpenAI:
                         self.script = [normalize_plan(e) for e in self.parse_json_list(v)]
                     elif k == "script_append":
                         self.script.extend(normalize_plan(e) for e in self.parse_json_list(v))
+                    elif k == "script_per_session":
+                        self.script_per_session = v not in ("", "0", "false")
                     elif k == "tool_args_ms":
                         self.tool_args_ms = max(0, int(v))
                     elif k == "tool_output_deadline_ms":
@@ -2076,6 +2083,8 @@ def main(argv=None):
                     help="total time over which function/MCP call argument deltas are spread")
     ap.add_argument("--mcp-output", default=DEFAULT_MCP_OUTPUT, help="what a fake MCP call returns")
     ap.add_argument("--script", help="JSON list of response plans (see /_fake/config?script=)")
+    ap.add_argument("--script-per-session", action="store_true",
+                    help="each new session plays its own copy of the script (the queue itself is kept)")
     args = ap.parse_args(argv)
     if bool(args.tls_cert) != bool(args.tls_key):
         ap.error("--tls-cert and --tls-key go together")

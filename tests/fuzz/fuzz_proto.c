@@ -59,7 +59,8 @@ fuzz_str_inside(const voice_proto_str_t *s, const uint8_t *buf, size_t size)
     { &(m).status_url, VOICE_PROTO_F_STATUS_URL },                            \
     { &(m).settings, VOICE_PROTO_F_SETTINGS },                                \
     { &(m).arguments, VOICE_PROTO_F_ARGUMENTS },                              \
-    { &(m).ended_by, VOICE_PROTO_F_ENDED_BY }
+    { &(m).ended_by, VOICE_PROTO_F_ENDED_BY },                                \
+    { &(m).answered_by, VOICE_PROTO_F_ANSWERED_BY }
 
 typedef struct {
     const voice_proto_str_t  *s;
@@ -140,6 +141,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_U32(VOICE_PROTO_F_ORDER, msg.order);
     FUZZ_U32(VOICE_PROTO_F_ROLE, msg.role);
     FUZZ_U32(VOICE_PROTO_F_COUNT, msg.count);
+    FUZZ_U32(VOICE_PROTO_F_FLAGS, msg.flags);
+    FUZZ_U32(VOICE_PROTO_F_TIME_LIMIT, msg.time_limit);
 
     {
         fuzz_str_t  strs[] = { FUZZ_STRS(msg) };
@@ -162,7 +165,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         || again.request_id != msg.request_id
         || again.timestamp != msg.timestamp || again.status != msg.status
         || again.seq != msg.seq || again.order != msg.order
-        || again.role != msg.role || again.count != msg.count)
+        || again.role != msg.role || again.count != msg.count
+        || again.flags != msg.flags || again.time_limit != msg.time_limit)
     {
         abort();
     }

@@ -28,9 +28,10 @@ static const bd_session_defaults_t  fuzz_defaults = {
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    char         err[128], *json;
-    cJSON       *s, *u, *session;
-    const cJSON  *t;
+    char               err[128], *json;
+    cJSON              *s, *u, *session;
+    const cJSON        *t;
+    bd_session_live_t   live;
 
     s = bd_session_parse((const char *) data, size, err, sizeof(err));
     if (s == NULL) {
@@ -41,7 +42,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
 
-    json = bd_session_update(s, &fuzz_defaults);
+    live.hold = size % 2;
+    live.idle_ms = bd_session_server_idle(s);
+
+    json = bd_session_update(s, &fuzz_defaults, &live);
     if (json == NULL) {
         abort();
     }

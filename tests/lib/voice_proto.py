@@ -38,6 +38,7 @@ MSG_AUDIO_IN = 0x11
 MSG_MARK_ACK = 0x12
 MSG_DTMF = 0x13
 MSG_STREAM_STOP = 0x14
+MSG_CALL_EVENT = 0x15
 MSG_AUDIO_OUT = 0x20
 MSG_MARK = 0x21
 MSG_CLEAR = 0x22
@@ -64,6 +65,8 @@ FIELDS = {
     5: ("order", U32, 4),
     6: ("role", U32, 4),
     7: ("count", U32, 4),
+    11: ("flags", U32, 4),
+    12: ("time_limit", U32, 4),
     32: ("call_sid", STR, MAX_SID),
     33: ("stream_sid", STR, MAX_SID),
     34: ("account_sid", STR, MAX_SID),
@@ -81,6 +84,7 @@ FIELDS = {
     51: ("settings", BLOB, 256 * 1024),
     52: ("arguments", BLOB, MAX_TEXT),
     53: ("ended_by", STR, 64),
+    54: ("answered_by", STR, 64),
 }
 
 TAGS = {name: tag for tag, (name, _, _) in FIELDS.items()}
@@ -96,6 +100,7 @@ TYPES = {
     MSG_MARK_ACK: ("mark.ack", ("call_sid", "name")),
     MSG_DTMF: ("dtmf", ("call_sid", "text")),
     MSG_STREAM_STOP: ("stream.stop", ("call_sid",)),
+    MSG_CALL_EVENT: ("call.event", ("call_sid", "name", "text")),
     MSG_AUDIO_OUT: ("audio.out", ("call_sid", "audio")),
     MSG_MARK: ("mark", ("call_sid", "name")),
     MSG_CLEAR: ("clear", ("call_sid",)),

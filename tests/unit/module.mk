@@ -6,7 +6,8 @@ VOICE_MOD     := $(TOP)/ngx_voice_module
 VOICE_MOD_INC := -I$(VOICE_MOD)
 CRYPTO_LIBS   := $(shell pkg-config --libs libcrypto 2>/dev/null || echo -lcrypto)
 
-UNIT_TESTS += test_ws_codec test_json test_twilio test_body test_signature
+UNIT_TESTS += test_ws_codec test_json test_twilio test_body test_signature \
+              test_seal
 
 # each test: its own .c, the module sources it needs, and their headers
 
@@ -45,5 +46,10 @@ $(O)/test_signature: $(CURDIR)/test_signature.c \
                      $(VOICE_MOD)/ngx_http_voice_signature.h \
                      $(VOICE_MOD)/ngx_http_voice_body.h \
                      $(VOICE_MOD)/ngx_http_voice_json.h | $(O)
+	$(CC) $(CFLAGS) $(CMOCKA_CFLAGS) $(VOICE_MOD_INC) -o $@ \
+	    $(filter %.c,$^) $(LDFLAGS) $(CMOCKA_LIBS) $(CRYPTO_LIBS)
+
+$(O)/test_seal: $(CURDIR)/test_seal.c $(VOICE_MOD)/ngx_http_voice_seal.c \
+                $(VOICE_MOD)/ngx_http_voice_seal.h | $(O)
 	$(CC) $(CFLAGS) $(CMOCKA_CFLAGS) $(VOICE_MOD_INC) -o $@ \
 	    $(filter %.c,$^) $(LDFLAGS) $(CMOCKA_LIBS) $(CRYPTO_LIBS)

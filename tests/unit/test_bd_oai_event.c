@@ -48,6 +48,8 @@ typedef struct {
     char        mcp[4][256];        /* "order|name|arguments|output" */
     unsigned    nmcp;
     unsigned    responses_done;
+    unsigned    speech;             /* starts + 100 * stops */
+    unsigned    idles;
 } fake_t;
 
 
@@ -167,10 +169,28 @@ fake_response_done(void *data)
 }
 
 
+static void
+fake_speech(void *data, int started)
+{
+    fake_t  *f = data;
+
+    f->speech += started ? 1 : 100;
+}
+
+
+static void
+fake_idle(void *data)
+{
+    fake_t  *f = data;
+
+    f->idles++;
+}
+
+
 static const bd_oai_event_ops_t  fake_ops = {
     fake_audio_out, fake_clear, fake_transcript, fake_send,
     fake_ready, fake_fatal, fake_tool_call, fake_mcp_call,
-    fake_response_done
+    fake_response_done, fake_speech, fake_idle
 };
 
 

@@ -36,13 +36,14 @@ parse(const char *json)
 static cJSON *
 update(const char *json, cJSON **root)
 {
-    char   *text;
-    cJSON  *s;
+    char               *text;
+    cJSON              *s;
+    bd_session_live_t   live = { 0, 0 };
 
     s = parse(json);
     assert_non_null(s);
 
-    text = bd_session_update(s, &defaults);
+    text = bd_session_update(s, &defaults, &live);
     assert_non_null(text);
 
     /* GA only: no beta field may slip in */

@@ -455,6 +455,128 @@ test_parse_json_params(void **state)
 }
 
 
+static size_t
+extra(const char *body, int *amd, const char **err, char *out)
+{
+    size_t  n;
+
+    *err = NULL;
+
+    if (ngx_http_voice_body_parse_call_extra((const uint8_t *) body,
+                                             strlen(body), (uint8_t *) out,
+                                             4096, &n, amd, err)
+        != 0)
+    {
+        assert_non_null(*err);
+        return (size_t) -1;
+    }
+
+    out[n] = '\0';
+    return n;
+}
+
+
+static void
+test_call_extra(void **state)
+{
+    int          amd;
+    char         out[4096], big[4096], res[4096];
+    size_t       n;
+    const char  *err;
+
+    ngx_http_voice_body_slice_t  ins, greet, ctx;
+
+    (void) state;
+
+    /* none: nothing to carry */
+    assert_int_equal(extra("{\"number\":\"+14155550123\"}", &amd, &err, out),
+                     0);
+    assert_int_equal(amd, NGX_HTTP_VOICE_BODY_AMD_UNSET);
+
+    /* all of them, as written (escapes kept), in a fixed order */
+    n = extra("{\"number\":\"+14155550123\",\"context\":{\"name\":\"Jane\","
+              "\"time\":\"7 pm\"},\"greeting\":\"Hi \\u00e9\","
+              "\"instructions\":\"Confirm the \\\"booking\\\".\","
+              "\"machineDetection\":true}", &amd, &err, out);
+    assert_int_not_equal(n, (size_t) -1);
+    assert_string_equal(out, "{\"instructions\":\"Confirm the \\\"booking"
+                        "\\\".\",\"greeting\":\"Hi \\u00e9\",\"context\":"
+                        "{\"name\":\"Jane\",\"time\":\"7 pm\"}}");
+    assert_int_equal(amd, NGX_HTTP_VOICE_BODY_AMD_ON);
+
+    /* read back */
+    assert_int_equal(ngx_http_voice_body_call_extra((uint8_t *) out, n, &ins,
+                                                    &greet, &ctx, &amd), 0);
+    assert_memory_equal(ins.data, "\"Confirm the \\\"booking\\\".\"",
+                        ins.len);
+    assert_memory_equal(greet.data, "\"Hi \\u00e9\"", greet.len);
+    assert_memory_equal(ctx.data, "{\"name\":\"Jane\",\"time\":\"7 pm\"}",
+                        ctx.len);
+    assert_int_equal(amd, NGX_HTTP_VOICE_BODY_AMD_UNSET);
+
+    assert_int_equal(ngx_http_voice_body_call_extra(
+                         (const uint8_t *) "{\"machineDetection\":\"wait\"}",
+                         27, &ins, &greet, &ctx, &amd), 0);
+    assert_int_equal(amd, NGX_HTTP_VOICE_BODY_AMD_WAIT);
+    assert_null(ins.data);
+
+    /* nulls are "not given"; false is off */
+    assert_int_equal(extra("{\"instructions\":null,\"context\":null,"
+                           "\"machineDetection\":false}", &amd, &err, out),
+                     0);
+    assert_int_equal(amd, NGX_HTTP_VOICE_BODY_AMD_OFF);
+
+    /* refused, each with its reason */
+    assert_int_equal(extra("{\"instructions\":5}", &amd, &err, out),
+                     (size_t) -1);
+    assert_non_null(strstr(err, "instructions"));
+    assert_int_equal(extra("{\"instructions\":\"\"}", &amd, &err, out),
+                     (size_t) -1);
+    assert_int_equal(extra("{\"greeting\":[\"x\"]}", &amd, &err, out),
+                     (size_t) -1);
+    assert_non_null(strstr(err, "greeting"));
+    assert_int_equal(extra("{\"context\":{\"a\":1}}", &amd, &err, out),
+                     (size_t) -1);
+    assert_non_null(strstr(err, "context"));
+    assert_int_equal(extra("{\"context\":{\"a\":{\"b\":\"c\"}}}", &amd,
+                           &err, out), (size_t) -1);
+    assert_int_equal(extra("{\"context\":\"a=b\"}", &amd, &err, out),
+                     (size_t) -1);
+    assert_int_equal(extra("{\"context\":{\"\":\"x\"}}", &amd, &err, out),
+                     (size_t) -1);
+    assert_int_equal(extra("{\"machineDetection\":\"yes\"}", &amd, &err,
+                           out), (size_t) -1);
+    assert_non_null(strstr(err, "machineDetection"));
+
+    /* the bounds */
+    memset(big, 'x', 2001);
+    snprintf(out, sizeof(out), "{\"instructions\":\"%.*s\"}", 2001, big);
+    assert_int_equal(extra(out, &amd, &err, res), (size_t) -1);
+    snprintf(out, sizeof(out), "{\"instructions\":\"%.*s\"}", 2000, big);
+    assert_int_not_equal(extra(out, &amd, &err, res), (size_t) -1);
+    snprintf(out, sizeof(out), "{\"greeting\":\"%.*s\"}", 501, big);
+    assert_int_equal(extra(out, &amd, &err, res), (size_t) -1);
+    snprintf(out, sizeof(out), "{\"instructions\":\"%.*s\",\"greeting\":"
+             "\"%.*s\"}", 1800, big, 400, big);
+    assert_int_equal(extra(out, &amd, &err, res), (size_t) -1);
+    assert_non_null(strstr(err, "2048"));
+    assert_int_equal(extra("{\"context\":{\"a\":\"1\",\"b\":\"1\",\"c\":\"1\","
+                           "\"d\":\"1\",\"e\":\"1\",\"f\":\"1\",\"g\":\"1\","
+                           "\"h\":\"1\",\"i\":\"1\",\"j\":\"1\",\"k\":\"1\","
+                           "\"l\":\"1\",\"m\":\"1\",\"n\":\"1\",\"o\":\"1\","
+                           "\"p\":\"1\",\"q\":\"1\"}}", &amd, &err, out),
+                     (size_t) -1);
+
+    /* what is not ours does not read back */
+    assert_int_equal(ngx_http_voice_body_call_extra(
+                         (const uint8_t *) "{\"context\":\"x\"}", 15, &ins,
+                         &greet, &ctx, &amd), -1);
+    assert_int_equal(ngx_http_voice_body_call_extra(
+                         (const uint8_t *) "[]", 2, &ins, &greet, &ctx,
+                         &amd), -1);
+}
+
+
 int
 main(void)
 {
@@ -467,6 +589,7 @@ main(void)
         cmocka_unit_test(test_parse_form),
         cmocka_unit_test(test_form_get),
         cmocka_unit_test(test_parse_json_params),
+        cmocka_unit_test(test_call_extra),
     };
 
     return cmocka_run_group_tests_name("body", tests, NULL, NULL);

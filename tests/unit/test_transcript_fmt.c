@@ -174,6 +174,75 @@ test_text_tool_and_keypad(void **state)
 }
 
 
+static void
+check_merge(const char *prev, const char *next, const char *want)
+{
+    size_t   n;
+    uint8_t  out[1024];
+
+    n = ngx_http_voice_transcript_fmt_merge((const uint8_t *) prev,
+                                            strlen(prev),
+                                            (const uint8_t *) next,
+                                            strlen(next), out, sizeof(out));
+    if (want == NULL) {
+        assert_int_equal(n, (size_t) -1);
+        return;
+    }
+
+    assert_int_not_equal(n, (size_t) -1);
+    out[n] = '\0';
+    assert_string_equal((char *) out, want);
+}
+
+
+#define HEAD(by)                                                              \
+    "{\n  \"callSid\": \"CA1\",\n  \"endedBy\": \"" by "\",\n"               \
+    "  \"endReason\": \"\",\n  \"transcript\": ["
+
+
+static void
+test_merge(void **state)
+{
+    (void) state;
+
+    /* both have entries: the earlier ones first, the later outcome */
+    check_merge(HEAD("transfer") "\n    {\n      \"role\": \"user\"\n    },"
+                "\n    {\n      \"role\": \"tool\"\n    }\n  ]\n}\n",
+                HEAD("caller") "\n    {\n      \"role\": \"assistant\"\n"
+                "    }\n  ]\n}\n",
+                HEAD("caller") "\n    {\n      \"role\": \"user\"\n    },"
+                "\n    {\n      \"role\": \"tool\"\n    },"
+                "\n    {\n      \"role\": \"assistant\"\n    }\n  ]\n}\n");
+
+    /* the second stream said nothing */
+    check_merge(HEAD("transfer") "\n    {\n      \"role\": \"user\"\n    }"
+                "\n  ]\n}\n",
+                HEAD("caller") "]\n}\n",
+                HEAD("caller") "\n    {\n      \"role\": \"user\"\n    }"
+                "\n  ]\n}\n");
+
+    /* the first said nothing */
+    check_merge(HEAD("transfer") "]\n}\n",
+                HEAD("caller") "\n    {\n      \"role\": \"user\"\n    }"
+                "\n  ]\n}\n",
+                HEAD("caller") "\n    {\n      \"role\": \"user\"\n    }"
+                "\n  ]\n}\n");
+
+    /* a tool's arguments that look like the key do not fool it */
+    check_merge(HEAD("transfer") "\n    {\n      \"arguments\": "
+                "{\"transcript\":[1]}\n    }\n  ]\n}\n",
+                HEAD("caller") "]\n}\n",
+                HEAD("caller") "\n    {\n      \"arguments\": "
+                "{\"transcript\":[1]}\n    }\n  ]\n}\n");
+
+    /* not ours */
+    check_merge("{\"transcript\": []}", HEAD("caller") "]\n}\n", NULL);
+    check_merge(HEAD("caller") "]\n}\n", "[]", NULL);
+    check_merge(HEAD("caller"), HEAD("caller") "]\n}\n", NULL);
+    check_merge(HEAD("caller") "]\n}\n", HEAD("caller"), NULL);
+}
+
+
 int
 main(void)
 {
@@ -182,6 +251,7 @@ main(void)
         cmocka_unit_test(test_text),
         cmocka_unit_test(test_text_refuses_what_is_not_a_transcript),
         cmocka_unit_test(test_text_tool_and_keypad),
+        cmocka_unit_test(test_merge),
     };
 
     return cmocka_run_group_tests_name("transcript_fmt", tests, NULL, NULL);
