@@ -67,6 +67,7 @@
 #define BD_CALL_UNKNOWN_MS     60000    /* one "unknown call" per minute */
 #define BD_CALL_CONFIGURE_MS   10000    /* for session.updated */
 #define BD_CALL_GOODBYE_MS     15000    /* for the last words to play */
+#define BD_CALL_SHUTDOWN_MS    3000     /* a graceful stop's calls end */
 #define BD_CALL_DIAL_TIMEOUT   25       /* s a transfer rings */
 #define BD_CALL_WRAP_UP_MS     60000    /* told to wrap up this long before
                                            voice_max_call_duration */
@@ -131,6 +132,7 @@ static void bd_call_wait_expired(lws_sorted_usec_list_t *sul);
 static void bd_call_amd(bd_call_t *call);
 static char *bd_call_session_update(bd_call_t *call);
 static void bd_call_limit_arm(bd_call_t *call);
+static void bd_call_shutdown_timer_cb(uv_timer_t *timer);
 
 static void bd_call_stop(bd_call_t *call);
 static void bd_call_destroy(bd_call_t *call);
@@ -167,6 +169,8 @@ static bd_call_t          *bd_call_reaped;
 static uv_idle_t           bd_call_reaper;
 static int                 bd_call_closing;
 static bd_call_tomb_t      bd_call_tombs[BD_CALL_TOMBS];
+static uv_timer_t          bd_call_shutdown_timer;
+static void              (*bd_call_shutdown_done)(void);
 
 
 static void
@@ -691,6 +695,12 @@ bd_call_destroy(bd_call_t *call)
 
     bd_call_unlink(call);
     bd_oai_close(call);
+
+    /* the last call of a graceful stop: the rest of it, from the loop */
+    if (bd_call_closing && bd_call_count == 0 && bd_call_shutdown_done) {
+        uv_timer_start(&bd_call_shutdown_timer, bd_call_shutdown_timer_cb, 0,
+                       0);
+    }
 
     bd_chan_peer_unref(call->peer);
     call->peer = NULL;
@@ -1976,32 +1986,94 @@ bd_call_init(uv_loop_t *loop, const bd_conf_t *conf)
 }
 
 
-void
-bd_call_shutdown(void)
+/* the old way out: HANGUP (nginx closes the stream), CALL_DONE */
+
+static void
+bd_call_abandon(bd_call_t *call)
 {
-    unsigned               i;
-    bd_call_t             *call, *next;
     voice_proto_writer_t  *w;
 
+    w = bd_chan_begin(VOICE_PROTO_MSG_HANGUP);
+    voice_proto_put_bytes(w, VOICE_PROTO_F_CALL_SID, call->sid,
+                          call->sid_len);
+    voice_proto_put_str(w, VOICE_PROTO_F_REASON, "bridged is shutting down");
+    (void) bd_chan_send(call->peer, w);
+
+    bd_call_ended_by(call, "bridge", "bridged is shutting down");
+    bd_call_finish(call, "bridged is shutting down");
+}
+
+
+static void
+bd_call_shutdown_timer_cb(uv_timer_t *timer)
+{
+    unsigned    i;
+    bd_call_t  *call, *next;
+    void      (*done)(void);
+
+    done = bd_call_shutdown_done;
+    bd_call_shutdown_done = NULL;
+
+    /* what has not ended by now is hung up the old way */
+
+    for (i = 0; i < BD_CALL_BUCKETS; i++) {
+        for (call = bd_call_table[i]; call; call = next) {
+            next = call->next;
+            bd_call_abandon(call);
+        }
+    }
+
+    uv_close((uv_handle_t *) timer, NULL);
+
+    if (bd_call_objects == 0) {
+        uv_close((uv_handle_t *) &bd_call_reaper, NULL);
+    }
+
+    if (done != NULL) {
+        done();
+    }
+}
+
+
+/*
+ * A graceful stop ends every live call the way a deliberate end does:
+ * Twilio is asked to complete it (REST), and the stream's stop ends it
+ * here, its last transcripts included.  What cannot be ended that way, or
+ * has not ended within BD_CALL_SHUTDOWN_MS, is hung up the old way.  done
+ * runs from the loop once the calls are gone, never from this call.
+ */
+
+void
+bd_call_shutdown(void (*done)(void))
+{
+    unsigned    i;
+    bd_call_t  *call, *next;
+
     bd_call_closing = 1;
+    bd_call_shutdown_done = done;
+
+    uv_timer_init(bd_call_loop, &bd_call_shutdown_timer);
 
     for (i = 0; i < BD_CALL_BUCKETS; i++) {
         for (call = bd_call_table[i]; call; call = next) {
             next = call->next;
 
-            w = bd_chan_begin(VOICE_PROTO_MSG_HANGUP);
-            voice_proto_put_bytes(w, VOICE_PROTO_F_CALL_SID, call->sid,
-                                  call->sid_len);
-            voice_proto_put_str(w, VOICE_PROTO_F_REASON,
-                                "bridged is shutting down");
-            (void) bd_chan_send(call->peer, w);
+            if (call->state == BD_CALL_ST_LIVE) {
+                bd_log(BD_LOG_INFO, call->sid, "bridged is shutting down: "
+                       "asking Twilio to end the call");
+                bd_call_ending(call, "bridge", "bridged is shutting down",
+                               "Status=completed");
+                bd_call_end_now(call, "bridged is shutting down");
 
-            bd_call_ended_by(call, "bridge", "bridged is shutting down");
-            bd_call_finish(call, "bridged is shutting down");
+            } else if (call->state == BD_CALL_ST_ENDING) {
+                bd_call_end_now(call, "bridged is shutting down");
+
+            } else if (call->state != BD_CALL_ST_DRAINING) {
+                bd_call_abandon(call);
+            }
         }
     }
 
-    if (bd_call_objects == 0) {
-        uv_close((uv_handle_t *) &bd_call_reaper, NULL);
-    }
+    uv_timer_start(&bd_call_shutdown_timer, bd_call_shutdown_timer_cb,
+                   bd_call_count ? BD_CALL_SHUTDOWN_MS : 0, 0);
 }

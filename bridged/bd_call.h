@@ -127,8 +127,12 @@ struct bd_call_s {
 
 int bd_call_init(uv_loop_t *loop, const bd_conf_t *conf);
 
-/* hangs up every call (HANGUP, CALL_DONE) and lets them be freed */
-void bd_call_shutdown(void);
+/*
+ * Ends every call -- through Twilio, or HANGUP and CALL_DONE when it
+ * cannot -- and lets them be freed; done runs from the loop once they are
+ * gone (at most a few seconds).
+ */
+void bd_call_shutdown(void (*done)(void));
 
 /* STREAM_START, AUDIO_IN, MARK_ACK, DTMF, STREAM_STOP from a worker */
 void bd_call_on_message(bd_chan_peer_t *peer, const voice_proto_msg_t *msg);

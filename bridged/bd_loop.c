@@ -54,6 +54,9 @@ bd_loop_watchdog_cb(uv_timer_t *timer)
 }
 
 
+static void bd_loop_stop_rest(void);
+
+
 static void
 bd_loop_stop(uv_signal_t *signal, int signum)
 {
@@ -78,20 +81,28 @@ bd_loop_stop(uv_signal_t *signal, int signum)
     uv_unref((uv_handle_t *) &bd_loop_sigint);
     uv_unref((uv_handle_t *) &bd_loop_sigterm);
 
-    /* the order matters: calls and requests still talk to nginx */
-
-    bd_call_shutdown();
-    bd_twapi_shutdown();
-    bd_http_shutdown();
-    bd_oai_shutdown();
-    bd_chan_close();
-
     /* unreferenced: it must not keep uv_run() going by itself */
 
     uv_timer_init(&bd_loop, &bd_loop_watchdog);
     uv_timer_start(&bd_loop_watchdog, bd_loop_watchdog_cb,
                    BD_LOOP_SHUTDOWN_MS, 0);
     uv_unref((uv_handle_t *) &bd_loop_watchdog);
+
+    /* the calls end through Twilio first: that needs everything else */
+
+    bd_call_shutdown(bd_loop_stop_rest);
+}
+
+
+/* the calls are gone; the order matters: requests still talk to nginx */
+
+static void
+bd_loop_stop_rest(void)
+{
+    bd_twapi_shutdown();
+    bd_http_shutdown();
+    bd_oai_shutdown();
+    bd_chan_close();
 }
 
 

@@ -103,9 +103,13 @@ def build_sh_run(extra_env=None):
     ok = False
     try:
         def up():
+            # both workers reach bridged (fresh connections spread over
+            # them): just after start one may not yet (issue 10)
             try:
-                return requests.get(run.base + "/api/numbers", timeout=2,
-                                    headers=run.auth).status_code == 200
+                return all(requests.get(run.base + "/api/numbers", timeout=2,
+                                        headers=dict(run.auth,
+                                                     Connection="close"))
+                           .status_code == 200 for _ in range(6))
             except (OSError, requests.ConnectionError):
                 return False
         wait_for(up, 120, 0.5, "./build.sh run")
