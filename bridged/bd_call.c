@@ -67,7 +67,9 @@
 #define BD_CALL_UNKNOWN_MS     60000    /* one "unknown call" per minute */
 #define BD_CALL_CONFIGURE_MS   10000    /* for session.updated */
 #define BD_CALL_GOODBYE_MS     15000    /* for the last words to play */
+#define BD_CALL_GOODBYE_MARGIN_MS  2000 /* after they should have played */
 #define BD_CALL_SHUTDOWN_MS    3000     /* a graceful stop's calls end */
+#define BD_CALL_SHUTDOWN_FLUSH_MS  200  /* then their last words leave */
 #define BD_CALL_DIAL_TIMEOUT   25       /* s a transfer rings */
 #define BD_CALL_WRAP_UP_MS     60000    /* told to wrap up this long before
                                            voice_max_call_duration */
@@ -556,10 +558,15 @@ bd_call_finish(bd_call_t *call, const char *how)
 
     bd_call_ended_by(call, "caller", "hangup");
 
-    (void) bd_call_send_call_done(call->peer, (uint8_t *) call->sid,
-                                  call->sid_len, cv->transcripts,
-                                  call->ended_by, call->end_reason,
-                                  call->answered_by);
+    if (bd_call_send_call_done(call->peer, (uint8_t *) call->sid,
+                               call->sid_len, cv->transcripts,
+                               call->ended_by, call->end_reason,
+                               call->answered_by)
+        != 1)
+    {
+        bd_log(BD_LOG_WARN, call->sid, "call.done could not be sent: nginx "
+               "writes the record after its own wait");
+    }
 
     t = bd_call_tomb((uint8_t *) call->sid, call->sid_len, 1);
     t->done = 1;
@@ -614,7 +621,7 @@ bd_call_wait_expired(lws_sorted_usec_list_t *sul)
 
     case BD_CALL_ST_ENDING:
         bd_log(BD_LOG_INFO, call->sid, "the last words did not finish "
-               "playing within %d ms%s", BD_CALL_GOODBYE_MS,
+               "playing in time%s",
                call->conv.active ? " (a reply still generating)"
                                  : " (no echo of the last mark)");
         bd_call_end_now(call, "bounded wait");
@@ -696,10 +703,14 @@ bd_call_destroy(bd_call_t *call)
     bd_call_unlink(call);
     bd_oai_close(call);
 
-    /* the last call of a graceful stop: the rest of it, from the loop */
+    /*
+     * The last call of a graceful stop: the rest of it, from the loop, a
+     * moment later, so that nginx reads the last CALL_DONE before it sees
+     * the channel go
+     */
     if (bd_call_closing && bd_call_count == 0 && bd_call_shutdown_done) {
-        uv_timer_start(&bd_call_shutdown_timer, bd_call_shutdown_timer_cb, 0,
-                       0);
+        uv_timer_start(&bd_call_shutdown_timer, bd_call_shutdown_timer_cb,
+                       BD_CALL_SHUTDOWN_FLUSH_MS, 0);
     }
 
     bd_chan_peer_unref(call->peer);
@@ -736,7 +747,9 @@ bd_call_reap(uv_idle_t *idle)
 
     uv_idle_stop(idle);
 
-    if (bd_call_closing && bd_call_objects == 0) {
+    if (bd_call_closing && bd_call_objects == 0
+        && !uv_is_closing((uv_handle_t *) idle))
+    {
         uv_close((uv_handle_t *) idle, NULL);
     }
 }
@@ -1491,6 +1504,7 @@ bd_call_ending(bd_call_t *call, const char *by, const char *reason,
     bd_call_ended_by(call, by, reason);
 
     call->end_asked = uv_now(bd_call_loop);
+    call->end_timed = 0;
 
     bd_call_set_state(call, BD_CALL_ST_ENDING);
 
@@ -1618,9 +1632,26 @@ bd_call_check_goodbye(bd_call_t *call)
     cv = &call->conv;
 
     if (call->state != BD_CALL_ST_ENDING || call->end_requested
-        || cv->active || cv->responding || cv->marks_len > 0
-        || cv->unmarked_order != 0)
+        || cv->active || cv->responding)
     {
+        return;
+    }
+
+    if (cv->marks_len > 0 || cv->unmarked_order != 0) {
+
+        /*
+         * All is generated, not all is played: the wait is now what is
+         * left to play and a margin, so a lost echo costs seconds, not
+         * the whole BD_CALL_GOODBYE_MS
+         */
+
+        if (!call->end_timed) {
+            call->end_timed = 1;
+            bd_oai_timer(&call->sul_wait, bd_call_wait_expired,
+                         bd_oai_event_unplayed_ms(cv)
+                         + BD_CALL_GOODBYE_MARGIN_MS);
+        }
+
         return;
     }
 
@@ -2025,7 +2056,10 @@ bd_call_shutdown_timer_cb(uv_timer_t *timer)
 
     uv_close((uv_handle_t *) timer, NULL);
 
-    if (bd_call_objects == 0) {
+    /* the reaper closes itself when it frees the last call */
+    if (bd_call_objects == 0
+        && !uv_is_closing((uv_handle_t *) &bd_call_reaper))
+    {
         uv_close((uv_handle_t *) &bd_call_reaper, NULL);
     }
 
@@ -2075,5 +2109,6 @@ bd_call_shutdown(void (*done)(void))
     }
 
     uv_timer_start(&bd_call_shutdown_timer, bd_call_shutdown_timer_cb,
-                   bd_call_count ? BD_CALL_SHUTDOWN_MS : 0, 0);
+                   bd_call_count ? BD_CALL_SHUTDOWN_MS
+                                 : BD_CALL_SHUTDOWN_FLUSH_MS, 0);
 }

@@ -119,6 +119,7 @@ struct bd_call_s {
     uint64_t                  end_asked;      /* loop ms: end_call */
     uint64_t                  end_sent;       /* loop ms: the request */
     unsigned                  end_requested:1;
+    unsigned                  end_timed:1;    /* the wait is the audio's */
 
     uint64_t                  audio_in;       /* caller bytes received */
     uint64_t                  audio_appended; /* caller bytes to OpenAI */

@@ -1432,6 +1432,28 @@ bd_oai_event_system(bd_oai_event_conv_t *cv, const char *text)
 }
 
 
+uint64_t
+bd_oai_event_unplayed_ms(bd_oai_event_conv_t *cv)
+{
+    unsigned              i;
+    uint64_t              bytes;
+    bd_oai_event_item_t  *it;
+
+    bytes = 0;
+
+    for (i = 0; i < cv->items_len; i++) {
+        it = &cv->items[(cv->items_head + i) % BD_OAI_EVENT_ITEMS];
+
+        if (!(it->flags & BD_OAI_EVENT_TRUNCATED) && it->sent > it->played) {
+            bytes += it->sent - it->played;
+        }
+    }
+
+    /* mu-law at 8 kHz: 8 bytes per ms */
+    return bytes / 8;
+}
+
+
 int
 bd_oai_event_quiet(bd_oai_event_conv_t *cv)
 {

@@ -207,6 +207,9 @@ int bd_oai_event_system(bd_oai_event_conv_t *cv, const char *text);
 /* 1 when nothing of the assistant's is generating or still playing */
 int bd_oai_event_quiet(bd_oai_event_conv_t *cv);
 
+/* ms of the assistant's audio sent to the caller and not known played */
+uint64_t bd_oai_event_unplayed_ms(bd_oai_event_conv_t *cv);
+
 /*
  * Writes the input_audio_buffer.append event for len bytes of caller audio
  * into dst, without allocating.  Returns its length, or 0 if dst is

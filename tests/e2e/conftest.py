@@ -260,6 +260,11 @@ class Stack:
         # really reaches bridged
         wait_for(lambda: self.api("GET", "/api/numbers").status_code != 503,
                  10, 0.1, "the bridge channel")
+        # and every worker has heard from every bridged: just after start
+        # one may not have yet, and refuses a stream (issue 10's to fix)
+        wait_for(lambda: all(b["alive"] for w in self.status_all().values()
+                             for b in w["bridges"]), 10, 0.1,
+                 "every bridged alive in every worker")
         return self
 
     def stop_process(self, name, sig=signal.SIGTERM, timeout=15):

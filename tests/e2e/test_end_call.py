@@ -90,6 +90,31 @@ def test_end_call_waits_for_the_goodbye_then_completes_by_rest(stack):
     assert "asking Twilio to end the call" in stack.log("bridged")
 
 
+def test_a_lost_echo_costs_a_bounded_wait(stack):
+    """the goodbye's last mark never comes back: the call still ends,
+    once the goodbye should have played and a margin has passed"""
+    stack.tw("POST", "/_fake/config", {"drop_mark_echoes": True})
+    script(stack, [{"tool": "end_call", "arguments": {"reason": "done"},
+                    "say": "Goodbye!"}])
+    sid = inbound(stack)
+
+    call = wait_for(lambda: (lambda c: c["status"] == "completed" and c)(
+        stack.twilio_call(sid)), 40, 0.2, "the call to end")
+    assert call["ended_by"] == "rest"
+    assert not any(m["echoed"] for m in call["marks"])
+    assert "did not finish playing in time (no echo of the last mark)" \
+        in stack.log("bridged")
+
+    # the goodbye's 3.2 s, a 2 s margin: well before the 15 s cap
+    calls = stack.openai_sessions()[0]["tool_calls"]
+    assert calls and calls[0]["name"] == "end_call"
+    hangup = call["hangup_requests"][0]["at_ms"]
+    first_reply = call["first_reply_audio_ms"]
+    assert hangup - first_reply < 12000, (first_reply, hangup)
+    rec = json.loads(stack.wait_transcript(sid).read_text())
+    assert rec["endedBy"] == "assistant"
+
+
 def test_end_call_off_is_not_offered_and_the_caller_hangs_up(stack_factory):
     stack = stack_factory(server_include="voice_end_call off;")
     sid = inbound(stack)

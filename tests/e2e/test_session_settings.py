@@ -158,10 +158,13 @@ def nginx_t(tmp_path, server, secret="s" * 32):
 def test_nginx_t_checks_the_session_directives(tmp_path):
     good = tmp_path / "good.json"
     good.write_text(json.dumps(SCHEMA))
+    token = tmp_path / "mcp-token"
+    token.write_text("Bearer abc\n")
     rc, err = nginx_t(tmp_path, "voice_tool t https://x/t %s;\n"
                       "voice_transfer_to desk +14155550100;\n"
                       "voice_mcp_server kb https://mcp.example "
-                      "allowed=search,fetch;\n" % good)
+                      "allowed=search,fetch authorization=file:%s;\n"
+                      % (good, token))
     assert rc == 0, err
 
     notjson = tmp_path / "bad1.json"
@@ -193,6 +196,10 @@ def test_nginx_t_checks_the_session_directives(tmp_path):
         ("voice_machine_detection sometimes;", "invalid value"),
         ("voice_mcp_server kb https://mcp.example authorization=env:"
          "NO_SUCH_VARIABLE_X;", "not set"),
+        ("voice_mcp_server kb https://mcp.example authorization=file:"
+         "/nonexistent;", "failed"),
+        ("voice_mcp_server kb https://mcp.example approval=always;",
+         "invalid parameter"),
         ("voice_idle_prompts 99;", "between 0 and 10"),
     ]
     for line, why in cases:

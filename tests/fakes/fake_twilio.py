@@ -679,6 +679,10 @@ class MediaSession:
                 await self.echo_mark(rec, flushed=False)
 
     async def echo_mark(self, rec, flushed):
+        if self.call.fake.settings.get("drop_mark_echoes") and not flushed:
+            # a lost echo: the mark is never reported as played
+            self.call.event("mark %s played, its echo dropped (drop_mark_echoes)" % rec["name"])
+            return
         rec["echoed"] = True
         rec["flushed"] = flushed
         if flushed:
@@ -910,6 +914,7 @@ class FakeTwilio:
             "host_header": args.host_header,
             "ring_ms": 100,
             "next_call_outcome": None,
+            "drop_mark_echoes": False,
             "ping_interval": args.ping_interval,
             "max_page_size": args.max_page_size,
             # TwiML executor (fake time)
@@ -2373,7 +2378,8 @@ class FakeTwilio:
                     return "%s must be a number >= 0" % k
                 self.settings[k] = v
             elif k in ("rest_delay_ms", "fail_next", "auto_hangup", "max_call_seconds", "host_header",
-                       "ring_ms", "next_call_outcome", "ping_interval", "max_page_size"):
+                       "ring_ms", "next_call_outcome", "ping_interval", "max_page_size",
+                       "drop_mark_echoes"):
                 self.settings[k] = v
             else:
                 return "unknown setting %r" % k
