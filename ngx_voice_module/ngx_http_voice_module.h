@@ -9,7 +9,9 @@
  * session (ngx_http_voice_media.c), the ZeroMQ channel to bridged
  * (ngx_http_voice_bridge.c) and transcript storage
  * (ngx_http_voice_transcript.c).  ngx_http_voice_module.c holds the
- * directives and the module's life cycle.
+ * directives and the module's life cycle; the assistant's session
+ * directives are a second module, ngx_http_voice_session.c, and a call's
+ * own context travels sealed (ngx_http_voice_seal.c).
  */
 
 #ifndef NGX_HTTP_VOICE_MODULE_H

@@ -49,7 +49,7 @@ ngx_http_voice_twiml_answer(ngx_http_request_t *r,
     u_char                              profile[NGX_INT_T_LEN + 9];
     size_t                              size, i, np;
     ngx_str_t                           dir, record, ctx;
-    u_char                              names_buf[8][5];
+    u_char                              chunk[NGX_HTTP_VOICE_TWIML_CHUNKS][5];
     ngx_str_t                           names[NGX_HTTP_VOICE_TWIML_PARAMS];
     ngx_str_t                           values[NGX_HTTP_VOICE_TWIML_PARAMS];
     ngx_http_voice_loc_conf_t          *vlcf;
@@ -170,8 +170,8 @@ ngx_http_voice_twiml_answer(ngx_http_request_t *r,
 
         } else {
             for (i = 0; i * NGX_HTTP_VOICE_TWIML_CHUNK < ctx.len; i++) {
-                ngx_sprintf(names_buf[i], "ctx%ui%Z", i);
-                names[np].data = names_buf[i];
+                ngx_sprintf(chunk[i], "ctx%ui%Z", i);
+                names[np].data = chunk[i];
                 names[np].len = 4;
                 values[np].data = ctx.data + i * NGX_HTTP_VOICE_TWIML_CHUNK;
                 values[np].len = ngx_min(NGX_HTTP_VOICE_TWIML_CHUNK,
