@@ -25,6 +25,14 @@ def update_of(session):
     return u.get("session", u)
 
 
+def configured(stack, n=1):
+    """the first n OpenAI sessions, once each has had its session.update"""
+    return wait_for(lambda: (lambda ss: len(ss) >= n
+                             and all(x["session_updates"] for x in ss[:n])
+                             and ss)(stack.openai_sessions()),
+                    30, 0.1, "%d configured sessions" % n)
+
+
 def place(stack, **extra):
     body = {"number": CALLEE}
     body.update(extra)
@@ -42,7 +50,7 @@ def test_own_instructions_greeting_and_context(stack):
                 context={"name": "Jane Doe", "time": "7 pm",
                          "note": "window \"seat\" \u00e9"})
 
-    s = wait_for(lambda: stack.openai_sessions(), 20, what="a session")[0]
+    s = configured(stack)[0]
     u = update_of(s)
     assert u["instructions"].startswith(
         "You confirm table bookings for Bistro Nine. The code word is "
@@ -85,10 +93,8 @@ def test_each_call_its_own_across_workers_and_bridges(stack_factory):
         sid = place(stack, instructions="You are assistant number %d." % i,
                     context={"n": str(i)})
         sids[sid] = i
-    wait_for(lambda: len(stack.openai_sessions()) >= 4, 30,
-             what="four sessions")
     got = sorted(update_of(s)["instructions"].split("\n")[0]
-                 for s in stack.openai_sessions())
+                 for s in configured(stack, 4))
     assert got == ["You are assistant number %d." % i for i in range(4)]
     for sid in sids:
         stack.tw("POST", "/_fake/calls/%s/hangup" % sid, {"wait": True})
@@ -100,7 +106,7 @@ def test_each_call_its_own_across_workers_and_bridges(stack_factory):
 def test_without_own_values_the_location_decides(stack_factory):
     stack = stack_factory(server_include='voice_instructions "Location.";')
     sid = place(stack)
-    s = wait_for(lambda: stack.openai_sessions(), 20, what="a session")[0]
+    s = configured(stack)[0]
     assert update_of(s)["instructions"] == "Location."
     create = [q for q in stack.tw("GET", "/_fake/requests")
               if q["path"].endswith("/Calls.json")]

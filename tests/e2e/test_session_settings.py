@@ -35,9 +35,10 @@ def inbound(stack, path="/twiml"):
 
 def session_of(stack, n):
     """the session.update bridged sent, as sent"""
-    sessions = wait_for(lambda: len(stack.openai_sessions()) >= n
-                        and stack.openai_sessions(), 10,
-                        what="%d OpenAI sessions" % n)
+    sessions = wait_for(lambda: (lambda ss: len(ss) >= n
+                                 and ss[n - 1]["session_updates"] and ss)(
+                            stack.openai_sessions()), 10,
+                        what="%d configured OpenAI sessions" % n)
     update = sessions[n - 1]["session_updates"][-1]
     if isinstance(update, str):
         update = json.loads(update)
@@ -235,7 +236,8 @@ def test_a_stream_naming_unknown_settings_takes_its_own(stack, profile):
     warning; the call still works"""
     c = Client(stack, CALL, STREAM)
     c.start(profile=profile)
-    wait_for(lambda: stack.openai_sessions(), 10, what="a session")
+    wait_for(lambda: (lambda ss: ss and ss[0]["session_updates"])(
+        stack.openai_sessions()), 10, what="a configured session")
     c.s.sendall(frame(1, c.message({"event": "stop", "stop": {
         "accountSid": ACCOUNT, "callSid": CALL}})))
     stack.wait_transcript(CALL)
