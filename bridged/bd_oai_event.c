@@ -1292,8 +1292,14 @@ bd_oai_event_dtmf(bd_oai_event_conv_t *cv, char digit)
         return -1;
     }
 
+    /* a response generating now was made before the key: one more after
+     * it, so the key is always answered */
+
     if (!cv->active && !cv->responding) {
         bd_oai_event_respond(cv, NULL);
+
+    } else {
+        cv->respond_due = 1;
     }
 
     return 0;

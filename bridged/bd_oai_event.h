@@ -186,7 +186,7 @@ int bd_oai_event_greet(bd_oai_event_conv_t *cv, const char *instruction);
 /*
  * The caller pressed a key: a user text item that says so (its order is
  * taken now, and the keypad entry goes to the record with it), then
- * response.create unless a response is already generating.
+ * response.create, or once the response generating now is done.
  */
 int bd_oai_event_dtmf(bd_oai_event_conv_t *cv, char digit);
 

@@ -958,10 +958,18 @@ test_dtmf_is_an_item_in_order(void **state)
     ev(x, "{\"type\":\"input_audio_buffer.committed\",\"item_id\":\"item_U2\"}");
     assert_int_equal(x->cv.next_order, 4);
 
-    /* while a response generates, no second response.create */
+    /* while a response generates, no second response.create: one after
+     * it is done */
     assert_int_equal(bd_oai_event_dtmf(&x->cv, '#'), 0);
     assert_int_equal(x->f.nsent, 3);
     assert_int_equal(x->f.tr_order[1], 4);
+    assert_true(x->cv.respond_due);
+
+    ev(x, "{\"type\":\"response.done\",\"response\":{\"status\":"
+          "\"completed\"}}");
+    assert_int_equal(x->f.nsent, 4);
+    assert_non_null(strstr(x->f.sent[3], "\"response.create\""));
+    assert_false(x->cv.respond_due);
 }
 
 
