@@ -133,6 +133,7 @@ static void bd_call_ending(bd_call_t *call, const char *by,
 static void bd_call_wait_expired(lws_sorted_usec_list_t *sul);
 static void bd_call_amd(bd_call_t *call);
 static char *bd_call_session_update(bd_call_t *call);
+static void bd_call_session_again(bd_call_t *call);
 static void bd_call_limit_arm(bd_call_t *call);
 static void bd_call_shutdown_timer_cb(uv_timer_t *timer);
 
@@ -509,12 +510,12 @@ bd_call_ev_ready(void *data)
 }
 
 
+/* HANGUP: nginx closes the media stream, when the assistant cannot go on */
+
 static void
-bd_call_hangup(bd_call_t *call, const char *reason)
+bd_call_send_hangup(bd_call_t *call, const char *reason)
 {
     voice_proto_writer_t  *w;
-
-    bd_log(BD_LOG_WARN, call->sid, "hanging up: %s", reason);
 
     bd_call_ended_by(call, "bridge", reason);
 
@@ -522,7 +523,15 @@ bd_call_hangup(bd_call_t *call, const char *reason)
     voice_proto_put_bytes(w, VOICE_PROTO_F_CALL_SID, call->sid, call->sid_len);
     voice_proto_put_str(w, VOICE_PROTO_F_REASON, reason);
     (void) bd_chan_send(call->peer, w);
+}
 
+
+static void
+bd_call_hangup(bd_call_t *call, const char *reason)
+{
+    bd_log(BD_LOG_WARN, call->sid, "hanging up: %s", reason);
+
+    bd_call_send_hangup(call, reason);
     bd_call_stop(call);
 }
 
@@ -1089,7 +1098,6 @@ static void
 bd_call_amd(bd_call_t *call)
 {
     char         text[BD_SESSION_VOICEMAIL_MAX + 128];
-    char        *json;
     const char  *message, *by;
 
     static const char  cancel[] =
@@ -1109,11 +1117,7 @@ bd_call_amd(bd_call_t *call)
 
             /* the model may answer turns now, and speaks first */
 
-            json = bd_call_session_update(call);
-            if (json != NULL) {
-                bd_oai_send(call, json, strlen(json));
-                cJSON_free(json);
-            }
+            bd_call_session_again(call);
 
             message = bd_session_str(call->settings, "greeting");
 
@@ -2022,15 +2026,7 @@ bd_call_init(uv_loop_t *loop, const bd_conf_t *conf)
 static void
 bd_call_abandon(bd_call_t *call)
 {
-    voice_proto_writer_t  *w;
-
-    w = bd_chan_begin(VOICE_PROTO_MSG_HANGUP);
-    voice_proto_put_bytes(w, VOICE_PROTO_F_CALL_SID, call->sid,
-                          call->sid_len);
-    voice_proto_put_str(w, VOICE_PROTO_F_REASON, "bridged is shutting down");
-    (void) bd_chan_send(call->peer, w);
-
-    bd_call_ended_by(call, "bridge", "bridged is shutting down");
+    bd_call_send_hangup(call, "bridged is shutting down");
     bd_call_finish(call, "bridged is shutting down");
 }
 

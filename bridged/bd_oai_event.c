@@ -1161,60 +1161,15 @@ bd_oai_event_print(cJSON *root, int ok)
 }
 
 
-int
-bd_oai_event_greet(bd_oai_event_conv_t *cv, const char *instruction)
-{
-    int     ok;
-    char   *json;
-    cJSON  *root, *item, *content, *part;
-
-    static const char  create[] =
-        "{\"type\":\"response.create\",\"event_id\":\"bd-greet\"}";
-
-    root = cJSON_CreateObject();
-    if (root == NULL) {
-        return -1;
-    }
-
-    ok = cJSON_AddStringToObject(root, "type", "conversation.item.create")
-         != NULL;
-    ok &= cJSON_AddStringToObject(root, "event_id", "bd-greet-item") != NULL;
-
-    item = cJSON_AddObjectToObject(root, "item");
-    ok &= cJSON_AddStringToObject(item, "type", "message") != NULL;
-    ok &= cJSON_AddStringToObject(item, "role", "user") != NULL;
-
-    content = cJSON_AddArrayToObject(item, "content");
-    part = cJSON_CreateObject();
-    if (!cJSON_AddItemToArray(content, part)) {
-        cJSON_Delete(part);
-        part = NULL;
-        ok = 0;
-    }
-
-    ok &= cJSON_AddStringToObject(part, "type", "input_text") != NULL;
-    ok &= cJSON_AddStringToObject(part, "text", instruction) != NULL;
-
-    json = bd_oai_event_print(root, ok);
-    if (json == NULL) {
-        return -1;
-    }
-
-    cv->ops->send(cv->data, json, strlen(json));
-    cJSON_free(json);
-
-    cv->responding = 1;
-    cv->ops->send(cv->data, create, sizeof(create) - 1);
-
-    return 0;
-}
-
-
-/* a user text item with our own id (NULL: OpenAI's) */
+/*
+ * The one builder of the text items bridged adds to the conversation (a
+ * greeting's prompt, a key press, a system note): a message item of role
+ * with one input_text part, and our own id when id is not NULL.
+ */
 
 static int
-bd_oai_event_user_text(bd_oai_event_conv_t *cv, const char *id,
-    const char *event_id, const char *text)
+bd_oai_event_message(bd_oai_event_conv_t *cv, const char *id,
+    const char *event_id, const char *role, const char *text)
 {
     int     ok;
     char   *json;
@@ -1236,7 +1191,7 @@ bd_oai_event_user_text(bd_oai_event_conv_t *cv, const char *id,
     }
 
     ok &= cJSON_AddStringToObject(item, "type", "message") != NULL;
-    ok &= cJSON_AddStringToObject(item, "role", "user") != NULL;
+    ok &= cJSON_AddStringToObject(item, "role", role) != NULL;
 
     content = cJSON_AddArrayToObject(item, "content");
     part = cJSON_CreateObject();
@@ -1256,6 +1211,25 @@ bd_oai_event_user_text(bd_oai_event_conv_t *cv, const char *id,
 
     cv->ops->send(cv->data, json, strlen(json));
     cJSON_free(json);
+
+    return 0;
+}
+
+
+int
+bd_oai_event_greet(bd_oai_event_conv_t *cv, const char *instruction)
+{
+    static const char  create[] =
+        "{\"type\":\"response.create\",\"event_id\":\"bd-greet\"}";
+
+    if (bd_oai_event_message(cv, NULL, "bd-greet-item", "user", instruction)
+        != 0)
+    {
+        return -1;
+    }
+
+    cv->responding = 1;
+    cv->ops->send(cv->data, create, sizeof(create) - 1);
 
     return 0;
 }
@@ -1288,7 +1262,7 @@ bd_oai_event_dtmf(bd_oai_event_conv_t *cv, char digit)
         cv->transcripts++;
     }
 
-    if (bd_oai_event_user_text(cv, id, "bd-dtmf", text) != 0) {
+    if (bd_oai_event_message(cv, id, "bd-dtmf", "user", text) != 0) {
         return -1;
     }
 
@@ -1398,43 +1372,7 @@ bd_oai_event_respond(bd_oai_event_conv_t *cv, const char *instructions)
 int
 bd_oai_event_system(bd_oai_event_conv_t *cv, const char *text)
 {
-    int     ok;
-    char   *json;
-    cJSON  *root, *item, *content, *part;
-
-    root = cJSON_CreateObject();
-    if (root == NULL) {
-        return -1;
-    }
-
-    ok = cJSON_AddStringToObject(root, "type", "conversation.item.create")
-         != NULL;
-    ok &= cJSON_AddStringToObject(root, "event_id", "bd-system") != NULL;
-
-    item = cJSON_AddObjectToObject(root, "item");
-    ok &= cJSON_AddStringToObject(item, "type", "message") != NULL;
-    ok &= cJSON_AddStringToObject(item, "role", "system") != NULL;
-
-    content = cJSON_AddArrayToObject(item, "content");
-    part = cJSON_CreateObject();
-    if (!cJSON_AddItemToArray(content, part)) {
-        cJSON_Delete(part);
-        part = NULL;
-        ok = 0;
-    }
-
-    ok &= cJSON_AddStringToObject(part, "type", "input_text") != NULL;
-    ok &= cJSON_AddStringToObject(part, "text", text) != NULL;
-
-    json = bd_oai_event_print(root, ok);
-    if (json == NULL) {
-        return -1;
-    }
-
-    cv->ops->send(cv->data, json, strlen(json));
-    cJSON_free(json);
-
-    return 0;
+    return bd_oai_event_message(cv, NULL, "bd-system", "system", text);
 }
 
 

@@ -64,6 +64,13 @@ def render(template, values):
                   text)
 
 
+def sent_session(raw):
+    """one session.update bridged sent, as the fake OpenAI recorded it: its
+    session object"""
+    u = json.loads(raw) if isinstance(raw, str) else raw
+    return u.get("session", u)
+
+
 def wait_for(pred, timeout=20.0, interval=0.05, what="condition"):
     deadline = time.monotonic() + timeout
     while True:
@@ -396,6 +403,11 @@ class Stack:
     def wait_transcript(self, sid, timeout=30):
         return wait_for(lambda: self.transcript_files(sid), timeout,
                         what="the transcript of " + sid)[0]
+
+    def wait_call_completed(self, sid, timeout=40):
+        """the fake Twilio's view of the call, once it has ended"""
+        return wait_for(lambda: (lambda c: c["status"] == "completed" and c)(
+            self.twilio_call(sid)), timeout, 0.2, "the call %s to end" % sid)
 
     def wait_reply_heard(self, sid, nbytes, timeout=40):
         def heard():

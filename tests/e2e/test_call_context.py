@@ -14,15 +14,13 @@ import re
 
 import pytest
 
-from conftest import fixture_bytes, json_of, wait_for
+from conftest import fixture_bytes, json_of, sent_session, wait_for
 
 CALLEE = "+14155550123"
 
 
 def update_of(session):
-    u = session["session_updates"][-1]
-    u = json.loads(u) if isinstance(u, str) else u
-    return u.get("session", u)
+    return sent_session(session["session_updates"][-1])
 
 
 def configured(stack, n=1):

@@ -41,8 +41,7 @@ def test_end_call_waits_for_the_goodbye_then_completes_by_rest(stack):
     sid = inbound(stack)
 
     # the caller's sentence gets the goodbye and the hang-up, by REST
-    call = wait_for(lambda: (lambda c: c["status"] == "completed" and c)(
-        stack.twilio_call(sid)), 40, 0.2, "the call to end")
+    call = stack.wait_call_completed(sid, 40)
     rec = record(stack, sid)
 
     updates = [q for q in stack.tw("GET", "/_fake/requests")
@@ -98,8 +97,7 @@ def test_a_lost_echo_costs_a_bounded_wait(stack):
                     "say": "Goodbye!"}])
     sid = inbound(stack)
 
-    call = wait_for(lambda: (lambda c: c["status"] == "completed" and c)(
-        stack.twilio_call(sid)), 40, 0.2, "the call to end")
+    call = stack.wait_call_completed(sid, 40)
     assert call["ended_by"] == "rest"
     assert not any(m["echoed"] for m in call["marks"])
     assert "did not finish playing in time (no echo of the last mark)" \
@@ -148,7 +146,6 @@ def test_keypad_reaches_the_model_and_the_record(stack):
                     what="the key at the model")
 
     # the model answers the key press (a response was requested)
-    s = stack.openai_sessions()[0]
     wait_for(lambda: len(stack.openai_sessions()[0]["responses"]) >= 2, 10,
              what="a response to the key")
 

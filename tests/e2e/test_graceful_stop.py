@@ -10,7 +10,7 @@ record says bridged ended it, and bridged exits within its bounded wait.
 import json
 import time
 
-from conftest import fixture_bytes, wait_for
+from conftest import fixture_bytes
 
 
 def test_sigterm_ends_live_calls_through_twilio(stack):
@@ -22,8 +22,7 @@ def test_sigterm_ends_live_calls_through_twilio(stack):
     assert stack.stop_process("bridged") == 0
     assert time.monotonic() - t0 < 6
 
-    call = wait_for(lambda: (lambda c: c["status"] == "completed" and c)(
-        stack.twilio_call(sid)), 10, 0.2, "the call to end")
+    call = stack.wait_call_completed(sid, 10)
     assert call["ended_by"] == "rest", call["ended_by"]
     assert call["hangup_requests"][0]["Status"] == "completed"
     assert call["close_initiator"] == "twilio"

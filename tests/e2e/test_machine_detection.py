@@ -12,16 +12,10 @@ assistant says nothing before the verdict.  answeredBy is in the record.
 
 import json
 
-from conftest import fixture_bytes, json_of, wait_for
+from conftest import fixture_bytes, json_of, sent_session, wait_for
 
 CALLEE = "+14155550123"
 VOICEMAIL = "Hello, this is Bistro Nine confirming your table for tonight."
-
-
-def update(raw):
-    """one session.update as bridged sent it: its session object"""
-    u = json.loads(raw) if isinstance(raw, str) else raw
-    return u.get("session", u)
 
 
 def place(stack, **extra):
@@ -35,11 +29,6 @@ def place(stack, **extra):
 def created(stack):
     return [q for q in stack.tw("GET", "/_fake/requests")
             if q["method"] == "POST" and q["path"].endswith("/Calls.json")]
-
-
-def ended(stack, sid):
-    return wait_for(lambda: (lambda c: c["status"] == "completed" and c)(
-        stack.twilio_call(sid)), 40, 0.2, "the call to end")
 
 
 def test_a_person_answers_and_the_conversation_goes_on(stack):
@@ -72,7 +61,7 @@ def test_a_machine_gets_the_voicemail_then_the_call_ends(stack_factory):
     stack.tw("POST", "/_fake/config", {"next_answered_by": "machine_end_beep"})
     sid = place(stack, machineDetection=True)
 
-    call = ended(stack, sid)
+    call = stack.wait_call_completed(sid)
     assert call["amd"]["verdict"] == "machine_end_beep"
     assert call["ended_by"] == "rest"
     hangup = call["hangup_requests"][0]
@@ -96,7 +85,7 @@ def test_a_machine_gets_the_voicemail_then_the_call_ends(stack_factory):
 def test_a_machine_without_a_message_is_hung_up_on(stack):
     stack.tw("POST", "/_fake/config", {"next_answered_by": "machine_end_silence"})
     sid = place(stack, machineDetection=True)
-    call = ended(stack, sid)
+    call = stack.wait_call_completed(sid)
     assert call["ended_by"] == "rest"
     rec = json.loads(stack.wait_transcript(sid).read_text())
     assert rec["answeredBy"] == "machine_end_silence"
@@ -116,7 +105,7 @@ def test_wait_keeps_the_assistant_quiet_until_the_verdict(stack_factory):
     # the caller's sentence ends well before the verdict: no answer to it
     s = wait_for(lambda: (lambda ss: ss and ss[0]["speech"] and ss[0])(
         stack.openai_sessions()), 20, 0.2, "the caller's speech")
-    td = update(s["session_updates"][0])["audio"]["input"]["turn_detection"]
+    td = sent_session(s["session_updates"][0])["audio"]["input"]["turn_detection"]
     assert td["create_response"] is False
 
     call = wait_for(lambda: (lambda c: c["amd"].get("callback_at_ms")
@@ -129,7 +118,7 @@ def test_wait_keeps_the_assistant_quiet_until_the_verdict(stack_factory):
     # then the assistant talks
     stack.wait_reply_heard(sid, len(fixture_bytes("reply")))
     s = stack.openai_sessions()[0]
-    last = update(s["session_updates"][-1])
+    last = sent_session(s["session_updates"][-1])
     assert last["audio"]["input"]["turn_detection"]["create_response"] is True
     assert s["responses"] and s["responses"][0]["trigger"] == "response.create"
     stack.tw("POST", "/_fake/calls/%s/hangup" % sid, {"wait": True})

@@ -11,17 +11,7 @@ a call placed through the API also carries Twilio's TimeLimit.
 
 import json
 
-from conftest import json_of, wait_for
-
-
-def update(raw):
-    u = json.loads(raw) if isinstance(raw, str) else raw
-    return u.get("session", u)
-
-
-def ended(stack, sid, timeout=60):
-    return wait_for(lambda: (lambda c: c["status"] == "completed" and c)(
-        stack.twilio_call(sid)), timeout, 0.25, "the call to end")
+from conftest import json_of, sent_session
 
 
 def test_openai_prompts_then_bridged_says_goodbye(stack_factory):
@@ -30,17 +20,17 @@ def test_openai_prompts_then_bridged_says_goodbye(stack_factory):
     sid = stack.tw("POST", "/_fake/inbound", {"from": "+14155550100"})[
         "callSid"]
 
-    call = ended(stack, sid)
+    call = stack.wait_call_completed(sid, 60)
     s = stack.openai_sessions()[0]
 
     # OpenAI kept the first silence (server_vad) ...
-    first = update(s["session_updates"][0])
+    first = sent_session(s["session_updates"][0])
     assert first["audio"]["input"]["turn_detection"]["idle_timeout_ms"] \
         == 5000
     assert len(s["idle_timeouts"]) == 1, s["idle_timeouts"]
 
     # ... then bridged took the last one over, and said goodbye
-    last = update(s["session_updates"][-1])
+    last = sent_session(s["session_updates"][-1])
     assert last["audio"]["input"]["turn_detection"]["idle_timeout_ms"] is None
     triggers = [r["trigger"] for r in s["responses"]]
     assert triggers == ["server_vad", "idle_timeout", "response.create"], \
@@ -59,9 +49,9 @@ def test_bridged_keeps_the_idle_timer_without_server_vad(stack_factory):
     sid = stack.tw("POST", "/_fake/inbound", {"from": "+14155550100"})[
         "callSid"]
 
-    call = ended(stack, sid)
+    call = stack.wait_call_completed(sid, 60)
     s = stack.openai_sessions()[0]
-    td = update(s["session_updates"][0])["audio"]["input"]["turn_detection"]
+    td = sent_session(s["session_updates"][0])["audio"]["input"]["turn_detection"]
     assert td["type"] == "semantic_vad" and "idle_timeout_ms" not in td
     assert not s["idle_timeouts"]
 
@@ -86,7 +76,7 @@ def test_the_call_ends_at_its_time_limit(stack_factory):
             if q["path"].endswith("/Calls.json")][0]["form"]
     assert form["TimeLimit"] == "45"
 
-    call = ended(stack, sid)
+    call = stack.wait_call_completed(sid, 60)
     assert call["ended_by"] == "rest"
     rec = json.loads(stack.wait_transcript(sid).read_text())
     assert rec["endedBy"] == "assistant" and rec["endReason"] == "time limit"

@@ -109,8 +109,7 @@ def test_the_person_answers_and_the_call_ends_there(stack_factory):
     script(stack, [transfer_plan("desk")])
     sid = stack.tw("POST", "/_fake/inbound", {"from": CALLER})["callSid"]
 
-    call = wait_for(lambda: (lambda c: c["status"] == "completed" and c)(
-        stack.twilio_call(sid)), 40, 0.2, "the call to end")
+    call = stack.wait_call_completed(sid, 40)
     dial = call["dials"][0]
     assert dial["to"] == "sip:desk@pbx.example.com"
     assert dial["outcome"] == "completed" and dial["action_status"] == 200

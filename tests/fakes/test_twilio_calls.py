@@ -12,8 +12,6 @@ import asyncio
 import base64
 import json
 import os
-import queue
-import subprocess
 import sys
 import threading
 import time
@@ -26,6 +24,7 @@ from aiohttp import web
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import common as C  # noqa: E402
+from test_fakes import Proc, wait_for  # noqa: E402  (one harness for the fakes)
 
 PY = "/usr/bin/python3"
 ACC = "AC" + "0" * 31 + "1"
@@ -39,45 +38,6 @@ STREAM_TWIML = ('<?xml version="1.0" encoding="UTF-8"?><Response><Connect><Strea
 
 
 # ------------------------------------------------------------------------- helpers
-
-class Proc:
-    """fake_twilio.py as a subprocess; waits for its READY line."""
-
-    def __init__(self, args, tmp_path, name="fake_twilio"):
-        self.log_path = os.path.join(str(tmp_path), name + ".log")
-        self.log = open(self.log_path, "w")
-        self.p = subprocess.Popen([PY] + args, stdout=subprocess.PIPE, stderr=self.log, text=True)
-        q = queue.Queue()
-        threading.Thread(target=lambda: q.put(self.p.stdout.readline()), daemon=True).start()
-        try:
-            line = q.get(timeout=15)
-        except queue.Empty:
-            line = ""
-        if not line.startswith("READY "):
-            self.stop()
-            raise RuntimeError("%s did not start: %r\n%s" % (name, line, open(self.log_path).read()))
-        self.port = int(line.split()[1])
-        self.base = "http://127.0.0.1:%d" % self.port
-
-    def stop(self):
-        if self.p.poll() is None:
-            self.p.terminate()
-            try:
-                self.p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-        self.log.close()
-
-
-def wait_for(pred, timeout=10.0, step=0.02):
-    end = time.time() + timeout
-    while time.time() < end:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    raise AssertionError("condition not met within %.1f s" % timeout)
-
 
 class Product:
     """Stand-in for the product. `routes[path]` = form -> TwiML text (or (status, text));
@@ -175,7 +135,8 @@ def clip(tmp_path_factory):
 def twilio(tmp_path, product, clip):
     fake = Proc([os.path.join(HERE, "fake_twilio.py"), "--account-sid", ACC, "--auth-token", TOKEN,
                  "--public-url", PUBLIC, "--deliver-to", "http://127.0.0.1:%d" % product.port,
-                 "--caller-audio", clip, "--max-call-seconds", "30"], tmp_path)
+                 "--caller-audio", clip, "--max-call-seconds", "30"], tmp_path,
+                "fake_twilio")
     fake.config = lambda **kw: requests.post(fake.base + "/_fake/config", json=kw, timeout=10)
     fake.call = lambda sid: requests.get(fake.base + "/_fake/calls/" + sid, timeout=10).json()
     yield fake
