@@ -405,9 +405,14 @@ class Stack:
                         what="the transcript of " + sid)[0]
 
     def wait_call_completed(self, sid, timeout=40):
-        """the fake Twilio's view of the call, once it has ended"""
-        return wait_for(lambda: (lambda c: c["status"] == "completed" and c)(
-            self.twilio_call(sid)), timeout, 0.2, "the call %s to end" % sid)
+        """the fake Twilio's view of the call, once it has ended and its
+        media stream has closed (Twilio completes the call first, then
+        stops the stream: the stream's close is a moment later)"""
+        def ended():
+            c = self.twilio_call(sid)
+            return (c["status"] == "completed"
+                    and c["ws_status"] not in ("connecting", "open") and c)
+        return wait_for(ended, timeout, 0.2, "the call %s to end" % sid)
 
     def wait_reply_heard(self, sid, nbytes, timeout=40):
         def heard():
