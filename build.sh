@@ -2,8 +2,9 @@
 # build.sh: the one entry point of the voice bridge.
 #
 #   ./build.sh run     install what is missing, build, and run nginx (with
-#                      the voice module) and bridged in the foreground; with
-#                      no Twilio/OpenAI credentials, a local simulation
+#                      the voice module) and bridged (restarted if it fails)
+#                      in the foreground; without Twilio/OpenAI credentials,
+#                      a local simulation
 #   ./build.sh test    install, build, and run every test
 #   ./build.sh build   install and build only
 #   ./build.sh fuzz    run each libFuzzer target for FUZZ_SECONDS (30)
@@ -184,29 +185,285 @@ free_port() {
 
 
 # --- run ------------------------------------------------------------------
+#
+# ./build.sh run supervises what it starts, as a service manager would:
+# bridged is started again when it fails (Restart=on-failure, with a bounded
+# backoff, the same command line); nginx, or a stand-in of the simulation,
+# ending stops everything (nginx's master process restarts its own
+# workers).  Stopping -- SIGTERM, SIGINT, or an exit for any reason -- sends
+# SIGTERM to every process it started, and SIGKILL to whatever of them and
+# their descendants is left after STOP_GRACE_S.
 
-PIDS=()
+STOP_GRACE_S=10         # SIGTERM, then SIGKILL after this
+RESTART_FIRST_S=1       # bridged's first restart comes after this,
+RESTART_MAX_S=10        # doubling each time up to this;
+RESTART_STABLE_S=30     # up this long, it starts from the first again
+QUICK_FAIL_S=5          # an exit this soon after its start is a quick failure:
+QUICK_FAIL_MAX=5        # this many in a row, and its configuration is wrong
+
+PIDS=()                 # the processes started here, each one's name in NAME
+declare -A NAME=()
+declare -A KNOWN=()     # them and their descendants: pid -> start time
+NAP=""                  # a descriptor that is never readable (nap)
+PROC_CHILDREN=""        # /proc/PID/task/TID/children is there
+[ ! -r "/proc/$$/task/$$/children" ] || PROC_CHILDREN=1
+BRIDGED_PID="" BRIDGED_T0=0 BRIDGED_NEXT=0 BRIDGED_DELAY=0
+BRIDGED_RESTARTS=0 BRIDGED_QUICK=0
+
+# build.sh becomes a child subreaper (prctl PR_SET_CHILD_SUBREAPER, which
+# execve keeps): a process whose parent dies -- nginx's workers when their
+# master is killed -- is adopted by build.sh instead of init, so it is
+# still found and stopped with the rest.  Without python3, not.
+become_subreaper() {
+    if [ -n "${BUILD_SH_SUBREAPER:-}" ]; then
+        unset BUILD_SH_SUBREAPER
+        return 0
+    fi
+    [ -x "$PY" ] || return 0
+    export BUILD_SH_SUBREAPER=1
+    exec "$PY" -c '
+import ctypes, os, sys
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(36, ctypes.c_ulong(1),
+        ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
+except Exception:
+    pass
+os.execv(sys.argv[1], sys.argv[1:])' "$BASH" "$0" "$@"
+}
+
+# sleeps for $1 seconds without a child process, and wakes for a trap
+nap() {
+    if [ -n "$NAP" ]; then
+        read -r -t "$1" -u "$NAP" _ || true
+    else
+        sleep "$1"
+    fi
+}
+
+now_ms() { local t=${EPOCHREALTIME/[.,]/}; NOW_MS=$((t / 1000)); }
+
+# PS_STATE, PS_PPID and PS_START (its start time) of process $1, or false
+proc_stat() {
+    local s
+    { read -r s < "/proc/$1/stat"; } 2>/dev/null || return 1
+    s=${s##*) }
+    # shellcheck disable=SC2086
+    set -- $s
+    PS_STATE=$1 PS_PPID=$2 PS_START=${20}
+}
+
+# true while known process $1 runs: the same process (start time), not a zombie
+known_alive() {
+    proc_stat "$1" && [ "$PS_STATE" != Z ] && [ "$PS_START" = "${KNOWN[$1]}" ]
+}
+
+# LEFT: the known processes that still run
+known_left() {
+    local p
+    LEFT=()
+    for p in "${!KNOWN[@]}"; do
+        if known_alive "$p"; then LEFT+=("$p"); fi
+    done
+}
+
+# KNOWN: every live descendant of build.sh (nginx's workers, the stand-ins'
+# log filters too), and those known before that live on elsewhere.  From
+# /proc/PID/task/*/children (no process started for it, so the supervision
+# loop does it at every turn), or ps
+refresh_tree() {
+    local pid ppid t k queue=("$$") kids
+    declare -A children=()
+    if [ -z "$PROC_CHILDREN" ]; then
+        while read -r pid ppid; do
+            children[$ppid]+=" $pid"
+        done < <(ps -e -o pid=,ppid= 2>/dev/null || true)
+    fi
+    for pid in "${!KNOWN[@]}"; do
+        if known_alive "$pid"; then queue+=("$pid"); else unset "KNOWN[$pid]"; fi
+    done
+    while [ ${#queue[@]} -gt 0 ]; do
+        pid=${queue[-1]}
+        unset 'queue[-1]'
+        if [ -n "$PROC_CHILDREN" ]; then
+            kids=""
+            for t in /proc/"$pid"/task/*/children; do
+                k=""
+                { read -r k < "$t"; } 2>/dev/null || true
+                kids+=" $k"
+            done
+        else
+            kids=${children[$pid]:-}
+        fi
+        for pid in $kids; do
+            [ -z "${KNOWN[$pid]:-}" ] || continue
+            proc_stat "$pid" && [ "$PS_STATE" != Z ] || continue
+            KNOWN[$pid]=$PS_START
+            queue+=("$pid")
+        done
+    done
+}
+
+# tracks child $1, named $2
+track() {
+    PIDS+=("$1")
+    NAME[$1]=$2
+    STARTED=1
+    if proc_stat "$1"; then KNOWN[$1]=$PS_START; fi
+}
+
+untrack() {
+    local p keep=()
+    for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+    PIDS=("${keep[@]}")
+}
 
 stop_all() {
-    local p
-    trap - INT TERM EXIT
-    # once: from the trap, and again after the wait the signal ended
+    local p i
+    # once: from a trap, from the exit, or from the supervision loop; a
+    # second SIGINT or SIGTERM while stopping goes straight to SIGKILL
     [ -z "${STOPPED:-}" ] || return 0
-    STOPPED=1
-    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    STOPPED=1 STOP_NOW=""
+    trap 'STOP_NOW=1' INT TERM
+    trap - EXIT
+    refresh_tree
+    # SIGTERM to each child of build.sh (an orphan it adopted too), and to
+    # a descendant whose parent is gone: nobody else will stop it
+    for p in "${!KNOWN[@]}"; do
+        known_alive "$p" || continue
+        [ "$PS_PPID" = $$ ] || [ -z "${KNOWN[$PS_PPID]:-}" ] || continue
+        kill -TERM "$p" 2>/dev/null || true
+    done
+    for ((i = 0; i < STOP_GRACE_S * 10; i++)); do
+        known_left
+        [ ${#LEFT[@]} -gt 0 ] && [ -z "$STOP_NOW" ] || break
+        nap 0.1
+    done
+    if [ ${#LEFT[@]} -gt 0 ]; then
+        refresh_tree
+        known_left
+        say "still running after ${STOP_GRACE_S} s or a second signal, killed (SIGKILL): $(ps -o pid=,args= -p "$(IFS=,; echo "${LEFT[*]}")" 2>/dev/null | cut -c1-60 | paste -sd ';')"
+        kill -KILL "${LEFT[@]}" 2>/dev/null || true
+    fi
     for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    say "stopped"
+    # gone once reaped (by build.sh, or by init if it did not adopt them)
+    for ((i = 0; i < 20; i++)); do
+        known_left
+        [ ${#LEFT[@]} -gt 0 ] || break
+        nap 0.1
+    done
+    [ -z "${STARTED:-}" ] || say "stopped"
+}
+
+# SIGTERM or SIGINT: stop everything, and exit 0 (a requested stop)
+on_signal() {
+    stop_all
+    exit 0
+}
+
+# "exited with status S" or "was killed by signal K (NAME)", for status $1
+describe_status() {
+    if [ "$1" -gt 128 ] && [ "$1" -lt 192 ]; then
+        printf 'was killed by signal %d (%s)' $(($1 - 128)) \
+            "$(kill -l $(($1 - 128)) 2>/dev/null || echo '?')"
+    else
+        printf 'exited with status %d' "$1"
+    fi
+}
+
+start_bridged() {
+    "$BUILD/bridged/bridged" --listen "$BRIDGE_ENDPOINT" {NAP}<&- &
+    BRIDGED_PID=$!
+    track "$BRIDGED_PID" bridged
+    now_ms
+    BRIDGED_T0=$NOW_MS
+    BRIDGED_NEXT=0
+}
+
+# bridged (pid $1) ended with status $2: it is started again after the
+# backoff (status 0); everything stops when it exited cleanly (status 2:
+# not a failure, Restart=on-failure) or keeps failing at start, which is
+# its configuration (status 1)
+bridged_ended() {
+    local pid=$1 status=$2 up how
+    now_ms
+    up=$((NOW_MS - BRIDGED_T0))
+    how=$(describe_status "$status")
+    BRIDGED_PID=""
+    if [ "$status" -eq 0 ]; then
+        say "bridged (pid $pid) exited cleanly (status 0): stopping everything"
+        return 2
+    fi
+    if [ $up -ge $((RESTART_STABLE_S * 1000)) ]; then
+        BRIDGED_DELAY=0
+    fi
+    if [ $up -lt $((QUICK_FAIL_S * 1000)) ]; then
+        BRIDGED_QUICK=$((BRIDGED_QUICK + 1))
+    else
+        BRIDGED_QUICK=0
+    fi
+    if [ $BRIDGED_QUICK -ge $QUICK_FAIL_MAX ]; then
+        say "bridged (pid $pid) $how"
+        say "error: bridged failed $BRIDGED_QUICK times in a row within ${QUICK_FAIL_S} s of its start: it refuses its configuration or environment (see its messages above); not restarting it, stopping everything"
+        return 1
+    fi
+    if [ "$BRIDGED_DELAY" -eq 0 ]; then
+        BRIDGED_DELAY=$RESTART_FIRST_S
+    else
+        BRIDGED_DELAY=$((BRIDGED_DELAY * 2))
+        [ "$BRIDGED_DELAY" -le $RESTART_MAX_S ] || BRIDGED_DELAY=$RESTART_MAX_S
+    fi
+    BRIDGED_RESTARTS=$((BRIDGED_RESTARTS + 1))
+    say "bridged (pid $pid) $how; restarting it in $BRIDGED_DELAY s (restart #$BRIDGED_RESTARTS)"
+    BRIDGED_NEXT=$((NOW_MS + BRIDGED_DELAY * 1000))
+}
+
+# the supervision loop, at every quarter second: returns when everything
+# must stop, with status 0 when that is not a failure
+supervise() {
+    local p status name tick=0 rc
+    while :; do
+        for p in "${PIDS[@]}"; do
+            if kill -0 "$p" 2>/dev/null \
+                && ! { proc_stat "$p" && [ "$PS_STATE" = Z ]; }; then
+                continue
+            fi
+            # it ended: its status (bash keeps it once it has reaped it)
+            wait "$p" 2>/dev/null && status=0 || status=$?
+            name=${NAME[$p]}
+            untrack "$p"
+            if [ "$name" = bridged ]; then
+                bridged_ended "$p" "$status" && rc=0 || rc=$?
+                [ $rc -ne 2 ] || return 0
+                [ $rc -eq 0 ] || return 1
+            else
+                say "$name (pid $p) $(describe_status "$status"): stopping everything"
+                return 1
+            fi
+        done
+        if [ -z "$BRIDGED_PID" ] && [ "$BRIDGED_NEXT" -gt 0 ]; then
+            now_ms
+            if [ "$NOW_MS" -ge "$BRIDGED_NEXT" ]; then
+                start_bridged
+                say "bridged started again (pid $BRIDGED_PID), with the same command line (--listen $BRIDGE_ENDPOINT)"
+            fi
+        fi
+        # the descendants: at every turn, or every 2 s with ps
+        tick=$(((tick + 1) % 8))
+        [ -z "$PROC_CHILDREN" ] && [ $tick -ne 0 ] || refresh_tree
+        nap 0.25
+    done
 }
 
 # starts a stand-in that prints "READY <port>"; its port goes to FAKE_PORT.
-# Not in a $(...) subshell: its pid must reach PIDS, so that stop_all stops it
+# Not in a $(...) subshell: its pid must be tracked, so that stop_all stops it
 start_fake() {
     local name=$1; shift
     local out=$RUN/$name.out i pid
     : > "$out"
-    "$PY" "$TOP/tests/fakes/$name.py" "$@" > "$out" 2> >(sed -u "s/^/[$name] /" >&2) &
+    "$PY" "$TOP/tests/fakes/$name.py" "$@" > "$out" {NAP}<&- \
+        2> >(sed -u "s/^/[$name] /" >&2) &
     pid=$!
-    PIDS+=("$pid")
+    track "$pid" "$name"
     FAKE_PORT=""
     for i in $(seq 1 100); do
         if grep -q '^READY ' "$out"; then
@@ -214,7 +471,7 @@ start_fake() {
             return 0
         fi
         kill -0 "$pid" 2>/dev/null || die "$name exited before it was ready"
-        sleep 0.1
+        nap 0.1
     done
     die "$name did not start"
 }
@@ -321,6 +578,11 @@ EOF
 }
 
 cmd_run() {
+    become_subreaper run
+    # from here on, whatever ends the run stops what it started
+    trap on_signal INT TERM
+    trap stop_all EXIT
+
     build_all
     load_env
 
@@ -328,14 +590,13 @@ cmd_run() {
     export TRANSCRIPT_DIR=${TRANSCRIPT_DIR:-$TOP/logs}
     export OPENAI_MODEL=${OPENAI_MODEL:-gpt-realtime-2.1}
     mkdir -p "$RUN/tmp" "$TRANSCRIPT_DIR"
+    exec {NAP}<> <(:)
 
     local simulate=0
     if [ -z "${TWILIO_ACCOUNT_SID:-}" ] || [ -z "${TWILIO_AUTH_TOKEN:-}" ] \
         || [ -z "${OPENAI_API_KEY:-}" ]; then
         simulate=1
     fi
-
-    trap stop_all INT TERM EXIT
 
     if [ $simulate -eq 1 ]; then
         cmd_run_simulation
@@ -372,10 +633,11 @@ cmd_run() {
     fi
     render "$TOP/conf/nginx.conf.in" "$RUN/nginx.conf"
 
-    "$BUILD/bridged/bridged" --listen "$BRIDGE_ENDPOINT" &
-    PIDS+=($!)
-    /usr/sbin/nginx -p "$RUN" -c "$RUN/nginx.conf" &
-    PIDS+=($!)
+    # bridged keeps this command line across restarts: the same endpoint,
+    # which nginx's workers reconnect to
+    start_bridged
+    /usr/sbin/nginx -p "$RUN" -c "$RUN/nginx.conf" {NAP}<&- &
+    track $! nginx
 
     say "listening on port $PORT; transcripts go to $TRANSCRIPT_DIR"
     cat >&2 <<EOF
@@ -389,9 +651,12 @@ cmd_run() {
 
 EOF
 
-    # the first of them to stop stops the others
-    wait -n "${PIDS[@]}" || true
+    # until SIGTERM or SIGINT (on_signal), or nginx or a stand-in ends, or
+    # bridged keeps failing at start
+    local rc=0
+    supervise || rc=$?
     stop_all
+    return $rc
 }
 
 

@@ -71,6 +71,10 @@
 #define BD_CALL_SHUTDOWN_MS    3000     /* a graceful stop's calls end */
 #define BD_CALL_SHUTDOWN_FLUSH_MS  200  /* then their last words leave */
 #define BD_CALL_DIAL_TIMEOUT   25       /* s a transfer rings */
+#define BD_CALL_RENEW_MARGIN_MS  120000  /* before expires_at: renew in a
+                                           quiet moment of this (at most) */
+#define BD_CALL_RENEW_FORCE_MS   5000   /* ...and at the latest this close */
+#define BD_CALL_RENEW_POLL_MS    250    /* how often quiet is looked for */
 #define BD_CALL_WRAP_UP_MS     60000    /* told to wrap up this long before
                                            voice_max_call_duration */
 
@@ -125,6 +129,14 @@ static void bd_call_ev_mcp_call(void *data, uint32_t order, const char *name,
 static void bd_call_ev_response_done(void *data);
 static void bd_call_ev_speech(void *data, int started);
 static void bd_call_ev_idle(void *data);
+static void bd_call_ev_renew(void *data, const char *why);
+static void bd_call_oai_open(void *owner);
+static void bd_call_oai_message(void *owner, const char *json, size_t len);
+static void bd_call_oai_lost(void *owner, const char *why, int fatal);
+static void bd_call_session_lost(bd_call_t *call, const char *why,
+    int fatal);
+static void bd_call_renew_arm(bd_call_t *call);
+static void bd_call_session_open(bd_call_t *call);
 static void bd_call_idle_arm(bd_call_t *call);
 static void bd_call_check_goodbye(bd_call_t *call);
 static void bd_call_end_now(bd_call_t *call, const char *why);
@@ -148,11 +160,19 @@ static const bd_oai_event_ops_t  bd_call_event_ops = {
     bd_call_ev_send,
     bd_call_ev_ready,
     bd_call_ev_fatal,
+    bd_call_ev_renew,
     bd_call_ev_tool_call,
     bd_call_ev_mcp_call,
     bd_call_ev_response_done,
     bd_call_ev_speech,
     bd_call_ev_idle
+};
+
+
+static const bd_oai_ops_t  bd_call_oai_ops = {
+    bd_call_oai_open,
+    bd_call_oai_message,
+    bd_call_oai_lost
 };
 
 
@@ -183,6 +203,13 @@ bd_call_set_state(bd_call_t *call, bd_call_state_e state)
            bd_call_state_names[call->state], bd_call_state_names[state]);
 
     call->state = state;
+
+    /* caller audio goes to OpenAI only in a live session: before, it
+     * waits in the hold ring behind the settings and the history */
+
+    if (call->oai != NULL) {
+        call->oai->audio = (state == BD_CALL_ST_LIVE) ? &call->hold : NULL;
+    }
 }
 
 
@@ -444,6 +471,13 @@ bd_call_ev_transcript(void *data, uint32_t order, uint32_t role,
 
     rc = bd_chan_send(call->peer, w);
 
+    /* the next session hears it too, if there is one */
+
+    if (bd_history_add(&call->history, order, role, text, len) != 0) {
+        bd_log(BD_LOG_WARN, call->sid, "no memory to keep an utterance for "
+               "a later session");
+    }
+
     bd_log(rc == 1 ? BD_LOG_DEBUG : BD_LOG_WARN, call->sid,
            "%s transcript #%u (%zu bytes)%s",
            role == VOICE_PROTO_ROLE_USER ? "caller" : "assistant",
@@ -456,7 +490,68 @@ bd_call_ev_transcript(void *data, uint32_t order, uint32_t role,
 static void
 bd_call_ev_send(void *data, const char *json, size_t len)
 {
-    bd_oai_send(data, json, len);
+    bd_call_t  *call;
+
+    call = data;
+
+    bd_oai_send(call->oai, json, len);
+}
+
+
+/*
+ * A session took over from a lost one: the conversation so far goes in
+ * first, then a note in the record, then -- when the caller was waiting
+ * for an answer (a reply was cut, or the last word was theirs) -- a
+ * response.  The held caller audio follows once the call is live again.
+ */
+
+static void
+bd_call_resume(bd_call_t *call)
+{
+    int                    n;
+    char                   note[320];
+    bd_history_t          *h;
+    voice_proto_writer_t  *w;
+
+    h = &call->history;
+
+    if (bd_oai_event_restore(&call->conv, h, call->lost_why) != 0) {
+        bd_log(BD_LOG_WARN, call->sid, "no memory to give the conversation "
+               "back: the new session starts without it");
+    }
+
+    n = snprintf(note, sizeof(note), "OpenAI session %u took over (%s): "
+                 "%u earlier items given back", call->sessions,
+                 call->lost_why, h->len);
+
+    if (h->dropped) {
+        snprintf(note + n, sizeof(note) - n, ", %u oldest left out",
+                 h->dropped);
+    }
+
+    bd_log(BD_LOG_INFO, call->sid, "%s", note);
+
+    w = bd_chan_begin(VOICE_PROTO_MSG_TRANSCRIPT);
+    voice_proto_put_bytes(w, VOICE_PROTO_F_CALL_SID, call->sid, call->sid_len);
+    voice_proto_put_u32(w, VOICE_PROTO_F_ORDER, call->conv.next_order++);
+    voice_proto_put_u32(w, VOICE_PROTO_F_ROLE, VOICE_PROTO_ROLE_NOTE);
+    voice_proto_put_str(w, VOICE_PROTO_F_TEXT, note);
+    voice_proto_put_u64(w, VOICE_PROTO_F_TIMESTAMP, bd_call_epoch_ms());
+
+    if (bd_chan_send(call->peer, w) == 1) {
+        call->conv.transcripts++;
+    }
+
+    if (!call->amd_hold
+        && (call->respond_due
+            || (h->len > 0
+                && h->items[h->len - 1].role == VOICE_PROTO_ROLE_USER)))
+    {
+        bd_oai_event_respond(&call->conv, NULL);
+    }
+
+    call->respond_due = 0;
+    call->lost_why[0] = '\0';
 }
 
 
@@ -477,12 +572,20 @@ bd_call_ev_ready(void *data)
     lws_sul_cancel(&call->sul_wait);
     call->retries = 0;
 
+    if (call->lost_why[0] != '\0') {
+        bd_call_resume(call);
+    }
+
+    call->was_live = 1;
+
     bd_call_set_state(call, BD_CALL_ST_LIVE);
 
-    bd_log(BD_LOG_INFO, call->sid, "OpenAI session ready after %llu ms, "
-           "%zu ms of caller audio held",
+    bd_log(BD_LOG_INFO, call->sid, "OpenAI session %u ready after %llu ms, "
+           "%zu ms of caller audio held", call->sessions,
            (unsigned long long) (uv_now(bd_call_loop) - call->started),
            bd_ring_len(&call->hold) / 8);
+
+    bd_call_renew_arm(call);
 
     greeting = bd_session_str(call->settings, "greeting");
 
@@ -506,7 +609,7 @@ bd_call_ev_ready(void *data)
         }
     }
 
-    bd_oai_want_write(call);
+    bd_oai_want_write(call->oai);
 }
 
 
@@ -624,8 +727,9 @@ bd_call_wait_expired(lws_sorted_usec_list_t *sul)
     case BD_CALL_ST_CONFIGURING:
         bd_log(BD_LOG_WARN, call->sid, "OpenAI did not confirm the session "
                "within %d ms", BD_CALL_CONFIGURE_MS);
-        bd_oai_abort(call);
-        bd_call_oai_lost(call, "no session.updated");
+        bd_oai_release(call->oai, 1);
+        call->oai = NULL;
+        bd_call_session_lost(call, "no session.updated", 0);
         break;
 
     case BD_CALL_ST_ENDING:
@@ -698,6 +802,7 @@ bd_call_destroy(bd_call_t *call)
 
     lws_sul_cancel(&call->sul_connect);
     lws_sul_cancel(&call->sul_wait);
+    lws_sul_cancel(&call->sul_renew);
     lws_sul_cancel(&call->sul_idle);
     lws_sul_cancel(&call->sul_limit);
 
@@ -710,7 +815,9 @@ bd_call_destroy(bd_call_t *call)
     }
 
     bd_call_unlink(call);
-    bd_oai_close(call);
+
+    bd_oai_release(call->oai, 0);
+    call->oai = NULL;
 
     /*
      * The last call of a graceful stop: the rest of it, from the loop, a
@@ -732,7 +839,7 @@ bd_call_destroy(bd_call_t *call)
 static void
 bd_call_free(bd_call_t *call)
 {
-    bd_oai_release(call);
+    bd_history_free(&call->history);
     bd_ring_free(&call->hold);
 
     cJSON_Delete(call->settings);
@@ -898,6 +1005,7 @@ bd_call_start(bd_chan_peer_t *peer, const voice_proto_msg_t *msg)
     }
 
     bd_oai_event_init(&call->conv, &bd_call_event_ops, call, call->sid);
+    bd_history_init(&call->history);
 
     if (old != NULL) {
 
@@ -913,6 +1021,17 @@ bd_call_start(bd_chan_peer_t *peer, const voice_proto_msg_t *msg)
         call->conv.next_order = old->conv.next_order;
         call->conv.mark_seq = old->conv.mark_seq;
         call->conv.transcripts = old->conv.transcripts;
+
+        /* and the conversation goes on where it was */
+
+        call->history = old->history;
+        bd_history_init(&old->history);
+        call->greeted = old->greeted;
+
+        if (call->history.len > 0) {
+            snprintf(call->lost_why, sizeof(call->lost_why),
+                     "the media stream started again");
+        }
 
         bd_call_destroy(old);
     }
@@ -950,9 +1069,7 @@ bd_call_start(bd_chan_peer_t *peer, const voice_proto_msg_t *msg)
            bd_session_str(call->settings, "greeting") ? ", with a greeting"
                                                       : "");
 
-    if (bd_oai_connect(call) != 0) {
-        bd_call_hangup(call, "bridged cannot reach OpenAI");
-    }
+    bd_call_session_open(call);
 }
 
 
@@ -980,7 +1097,7 @@ bd_call_audio_in(bd_call_t *call, const voice_proto_str_t *audio)
         }
 
         if (call->state == BD_CALL_ST_LIVE) {
-            bd_oai_flush(call);
+            bd_oai_flush(call->oai);
         }
 
         break;
@@ -1129,7 +1246,7 @@ bd_call_amd(bd_call_t *call)
                 bd_oai_event_respond(&call->conv, NULL);
             }
 
-            bd_oai_want_write(call);
+            bd_oai_want_write(call->oai);
         }
 
         return;
@@ -1140,7 +1257,7 @@ bd_call_amd(bd_call_t *call)
     /* a machine: nothing more is said to its greeting */
 
     if (call->conv.active || call->conv.responding) {
-        bd_oai_send(call, cancel, sizeof(cancel) - 1);
+        bd_oai_send(call->oai, cancel, sizeof(cancel) - 1);
         bd_call_ev_clear(call);
         call->conv.responding = 0;
     }
@@ -1155,7 +1272,7 @@ bd_call_amd(bd_call_t *call)
                  "for word, and nothing else: %s", message);
 
         bd_oai_event_respond(&call->conv, text);
-        bd_oai_want_write(call);
+        bd_oai_want_write(call->oai);
 
         bd_log(BD_LOG_INFO, call->sid, "leaving a voicemail, then ending "
                "the call");
@@ -1205,7 +1322,7 @@ bd_call_dtmf(bd_call_t *call, const voice_proto_str_t *text)
         bd_log(BD_LOG_WARN, call->sid, "no memory for a key press");
     }
 
-    bd_oai_want_write(call);
+    bd_oai_want_write(call->oai);
 }
 
 
@@ -1296,17 +1413,49 @@ bd_call_peer_gone(bd_chan_peer_t *peer)
 }
 
 
-void
-bd_call_oai_open(bd_call_t *call)
+/* a new OpenAI connection for the call: its first, or the next one */
+
+static void
+bd_call_session_open(bd_call_t *call)
 {
-    char  *json;
+    call->sessions++;
+
+    call->oai = bd_oai_open(&bd_call_oai_ops, call, call->sid, call->model);
+
+    if (call->oai == NULL) {
+        bd_call_session_lost(call, "cannot open a connection", 0);
+    }
+}
+
+
+static void
+bd_call_reconnect(lws_sorted_usec_list_t *sul)
+{
+    bd_call_t  *call;
+
+    call = lws_container_of(sul, bd_call_t, sul_connect);
+
+    if (call->state == BD_CALL_ST_RETRYING && call->oai == NULL) {
+        bd_call_session_open(call);
+    }
+}
+
+
+static void
+bd_call_oai_open(void *owner)
+{
+    char       *json;
+    bd_call_t  *call;
+
+    call = owner;
 
     if (call->state != BD_CALL_ST_CONNECTING
         && call->state != BD_CALL_ST_RETRYING)
     {
         bd_log(BD_LOG_INFO, call->sid, "OpenAI connected while %s: closing",
                bd_call_state_names[call->state]);
-        bd_oai_abort(call);
+        bd_oai_release(call->oai, 1);
+        call->oai = NULL;
         return;
     }
 
@@ -1320,7 +1469,7 @@ bd_call_oai_open(bd_call_t *call)
         return;
     }
 
-    bd_oai_send(call, json, strlen(json));
+    bd_oai_send(call->oai, json, strlen(json));
     cJSON_free(json);
 
     bd_oai_timer(&call->sul_wait, bd_call_wait_expired,
@@ -1328,9 +1477,13 @@ bd_call_oai_open(bd_call_t *call)
 }
 
 
-void
-bd_call_oai_message(bd_call_t *call, const char *json, size_t len)
+static void
+bd_call_oai_message(void *owner, const char *json, size_t len)
 {
+    bd_call_t  *call;
+
+    call = owner;
+
     if (call->state != BD_CALL_ST_CONFIGURING
         && call->state != BD_CALL_ST_LIVE
         && call->state != BD_CALL_ST_ENDING
@@ -1349,10 +1502,33 @@ bd_call_oai_message(bd_call_t *call, const char *json, size_t len)
 }
 
 
-void
-bd_call_oai_lost(bd_call_t *call, const char *why)
+static void
+bd_call_oai_lost(void *owner, const char *why, int fatal)
 {
-    char  reason[256];
+    bd_call_t  *call;
+
+    call = owner;
+
+    bd_oai_release(call->oai, 1);
+    call->oai = NULL;
+
+    bd_call_session_lost(call, why, fatal);
+}
+
+
+/*
+ * The call's OpenAI session is gone.  A live call gets a new one after a
+ * backoff, with the conversation so far, a bounded number of times;
+ * an error that will not go away (a refused key, an unknown model) ends
+ * the call at once instead, and so do the attempts running out: then
+ * nginx closes the media stream and Twilio speaks the fallback message.
+ */
+
+static void
+bd_call_session_lost(bd_call_t *call, const char *why, int fatal)
+{
+    char      reason[256];
+    uint32_t  delay;
 
     switch (call->state) {
 
@@ -1361,20 +1537,46 @@ bd_call_oai_lost(bd_call_t *call, const char *why)
     case BD_CALL_ST_LIVE:
     case BD_CALL_ST_RETRYING:
         lws_sul_cancel(&call->sul_wait);
+        lws_sul_cancel(&call->sul_renew);
 
-        if (bd_oai_retry(call)) {
-            bd_log(BD_LOG_WARN, call->sid, "OpenAI connection lost (%s): "
-                   "retry %u", why, (unsigned) call->retries);
+        if (fatal) {
             bd_call_set_state(call, BD_CALL_ST_RETRYING);
+            snprintf(reason, sizeof(reason), "OpenAI refused the session: "
+                     "%s", why);
+            bd_call_hangup(call, reason);
             return;
         }
 
-        /* RETRYING, so that the stop below ends the call at once */
+        /* a reply cut short is answered again by the next session */
+
+        if (call->state == BD_CALL_ST_LIVE
+            && (call->conv.active || call->conv.responding))
+        {
+            call->respond_due = 1;
+        }
+
+        /* the first loss after a live session is what the next one is
+         * told; before any, there is nothing to take over */
+
+        if (call->was_live && call->lost_why[0] == '\0') {
+            snprintf(call->lost_why, sizeof(call->lost_why), "%s", why);
+        }
+
+        delay = bd_oai_backoff_ms(&call->retries);
 
         bd_call_set_state(call, BD_CALL_ST_RETRYING);
 
-        snprintf(reason, sizeof(reason), "OpenAI unreachable: %s", why);
-        bd_call_hangup(call, reason);
+        if (delay == 0) {
+            snprintf(reason, sizeof(reason), "OpenAI unreachable: %s", why);
+            bd_call_hangup(call, reason);
+            return;
+        }
+
+        bd_log(BD_LOG_WARN, call->sid, "OpenAI session lost (%s): attempt "
+               "%u in %u ms", why, (unsigned) call->retries,
+               (unsigned) delay);
+
+        bd_oai_timer(&call->sul_connect, bd_call_reconnect, delay);
         break;
 
     case BD_CALL_ST_ENDING:
@@ -1398,6 +1600,116 @@ bd_call_oai_lost(bd_call_t *call, const char *why)
 }
 
 
+/*
+ * This session is over but the call is not (session_expired, or its
+ * lifetime is up): the next session takes over at once, with the
+ * conversation so far.  The old connection is closed politely.
+ */
+
+static void
+bd_call_renew(bd_call_t *call, const char *why)
+{
+    if (call->state != BD_CALL_ST_LIVE) {
+        return;
+    }
+
+    bd_log(BD_LOG_INFO, call->sid, "moving to a new OpenAI session: %s",
+           why);
+
+    lws_sul_cancel(&call->sul_renew);
+
+    call->respond_due = call->conv.active || call->conv.responding;
+    snprintf(call->lost_why, sizeof(call->lost_why), "%s", why);
+
+    bd_oai_release(call->oai, 0);
+    call->oai = NULL;
+    call->retries = 0;
+
+    bd_call_set_state(call, BD_CALL_ST_RETRYING);
+    bd_oai_timer(&call->sul_connect, bd_call_reconnect, 0);
+}
+
+
+static void
+bd_call_ev_renew(void *data, const char *why)
+{
+    bd_call_renew(data, why);
+}
+
+
+/*
+ * A session's lifetime: renewed after --session-max-s, and always a
+ * margin before the expires_at OpenAI gave (60 minutes today), at a quiet
+ * moment -- nobody speaking, no reply generating or playing, no caller
+ * transcript due, no tool running -- so that nothing in flight is lost.
+ * Past the margin's last seconds it moves anyway.
+ */
+
+static void
+bd_call_renew_due(lws_sorted_usec_list_t *sul)
+{
+    bd_call_t  *call;
+
+    call = lws_container_of(sul, bd_call_t, sul_renew);
+
+    if (call->state != BD_CALL_ST_LIVE) {
+        return;
+    }
+
+    if ((bd_oai_event_quiet(&call->conv) && !call->conv.speaking
+         && call->conv.pending == 0 && !call->conv.committing
+         && call->tools.running == 0 && !call->tools.want_response)
+        || uv_now(bd_call_loop) >= call->renew_by)
+    {
+        bd_call_renew(call, "the session reached its lifetime");
+        return;
+    }
+
+    bd_oai_timer(&call->sul_renew, bd_call_renew_due, BD_CALL_RENEW_POLL_MS);
+}
+
+
+static void
+bd_call_renew_arm(bd_call_t *call)
+{
+    uint64_t  now, at, left, margin, epoch;
+
+    now = uv_now(bd_call_loop);
+    at = bd_call_conf->session_max_s ? bd_call_conf->session_max_s * 1000ULL
+                                     : UINT64_MAX;
+    call->renew_by = UINT64_MAX;
+
+    if (call->conv.expires_at != 0) {
+        epoch = bd_call_epoch_ms();
+        left = call->conv.expires_at * 1000 > epoch
+               ? call->conv.expires_at * 1000 - epoch : 0;
+
+        /* a tenth of the lifetime, at most two minutes, for a quiet
+         * moment; then a few seconds to move whatever is going on */
+
+        margin = left / 10 < BD_CALL_RENEW_MARGIN_MS
+                 ? left / 10 : BD_CALL_RENEW_MARGIN_MS;
+
+        if (left - margin < at) {
+            at = left - margin;
+        }
+
+        call->renew_by = now + (left > BD_CALL_RENEW_FORCE_MS
+                                ? left - BD_CALL_RENEW_FORCE_MS : 0);
+    }
+
+    if (at == UINT64_MAX) {
+        return;
+    }
+
+    if (call->renew_by == UINT64_MAX) {
+        call->renew_by = now + at + BD_CALL_RENEW_MARGIN_MS;
+    }
+
+    bd_oai_timer(&call->sul_renew, bd_call_renew_due, at);
+}
+
+
 static void
 bd_call_ev_tool_call(void *data, uint32_t order, const char *call_id,
     const char *name, const char *arguments)
@@ -1413,7 +1725,7 @@ bd_call_ev_tool_call(void *data, uint32_t order, const char *call_id,
     }
 
     bd_tool_call(call, order, call_id, name, arguments);
-    bd_oai_want_write(call);
+    bd_oai_want_write(call->oai);
 }
 
 
@@ -1447,7 +1759,7 @@ bd_call_ev_response_done(void *data)
     bd_tool_response_done(call);
     bd_call_check_goodbye(call);
     bd_call_idle_arm(call);
-    bd_oai_want_write(call);
+    bd_oai_want_write(call->oai);
 }
 
 
@@ -1455,7 +1767,8 @@ void
 bd_call_tool_record(bd_call_t *call, uint32_t order, const char *name,
     const char *arguments, const char *output)
 {
-    int                    rc;
+    int                    rc, n;
+    char                  *text;
     size_t                 len;
     voice_proto_writer_t  *w;
 
@@ -1492,6 +1805,17 @@ bd_call_tool_record(bd_call_t *call, uint32_t order, const char *name,
     } else {
         bd_log(BD_LOG_WARN, call->sid, "the record of tool %s could not be "
                "sent", name);
+    }
+
+    /* a later session reads it as text: "NAME(ARGS) returned: OUTPUT" */
+
+    text = malloc(BD_HISTORY_ITEM_MAX + 1);
+    if (text != NULL) {
+        n = snprintf(text, BD_HISTORY_ITEM_MAX + 1, "%s(%.512s) returned: "
+                     "%.*s", name, arguments, (int) len, output);
+        (void) bd_history_add(&call->history, order, VOICE_PROTO_ROLE_TOOL,
+                              text, n < 0 ? 0 : strlen(text));
+        free(text);
     }
 }
 
@@ -1709,7 +2033,7 @@ bd_call_ended(void *data, unsigned status, long code)
         bd_tool_transfer_done(run, "{\"error\":\"the transfer failed: "
                               "Twilio refused it; tell the caller and "
                               "go on helping\"}", 1);
-        bd_oai_want_write(call);
+        bd_oai_want_write(call->oai);
         return;
     }
 
@@ -1801,9 +2125,9 @@ bd_call_session_again(bd_call_t *call)
         return;
     }
 
-    bd_oai_send(call, json, strlen(json));
+    bd_oai_send(call->oai, json, strlen(json));
     cJSON_free(json);
-    bd_oai_want_write(call);
+    bd_oai_want_write(call->oai);
 }
 
 
@@ -1841,7 +2165,7 @@ bd_call_idle_expired(lws_sorted_usec_list_t *sul)
                "prompt %u of %u", call->idle_ms, call->idle_prompts, max);
 
         bd_oai_event_respond(&call->conv, BD_CALL_IDLE_PROMPT);
-        bd_oai_want_write(call);
+        bd_oai_want_write(call->oai);
         return;
     }
 
@@ -1849,7 +2173,7 @@ bd_call_idle_expired(lws_sorted_usec_list_t *sul)
            "prompts: goodbye", max);
 
     bd_oai_event_respond(&call->conv, BD_CALL_IDLE_GOODBYE);
-    bd_oai_want_write(call);
+    bd_oai_want_write(call->oai);
     bd_call_ending(call, "assistant", "idle", "Status=completed");
 }
 
@@ -1963,7 +2287,7 @@ bd_call_limit_expired(lws_sorted_usec_list_t *sul)
                "to wrap up", (unsigned long long) (left / 1000));
 
         (void) bd_oai_event_system(&call->conv, text);
-        bd_oai_want_write(call);
+        bd_oai_want_write(call->oai);
         bd_oai_timer(&call->sul_limit, bd_call_limit_expired, left);
         return;
     }
@@ -1980,7 +2304,7 @@ bd_call_limit_expired(lws_sorted_usec_list_t *sul)
     }
 
     bd_oai_event_respond(&call->conv, BD_CALL_LIMIT_GOODBYE);
-    bd_oai_want_write(call);
+    bd_oai_want_write(call->oai);
     bd_call_ending(call, "assistant", "time limit", "Status=completed");
 }
 

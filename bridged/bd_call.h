@@ -2,10 +2,12 @@
  * bd_call.h: one phone call, from nginx's STREAM_START to CALL_DONE.
  *
  * bd_call.c owns the call table, the call state machine and the messages
- * about calls; bd_oai.c runs the call's OpenAI WebSocket and reports back
- * through the bd_call_oai_*() functions.  Both files work on bd_call_t.
- * Its references (refs) are the table's, each live wsi's, and a pending
- * name lookup's.
+ * about calls.  A call opens one OpenAI connection after another
+ * (bd_oai.c, an object of its own): when one is lost, the next gets the
+ * same settings and the conversation so far (bd_history.c), while the
+ * caller's audio waits in the hold ring.  Its one reference (refs) is
+ * the table's: a connection, a tool run or a Twilio request that outlives
+ * the call is cut loose from it, not counted.
  */
 
 #ifndef BD_CALL_H
@@ -20,6 +22,8 @@
 
 #include "bd_chan.h"
 #include "bd_conf.h"
+#include "bd_history.h"
+#include "bd_oai.h"
 #include "bd_oai_event.h"
 #include "bd_ring.h"
 #include "bd_tool.h"
@@ -27,15 +31,12 @@
 #include "voice_proto.h"
 
 
-#define BD_CALL_WSI_MAX   2        /* a closing and a new connection */
-#define BD_CALL_PATH_MAX  2048     /* the OpenAI URL path and query */
-
-
 typedef enum {
     BD_CALL_ST_CONNECTING = 0,     /* OpenAI socket opening, audio held */
     BD_CALL_ST_CONFIGURING,        /* session.update sent, audio held */
     BD_CALL_ST_LIVE,               /* audio flows both ways */
-    BD_CALL_ST_RETRYING,           /* socket lost, reconnect scheduled */
+    BD_CALL_ST_RETRYING,           /* session lost, the next one is
+                                      scheduled or opening; audio held */
     BD_CALL_ST_ENDING,             /* ended on purpose (end_call, a
                                       transfer): the last words play out,
                                       then Twilio is asked through REST */
@@ -52,7 +53,7 @@ struct bd_call_s {
     bd_call_t                *next;           /* hash chain */
     bd_call_t                *reap_next;
     bd_call_state_e           state;
-    unsigned                  refs;           /* the table + live wsis */
+    unsigned                  refs;           /* the table's */
     bd_chan_peer_t           *peer;           /* the worker owning it */
     uint64_t                  started;        /* loop time, ms */
     size_t                    sid_len;
@@ -69,24 +70,20 @@ struct bd_call_s {
     unsigned                  greeted:1;
     unsigned                  hold_logged:1;
 
-    /* the OpenAI WebSocket, run by bd_oai.c */
-    struct lws               *wsi;            /* current connection */
-    struct lws               *wsis[BD_CALL_WSI_MAX];  /* not destroyed */
-    lws_sorted_usec_list_t    sul_connect;
+    /* the current OpenAI connection (bd_oai.c), one session of the call;
+     * a lost one is replaced, with the conversation so far given back */
+    bd_oai_conn_t            *oai;
+    lws_sorted_usec_list_t    sul_connect;    /* the next session */
     lws_sorted_usec_list_t    sul_wait;       /* configure / final wait */
-    uv_getaddrinfo_t          dns;
-    uint16_t                  retries;
-    unsigned                  resolving:1;    /* dns in flight */
-    unsigned                  open:1;         /* established */
-    unsigned                  close_pending:1;
-    unsigned                  close_sent:1;
-    bd_oai_msg_t             *out_head;       /* client events to send */
-    bd_oai_msg_t             *out_tail;
-    unsigned                  out_count;
-    uint8_t                  *rx;             /* message being reassembled */
-    size_t                    rx_len;
-    size_t                    rx_size;
-    unsigned                  rx_skip:1;
+    lws_sorted_usec_list_t    sul_renew;      /* the session's lifetime */
+    uint64_t                  renew_by;       /* loop ms: moved by then */
+    uint16_t                  retries;        /* since the last live one */
+    unsigned                  sessions;       /* opened so far */
+    unsigned                  respond_due:1;  /* a reply was cut: the
+                                                 next session answers */
+    unsigned                  was_live:1;     /* a session was, once */
+    char                      lost_why[160];  /* why the last one went */
+    bd_history_t              history;
 
     /* caller audio waiting for OpenAI: bounded, oldest dropped first */
     bd_ring_t                 hold;
@@ -122,7 +119,6 @@ struct bd_call_s {
     unsigned                  end_timed:1;    /* the wait is the audio's */
 
     uint64_t                  audio_in;       /* caller bytes received */
-    uint64_t                  audio_appended; /* caller bytes to OpenAI */
 };
 
 
@@ -162,11 +158,6 @@ void bd_call_end(bd_call_t *call, const char *by, const char *reason);
  * answered through bd_tool_transfer_done() */
 void bd_call_transfer(bd_call_t *call, bd_tool_run_t *run, const char *name,
     const char *to);
-
-/* reports from bd_oai.c about the current connection */
-void bd_call_oai_open(bd_call_t *call);
-void bd_call_oai_message(bd_call_t *call, const char *json, size_t len);
-void bd_call_oai_lost(bd_call_t *call, const char *why);
 
 
 #endif /* BD_CALL_H */

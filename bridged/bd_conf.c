@@ -39,6 +39,8 @@ static const bd_conf_num_t  bd_conf_nums[] = {
       offsetof(bd_conf_t, final_wait_ms) },
     { "audio-buffer-ms", "BRIDGED_AUDIO_BUFFER_MS", 20, 120000, 10000,
       offsetof(bd_conf_t, audio_buffer_ms) },
+    { "session-max-s", "BRIDGED_SESSION_MAX_S", 0, 86400, 3300,
+      offsetof(bd_conf_t, session_max_s) },
 };
 
 
@@ -48,6 +50,7 @@ enum {
     BD_CONF_OPT_TWILIO_TIMEOUT,
     BD_CONF_OPT_FINAL_WAIT,
     BD_CONF_OPT_AUDIO_BUFFER,
+    BD_CONF_OPT_SESSION_MAX,
     BD_CONF_OPT_LOG_LEVEL,
     BD_CONF_OPT_SCHED,
     BD_CONF_OPT_HELP
@@ -61,6 +64,7 @@ static const struct option  bd_conf_options[] = {
       BD_CONF_OPT_TWILIO_TIMEOUT },
     { "final-wait-ms", required_argument, NULL, BD_CONF_OPT_FINAL_WAIT },
     { "audio-buffer-ms", required_argument, NULL, BD_CONF_OPT_AUDIO_BUFFER },
+    { "session-max-s", required_argument, NULL, BD_CONF_OPT_SESSION_MAX },
     { "log-level", required_argument, NULL, BD_CONF_OPT_LOG_LEVEL },
     { "sched", required_argument, NULL, BD_CONF_OPT_SCHED },
     { "help", no_argument, NULL, BD_CONF_OPT_HELP },
@@ -90,6 +94,11 @@ bd_conf_usage(FILE *out)
 "                            (BRIDGED_FINAL_WAIT_MS)\n"
 "  --audio-buffer-ms N       caller audio held while the OpenAI session\n"
 "                            opens, default 10000 (BRIDGED_AUDIO_BUFFER_MS)\n"
+"  --session-max-s N         a call moves to a new OpenAI session, with the\n"
+"                            conversation so far, at a quiet moment after\n"
+"                            this long (and always before the session's\n"
+"                            own expires_at); 0: only then. Default 3300\n"
+"                            (BRIDGED_SESSION_MAX_S)\n"
 "  --log-level LEVEL         debug, info, warn or error, default info\n"
 "                            (BRIDGED_LOG_LEVEL)\n"
 "  --sched POLICY            batch (default) or other: the Linux scheduling\n"
@@ -192,6 +201,7 @@ bd_conf_load(bd_conf_t *conf, int argc, char **argv, char *err,
         case BD_CONF_OPT_TWILIO_TIMEOUT:
         case BD_CONF_OPT_FINAL_WAIT:
         case BD_CONF_OPT_AUDIO_BUFFER:
+        case BD_CONF_OPT_SESSION_MAX:
             nums[c - BD_CONF_OPT_TWILIO_TIMEOUT] = optarg;
             break;
 

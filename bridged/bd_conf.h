@@ -33,6 +33,7 @@ typedef struct {
     unsigned     twilio_timeout_ms;
     unsigned     final_wait_ms;
     unsigned     audio_buffer_ms;
+    unsigned     session_max_s;     /* renew an OpenAI session after */
     int          log_level;
     int          sched_batch;       /* run as SCHED_BATCH */
 } bd_conf_t;

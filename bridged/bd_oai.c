@@ -1,23 +1,29 @@
 /*
- * bd_oai.c: one OpenAI Realtime WebSocket per call, with libwebsockets as
- * a guest on bridged's libuv loop (LWS_SERVER_OPTION_LIBUV, foreign loop).
+ * bd_oai.c: an OpenAI Realtime WebSocket, with libwebsockets as a guest on
+ * bridged's libuv loop (LWS_SERVER_OPTION_LIBUV, foreign loop).
  *
- * The shape is lws's minimal ws client: the call owns its connection
- * (userdata and pwsi), every attempt starts from a sul, and one static
- * retry policy gives the backoff, the jitter, the number of attempts and
- * the idle ping / hang-up times.  Writes are one lws_write() each, into
- * LWS_PRE headroom: first the queued client events, then caller audio
- * taken from the call's hold ring and encoded straight into the static
- * write buffer, so audio costs no allocation.  They happen in WRITEABLE,
- * except for the common case of a live call's audio with nothing ahead of
- * it, which goes out as it arrives (bd_oai_flush()).
- * An incoming message that lws hands over whole is parsed in place;
- * one in pieces (lws's buffer is 4 KiB) is reassembled up to a hard cap
- * in a buffer the call keeps, then handed to bd_call.c, which parses it
- * (bd_oai_event.c).  Nothing inbound is
- * queued: an event is acted on as it arrives and what it sends to nginx
- * is bounded by the ZeroMQ queue, so lws_rx_flow_control() has nothing to
- * protect and is not used.
+ * Each connection is a bd_oai_conn_t of its own with its own states
+ * (bd_oai_set_state() is their one transition): a call holds its current
+ * connection and lets it go when it ends or is replaced, so a lost
+ * session is followed by a new connection, not by the old one coming
+ * back.  The connection is the wsi's userdata; it is freed when neither
+ * its owner, nor lws (LWS_CALLBACK_WSI_DESTROY, which with libuv comes
+ * after the socket's handle has closed), nor a name lookup refers to it.
+ * One static retry policy gives each wsi its idle ping and hang-up times
+ * and the owner its backoff between sessions (bd_oai_backoff_ms()).
+ *
+ * Writes are one lws_write() each, into LWS_PRE headroom: first the
+ * queued client events, then caller audio taken from the owner's hold
+ * ring and encoded straight into the static write buffer, so audio costs
+ * no allocation.  They happen in WRITEABLE, except for the common case of
+ * a live call's audio with nothing ahead of it, which goes out as it
+ * arrives (bd_oai_flush()).  An incoming message that lws hands over
+ * whole is parsed in place; one in pieces (lws's buffer is 4 KiB) is
+ * reassembled up to a hard cap in a buffer the connection keeps, then
+ * handed to the owner, which parses it (bd_oai_event.c).  Nothing inbound
+ * is queued: an event is acted on as it arrives and what it sends to
+ * nginx is bounded by the ZeroMQ queue, so lws_rx_flow_control() has
+ * nothing to protect and is not used.
  *
  * TLS: wss:// uses LCCSCF_USE_SSL and nothing else, so the certificate
  * and the host name are always verified, against --ca-file when given.
@@ -27,11 +33,7 @@
  * uv_getaddrinfo() (libuv's thread pool), caches the answer for a minute,
  * and gives lws the numeric address; the host name still goes in "host",
  * which lws uses for the Host header, SNI and certificate verification.
- *
- * A connection keeps the call alive (bd_call_t.refs) until lws reports
- * LWS_CALLBACK_WSI_DESTROY, which with libuv comes after the socket's
- * handle has closed; only the current connection of a live call may act
- * on the call.
+
  */
 
 #include <arpa/inet.h>
@@ -44,7 +46,6 @@
 #include <uv.h>
 #include <libwebsockets.h>
 
-#include "bd_call.h"
 #include "bd_conf.h"
 #include "bd_form.h"
 #include "bd_log.h"
@@ -56,7 +57,9 @@
 #define BD_OAI_RX_MAX        (256 * 1024)    /* one server event */
 #define BD_OAI_RX_START      8192
 #define BD_OAI_RX_PIECE      4096            /* lws's per-connection buffer */
-#define BD_OAI_OUT_MAX       64              /* queued client events */
+#define BD_OAI_OUT_MAX       160             /* queued client events: a
+                                                resumed conversation's
+                                                history fits */
 #define BD_OAI_CLOSE_WAIT_S  3               /* for the peer's Close */
 #define BD_OAI_HOST_MAX      300
 #define BD_OAI_DNS_TTL_MS    60000
@@ -83,8 +86,8 @@ struct bd_oai_msg_s {
 
 static int bd_oai_callback(struct lws *wsi, enum lws_callback_reasons reason,
     void *user, void *in, size_t len);
-static int bd_oai_write(bd_call_t *call, struct lws *wsi);
-static int bd_oai_build_path(bd_call_t *call);
+static int bd_oai_write(bd_oai_conn_t *c, struct lws *wsi);
+static void bd_oai_connect(bd_oai_conn_t *c);
 
 
 static const struct lws_protocols  bd_oai_protocols[] = {
@@ -94,14 +97,20 @@ static const struct lws_protocols  bd_oai_protocols[] = {
 };
 
 
-/* 5 attempts over about 5 s: enough for a blip, short for a caller */
+/*
+ * A lost session is tried again 5 times over about 8 s: enough for a
+ * blip or a restart on OpenAI's side, short for a caller, who hears a
+ * pause meanwhile.  The jitter spreads the calls of one outage.  The
+ * ping and hang-up times apply to each connection: OpenAI pings about
+ * every 20 s, so a connection silent for 45 s is dead.
+ */
 
-static const uint32_t  bd_oai_backoff_ms[] = { 500, 1000, 1500, 2000 };
+static const uint32_t  bd_oai_backoff[] = { 250, 750, 1500, 2500, 3000 };
 
 static const lws_retry_bo_t  bd_oai_retry_policy = {
-    .retry_ms_table = bd_oai_backoff_ms,
-    .retry_ms_table_count = LWS_ARRAY_SIZE(bd_oai_backoff_ms),
-    .conceal_count = LWS_ARRAY_SIZE(bd_oai_backoff_ms),
+    .retry_ms_table = bd_oai_backoff,
+    .retry_ms_table_count = LWS_ARRAY_SIZE(bd_oai_backoff),
+    .conceal_count = LWS_ARRAY_SIZE(bd_oai_backoff),
     .secs_since_valid_ping = 20,
     .secs_since_valid_hangup = 45,
     .jitter_percent = 20,
@@ -117,7 +126,6 @@ static char                 bd_oai_url[1024];
 static char                 bd_oai_address[256];
 static char                 bd_oai_host[BD_OAI_HOST_MAX];
 static char                 bd_oai_base[1024];
-static char                 bd_oai_path[BD_CALL_PATH_MAX];
 static char                *bd_oai_auth;
 static char                 bd_oai_tls_error[160];
 static uv_loop_t           *bd_oai_loop;
@@ -190,68 +198,99 @@ bd_oai_timer(lws_sorted_usec_list_t *sul, sul_cb_t cb, uint64_t ms)
 }
 
 
+uint32_t
+bd_oai_backoff_ms(uint16_t *tries)
+{
+    char  conceal;
+
+    if (*tries >= LWS_ARRAY_SIZE(bd_oai_backoff)) {
+        return 0;
+    }
+
+    return lws_retry_get_delay_ms(bd_oai_ctx, &bd_oai_retry_policy, tries,
+                                  &conceal);
+}
+
+
 static void
-bd_oai_drop_queue(bd_call_t *call)
+bd_oai_drop_queue(bd_oai_conn_t *c)
 {
     bd_oai_msg_t  *m;
 
-    while (call->out_head) {
-        m = call->out_head;
-        call->out_head = m->next;
+    while (c->out_head) {
+        m = c->out_head;
+        c->out_head = m->next;
         free(m);
     }
 
-    call->out_tail = NULL;
-    call->out_count = 0;
+    c->out_tail = NULL;
+    c->out_count = 0;
 }
 
 
-/* the current connection of a call that still runs */
-
-static int
-bd_oai_current(bd_call_t *call, struct lws *wsi)
+static void
+bd_oai_unref(bd_oai_conn_t *c)
 {
-    return call != NULL && wsi == call->wsi
-           && call->state != BD_CALL_ST_CLOSED;
-}
-
-
-/* forgets a destroyed connection; 1 if it was one of the call's */
-
-static int
-bd_oai_forget(bd_call_t *call, struct lws *wsi)
-{
-    int  i;
-
-    for (i = 0; i < BD_CALL_WSI_MAX; i++) {
-        if (call->wsis[i] == wsi) {
-            call->wsis[i] = NULL;
-
-            if (call->wsi == wsi) {
-                call->wsi = NULL;
-                call->open = 0;
-            }
-
-            return 1;
-        }
+    if (--c->refs > 0) {
+        return;
     }
 
-    return 0;
+    bd_oai_drop_queue(c);
+    free(c->rx);
+    free(c);
 }
 
 
-static void bd_oai_connect_cb(lws_sorted_usec_list_t *sul);
+/* the one place a connection changes state */
+
+static void
+bd_oai_set_state(bd_oai_conn_t *c, bd_oai_state_e state)
+{
+    static const char  *names[] = {
+        "resolving", "connecting", "open", "closing", "closed"
+    };
+
+    if (c->state == state) {
+        return;
+    }
+
+    bd_log(BD_LOG_DEBUG, c->sid, "OpenAI connection: %s -> %s",
+           names[c->state], names[state]);
+
+    c->state = state;
+
+    if (state == BD_OAI_ST_CLOSED) {
+        bd_oai_drop_queue(c);
+    }
+}
+
+
+/* the connection ended without the owner asking: told once */
+
+static void
+bd_oai_lost(bd_oai_conn_t *c, const char *why, int fatal)
+{
+    if (c->state == BD_OAI_ST_CLOSED) {
+        return;
+    }
+
+    bd_oai_set_state(c, BD_OAI_ST_CLOSED);
+
+    if (c->owner != NULL) {
+        c->ops->lost(c->owner, why, fatal);
+    }
+}
 
 
 static void
 bd_oai_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 {
     char              why[320];
-    bd_call_t        *call;
+    bd_oai_conn_t    *c;
     struct addrinfo  *ai, *pick;
 
-    call = lws_container_of(req, bd_call_t, dns);
-    call->resolving = 0;
+    c = lws_container_of(req, bd_oai_conn_t, dns);
+    c->resolving = 0;
 
     /* IPv4 first: it is reachable from anywhere OpenAI is */
 
@@ -280,32 +319,31 @@ bd_oai_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 
         bd_oai_ip_at = uv_now(bd_oai_loop);
 
-        bd_log(BD_LOG_DEBUG, call->sid, "%s is %s", bd_oai_address,
-               bd_oai_ip);
+        bd_log(BD_LOG_DEBUG, c->sid, "%s is %s", bd_oai_address, bd_oai_ip);
     }
 
     uv_freeaddrinfo(res);
 
-    if (call->state != BD_CALL_ST_CLOSED) {
+    if (c->state == BD_OAI_ST_RESOLVING) {
         if (pick != NULL) {
-            bd_oai_connect_cb(&call->sul_connect);
+            bd_oai_connect(c);
 
         } else {
             snprintf(why, sizeof(why), "cannot resolve %s: %s",
                      bd_oai_address,
                      status ? uv_strerror(status) : "no address");
-            bd_call_oai_lost(call, why);
+            bd_oai_lost(c, why, 0);
         }
     }
 
-    bd_call_unref(call);
+    bd_oai_unref(c);
 }
 
 
-/* 1 when the lookup started (the call waits for it), 0 when it failed */
+/* 1 when the lookup started (the connection waits for it), 0 if not */
 
 static int
-bd_oai_resolve(bd_call_t *call)
+bd_oai_resolve(bd_oai_conn_t *c)
 {
     int              rc;
     struct addrinfo  hints;
@@ -314,172 +352,165 @@ bd_oai_resolve(bd_call_t *call)
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
 
-    rc = uv_getaddrinfo(bd_oai_loop, &call->dns, bd_oai_resolved,
+    rc = uv_getaddrinfo(bd_oai_loop, &c->dns, bd_oai_resolved,
                         bd_oai_address, NULL, &hints);
     if (rc != 0) {
-        bd_log(BD_LOG_WARN, call->sid, "uv_getaddrinfo: %s", uv_strerror(rc));
+        bd_log(BD_LOG_WARN, c->sid, "uv_getaddrinfo: %s", uv_strerror(rc));
         return 0;
     }
 
-    call->resolving = 1;
-    call->refs++;
+    c->resolving = 1;
+    c->refs++;
 
     return 1;
 }
 
 
+/* the upgrade itself, once the address is known */
+
 static void
-bd_oai_connect_cb(lws_sorted_usec_list_t *sul)
+bd_oai_connect(bd_oai_conn_t *c)
 {
-    int                              i, slot;
-    bd_call_t                       *call;
     struct lws                      *wsi;
     struct lws_client_connect_info   ci;
-
-    call = lws_container_of(sul, bd_call_t, sul_connect);
-
-    if (call->state == BD_CALL_ST_CLOSED || call->resolving) {
-        return;
-    }
-
-    if (!bd_oai_numeric
-        && (bd_oai_ip[0] == '\0'
-            || uv_now(bd_oai_loop) - bd_oai_ip_at >= BD_OAI_DNS_TTL_MS))
-    {
-        if (!bd_oai_resolve(call)) {
-            bd_call_oai_lost(call, "cannot start a name lookup");
-        }
-
-        return;
-    }
-
-    slot = -1;
-
-    for (i = 0; i < BD_CALL_WSI_MAX; i++) {
-        if (call->wsis[i] == NULL) {
-            slot = i;
-            break;
-        }
-    }
-
-    if (slot < 0) {
-
-        /* the previous connections are still being torn down */
-
-        bd_oai_timer(&call->sul_connect, bd_oai_connect_cb, 100);
-        return;
-    }
 
     memset(&ci, 0, sizeof(ci));
 
     ci.context = bd_oai_ctx;
     ci.address = bd_oai_numeric ? bd_oai_address : bd_oai_ip;
     ci.port = bd_oai_port;
-    ci.path = bd_oai_path;      /* lws copies it (its client stash) */
+    ci.path = c->path;          /* lws copies it (its client stash) */
     ci.host = bd_oai_host;
     ci.ssl_connection = bd_oai_tls ? LCCSCF_USE_SSL : 0;
     ci.local_protocol_name = bd_oai_protocols[0].name;
-    ci.userdata = call;
-    ci.pwsi = &call->wsi;
+    ci.userdata = c;
     ci.retry_and_idle_policy = &bd_oai_retry_policy;
 
-    (void) bd_oai_build_path(call);     /* it fitted in bd_oai_connect() */
+    bd_oai_set_state(c, BD_OAI_ST_CONNECTING);
 
-    call->open = 0;
-    call->close_pending = 0;
-    call->close_sent = 0;
-    call->rx_len = 0;
-    call->rx_skip = 0;
+    /* the wsi's reference, taken first: lws may report on it at once */
 
-    bd_log(BD_LOG_DEBUG, call->sid, "connecting to OpenAI, attempt %u",
-           (unsigned) call->retries + 1);
+    c->refs++;
 
     wsi = lws_client_connect_via_info(&ci);
 
-    if (wsi == NULL) {
+    if (wsi != NULL) {
+        c->wsi = wsi;
+
+    } else if (c->wsi == NULL) {
 
         /* failed before any socket was made: no callback comes */
 
-        call->wsi = NULL;
-        bd_call_oai_lost(call, "cannot start a connection");
-        return;
+        c->refs--;
+        bd_oai_lost(c, "cannot start a connection", 0);
     }
-
-    call->wsis[slot] = wsi;
-    call->refs++;
 }
 
 
-/* the URL path of a call's session, into bd_oai_path: built for each
- * attempt rather than kept in every call */
-
-static int
-bd_oai_build_path(bd_call_t *call)
+bd_oai_conn_t *
+bd_oai_open(const bd_oai_ops_t *ops, void *owner, const char *sid,
+    const char *model)
 {
-    bd_form_t  f;
+    bd_form_t       f;
+    bd_oai_conn_t  *c;
 
-    bd_form_init(&f, bd_oai_path, sizeof(bd_oai_path));
+    c = calloc(1, sizeof(bd_oai_conn_t));
+    if (c == NULL) {
+        bd_log(BD_LOG_WARN, sid, "no memory for an OpenAI connection");
+        return NULL;
+    }
+
+    c->ops = ops;
+    c->owner = owner;
+    c->refs = 1;
+    snprintf(c->sid, sizeof(c->sid), "%s", sid);
+
+    bd_form_init(&f, c->path, sizeof(c->path));
     bd_form_raw(&f, bd_oai_base, strlen(bd_oai_base));
     bd_form_raw(&f, strchr(bd_oai_base, '?') ? "&" : "?", 1);
     bd_form_raw(&f, "model=", 6);
-    bd_form_escape(&f, call->model, strlen(call->model));
+    bd_form_escape(&f, model, strlen(model));
 
-    return bd_form_done(&f);
-}
-
-
-int
-bd_oai_connect(bd_call_t *call)
-{
-    if (!bd_oai_build_path(call)) {
-        bd_log(BD_LOG_WARN, call->sid, "the OpenAI URL is too long");
-        return -1;
-    }
-
-    call->retries = 0;
-    bd_oai_timer(&call->sul_connect, bd_oai_connect_cb, 0);
-
-    return 0;
-}
-
-
-int
-bd_oai_retry(bd_call_t *call)
-{
-    /* the lost connection's queue belonged to its session */
-
-    bd_oai_drop_queue(call);
-
-    call->wsi = NULL;
-    call->open = 0;
-
-    if (lws_retry_sul_schedule(bd_oai_ctx, 0, &call->sul_connect,
-                               &bd_oai_retry_policy, bd_oai_connect_cb,
-                               &call->retries)
-        != 0)
-    {
-        return 0;
+    if (!bd_form_done(&f)) {
+        bd_log(BD_LOG_WARN, sid, "the OpenAI URL is too long");
+        free(c);
+        return NULL;
     }
 
     bd_oai_kick();
 
-    return 1;
+    if (bd_oai_numeric
+        || (bd_oai_ip[0] != '\0'
+            && uv_now(bd_oai_loop) - bd_oai_ip_at < BD_OAI_DNS_TTL_MS))
+    {
+        bd_oai_connect(c);
+        return c;
+    }
+
+    bd_oai_set_state(c, BD_OAI_ST_RESOLVING);
+
+    if (!bd_oai_resolve(c)) {
+        bd_oai_lost(c, "cannot start a name lookup", 0);
+    }
+
+    return c;
 }
 
 
 void
-bd_oai_send(bd_call_t *call, const char *json, size_t len)
+bd_oai_release(bd_oai_conn_t *c, int abort)
 {
-    bd_oai_msg_t  *m;
-
-    if (call->wsi == NULL || !call->open || call->close_pending) {
-        bd_log(BD_LOG_DEBUG, call->sid, "no OpenAI connection: client "
-               "event dropped");
+    if (c == NULL) {
         return;
     }
 
-    if (call->out_count == BD_OAI_OUT_MAX) {
-        bd_log(BD_LOG_WARN, call->sid, "%d client events wait for OpenAI: "
+    c->owner = NULL;
+    c->audio = NULL;
+    bd_oai_drop_queue(c);
+
+    /* a lookup not started yet is dropped; its callback still comes */
+
+    if (c->resolving) {
+        (void) uv_cancel((uv_req_t *) &c->dns);
+    }
+
+    if (c->state == BD_OAI_ST_OPEN && !abort) {
+
+        /* a Close frame with 1000, then the peer's Close, time-bounded */
+
+        bd_oai_set_state(c, BD_OAI_ST_CLOSING);
+        lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND,
+                        BD_OAI_CLOSE_WAIT_S);
+        lws_callback_on_writable(c->wsi);
+        bd_oai_kick();
+
+    } else if (c->state != BD_OAI_ST_CLOSING) {
+        if (c->wsi != NULL) {
+            lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK,
+                            LWS_TO_KILL_ASYNC);
+            bd_oai_kick();
+        }
+
+        bd_oai_set_state(c, BD_OAI_ST_CLOSED);
+    }
+
+    bd_oai_unref(c);
+}
+
+
+void
+bd_oai_send(bd_oai_conn_t *c, const char *json, size_t len)
+{
+    bd_oai_msg_t  *m;
+
+    if (c == NULL || c->state != BD_OAI_ST_OPEN) {
+        bd_log(BD_LOG_DEBUG, c ? c->sid : NULL, "no OpenAI connection: "
+               "client event dropped");
+        return;
+    }
+
+    if (c->out_count == BD_OAI_OUT_MAX) {
+        bd_log(BD_LOG_WARN, c->sid, "%d client events wait for OpenAI: "
                "one more is dropped", BD_OAI_OUT_MAX);
         return;
     }
@@ -493,29 +524,27 @@ bd_oai_send(bd_call_t *call, const char *json, size_t len)
     m->len = len;
     memcpy(m->data + LWS_PRE, json, len);
 
-    if (call->out_tail) {
-        call->out_tail->next = m;
+    if (c->out_tail) {
+        c->out_tail->next = m;
 
     } else {
-        call->out_head = m;
+        c->out_head = m;
     }
 
-    call->out_tail = m;
-    call->out_count++;
+    c->out_tail = m;
+    c->out_count++;
 
-    lws_callback_on_writable(call->wsi);
+    lws_callback_on_writable(c->wsi);
 }
 
 
 void
-bd_oai_want_write(bd_call_t *call)
+bd_oai_want_write(bd_oai_conn_t *c)
 {
-    if (call->wsi != NULL && call->open && !call->close_pending) {
-        lws_callback_on_writable(call->wsi);
+    if (c != NULL && c->state == BD_OAI_ST_OPEN) {
+        lws_callback_on_writable(c->wsi);
     }
 }
-
-
 
 
 /*
@@ -531,103 +560,39 @@ bd_oai_want_write(bd_call_t *call)
  */
 
 void
-bd_oai_flush(bd_call_t *call)
+bd_oai_flush(bd_oai_conn_t *c)
 {
-    struct lws  *wsi;
-
-    wsi = call->wsi;
-
-    if (wsi == NULL || !call->open || call->close_pending || call->close_sent
-        || call->state != BD_CALL_ST_LIVE || call->out_head != NULL
-        || lws_partial_buffered(wsi))
-    {
-        bd_oai_want_write(call);
+    if (c == NULL || c->state != BD_OAI_ST_OPEN) {
         return;
     }
 
-    if (bd_oai_write(call, wsi) != 0) {
+    if (c->audio == NULL || c->out_head != NULL
+        || lws_partial_buffered(c->wsi))
+    {
+        lws_callback_on_writable(c->wsi);
+        return;
+    }
+
+    if (bd_oai_write(c, c->wsi) != 0) {
 
         /* as a failed write in WRITEABLE would: the connection is lost */
 
-        lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+        lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
         bd_oai_kick();
     }
-}
-
-
-void
-bd_oai_abort(bd_call_t *call)
-{
-    bd_oai_drop_queue(call);
-
-    if (call->wsi != NULL) {
-        lws_set_timeout(call->wsi, PENDING_TIMEOUT_USER_OK,
-                        LWS_TO_KILL_ASYNC);
-        bd_oai_kick();
-    }
-
-    /* whatever it still reports is no longer about this call's session */
-
-    call->wsi = NULL;
-    call->open = 0;
-}
-
-
-void
-bd_oai_close(bd_call_t *call)
-{
-    bd_oai_drop_queue(call);
-
-    /* a lookup not started yet is dropped; its callback still comes */
-
-    if (call->resolving) {
-        (void) uv_cancel((uv_req_t *) &call->dns);
-    }
-
-    if (call->wsi == NULL) {
-        return;
-    }
-
-    if (!call->open) {
-        lws_set_timeout(call->wsi, PENDING_TIMEOUT_USER_OK,
-                        LWS_TO_KILL_ASYNC);
-        bd_oai_kick();
-        call->wsi = NULL;
-        return;
-    }
-
-    /* a Close frame with 1000, then the peer's Close, each time-bounded */
-
-    call->close_pending = 1;
-    lws_set_timeout(call->wsi, PENDING_TIMEOUT_CLOSE_SEND,
-                    BD_OAI_CLOSE_WAIT_S);
-    lws_callback_on_writable(call->wsi);
-    bd_oai_kick();
-}
-
-
-void
-bd_oai_release(bd_call_t *call)
-{
-    bd_oai_drop_queue(call);
-
-    free(call->rx);
-    call->rx = NULL;
-    call->rx_size = 0;
 }
 
 
 static int
-bd_oai_write(bd_call_t *call, struct lws *wsi)
+bd_oai_write(bd_oai_conn_t *c, struct lws *wsi)
 {
     int            rc;
     size_t         n, len;
     uint8_t       *p;
     bd_oai_msg_t  *m;
 
-    if (call->close_pending) {
-        call->close_pending = 0;
-        call->close_sent = 1;
+    if (c->state == BD_OAI_ST_CLOSING && !c->close_sent) {
+        c->close_sent = 1;
 
         p = bd_oai_wbuf + LWS_PRE;
         p[0] = (uint8_t) (LWS_CLOSE_STATUS_NORMAL >> 8);
@@ -641,33 +606,33 @@ bd_oai_write(bd_call_t *call, struct lws *wsi)
         return 0;
     }
 
-    if (!bd_oai_current(call, wsi) || !call->open) {
+    if (c->state != BD_OAI_ST_OPEN) {
         return 0;
     }
 
-    m = call->out_head;
+    m = c->out_head;
 
     if (m != NULL) {
-        call->out_head = m->next;
-        if (call->out_head == NULL) {
-            call->out_tail = NULL;
+        c->out_head = m->next;
+        if (c->out_head == NULL) {
+            c->out_tail = NULL;
         }
 
-        call->out_count--;
+        c->out_count--;
 
         rc = lws_write(wsi, m->data + LWS_PRE, m->len, LWS_WRITE_TEXT);
         len = m->len;
         free(m);
 
-    } else if (call->state == BD_CALL_ST_LIVE && bd_ring_len(&call->hold)) {
+    } else if (c->audio != NULL && bd_ring_len(c->audio)) {
 
         /* held audio goes out coalesced: fewer, larger appends */
 
-        n = bd_ring_read(&call->hold, bd_oai_raw, sizeof(bd_oai_raw));
+        n = bd_ring_read(c->audio, bd_oai_raw, sizeof(bd_oai_raw));
         len = bd_oai_event_append((char *) bd_oai_wbuf + LWS_PRE,
                                   sizeof(bd_oai_wbuf) - LWS_PRE,
                                   bd_oai_raw, n);
-        call->audio_appended += n;
+        c->appended += n;
 
         rc = lws_write(wsi, bd_oai_wbuf + LWS_PRE, len, LWS_WRITE_TEXT);
 
@@ -676,13 +641,11 @@ bd_oai_write(bd_call_t *call, struct lws *wsi)
     }
 
     if (rc < (int) len) {
-        bd_log(BD_LOG_WARN, call->sid, "writing to OpenAI failed");
+        bd_log(BD_LOG_WARN, c->sid, "writing to OpenAI failed");
         return -1;
     }
 
-    if (call->out_head != NULL
-        || (call->state == BD_CALL_ST_LIVE && bd_ring_len(&call->hold)))
-    {
+    if (c->out_head != NULL || (c->audio != NULL && bd_ring_len(c->audio))) {
         lws_callback_on_writable(wsi);
     }
 
@@ -691,37 +654,47 @@ bd_oai_write(bd_call_t *call, struct lws *wsi)
 
 
 static void
-bd_oai_receive(bd_call_t *call, struct lws *wsi, const void *in, size_t len)
+bd_oai_deliver(bd_oai_conn_t *c, struct lws *wsi, const char *json,
+    size_t len)
+{
+    if (lws_frame_is_binary(wsi)) {
+        bd_log(BD_LOG_DEBUG, c->sid, "binary message from OpenAI ignored");
+        return;
+    }
+
+    /* an event's effects may release the connection: owner goes NULL */
+
+    if (c->owner != NULL && c->state == BD_OAI_ST_OPEN) {
+        c->ops->message(c->owner, json, len);
+    }
+}
+
+
+static void
+bd_oai_receive(bd_oai_conn_t *c, struct lws *wsi, const void *in, size_t len)
 {
     size_t    want;
     uint8_t  *p;
 
     /* a message whole in one piece, the common case, is parsed where lws
-     * has it: no copy, and no buffer of the call's own */
+     * has it: no copy, and no buffer of the connection's own */
 
-    if (call->rx_len == 0 && !call->rx_skip && lws_is_final_fragment(wsi)) {
-        if (lws_frame_is_binary(wsi)) {
-            bd_log(BD_LOG_DEBUG, call->sid, "binary message from OpenAI "
-                   "ignored");
-
-        } else {
-            bd_call_oai_message(call, (const char *) in, len);
-        }
-
+    if (c->rx_len == 0 && !c->rx_skip && lws_is_final_fragment(wsi)) {
+        bd_oai_deliver(c, wsi, in, len);
         return;
     }
 
-    if (!call->rx_skip && len > BD_OAI_RX_MAX - call->rx_len) {
-        bd_log(BD_LOG_WARN, call->sid, "OpenAI message larger than %d "
+    if (!c->rx_skip && len > BD_OAI_RX_MAX - c->rx_len) {
+        bd_log(BD_LOG_WARN, c->sid, "OpenAI message larger than %d "
                "bytes: skipped", BD_OAI_RX_MAX);
-        call->rx_skip = 1;
+        c->rx_skip = 1;
     }
 
-    if (!call->rx_skip && len > 0) {
-        if (call->rx_len + len > call->rx_size) {
-            want = call->rx_size ? call->rx_size : BD_OAI_RX_START;
+    if (!c->rx_skip && len > 0) {
+        if (c->rx_len + len > c->rx_size) {
+            want = c->rx_size ? c->rx_size : BD_OAI_RX_START;
 
-            while (want < call->rx_len + len) {
+            while (want < c->rx_len + len) {
                 want *= 2;
             }
 
@@ -729,18 +702,18 @@ bd_oai_receive(bd_call_t *call, struct lws *wsi, const void *in, size_t len)
                 want = BD_OAI_RX_MAX;
             }
 
-            p = realloc(call->rx, want);
+            p = realloc(c->rx, want);
             if (p == NULL) {
-                call->rx_skip = 1;
+                c->rx_skip = 1;
                 goto final;
             }
 
-            call->rx = p;
-            call->rx_size = want;
+            c->rx = p;
+            c->rx_size = want;
         }
 
-        memcpy(call->rx + call->rx_len, in, len);
-        call->rx_len += len;
+        memcpy(c->rx + c->rx_len, in, len);
+        c->rx_len += len;
     }
 
 final:
@@ -749,18 +722,35 @@ final:
         return;
     }
 
-    if (!call->rx_skip) {
-        if (lws_frame_is_binary(wsi)) {
-            bd_log(BD_LOG_DEBUG, call->sid, "binary message from OpenAI "
-                   "ignored");
-
-        } else {
-            bd_call_oai_message(call, (const char *) call->rx, call->rx_len);
-        }
+    if (!c->rx_skip) {
+        bd_oai_deliver(c, wsi, (const char *) c->rx, c->rx_len);
     }
 
-    call->rx_len = 0;
-    call->rx_skip = 0;
+    c->rx_len = 0;
+    c->rx_skip = 0;
+}
+
+
+/*
+ * Whether trying again would fail the same way.  An upgrade refused with
+ * 408, 429 or 5xx is OpenAI being busy; any other refusal (401, 403, 404)
+ * is about the key, the account or the URL.  A failed certificate check
+ * stays failed.  Refused or reset connections are transient.
+ */
+
+static int
+bd_oai_refusal_fatal(struct lws *wsi, int tls)
+{
+    unsigned  status;
+
+    if (tls) {
+        return 1;
+    }
+
+    status = lws_http_client_http_response(wsi);
+
+    return status != 0 && status != 101 && status != 408 && status != 429
+           && status < 500;
 }
 
 
@@ -768,17 +758,49 @@ static int
 bd_oai_callback(struct lws *wsi, enum lws_callback_reasons reason,
     void *user, void *in, size_t len)
 {
-    char             why[160];
-    unsigned         code;
-    bd_call_t       *call;
+    int              tls, fatal;
+    char             why[320];
+    unsigned         code, status;
+    bd_oai_conn_t   *c;
     unsigned char  **p, *end;
 
-    call = user;
+    c = user;
+
+    /*
+     * lws calls protocols[0] for the context's and the vhost's own events
+     * too, where user is not a connection (and not always NULL): only the
+     * events of a client connection carry ours.
+     */
+
+    switch (reason) {
+    case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER:
+    case LWS_CALLBACK_CLIENT_ESTABLISHED:
+    case LWS_CALLBACK_CLIENT_RECEIVE:
+    case LWS_CALLBACK_CLIENT_WRITEABLE:
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+    case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
+    case LWS_CALLBACK_CLIENT_CLOSED:
+    case LWS_CALLBACK_WSI_DESTROY:
+        if (c == NULL) {
+            return 0;
+        }
+        break;
+
+    default:
+        return 0;
+    }
+
+    /* lws may report on the connection before connect_via_info returns;
+     * pwsi is not used, since lws clears it before WSI_DESTROY */
+
+    if (c->wsi == NULL && reason != LWS_CALLBACK_WSI_DESTROY) {
+        c->wsi = wsi;
+    }
 
     switch (reason) {
 
     case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER:
-        if (call == NULL || bd_oai_auth == NULL) {
+        if (bd_oai_auth == NULL) {
             return -1;
         }
 
@@ -796,53 +818,54 @@ bd_oai_callback(struct lws *wsi, enum lws_callback_reasons reason,
         return 0;
 
     case LWS_CALLBACK_CLIENT_ESTABLISHED:
-        if (!bd_oai_current(call, wsi)) {
+        if (c->state != BD_OAI_ST_CONNECTING || c->owner == NULL) {
             lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
             return 0;
         }
 
-        call->open = 1;
-        bd_log(BD_LOG_DEBUG, call->sid, "OpenAI WebSocket open");
-        bd_call_oai_open(call);
+        bd_oai_set_state(c, BD_OAI_ST_OPEN);
+        c->ops->open(c->owner);
         return 0;
 
     case LWS_CALLBACK_CLIENT_RECEIVE:
-        if (bd_oai_current(call, wsi)) {
-            bd_oai_receive(call, wsi, in, len);
-        }
-
+        bd_oai_receive(c, wsi, in, len);
         return 0;
 
     case LWS_CALLBACK_CLIENT_WRITEABLE:
-        if (call == NULL || wsi != call->wsi) {
-            return 0;
-        }
-
-        return bd_oai_write(call, wsi);
+        return bd_oai_write(c, wsi);
 
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
         code = (in != NULL && len >= 2)
                ? (unsigned) ((uint8_t *) in)[0] << 8 | ((uint8_t *) in)[1]
                : 0;
 
-        if (call != NULL && wsi == call->wsi && call->close_sent) {
+        if (c->close_sent) {
 
             /* the answer to our Close: done, without echoing it back */
 
             return -1;
         }
 
-        bd_log(BD_LOG_INFO, call ? call->sid : NULL,
-               "OpenAI closed the connection: %u %.*s", code,
-               (int) (len > 2 && len < 128 ? len - 2 : 0),
-               (in != NULL && len > 2) ? (char *) in + 2 : "");
+        c->close_code = code;
+        snprintf(c->close_reason, sizeof(c->close_reason), "%.*s",
+                 (int) (len > 2 ? len - 2 : 0),
+                 (in != NULL && len > 2) ? (char *) in + 2 : "");
+
+        bd_log(BD_LOG_INFO, c->sid, "OpenAI closed the connection: %u %s",
+               code, c->close_reason);
         return 0;
 
     case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
-        if (bd_oai_tls_error[0] != '\0' && in != NULL
-            && strncmp(in, "connect SSL", 11) == 0)
-        {
+        tls = bd_oai_tls_error[0] != '\0' && in != NULL
+              && strncmp(in, "connect SSL", 11) == 0;
+        status = lws_http_client_http_response(wsi);
+
+        if (tls) {
             snprintf(why, sizeof(why), "%s", bd_oai_tls_error);
+
+        } else if (status != 0 && status != 101) {
+            snprintf(why, sizeof(why), "the upgrade was refused with %u",
+                     status);
 
         } else {
             snprintf(why, sizeof(why), "%.*s",
@@ -852,27 +875,36 @@ bd_oai_callback(struct lws *wsi, enum lws_callback_reasons reason,
 
         bd_oai_tls_error[0] = '\0';
 
-        if (bd_oai_current(call, wsi)) {
-            call->open = 0;
-            bd_call_oai_lost(call, why[0] ? why : "connection failed");
-        }
-
+        bd_oai_lost(c, why[0] ? why : "connection failed",
+                    bd_oai_refusal_fatal(wsi, tls));
         return 0;
 
     case LWS_CALLBACK_CLIENT_CLOSED:
-        if (bd_oai_current(call, wsi)) {
-            call->open = 0;
-            bd_call_oai_lost(call, "the connection closed");
+
+        /* a 3xxx or 4xxx close is OpenAI refusing the session itself */
+
+        fatal = c->close_code >= 3000 && c->close_code <= 4999;
+
+        if (c->close_code != 0) {
+            snprintf(why, sizeof(why), "closed by OpenAI with %u%s%s",
+                     c->close_code, c->close_reason[0] ? " " : "",
+                     c->close_reason);
+
+        } else {
+            snprintf(why, sizeof(why), "the connection closed");
         }
 
+        bd_oai_lost(c, why, fatal);
         return 0;
 
     case LWS_CALLBACK_WSI_DESTROY:
 
-        /* lws calls protocols[0] for every wsi: only ours carry a call */
+        /* with libuv this comes after the socket's handle has closed */
 
-        if (call != NULL && bd_oai_forget(call, wsi)) {
-            bd_call_unref(call);
+        if (c->wsi == wsi) {
+            c->wsi = NULL;
+            bd_oai_lost(c, "the connection was destroyed", 0);
+            bd_oai_unref(c);
         }
 
         return 0;

@@ -115,12 +115,14 @@ static const bd_oai_event_handler_t  bd_oai_event_handlers[] = {
 };
 
 
-/* error codes after which the session is of no use */
+/* error codes after which no session will be of use: the call ends */
 static const char  *bd_oai_event_fatal_codes[] = {
-    "session_expired",
     "invalid_api_key",
     "beta_api_shape_disabled",
     "model_not_found",
+    "invalid_model",
+    "missing_model",
+    "insufficient_quota",
     NULL
 };
 
@@ -204,6 +206,7 @@ bd_oai_event_new_session(bd_oai_event_conv_t *cv)
     cv->committing = 0;
     cv->response_id[0] = '\0';
     cv->dropped_id[0] = '\0';
+    cv->expires_at = 0;
 }
 
 
@@ -394,13 +397,21 @@ bd_oai_event_dispatch(bd_oai_event_conv_t *cv, const char *json, size_t len)
 static void
 bd_oai_event_session_created(bd_oai_event_conv_t *cv, const cJSON *ev)
 {
-    const char  *id;
+    const char   *id;
+    const cJSON  *exp;
 
     id = bd_oai_event_str(cJSON_GetObjectItemCaseSensitive(ev, "session"),
                           "id");
 
     bd_log(BD_LOG_DEBUG, cv->sid, "OpenAI session %s created",
            id ? id : "(no id)");
+
+    exp = cJSON_GetObjectItemCaseSensitive(
+              cJSON_GetObjectItemCaseSensitive(ev, "session"), "expires_at");
+
+    cv->expires_at = (cJSON_IsNumber(exp) && exp->valuedouble > 0
+                      && exp->valuedouble < 1e13)
+                     ? (uint64_t) exp->valuedouble : 0;
 }
 
 
@@ -474,6 +485,12 @@ bd_oai_event_error(bd_oai_event_conv_t *cv, const cJSON *ev)
         snprintf(why, sizeof(why), "OpenAI error %s: %.256s",
                  code ? code : "(no code)", message ? message : "");
         cv->ops->fatal(cv->data, why);
+
+    } else if (code != NULL && strcmp(code, "session_expired") == 0) {
+
+        /* this session is over, not the call: a new one takes over */
+
+        cv->ops->renew(cv->data, "the session expired");
     }
 }
 
@@ -1163,8 +1180,10 @@ bd_oai_event_print(cJSON *root, int ok)
 
 /*
  * The one builder of the text items bridged adds to the conversation (a
- * greeting's prompt, a key press, a system note): a message item of role
- * with one input_text part, and our own id when id is not NULL.
+ * greeting's prompt, a key press, a system note, a resumed conversation's
+ * history): a message item of role with one text part (output_text for
+ * the assistant, input_text for the others, as OpenAI requires), and our
+ * own id when id is not NULL.
  */
 
 static int
@@ -1201,7 +1220,9 @@ bd_oai_event_message(bd_oai_event_conv_t *cv, const char *id,
         ok = 0;
     }
 
-    ok &= cJSON_AddStringToObject(part, "type", "input_text") != NULL;
+    ok &= cJSON_AddStringToObject(part, "type",
+                                  strcmp(role, "assistant") == 0
+                                  ? "output_text" : "input_text") != NULL;
     ok &= cJSON_AddStringToObject(part, "text", text) != NULL;
 
     json = bd_oai_event_print(root, ok);
@@ -1211,6 +1232,84 @@ bd_oai_event_message(bd_oai_event_conv_t *cv, const char *id,
 
     cv->ops->send(cv->data, json, strlen(json));
     cJSON_free(json);
+
+    return 0;
+}
+
+
+int
+bd_oai_event_restore(bd_oai_event_conv_t *cv, const bd_history_t *h,
+    const char *why)
+{
+    int                       n;
+    char                      note[768], *text;
+    size_t                    size;
+    unsigned                  i;
+    const char               *role;
+    const bd_history_item_t  *it;
+
+    n = snprintf(note, sizeof(note),
+                 "This phone call goes on in a new session after a "
+                 "technical interruption (%.200s); the caller may have "
+                 "heard a short pause. The conversation so far follows",
+                 why);
+
+    if (h->dropped) {
+        n += snprintf(note + n, sizeof(note) - n,
+                      ", without its %u oldest turns", h->dropped);
+    }
+
+    snprintf(note + n, sizeof(note) - n,
+             ". Carry on from where it stopped: do not greet the caller "
+             "again and do not repeat what was already said.");
+
+    if (bd_oai_event_message(cv, NULL, "bd-history", "system", note) != 0) {
+        return -1;
+    }
+
+    /* tool results go back as text: a function_call item cannot be
+     * created by a client, and an output without its call is refused */
+
+    size = BD_HISTORY_ITEM_MAX + 64;
+    text = malloc(size);
+    if (text == NULL) {
+        return -1;
+    }
+
+    for (i = 0; i < h->len; i++) {
+        it = &h->items[i];
+
+        switch (it->role) {
+
+        case VOICE_PROTO_ROLE_ASSISTANT:
+            role = "assistant";
+            snprintf(text, size, "%s", it->text);
+            break;
+
+        case VOICE_PROTO_ROLE_TOOL:
+            role = "system";
+            snprintf(text, size, "Earlier in the call, the tool %s",
+                     it->text);
+            break;
+
+        case VOICE_PROTO_ROLE_DTMF:
+            role = "user";
+            snprintf(text, size, "The caller pressed %s.", it->text);
+            break;
+
+        default:
+            role = "user";
+            snprintf(text, size, "%s", it->text);
+            break;
+        }
+
+        if (bd_oai_event_message(cv, NULL, "bd-history", role, text) != 0) {
+            free(text);
+            return -1;
+        }
+    }
+
+    free(text);
 
     return 0;
 }

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "bd_b64.h"
+#include "bd_history.h"
 
 
 #define BD_OAI_EVENT_ID_MAX      64
@@ -70,8 +71,11 @@ typedef struct {
     /* session.updated: the session has our settings */
     void  (*ready)(void *data);
 
-    /* the session cannot go on (a fatal error event) */
+    /* no session can go on (a refused key, an unknown model) */
     void  (*fatal)(void *data, const char *why);
+
+    /* this session is over (session_expired): a new one takes over */
+    void  (*renew)(void *data, const char *why);
 
     /* the model called a function and its item is complete: order is
      * the item's, arguments its JSON text (run it, answer it) */
@@ -145,6 +149,8 @@ typedef struct {
     char                       response_id[BD_OAI_EVENT_ID_MAX];
     char                       dropped_id[BD_OAI_EVENT_ID_MAX];
 
+    uint64_t                   expires_at;     /* the session's end,
+                                                  Unix s; 0 if unknown */
     uint64_t                   deltas_flat;    /* read by bd_jscan */
     uint64_t                   audio_sent;
     uint64_t                   audio_lost;     /* nginx did not take it */
@@ -179,6 +185,16 @@ void bd_oai_event_stop(bd_oai_event_conv_t *cv);
 
 /* 1 when no transcription and no response is outstanding */
 int bd_oai_event_settled(bd_oai_event_conv_t *cv);
+
+/*
+ * A new session takes over a conversation: a system item that says so
+ * (why, and how many of the oldest turns are missing), then the kept
+ * items oldest first, as text (a tool's result folded into a system
+ * item).  Sent before any caller audio, so the model reads the past
+ * before it hears the present.  Returns 0, or -1 when out of memory.
+ */
+int bd_oai_event_restore(bd_oai_event_conv_t *cv, const bd_history_t *h,
+    const char *why);
 
 /* the assistant speaks first: a user text item, then response.create */
 int bd_oai_event_greet(bd_oai_event_conv_t *cv, const char *instruction);

@@ -124,6 +124,8 @@ static ngx_command_t  ngx_http_voice_commands[] = {
                          stream_url),
     NGX_HTTP_VOICE_VALUE("voice_status_callback_url", ngx_conf_set_str_slot,
                          status_url),
+    NGX_HTTP_VOICE_VALUE("voice_fallback_message", ngx_conf_set_str_slot,
+                         fallback),
     NGX_HTTP_VOICE_VALUE("voice_transcript_dir", ngx_conf_set_str_slot,
                          transcript_dir),
     NGX_HTTP_VOICE_VALUE("voice_transcript_thread_pool",
@@ -442,6 +444,7 @@ ngx_http_voice_create_loc_conf(ngx_conf_t *cf)
      *     conf->twiml_url = { 0, NULL };
      *     conf->stream_url = { 0, NULL };
      *     conf->status_url = { 0, NULL };
+     *     conf->fallback = { 0, NULL };
      *     conf->transcript_dir = { 0, NULL };
      *     conf->thread_pool_name = { 0, NULL };
      *     conf->thread_pool = NULL;
@@ -477,6 +480,16 @@ ngx_http_voice_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_str_value(conf->twiml_url, prev->twiml_url, "");
     ngx_conf_merge_str_value(conf->stream_url, prev->stream_url, "");
     ngx_conf_merge_str_value(conf->status_url, prev->status_url, "");
+    ngx_conf_merge_str_value(conf->fallback, prev->fallback,
+                             NGX_HTTP_VOICE_FALLBACK);
+
+    /* off: empty, but not NULL, so that a child inherits it */
+
+    if (conf->fallback.len == 3
+        && ngx_strncmp(conf->fallback.data, "off", 3) == 0)
+    {
+        conf->fallback.len = 0;
+    }
     ngx_conf_merge_str_value(conf->transcript_dir, prev->transcript_dir, "");
     ngx_conf_merge_str_value(conf->thread_pool_name, prev->thread_pool_name,
                              "default");

@@ -35,6 +35,11 @@
 #define NGX_HTTP_VOICE_PHONE_MAX     32
 #define NGX_HTTP_VOICE_CALL_STATUSES 10  /* CallStatus values counted */
 
+/* what Twilio says when the assistant cannot go on (voice_fallback_message) */
+#define NGX_HTTP_VOICE_FALLBACK                                               \
+    "We are sorry, the assistant cannot continue this call right now. "      \
+    "Please call again later. Goodbye."
+
 
 /* what a location does: set by its handler directive */
 typedef enum {
@@ -78,6 +83,9 @@ typedef struct {
     ngx_str_t                   stream_url;     /* wss://host/media-stream */
     ngx_str_t                   status_url;     /* given to Calls.json, or
                                                    empty: no callbacks */
+    ngx_str_t                   fallback;       /* said when the stream
+                                                   closes from our side;
+                                                   empty: off */
 
     ngx_str_t                   transcript_dir; /* ends with '/' */
     ngx_thread_pool_t          *thread_pool;

@@ -390,6 +390,7 @@ ngx_http_voice_transcript_add(ngx_http_voice_call_t *call,
 
     case VOICE_PROTO_ROLE_USER:
     case VOICE_PROTO_ROLE_ASSISTANT:
+    case VOICE_PROTO_ROLE_NOTE:
         if (msg->text.len == 0) {
             bad = "an empty utterance";
         }
@@ -641,6 +642,8 @@ ngx_http_voice_transcript_role(uint32_t role)
         return "assistant";
     case VOICE_PROTO_ROLE_TOOL:
         return "tool";
+    case VOICE_PROTO_ROLE_NOTE:
+        return "note";
     default:
         return "dtmf";
     }
@@ -649,7 +652,7 @@ ngx_http_voice_transcript_role(uint32_t role)
 
 /*
  * One entry's members after "role", without the braces:
- *     "text": "..."                                  user, assistant
+ *     "text": "..."                            user, assistant, note
  *     "name": "...", "arguments": {...}, "output": "..."     tool
  *     "digit": "5"                                            dtmf
  */

@@ -126,6 +126,7 @@ ngx_http_voice_transcript_fmt_str(const uint8_t *json,
  *     Assistant: ...
  *     Tool: NAME {"arguments": ...} -> OUTPUT
  *     Keypad: 5
+ *     Note: OpenAI session 2 took over (...)
  */
 
 size_t
@@ -235,6 +236,9 @@ ngx_http_voice_transcript_fmt_text(const uint8_t *json, size_t len,
 
         } else if (ngx_http_voice_json_str_eq(json, toks, role, "assistant")) {
             PUT("Assistant: ");
+
+        } else if (ngx_http_voice_json_str_eq(json, toks, role, "note")) {
+            PUT("Note: ");
 
         } else {
             return (size_t) -1;

@@ -186,9 +186,11 @@ ngx_http_voice_twiml_answer(ngx_http_request_t *r,
 
     size = sizeof("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
                   "<Response><Connect><Stream url=\"\">"
-                  "</Stream></Connect></Response>\n")
+                  "</Stream></Connect><Say></Say></Response>\n")
            + ngx_http_voice_twiml_escape_len(vlcf->stream_url.data,
-                                             vlcf->stream_url.len);
+                                             vlcf->stream_url.len)
+           + ngx_http_voice_twiml_escape_len(vlcf->fallback.data,
+                                             vlcf->fallback.len);
 
     for (i = 0; i < np; i++) {
         size += sizeof("<Parameter name=\"\" value=\"\"/>") + names[i].len
@@ -213,7 +215,22 @@ ngx_http_voice_twiml_answer(ngx_http_request_t *r,
         p = ngx_sprintf(p, "\"/>");
     }
 
-    p = ngx_sprintf(p, "</Stream></Connect></Response>\n");
+    p = ngx_sprintf(p, "</Stream></Connect>");
+
+    /*
+     * Twilio goes on after </Connect> only when the stream is closed from
+     * our side -- every deliberate end goes through its REST API -- so
+     * this is heard only when the assistant cannot go on.
+     */
+
+    if (vlcf->fallback.len) {
+        p = ngx_sprintf(p, "<Say>");
+        p = ngx_http_voice_twiml_escape(p, vlcf->fallback.data,
+                                        vlcf->fallback.len);
+        p = ngx_sprintf(p, "</Say>");
+    }
+
+    p = ngx_sprintf(p, "</Response>\n");
 
     return ngx_http_voice_twiml_send(r, body, p - body);
 }

@@ -127,6 +127,8 @@ typedef enum {
 #define VOICE_PROTO_ROLE_ASSISTANT   2
 #define VOICE_PROTO_ROLE_TOOL        3   /* name, arguments, text: output */
 #define VOICE_PROTO_ROLE_DTMF        4   /* text: the digit */
+#define VOICE_PROTO_ROLE_NOTE        5   /* text: what happened to the call
+                                            (a session took over) */
 
 /* call.create's flags */
 #define VOICE_PROTO_FLAG_AMD         1   /* answering-machine detection */

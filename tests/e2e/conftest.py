@@ -209,7 +209,8 @@ class Stack:
                 binary, "--listen", ep,
                 "--twilio-timeout-ms",
                 str(self.opts.get("twilio_timeout_ms", 10000)),
-                "--final-wait-ms", str(self.opts.get("final_wait_ms", 5000))]
+                "--final-wait-ms", str(self.opts.get("final_wait_ms", 5000))
+            ] + self.opts.get("bridged_args", [])
             self._spawn(name, argv, env=self.bridged_env())
         for name, ep in zip(self.bridged_names, eps):
             wait_for(lambda: "listening on" in self.log(name), 10,

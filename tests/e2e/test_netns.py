@@ -10,6 +10,12 @@ tcp://127.100.x.2; the fake Twilio reaches nginx at 127.100.x.1.  A whole
 inbound call must work across them.  The test talks to nginx through a
 Unix socket and to the fakes with `ip netns exec`, since neither host is
 reachable from the root namespace.
+
+Making the hosts is transactional: whatever step fails (`ip netns exec`
+does in a chroot), what was made -- the namespaces, the veth pair, any
+process in them -- is removed and the test is skipped, saying why; after
+the test the same removal runs, and must leave none of it behind
+(test_failed_setup_leaves_nothing fails each step in turn).
 """
 
 import base64
@@ -39,19 +45,24 @@ def sh(*argv, **kw):
 
 
 class Hosts:
+    """Two hosts: network namespaces joined by a veth pair.  Hosts() only
+    names them; setup() makes them, step by step; delete() removes
+    whatever of them exists, whichever step failed."""
+
     def __init__(self):
         tag = secrets.token_hex(3)
         self.edge, self.bridge = "vbe" + tag, "vbb" + tag
         self.net = "127.100.%d" % (int(tag[:2], 16) % 250 + 1)
         self.edge_ip, self.bridge_ip = self.net + ".1", self.net + ".2"
-        veth_e, veth_b = "ve" + tag, "vb" + tag
+        self.veth_e, self.veth_b = "ve" + tag, "vb" + tag
 
+    def setup(self):
         sh("ip", "netns", "add", self.edge)
         sh("ip", "netns", "add", self.bridge)
-        sh("ip", "link", "add", veth_e, "type", "veth", "peer", "name",
-           veth_b)
-        for ns, veth, ip in ((self.edge, veth_e, self.edge_ip),
-                             (self.bridge, veth_b, self.bridge_ip)):
+        sh("ip", "link", "add", self.veth_e, "type", "veth", "peer", "name",
+           self.veth_b)
+        for ns, veth, ip in ((self.edge, self.veth_e, self.edge_ip),
+                             (self.bridge, self.veth_b, self.bridge_ip)):
             sh("ip", "link", "set", veth, "netns", ns)
             run = ("ip", "netns", "exec", ns)
             sh(*run, "ip", "link", "set", "lo", "up")
@@ -68,16 +79,105 @@ class Hosts:
     def run(self, ns, *argv):
         return ["ip", "netns", "exec", ns] + list(argv)
 
+    def left(self):
+        """what of the hosts the root namespace still shows"""
+        ns = subprocess.run(["ip", "netns", "list"], capture_output=True,
+                            text=True).stdout.split()
+        links = subprocess.run(["ip", "-o", "link", "show"],
+                               capture_output=True, text=True).stdout
+        links = [l.split(":")[1].strip().split("@")[0]
+                 for l in links.splitlines() if ":" in l]
+        return [n for n in (self.edge, self.bridge) if n in ns] + \
+            [n for n in (self.veth_e, self.veth_b) if n in links]
+
     def delete(self):
+        """removes whatever of the hosts exists: the processes in the
+        namespaces (a namespace lives on while one runs in it, and so
+        does a veth in it), the veth pair, the namespaces; returns what
+        could not be removed"""
+        quiet = dict(capture_output=True, text=True)
         for ns in (self.edge, self.bridge):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+            pids = subprocess.run(["ip", "netns", "pids", ns],
+                                  **quiet).stdout.split()
+            for pid in pids:
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except (ProcessLookupError, ValueError):
+                    pass
+        # one end still in the root namespace (a failure before it moved)
+        for veth in (self.veth_e, self.veth_b):
+            subprocess.run(["ip", "link", "del", veth], **quiet)
+        for ns in (self.edge, self.bridge):
+            subprocess.run(["ip", "netns", "del", ns], **quiet)
+        # the kernel takes a moment over a veth whose namespace went
+        deadline = time.monotonic() + 5
+        while self.left() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return self.left()
+
+
+def make_hosts(h):
+    """h.setup(), or, when a step fails, h.delete() and a skip that says
+    which step and why"""
+    try:
+        h.setup()
+    except BaseException as e:
+        left = h.delete()
+        assert not left, "left behind by a failed set-up: %s" % left
+        if isinstance(e, subprocess.CalledProcessError):
+            pytest.skip("this machine cannot make the test's network "
+                        "namespaces: `%s` failed (%s): %s" % (
+                            " ".join(e.cmd), e.returncode,
+                            (e.stderr or "").strip()))
+        if isinstance(e, OSError):
+            pytest.skip("this machine cannot make the test's network "
+                        "namespaces: %s" % e)
+        raise
+    return h
 
 
 @pytest.fixture
 def hosts():
+    h = make_hosts(Hosts())
+    try:
+        yield h
+    finally:
+        left = h.delete()
+    assert not left, "left behind: %s" % left
+
+
+# (step to fail, which of those steps): the chroot case is the first
+# `ip netns exec`
+SETUP_STEPS = [("ip netns add", 1), ("ip netns add", 2), ("ip link add", 1),
+               ("ip link set", 1), ("ip netns exec", 1), ("ip link set", 2),
+               ("ip netns exec", 14)]
+
+
+@pytest.mark.parametrize("step,nth", SETUP_STEPS)
+def test_failed_setup_leaves_nothing(monkeypatch, step, nth):
+    seen, real_sh = [], sh
+
+    def failing_sh(*argv, **kw):
+        if " ".join(argv).startswith(step):
+            seen.append(argv)
+            if len(seen) == nth:
+                raise subprocess.CalledProcessError(
+                    1, list(argv), "", "setting the network namespace "
+                    "failed: Invalid argument (injected)")
+        return real_sh(*argv, **kw)
+
+    monkeypatch.setitem(globals(), "sh", failing_sh)
     h = Hosts()
-    yield h
-    h.delete()
+    try:
+        with pytest.raises(pytest.skip.Exception) as skipped:
+            make_hosts(h)
+        assert "cannot make the test's network namespaces" in \
+            str(skipped.value), skipped.value
+        # (a real failure before the injected one skips just the same)
+        assert len(seen) == nth or "(injected)" not in str(skipped.value)
+        assert h.left() == []
+    finally:
+        h.delete()
 
 
 def test_bridged_on_another_host(hosts):
@@ -89,6 +189,7 @@ def test_bridged_on_another_host(hosts):
     token, key = secrets.token_hex(16), "sk-test-" + secrets.token_hex(8)
     account = "AC" + secrets.token_hex(16)
     api_token = secrets.token_urlsafe(24)
+    # (ports of the test's own namespaces: nothing else uses them)
     nginx_port, bridge_ep = 8080, "tcp://%s:5555" % hosts.bridge_ip
 
     def spawn(name, argv, env=None, ready=False):

@@ -3,8 +3,9 @@
 
 SIMULATION ONLY - there is no model here. The product's bridged daemon connects to this
 program instead of wss://api.openai.com/v1/realtime. It follows openai-realtime.md:
-  * §1 connect: GET /v1/realtime?model=..., Authorization: Bearer <key> (else the upgrade
-    is refused with 401 and an OpenAI JSON error body), optional delayed handshake
+  * §1 connect: GET /v1/realtime?model=..., Authorization: Bearer <key> (else, as verified
+    in acting §7.2: 101, one error invalid_api_key, close 3000; or, with --bad-key-mode
+    refuse, HTTP 401 with an OpenAI JSON error body), optional delayed handshake
     (--accept-delay-ms) to prove the product buffers caller audio meanwhile;
     OpenAI-Beta: realtime=v1 -> error beta_api_shape_disabled + close 4000 (§0);
   * §2 session.update validation (GA nested shape, session.type required, beta keys
@@ -26,6 +27,12 @@ And openai-realtime-acting.md:
     call_id) and never answered with a response by itself; cancel mid-arguments (§8.4);
   * §3 MCP: mcp_list_tools after a session.update adds a server, mcp_call inside a
     response, mcp_approval_request when require_approval is not "never";
+  * §7 faults a test injects: a connection dropped mid-response (after N audio deltas, or
+    now via /_fake/drop; abrupt or 1011), errors that end a live session (/_fake/fatal),
+    refused upgrades (refuse_next: HTTP 401/403/429/500/503..., Retry-After) and sessions
+    that end at once (fatal_next: insufficient_quota, invalid_model...); session expiry
+    that matches session.created's expires_at; §7.6 history re-created with
+    conversation.item.create (client_items, first_append_ms);
   * §5.3 idle_timeout_ms (timeout_triggered, commit, response), §1 model/transcription
     deprecation warnings, reasoning only on the reasoning models, the tool / tool_choice /
     truncation / noise_reduction / transcription field sets of the 7.60.0 types.
@@ -139,12 +146,86 @@ DEFAULT_MCP_OUTPUT = '{"status":"shipped","eta":"2026-09-04"}'
 IDLE_TIMEOUT_RANGE_MS = (5000, 30000)   # not in the 7.60.0 types: UNVERIFIED, configurable
 
 
+# Errors that end a session (acting §7.2, §7.5, §1.1; openai-realtime.md §7): code ->
+# (error.type, close code, message). The close reason is "<type>.<code>" for 3xxx/4xxx
+# closes (verified for the bad key, §7.2), the message for session_expired (§7.1), and
+# "internal error" for server_error's 1011 (this fake's choice).
+FATAL_CODES = {
+    "invalid_api_key": ("invalid_request_error", 3000, "Incorrect API key provided: sk-...fake. You can find your "
+                        "API key at https://platform.openai.com/account/api-keys."),
+    "insufficient_quota": ("insufficient_quota", 3000, "You exceeded your current quota, please check your plan "
+                           "and billing details. For more information on this error, read the docs: "
+                           "https://platform.openai.com/docs/guides/error-codes/api-errors."),
+    "invalid_model": ("invalid_request_error", 4000, 'Model "%(model)s" is not supported in realtime mode.'),
+    "missing_model": ("invalid_request_error", 4000, "Missing required parameter: 'model'."),
+    "model_not_found": ("invalid_request_error", 4000, "The model '%(model)s' does not exist or you do not have "
+                        "access to it."),
+    "beta_api_shape_disabled": ("invalid_request_error", 4000, "The Realtime API beta shape (OpenAI-Beta: "
+                                "realtime=v1) is no longer supported. Use the GA interface."),
+    "session_expired": ("invalid_request_error", 1001, "Your session hit the maximum duration of %(minutes)d "
+                        "minutes."),
+    "server_error": ("server_error", 1011, "The server had an error while processing your request. Sorry about "
+                     "that! You can retry your request, or contact us through our help center at "
+                     "help.openai.com if the error persists."),
+}
+SERVER_ERROR_CLOSE_REASON = "internal error"
+# HTTP refusals of the upgrade (refuse_next): status -> (error.type, error.code, message)
+REFUSE_STATUSES = {
+    401: ("invalid_request_error", "invalid_api_key", None),      # message: the masked key
+    403: ("invalid_request_error", None, "You have insufficient permissions for this operation."),
+    408: ("server_error", None, "Request timed out."),
+    429: ("requests", "rate_limit_exceeded", "Rate limit reached for %(model)s in organization org-fake on requests "
+          "per min (RPM): Limit 100, Used 100, Requested 1. Please try again in 1s."),
+    500: ("server_error", None, "The server had an error while processing your request. Sorry about that!"),
+    502: ("server_error", None, "Bad gateway."),
+    503: ("server_error", None, "The server is overloaded or not ready yet."),
+    504: ("server_error", None, "Gateway timeout."),
+}
+RETRY_AFTER_STATUSES = (429, 503)
+DROP_MODES = ("abrupt", "1011")
+
+
 def openai_error_body(message, code, etype="invalid_request_error", param=None):
     return {"error": {"message": message, "type": etype, "param": param, "code": code}}
 
 
-def default_session(model):
-    """GA session object as session.created carries it (§1, §4): pcm 24 kHz defaults."""
+def bad_key_message(auth):
+    """The invalid_api_key text with the key masked as in acting §7.2 ('sk-proj-...sQoA')."""
+    key = auth[7:] if auth.startswith("Bearer ") else ""
+    if not key:
+        return ("You didn't provide an API key. You need to provide your API key in an Authorization header "
+                "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY). You can obtain an API key from "
+                "https://platform.openai.com/account/api-keys.")
+    prefix = "sk-proj-" if key.startswith("sk-proj-") else key[:3]
+    shown = prefix + "..." + (key[-4:] if len(key) > len(prefix) + 4 else "")
+    return ("Incorrect API key provided: %s. You can find your API key at "
+            "https://platform.openai.com/account/api-keys." % shown)
+
+
+def fatal_error(code, model=None, limit_seconds=None, etype=None, message=None, close_code=None, reason=None):
+    """(error body, close code, close reason) for an error that ends a session. Unknown codes
+    are invalid_request_error + 3000 unless etype / close_code say otherwise."""
+    dtype, dclose, dmsg = FATAL_CODES.get(code, ("invalid_request_error", 3000, "Injected fatal error %(code)s."))
+    etype = etype or dtype
+    close_code = int(close_code) if close_code not in (None, "") else dclose
+    minutes = max(1, int(round(limit_seconds / 60.0))) if limit_seconds else 60
+    if message is None:
+        message = dmsg % {"model": model, "minutes": minutes, "code": code}
+    if reason is None:
+        if code == "session_expired":
+            reason = "Your session hit the maximum duration of %d minutes." % minutes
+        elif close_code == 1011:
+            reason = SERVER_ERROR_CLOSE_REASON
+        else:
+            reason = "%s.%s" % (etype, code)
+    body = {"type": etype, "code": code, "message": message, "param": None, "event_id": None}
+    return body, close_code, reason
+
+
+def default_session(model, max_session_seconds=None):
+    """GA session object as session.created carries it (§1, §4): pcm 24 kHz defaults.
+    expires_at is the session limit (now + max_session_seconds, rounded down to the second),
+    or now + 3600 (the real 60 minutes) when the fake never expires sessions."""
     return {
         "type": "realtime",
         "object": "realtime.session",
@@ -158,7 +239,7 @@ def default_session(model):
         "tracing": None,
         "truncation": "auto",
         "prompt": None,
-        "expires_at": int(time.time()) + 3600,
+        "expires_at": int(time.time() + (max_session_seconds or 3600)),
         "audio": {
             "input": {
                 "format": {"type": "audio/pcm", "rate": 24000},
@@ -766,6 +847,9 @@ class Response:
         self.stop_reason = None
         self.task = None
         self.started_ms = sess.now_ms()
+        self.audio_deltas_sent = 0
+        self.drop_after = None              # (N, mode) when this response drops the connection
+        self.dropped = False
         self.rng = random.Random(sess.fake.seed * 7919 + len(sess.responses))
 
     def mcp_tool_cfg(self):
@@ -780,6 +864,7 @@ class Response:
                 "status_details": self.status_details, "audio_bytes_sent": len(self.sent_audio),
                 "audio_b64": C.b64(self.sent_audio), "transcript": self.transcript,
                 "started_ms": self.started_ms, "plan": self.plan, "call_id": self.call_id,
+                "audio_deltas_sent": self.audio_deltas_sent, "dropped": self.dropped,
                 "output": [{"id": it["id"], "type": it["type"], "status": it.get("status")} for it in self.output]}
 
     def item(self, status, final):
@@ -839,7 +924,13 @@ class Response:
                 self.output.append(await self.run_mcp_approval_request(idx))
             else:
                 self.output.append(await self.run_mcp_call(idx))
-        if self.stop.is_set():
+        if self.drop_after is not None and not self.dropped:
+            s.warning("drop_not_reached", "drop_after_deltas=%d was taken by response %s, which ended after %d "
+                      "audio deltas: no drop" % (self.drop_after[0], self.id, self.audio_deltas_sent),
+                      response_id=self.id)
+        if self.dropped:
+            pass                                # status "dropped", set by Session.drop
+        elif self.stop.is_set():
             self.status = "cancelled"
             self.status_details = {"type": "cancelled", "reason": self.stop_reason}
         else:
@@ -899,13 +990,18 @@ class Response:
             per_chunk[min(len(chunks) - 1, i * len(chunks) // max(1, len(words)))].append(w)
         fmt_type = s.config["audio"]["output"]["format"]["type"]
         for i, chunk in enumerate(chunks):
+            if audio_mode and self.drop_due():
+                break
             if self.stop.is_set():
                 break
             if audio_mode:
                 await s.send("response.output_audio.delta", **ids,
                              delta=C.b64(C.ulaw_to_format(chunk, fmt_type)))
                 self.sent_audio.extend(chunk)
+                self.audio_deltas_sent += 1
                 s.audio_produced = True
+                if self.drop_due():
+                    break
             for w in per_chunk[i]:
                 self.transcript += w
                 await s.send("response.output_audio_transcript.delta" if audio_mode else
@@ -925,6 +1021,13 @@ class Response:
         await self.finish_in_conversation(prev, final)
         s.log("message %s %s (%s, %d ms audio)" % (self.msg_item_id, item_status, part_type, self.audio_ms()))
         return final
+
+    def drop_due(self):
+        """drop_after_deltas: once N audio deltas are out, the connection goes (Session.drop)."""
+        if self.drop_after is None or self.dropped or self.audio_deltas_sent < self.drop_after[0]:
+            return False
+        self.sess.drop(self.drop_after[1], "drop_after_deltas", self)
+        return True
 
     async def stream_arguments(self, text, event, ids):
         """Argument deltas spread over tool_args_ms; stops early (partial JSON) on cancel."""
@@ -1044,7 +1147,8 @@ class Session:
         self.model = self.query.get("model")
         self.headers = [[k, ("Bearer <redacted>" if k.lower() == "authorization" else v)]
                         for k, v in ws.request_headers.raw_items()]
-        self.config = default_session(self.model)
+        self.max_session_seconds = fake.max_session_seconds or None   # the limit this session got
+        self.config = default_session(self.model, self.max_session_seconds)
         # script_per_session: this session plays its own copy of the script
         self.script = copy.deepcopy(fake.script) if fake.script_per_session else None
         self.conversation_id = C.openai_id("conv_")
@@ -1083,6 +1187,16 @@ class Session:
         self.close_code = None
         self.close_reason = None
         self.closed_ms = None
+        # how the session ended (fault injection, expiry, bad key...): see end_with_error / drop
+        self.ending = False             # the fake is ending this session: nothing more is sent
+        self.ended_by = None
+        self.sent_close = None          # (code, reason) the fake closed with; (1006, "") = cut
+        self.dropped_by_fake = False
+        self.drop_rec = None
+        self.fatal_rec = None
+        # history given by the client (acting §7.6) and when audio began
+        self.client_items = []
+        self.first_append_ms = None
         self.lock = asyncio.Lock()
         self.tasks = set()
         # VAD / input buffer
@@ -1145,15 +1259,89 @@ class Session:
         t.add_done_callback(self.tasks.discard)
         return t
 
-    async def send(self, etype, **fields):
+    async def _write(self, etype, fields):
+        """Send one server event; the caller holds self.lock."""
         ev = {"type": etype, "event_id": C.openai_id("event_")}
         ev.update(fields)
+        self.server_event_types.append(etype)
+        try:
+            await self.ws.send(json.dumps(ev, separators=(",", ":")))
+        except websockets.ConnectionClosed:
+            pass
+
+    async def send(self, etype, **fields):
         async with self.lock:
-            self.server_event_types.append(etype)
+            if self.ending:     # the fake is closing or has cut this session: the event is not sent
+                return
+            await self._write(etype, fields)
+
+    def stop_active(self, reason):
+        if self.active is not None and not self.active.stop.is_set():
+            self.active.stop_reason = reason
+            self.active.stop.set()
+
+    async def end_with_error(self, trigger, body, close_code, close_reason, ended_by="fatal"):
+        """An error that ends the session (acting §7.2, §7.5): the error event is the last one
+        sent, then the close frame. Returns False if the session was already ending."""
+        async with self.lock:
+            if self.ending:
+                return False
+            self.errors.append(body)
+            await self._write("error", {"error": body})
+            self.ending = True
+        self.ended_by = ended_by
+        self.sent_close = (close_code, close_reason)
+        self.fatal_rec = {"code": body["code"], "type": body["type"], "message": body["message"],
+                          "close_code": close_code, "close_reason": close_reason, "trigger": trigger,
+                          "at_ms": self.now_ms()}
+        self.log("ending the session: error %s.%s, close %d %r (%s)" % (body["type"], body["code"], close_code,
+                                                                         close_reason, trigger))
+        self.stop_active("session_ended")
+        await self.ws.close(close_code, close_reason)
+        return True
+
+    def drop(self, mode, trigger, resp=None):
+        """Cut the connection now: 'abrupt' = no close frame (the client sees 1006), '1011' =
+        close frame 1011 'internal error'. Nothing more is sent. Returns the closing task, or
+        None if the session was already ending."""
+        if self.ending:
+            return None
+        self.ending = True
+        self.ended_by = "drop"
+        self.dropped_by_fake = True
+        resp = resp or self.active
+        if resp is not None:
+            resp.dropped = True
+            resp.status = "dropped"
+            resp.status_details = None
+            resp.stop_reason = "connection_dropped"
+            resp.stop.set()
+        self.sent_close = (1006, "") if mode == "abrupt" else (1011, SERVER_ERROR_CLOSE_REASON)
+        self.drop_rec = {"mode": mode, "trigger": trigger, "at_ms": self.now_ms(),
+                         "response_id": resp.id if resp is not None else None,
+                         "audio_deltas_sent": resp.audio_deltas_sent if resp is not None else None}
+        self.log("DROPPING the connection (%s, %s)%s" % (mode, trigger, " during %s after %d audio deltas" % (
+            resp.id, resp.audio_deltas_sent) if resp is not None else ""))
+        if mode == "abrupt":
+            return self.fake.background(self.cut())
+        return self.fake.background(self.ws.close(1011, SERVER_ERROR_CLOSE_REASON))
+
+    async def cut(self):
+        """Close the TCP connection without a close frame, once what was already sent has left
+        the process (so the client gets every event counted as sent, then EOF)."""
+        transports = [self.ws.transport]
+        inner = getattr(getattr(self.ws.transport, "_ssl_protocol", None), "_transport", None)
+        if inner is not None:
+            transports.append(inner)
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
             try:
-                await self.ws.send(json.dumps(ev, separators=(",", ":")))
-            except websockets.ConnectionClosed:
-                pass
+                if not any(t.get_write_buffer_size() for t in transports):
+                    break
+            except (AttributeError, RuntimeError):
+                break
+            await asyncio.sleep(0.005)
+        self.ws.transport.abort()
 
     async def send_error(self, err, client_event_id):
         body = {"type": "invalid_request_error", "code": err.code, "message": err.message,
@@ -1175,6 +1363,9 @@ class Session:
             "appended_before_update_bytes": self.appended_before_update,
             "violations": self.violations, "errors": self.errors,
             "close_code": self.close_code, "close_reason": self.close_reason,
+            "ended_by": self.ended_by, "dropped_by_fake": self.dropped_by_fake, "drop": self.drop_rec,
+            "fatal": self.fatal_rec, "max_session_seconds": self.max_session_seconds,
+            "client_items": self.client_items, "first_append_ms": self.first_append_ms,
             "responses": [r.summary() for r in self.responses],
             "user_transcripts": self.user_transcripts, "speech": self.speech,
             "truncations": self.truncations,
@@ -1322,6 +1513,7 @@ class Session:
         if plan is None and queue:
             plan = queue.pop(0)
         resp = Response(self, trigger, conversation, modalities, plan, tools)
+        resp.drop_after = self.fake.claim_drop(self, resp)
         self.responses.append(resp)
         if conversation == "auto":
             self.active = resp
@@ -1436,6 +1628,8 @@ class Session:
         if not data:
             self.violation("input_audio_buffer.append with empty audio")
             return
+        if self.first_append_ms is None:
+            self.first_append_ms = self.now_ms()
         if not self.update_accepted:
             if self.appended_before_update == 0:
                 self.violation("input_audio_buffer.append before session.update was accepted (the audio "
@@ -1495,6 +1689,7 @@ class Session:
             raise invalid_value("item.status", "Invalid value: %r. Supported values are: 'completed', "
                                                "'incomplete', and 'in_progress'." % (item["status"],))
         user_text = None
+        item_text = None
         if t == "message":
             role = item.get("role")
             ok_types = {"user": {"input_text", "input_audio", "input_image"}, "system": {"input_text"},
@@ -1509,18 +1704,27 @@ class Session:
                                   "item.content")
             texts = []
             for i, c in enumerate(content):
-                if not isinstance(c, dict) or c.get("type") not in ok_types[role]:
-                    raise invalid_value("item.content[%d].type" % i, "Invalid value: %r for a %s message. "
+                ctype = c.get("type") if isinstance(c, dict) else c
+                if role == "assistant" and ctype in ("output_audio", "audio"):
+                    # the types' create event: "it cannot populate assistant audio messages" (acting §7.6)
+                    raise invalid_value("item.content[%d].type" % i, "Invalid value: %r. Assistant messages "
+                                        "created by the client cannot contain audio; use 'output_text'." % (ctype,))
+                if not isinstance(c, dict) or ctype not in ok_types[role]:
+                    raise invalid_value("item.content[%d].type" % i, "Invalid value: %r for %s %s message. "
                                         "Supported values are: %s." % (
-                                            c.get("type") if isinstance(c, dict) else c, role,
-                                            sorted(ok_types[role])))
+                                            ctype, "an" if role[0] in "aeiou" else "a", role,
+                                            ", ".join("'%s'" % x for x in sorted(ok_types[role]))))
                 check_keys(c, part_keys[role], "item.content[%d]" % i)
+                if role == "assistant" and "audio" in c:
+                    raise invalid_value("item.content[%d].audio" % i, "Assistant messages created by the "
+                                        "client cannot contain audio; use 'output_text'.")
                 if c["type"] in ("input_text", "output_text"):
                     if not isinstance(c.get("text"), str):
                         raise invalid_type("item.content[%d].text" % i, "a string", c.get("text"))
                     texts.append(c["text"])
             if role == "user" and texts:
                 user_text = " ".join(texts)
+            item_text = " ".join(texts) if texts else None
         elif t == "function_call":
             for k in ("name", "arguments"):
                 if k not in item:
@@ -1570,6 +1774,12 @@ class Session:
         else:
             prev = prev_req
         self.add_item(new, after=prev_req)
+        self.client_items.append({"item_id": new["id"], "type": t, "role": item.get("role"),
+                                  "text": item_text, "content_types": [c.get("type") for c in item.get("content", [])]
+                                  if t == "message" else [], "previous_item_id": prev, "at_ms": self.now_ms(),
+                                  "before_first_append": self.first_append_ms is None})
+        self.log("client item %s (%s%s): %r" % (new["id"], t, "/" + item["role"] if t == "message" else "",
+                                                (item_text or "")[:200]))
         if user_text is not None:
             self.user_texts.append({"item_id": new["id"], "text": user_text, "at_ms": self.now_ms()})
             self.log("user text item %s: %r" % (new["id"], user_text))
@@ -1703,13 +1913,13 @@ class Session:
 
     # -- lifecycle --------------------------------------------------------------------------
     async def expire_later(self, seconds):
-        await asyncio.sleep(seconds)
-        minutes = max(1, int(round(seconds / 60)))
-        msg = "Your session hit the maximum duration of %d minutes." % minutes
+        """openai-realtime.md §7, acting §7.1: error session_expired ("Your session hit the maximum
+        duration of N minutes."), then close 1001 with the same text as the reason."""
+        await asyncio.sleep(max(0.0, seconds - (time.monotonic() - self.t0)))
         self.log("session expired")
-        await self.send("error", error={"type": "invalid_request_error", "code": "session_expired",
-                                        "message": msg, "param": None, "event_id": None})
-        await self.ws.close(1001, msg)
+        body, code, reason = fatal_error("session_expired", self.model, seconds)
+        self.fake.background(self.end_with_error("max_session_seconds", body, code, reason,
+                                                 ended_by="session_expired"))
 
     async def run(self):
         ws = self.ws
@@ -1717,17 +1927,13 @@ class Session:
         if beta is not None:
             if self.fake.beta_mode == "refuse":
                 self.violation("OpenAI-Beta header sent (%r): the beta shape is disabled" % beta)
-                body = {"type": "invalid_request_error", "code": "beta_api_shape_disabled",
-                        "message": "The Realtime API beta shape (OpenAI-Beta: realtime=v1) is no longer "
-                                   "supported. Use the GA interface.", "param": None, "event_id": None}
-                self.errors.append(body)
-                await self.send("error", error=body)
-                await ws.close(4000, "beta_api_shape_disabled")
+                body, code, reason = fatal_error("beta_api_shape_disabled", self.model)
+                await self.end_with_error("beta_header", body, code, reason, ended_by="beta_api_shape_disabled")
                 return
             self.violation("OpenAI-Beta header sent (%r); answering with the GA interface" % beta)
         await self.send("session.created", session=self.config)
-        if self.fake.max_session_seconds:
-            self.spawn(self.expire_later(self.fake.max_session_seconds))
+        if self.max_session_seconds:
+            self.spawn(self.expire_later(self.max_session_seconds))
         try:
             async for raw in ws:
                 ev_id = None
@@ -1773,8 +1979,124 @@ class FakeOpenAI:
         self.idle_timeout_range_ms = IDLE_TIMEOUT_RANGE_MS
         self.script = [normalize_plan(e) for e in self.parse_json_list(args.script)] if args.script else []
         self.script_per_session = bool(args.script_per_session)
+        # one-shot faults (fire once, or N times, then clear themselves)
+        self.drop_after_deltas = args.drop_after_deltas     # None = not armed
+        self.drop_mode = args.drop_mode
+        self.drop_session = None                            # None = any session
+        self.refuse_next = args.refuse_next
+        self.refuse_status = args.refuse_status
+        self.refuse_retry_after = args.refuse_retry_after   # None = no Retry-After header
+        self.fatal_next = args.fatal_next
+        self.fatal_code = args.fatal_code
+        self.bg = set()                 # closing tasks, kept apart from the sessions' own tasks
         self.sessions = []
         self.handshakes = []
+
+    def background(self, coro):
+        """Run a closing task that must outlive the session's own tasks (the handler cancels those)."""
+        t = asyncio.ensure_future(coro)
+        self.bg.add(t)
+        t.add_done_callback(self.bg.discard)
+        return t
+
+    def find_session(self, spec):
+        """A session by index in /_fake/sessions or by its sess_ id; None if there is none."""
+        if spec.startswith("sess_"):
+            return next((x for x in self.sessions if x.config["id"] == spec), None)
+        try:
+            return self.sessions[int(spec)]
+        except (IndexError, ValueError):
+            return None
+
+    def claim_drop(self, sess, resp):
+        """drop_after_deltas: the next response that has audio to send (in drop_session, if set)
+        takes the armed drop, which is then cleared."""
+        if self.drop_after_deltas is None:
+            return None
+        if resp.msg_item_id is None or "audio" not in resp.modalities:
+            return None
+        if self.drop_session is not None and self.find_session(self.drop_session) is not sess:
+            return None
+        claim = (self.drop_after_deltas, self.drop_mode)
+        self.drop_after_deltas = None
+        self.drop_session = None
+        sess.log("response %s will drop the connection (%s) after %d audio deltas" % (resp.id, claim[1], claim[0]))
+        return claim
+
+    def open_sessions(self, spec):
+        if spec is None:
+            return [x for x in self.sessions if not x.ending and x.closed_ms is None and x.ws.open]
+        x = self.find_session(spec)
+        if x is None:
+            raise LookupError("no session %r (there are %d)" % (spec, len(self.sessions)))
+        if x.ending or x.closed_ms is not None or not x.ws.open:
+            raise ValueError("session %r is closed or closing" % spec)
+        return [x]
+
+    @staticmethod
+    async def wait_close_started(targets, timeout=1.0):
+        """Until every target's close frame is out (or its transport is gone)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(x.ws.open and not x.ws.transport.is_closing() for x in targets):
+            await asyncio.sleep(0.002)
+
+    async def drop_now(self, q):
+        """GET /_fake/drop[?mode=abrupt|1011][&session=N|sess_id]: cut every open session now."""
+        one = {k: v[-1] for k, v in q.items()}
+        mode = one.get("mode", self.drop_mode)
+        if mode not in DROP_MODES:
+            return self.http_json(400, {"error": "mode is abrupt or 1011"})
+        try:
+            targets = self.open_sessions(one.get("session"))
+        except LookupError as e:
+            return self.http_json(404, {"error": str(e)})
+        except ValueError as e:
+            return self.http_json(409, {"error": str(e)})
+        tasks = [t for t in (x.drop(mode, "endpoint") for x in targets) if t is not None]
+        if tasks and mode == "abrupt":
+            await asyncio.wait(tasks, timeout=1.5)      # cut() is quick: the buffers drain, then abort
+        elif tasks:
+            await self.wait_close_started(targets)      # the 1011 frame is out; the handshake goes on
+        log("/_fake/drop (%s): %d session(s)", mode, len(targets))
+        return self.http_json(200, {"ok": True, "mode": mode, "dropped": [
+            {"session": self.sessions.index(x), "session_id": x.config["id"],
+             "response_id": (x.drop_rec or {}).get("response_id")} for x in targets]})
+
+    async def fatal_now(self, q):
+        """GET /_fake/fatal?code=CODE[&type=T][&message=M][&close=C][&reason=R][&session=N|sess_id]:
+        send that error to every open session, then close it."""
+        one = {k: v[-1] for k, v in q.items()}
+        code = one.get("code")
+        if not code or not re.match(r"^[a-z0-9_]{1,50}$", code):
+            return self.http_json(400, {"error": "fatal needs code=... (e.g. session_expired, server_error)"})
+        if one.get("type") and not re.match(r"^[a-z0-9_]{1,50}$", one["type"]):
+            return self.http_json(400, {"error": "type is an error type such as server_error"})
+        if len(one.get("reason", "").encode()) > 123:
+            return self.http_json(400, {"error": "a close reason is at most 123 bytes"})
+        close = one.get("close")
+        if close not in (None, "") and not (close.isdigit() and (int(close) in (1000, 1001, 1008, 1011)
+                                                                 or 3000 <= int(close) < 5000)):
+            return self.http_json(400, {"error": "close is 1000, 1001, 1008, 1011 or 3000..4999"})
+        try:
+            targets = self.open_sessions(one.get("session"))
+        except LookupError as e:
+            return self.http_json(404, {"error": str(e)})
+        except ValueError as e:
+            return self.http_json(409, {"error": str(e)})
+        ended = []
+        for x in targets:
+            body, close_code, reason = fatal_error(code, x.model, x.max_session_seconds, one.get("type") or None,
+                                                   one.get("message"), one.get("close"), one.get("reason"))
+            self.background(x.end_with_error("endpoint", body, close_code, reason))
+            ended.append({"session": self.sessions.index(x), "session_id": x.config["id"], "error": body,
+                          "close_code": close_code, "close_reason": reason})
+        for _ in range(50):             # let each error event and close frame go out first
+            if all(x.ending for x in targets):
+                break
+            await asyncio.sleep(0.002)
+        await self.wait_close_started(targets)
+        log("/_fake/fatal %s: %d session(s)", code, len(targets))
+        return self.http_json(200, {"ok": True, "code": code, "sessions": ended})
 
     @staticmethod
     def parse_json_list(text):
@@ -1820,14 +2142,19 @@ class FakeOpenAI:
                 "tool_args_ms": self.tool_args_ms,
                 "tool_output_deadline_ms": self.tool_output_deadline_ms, "mcp_tools": self.mcp_tools,
                 "mcp_output": self.mcp_output, "mcp_call_ms": self.mcp_call_ms,
-                "mcp_list_fail": self.mcp_list_fail, "idle_timeout_range_ms": list(self.idle_timeout_range_ms)}
+                "mcp_list_fail": self.mcp_list_fail, "idle_timeout_range_ms": list(self.idle_timeout_range_ms),
+                "drop_after_deltas": self.drop_after_deltas, "drop_mode": self.drop_mode,
+                "drop_session": self.drop_session, "refuse_next": self.refuse_next,
+                "refuse_status": self.refuse_status, "refuse_retry_after": self.refuse_retry_after,
+                "fatal_next": self.fatal_next, "fatal_code": self.fatal_code}
 
     # -- HTTP side -----------------------------------------------------------------------
     @staticmethod
-    def http_json(status, obj):
+    def http_json(status, obj, extra_headers=()):
         body = json.dumps(obj).encode()
         return (http.HTTPStatus(status), [("Content-Type", "application/json"),
-                                          ("Content-Length", str(len(body))), ("Connection", "close")], body)
+                                          ("Content-Length", str(len(body))), ("Connection", "close")]
+                + list(extra_headers), body)
 
     def control(self, path, query):
         q = urllib.parse.parse_qs(query, keep_blank_values=True)
@@ -1841,6 +2168,8 @@ class FakeOpenAI:
             self.sessions = []
             self.handshakes = []
             self.script = []
+            self.drop_after_deltas = self.drop_session = None
+            self.refuse_next = self.fatal_next = 0
             return self.http_json(200, {"ok": True})
         if path == "/_fake/cue":
             return self.cue(q)
@@ -1873,7 +2202,10 @@ class FakeOpenAI:
                     elif k == "api_key":
                         self.api_key = v
                     elif k == "max_session_seconds":
-                        self.max_session_seconds = float(v) if v else None
+                        secs = float(v) if v else 0.0
+                        if secs < 0 or math.isnan(secs) or math.isinf(secs):
+                            raise ValueError("max_session_seconds is >= 0 (0 = never)")
+                        self.max_session_seconds = secs or None
                     elif k == "phrase":
                         for spec in vals:
                             self.add_phrase(spec)
@@ -1906,6 +2238,33 @@ class FakeOpenAI:
                     elif k == "idle_timeout_range_ms":
                         lo, _, hi = v.partition(",")
                         self.idle_timeout_range_ms = (int(lo), int(hi))
+                    elif k == "drop_after_deltas":
+                        n = int(v) if v not in ("", "off") else None
+                        if n is not None and n < 0:
+                            raise ValueError("drop_after_deltas is N >= 0, or empty to disarm")
+                        self.drop_after_deltas = n
+                    elif k == "drop_mode":
+                        if v not in DROP_MODES:
+                            raise ValueError("drop_mode is abrupt or 1011")
+                        self.drop_mode = v
+                    elif k == "drop_session":
+                        self.drop_session = v or None
+                    elif k == "refuse_next":
+                        self.refuse_next = max(0, int(v or 0))
+                    elif k == "refuse_status":
+                        if int(v) not in REFUSE_STATUSES:
+                            raise ValueError("refuse_status is one of %s" % sorted(REFUSE_STATUSES))
+                        self.refuse_status = int(v)
+                    elif k == "refuse_retry_after":
+                        if v and int(v) < 0:
+                            raise ValueError("refuse_retry_after is seconds >= 0, or empty for none")
+                        self.refuse_retry_after = int(v) if v else None
+                    elif k == "fatal_next":
+                        self.fatal_next = max(0, int(v or 0))
+                    elif k == "fatal_code":
+                        if not re.match(r"^[a-z0-9_]+$", v):
+                            raise ValueError("fatal_code is an error code such as insufficient_quota")
+                        self.fatal_code = v
                     else:
                         raise ValueError("unknown setting %r" % k)
             except (ValueError, OSError, TypeError) as e:
@@ -1955,6 +2314,10 @@ class FakeOpenAI:
 
     async def process_request(self, path, headers):
         parts = urllib.parse.urlsplit(path)
+        if parts.path == "/_fake/drop":
+            return await self.drop_now(urllib.parse.parse_qs(parts.query, keep_blank_values=True))
+        if parts.path == "/_fake/fatal":
+            return await self.fatal_now(urllib.parse.parse_qs(parts.query, keep_blank_values=True))
         if parts.path.startswith("/_fake/"):
             return self.control(parts.path, parts.query)
         rec = {"path": path, "at": time.time(),
@@ -1971,6 +2334,21 @@ class FakeOpenAI:
         if parts.path != "/v1/realtime":
             return refuse(404, "Invalid URL (GET %s)" % parts.path, None)
         q = urllib.parse.parse_qs(parts.query, keep_blank_values=True)
+        if self.refuse_next > 0:
+            # injected refusal (an outage, a rate limit...): before any other check
+            self.refuse_next -= 1
+            status = self.refuse_status
+            etype, code, message = REFUSE_STATUSES[status]
+            model = (q.get("model") or ["gpt-realtime"])[0]
+            message = bad_key_message(headers.get("Authorization", "")) if status == 401 else \
+                message % {"model": model}
+            extra = []
+            if status in RETRY_AFTER_STATUSES and self.refuse_retry_after is not None:
+                extra.append(("Retry-After", str(self.refuse_retry_after)))
+                rec["retry_after"] = self.refuse_retry_after
+            rec.update(status=status, refused=message, injected="refuse_next")
+            log.loud("refusing WebSocket upgrade %s: HTTP %d (refuse_next, %d left)", path, status, self.refuse_next)
+            return self.http_json(status, openai_error_body(message, code, etype), extra)
         modes = [k for k in ("model", "call_id", "intent") if k in q]
         if len(modes) != 1:
             return refuse(400, "Exactly one of 'model', 'call_id' or 'intent' is required in the query "
@@ -1985,10 +2363,7 @@ class FakeOpenAI:
         auth = headers.get("Authorization", "")
         if not (self.api_key and auth == "Bearer " + self.api_key):
             if self.bad_key_mode == "refuse":
-                shown = auth[7:] if auth.startswith("Bearer ") else ""
-                masked = (shown[:3] + "*" * 8 + shown[-4:]) if len(shown) > 8 else "<none>"
-                return refuse(401, "Incorrect API key provided: %s. You can find your API key at "
-                                   "https://platform.openai.com/account/api-keys." % masked, "invalid_api_key")
+                return refuse(401, bad_key_message(auth), "invalid_api_key")
             rec["bad_key"] = True
         rec["extra_query"] = extra
         if self.accept_delay_ms:
@@ -2007,12 +2382,14 @@ class FakeOpenAI:
             sess.violation("undocumented query parameters %s on the Realtime URL (only model=...)" % extra)
         auth = ws.request_headers.get("Authorization", "")
         if not (self.api_key and auth == "Bearer " + self.api_key):
+            # acting §7.2 (verified): 101, one error invalid_api_key, close 3000 "<type>.<code>"
             sess.violation("wrong or missing API key")
-            body = {"type": "invalid_request_error", "code": "invalid_api_key",
-                    "message": "Incorrect API key provided.", "param": None, "event_id": None}
-            sess.errors.append(body)
-            await sess.send("error", error=body)
-            await ws.close(1008, "invalid_api_key")
+            body, code, reason = fatal_error("invalid_api_key", sess.model, message=bad_key_message(auth))
+            await sess.end_with_error("bad_key", body, code, reason, ended_by="invalid_api_key")
+        elif self.fatal_next > 0:
+            self.fatal_next -= 1
+            body, code, reason = fatal_error(self.fatal_code, sess.model, sess.max_session_seconds)
+            await sess.end_with_error("fatal_next", body, code, reason)
         else:
             try:
                 await sess.run()
@@ -2021,17 +2398,23 @@ class FakeOpenAI:
                 import traceback
                 traceback.print_exc()
                 sess.violations.append("fake internal error (not the product's fault): %r" % e)
+                if sess.ended_by is None:
+                    sess.ended_by = "fake_internal_error"
                 await ws.close(1011, "fake internal error")
-        if sess.active is not None:
-            sess.active.stop_reason = "client_closed"
-            sess.active.stop.set()
+        sess.stop_active("client_closed" if sess.ended_by is None else "session_ended")
         for t in list(sess.tasks):
             t.cancel()
         await ws.wait_closed()
-        sess.close_code = ws.close_code
-        sess.close_reason = ws.close_reason
+        if sess.sent_close is not None:     # the fake ended it: what the fake sent (1006 = cut)
+            sess.close_code, sess.close_reason = sess.sent_close
+        else:
+            sess.close_code = ws.close_code
+            sess.close_reason = ws.close_reason
+            if sess.ended_by is None:
+                sess.ended_by = "fake_shutdown" if (ws.close_sent is not None and not ws.close_rcvd_then_sent) \
+                    else "client"
         sess.closed_ms = sess.now_ms()
-        sess.log("session closed (code %s)" % ws.close_code)
+        sess.log("session closed (code %s, %s; the client saw %s)" % (sess.close_code, sess.ended_by, ws.close_code))
 
 
 async def amain(args):
@@ -2070,14 +2453,28 @@ def main(argv=None):
     ap.add_argument("--phrase", action="append", metavar="PATH.ulaw=TEXT",
                     help="a known caller sentence for the fake ASR (repeatable)")
     ap.add_argument("--beta-mode", choices=("refuse", "ignore"), default="refuse")
-    ap.add_argument("--bad-key-mode", choices=("refuse", "error"), default="refuse",
-                    help="wrong key: refuse the upgrade with 401 (default) or upgrade, send "
-                         "invalid_api_key and close")
+    ap.add_argument("--bad-key-mode", choices=("refuse", "error"), default="error",
+                    help="wrong key: upgrade, send error invalid_api_key and close 3000 "
+                         "'invalid_request_error.invalid_api_key' (default, verified), or refuse the upgrade with 401")
     ap.add_argument("--pace", type=float, default=2.0, help="reply audio speed vs real time (default 2x)")
     ap.add_argument("--seed", type=int, default=1, help="seed for chunk sizes")
     ap.add_argument("--transcription-delay-ms", type=int, nargs=2, default=[200, 2000], metavar=("MIN", "MAX"))
     ap.add_argument("--max-session-seconds", type=float, default=3600,
-                    help="session_expired + close 1001 after this long (0 = never)")
+                    help="session_expired + close 1001 after this long, fractions allowed (0 = never); "
+                         "session.created's expires_at follows it")
+    ap.add_argument("--drop-after-deltas", type=int, default=None, metavar="N",
+                    help="the first response with audio drops the connection after N audio deltas (once)")
+    ap.add_argument("--drop-mode", choices=DROP_MODES, default="abrupt",
+                    help="how a drop ends the connection: abrupt (no close frame, 1006) or 1011")
+    ap.add_argument("--refuse-next", type=int, default=0, metavar="N",
+                    help="refuse the next N upgrades with HTTP --refuse-status")
+    ap.add_argument("--refuse-status", type=int, choices=sorted(REFUSE_STATUSES), default=503)
+    ap.add_argument("--refuse-retry-after", type=int, default=None, metavar="SECONDS",
+                    help="Retry-After header on a 429 or 503 refusal")
+    ap.add_argument("--fatal-next", type=int, default=0, metavar="N",
+                    help="the next N sessions get error --fatal-code at once, then a close")
+    ap.add_argument("--fatal-code", default="insufficient_quota",
+                    help="error code of --fatal-next (insufficient_quota, invalid_model, server_error...)")
     ap.add_argument("--ping-interval", type=float, default=None)
     ap.add_argument("--tool-args-ms", type=int, default=50,
                     help="total time over which function/MCP call argument deltas are spread")
@@ -2088,6 +2485,10 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if bool(args.tls_cert) != bool(args.tls_key):
         ap.error("--tls-cert and --tls-key go together")
+    if args.drop_after_deltas is not None and args.drop_after_deltas < 0:
+        ap.error("--drop-after-deltas is N >= 0")
+    if args.max_session_seconds < 0:
+        ap.error("--max-session-seconds is >= 0")
     try:
         asyncio.run(amain(args))
     except KeyboardInterrupt:

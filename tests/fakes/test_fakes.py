@@ -614,11 +614,13 @@ def test_openai_turn(openai, fixtures):
 def test_openai_refusals_and_errors(openai):
     async def run():
         out = {}
-        try:
-            async with websockets.connect(ws_url(openai), extra_headers={"Authorization": "Bearer wrong"}):
-                pass
-        except websockets.InvalidStatusCode as e:
-            out["bad_key"] = e.status_code
+        # the default bad_key_mode is the verified one (acting §7.2): 101, error, close 3000
+        async with websockets.connect(ws_url(openai), extra_headers={"Authorization": "Bearer wrong"}) as ws:
+            out["bad_key_error"] = json.loads(await ws.recv())
+            try:
+                await ws.recv()
+            except websockets.ConnectionClosed as e:
+                out["bad_key"] = (e.code, e.reason)
         async with websockets.connect(ws_url(openai), extra_headers={"Authorization": "Bearer " + OAI_KEY,
                                                                      "OpenAI-Beta": "realtime=v1"}) as ws:
             out["beta_error"] = json.loads(await ws.recv())
@@ -639,7 +641,8 @@ def test_openai_refusals_and_errors(openai):
         return out
 
     out = asyncio.run(run())
-    assert out["bad_key"] == 401
+    assert out["bad_key"] == (3000, "invalid_request_error.invalid_api_key")
+    assert out["bad_key_error"]["error"]["code"] == "invalid_api_key"
     assert out["beta_error"]["error"]["code"] == "beta_api_shape_disabled" and out["beta_close"] == 4000
     assert out["no_type"]["error"] == {"type": "invalid_request_error", "code": "missing_required_parameter",
                                        "message": "Missing required parameter: 'session.type'.",
@@ -651,7 +654,8 @@ def test_openai_refusals_and_errors(openai):
     last = sess[-1]
     assert any("before session.update" in v for v in last["violations"])
     assert base64.b64decode(last["appended_audio_b64"]) == b"\xff\xff\xff"
-    assert requests.get(openai.base + "/_fake/handshakes").json()[0]["status"] == 401
+    hs = requests.get(openai.base + "/_fake/handshakes").json()[0]
+    assert hs["status"] == 101 and hs["bad_key"] is True
 
 
 def test_openai_accept_delay_and_barge_in(openai, fixtures):

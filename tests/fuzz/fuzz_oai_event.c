@@ -169,7 +169,7 @@ fuzz_idle(void *data)
 
 static const bd_oai_event_ops_t  fuzz_ops = {
     fuzz_audio_out, fuzz_clear, fuzz_transcript, fuzz_send, fuzz_ready,
-    fuzz_fatal, fuzz_tool_call, fuzz_mcp_call, fuzz_response_done,
+    fuzz_fatal, fuzz_fatal, fuzz_tool_call, fuzz_mcp_call, fuzz_response_done,
     fuzz_speech, fuzz_idle
 };
 

@@ -42,6 +42,8 @@ typedef struct {
     unsigned    ready;
     char        fatal[320];
     unsigned    nfatal;
+    char        renew[320];
+    unsigned    nrenew;
     int         refuse_audio;
     char        tool_call[8][256];  /* "order|call_id|name|arguments" */
     unsigned    ntools;
@@ -139,6 +141,16 @@ fake_fatal(void *data, const char *why)
 
 
 static void
+fake_renew(void *data, const char *why)
+{
+    fake_t  *f = data;
+
+    snprintf(f->renew, sizeof(f->renew), "%s", why);
+    f->nrenew++;
+}
+
+
+static void
 fake_tool_call(void *data, uint32_t order, const char *call_id,
     const char *name, const char *arguments)
 {
@@ -189,7 +201,7 @@ fake_idle(void *data)
 
 static const bd_oai_event_ops_t  fake_ops = {
     fake_audio_out, fake_clear, fake_transcript, fake_send,
-    fake_ready, fake_fatal, fake_tool_call, fake_mcp_call,
+    fake_ready, fake_fatal, fake_renew, fake_tool_call, fake_mcp_call,
     fake_response_done, fake_speech, fake_idle
 };
 
@@ -654,11 +666,19 @@ test_error_events(void **state)
     assert_string_equal(x->f.fatal,
                         "OpenAI error invalid_api_key: Incorrect API key");
 
-    ev(x, "{\"type\":\"error\",\"error\":{\"code\":\"session_expired\"}}");
     ev(x, "{\"type\":\"error\",\"error\":{\"code\":\"beta_api_shape_disabled\""
           "}}");
     ev(x, "{\"type\":\"error\",\"error\":{\"code\":\"model_not_found\"}}");
+    ev(x, "{\"type\":\"error\",\"error\":{\"type\":\"insufficient_quota\","
+          "\"code\":\"insufficient_quota\"}}");
     assert_int_equal(x->f.nfatal, 4);
+
+    /* an expired session is over, the call is not: a new one takes over */
+
+    ev(x, "{\"type\":\"error\",\"error\":{\"code\":\"session_expired\"}}");
+    assert_int_equal(x->f.nfatal, 4);
+    assert_int_equal(x->f.nrenew, 1);
+    assert_string_equal(x->f.renew, "the session expired");
 
     /* our session.update refused: the session would play garbage */
 
@@ -670,6 +690,74 @@ test_error_events(void **state)
 
     ev(x, "{\"type\":\"error\"}");
     assert_int_equal(x->f.nfatal, 5);
+    assert_int_equal(x->f.nrenew, 1);
+}
+
+
+/* one sent conversation.item.create: its role, part type and text */
+
+static void
+assert_item(const char *json, const char *role, const char *type,
+    const char *text)
+{
+    cJSON        *root;
+    const cJSON  *item, *part;
+
+    root = cJSON_Parse(json);
+    assert_non_null(root);
+    assert_string_equal(cJSON_GetObjectItem(root, "type")->valuestring,
+                        "conversation.item.create");
+
+    item = cJSON_GetObjectItem(root, "item");
+    assert_null(cJSON_GetObjectItem(item, "previous_item_id"));
+    assert_string_equal(cJSON_GetObjectItem(item, "role")->valuestring, role);
+
+    part = cJSON_GetArrayItem(cJSON_GetObjectItem(item, "content"), 0);
+    assert_string_equal(cJSON_GetObjectItem(part, "type")->valuestring, type);
+
+    if (text != NULL) {
+        assert_string_equal(cJSON_GetObjectItem(part, "text")->valuestring,
+                            text);
+    }
+
+    cJSON_Delete(root);
+}
+
+
+static void
+test_restore_history(void **state)
+{
+    fixture_t     *x = *state;
+    bd_history_t   h;
+
+    bd_history_init(&h);
+    (void) bd_history_add(&h, 1, VOICE_PROTO_ROLE_USER, "Hi", 2);
+    (void) bd_history_add(&h, 2, VOICE_PROTO_ROLE_ASSISTANT, "Hello!", 6);
+    (void) bd_history_add(&h, 3, VOICE_PROTO_ROLE_TOOL,
+                          "lookup({}) returned: ok", 23);
+    (void) bd_history_add(&h, 4, VOICE_PROTO_ROLE_DTMF, "5", 1);
+    h.dropped = 2;
+
+    assert_int_equal(bd_oai_event_restore(&x->cv, &h, "closed by OpenAI "
+                                          "with 1011"), 0);
+    assert_int_equal(x->f.nsent, 5);
+
+    /* a note first, with why and what is missing; then oldest first */
+
+    assert_item(x->f.sent[0], "system", "input_text", NULL);
+    assert_non_null(strstr(x->f.sent[0], "closed by OpenAI with 1011"));
+    assert_non_null(strstr(x->f.sent[0], "without its 2 oldest turns"));
+    assert_item(x->f.sent[1], "user", "input_text", "Hi");
+    assert_item(x->f.sent[2], "assistant", "output_text", "Hello!");
+    assert_item(x->f.sent[3], "system", "input_text",
+                "Earlier in the call, the tool lookup({}) returned: ok");
+    assert_item(x->f.sent[4], "user", "input_text", "The caller pressed 5.");
+
+    /* restoring asks for no response by itself, and settles nothing */
+
+    assert_true(bd_oai_event_settled(&x->cv));
+
+    bd_history_free(&h);
 }
 
 
@@ -1096,6 +1184,8 @@ main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_mark_echoes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_error_events, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_restore_history, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_stop_commits_speech, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_refused_commit_settles, setup,
