@@ -20,7 +20,7 @@
 set -euo pipefail
 
 TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-BUILD=$TOP/build
+BUILD=${VOICE_BUILD_DIR:-$TOP/build}   # another for a second tree of work
 RUN=${VOICE_RUN_DIR:-$TOP/run}
 PY=/usr/bin/python3
 
