@@ -87,6 +87,9 @@
 #define BD_CALL_WRAP_UP                                                       \
     "This call must end in about %u seconds. Wrap up now: bring the "       \
     "conversation to a close, say goodbye and end the call."
+#define BD_CALL_STOP_GOODBYE                                                  \
+    "The service is going down for maintenance. Apologise briefly, say a "   \
+    "very short goodbye now; the call ends after it."
 #define BD_CALL_LIMIT_GOODBYE                                                 \
     "The call has reached its time limit. Say a very short goodbye now; "    \
     "the call ends after it."
@@ -137,6 +140,9 @@ static void bd_call_session_lost(bd_call_t *call, const char *why,
     int fatal);
 static void bd_call_renew_arm(bd_call_t *call);
 static void bd_call_session_open(bd_call_t *call);
+static void bd_call_take_over(bd_call_t *call, const voice_proto_msg_t *msg);
+static void bd_call_end_politely(bd_call_t *call,
+    const voice_proto_msg_t *msg);
 static void bd_call_idle_arm(bd_call_t *call);
 static void bd_call_check_goodbye(bd_call_t *call);
 static void bd_call_end_now(bd_call_t *call, const char *why);
@@ -510,6 +516,7 @@ bd_call_resume(bd_call_t *call)
 {
     int                    n;
     char                   note[320];
+    const char            *greeting;
     bd_history_t          *h;
     voice_proto_writer_t  *w;
 
@@ -542,7 +549,12 @@ bd_call_resume(bd_call_t *call)
         call->conv.transcripts++;
     }
 
+    /* a greeting still to say (a transfer's way back) is the answer */
+
+    greeting = bd_session_str(call->settings, "greeting");
+
     if (!call->amd_hold
+        && (call->greeted || greeting == NULL || greeting[0] == '\0')
         && (call->respond_due
             || (h->len > 0
                 && h->items[h->len - 1].role == VOICE_PROTO_ROLE_USER)))
@@ -907,6 +919,42 @@ bd_call_refuse(bd_chan_peer_t *peer, const voice_proto_msg_t *msg,
 }
 
 
+/*
+ * nginx hands over a call another bridged had (or this one, before it
+ * restarted): its first session takes over the conversation so far, its
+ * entries go on from nginx's order, and nobody is greeted again.
+ */
+
+static void
+bd_call_take_over(bd_call_t *call, const voice_proto_msg_t *msg)
+{
+    call->greeted = 1;
+
+    if (msg->order > call->conv.next_order) {
+        call->conv.next_order = msg->order;
+    }
+
+    /* a stream this bridged still had keeps its own history */
+
+    if (msg->history.len > 0 && call->history.len == 0
+        && bd_history_load(&call->history, (const char *) msg->history.data,
+                           msg->history.len)
+           != 0)
+    {
+        bd_log(BD_LOG_WARN, call->sid, "the history nginx handed over is "
+               "not valid: the call goes on without it");
+    }
+
+    snprintf(call->lost_why, sizeof(call->lost_why), "%.*s",
+             (int) (msg->reason.len ? msg->reason.len : 22),
+             msg->reason.len ? (const char *) msg->reason.data
+                             : "another bridged had it");
+
+    bd_log(BD_LOG_INFO, call->sid, "taking the call over (%s), with %u "
+           "earlier items", call->lost_why, call->history.len);
+}
+
+
 static void
 bd_call_start(bd_chan_peer_t *peer, const voice_proto_msg_t *msg)
 {
@@ -1026,7 +1074,6 @@ bd_call_start(bd_chan_peer_t *peer, const voice_proto_msg_t *msg)
 
         call->history = old->history;
         bd_history_init(&old->history);
-        call->greeted = old->greeted;
 
         if (call->history.len > 0) {
             snprintf(call->lost_why, sizeof(call->lost_why),
@@ -1034,6 +1081,12 @@ bd_call_start(bd_chan_peer_t *peer, const voice_proto_msg_t *msg)
         }
 
         bd_call_destroy(old);
+    }
+
+    if (voice_proto_has(msg, VOICE_PROTO_F_FLAGS)
+        && (msg->flags & VOICE_PROTO_FLAG_RESUMED))
+    {
+        bd_call_take_over(call, msg);
     }
 
     call->peer = peer;
@@ -1173,11 +1226,48 @@ bd_call_unknown(bd_chan_peer_t *peer, const voice_proto_msg_t *msg)
  * started waits in the tombstone table.
  */
 
+/*
+ * nginx is stopping and the call has outlived its wait
+ * (voice_shutdown_timeout): a short goodbye -- or the reply being said --
+ * then Twilio completes the call, as at a time limit.
+ */
+
+static void
+bd_call_end_politely(bd_call_t *call, const voice_proto_msg_t *msg)
+{
+    char  reason[128];
+
+    if (call == NULL || call->state != BD_CALL_ST_LIVE) {
+        return;
+    }
+
+    snprintf(reason, sizeof(reason), "%.*s",
+             (int) (msg->text.len ? msg->text.len : 18),
+             msg->text.len ? (const char *) msg->text.data
+                           : "the server stops");
+
+    bd_log(BD_LOG_INFO, call->sid, "nginx ends the call (%s): a goodbye, "
+           "then Twilio is asked to complete it", reason);
+
+    if (!call->conv.active && !call->conv.responding) {
+        bd_oai_event_respond(&call->conv, BD_CALL_STOP_GOODBYE);
+        bd_oai_want_write(call->oai);
+    }
+
+    bd_call_ending(call, "server", reason, "Status=completed");
+}
+
+
 static void
 bd_call_event(bd_call_t *call, const voice_proto_msg_t *msg)
 {
     char             by[24];
     bd_call_tomb_t  *t;
+
+    if (msg->name.len == 3 && memcmp(msg->name.data, "end", 3) == 0) {
+        bd_call_end_politely(call, msg);
+        return;
+    }
 
     if (msg->name.len != 3 || memcmp(msg->name.data, "amd", 3) != 0
         || msg->text.len == 0 || msg->text.len >= sizeof(by))

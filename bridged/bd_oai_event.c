@@ -1142,8 +1142,24 @@ bd_oai_event_stop(bd_oai_event_conv_t *cv)
 {
     static const char  commit[] =
         "{\"type\":\"input_audio_buffer.commit\",\"event_id\":\"bd-commit\"}";
+    static const char  cancel[] =
+        "{\"type\":\"response.cancel\",\"event_id\":\"bd-stop-cancel\"}";
 
-    if (!cv->ready || !cv->speaking) {
+    if (!cv->ready) {
+        return;
+    }
+
+    /*
+     * Nobody hears a reply still generating: it is cancelled, so that the
+     * session can close as soon as the transcriptions are in rather than
+     * when the reply would have ended (its response.done still comes).
+     */
+
+    if (cv->responding || cv->active) {
+        cv->ops->send(cv->data, cancel, sizeof(cancel) - 1);
+    }
+
+    if (!cv->speaking) {
         return;
     }
 

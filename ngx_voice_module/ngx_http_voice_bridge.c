@@ -15,9 +15,9 @@
  * Incoming frames (proto/) are dispatched by type: REST replies to
  * ngx_http_voice_rest.c, media messages to the call's media session
  * (ngx_http_voice_media.c), transcripts to ngx_http_voice_transcript.c.
- * The calls live in a per-worker tree keyed by call SID; a call is owned
- * by one bridged, chosen by a stable hash of its SID.  Heartbeats tell
- * which bridged instances are alive.
+ * Heartbeats tell which bridged instances are alive; which one carries
+ * each call, and what happens to its calls when one goes, is
+ * ngx_http_voice_call.c's.
  */
 
 #include <ngx_config.h>
@@ -37,9 +37,10 @@
 
 
 #define NGX_HTTP_VOICE_BRIDGE_BATCH      256
-#define NGX_HTTP_VOICE_BRIDGE_MISSED     3
+#define NGX_HTTP_VOICE_BRIDGE_MISSED     2      /* pings: down in 2-3 s */
 #define NGX_HTTP_VOICE_BRIDGE_PROBE      50     /* ms, while one is down */
-#define NGX_HTTP_VOICE_BRIDGE_FRAME      (256 * 1024)
+#define NGX_HTTP_VOICE_BRIDGE_FRAME      (512 * 1024)  /* settings and
+                                                         history fit */
 
 
 static void ngx_http_voice_bridge_read_handler(ngx_event_t *rev);
@@ -49,6 +50,12 @@ static void ngx_http_voice_bridge_heartbeat(ngx_event_t *ev);
 static void ngx_http_voice_bridge_ping(ngx_http_voice_peer_t *peer,
     voice_proto_msg_type_e type, uint64_t id);
 static void ngx_http_voice_bridge_seen(ngx_http_voice_peer_t *peer);
+static ngx_int_t ngx_http_voice_bridge_monitor(ngx_cycle_t *cycle,
+    ngx_http_voice_worker_t *w, ngx_http_voice_peer_t *peer);
+static void ngx_http_voice_bridge_monitor_handler(ngx_event_t *rev);
+static void ngx_http_voice_bridge_down(ngx_http_voice_peer_t *peer,
+    const char *why);
+static void ngx_http_voice_bridge_release(ngx_connection_t **c);
 
 
 ngx_int_t
@@ -191,6 +198,10 @@ ngx_http_voice_bridge_init_process(ngx_cycle_t *cycle,
             return NGX_ERROR;
         }
 
+        if (ngx_http_voice_bridge_monitor(cycle, w, peer) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
         if (zmq_connect(peer->sock, (char *) peer->endpoint.data) != 0) {
             ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
                           "zmq_connect(\"%V\") failed: %s", &peer->endpoint,
@@ -255,7 +266,6 @@ ngx_http_voice_bridge_exit_process(ngx_cycle_t *cycle,
     ngx_http_voice_main_conf_t *vmcf)
 {
     ngx_uint_t                i;
-    ngx_connection_t         *c;
     ngx_http_voice_peer_t    *peer;
     ngx_http_voice_worker_t  *w;
 
@@ -267,28 +277,19 @@ ngx_http_voice_bridge_exit_process(ngx_cycle_t *cycle,
 
     for (i = 0; i < w->npeers; i++) {
         peer = &w->peers[i];
-        c = peer->conn;
 
-        /* the descriptor belongs to libzmq: remove it from the event set
-         * (flags 0, not NGX_CLOSE_EVENT) and free the connection without
-         * closing it, then let zmq_close() close it */
-        if (c) {
-            if (c->read->posted) {
-                ngx_delete_posted_event(c->read);
-            }
-
-            if (c->read->active) {
-                (void) ngx_del_event(c->read, NGX_READ_EVENT, 0);
-            }
-
-            c->fd = (ngx_socket_t) -1;
-            ngx_free_connection(c);
-            peer->conn = NULL;
-        }
+        ngx_http_voice_bridge_release(&peer->conn);
+        ngx_http_voice_bridge_release(&peer->mon_conn);
 
         if (peer->sock) {
+            (void) zmq_socket_monitor(peer->sock, NULL, 0);
             (void) zmq_close(peer->sock);
             peer->sock = NULL;
+        }
+
+        if (peer->mon) {
+            (void) zmq_close(peer->mon);
+            peer->mon = NULL;
         }
     }
 
@@ -422,12 +423,24 @@ ngx_http_voice_bridge_dispatch(ngx_http_voice_peer_t *peer, u_char *data,
         break;
     }
 
-    call = ngx_http_voice_bridge_find_call(msg.call_sid.data,
-                                           msg.call_sid.len);
+    call = ngx_http_voice_call_find(msg.call_sid.data, msg.call_sid.len);
     if (call == NULL) {
         w->events_ignored++;
         ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                        "voice bridge: %s for unknown call \"%*s\"",
+                       voice_proto_type_name(msg.type),
+                       msg.call_sid.len, msg.call_sid.data);
+        return;
+    }
+
+    /* a call handed to another bridged: the one it left may still talk
+     * (it was only slow), but no longer for it */
+
+    if (call->peer != peer) {
+        w->events_ignored++;
+        ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "voice bridge: %s for call \"%*s\" from a bridged "
+                       "that no longer has it",
                        voice_proto_type_name(msg.type),
                        msg.call_sid.len, msg.call_sid.data);
         return;
@@ -486,23 +499,6 @@ ngx_http_voice_bridge_send(ngx_http_voice_peer_t *peer, const u_char *frame,
 }
 
 
-ngx_http_voice_peer_t *
-ngx_http_voice_bridge_owner(const u_char *call_sid, size_t len)
-{
-    ngx_http_voice_peer_t    *peer;
-    ngx_http_voice_worker_t  *w;
-
-    w = ngx_http_voice_worker();
-    if (w == NULL || w->npeers == 0) {
-        return NULL;
-    }
-
-    peer = &w->peers[voice_proto_hash(call_sid, len) % w->npeers];
-
-    return peer->alive ? peer : NULL;
-}
-
-
 /*
  * Sends a frame that any bridged can answer (no call yet: placing a call,
  * listing numbers) to the next live one that takes it, in round-robin
@@ -536,60 +532,6 @@ ngx_http_voice_bridge_send_any(const u_char *frame, size_t len)
 }
 
 
-ngx_http_voice_call_t *
-ngx_http_voice_bridge_find_call(const u_char *sid, size_t len)
-{
-    ngx_str_t                 name;
-    ngx_str_node_t           *node;
-    ngx_http_voice_worker_t  *w;
-
-    w = ngx_http_voice_worker();
-    if (w == NULL || len == 0) {
-        return NULL;
-    }
-
-    name.data = (u_char *) sid;
-    name.len = len;
-
-    node = ngx_str_rbtree_lookup(&w->calls, &name, ngx_crc32_short(name.data,
-                                                                  name.len));
-
-    return (ngx_http_voice_call_t *) node;
-}
-
-
-void
-ngx_http_voice_bridge_add_call(ngx_http_voice_call_t *call)
-{
-    ngx_http_voice_worker_t  *w;
-
-    w = ngx_http_voice_worker();
-
-    call->node.str.data = call->call_sid;
-    call->node.str.len = ngx_strlen(call->call_sid);
-    call->node.node.key = ngx_crc32_short(call->node.str.data,
-                                          call->node.str.len);
-
-    ngx_rbtree_insert(&w->calls, &call->node.node);
-    w->ncalls++;
-}
-
-
-void
-ngx_http_voice_bridge_remove_call(ngx_http_voice_call_t *call)
-{
-    ngx_http_voice_worker_t  *w;
-
-    w = ngx_http_voice_worker();
-    if (w == NULL) {
-        return;
-    }
-
-    ngx_rbtree_delete(&w->calls, &call->node.node);
-    w->ncalls--;
-}
-
-
 /*
  * Any message from bridged is proof of life; a ping goes out every
  * voice_bridge_heartbeat, and a bridged that leaves three unanswered is
@@ -608,8 +550,19 @@ ngx_http_voice_bridge_heartbeat(ngx_event_t *ev)
     vmcf = ev->data;
     w = vmcf->worker;
 
-    if (w == NULL || ngx_exiting) {
+    if (w == NULL) {
         return;
+    }
+
+    /*
+     * A worker that is going (a reload's old one, or a graceful stop) keeps
+     * its live calls, and keeps pinging so that they still move when a
+     * bridged dies; the heartbeat is cancelable, so it does not hold the
+     * worker back once they are over.
+     */
+
+    if (ngx_exiting) {
+        ngx_http_voice_call_shutdown(vmcf);
     }
 
     down = 0;
@@ -618,10 +571,7 @@ ngx_http_voice_bridge_heartbeat(ngx_event_t *ev)
         peer = &w->peers[i];
 
         if (peer->missed >= NGX_HTTP_VOICE_BRIDGE_MISSED && peer->alive) {
-            peer->alive = 0;
-            ngx_log_error(NGX_LOG_ERR, ev->log, 0,
-                          "voice bridge: bridged at \"%V\" does not answer",
-                          &peer->endpoint);
+            ngx_http_voice_bridge_down(peer, "does not answer");
         }
 
         down += !peer->alive;
@@ -668,5 +618,202 @@ ngx_http_voice_bridge_seen(ngx_http_voice_peer_t *peer)
         ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
                       "voice bridge: bridged at \"%V\" answers again",
                       &peer->endpoint);
+
+        /* calls that wait for a bridged go to it */
+        ngx_http_voice_call_peer_changed(peer, 0);
     }
 }
+
+
+/*
+ * A bridged is taken for down: by the heartbeat, or at once when its
+ * connection drops (the monitor).  Its calls go on elsewhere.
+ */
+
+static void
+ngx_http_voice_bridge_down(ngx_http_voice_peer_t *peer, const char *why)
+{
+    if (!peer->alive) {
+        return;
+    }
+
+    peer->alive = 0;
+    peer->missed = 0;
+
+    ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                  "voice bridge: bridged at \"%V\" %s", &peer->endpoint,
+                  why);
+
+    ngx_http_voice_call_peer_changed(peer, 1);
+}
+
+
+/*
+ * libzmq reconnects by itself and says nothing when a peer goes; its
+ * socket monitor does, at once, when the connection drops -- a bridged
+ * that crashed, on this host or another.  That turns a 2-3 s wait for
+ * the heartbeat into the time the kernel takes to close a socket.  The
+ * monitor's events arrive on a PAIR socket over inproc://, whose ZMQ_FD is
+ * watched like the channel's own (edge-triggered, drained).  A hung
+ * bridged keeps its connection: the heartbeat is still what finds it.
+ */
+
+static ngx_int_t
+ngx_http_voice_bridge_monitor(ngx_cycle_t *cycle, ngx_http_voice_worker_t *w,
+    ngx_http_voice_peer_t *peer)
+{
+    int                fd;
+    size_t             fdlen;
+    u_char             addr[64];
+    ngx_event_t       *rev;
+    ngx_connection_t  *c;
+
+    (void) ngx_sprintf(addr, "inproc://voice-monitor-%ui%Z", peer->index);
+
+    if (zmq_socket_monitor(peer->sock, (char *) addr,
+                           ZMQ_EVENT_DISCONNECTED)
+        != 0)
+    {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                      "zmq_socket_monitor() failed: %s", zmq_strerror(errno));
+        return NGX_ERROR;
+    }
+
+    peer->mon = zmq_socket(w->zmq_ctx, ZMQ_PAIR);
+
+    fdlen = sizeof(int);
+
+    if (peer->mon == NULL
+        || zmq_connect(peer->mon, (char *) addr) != 0
+        || zmq_getsockopt(peer->mon, ZMQ_FD, &fd, &fdlen) != 0)
+    {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                      "the monitor of \"%V\" failed: %s", &peer->endpoint,
+                      zmq_strerror(errno));
+        return NGX_ERROR;
+    }
+
+    c = ngx_get_connection(fd, cycle->log);
+    if (c == NULL) {
+        return NGX_ERROR;
+    }
+
+    c->data = peer;
+    peer->mon_conn = c;
+
+    rev = c->read;
+    rev->handler = ngx_http_voice_bridge_monitor_handler;
+    rev->log = cycle->log;
+    c->write->log = cycle->log;
+
+    if (ngx_add_event(rev, NGX_READ_EVENT,
+                      (ngx_event_flags & NGX_USE_CLEAR_EVENT)
+                      ? NGX_CLEAR_EVENT : NGX_LEVEL_EVENT)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    rev->ready = 1;
+    ngx_post_event(rev, &ngx_posted_events);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_voice_bridge_monitor_handler(ngx_event_t *rev)
+{
+    int                     more, events;
+    size_t                  len;
+    uint16_t                event;
+    ngx_uint_t              n;
+    zmq_msg_t               msg;
+    ngx_connection_t       *c;
+    ngx_http_voice_peer_t  *peer;
+
+    c = rev->data;
+    peer = c->data;
+
+    /* each event is two parts: 2 bytes of event, 4 of value; the peer's
+     * address */
+
+    for (n = 0; n < NGX_HTTP_VOICE_BRIDGE_BATCH; n++) {
+        zmq_msg_init(&msg);
+
+        if (zmq_msg_recv(&msg, peer->mon, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&msg);
+            break;
+        }
+
+        len = zmq_msg_size(&msg);
+        event = 0;
+
+        if (len >= 2) {
+            ngx_memcpy(&event, zmq_msg_data(&msg), 2);
+        }
+
+        more = zmq_msg_more(&msg);
+        zmq_msg_close(&msg);
+
+        while (more) {
+            zmq_msg_init(&msg);
+
+            if (zmq_msg_recv(&msg, peer->mon, ZMQ_DONTWAIT) < 0) {
+                zmq_msg_close(&msg);
+                break;
+            }
+
+            more = zmq_msg_more(&msg);
+            zmq_msg_close(&msg);
+        }
+
+        if (event == ZMQ_EVENT_DISCONNECTED) {
+            ngx_http_voice_bridge_down(peer, "dropped its connection");
+        }
+    }
+
+    if (n == NGX_HTTP_VOICE_BRIDGE_BATCH) {
+        ngx_post_event(rev, &ngx_posted_events);
+        return;
+    }
+
+    /* the descriptor is edge-triggered: read ZMQ_EVENTS to re-arm it */
+
+    len = sizeof(int);
+    (void) zmq_getsockopt(peer->mon, ZMQ_EVENTS, &events, &len);
+
+    if (events & ZMQ_POLLIN) {
+        ngx_post_event(rev, &ngx_posted_events);
+    }
+}
+
+
+/* the descriptor belongs to libzmq: remove it from the event set (flags
+ * 0, not NGX_CLOSE_EVENT) and free the connection without closing it,
+ * then zmq_close() closes it */
+
+static void
+ngx_http_voice_bridge_release(ngx_connection_t **cp)
+{
+    ngx_connection_t  *c;
+
+    c = *cp;
+
+    if (c == NULL) {
+        return;
+    }
+
+    if (c->read->posted) {
+        ngx_delete_posted_event(c->read);
+    }
+
+    if (c->read->active) {
+        (void) ngx_del_event(c->read, NGX_READ_EVENT, 0);
+    }
+
+    c->fd = (ngx_socket_t) -1;
+    ngx_free_connection(c);
+    *cp = NULL;
+}
+

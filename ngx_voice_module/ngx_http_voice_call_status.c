@@ -103,7 +103,7 @@ ngx_http_voice_call_status_amd(ngx_http_request_t *r,
                   sid->value, v);
 
     w = ngx_http_voice_worker();
-    peer = ngx_http_voice_bridge_owner(sid->value, sid->value_len);
+    peer = ngx_http_voice_call_peer_of(sid->value, sid->value_len);
 
     if (w == NULL || peer == NULL) {
         return ngx_http_voice_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,

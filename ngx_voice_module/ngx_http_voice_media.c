@@ -26,6 +26,10 @@
 
 #define NGX_HTTP_VOICE_MEDIA_CHUNKS  8     /* ctx0..ctx7 */
 
+/* how long a call waits for a live bridged (none at all just after
+ * start, or every one down) before it ends with the fallback message */
+#define NGX_HTTP_VOICE_MEDIA_WAIT    10000
+
 
 typedef enum {
     NGX_HTTP_VOICE_MEDIA_ST_OPEN = 0,     /* before start */
@@ -45,6 +49,18 @@ struct ngx_http_voice_media_s {
 
     u_char                          stream_sid[NGX_HTTP_VOICE_SID_LEN];
     u_char                          call_sid[NGX_HTTP_VOICE_SID_LEN];
+
+    /* the start event's, for the stream.start of every bridged that
+     * carries the call */
+    u_char                          account_sid[NGX_HTTP_VOICE_SID_LEN];
+    size_t                          account_sid_len;
+    u_char                          ours[NGX_HTTP_VOICE_PHONE_MAX];
+    size_t                          ours_len;
+    unsigned                        outbound:1;
+    unsigned                        carried:1;      /* a bridged had it */
+
+    ngx_event_t                     wait;           /* for a live bridged */
+    ngx_msec_t                      waiting_since;
 
     ngx_uint_t                      frames_in;
     ngx_uint_t                      dropped_in;
@@ -72,8 +88,10 @@ static void ngx_http_voice_media_audio(ngx_http_voice_media_t *m,
 static void ngx_http_voice_media_unseal(ngx_http_voice_media_t *m,
     ngx_str_t *sealed, ngx_http_voice_session_extra_t *extra);
 static ngx_int_t ngx_http_voice_media_send_start(ngx_http_voice_media_t *m,
-    ngx_http_voice_twilio_event_t *ev, ngx_str_t *direction,
-    ngx_str_t *ours);
+    const char *why);
+static void ngx_http_voice_media_wait_expired(ngx_event_t *ev);
+static ngx_int_t ngx_http_voice_media_tell_stop(ngx_http_voice_media_t *m,
+    ngx_http_voice_peer_t *peer, const char *reason);
 
 
 ngx_http_voice_media_t *
@@ -90,6 +108,10 @@ ngx_http_voice_media_create(ngx_http_request_t *r)
     m->ws = ngx_http_get_module_ctx(r, ngx_http_voice_module);
     m->vlcf = ngx_http_get_module_loc_conf(r, ngx_http_voice_module);
     m->state = NGX_HTTP_VOICE_MEDIA_ST_OPEN;
+
+    m->wait.handler = ngx_http_voice_media_wait_expired;
+    m->wait.data = m;
+    m->wait.log = r->connection->log;
 
     return m;
 }
@@ -370,23 +392,19 @@ ngx_http_voice_media_start(ngx_http_voice_media_t *m,
         return;
     }
 
-    m->peer = ngx_http_voice_bridge_owner(m->call_sid, NGX_HTTP_VOICE_SID_LEN);
-    m->call->peer = m->peer;
+    /* what every stream.start of the call says, whichever bridged */
 
-    if (m->peer == NULL
-        || ngx_http_voice_media_send_start(m, ev, &direction, &ours)
-           != NGX_OK)
-    {
-        /* with no assistant there is no call: hang up, and the call's
-         * (empty) transcript is still written */
-        ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "voice: bridged is not reachable, hanging up");
-        ngx_http_voice_transcript_ended_by(m->call, (u_char *) "bridge", 6,
-                                   (u_char *) "bridged is not reachable", 24);
-        ngx_http_voice_media_stop(m, "bridge unavailable");
-        ngx_http_voice_ws_close(ws, NGX_HTTP_VOICE_WS_CLOSE_ERROR,
-                                "assistant unavailable");
+    m->account_sid_len = ngx_min(ev->account_sid.len,
+                                 NGX_HTTP_VOICE_SID_LEN);
+    ngx_memcpy(m->account_sid, ev->account_sid.data, m->account_sid_len);
+    m->outbound = (direction.len == sizeof("outbound") - 1);
+
+    if (ours.len <= NGX_HTTP_VOICE_PHONE_MAX) {
+        m->ours_len = ours.len;
+        ngx_memcpy(m->ours, ours.data, ours.len);
     }
+
+    ngx_http_voice_media_hand_over(m, NULL);
 }
 
 
@@ -476,17 +494,25 @@ ngx_http_voice_media_unseal(ngx_http_voice_media_t *m, ngx_str_t *sealed,
 }
 
 
-static ngx_int_t
-ngx_http_voice_media_send_start(ngx_http_voice_media_t *m,
-    ngx_http_voice_twilio_event_t *ev, ngx_str_t *direction, ngx_str_t *ours)
-{
-    ngx_uint_t                outbound;
+/*
+ * The call's stream.start for its bridged: the same each time, and, when
+ * another bridged had the call before (why says what happened to it),
+ * with the conversation so far, the order to go on from, and no greeting.
+ */
 
+static ngx_int_t
+ngx_http_voice_media_send_start(ngx_http_voice_media_t *m, const char *why)
+{
     size_t                    n;
+    uint32_t                  next;
+    ngx_str_t                 history;
+    ngx_int_t                 rc;
+    ngx_pool_t               *pool;
     voice_proto_writer_t      wr;
     ngx_http_voice_worker_t  *w;
 
     w = ngx_http_voice_worker();
+    pool = NULL;
 
     voice_proto_begin(&wr, w->frame, w->frame_size,
                       VOICE_PROTO_MSG_STREAM_START);
@@ -494,23 +520,26 @@ ngx_http_voice_media_send_start(ngx_http_voice_media_t *m,
                           NGX_HTTP_VOICE_SID_LEN);
     voice_proto_put_bytes(&wr, VOICE_PROTO_F_STREAM_SID, m->stream_sid,
                           NGX_HTTP_VOICE_SID_LEN);
-    voice_proto_put_bytes(&wr, VOICE_PROTO_F_ACCOUNT_SID,
-                          ev->account_sid.data, ev->account_sid.len);
+    voice_proto_put_bytes(&wr, VOICE_PROTO_F_ACCOUNT_SID, m->account_sid,
+                          m->account_sid_len);
     voice_proto_put_bytes(&wr, VOICE_PROTO_F_PHONE, m->call->phone,
                           ngx_strlen(m->call->phone));
-    voice_proto_put_bytes(&wr, VOICE_PROTO_F_DIRECTION, direction->data,
-                          direction->len);
+
+    if (m->outbound) {
+        voice_proto_put_str(&wr, VOICE_PROTO_F_DIRECTION, "outbound");
+
+    } else {
+        voice_proto_put_str(&wr, VOICE_PROTO_F_DIRECTION, "inbound");
+    }
 
     /* Twilio's From and To: the call's Twilio number is one of them */
 
-    outbound = (direction->len == sizeof("outbound") - 1);
-
-    if (ours->len && ours->len <= NGX_HTTP_VOICE_PHONE_MAX) {
-        voice_proto_put_bytes(&wr, outbound ? VOICE_PROTO_F_FROM
-                                            : VOICE_PROTO_F_TO,
-                              ours->data, ours->len);
-        voice_proto_put_bytes(&wr, outbound ? VOICE_PROTO_F_TO
-                                            : VOICE_PROTO_F_FROM,
+    if (m->ours_len) {
+        voice_proto_put_bytes(&wr, m->outbound ? VOICE_PROTO_F_FROM
+                                               : VOICE_PROTO_F_TO,
+                              m->ours, m->ours_len);
+        voice_proto_put_bytes(&wr, m->outbound ? VOICE_PROTO_F_TO
+                                               : VOICE_PROTO_F_FROM,
                               m->call->phone, ngx_strlen(m->call->phone));
     }
 
@@ -520,14 +549,147 @@ ngx_http_voice_media_send_start(ngx_http_voice_media_t *m,
     /* the record's start: how a transfer's way back names the record */
     voice_proto_put_u64(&wr, VOICE_PROTO_F_TIMESTAMP, m->call->start);
 
+    if (why != NULL) {
+        pool = ngx_create_pool(4096, m->request->connection->log);
+
+        if (pool == NULL
+            || ngx_http_voice_call_history(m->call, pool, &history, &next)
+               != NGX_OK)
+        {
+            if (pool) {
+                ngx_destroy_pool(pool);
+            }
+
+            return NGX_ERROR;
+        }
+
+        voice_proto_put_u32(&wr, VOICE_PROTO_F_FLAGS,
+                            VOICE_PROTO_FLAG_RESUMED);
+        voice_proto_put_u32(&wr, VOICE_PROTO_F_ORDER, next);
+        voice_proto_put_str(&wr, VOICE_PROTO_F_REASON, why);
+        voice_proto_put_bytes(&wr, VOICE_PROTO_F_HISTORY, history.data,
+                              history.len);
+    }
+
     n = voice_proto_finish(&wr);
+
+    if (pool) {
+        ngx_destroy_pool(pool);
+    }
+
     if (n == 0) {
         ngx_log_error(NGX_LOG_ALERT, m->request->connection->log, 0,
                       "voice: stream start frame does not fit");
         return NGX_ERROR;
     }
 
-    return ngx_http_voice_bridge_send(m->peer, w->frame, n);
+    rc = ngx_http_voice_bridge_send(m->peer, w->frame, n);
+
+    return rc;
+}
+
+
+/*
+ * The call goes to a live bridged: at its start, after its bridged went
+ * down (why), or once one answers while it waits.  With none alive it
+ * waits, bounded; the caller's audio meanwhile is dropped and counted.
+ */
+
+void
+ngx_http_voice_media_hand_over(ngx_http_voice_media_t *m, const char *why)
+{
+    ngx_log_t              *log;
+    ngx_http_voice_peer_t  *peer;
+
+    if (m->state != NGX_HTTP_VOICE_MEDIA_ST_STREAMING) {
+        return;
+    }
+
+    log = m->request->connection->log;
+
+    if (why != NULL) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "voice: call %*s: %s",
+                      (size_t) NGX_HTTP_VOICE_SID_LEN, m->call_sid, why);
+    }
+
+    peer = ngx_http_voice_call_pick(m->call_sid, NGX_HTTP_VOICE_SID_LEN);
+
+    /*
+     * The bridged the call leaves may only be hung, not dead: told now,
+     * it ends its part of the call when it wakes (the message waits in
+     * its queue), and whatever it still says is not listened to.
+     */
+
+    if (m->peer != NULL && m->peer != peer) {
+        ngx_http_voice_media_tell_stop(m, m->peer, "handed over");
+    }
+
+    m->peer = peer;
+    m->call->peer = peer;
+
+    if (peer != NULL
+        && ngx_http_voice_media_send_start(m, m->carried
+                                              ? (why ? why : "its bridged "
+                                                 "stopped answering")
+                                              : NULL)
+           == NGX_OK)
+    {
+        if (m->wait.timer_set) {
+            ngx_del_timer(&m->wait);
+        }
+
+        if (m->carried || m->waiting_since) {
+            ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                          "voice: call %*s goes on with bridged at \"%V\" "
+                          "after %M ms",
+                          (size_t) NGX_HTTP_VOICE_SID_LEN, m->call_sid,
+                          &peer->endpoint,
+                          m->waiting_since
+                          ? ngx_current_msec - m->waiting_since : 0);
+        }
+
+        m->carried = 1;
+        m->waiting_since = 0;
+        return;
+    }
+
+    m->peer = NULL;
+    m->call->peer = NULL;
+
+    if (!m->wait.timer_set) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "voice: call %*s waits up to %d ms for a bridged",
+                      (size_t) NGX_HTTP_VOICE_SID_LEN, m->call_sid,
+                      NGX_HTTP_VOICE_MEDIA_WAIT);
+        m->waiting_since = ngx_current_msec;
+        ngx_add_timer(&m->wait, NGX_HTTP_VOICE_MEDIA_WAIT);
+    }
+}
+
+
+static void
+ngx_http_voice_media_wait_expired(ngx_event_t *ev)
+{
+    ngx_http_voice_media_t  *m;
+
+    m = ev->data;
+
+    if (m->state != NGX_HTTP_VOICE_MEDIA_ST_STREAMING || m->peer != NULL) {
+        return;
+    }
+
+    /* with no assistant there is no call: the stream closes from our
+     * side, Twilio speaks the fallback message, the record is written */
+
+    ngx_log_error(NGX_LOG_ERR, m->request->connection->log, 0,
+                  "voice: no bridged answered within %d ms, hanging up",
+                  NGX_HTTP_VOICE_MEDIA_WAIT);
+    ngx_http_voice_transcript_ended_by(m->call, (u_char *) "bridge", 6,
+                                   (u_char *) "bridged is not reachable", 24);
+    ngx_http_voice_media_stop(m, "bridge unavailable");
+    ngx_http_voice_ws_close(m->ws, NGX_HTTP_VOICE_WS_CLOSE_ERROR,
+                            "assistant unavailable");
 }
 
 
@@ -602,8 +764,6 @@ ngx_http_voice_media_forward(ngx_http_voice_media_t *m,
 static void
 ngx_http_voice_media_stop(ngx_http_voice_media_t *m, const char *reason)
 {
-    size_t                    n;
-    voice_proto_writer_t      wr;
     ngx_http_voice_worker_t  *w;
 
     if (m->state != NGX_HTTP_VOICE_MEDIA_ST_STREAMING) {
@@ -614,20 +774,12 @@ ngx_http_voice_media_stop(ngx_http_voice_media_t *m, const char *reason)
 
     w = ngx_http_voice_worker();
 
-    if (m->peer && w) {
-        voice_proto_begin(&wr, w->frame, w->frame_size,
-                          VOICE_PROTO_MSG_STREAM_STOP);
-        voice_proto_put_bytes(&wr, VOICE_PROTO_F_CALL_SID, m->call_sid,
-                              NGX_HTTP_VOICE_SID_LEN);
-        voice_proto_put_str(&wr, VOICE_PROTO_F_REASON, reason);
-        n = voice_proto_finish(&wr);
-
-        if (ngx_http_voice_bridge_send(m->peer, w->frame, n) != NGX_OK) {
-            /* the transcript's bounded wait covers a lost stop */
-            ngx_log_error(NGX_LOG_ERR, m->request->connection->log, 0,
-                          "voice: cannot tell bridged that the stream "
-                          "stopped");
-        }
+    if (m->peer && w
+        && ngx_http_voice_media_tell_stop(m, m->peer, reason) != NGX_OK)
+    {
+        /* the transcript's bounded wait covers a lost stop */
+        ngx_log_error(NGX_LOG_ERR, m->request->connection->log, 0,
+                      "voice: cannot tell bridged that the stream stopped");
     }
 
     if (m->dropped_in) {
@@ -639,6 +791,27 @@ ngx_http_voice_media_stop(ngx_http_voice_media_t *m, const char *reason)
     if (m->call) {
         ngx_http_voice_transcript_end(m->call);
     }
+}
+
+
+static ngx_int_t
+ngx_http_voice_media_tell_stop(ngx_http_voice_media_t *m,
+    ngx_http_voice_peer_t *peer, const char *reason)
+{
+    size_t                    n;
+    voice_proto_writer_t      wr;
+    ngx_http_voice_worker_t  *w;
+
+    w = ngx_http_voice_worker();
+
+    voice_proto_begin(&wr, w->frame, w->frame_size,
+                      VOICE_PROTO_MSG_STREAM_STOP);
+    voice_proto_put_bytes(&wr, VOICE_PROTO_F_CALL_SID, m->call_sid,
+                          NGX_HTTP_VOICE_SID_LEN);
+    voice_proto_put_str(&wr, VOICE_PROTO_F_REASON, reason);
+    n = voice_proto_finish(&wr);
+
+    return ngx_http_voice_bridge_send(peer, w->frame, n);
 }
 
 
@@ -659,6 +832,10 @@ ngx_http_voice_media_on_close(ngx_http_voice_media_t *m)
     }
 
     ngx_http_voice_media_state(m, NGX_HTTP_VOICE_MEDIA_ST_CLOSED);
+
+    if (m->wait.timer_set) {
+        ngx_del_timer(&m->wait);
+    }
 
     if (m->call) {
         ngx_http_voice_transcript_detach(m->call);

@@ -116,6 +116,13 @@ static ngx_command_t  ngx_http_voice_commands[] = {
       offsetof(ngx_http_voice_main_conf_t, heartbeat),
       NULL },
 
+    { ngx_string("voice_shutdown_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_voice_main_conf_t, shutdown_timeout),
+      NULL },
+
     NGX_HTTP_VOICE_VALUE("voice_public_url", ngx_conf_set_str_slot,
                          public_url),
     NGX_HTTP_VOICE_VALUE("voice_twiml_url", ngx_conf_set_str_slot,
@@ -407,6 +414,7 @@ ngx_http_voice_create_main_conf(ngx_conf_t *cf)
 
     vmcf->hwm = NGX_CONF_UNSET_UINT;
     vmcf->heartbeat = NGX_CONF_UNSET_MSEC;
+    vmcf->shutdown_timeout = NGX_CONF_UNSET_MSEC;
     vmcf->worker_sched = NGX_CONF_UNSET_UINT;
 
     return vmcf;
@@ -420,6 +428,7 @@ ngx_http_voice_init_main_conf(ngx_conf_t *cf, void *conf)
 
     ngx_conf_init_uint_value(vmcf->hwm, 10000);
     ngx_conf_init_msec_value(vmcf->heartbeat, 1000);
+    ngx_conf_init_msec_value(vmcf->shutdown_timeout, 600000);
     ngx_conf_init_uint_value(vmcf->worker_sched, 0);
 
     return NGX_CONF_OK;

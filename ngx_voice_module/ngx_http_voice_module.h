@@ -7,7 +7,8 @@
  * signature (ngx_http_voice_signature.c), the media WebSocket
  * (ngx_http_voice_ws.c over ngx_http_voice_ws_codec.c) and its Twilio
  * session (ngx_http_voice_media.c), the ZeroMQ channel to bridged
- * (ngx_http_voice_bridge.c) and transcript storage
+ * (ngx_http_voice_bridge.c), the worker's calls and which bridged carries
+ * each (ngx_http_voice_call.c) and transcript storage
  * (ngx_http_voice_transcript.c).  ngx_http_voice_module.c holds the
  * directives and the module's life cycle; the assistant's session
  * directives are a second module, ngx_http_voice_session.c, and a call's
@@ -68,6 +69,8 @@ typedef struct {
     ngx_array_t                 endpoints;      /* of ngx_str_t */
     ngx_uint_t                  hwm;
     ngx_msec_t                  heartbeat;
+    ngx_msec_t                  shutdown_timeout;  /* then live calls are
+                                                      ended politely */
     ngx_uint_t                  worker_sched;   /* 1: SCHED_BATCH */
 
     /* per-worker state, created in init_process */
@@ -133,6 +136,8 @@ struct ngx_http_voice_peer_s {
     ngx_uint_t                  index;
     void                       *sock;           /* ZeroMQ DEALER */
     ngx_connection_t           *conn;           /* wraps ZMQ_FD */
+    void                       *mon;            /* its monitor's PAIR */
+    ngx_connection_t           *mon_conn;       /* wraps that ZMQ_FD */
     ngx_msec_t                  last_seen;      /* any message from it */
     ngx_msec_t                  last_ping;
     ngx_uint_t                  missed;         /* pings unanswered */
@@ -157,6 +162,7 @@ struct ngx_http_voice_worker_s {
     ngx_uint_t                  ncalls;
 
     ngx_event_t                 heartbeat;
+    ngx_event_t                 shutdown;       /* voice_shutdown_timeout */
 
     /* scratch, reused by every frame this worker handles */
     u_char                     *frame;          /* a proto frame */
@@ -278,6 +284,9 @@ struct ngx_http_voice_call_s {
     unsigned                    journal_failed:1;
     unsigned                    continued:1;    /* a second stream of the
                                                    call: one record */
+    unsigned                    bridge_done:1;  /* its bridged sent
+                                                   call.done: not handed
+                                                   over when it goes */
 
     ngx_event_t                 wait;           /* bounded wait for done */
     ngx_http_voice_transcript_files_t  *files;  /* its file operations */
@@ -329,16 +338,26 @@ ngx_int_t ngx_http_voice_bridge_init_process(ngx_cycle_t *cycle,
     ngx_http_voice_main_conf_t *vmcf);
 void ngx_http_voice_bridge_exit_process(ngx_cycle_t *cycle,
     ngx_http_voice_main_conf_t *vmcf);
-ngx_http_voice_peer_t *ngx_http_voice_bridge_owner(const u_char *call_sid,
-    size_t len);
 ngx_http_voice_peer_t *ngx_http_voice_bridge_send_any(const u_char *frame,
     size_t len);
 ngx_int_t ngx_http_voice_bridge_send(ngx_http_voice_peer_t *peer,
     const u_char *frame, size_t len);
-ngx_http_voice_call_t *ngx_http_voice_bridge_find_call(const u_char *sid,
+
+
+/* ngx_http_voice_call.c */
+ngx_http_voice_call_t *ngx_http_voice_call_find(const u_char *sid,
     size_t len);
-void ngx_http_voice_bridge_add_call(ngx_http_voice_call_t *call);
-void ngx_http_voice_bridge_remove_call(ngx_http_voice_call_t *call);
+void ngx_http_voice_call_add(ngx_http_voice_call_t *call);
+void ngx_http_voice_call_remove(ngx_http_voice_call_t *call);
+ngx_http_voice_peer_t *ngx_http_voice_call_pick(const u_char *sid,
+    size_t len);
+ngx_http_voice_peer_t *ngx_http_voice_call_peer_of(const u_char *sid,
+    size_t len);
+void ngx_http_voice_call_peer_changed(ngx_http_voice_peer_t *peer,
+    ngx_uint_t dead);
+ngx_int_t ngx_http_voice_call_history(ngx_http_voice_call_t *call,
+    ngx_pool_t *pool, ngx_str_t *out, uint32_t *next);
+void ngx_http_voice_call_shutdown(ngx_http_voice_main_conf_t *vmcf);
 
 
 /* ngx_http_voice_rest.c */
@@ -382,6 +401,8 @@ void ngx_http_voice_media_on_message(ngx_http_voice_media_t *m,
 void ngx_http_voice_media_on_close(ngx_http_voice_media_t *m);
 void ngx_http_voice_media_on_bridge(ngx_http_voice_media_t *m,
     voice_proto_msg_t *msg);
+void ngx_http_voice_media_hand_over(ngx_http_voice_media_t *m,
+    const char *why);
 
 
 /* ngx_http_voice_transcript.c */

@@ -218,7 +218,7 @@ ngx_http_voice_rest_start(ngx_http_request_t *r,
         }
 
         /* the call's owner is the bridged that holds its session */
-        peer = ngx_http_voice_bridge_owner((u_char *) sid,
+        peer = ngx_http_voice_call_peer_of((u_char *) sid,
                                            NGX_HTTP_VOICE_SID_LEN);
         if (peer == NULL) {
             return ngx_http_voice_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,

@@ -126,7 +126,7 @@ ngx_http_voice_transcript_start(ngx_http_voice_loc_conf_t *vlcf,
     ngx_http_voice_transcript_io_t     *io;
     ngx_http_voice_transcript_files_t  *files;
 
-    if (ngx_http_voice_bridge_find_call(start->call_sid.data,
+    if (ngx_http_voice_call_find(start->call_sid.data,
                                         start->call_sid.len))
     {
         ngx_log_error(NGX_LOG_INFO, log, 0,
@@ -248,7 +248,7 @@ ngx_http_voice_transcript_start(ngx_http_voice_loc_conf_t *vlcf,
 
     call->files = files;
 
-    ngx_http_voice_bridge_add_call(call);
+    ngx_http_voice_call_add(call);
 
     p = call->name.data;
     ngx_log_error(NGX_LOG_INFO, clog, 0,
@@ -309,6 +309,7 @@ ngx_http_voice_transcript_on_bridge(ngx_http_voice_call_t *call,
 
     default: /* VOICE_PROTO_MSG_CALL_DONE */
         files->bridge_done = 1;
+        call->bridge_done = 1;
 
         /* a plain word, checked: it goes into the file unescaped */
         if (msg->answered_by.len
@@ -1064,7 +1065,7 @@ ngx_http_voice_transcript_destroy(ngx_http_voice_call_t *call)
         return;
     }
 
-    ngx_http_voice_bridge_remove_call(call);
+    ngx_http_voice_call_remove(call);
     ngx_destroy_pool(call->pool);
 }
 

@@ -46,6 +46,7 @@
 #define VOICE_PROTO_MAX_SID          64
 #define VOICE_PROTO_MAX_TEXT         65536
 #define VOICE_PROTO_MAX_SETTINGS     (256 * 1024)
+#define VOICE_PROTO_MAX_HISTORY      (128 * 1024)
 
 /* a buffer of this size always holds one audio message (in or out) */
 #define VOICE_PROTO_AUDIO_FRAME_SIZE                                          \
@@ -118,6 +119,9 @@ typedef enum {
                                           a JSON object */
     VOICE_PROTO_F_ENDED_BY = 53,       /* string: who ended the call */
     VOICE_PROTO_F_ANSWERED_BY = 54,    /* string: Twilio's AnsweredBy */
+    VOICE_PROTO_F_HISTORY = 55,        /* blob: a call's conversation so
+                                          far, a JSON object (docs/proto.md),
+                                          when another bridged had it */
 
     VOICE_PROTO_F_MAX = 64             /* tags are below this */
 } voice_proto_field_e;
@@ -130,8 +134,13 @@ typedef enum {
 #define VOICE_PROTO_ROLE_NOTE        5   /* text: what happened to the call
                                             (a session took over) */
 
-/* call.create's flags */
-#define VOICE_PROTO_FLAG_AMD         1   /* answering-machine detection */
+/* call.create's and stream.start's flags */
+#define VOICE_PROTO_FLAG_AMD         1   /* call.create: answering-machine
+                                            detection */
+#define VOICE_PROTO_FLAG_RESUMED     2   /* stream.start: the call was on
+                                            another bridged (or this one,
+                                            before it restarted): go on
+                                            with its history, no greeting */
 
 
 /* decoder results: tri-state */
@@ -183,6 +192,7 @@ typedef struct {
     voice_proto_str_t   arguments;
     voice_proto_str_t   ended_by;
     voice_proto_str_t   answered_by;
+    voice_proto_str_t   history;
 } voice_proto_msg_t;
 
 

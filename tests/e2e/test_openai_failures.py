@@ -13,6 +13,7 @@ after </Connect>.
 
 import base64
 import json
+import time
 
 import pytest
 
@@ -232,3 +233,26 @@ def test_the_fallback_message_is_configured(stack_factory):
     call = stack.wait_call_completed(sid, 30)
     assert call["says"] == []
     assert "<Say>" not in call["twiml"]
+
+
+def test_a_session_closes_when_the_caller_hangs_up_mid_reply(stack_factory):
+    stack = stack_factory(transcription_delay_ms=[0, 20])
+    # a slow reply: about five seconds of audio generated at a quarter of
+    # real time would keep the session open long after the caller left
+    stack.oai("/_fake/config?pace=0.25")
+    sid = inbound(stack)
+    wait_for(lambda: stack.twilio_call(sid)["media_messages_received"] > 0,
+             30, 0.05, "the reply to start")
+
+    stack.tw("POST", "/_fake/calls/%s/hangup" % sid, {"wait": True})
+    t0 = time.monotonic()
+    wait_for(lambda: stack.openai_sessions()[0]["close_code"] is not None,
+             10, 0.05, "the OpenAI session to close")
+    closed = time.monotonic() - t0
+    s = stack.openai_sessions()[0]
+    assert s["close_code"] == 1000
+    assert s["responses"][0]["status"] == "cancelled", s["responses"][0]
+    # no transcript was due: it closes at once, not when the reply ends
+    assert closed < 2.0, closed
+    rec = record(stack, sid)
+    assert rec["transcript"][0]["role"] == "user"

@@ -70,8 +70,9 @@ def test_nobody_answers_and_the_call_comes_back(stack_factory):
     assert second["customParameters"]["record"].isdigit()
 
     # the new session starts by telling the caller
-    sessions = wait_for(lambda: len(stack.openai_sessions()) >= 2
-                        and stack.openai_sessions(), 20, what="2 sessions")
+    sessions = wait_for(lambda: (lambda ss: len(ss) >= 2
+                                 and ss[1]["user_texts"] and ss)(
+        stack.openai_sessions()), 20, what="2 sessions, the second told")
     assert any("did not go through" in u["text"]
                for u in sessions[1]["user_texts"]), sessions[1]["user_texts"]
     # the first session asked for nothing after the transfer (its output,

@@ -795,6 +795,29 @@ test_stop_commits_speech(void **state)
 
 
 static void
+test_stop_cancels_a_reply_nobody_hears(void **state)
+{
+    fixture_t  *x = *state;
+
+    ev(x, "{\"type\":\"session.updated\",\"session\":{}}");
+    ev(x, "{\"type\":\"response.created\",\"response\":{\"id\":\"resp_1\","
+          "\"status\":\"in_progress\"}}");
+    assert_false(bd_oai_event_settled(&x->cv));
+
+    /* the caller is gone: the reply is cancelled, not waited for */
+
+    bd_oai_event_stop(&x->cv);
+    assert_int_equal(x->f.nsent, 1);
+    assert_string_equal(x->f.sent[0], "{\"type\":\"response.cancel\","
+                        "\"event_id\":\"bd-stop-cancel\"}");
+
+    ev(x, "{\"type\":\"response.done\",\"response\":{\"id\":\"resp_1\","
+          "\"status\":\"cancelled\"}}");
+    assert_true(bd_oai_event_settled(&x->cv));
+}
+
+
+static void
 test_refused_commit_settles(void **state)
 {
     fixture_t  *x = *state;
@@ -1188,6 +1211,8 @@ main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_stop_commits_speech, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_stop_cancels_a_reply_nobody_hears,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused_commit_settles, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_greeting, setup, teardown),

@@ -1,0 +1,425 @@
+/*
+ * ngx_http_voice_call.c: a worker's calls, and which bridged carries each.
+ *
+ * nginx holds the call; bridged is disposable.  A call lives in the
+ * worker's tree (by call SID) from its media stream's start until its
+ * record is written (ngx_http_voice_transcript.c).  Its bridged is the one
+ * its SID hashes to when that one is alive -- so every worker sends a
+ * call to the same daemon -- and otherwise the next live one in the same
+ * ring order.  When a bridged stops answering (ngx_http_voice_bridge.c's
+ * heartbeat), each of its calls that still has a stream is handed to
+ * another live one with its settings and its conversation so far (the
+ * finished entries of its record, as the HISTORY of a new stream.start);
+ * with none alive the call waits, bounded, for the first that answers
+ * again -- the same wait covers a worker that has not yet heard from any
+ * bridged just after start.  A worker that is going (a reload's old one,
+ * a graceful stop) keeps its calls up to voice_shutdown_timeout, then has
+ * their bridged end them politely, through Twilio.
+ */
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_voice_module.h"
+
+
+static void ngx_http_voice_call_shutdown_expired(ngx_event_t *ev);
+
+
+/* what a new session is given back, at most: the newest entries */
+#define NGX_HTTP_VOICE_CALL_HISTORY_ITEMS  64
+#define NGX_HTTP_VOICE_CALL_HISTORY_BYTES  (48 * 1024)
+
+
+ngx_http_voice_call_t *
+ngx_http_voice_call_find(const u_char *sid, size_t len)
+{
+    ngx_str_t                 name;
+    ngx_str_node_t           *node;
+    ngx_http_voice_worker_t  *w;
+
+    w = ngx_http_voice_worker();
+    if (w == NULL || len == 0) {
+        return NULL;
+    }
+
+    name.data = (u_char *) sid;
+    name.len = len;
+
+    node = ngx_str_rbtree_lookup(&w->calls, &name, ngx_crc32_short(name.data,
+                                                                  name.len));
+
+    return (ngx_http_voice_call_t *) node;
+}
+
+
+void
+ngx_http_voice_call_add(ngx_http_voice_call_t *call)
+{
+    ngx_http_voice_worker_t  *w;
+
+    w = ngx_http_voice_worker();
+
+    call->node.str.data = call->call_sid;
+    call->node.str.len = ngx_strlen(call->call_sid);
+    call->node.node.key = ngx_crc32_short(call->node.str.data,
+                                          call->node.str.len);
+
+    ngx_rbtree_insert(&w->calls, &call->node.node);
+    w->ncalls++;
+}
+
+
+void
+ngx_http_voice_call_remove(ngx_http_voice_call_t *call)
+{
+    ngx_http_voice_worker_t  *w;
+
+    w = ngx_http_voice_worker();
+    if (w == NULL) {
+        return;
+    }
+
+    ngx_rbtree_delete(&w->calls, &call->node.node);
+    w->ncalls--;
+}
+
+
+/*
+ * The live bridged for a call SID: its owner by the stable hash, or the
+ * next live one after it, so that the calls of a dead daemon spread the
+ * same way in every worker.  NULL when none is alive.
+ */
+
+ngx_http_voice_peer_t *
+ngx_http_voice_call_pick(const u_char *sid, size_t len)
+{
+    ngx_uint_t                i, first;
+    ngx_http_voice_peer_t    *peer;
+    ngx_http_voice_worker_t  *w;
+
+    w = ngx_http_voice_worker();
+    if (w == NULL || w->npeers == 0) {
+        return NULL;
+    }
+
+    first = voice_proto_hash(sid, len) % w->npeers;
+
+    for (i = 0; i < w->npeers; i++) {
+        peer = &w->peers[(first + i) % w->npeers];
+
+        if (peer->alive) {
+            return peer;
+        }
+    }
+
+    return NULL;
+}
+
+
+/*
+ * The bridged that carries a call as far as this worker can tell: the
+ * one its stream went to when the stream is here, else the pick above
+ * (a REST request or a status callback may land on any worker).
+ */
+
+ngx_http_voice_peer_t *
+ngx_http_voice_call_peer_of(const u_char *sid, size_t len)
+{
+    ngx_http_voice_call_t  *call;
+
+    call = ngx_http_voice_call_find(sid, len);
+
+    if (call != NULL && call->peer != NULL && call->peer->alive) {
+        return call->peer;
+    }
+
+    return ngx_http_voice_call_pick(sid, len);
+}
+
+
+/*
+ * A bridged went down (dead is 1) or answers again (dead is 0): the calls
+ * it carried, or every call waiting for one, go to a live bridged.  The
+ * tree is walked to a list first, since a hand-over may end a call.
+ */
+
+void
+ngx_http_voice_call_peer_changed(ngx_http_voice_peer_t *peer, ngx_uint_t dead)
+{
+    ngx_uint_t                 i, n;
+    ngx_rbtree_node_t         *node, *root, *sentinel;
+    ngx_http_voice_call_t     *call, **list;
+    ngx_http_voice_worker_t   *w;
+
+    w = ngx_http_voice_worker();
+    if (w == NULL || w->ncalls == 0) {
+        return;
+    }
+
+    list = ngx_alloc(w->ncalls * sizeof(ngx_http_voice_call_t *),
+                     ngx_cycle->log);
+    if (list == NULL) {
+        return;
+    }
+
+    n = 0;
+    root = w->calls.root;
+    sentinel = w->calls.sentinel;
+
+    if (root != sentinel) {
+        for (node = ngx_rbtree_min(root, sentinel);
+             node != NULL && n < w->ncalls;
+             node = ngx_rbtree_next(&w->calls, node))
+        {
+            call = (ngx_http_voice_call_t *) node;
+
+            /* a call its bridged is done with (it ended it, and stops)
+             * is not given to another */
+
+            if (call->media == NULL || call->bridge_done) {
+                continue;
+            }
+
+            if ((dead && call->peer == peer) || (!dead && call->peer == NULL))
+            {
+                list[n++] = call;
+            }
+        }
+    }
+
+    for (i = 0; i < n; i++) {
+        call = list[i];
+
+        if (call->media != NULL) {
+            ngx_http_voice_media_hand_over(call->media,
+                                           dead ? "its bridged stopped "
+                                                  "answering"
+                                                : NULL);
+        }
+    }
+
+    ngx_free(list);
+}
+
+
+static uint32_t
+ngx_http_voice_call_max_order(ngx_http_voice_call_t *call)
+{
+    uint32_t                     max;
+    ngx_uint_t                   i;
+    ngx_http_voice_utterance_t  *u;
+
+    u = call->utterances.elts;
+    max = 0;
+
+    for (i = 0; i < call->utterances.nelts; i++) {
+        max = ngx_max(max, u[i].order);
+    }
+
+    return max;
+}
+
+
+/*
+ * The conversation so far, for the bridged that takes a call over:
+ *
+ *     {"dropped":N,"items":[{"order":7,"role":"user","text":"..."}, ...]}
+ *
+ * the newest entries, in conversation order, within the bounds above (a
+ * tool's entry folded into one text, "name(arguments) returned: output";
+ * notes left out: they are about the call, not what was said).  *next is
+ * the order after the last entry bridged sent, so that the new bridged's
+ * entries sort after the old one's.
+ */
+
+ngx_int_t
+ngx_http_voice_call_history(ngx_http_voice_call_t *call, ngx_pool_t *pool,
+    ngx_str_t *out, uint32_t *next)
+{
+    u_char                      *p;
+    size_t                       size, bytes, one;
+    ngx_uint_t                   i, j, n, kept, *idx, t;
+    ngx_http_voice_utterance_t  *u;
+
+    u = call->utterances.elts;
+    n = call->utterances.nelts;
+
+    *next = (n ? ngx_http_voice_call_max_order(call) : 0) + 1;
+
+    idx = ngx_palloc(pool, (n + 1) * sizeof(ngx_uint_t));
+    if (idx == NULL) {
+        return NGX_ERROR;
+    }
+
+    /* by order: a caller's transcript arrives after the reply to it */
+
+    kept = 0;
+
+    for (i = 0; i < n; i++) {
+        if (u[i].role == VOICE_PROTO_ROLE_NOTE) {
+            continue;
+        }
+
+        for (j = kept; j > 0 && u[idx[j - 1]].order > u[i].order; j--) {
+            idx[j] = idx[j - 1];
+        }
+
+        idx[j] = i;
+        kept++;
+    }
+
+    /* the newest that fit */
+
+    bytes = 0;
+
+    for (j = kept; j > 0 && kept - j < NGX_HTTP_VOICE_CALL_HISTORY_ITEMS;
+         j--)
+    {
+        t = idx[j - 1];
+        one = u[t].text.len + u[t].name.len + u[t].arguments.len;
+
+        if (bytes + one > NGX_HTTP_VOICE_CALL_HISTORY_BYTES) {
+            break;
+        }
+
+        bytes += one;
+    }
+
+    size = sizeof("{\"dropped\":,\"items\":[]}") + NGX_INT_T_LEN;
+
+    for (i = j; i < kept; i++) {
+        t = idx[i];
+        size += sizeof("{\"order\":,\"role\":\"assistant\",\"text\":\"\"},")
+                + NGX_INT_T_LEN + sizeof("() returned: ")
+                + 2 * (u[t].text.len + u[t].name.len + u[t].arguments.len)
+                + ngx_escape_json(NULL, u[t].text.data, u[t].text.len)
+                + ngx_escape_json(NULL, u[t].name.data, u[t].name.len)
+                + ngx_escape_json(NULL, u[t].arguments.data,
+                                  u[t].arguments.len);
+    }
+
+    out->data = ngx_pnalloc(pool, size);
+    if (out->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_sprintf(out->data, "{\"dropped\":%ui,\"items\":[", j);
+
+    for (i = j; i < kept; i++) {
+        t = idx[i];
+
+        p = ngx_sprintf(p, "%s{\"order\":%uD,\"role\":\"%s\",\"text\":\"",
+                        i > j ? "," : "", u[t].order,
+                        u[t].role == VOICE_PROTO_ROLE_USER ? "user"
+                        : u[t].role == VOICE_PROTO_ROLE_ASSISTANT ? "assistant"
+                        : u[t].role == VOICE_PROTO_ROLE_TOOL ? "tool"
+                        : "dtmf");
+
+        if (u[t].role == VOICE_PROTO_ROLE_TOOL) {
+            p = (u_char *) ngx_escape_json(p, u[t].name.data, u[t].name.len);
+            *p++ = '(';
+            p = (u_char *) ngx_escape_json(p, u[t].arguments.data,
+                                           u[t].arguments.len);
+            p = ngx_cpymem(p, ") returned: ", sizeof(") returned: ") - 1);
+        }
+
+        p = (u_char *) ngx_escape_json(p, u[t].text.data, u[t].text.len);
+        p = ngx_cpymem(p, "\"}", 2);
+    }
+
+    p = ngx_cpymem(p, "]}", 2);
+
+    out->len = p - out->data;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Called by the heartbeat while the worker exits: once, it starts the
+ * wait for its live calls; they end by themselves, or are ended when it
+ * is over.  The timer is cancelable: it never holds the worker back.
+ */
+
+void
+ngx_http_voice_call_shutdown(ngx_http_voice_main_conf_t *vmcf)
+{
+    ngx_http_voice_worker_t  *w;
+
+    w = vmcf->worker;
+
+    if (w->shutdown.handler != NULL) {
+        return;
+    }
+
+    w->shutdown.handler = ngx_http_voice_call_shutdown_expired;
+    w->shutdown.data = vmcf;
+    w->shutdown.log = ngx_cycle->log;
+    w->shutdown.cancelable = 1;
+
+    if (w->ncalls) {
+        ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                      "voice: %ui live calls go on, for %M ms at most",
+                      w->ncalls, vmcf->shutdown_timeout);
+    }
+
+    ngx_add_timer(&w->shutdown, vmcf->shutdown_timeout);
+}
+
+
+static void
+ngx_http_voice_call_shutdown_expired(ngx_event_t *ev)
+{
+    size_t                    n;
+    ngx_uint_t                ended;
+    ngx_rbtree_node_t        *node, *root, *sentinel;
+    voice_proto_writer_t      wr;
+    ngx_http_voice_call_t    *call;
+    ngx_http_voice_worker_t  *w;
+
+    w = ngx_http_voice_worker();
+    if (w == NULL || w->ncalls == 0) {
+        return;
+    }
+
+    ended = 0;
+    root = w->calls.root;
+    sentinel = w->calls.sentinel;
+
+    if (root == sentinel) {
+        return;
+    }
+
+    /* only messages are sent here: the tree does not change under us */
+
+    for (node = ngx_rbtree_min(root, sentinel);
+         node != NULL;
+         node = ngx_rbtree_next(&w->calls, node))
+    {
+        call = (ngx_http_voice_call_t *) node;
+
+        if (call->media == NULL || call->peer == NULL) {
+            continue;
+        }
+
+        voice_proto_begin(&wr, w->frame, w->frame_size,
+                          VOICE_PROTO_MSG_CALL_EVENT);
+        voice_proto_put_bytes(&wr, VOICE_PROTO_F_CALL_SID, call->call_sid,
+                              NGX_HTTP_VOICE_SID_LEN);
+        voice_proto_put_str(&wr, VOICE_PROTO_F_NAME, "end");
+        voice_proto_put_str(&wr, VOICE_PROTO_F_TEXT, "the server stops");
+        n = voice_proto_finish(&wr);
+
+        if (n && ngx_http_voice_bridge_send(call->peer, w->frame, n)
+                 == NGX_OK)
+        {
+            ended++;
+        }
+    }
+
+    ngx_log_error(NGX_LOG_NOTICE, ev->log, 0,
+                  "voice: the server stops: %ui live calls are ended",
+                  ended);
+}
