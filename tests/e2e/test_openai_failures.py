@@ -256,3 +256,19 @@ def test_a_session_closes_when_the_caller_hangs_up_mid_reply(stack_factory):
     assert closed < 2.0, closed
     rec = record(stack, sid)
     assert rec["transcript"][0]["role"] == "user"
+
+
+def test_a_busy_openai_is_tried_a_bounded_number_of_times(stack):
+    stack.oai("/_fake/config?refuse_next=50&refuse_status=503")
+    sid = inbound(stack)
+
+    # 1 + 5 attempts over about 8 s, then the fallback
+    call = stack.wait_call_completed(sid, 40)
+    assert len(stack.oai("/_fake/handshakes")) == 6
+    assert len(call["says"]) == 1
+    waited = call["says"][0]["at_ms"] - call["streams"][0]["opened_at_ms"]
+    assert 5000 < waited < 15000, waited
+    rec = record(stack, sid)
+    assert rec["endedBy"] == "bridge"
+    assert rec["endReason"].startswith("OpenAI unreachable"), rec["endReason"]
+    assert "503" in rec["endReason"]
