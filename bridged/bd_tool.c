@@ -96,6 +96,7 @@ static void
 bd_tool_output(bd_tool_run_t *run, const char *output, int failed,
     int respond)
 {
+    char        note[BD_TOOL_RECORD_MAX + 128];
     bd_call_t  *call;
 
     call = run->call;
@@ -109,8 +110,25 @@ bd_tool_output(bd_tool_run_t *run, const char *output, int failed,
            failed ? output : "done",
            (unsigned long long) (bd_call_now() - run->started));
 
-    if (bd_oai_event_tool_output(&call->conv, run->call_id, output, 0)
-        != 0)
+    /*
+     * A session that took over since the model called the tool does not
+     * know the call (a function_call item cannot be given back, and an
+     * output without its call is refused): it reads the result as a
+     * system item instead.  While no session is up, the result reaches
+     * the next one with the history.
+     */
+
+    if (run->session != call->sessions) {
+        if (call->state == BD_CALL_ST_LIVE) {
+            snprintf(note, sizeof(note), "The tool %s that you called "
+                     "before the interruption returned: %.*s", run->name,
+                     (int) BD_TOOL_RECORD_MAX, output);
+            (void) bd_oai_event_system(&call->conv, note);
+        }
+
+    } else if (bd_oai_event_tool_output(&call->conv, run->call_id, output,
+                                        0)
+               != 0)
     {
         bd_log(BD_LOG_WARN, call->sid, "no memory for a tool's output");
     }
@@ -392,6 +410,7 @@ bd_tool_call(bd_call_t *call, uint32_t order, const char *call_id,
 
     run->call = call;
     run->order = order;
+    run->session = call->sessions;
     run->started = bd_call_now();
     snprintf(run->call_id, sizeof(run->call_id), "%s", call_id);
     snprintf(run->name, sizeof(run->name), "%s", name);

@@ -39,6 +39,8 @@ typedef struct {
     bd_tool_state_e     state;
     bd_tool_call_t     *call;
     uint32_t            order;          /* its item's, for the record */
+    unsigned            session;        /* the call's OpenAI session it
+                                           was called in */
     uint64_t            started;        /* loop time, ms */
     unsigned            timeout_ms;
     bd_http_t          *http;

@@ -192,3 +192,39 @@ def test_barge_in_while_a_tool_runs(stack_factory, tmp_path):
     stack.tw("POST", "/_fake/calls/%s/hangup" % sid, {"wait": True})
     rec = json.loads(stack.wait_transcript(sid).read_text())
     assert "tool" in [e["role"] for e in rec["transcript"]]
+
+
+def test_a_tool_that_answers_after_a_new_session_took_over(stack_factory,
+                                                           tmp_path):
+    stack = tool_stack(stack_factory, tmp_path,
+                       [("lookup_order", "/slow", "10s")])
+    stack.tools("POST", "/_fake/config",
+                {"paths": {"/slow": {"delay_ms": 3000}}})
+    script(stack, [{"tool": "lookup_order", "arguments": {"order": "7"},
+                    "say": "Let me check that for you."}])
+    sid = inbound(stack)
+    wait_for(lambda: stack.tools("GET", "/_fake/requests"), 30, 0.1,
+             "the tool request")
+
+    # the session goes while the tool runs
+    stack.oai("/_fake/drop?mode=1011")
+    wait_for(lambda: len(stack.openai_sessions()) >= 2, 20, 0.1,
+             "the next session")
+
+    # its answer reaches the new session as text, and the model speaks
+    def told():
+        s = stack.openai_sessions()[1]
+        return [i for i in s["client_items"] if i["role"] == "system"
+                and "lookup_order" in i["text"]
+                and "before the interruption" in i["text"]]
+    item = wait_for(told, 15, 0.1, "the tool's answer in the new session")[0]
+    assert '"ok"' in item["text"], item["text"]
+    wait_for(lambda: stack.openai_sessions()[1]["responses"], 10, 0.1,
+             "a response to it")
+    assert stack.openai_sessions()[1]["function_outputs"] == []
+    assert not [e for e in stack.openai_sessions()[1]["errors"]
+                if "call_id" in json.dumps(e)]
+
+    stack.tw("POST", "/_fake/calls/%s/hangup" % sid, {"wait": True})
+    rec = json.loads(stack.wait_transcript(sid).read_text())
+    assert "tool" in [e["role"] for e in rec["transcript"]]
