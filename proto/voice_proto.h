@@ -133,6 +133,13 @@ typedef enum {
 /* call.create's flags */
 #define VOICE_PROTO_FLAG_AMD         1   /* answering-machine detection */
 
+/* a reply's flags */
+#define VOICE_PROTO_FLAG_NOT_DONE    2   /* Twilio surely did not act on the
+                                            request (it never reached
+                                            Twilio, or Twilio refused it):
+                                            sending it again cannot do
+                                            anything twice */
+
 
 /* decoder results: tri-state */
 #define VOICE_PROTO_OK        0
