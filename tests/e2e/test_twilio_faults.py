@@ -8,9 +8,17 @@ call is worse than an error): the API answers 502 with Twilio's code and
 message, or 504 when Twilio did not answer in time.  The fake Twilio
 injects each fault (fail_next, refuse_ms) the way a struggling Twilio or
 the network in front of it gives it.
+
+POST /api/call's Idempotency-Key: the same key again, on any worker,
+gets the first answer (Idempotent-Replayed: true) and Twilio no second
+Calls.json; in flight, 409; with another body, 422.  A key is forgotten
+when Twilio surely placed no call, kept when it may have, kept for a
+client that gave up, and the zone that holds them is bounded (LRU).
 """
 
 import json
+import re
+import threading
 import time
 
 import pytest
@@ -236,3 +244,197 @@ def test_a_hang_is_504_within_the_deadline(stack_factory):
     assert 2 <= took < 3.6, took
     assert "did not answer in time" in j["error"]
     assert len(requests_since(stack, n, "/IncomingPhoneNumbers.json")) >= 2
+
+
+# --- Idempotency-Key -----------------------------------------------------------
+
+@pytest.fixture
+def quiet(stack_factory):
+    """a stack whose calls ring until the test is over: no media stream
+    keeps nginx from stopping"""
+    s = stack_factory()
+    s.tw("POST", "/_fake/config", {"ring_ms": 600000})
+    return s
+
+
+def ringing(stack):
+    stack.tw("POST", "/_fake/config", {"ring_ms": 600000})
+    return stack
+
+
+def call_with_key(stack, key, number=CALLEE, close=False, **kw):
+    headers = {"Idempotency-Key": key}
+    if close:
+        headers["Connection"] = "close"
+    return stack.api("POST", "/api/call", json={"number": number},
+                     headers=headers, **kw)
+
+
+def replay_pids(stack):
+    """the pids of the workers that replayed an answer, from error.log"""
+    return {m.group(1) for m in re.finditer(
+        r"\[info\] (\d+)#\d+: .*replayed for its Idempotency-Key",
+        stack.log("error"))}
+
+
+def test_the_same_key_answers_the_first_call_on_every_worker(quiet):
+    stack = quiet
+    n = mark(stack)
+    first = call_with_key(stack, "order-4711")
+    assert first.status_code == 200, first.text
+    assert "Idempotent-Replayed" not in first.headers
+    sid = json_of(first)["callSid"]
+
+    # fresh connections until both workers have answered from the zone
+    for i in range(200):
+        r = call_with_key(stack, "order-4711", close=True)
+        assert r.status_code == 200, r.text
+        assert r.headers["Idempotent-Replayed"] == "true"
+        assert r.content == first.content
+        if i >= 2 and len(replay_pids(stack)) >= 2:
+            break
+    assert len(replay_pids(stack)) == 2, replay_pids(stack)
+
+    # one call: Twilio got one Calls.json
+    assert len(requests_since(stack, n, "/Calls.json", "POST")) == 1
+    assert stack.tw("GET", "/_fake/calls") == [sid]
+    zone = [w["idempotency"] for w in stack.status_all().values()]
+    assert zone[0] == zone[1] and zone[0]["keys"] == 1
+    assert zone[0]["replayed"] >= 3
+
+    # the quoted form of the IETF draft is the same key
+    r = call_with_key(stack, '"order-4711"')
+    assert r.status_code == 200 and r.content == first.content
+
+
+def test_a_different_key_places_a_new_call(quiet):
+    stack = quiet
+    n = mark(stack)
+    a = call_with_key(stack, "key-a")
+    b = call_with_key(stack, "key-b")
+    assert a.status_code == 200 and b.status_code == 200
+    assert json_of(a)["callSid"] != json_of(b)["callSid"]
+    assert len(requests_since(stack, n, "/Calls.json", "POST")) == 2
+    # and without a key, every request is a call
+    c = stack.api("POST", "/api/call", json={"number": CALLEE})
+    assert c.status_code == 200
+    assert len(requests_since(stack, n, "/Calls.json", "POST")) == 3
+
+
+def test_the_same_key_in_flight_is_409(quiet):
+    stack = quiet
+    n = mark(stack)
+    fail_next(stack, mode="slow", delay_ms=1500, match="/Calls.json")
+    out = {}
+    t = threading.Thread(target=lambda: out.update(
+        first=call_with_key(stack, "slow-one")))
+    t.start()
+    wait_for(lambda: requests_since(stack, n, "/Calls.json", "POST"), 10,
+             0.02, "the first Calls.json")
+
+    r = call_with_key(stack, "slow-one")
+    j = error_of(r, 409)
+    assert r.headers["Retry-After"] == "1"
+    assert "in progress" in j["error"]
+
+    t.join(10)
+    assert out["first"].status_code == 200, out["first"].text
+    r = call_with_key(stack, "slow-one")
+    assert r.status_code == 200 and r.content == out["first"].content
+    assert len(requests_since(stack, n, "/Calls.json", "POST")) == 1
+
+
+def test_the_same_key_with_another_request_is_422(quiet):
+    stack = quiet
+    assert call_with_key(stack, "k-422").status_code == 200
+    j = error_of(call_with_key(stack, "k-422", number="+14155550124"), 422)
+    assert "another request" in j["error"]
+
+
+@pytest.mark.parametrize("key", ["", "a b", "x" * 256, '"open', "caf\u00e9"])
+def test_a_malformed_key_is_400(quiet, key):
+    stack = quiet
+    n = mark(stack)
+    r = stack.api("POST", "/api/call", json={"number": CALLEE},
+                  headers={"Idempotency-Key": key.encode("utf-8")})
+    error_of(r, 400)
+    assert requests_since(stack, n, "/Calls.json") == []
+
+
+def test_a_key_is_free_again_when_no_call_was_placed(quiet):
+    stack = quiet
+    # Twilio's 429 is never processed: the client may retry with its key
+    n = mark(stack)
+    fail_next(stack, status=429, match="/Calls.json")
+    error_of(call_with_key(stack, "after-429"), 502)
+    r = call_with_key(stack, "after-429")
+    assert r.status_code == 200, r.text
+    assert "Idempotent-Replayed" not in r.headers
+    assert len(requests_since(stack, n, "/Calls.json", "POST")) == 2
+
+
+@pytest.mark.parametrize("fault,status", [
+    ({"status": 500}, 502),
+    ({"mode": "slow", "delay_ms": 1500}, 504),
+])
+def test_a_key_keeps_an_answer_that_may_hide_a_call(stack_factory, fault,
+                                                    status):
+    # a 5xx or a time-out may come after Twilio placed the call: the same
+    # key must not place another
+    stack = ringing(stack_factory(twilio_timeout_ms=1000))
+    n = mark(stack)
+    fail_next(stack, match="/Calls.json", **fault)
+    first = call_with_key(stack, "maybe")
+    error_of(first, status)
+    r = call_with_key(stack, "maybe")
+    assert r.status_code == status and r.content == first.content
+    assert r.headers["Idempotent-Replayed"] == "true"
+    assert len(requests_since(stack, n, "/Calls.json", "POST")) == 1
+
+
+def test_a_client_that_gave_up_gets_the_call_with_its_key(quiet):
+    stack = quiet
+    import requests as rq
+    n = mark(stack)
+    fail_next(stack, mode="slow", delay_ms=2000, match="/Calls.json")
+    with pytest.raises(rq.Timeout):
+        call_with_key(stack, "impatient", timeout=0.5)
+
+    # the client is gone; Twilio places the call; bridged's answer is kept
+    wait_for(lambda: "after the client left" in stack.log("error"), 10,
+             0.1, "bridged's answer")
+    r = call_with_key(stack, "impatient")
+    assert r.status_code == 200, r.text
+    assert r.headers["Idempotent-Replayed"] == "true"
+    assert stack.tw("GET", "/_fake/calls") == [json_of(r)["callSid"]]
+    assert len(requests_since(stack, n, "/Calls.json", "POST")) == 1
+
+
+def test_the_zone_is_bounded_and_evicts_the_least_recently_used(
+        stack_factory):
+    stack = ringing(stack_factory(extra_http="voice_zone small 32k;"))
+    n = mark(stack)
+    # answers that are kept (a 5xx may hide a call), without placing calls
+    fail_next(stack, status=500, count=1000, match="/Calls.json")
+    for i in range(120):
+        error_of(call_with_key(stack, "k%03d" % i), 502)
+    zone = list(stack.status_all().values())[0]["idempotency"]
+    assert zone["evicted"] > 0 and zone["keys"] < 120, zone
+
+    # the latest is still there; the oldest went, and is a new request
+    sent = len(requests_since(stack, n, "/Calls.json", "POST"))
+    assert call_with_key(stack, "k119").headers.get(
+        "Idempotent-Replayed") == "true"
+    assert "Idempotent-Replayed" not in call_with_key(stack, "k000").headers
+    assert len(requests_since(stack, n, "/Calls.json", "POST")) == sent + 1
+
+
+def test_a_reload_keeps_the_keys(quiet):
+    stack = quiet
+    first = call_with_key(stack, "across-reload")
+    assert first.status_code == 200
+    n = mark(stack)
+    stack.reload_nginx()
+    r = call_with_key(stack, "across-reload")
+    assert r.status_code == 200 and r.content == first.content
+    assert requests_since(stack, n, "/Calls.json", "POST") == []
