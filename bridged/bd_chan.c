@@ -248,15 +248,15 @@ bd_chan_send(bd_chan_peer_t *peer, voice_proto_writer_t *w)
 
 int
 bd_chan_reply(bd_chan_peer_t *peer, uint64_t request_id, unsigned status,
-    const char *body, size_t len)
+    uint32_t flags, const char *body, size_t len)
 {
     int                    rc;
     size_t                 size, n;
     uint8_t               *buf;
     voice_proto_writer_t   w;
 
-    size = VOICE_PROTO_HEADER_SIZE + 3 * VOICE_PROTO_FIELD_HEADER + 8 + 4
-           + len;
+    size = VOICE_PROTO_HEADER_SIZE + 4 * VOICE_PROTO_FIELD_HEADER + 8 + 4
+           + 4 + len;
 
     buf = malloc(size);
     if (buf == NULL) {
@@ -266,6 +266,11 @@ bd_chan_reply(bd_chan_peer_t *peer, uint64_t request_id, unsigned status,
     voice_proto_begin(&w, buf, size, VOICE_PROTO_MSG_REPLY);
     voice_proto_put_u64(&w, VOICE_PROTO_F_REQUEST_ID, request_id);
     voice_proto_put_u32(&w, VOICE_PROTO_F_STATUS, status);
+
+    if (flags) {
+        voice_proto_put_u32(&w, VOICE_PROTO_F_FLAGS, flags);
+    }
+
     voice_proto_put_bytes(&w, VOICE_PROTO_F_BODY, body, len);
 
     n = voice_proto_finish(&w);

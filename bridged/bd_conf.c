@@ -41,6 +41,10 @@ static const bd_conf_num_t  bd_conf_nums[] = {
       offsetof(bd_conf_t, audio_buffer_ms) },
     { "session-max-s", "BRIDGED_SESSION_MAX_S", 0, 86400, 3300,
       offsetof(bd_conf_t, session_max_s) },
+    { "twilio-retries", "BRIDGED_TWILIO_RETRIES", 0, 10, 2,
+      offsetof(bd_conf_t, twilio_retries) },
+    { "twilio-deadline-ms", "BRIDGED_TWILIO_DEADLINE_MS", 100, 600000, 20000,
+      offsetof(bd_conf_t, twilio_deadline_ms) },
 };
 
 
@@ -51,6 +55,8 @@ enum {
     BD_CONF_OPT_FINAL_WAIT,
     BD_CONF_OPT_AUDIO_BUFFER,
     BD_CONF_OPT_SESSION_MAX,
+    BD_CONF_OPT_TWILIO_RETRIES,
+    BD_CONF_OPT_TWILIO_DEADLINE,
     BD_CONF_OPT_LOG_LEVEL,
     BD_CONF_OPT_SCHED,
     BD_CONF_OPT_HELP
@@ -65,6 +71,9 @@ static const struct option  bd_conf_options[] = {
     { "final-wait-ms", required_argument, NULL, BD_CONF_OPT_FINAL_WAIT },
     { "audio-buffer-ms", required_argument, NULL, BD_CONF_OPT_AUDIO_BUFFER },
     { "session-max-s", required_argument, NULL, BD_CONF_OPT_SESSION_MAX },
+    { "twilio-retries", required_argument, NULL, BD_CONF_OPT_TWILIO_RETRIES },
+    { "twilio-deadline-ms", required_argument, NULL,
+      BD_CONF_OPT_TWILIO_DEADLINE },
     { "log-level", required_argument, NULL, BD_CONF_OPT_LOG_LEVEL },
     { "sched", required_argument, NULL, BD_CONF_OPT_SCHED },
     { "help", no_argument, NULL, BD_CONF_OPT_HELP },
@@ -89,6 +98,15 @@ bd_conf_usage(FILE *out)
 "                            (BRIDGED_CA_FILE)\n"
 "  --twilio-timeout-ms N     total time of one Twilio REST transfer,\n"
 "                            default 10000 (BRIDGED_TWILIO_TIMEOUT_MS)\n"
+"  --twilio-retries N        how many times a Twilio request that is safe\n"
+"                            to repeat (a GET, a hang-up) is sent again\n"
+"                            after a failure of the network, a 429 or a\n"
+"                            5xx, 0 to 10, default 2; creating a call or\n"
+"                            redirecting one never is\n"
+"                            (BRIDGED_TWILIO_RETRIES)\n"
+"  --twilio-deadline-ms N    the longest a Twilio request takes, retries\n"
+"                            and their waits included, default 20000\n"
+"                            (BRIDGED_TWILIO_DEADLINE_MS)\n"
 "  --final-wait-ms N         after the caller hangs up, how long to wait\n"
 "                            for the last transcripts, default 5000\n"
 "                            (BRIDGED_FINAL_WAIT_MS)\n"
@@ -202,6 +220,8 @@ bd_conf_load(bd_conf_t *conf, int argc, char **argv, char *err,
         case BD_CONF_OPT_FINAL_WAIT:
         case BD_CONF_OPT_AUDIO_BUFFER:
         case BD_CONF_OPT_SESSION_MAX:
+        case BD_CONF_OPT_TWILIO_RETRIES:
+        case BD_CONF_OPT_TWILIO_DEADLINE:
             nums[c - BD_CONF_OPT_TWILIO_TIMEOUT] = optarg;
             break;
 

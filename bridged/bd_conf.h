@@ -30,7 +30,9 @@ typedef struct {
     const char  *openai_url;
     const char  *openai_model;
 
-    unsigned     twilio_timeout_ms;
+    unsigned     twilio_timeout_ms; /* one transfer */
+    unsigned     twilio_retries;    /* of a request safe to repeat */
+    unsigned     twilio_deadline_ms;  /* a request, retries included */
     unsigned     final_wait_ms;
     unsigned     audio_buffer_ms;
     unsigned     session_max_s;     /* renew an OpenAI session after */

@@ -11,12 +11,14 @@
  *
  * Every transfer verifies TLS (the system store or BRIDGED_CA_FILE),
  * follows no redirect, speaks only http and https, and has a hard time
- * limit and a hard cap on the answer it keeps.
+ * limit and a hard cap on the answer it keeps; of the answer's headers
+ * only Retry-After is kept, for bd_twapi.c's retries.
  */
 
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <curl/curl.h>
 #include <uv.h>
@@ -125,6 +127,41 @@ bd_http_write(char *data, size_t size, size_t n, void *userp)
 }
 
 
+/*
+ * The answer's headers, one line at a time: only Retry-After is kept (a
+ * 429 or 503 may say when to come back).  A status line starts another
+ * answer, whose headers are the ones that count.
+ */
+
+static size_t
+bd_http_header(char *line, size_t size, size_t n, void *userp)
+{
+    size_t      len, vlen;
+    bd_http_t  *h;
+
+    h = userp;
+    len = size * n;
+
+    if (len >= 5 && memcmp(line, "HTTP/", 5) == 0) {
+        h->retry_after[0] = '\0';
+        return len;
+    }
+
+    if (len > 12 && strncasecmp(line, "Retry-After:", 12) == 0) {
+        vlen = len - 12;
+
+        if (vlen >= sizeof(h->retry_after)) {
+            vlen = sizeof(h->retry_after) - 1;
+        }
+
+        memcpy(h->retry_after, line + 12, vlen);
+        h->retry_after[vlen] = '\0';
+    }
+
+    return len;
+}
+
+
 bd_http_t *
 bd_http_start(const bd_http_opts_t *o, bd_http_done_pt done, void *data)
 {
@@ -172,6 +209,20 @@ bd_http_start(const bd_http_opts_t *o, bd_http_done_pt done, void *data)
     ok &= curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, bd_http_write)
           == CURLE_OK;
     ok &= curl_easy_setopt(easy, CURLOPT_WRITEDATA, h) == CURLE_OK;
+    ok &= curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, bd_http_header)
+          == CURLE_OK;
+    ok &= curl_easy_setopt(easy, CURLOPT_HEADERDATA, h) == CURLE_OK;
+
+    /*
+     * curl sends a request again by itself when a connection it reused
+     * dies before any answer (a keep-alive connection the server had
+     * closed) -- but the server may have read it and acted on it.  A
+     * request that must not be repeated goes on a connection of its own.
+     */
+
+    if (o->once) {
+        ok &= curl_easy_setopt(easy, CURLOPT_FRESH_CONNECT, 1L) == CURLE_OK;
+    }
 
     if (o->headers != NULL) {
         ok &= curl_easy_setopt(easy, CURLOPT_HTTPHEADER, o->headers)

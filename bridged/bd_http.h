@@ -35,6 +35,8 @@ typedef struct {
     const char                *password;
     unsigned                   timeout_ms;   /* the whole transfer */
     size_t                     max_answer;   /* larger: the transfer fails */
+    unsigned                   once:1;       /* never sent twice: on a
+                                                connection of its own */
 } bd_http_opts_t;
 
 
@@ -46,6 +48,8 @@ struct bd_http_s {
     size_t                     answer_len;
     unsigned                   too_big:1;    /* over max_answer */
     char                       error[CURL_ERROR_SIZE];
+    char                       retry_after[64];  /* the answer's
+                                                    Retry-After, or "" */
 
     /* private */
     CURL                      *easy;

@@ -8,6 +8,16 @@
  * must send; the bodies are built in bd_twapi_json.c.  Those a call makes
  * itself (bd_twapi_update(): hang up, redirect to a transfer) end in one
  * callback to the call instead.
+ *
+ * When Twilio or the network fails, a transfer that is safe to repeat --
+ * a GET, or Status=completed -- is sent again (--twilio-retries), after a
+ * wait that grows (bd_retry.c) and is never shorter than Twilio's
+ * Retry-After; creating a call or redirecting one never is: a second
+ * phone call or a second <Dial> is worse than an error.  A request never
+ * outlives its deadline (--twilio-deadline-ms), each attempt being cut to
+ * what is left of it.  A reply to call.create says when Twilio surely
+ * placed no call (VOICE_PROTO_FLAG_NOT_DONE): nginx then forgets the
+ * request's Idempotency-Key, so that the client may try again.
  */
 
 #include <stdarg.h>
@@ -15,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cJSON.h>
 #include <curl/curl.h>
@@ -25,6 +36,7 @@
 #include "bd_form.h"
 #include "bd_http.h"
 #include "bd_log.h"
+#include "bd_retry.h"
 #include "bd_twapi.h"
 #include "bd_twapi_json.h"
 #include "voice_proto.h"
@@ -38,6 +50,8 @@
 #define BD_TWAPI_FORM_MAX      (3 * (2 * VOICE_PROTO_MAX_SID + 2 * 4096) + 256)
 #define BD_TWAPI_UPDATE_MAX    16384
 #define BD_TWAPI_TWIML_MAX     4096
+#define BD_TWAPI_ATTEMPT_MIN   100    /* ms: an attempt with less left of
+                                         the deadline is not made */
 
 
 typedef enum {
@@ -62,8 +76,18 @@ struct bd_twapi_req_s {
     char               *update;       /* its form */
     unsigned            transfers;
     unsigned            pages;
+    unsigned            attempt;      /* of the transfer, from 1 */
+    uint64_t            deadline;     /* loop time, ms */
+    uint64_t            retry_after;  /* Twilio's, ms; UINT64_MAX: none */
+    const char         *sent;         /* the transfer's form, or NULL */
+    uv_timer_t          retry;        /* the wait before an attempt */
     unsigned            too_big:1;
     unsigned            amd:1;        /* answering-machine detection */
+    unsigned            safe:1;       /* the transfer may be repeated */
+    unsigned            uncertain:1;  /* an attempt may have reached
+                                         Twilio and done its work */
+    unsigned            retry_init:1;
+    unsigned            create_sent:1;  /* Calls.json went out */
     uint32_t            time_limit;   /* TimeLimit, s, 0: none */
     cJSON              *numbers;
     char               *body;         /* Twilio's answer, NUL-terminated */
@@ -97,9 +121,20 @@ bd_twapi_type_name(bd_twapi_req_t *req)
 
 
 static void
+bd_twapi_closed(uv_handle_t *handle)
+{
+    free(handle->data);
+}
+
+
+static void
 bd_twapi_free(bd_twapi_req_t *req)
 {
     bd_http_cancel(req->http);
+
+    if (req->retry_init) {
+        uv_timer_stop(&req->retry);
+    }
 
     if (req->prev) {
         req->prev->next = req->next;
@@ -121,7 +156,37 @@ bd_twapi_free(bd_twapi_req_t *req)
     cJSON_Delete(req->numbers);
     free(req->body);
     free(req->update);
+
+    /* a timer handle is the loop's until it is closed */
+
+    if (req->retry_init) {
+        uv_close((uv_handle_t *) &req->retry, bd_twapi_closed);
+        return;
+    }
+
     free(req);
+}
+
+
+/*
+ * Whether Twilio surely placed no call for a call.create that did not
+ * succeed: Calls.json never went out, or it never reached Twilio, or
+ * Twilio refused it.  A time-out, a cut connection or a 5xx may hide a
+ * placed call.
+ */
+
+static int
+bd_twapi_not_done(bd_twapi_req_t *req, unsigned status)
+{
+    if (req->type != VOICE_PROTO_MSG_CALL_CREATE || status / 100 == 2) {
+        return 0;
+    }
+
+    if (!req->create_sent) {
+        return 1;
+    }
+
+    return bd_retry_not_done(req->result, req->http_status);
 }
 
 
@@ -134,7 +199,8 @@ static void
 bd_twapi_finish(bd_twapi_req_t *req, unsigned status, char *body,
     const char *error)
 {
-    char  twilio[32];
+    char      twilio[32];
+    uint32_t  flags;
 
     long   code;
     char   message[8];
@@ -187,23 +253,26 @@ bd_twapi_finish(bd_twapi_req_t *req, unsigned status, char *body,
         snprintf(twilio, sizeof(twilio), "no answer from Twilio");
     }
 
+    flags = bd_twapi_not_done(req, status) ? VOICE_PROTO_FLAG_NOT_DONE : 0;
+
     /* a failure's body is what the API client will read: log it too */
 
     bd_log(status < 400 ? BD_LOG_INFO : BD_LOG_WARN,
            req->call_sid[0] ? req->call_sid : NULL,
-           "%s -> %u (%s, %u transfer%s, %llu ms)%s%s",
+           "%s -> %u (%s, %u transfer%s, %llu ms)%s%s%s",
            bd_twapi_type_name(req), status, twilio,
            req->transfers, req->transfers == 1 ? "" : "s",
            (unsigned long long) (uv_now(bd_twapi_loop) - req->started),
+           flags ? ", no call placed" : "",
            status < 400 ? "" : ": ",
            status < 400 ? "" : (error ? error : (body ? body : nomem)));
 
     if (body == NULL) {
-        (void) bd_chan_reply(req->peer, req->request_id, status, nomem,
-                             sizeof(nomem) - 1);
+        (void) bd_chan_reply(req->peer, req->request_id, status, flags,
+                             nomem, sizeof(nomem) - 1);
 
     } else {
-        if (bd_chan_reply(req->peer, req->request_id, status, body,
+        if (bd_chan_reply(req->peer, req->request_id, status, flags, body,
                           strlen(body))
             < 0)
         {
@@ -240,45 +309,166 @@ bd_twapi_fail(bd_twapi_req_t *req, unsigned status, const char *fmt, ...)
 }
 
 
-/* starts one transfer of req: a GET, or a form POST when form is given */
+/* one attempt of the transfer: to req->target, with req->sent if any */
 
 static void bd_twapi_http_done(bd_http_t *h, void *data);
 
 
 static int
-bd_twapi_start(bd_twapi_req_t *req, const char *form)
+bd_twapi_send(bd_twapi_req_t *req)
 {
+    uint64_t        now, left;
     bd_http_opts_t  o;
 
     req->errbuf[0] = '\0';
     req->too_big = 0;
     req->http_status = 0;
+    req->retry_after = UINT64_MAX;
     free(req->body);
     req->body = NULL;
     req->body_len = 0;
 
+    /* an attempt has what is left of the request's deadline, at most */
+
+    now = uv_now(bd_twapi_loop);
+    left = req->deadline > now ? req->deadline - now : 0;
+
+    if (left < BD_TWAPI_ATTEMPT_MIN) {
+        left = BD_TWAPI_ATTEMPT_MIN;
+    }
+
     memset(&o, 0, sizeof(bd_http_opts_t));
     o.url = req->target;
-    o.body = form;
-    o.body_len = form ? strlen(form) : 0;
+    o.body = req->sent;
+    o.body_len = req->sent ? strlen(req->sent) : 0;
     o.headers = bd_twapi_headers;
     o.user = bd_twapi_conf->twilio_sid;
     o.password = bd_twapi_conf->twilio_token;
-    o.timeout_ms = bd_twapi_conf->twilio_timeout_ms;
+    o.timeout_ms = bd_twapi_conf->twilio_timeout_ms < left
+                   ? bd_twapi_conf->twilio_timeout_ms : (unsigned) left;
     o.max_answer = BD_TWAPI_BODY_MAX;
+    o.once = !req->safe;
 
     req->http = bd_http_start(&o, bd_twapi_http_done, req);
     if (req->http == NULL) {
         return -1;
     }
 
+    req->attempt++;
     req->transfers++;
 
     bd_log(BD_LOG_DEBUG, req->call_sid[0] ? req->call_sid : NULL,
-           "%s: %s %s", bd_twapi_type_name(req), form ? "POST" : "GET",
-           req->target);
+           "%s: %s %s (attempt %u, %u ms)", bd_twapi_type_name(req),
+           req->sent ? "POST" : "GET", req->target, req->attempt,
+           o.timeout_ms);
 
     return 0;
+}
+
+
+/*
+ * Starts a transfer of req: a GET, or a form POST when form is given (it
+ * must live as long as req).  safe: it may be sent again if it fails.
+ */
+
+static int
+bd_twapi_start(bd_twapi_req_t *req, const char *form, unsigned safe)
+{
+    req->sent = form;
+    req->safe = safe;
+    req->attempt = 0;
+
+    return bd_twapi_send(req);
+}
+
+
+static void
+bd_twapi_retry_cb(uv_timer_t *timer)
+{
+    bd_twapi_req_t  *req;
+
+    req = timer->data;
+
+    if (bd_twapi_send(req) != 0) {
+        bd_twapi_fail(req, 500, "bridged could not start the request");
+    }
+}
+
+
+/*
+ * After a failed attempt: schedules the next one and returns 1 when the
+ * transfer is safe to repeat, the failure may pass, attempts are left and
+ * so is time before the deadline (Twilio's Retry-After included); else 0,
+ * and the failure is the request's.
+ */
+
+static int
+bd_twapi_retry(bd_twapi_req_t *req, CURLcode rc)
+{
+    uint64_t  now, wait;
+
+    if (!req->safe || bd_twapi_closing
+        || !bd_retry_transient(rc, rc == CURLE_OK ? req->http_status : 0))
+    {
+        return 0;
+    }
+
+    if (!bd_retry_not_done(rc, rc == CURLE_OK ? req->http_status : 0)) {
+        req->uncertain = 1;
+    }
+
+    if (req->attempt > bd_twapi_conf->twilio_retries) {
+        return 0;
+    }
+
+    /* the clock's low bits are random enough to spread the retries */
+
+    wait = bd_retry_backoff_ms(req->attempt, (uint32_t) uv_hrtime());
+
+    if (req->retry_after != UINT64_MAX && req->retry_after >= wait) {
+        wait = req->retry_after;
+
+    } else {
+        req->retry_after = UINT64_MAX;
+    }
+
+    now = uv_now(bd_twapi_loop);
+
+    if (now + wait + BD_TWAPI_ATTEMPT_MIN > req->deadline) {
+        bd_log(BD_LOG_WARN, req->call_sid[0] ? req->call_sid : NULL,
+               "%s: attempt %u failed (%s), no time is left for another "
+               "within %u ms", bd_twapi_type_name(req), req->attempt,
+               rc == CURLE_OK ? "Twilio refused it"
+                              : (req->errbuf[0] ? req->errbuf
+                                                : curl_easy_strerror(rc)),
+               bd_twapi_conf->twilio_deadline_ms);
+        return 0;
+    }
+
+    if (!req->retry_init) {
+        uv_timer_init(bd_twapi_loop, &req->retry);
+        req->retry.data = req;
+        req->retry_init = 1;
+    }
+
+    if (rc == CURLE_OK) {
+        bd_log(BD_LOG_WARN, req->call_sid[0] ? req->call_sid : NULL,
+               "%s: Twilio answered %ld to attempt %u, trying again in "
+               "%llu ms%s", bd_twapi_type_name(req), req->http_status,
+               req->attempt, (unsigned long long) wait,
+               req->retry_after != UINT64_MAX ? " (its Retry-After)" : "");
+
+    } else {
+        bd_log(BD_LOG_WARN, req->call_sid[0] ? req->call_sid : NULL,
+               "%s: attempt %u failed (%s), trying again in %llu ms",
+               bd_twapi_type_name(req), req->attempt,
+               req->errbuf[0] ? req->errbuf : curl_easy_strerror(rc),
+               (unsigned long long) wait);
+    }
+
+    uv_timer_start(&req->retry, bd_twapi_retry_cb, wait, 0);
+
+    return 1;
 }
 
 
@@ -355,20 +545,44 @@ bd_twapi_create(bd_twapi_req_t *req)
         }
     }
 
+    /* never sent again: a second attempt may place a second call */
+
     if (!bd_form_done(&f) || !bd_twapi_target(req, "/Calls.json", NULL)
-        || bd_twapi_start(req, req->form) != 0)
+        || bd_twapi_start(req, req->form, 0) != 0)
     {
         bd_twapi_fail(req, 500, "bridged could not start the request");
+        return;
     }
+
+    req->create_sent = 1;
+}
+
+
+/* " (3 attempts)" after a transfer that was tried more than once */
+
+static const char *
+bd_twapi_attempts(bd_twapi_req_t *req, char *buf, size_t size)
+{
+    if (req->attempt < 2) {
+        return "";
+    }
+
+    snprintf(buf, size, " (%u attempts)", req->attempt);
+
+    return buf;
 }
 
 
 static void
 bd_twapi_transport_failed(bd_twapi_req_t *req, CURLcode rc)
 {
+    char  n[32];
+
     if (rc == CURLE_OPERATION_TIMEDOUT) {
-        bd_twapi_fail(req, 504, "Twilio did not answer within %u ms",
-                      bd_twapi_conf->twilio_timeout_ms);
+        bd_twapi_fail(req, 504, "Twilio did not answer in time%s%s",
+                      bd_twapi_attempts(req, n, sizeof(n)),
+                      req->state == BD_TWAPI_ST_CREATE
+                      ? ": the call may have been placed" : "");
         return;
     }
 
@@ -378,8 +592,9 @@ bd_twapi_transport_failed(bd_twapi_req_t *req, CURLcode rc)
         return;
     }
 
-    bd_twapi_fail(req, 502, "Twilio unreachable: %s",
-                  req->errbuf[0] ? req->errbuf : curl_easy_strerror(rc));
+    bd_twapi_fail(req, 502, "Twilio unreachable: %s%s",
+                  req->errbuf[0] ? req->errbuf : curl_easy_strerror(rc),
+                  bd_twapi_attempts(req, n, sizeof(n)));
 }
 
 
@@ -387,14 +602,23 @@ static void
 bd_twapi_twilio_failed(bd_twapi_req_t *req)
 {
     char      *body;
-    unsigned   status;
+    unsigned   status, after;
+
+    /* Twilio's Retry-After goes to the client, in whole seconds */
+
+    after = 0;
+
+    if (req->retry_after != UINT64_MAX) {
+        after = (unsigned) ((req->retry_after + 999) / 1000);
+        after = after ? after : 1;
+    }
 
     body = bd_twapi_json_twilio_failure(req->http_status,
                                         req->body ? req->body : "",
                                         req->body_len,
                                         req->state == BD_TWAPI_ST_END
                                         ? req->call_sid : NULL,
-                                        &status);
+                                        req->attempt, after, &status);
 
     bd_twapi_finish(req, status, body, NULL);
 }
@@ -432,6 +656,12 @@ bd_twapi_page(bd_twapi_req_t *req)
         return;
     }
 
+    if (uv_now(bd_twapi_loop) + BD_TWAPI_ATTEMPT_MIN > req->deadline) {
+        bd_twapi_fail(req, 504, "Twilio's number list took longer than "
+                      "%u ms", bd_twapi_conf->twilio_deadline_ms);
+        return;
+    }
+
     /* next_page_uri is relative to the API's base URL, and used as is */
 
     bd_form_init(&f, req->target, sizeof(req->target));
@@ -439,7 +669,7 @@ bd_twapi_page(bd_twapi_req_t *req)
                 strlen(bd_twapi_conf->twilio_api_url));
     bd_form_raw(&f, next, strlen(next));
 
-    if (!bd_form_done(&f) || bd_twapi_start(req, NULL) != 0) {
+    if (!bd_form_done(&f) || bd_twapi_start(req, NULL, 1) != 0) {
         bd_twapi_fail(req, 500, "bridged could not start the request");
     }
 }
@@ -451,7 +681,12 @@ static void
 bd_twapi_done(bd_twapi_req_t *req, CURLcode rc)
 {
     int    ok;
-    char   sid[VOICE_PROTO_MAX_SID + 1];
+    long   code;
+    char   sid[VOICE_PROTO_MAX_SID + 1], message[8];
+
+    if (bd_twapi_retry(req, rc)) {
+        return;
+    }
 
     if (rc != CURLE_OK) {
         bd_twapi_transport_failed(req, rc);
@@ -459,6 +694,23 @@ bd_twapi_done(bd_twapi_req_t *req, CURLcode rc)
     }
 
     ok = req->http_status >= 200 && req->http_status < 300;
+
+    /*
+     * 21220 to a hang-up sent again: the call is no longer in progress,
+     * most likely because an earlier attempt that got no answer ended it
+     */
+
+    if (!ok && req->state == BD_TWAPI_ST_END && req->uncertain
+        && req->http_status == 400 && req->body != NULL
+        && bd_twapi_json_error(req->body, req->body_len, &code, message,
+                               sizeof(message)) == BD_TWAPI_JSON_OK
+        && code == 21220)
+    {
+        bd_log(BD_LOG_INFO, req->call_sid, "call.end: Twilio says the "
+               "call is over (21220) after %u attempts: taken as ended",
+               req->attempt);
+        ok = 1;
+    }
 
     if (!ok) {
         bd_twapi_twilio_failed(req);
@@ -529,6 +781,13 @@ bd_twapi_http_done(bd_http_t *h, void *data)
     req->http_status = h->status;
     req->too_big = h->too_big;
 
+    if (h->result == CURLE_OK && h->retry_after[0] != '\0'
+        && !bd_retry_after_parse(h->retry_after, strlen(h->retry_after),
+                                 time(NULL), &req->retry_after))
+    {
+        req->retry_after = UINT64_MAX;
+    }
+
     if (h->result != CURLE_OK) {
         snprintf(req->errbuf, sizeof(req->errbuf), "%s",
                  bd_http_strerror(h));
@@ -574,7 +833,8 @@ bd_twapi_request(bd_chan_peer_t *peer, const voice_proto_msg_t *msg)
         body = bd_twapi_json_failure("bridged has no Twilio credentials",
                                      0, 0);
         if (body != NULL) {
-            (void) bd_chan_reply(peer, msg->request_id, 503, body,
+            (void) bd_chan_reply(peer, msg->request_id, 503,
+                                 VOICE_PROTO_FLAG_NOT_DONE, body,
                                  strlen(body));
             cJSON_free(body);
         }
@@ -586,7 +846,8 @@ bd_twapi_request(bd_chan_peer_t *peer, const voice_proto_msg_t *msg)
         body = bd_twapi_json_failure("bridged is busy: too many Twilio "
                                      "requests in flight", 0, 0);
         if (body != NULL) {
-            (void) bd_chan_reply(peer, msg->request_id, 503, body,
+            (void) bd_chan_reply(peer, msg->request_id, 503,
+                                 VOICE_PROTO_FLAG_NOT_DONE, body,
                                  strlen(body));
             cJSON_free(body);
         }
@@ -603,6 +864,7 @@ bd_twapi_request(bd_chan_peer_t *peer, const voice_proto_msg_t *msg)
     req->peer = peer;
     req->request_id = msg->request_id;
     req->started = uv_now(bd_twapi_loop);
+    req->deadline = req->started + bd_twapi_conf->twilio_deadline_ms;
 
     bd_chan_peer_ref(peer);
 
@@ -639,7 +901,7 @@ bd_twapi_request(bd_chan_peer_t *peer, const voice_proto_msg_t *msg)
 
         if (!bd_twapi_target(req, "/IncomingPhoneNumbers.json?PageSize=1",
                              NULL)
-            || bd_twapi_start(req, NULL) != 0)
+            || bd_twapi_start(req, NULL, 1) != 0)
         {
             bd_twapi_fail(req, 500, "bridged could not start the request");
         }
@@ -660,9 +922,11 @@ bd_twapi_request(bd_chan_peer_t *peer, const voice_proto_msg_t *msg)
         bd_form_init(&f, req->form, sizeof(req->form));
         bd_form_param(&f, "Status", "completed", 9);
 
+        /* safe to repeat: a call ends once, whoever asks again */
+
         if (!bd_form_done(&f)
             || !bd_twapi_target(req, "/Calls/", req->call_sid)
-            || bd_twapi_start(req, req->form) != 0)
+            || bd_twapi_start(req, req->form, 1) != 0)
         {
             bd_twapi_fail(req, 500, "bridged could not start the request");
         }
@@ -678,7 +942,7 @@ bd_twapi_request(bd_chan_peer_t *peer, const voice_proto_msg_t *msg)
             || !bd_twapi_target(req,
                                 "/IncomingPhoneNumbers.json?PageSize=1000",
                                 NULL)
-            || bd_twapi_start(req, NULL) != 0)
+            || bd_twapi_start(req, NULL, 1) != 0)
         {
             bd_twapi_fail(req, 500, "bridged could not start the request");
         }
@@ -722,6 +986,7 @@ bd_twapi_update(const char *call_sid, const char *form, bd_twapi_update_pt done,
     req->type = VOICE_PROTO_MSG_CALL_END;
     req->state = BD_TWAPI_ST_UPDATE;
     req->started = uv_now(bd_twapi_loop);
+    req->deadline = req->started + bd_twapi_conf->twilio_deadline_ms;
     req->done = done;
     req->data = data;
     memcpy(req->call_sid, call_sid, strlen(call_sid) + 1);
@@ -734,8 +999,12 @@ bd_twapi_update(const char *call_sid, const char *form, bd_twapi_update_pt done,
     bd_twapi_reqs = req;
     bd_twapi_nreqs++;
 
+    /* a hang-up may be sent again; a redirect may not (a second <Dial>) */
+
     if (!bd_twapi_target(req, "/Calls/", req->call_sid)
-        || bd_twapi_start(req, req->update) != 0)
+        || bd_twapi_start(req, req->update,
+                          strcmp(req->update, "Status=completed") == 0)
+           != 0)
     {
         req->done = NULL;
         bd_twapi_free(req);

@@ -333,8 +333,11 @@ bd_twapi_json_numbers(const cJSON *numbers)
 }
 
 
-char *
-bd_twapi_json_failure(const char *error, long twilio_code, long twilio_status)
+/* {"success":false,"error":...} and the twilio* keys that are not 0 */
+
+static cJSON *
+bd_twapi_json_failure_root(const char *error, long twilio_code,
+    long twilio_status, unsigned retry_after)
 {
     cJSON  *root;
 
@@ -350,23 +353,35 @@ bd_twapi_json_failure(const char *error, long twilio_code, long twilio_status)
                                        (double) twilio_code) == NULL)
         || (twilio_status
             && cJSON_AddNumberToObject(root, "twilioStatus",
-                                       (double) twilio_status) == NULL))
+                                       (double) twilio_status) == NULL)
+        || (retry_after
+            && cJSON_AddNumberToObject(root, "retryAfter",
+                                       (double) retry_after) == NULL))
     {
         cJSON_Delete(root);
         return NULL;
     }
 
-    return bd_twapi_json_print(root);
+    return root;
+}
+
+
+char *
+bd_twapi_json_failure(const char *error, long twilio_code, long twilio_status)
+{
+    return bd_twapi_json_print(bd_twapi_json_failure_root(error, twilio_code,
+                                                          twilio_status, 0));
 }
 
 
 char *
 bd_twapi_json_twilio_failure(long http_status, const char *body,
-    size_t len, const char *call_sid, unsigned *status)
+    size_t len, const char *call_sid, unsigned attempts, unsigned retry_after,
+    unsigned *status)
 {
     int    rc;
     long   code;
-    char   message[512], error[640];
+    char   message[512], error[640], n[32];
 
     *status = 502;
     code = 0;
@@ -389,19 +404,27 @@ bd_twapi_json_twilio_failure(long http_status, const char *body,
         return bd_twapi_json_failure(error, code, http_status);
     }
 
+    n[0] = '\0';
+
+    if (attempts > 1) {
+        snprintf(n, sizeof(n), " (%u attempts)", attempts);
+    }
+
     if (rc != BD_TWAPI_JSON_OK) {
         snprintf(error, sizeof(error),
-                 "Twilio answered HTTP %ld without an error body",
-                 http_status);
-        return bd_twapi_json_failure(error, 0, http_status);
-    }
+                 "Twilio answered HTTP %ld without an error body%s",
+                 http_status, n);
+        code = 0;
 
-    if (message[0] == '\0') {
-        snprintf(error, sizeof(error), "Twilio error %ld", code);
+    } else if (message[0] == '\0') {
+        snprintf(error, sizeof(error), "Twilio error %ld%s", code, n);
 
     } else {
-        snprintf(error, sizeof(error), "Twilio error %ld: %s", code, message);
+        snprintf(error, sizeof(error), "Twilio error %ld: %s%s", code,
+                 message, n);
     }
 
-    return bd_twapi_json_failure(error, code, http_status);
+    return bd_twapi_json_print(bd_twapi_json_failure_root(error, code,
+                                                          http_status,
+                                                          retry_after));
 }

@@ -62,10 +62,13 @@ char *bd_twapi_json_failure(const char *error, long twilio_code,
 /*
  * Maps a Twilio answer with a 4xx/5xx status to the reply for nginx:
  * *status gets the HTTP status nginx must send (502, or 404 for an
- * unknown call when call_sid is given).
+ * unknown call when call_sid is given).  attempts > 1 is said in the
+ * error; retry_after (seconds, 0: none) is Twilio's Retry-After, passed
+ * on as "retryAfter".
  */
 char *bd_twapi_json_twilio_failure(long http_status, const char *body,
-    size_t len, const char *call_sid, unsigned *status);
+    size_t len, const char *call_sid, unsigned attempts, unsigned retry_after,
+    unsigned *status);
 
 
 #endif /* BD_TWAPI_JSON_H */

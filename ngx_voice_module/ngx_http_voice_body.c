@@ -2,7 +2,7 @@
  * ngx_http_voice_body.c: parsers and validators of what API clients and
  * Twilio send to the REST endpoints: the JSON bodies of /api/call and
  * /api/end-call, webhook parameters (form-encoded, or a JSON object),
- * phone numbers and SIDs.
+ * phone numbers and SIDs, the Idempotency-Key header.
  *
  * Leaf code, libc only, on ngx_http_voice_json.c; ngx_http_voice_rest.c
  * and ngx_http_voice_webhook.c call it.  The error texts go back to API
@@ -689,6 +689,79 @@ ngx_http_voice_body_member(const uint8_t *body,
     }
 
     return n;
+}
+
+
+int
+ngx_http_voice_body_idempotency_key(const uint8_t *value, size_t len,
+    uint8_t *out, size_t *out_len)
+{
+    size_t  i, n;
+
+    *out_len = 0;
+
+    if (len == 0) {
+        return -1;
+    }
+
+    if (value[0] != '"') {
+
+        /* bare: a token of visible ASCII */
+
+        if (len > NGX_HTTP_VOICE_BODY_IDEM_KEY_MAX) {
+            return -1;
+        }
+
+        for (i = 0; i < len; i++) {
+            if (value[i] <= 0x20 || value[i] >= 0x7f || value[i] == '"'
+                || value[i] == '\\')
+            {
+                return -1;
+            }
+        }
+
+        memcpy(out, value, len);
+        *out_len = len;
+
+        return 0;
+    }
+
+    /* sf-string (RFC 8941 3.3.3): printable ASCII, \" and \\ escaped */
+
+    n = 0;
+
+    for (i = 1; i < len; i++) {
+
+        if (value[i] == '"') {
+            if (i != len - 1 || n == 0) {
+                return -1;
+            }
+
+            *out_len = n;
+
+            return 0;
+        }
+
+        if (value[i] < 0x20 || value[i] >= 0x7f) {
+            return -1;
+        }
+
+        if (value[i] == '\\') {
+            if (++i == len || (value[i] != '"' && value[i] != '\\')) {
+                return -1;
+            }
+        }
+
+        if (n == NGX_HTTP_VOICE_BODY_IDEM_KEY_MAX) {
+            return -1;
+        }
+
+        out[n++] = value[i];
+    }
+
+    /* no closing quote */
+
+    return -1;
 }
 
 

@@ -2,7 +2,7 @@
  * ngx_http_voice_body.h: parsers and validators of what clients and
  * Twilio send to the REST endpoints: the JSON bodies of /api/call and
  * /api/end-call, form-encoded webhook parameters (/twiml), phone numbers,
- * call SIDs.
+ * call SIDs, the Idempotency-Key header of /api/call.
  *
  * Leaf code (libc only, on ngx_http_voice_json.c), unit tested and fuzzed
  * outside nginx; ngx_http_voice_rest.c and ngx_http_voice_twiml.c call it.
@@ -127,6 +127,21 @@ int ngx_http_voice_body_parse_form(const uint8_t *data, size_t len,
 int ngx_http_voice_body_parse_json_params(const uint8_t *body, size_t len,
     ngx_http_voice_body_param_t *params, size_t max, uint8_t *scratch,
     size_t scratch_size, const char **err);
+
+/*
+ * The Idempotency-Key header of POST /api/call, as the IETF draft
+ * (draft-ietf-httpapi-idempotency-key-header) writes it -- a structured
+ * field string, "8e03978e-40d5-43e8-bc93-6894a57f9324", with \" and \\
+ * escapes -- or bare, as Stripe's clients send it: visible ASCII without
+ * quotes, spaces or backslashes.  The key itself (unquoted, unescaped)
+ * goes to out (NGX_HTTP_VOICE_BODY_IDEM_KEY_MAX bytes), *out_len its
+ * length.  Returns 0, or -1 for an empty key, a longer one, another
+ * character, or a broken quoted string.
+ */
+#define NGX_HTTP_VOICE_BODY_IDEM_KEY_MAX   255
+
+int ngx_http_voice_body_idempotency_key(const uint8_t *value, size_t len,
+    uint8_t *out, size_t *out_len);
 
 /* the value of the first parameter called name, or NULL */
 const ngx_http_voice_body_param_t *ngx_http_voice_body_form_get(

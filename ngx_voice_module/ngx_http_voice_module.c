@@ -37,6 +37,8 @@ static char *ngx_http_voice_set_handler(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_voice_set_bridge(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_voice_set_zone(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static ngx_int_t ngx_http_voice_env_default(ngx_conf_t *cf, ngx_str_t *value,
     const char *name);
 static ngx_int_t ngx_http_voice_derive_urls(ngx_conf_t *cf,
@@ -91,6 +93,13 @@ static ngx_command_t  ngx_http_voice_commands[] = {
     { ngx_string("voice_bridge"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
       ngx_http_voice_set_bridge,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("voice_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
+      ngx_http_voice_set_zone,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
@@ -404,6 +413,7 @@ ngx_http_voice_create_main_conf(ngx_conf_t *cf)
      * set by ngx_pcalloc():
      *
      *     vmcf->worker = NULL;
+     *     vmcf->zone = NULL;
      */
 
     if (ngx_array_init(&vmcf->endpoints, cf->pool, 2, sizeof(ngx_str_t))
@@ -426,10 +436,25 @@ ngx_http_voice_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_http_voice_main_conf_t *vmcf = conf;
 
+    ngx_str_t  name;
+
     ngx_conf_init_uint_value(vmcf->hwm, 10000);
     ngx_conf_init_msec_value(vmcf->heartbeat, 1000);
     ngx_conf_init_msec_value(vmcf->shutdown_timeout, 600000);
     ngx_conf_init_uint_value(vmcf->worker_sched, 0);
+
+    /* with a bridge there are calls: the default zone keeps their
+     * Idempotency-Keys (ngx_http_voice_zone.c) */
+
+    if (vmcf->zone == NULL && vmcf->endpoints.nelts) {
+        ngx_str_set(&name, NGX_HTTP_VOICE_ZONE_NAME);
+
+        vmcf->zone = ngx_http_voice_zone_add(cf, &name,
+                                             NGX_HTTP_VOICE_ZONE_SIZE);
+        if (vmcf->zone == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
 
     return NGX_CONF_OK;
 }
@@ -944,6 +969,39 @@ ngx_http_voice_set_bridge(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
 
         *ep = value[i];
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* voice_zone name size */
+
+static char *
+ngx_http_voice_set_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_voice_main_conf_t *vmcf = conf;
+
+    ssize_t     size;
+    ngx_str_t  *value;
+
+    if (vmcf->zone) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    size = ngx_parse_size(&value[2]);
+
+    if (size == NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid voice_zone size \"%V\"", &value[2]);
+        return NGX_CONF_ERROR;
+    }
+
+    vmcf->zone = ngx_http_voice_zone_add(cf, &value[1], (size_t) size);
+    if (vmcf->zone == NULL) {
+        return NGX_CONF_ERROR;
     }
 
     return NGX_CONF_OK;

@@ -12,7 +12,8 @@
  * (ngx_http_voice_transcript.c).  ngx_http_voice_module.c holds the
  * directives and the module's life cycle; the assistant's session
  * directives are a second module, ngx_http_voice_session.c, and a call's
- * own context travels sealed (ngx_http_voice_seal.c).
+ * own context travels sealed (ngx_http_voice_seal.c).  What holds across
+ * workers lives in shared memory (ngx_http_voice_zone.c).
  */
 
 #ifndef NGX_HTTP_VOICE_MODULE_H
@@ -72,6 +73,7 @@ typedef struct {
     ngx_msec_t                  shutdown_timeout;  /* then live calls are
                                                       ended politely */
     ngx_uint_t                  worker_sched;   /* 1: SCHED_BATCH */
+    ngx_shm_zone_t             *zone;           /* voice_zone */
 
     /* per-worker state, created in init_process */
     ngx_http_voice_worker_t    *worker;
@@ -358,6 +360,27 @@ void ngx_http_voice_call_peer_changed(ngx_http_voice_peer_t *peer,
 ngx_int_t ngx_http_voice_call_history(ngx_http_voice_call_t *call,
     ngx_pool_t *pool, ngx_str_t *out, uint32_t *next);
 void ngx_http_voice_call_shutdown(ngx_http_voice_main_conf_t *vmcf);
+
+
+/* ngx_http_voice_zone.c */
+#define NGX_HTTP_VOICE_ZONE_NAME       "voice"      /* the default zone */
+#define NGX_HTTP_VOICE_ZONE_SIZE       (1024 * 1024)
+
+#define NGX_HTTP_VOICE_IDEM_NEW        0    /* pending now: go on */
+#define NGX_HTTP_VOICE_IDEM_REPLAY     1    /* the first answer */
+#define NGX_HTTP_VOICE_IDEM_BUSY       2    /* in flight: 409 */
+#define NGX_HTTP_VOICE_IDEM_MISMATCH   3    /* another request: 422 */
+#define NGX_HTTP_VOICE_IDEM_FULL       4    /* no room: 503 */
+#define NGX_HTTP_VOICE_IDEM_NONE       5    /* no zone */
+
+ngx_shm_zone_t *ngx_http_voice_zone_add(ngx_conf_t *cf, ngx_str_t *name,
+    size_t size);
+ngx_int_t ngx_http_voice_zone_idem_begin(ngx_str_t *key, u_char *digest,
+    time_t bound, ngx_pool_t *pool, uint64_t *id, ngx_uint_t *status,
+    ngx_str_t *body);
+void ngx_http_voice_zone_idem_end(ngx_str_t *key, uint64_t id,
+    ngx_uint_t status, const u_char *body, size_t len, ngx_uint_t keep);
+u_char *ngx_http_voice_zone_status(u_char *p);
 
 
 /* ngx_http_voice_rest.c */

@@ -10,23 +10,43 @@
  * comes.  Whatever comes first -- reply, timer (504) or the client
  * leaving (pool cleanup) -- finalizes the request exactly once.  A bridged
  * that is down or full answers 503 at once.
+ *
+ * POST /api/call may carry an Idempotency-Key: the same key again gets
+ * the first call's answer (with Idempotent-Replayed: true) instead of a
+ * second call, from any worker (the keys are in ngx_http_voice_zone.c);
+ * while the first is in flight, 409 with Retry-After; with another body,
+ * 422.  The parked request's context then outlives a client that leaves:
+ * bridged's answer is still kept for the key.
  */
 
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_http.h>
+#include <ngx_md5.h>
 
 #include "ngx_http_voice_module.h"
 #include "ngx_http_voice_seal.h"
 
 
+/* a parked request; ngx_alloc()ed, as it may outlive the request */
 typedef struct {
     ngx_rbtree_node_t           node;       /* key: request id */
-    ngx_http_request_t         *request;
+    ngx_http_request_t         *request;    /* NULL once it is gone */
+    ngx_pool_cleanup_t         *cln;
     ngx_event_t                 timer;
+    ngx_msec_t                  timeout;    /* voice_bridge_timeout */
     ngx_http_voice_peer_t      *peer;
+    uint64_t                    idem_id;    /* its key's, 0: none */
+    ngx_str_t                   idem_key;   /* after this struct */
     unsigned                    pending:1;
 } ngx_http_voice_rest_ctx_t;
+
+
+/* an Idempotency-Key, and the request it names */
+typedef struct {
+    ngx_str_t                   key;
+    uint64_t                    id;         /* 0: no key */
+} ngx_http_voice_rest_idem_t;
 
 
 static void ngx_http_voice_rest_body_handler(ngx_http_request_t *r);
@@ -35,9 +55,15 @@ static ngx_uint_t ngx_http_voice_rest_call_url(ngx_http_request_t *r,
     ngx_uint_t *amd, const char **err);
 static ngx_int_t ngx_http_voice_rest_start(ngx_http_request_t *r,
     ngx_http_voice_loc_conf_t *vlcf, u_char *body, size_t len);
+static ngx_int_t ngx_http_voice_rest_idem(ngx_http_request_t *r,
+    ngx_http_voice_loc_conf_t *vlcf, u_char *body, size_t len,
+    ngx_http_voice_rest_idem_t *idem);
 static ngx_int_t ngx_http_voice_rest_park(ngx_http_request_t *r,
     ngx_http_voice_loc_conf_t *vlcf, ngx_http_voice_peer_t *peer,
-    voice_proto_writer_t *wr, uint64_t id);
+    voice_proto_writer_t *wr, uint64_t id, ngx_http_voice_rest_idem_t *idem);
+static ngx_int_t ngx_http_voice_rest_header(ngx_http_request_t *r,
+    char *name, char *value);
+static void ngx_http_voice_rest_free(ngx_http_voice_rest_ctx_t *ctx);
 static void ngx_http_voice_rest_timeout(ngx_event_t *ev);
 static void ngx_http_voice_rest_cleanup(void *data);
 static void ngx_http_voice_rest_unpark(ngx_http_voice_rest_ctx_t *ctx);
@@ -139,13 +165,15 @@ ngx_http_voice_rest_start(ngx_http_request_t *r,
     char                      number[NGX_HTTP_VOICE_E164_MAX + 1];
     char                      from[NGX_HTTP_VOICE_E164_MAX + 1];
     char                      sid[NGX_HTTP_VOICE_SID_LEN + 1];
-    uint64_t                  id;
-    ngx_str_t                 url;
-    ngx_uint_t                amd, status;
-    const char               *err;
-    voice_proto_writer_t      wr;
-    ngx_http_voice_peer_t    *peer;
-    ngx_http_voice_worker_t  *w;
+    uint64_t                    id;
+    ngx_int_t                   rc;
+    ngx_str_t                   url;
+    ngx_uint_t                  amd, status;
+    const char                 *err;
+    voice_proto_writer_t        wr;
+    ngx_http_voice_peer_t      *peer;
+    ngx_http_voice_worker_t    *w;
+    ngx_http_voice_rest_idem_t  idem;
 
     w = ngx_http_voice_worker();
     if (w == NULL) {
@@ -154,6 +182,8 @@ ngx_http_voice_rest_start(ngx_http_request_t *r,
     }
 
     id = w->next_request_id++;
+    idem.id = 0;
+    ngx_str_null(&idem.key);
 
     switch (vlcf->handler) {
 
@@ -181,6 +211,14 @@ ngx_http_voice_rest_start(ngx_http_request_t *r,
 
         if (status) {
             return ngx_http_voice_send_error(r, status, "%s", err);
+        }
+
+        /* a valid request only: a client may fix an invalid one and send
+         * it again with the same key */
+
+        rc = ngx_http_voice_rest_idem(r, vlcf, body, len, &idem);
+        if (rc != NGX_DECLINED) {
+            return rc;
         }
 
         peer = NULL;
@@ -232,7 +270,153 @@ ngx_http_voice_rest_start(ngx_http_request_t *r,
         break;
     }
 
-    return ngx_http_voice_rest_park(r, vlcf, peer, &wr, id);
+    rc = ngx_http_voice_rest_park(r, vlcf, peer, &wr, id, &idem);
+
+    if (rc != NGX_DONE && idem.id) {
+
+        /* not sent: no call, and the key is free for a retry */
+
+        ngx_http_voice_zone_idem_end(&idem.key, idem.id, 0, NULL, 0, 0);
+    }
+
+    return rc;
+}
+
+
+/*
+ * The Idempotency-Key of POST /api/call: NGX_DECLINED to go on (idem->id
+ * is the key's when there is one), or the answer sent: the first request's
+ * answer replayed, 409 while it is in flight, 422 for another request
+ * with the key, 400 for a malformed key, 503 when the zone is full.
+ */
+
+static ngx_int_t
+ngx_http_voice_rest_idem(ngx_http_request_t *r,
+    ngx_http_voice_loc_conf_t *vlcf, u_char *body, size_t len,
+    ngx_http_voice_rest_idem_t *idem)
+{
+    u_char           *k, digest[16];
+    size_t            klen;
+    ngx_int_t         rc;
+    ngx_str_t         replay;
+    ngx_md5_t         md5;
+    ngx_uint_t        status;
+    ngx_table_elt_t  *h;
+
+    h = ngx_http_voice_header(r, "Idempotency-Key", 15);
+    if (h == NULL) {
+        return NGX_DECLINED;
+    }
+
+    k = ngx_pnalloc(r->pool, NGX_HTTP_VOICE_BODY_IDEM_KEY_MAX);
+    if (k == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ngx_http_voice_body_idempotency_key(h->value.data, h->value.len, k,
+                                            &klen)
+        != 0)
+    {
+        return ngx_http_voice_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                         "Idempotency-Key must be 1 to %d "
+                                         "visible ASCII characters, or a "
+                                         "quoted string",
+                                         NGX_HTTP_VOICE_BODY_IDEM_KEY_MAX);
+    }
+
+    idem->key.data = k;
+    idem->key.len = klen;
+
+    /* the request the key names: the same key elsewhere is another */
+
+    ngx_md5_init(&md5);
+    ngx_md5_update(&md5, r->uri.data, r->uri.len);
+    ngx_md5_update(&md5, "\n", 1);
+    ngx_md5_update(&md5, body, len);
+    ngx_md5_final(digest, &md5);
+
+    /* pending until bridged answers, or its timer: then some margin for
+     * a worker that went away without ending it */
+
+    rc = ngx_http_voice_zone_idem_begin(&idem->key, digest,
+                                        vlcf->bridge_timeout / 1000 + 30,
+                                        r->pool, &idem->id, &status,
+                                        &replay);
+
+    switch (rc) {
+
+    case NGX_HTTP_VOICE_IDEM_NEW:
+        return NGX_DECLINED;
+
+    case NGX_HTTP_VOICE_IDEM_REPLAY:
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "voice: /api/call replayed for its Idempotency-Key "
+                      "(%ui)", status);
+
+        if (ngx_http_voice_rest_header(r, "Idempotent-Replayed", "true")
+            != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        return ngx_http_voice_send_json(r, status, replay.data, replay.len);
+
+    case NGX_HTTP_VOICE_IDEM_BUSY:
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "voice: /api/call with an Idempotency-Key in flight");
+
+        if (ngx_http_voice_rest_header(r, "Retry-After", "1") != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        return ngx_http_voice_send_error(r, NGX_HTTP_CONFLICT,
+                                         "a request with this "
+                                         "Idempotency-Key is in progress");
+
+    case NGX_HTTP_VOICE_IDEM_MISMATCH:
+        return ngx_http_voice_send_error(r, 422,
+                                         "this Idempotency-Key was used "
+                                         "with another request");
+
+    case NGX_HTTP_VOICE_IDEM_FULL:
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "voice: voice_zone is full of requests in flight");
+
+        if (ngx_http_voice_rest_header(r, "Retry-After", "1") != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        return ngx_http_voice_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                         "too many requests in flight");
+
+    case NGX_HTTP_VOICE_IDEM_NONE:
+        return ngx_http_voice_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                         "Idempotency-Key needs a "
+                                         "voice_zone");
+
+    default:
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+}
+
+
+static ngx_int_t
+ngx_http_voice_rest_header(ngx_http_request_t *r, char *name, char *value)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    h->key.data = (u_char *) name;
+    h->key.len = ngx_strlen(name);
+    h->value.data = (u_char *) value;
+    h->value.len = ngx_strlen(value);
+
+    return NGX_OK;
 }
 
 
@@ -337,7 +521,7 @@ ngx_http_voice_rest_call_url(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_voice_rest_park(ngx_http_request_t *r,
     ngx_http_voice_loc_conf_t *vlcf, ngx_http_voice_peer_t *peer,
-    voice_proto_writer_t *wr, uint64_t id)
+    voice_proto_writer_t *wr, uint64_t id, ngx_http_voice_rest_idem_t *idem)
 {
     size_t                      n;
     ngx_int_t                   rc;
@@ -354,13 +538,14 @@ ngx_http_voice_rest_park(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_voice_rest_ctx_t));
-    if (ctx == NULL) {
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
+    ctx = ngx_calloc(sizeof(ngx_http_voice_rest_ctx_t) + idem->key.len,
+                     r->connection->log);
+    if (ctx == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -375,6 +560,7 @@ ngx_http_voice_rest_park(ngx_http_request_t *r,
     }
 
     if (rc != NGX_OK) {
+        ngx_free(ctx);
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "voice: no bridged takes the request");
         return ngx_http_voice_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
@@ -382,20 +568,28 @@ ngx_http_voice_rest_park(ngx_http_request_t *r,
     }
 
     ctx->request = r;
+    ctx->cln = cln;
     ctx->peer = peer;
     ctx->node.key = (ngx_rbtree_key_t) id;
     ngx_rbtree_insert(&w->pending, &ctx->node);
     ctx->pending = 1;
 
+    if (idem->id) {
+        ctx->idem_id = idem->id;
+        ctx->idem_key.data = (u_char *) ctx
+                             + sizeof(ngx_http_voice_rest_ctx_t);
+        ctx->idem_key.len = idem->key.len;
+        ngx_memcpy(ctx->idem_key.data, idem->key.data, idem->key.len);
+    }
+
     ctx->timer.handler = ngx_http_voice_rest_timeout;
     ctx->timer.data = ctx;
     ctx->timer.log = r->connection->log;
-    ngx_add_timer(&ctx->timer, vlcf->bridge_timeout);
+    ctx->timeout = vlcf->bridge_timeout;
+    ngx_add_timer(&ctx->timer, ctx->timeout);
 
     cln->handler = ngx_http_voice_rest_cleanup;
     cln->data = ctx;
-
-    ngx_http_set_ctx(r, ctx, ngx_http_voice_module);
 
     return NGX_DONE;
 }
@@ -406,6 +600,7 @@ ngx_http_voice_rest_reply(voice_proto_msg_t *msg)
 {
     u_char                     *body;
     ngx_int_t                   rc;
+    ngx_uint_t                  valid;
     ngx_rbtree_key_t            key;
     ngx_connection_t           *c;
     ngx_rbtree_node_t          *node, *sentinel;
@@ -434,11 +629,36 @@ ngx_http_voice_rest_reply(voice_proto_msg_t *msg)
     ctx = (ngx_http_voice_rest_ctx_t *) node;
     ngx_http_voice_rest_unpark(ctx);
 
+    valid = (msg->status >= 200 && msg->status <= 599);
+
+    /* the answer stays with the key, unless Twilio surely placed no
+     * call: then the client may try again with it */
+
+    if (ctx->idem_id) {
+        ngx_http_voice_zone_idem_end(&ctx->idem_key, ctx->idem_id,
+                                     msg->status, msg->body.data,
+                                     msg->body.len,
+                                     valid && !(msg->flags
+                                                & VOICE_PROTO_FLAG_NOT_DONE));
+    }
+
     r = ctx->request;
+
+    if (r == NULL) {
+        ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                      "voice: bridged answered %uD after the client left; "
+                      "the answer is kept for its Idempotency-Key",
+                      msg->status);
+        ngx_http_voice_rest_free(ctx);
+        return;
+    }
+
+    ngx_http_voice_rest_free(ctx);
+
     c = r->connection;
     ngx_http_set_log_request(c->log, r);
 
-    if (msg->status < 200 || msg->status > 599) {
+    if (!valid) {
         ngx_log_error(NGX_LOG_ERR, c->log, 0,
                       "voice: bridged replied with status %uD",
                       msg->status);
@@ -468,40 +688,75 @@ done:
 static void
 ngx_http_voice_rest_timeout(ngx_event_t *ev)
 {
+    u_char                     *p, buf[160];
     ngx_int_t                   rc;
+    ngx_msec_t                  timeout;
     ngx_connection_t           *c;
     ngx_http_request_t         *r;
-    ngx_http_voice_loc_conf_t  *vlcf;
     ngx_http_voice_rest_ctx_t  *ctx;
 
     ctx = ev->data;
     r = ctx->request;
-    c = r->connection;
+    timeout = ctx->timeout;
 
     ngx_http_voice_rest_unpark(ctx);
+
+    ngx_log_error(NGX_LOG_ERR, r ? r->connection->log : ngx_cycle->log, 0,
+                  "voice: bridged at \"%V\" did not answer within %M ms",
+                  &ctx->peer->endpoint, timeout);
+
+    /* bridged may have placed the call: its key says so, for a day */
+
+    if (ctx->idem_id) {
+        p = ngx_snprintf(buf, sizeof(buf),
+                         "{\"success\":false,\"error\":\"bridged did not "
+                         "answer within %M ms: the call may have been "
+                         "placed\"}", timeout);
+
+        ngx_http_voice_zone_idem_end(&ctx->idem_key, ctx->idem_id,
+                                     NGX_HTTP_GATEWAY_TIME_OUT, buf,
+                                     p - buf, 1);
+    }
+
+    ngx_http_voice_rest_free(ctx);
+
+    if (r == NULL) {
+        return;
+    }
+
+    c = r->connection;
     ngx_http_set_log_request(c->log, r);
 
-    vlcf = ngx_http_get_module_loc_conf(r, ngx_http_voice_module);
-
-    ngx_log_error(NGX_LOG_ERR, c->log, 0,
-                  "voice: bridged at \"%V\" did not answer within %M ms",
-                  &ctx->peer->endpoint, vlcf->bridge_timeout);
-
     rc = ngx_http_voice_send_error(r, NGX_HTTP_GATEWAY_TIME_OUT,
-                                   "no answer within %M ms",
-                                   vlcf->bridge_timeout);
+                                   "no answer within %M ms", timeout);
 
     ngx_http_finalize_request(r, rc);
     ngx_http_run_posted_requests(c);
 }
 
 
+/*
+ * The request's pool is going: the client left (or the request is
+ * over).  A request with an Idempotency-Key stays parked without it, so
+ * that bridged's answer, when it comes, is kept for the key.
+ */
+
 static void
 ngx_http_voice_rest_cleanup(void *data)
 {
     ngx_http_voice_rest_ctx_t  *ctx = data;
 
+    if (ctx->pending && ctx->idem_id) {
+        ctx->request = NULL;
+        ctx->cln = NULL;
+        ctx->timer.log = ngx_cycle->log;
+        return;
+    }
+
     ngx_http_voice_rest_unpark(ctx);
+
+    ctx->cln = NULL;
+    ngx_http_voice_rest_free(ctx);
 }
 
 
@@ -524,6 +779,19 @@ ngx_http_voice_rest_unpark(ngx_http_voice_rest_ctx_t *ctx)
     if (ctx->timer.timer_set) {
         ngx_del_timer(&ctx->timer);
     }
+}
+
+
+/* once unparked: the request's cleanup no longer knows it */
+
+static void
+ngx_http_voice_rest_free(ngx_http_voice_rest_ctx_t *ctx)
+{
+    if (ctx->cln) {
+        ctx->cln->handler = NULL;
+    }
+
+    ngx_free(ctx);
 }
 
 
@@ -553,8 +821,9 @@ ngx_http_voice_status_handler(ngx_http_request_t *r)
 
     w = ngx_http_voice_worker();
 
-    /* the fixed text with every counter at its widest takes ~800 bytes */
-    len = 1024;
+    /* the fixed text with every counter at its widest takes ~800 bytes,
+     * the zone's ~400 */
+    len = 1536;
     if (w) {
         for (i = 0; i < w->npeers; i++) {
             len += 128 + 2 * w->peers[i].endpoint.len;
@@ -593,6 +862,10 @@ ngx_http_voice_status_handler(ngx_http_request_t *r)
         }
 
         *p++ = '}';
+
+        /* the instance's, from the shared zone */
+        p = ngx_http_voice_zone_status(p);
+
         *p++ = '}';
     } else {
         p = ngx_sprintf(p, "],\"calls\":0}");

@@ -142,6 +142,13 @@ typedef enum {
                                             before it restarted): go on
                                             with its history, no greeting */
 
+/* a reply's flags */
+#define VOICE_PROTO_FLAG_NOT_DONE    2   /* Twilio surely did not act on the
+                                            request (it never reached
+                                            Twilio, or Twilio refused it):
+                                            sending it again cannot do
+                                            anything twice */
+
 
 /* decoder results: tri-state */
 #define VOICE_PROTO_OK        0

@@ -33,6 +33,8 @@ import json
 import os
 import re
 import signal
+import socket
+import struct
 import sys
 import time
 import urllib.parse
@@ -944,6 +946,7 @@ class FakeTwilio:
                                  "friendly_name": C.format_national(e164)})
         self.number_by_e164 = {n["e164"]: n for n in self.numbers}
         self.http = None
+        self.runner = self.site = self.sock = self.ssl_ctx = None
         self.client_ssl = C.make_client_ssl(args.ca_file) if args.ca_file else None
 
     # ---------------------------------------------------------------- delivery helpers
@@ -1853,21 +1856,101 @@ class FakeTwilio:
         if request.method == "POST":
             form_pairs = urllib.parse.parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True)
         entry = self.rest_log(request, form_pairs, raw)
-        resp = await self._rest(request, entry, form_pairs, raw)
-        entry["status"] = resp.status
-        log("REST %s %s -> %d%s", request.method, request.path_qs, resp.status,
-            "" if resp.status < 400 else " " + resp.text)
+        fault = self.take_fault(request)
+        if fault is not None:
+            entry["fault"] = fault.get("mode", "error")
+            resp = await self.injected(request, entry, fault, form_pairs, raw)
+        else:
+            resp = await self._rest(request, entry, form_pairs, raw)
+        entry["status"] = resp.status if resp is not None else None
+        if resp is None:
+            log("REST %s %s -> no answer (injected: %s)", request.method, request.path_qs,
+                entry["fault"])
+            # the connection is gone: aiohttp must not answer on it
+            raise asyncio.CancelledError()
+        log("REST %s %s -> %d%s%s", request.method, request.path_qs, resp.status,
+            "" if resp.status < 400 else " " + resp.text,
+            " (injected: %s)" % entry["fault"] if fault else "")
         return resp
+
+    # ------------------------------------------------------------ injected faults
+    def take_fault(self, request):
+        """The fault fail_next holds for this request, or None. fail_next selects requests by
+        "match" (a substring of the path) and "method", and takes "count" of them in a row
+        (default 1); requests it does not select pass and do not count."""
+        f = self.settings.get("fail_next")
+        if not f:
+            return None
+        if f.get("match") and f["match"] not in request.path:
+            return None
+        if f.get("method") and str(f["method"]).upper() != request.method:
+            return None
+        left = int(f.get("count", 1)) - 1
+        if left > 0:
+            self.settings["fail_next"] = dict(f, count=left)
+        else:
+            self.settings["fail_next"] = None
+        return f
+
+    async def injected(self, request, entry, fault, form_pairs, raw):
+        """What a failing Twilio (or the network in front of it) does to one request:
+        "error" answers Twilio's error body (with Retry-After when asked, as a 429 may),
+        "reset" drops the connection with a TCP RST and no answer, "hang" never answers
+        (until the client gives up, at most hang_ms), "slow" does the request after
+        delay_ms (a call is created even when the client has stopped waiting)."""
+        mode = fault.get("mode", "error")
+        if mode == "reset":
+            self.reset_connection(request)
+            return None
+        if mode == "hang":
+            await asyncio.sleep(float(fault.get("hang_ms", 300000)) / 1000.0)
+            self.reset_connection(request)
+            return None
+        if mode == "slow":
+            await asyncio.sleep(float(fault.get("delay_ms", 0)) / 1000.0)
+            return await self._rest(request, entry, form_pairs, raw)
+        st = int(fault.get("status", 500))
+        default = {429: (20429, "Too Many Requests"), 503: (20503, "Service Unavailable")}.get(
+            st, (20500, "Internal Server Error"))
+        resp = twilio_error(st, int(fault.get("code", default[0])), fault.get("message", default[1]))
+        ra = fault.get("retry_after")
+        if ra is not None:
+            resp.headers["Retry-After"] = str(ra)
+        return resp
+
+    @staticmethod
+    def reset_connection(request):
+        """abort the client's connection with a RST (SO_LINGER 0), as a peer that crashed"""
+        transport = request.transport
+        if transport is None:
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except OSError:
+                pass
+        transport.abort()
+
+    async def refuse(self, ms):
+        """stop listening for ms: connections are refused (the ones kept alive are closed),
+        as when Twilio's edge cannot be reached; then listen again on the same port"""
+        await asyncio.sleep(0.05)  # the /_fake/config answer leaves first
+        if self.site is None:
+            return
+        port = self.sock.getsockname()[1]
+        await self.site.stop()
+        log.loud("refusing connections for %d ms", ms)
+        await asyncio.sleep(ms / 1000.0)
+        self.sock = C.bind_socket(self.args.host, port)
+        self.site = web.SockSite(self.runner, self.sock, ssl_context=self.ssl_ctx, shutdown_timeout=0.5)
+        await self.site.start()
+        log("listening again on port %d", port)
 
     async def _rest(self, request, entry, form_pairs, raw):
         delay = self.settings.get("rest_delay_ms") or 0
         if delay:
             await asyncio.sleep(delay / 1000.0)
-        fail = self.settings.get("fail_next")
-        if fail:
-            self.settings["fail_next"] = None
-            st = int(fail.get("status", 500))
-            return twilio_error(st, int(fail.get("code", 20500)), fail.get("message", "Internal Server Error"))
         if request.method == "POST":
             ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
             if raw and ctype != "application/x-www-form-urlencoded":
@@ -2377,7 +2460,19 @@ class FakeTwilio:
                 if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
                     return "%s must be a number >= 0" % k
                 self.settings[k] = v
-            elif k in ("rest_delay_ms", "fail_next", "auto_hangup", "max_call_seconds", "host_header",
+            elif k == "fail_next":
+                if v is not None and not isinstance(v, dict):
+                    return "fail_next must be an object or null"
+                if v and v.get("mode", "error") not in ("error", "reset", "hang", "slow"):
+                    return "fail_next mode must be error, reset, hang or slow"
+                if v and (not isinstance(v.get("count", 1), int) or v.get("count", 1) < 1):
+                    return "fail_next count must be an integer >= 1"
+                self.settings[k] = v
+            elif k == "refuse_ms":
+                if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v <= 60000:
+                    return "refuse_ms must be a number of ms from 1 to 60000"
+                asyncio.ensure_future(self.refuse(v))
+            elif k in ("rest_delay_ms", "auto_hangup", "max_call_seconds", "host_header",
                        "ring_ms", "next_call_outcome", "ping_interval", "max_page_size",
                        "drop_mark_echoes"):
                 self.settings[k] = v
@@ -2420,8 +2515,10 @@ async def amain(args):
     await runner.setup()
     sock = C.bind_socket(args.host, args.port)
     ssl_ctx = C.make_server_ssl(args.tls_cert, args.tls_key) if args.tls_cert else None
-    site = web.SockSite(runner, sock, ssl_context=ssl_ctx)
+    # a short shutdown: refuse_ms stops the site, and a hung request must not hold it
+    site = web.SockSite(runner, sock, ssl_context=ssl_ctx, shutdown_timeout=0.5)
     await site.start()
+    fake.runner, fake.site, fake.sock, fake.ssl_ctx = runner, site, sock, ssl_ctx
     port = sock.getsockname()[1]
     log("listening on %s://%s:%d", "https" if ssl_ctx else "http", args.host, port)
     C.print_ready(port)

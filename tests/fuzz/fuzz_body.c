@@ -6,7 +6,8 @@
  * successful outputs must be valid numbers and SIDs, and through the form
  * decoder and the JSON webhook decoder, whose parameters must lie in the
  * scratch buffer, be no longer than the input, and be found again by
- * name.
+ * name; and through the Idempotency-Key parser, whose key must be within
+ * its bound.
  */
 
 #include <stdint.h>
@@ -26,12 +27,14 @@ static void fuzz_check_params(int n, size_t size);
 static uint8_t                      fuzz_scratch[1 << 17];
 static ngx_http_voice_body_param_t  fuzz_params[FUZZ_PARAMS];
 static char                         fuzz_name[1 << 17];
+static uint8_t                      fuzz_key[NGX_HTTP_VOICE_BODY_IDEM_KEY_MAX];
 
 
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     int          n;
+    size_t       klen;
     const char  *err;
     char         number[NGX_HTTP_VOICE_E164_MAX + 1];
     char         from[NGX_HTTP_VOICE_E164_MAX + 1];
@@ -61,6 +64,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
 
     } else if (err == NULL) {
+        abort();
+    }
+
+    /* a key is never longer than its bound, nor than what was sent */
+
+    if (ngx_http_voice_body_idempotency_key(data, size, fuzz_key, &klen)
+        == 0
+        && (klen == 0 || klen > NGX_HTTP_VOICE_BODY_IDEM_KEY_MAX
+            || klen > size))
+    {
         abort();
     }
 

@@ -10,7 +10,7 @@ BD_LIBS    := $(shell pkg-config --libs libcjson)
 UNIT_TESTS += test_bd_jscan
 UNIT_TESTS += test_bd_b64 test_bd_form test_bd_ring test_bd_twapi_json \
               test_bd_oai_event test_bd_conf test_bd_log \
-              test_bd_session test_bd_history
+              test_bd_session test_bd_history test_bd_retry
 
 # each test: its own .c, the bridged sources it needs, and their headers
 
@@ -62,4 +62,8 @@ $(O)/test_bd_session: $(CURDIR)/test_bd_session.c $(BD_DIR)/bd_session.c \
 
 $(O)/test_bd_history: $(CURDIR)/test_bd_history.c $(BD_DIR)/bd_history.c \
                       $(BD_DIR)/bd_history.h | $(O)
+	$(BD_TEST_CC)
+
+$(O)/test_bd_retry: $(CURDIR)/test_bd_retry.c $(BD_DIR)/bd_retry.c \
+                    $(BD_DIR)/bd_retry.h | $(O)
 	$(BD_TEST_CC)

@@ -82,6 +82,8 @@ test_defaults(void **state)
     assert_int_equal(c.twilio_timeout_ms, 10000);
     assert_int_equal(c.final_wait_ms, 5000);
     assert_int_equal(c.audio_buffer_ms, 10000);
+    assert_int_equal(c.twilio_retries, 2);
+    assert_int_equal(c.twilio_deadline_ms, 20000);
     assert_int_equal(c.log_level, BD_LOG_INFO);
 }
 
@@ -104,9 +106,16 @@ test_environment_and_options(void **state)
     setenv("OPENAI_REALTIME_URL", "ws://127.0.0.1:9000/v1/realtime", 1);
     setenv("OPENAI_MODEL", "gpt-realtime-mini", 1);
 
+    setenv("BRIDGED_TWILIO_RETRIES", "5", 1);
+
     assert_int_equal(load(&c, err, "--twilio-timeout-ms", "3000",
-                          "--log-level", "debug", NULL),
+                          "--log-level", "debug", "--twilio-deadline-ms",
+                          "4000", NULL),
                      BD_CONF_OK);
+
+    assert_int_equal(c.twilio_retries, 5);
+    assert_int_equal(c.twilio_deadline_ms, 4000);
+    unsetenv("BRIDGED_TWILIO_RETRIES");
 
     assert_string_equal(c.listen, "tcp://127.0.0.1:5555");
     assert_int_equal(c.twilio_timeout_ms, 3000);
@@ -150,6 +159,13 @@ test_refusals(void **state)
                      BD_CONF_ERROR);
     assert_int_equal(load(&c, err, "--listen", "ipc:///x",
                           "--audio-buffer-ms", "-5", NULL),
+                     BD_CONF_ERROR);
+    assert_int_equal(load(&c, err, "--listen", "ipc:///x",
+                          "--twilio-retries", "11", NULL),
+                     BD_CONF_ERROR);
+    assert_non_null(strstr(err, "--twilio-retries"));
+    assert_int_equal(load(&c, err, "--listen", "ipc:///x",
+                          "--twilio-deadline-ms", "99", NULL),
                      BD_CONF_ERROR);
     assert_int_equal(load(&c, err, "--listen", "ipc:///x",
                           "--log-level", "loud", NULL),

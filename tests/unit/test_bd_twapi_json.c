@@ -273,14 +273,14 @@ test_twilio_failures(void **state)
     (void) state;
 
     expect_json(bd_twapi_json_twilio_failure(400, e400, strlen(e400), NULL,
-                                             &status),
+                                             1, 0, &status),
                 "{\"success\":false,\"error\":\"Twilio error 21211: The 'To' "
                 "number 12345 is not a valid phone number.\","
                 "\"twilioCode\":21211,\"twilioStatus\":400}");
     assert_int_equal(status, 502);
 
     expect_json(bd_twapi_json_twilio_failure(401, e401, strlen(e401), NULL,
-                                             &status),
+                                             1, 0, &status),
                 "{\"success\":false,\"error\":\"Twilio rejected the "
                 "credentials (20003)\",\"twilioCode\":20003,"
                 "\"twilioStatus\":401}");
@@ -288,7 +288,7 @@ test_twilio_failures(void **state)
 
     /* a 401 without a body still names the code */
 
-    expect_json(bd_twapi_json_twilio_failure(401, "", 0, NULL, &status),
+    expect_json(bd_twapi_json_twilio_failure(401, "", 0, NULL, 1, 0, &status),
                 "{\"success\":false,\"error\":\"Twilio rejected the "
                 "credentials (20003)\",\"twilioCode\":20003,"
                 "\"twilioStatus\":401}");
@@ -296,22 +296,58 @@ test_twilio_failures(void **state)
     /* 404 is an unknown call only for call.end */
 
     expect_json(bd_twapi_json_twilio_failure(404, e404, strlen(e404),
-                                             "CA77", &status),
+                                             "CA77", 1, 0, &status),
                 "{\"success\":false,\"error\":\"Call not found: CA77\"}");
     assert_int_equal(status, 404);
 
     expect_json(bd_twapi_json_twilio_failure(404, e404, strlen(e404), NULL,
-                                             &status),
+                                             1, 0, &status),
                 "{\"success\":false,\"error\":\"Twilio error 20404: The "
                 "requested resource was not found\",\"twilioCode\":20404,"
                 "\"twilioStatus\":404}");
     assert_int_equal(status, 502);
 
     expect_json(bd_twapi_json_twilio_failure(503, "<html>busy</html>", 17,
-                                             NULL, &status),
+                                             NULL, 1, 0, &status),
                 "{\"success\":false,\"error\":\"Twilio answered HTTP 503 "
                 "without an error body\",\"twilioStatus\":503}");
     assert_int_equal(status, 502);
+}
+
+
+static void
+test_twilio_failures_after_retries(void **state)
+{
+    unsigned     status;
+    const char  *e429 =
+        "{\"code\":20429,\"message\":\"Too Many Requests\",\"more_info\":"
+        "\"https://www.twilio.com/docs/errors/20429\",\"status\":429}";
+    const char  *e503 =
+        "{\"code\":20503,\"message\":\"Service Unavailable\",\"status\":"
+        "503}";
+
+    (void) state;
+
+    /* the attempts are said, Twilio's Retry-After is passed on */
+
+    expect_json(bd_twapi_json_twilio_failure(429, e429, strlen(e429), NULL,
+                                             3, 7, &status),
+                "{\"success\":false,\"error\":\"Twilio error 20429: Too "
+                "Many Requests (3 attempts)\",\"twilioCode\":20429,"
+                "\"twilioStatus\":429,\"retryAfter\":7}");
+    assert_int_equal(status, 502);
+
+    expect_json(bd_twapi_json_twilio_failure(503, e503, strlen(e503), NULL,
+                                             2, 0, &status),
+                "{\"success\":false,\"error\":\"Twilio error 20503: "
+                "Service Unavailable (2 attempts)\",\"twilioCode\":20503,"
+                "\"twilioStatus\":503}");
+
+    expect_json(bd_twapi_json_twilio_failure(503, "", 0, NULL, 4, 2,
+                                             &status),
+                "{\"success\":false,\"error\":\"Twilio answered HTTP 503 "
+                "without an error body (4 attempts)\",\"twilioStatus\":503,"
+                "\"retryAfter\":2}");
 }
 
 
@@ -327,6 +363,7 @@ main(void)
         cmocka_unit_test(test_error_body),
         cmocka_unit_test(test_reply_bodies),
         cmocka_unit_test(test_twilio_failures),
+        cmocka_unit_test(test_twilio_failures_after_retries),
     };
 
     return cmocka_run_group_tests_name("bd_twapi_json", tests, NULL, NULL);

@@ -577,6 +577,96 @@ test_call_extra(void **state)
 }
 
 
+static int
+idem(const char *value, char *out)
+{
+    size_t   n;
+    uint8_t  buf[NGX_HTTP_VOICE_BODY_IDEM_KEY_MAX];
+
+    if (ngx_http_voice_body_idempotency_key((const uint8_t *) value,
+                                            strlen(value), buf, &n)
+        != 0)
+    {
+        return -1;
+    }
+
+    memcpy(out, buf, n);
+    out[n] = '\0';
+
+    return (int) n;
+}
+
+
+static void
+test_idempotency_key(void **state)
+{
+    size_t        i;
+    char          out[NGX_HTTP_VOICE_BODY_IDEM_KEY_MAX + 1];
+    char          long_key[400];
+    const char   *bad[] = {
+        "",
+        "\"\"",                       /* an empty string */
+        "a b",                        /* a bare key has no space */
+        "a\"b",
+        "a\\b",
+        "caf\xc3\xa9",                 /* visible ASCII only */
+        "\"abc",                      /* no closing quote */
+        "\"abc\"x",                   /* something after it */
+        "\"a\"b\"",
+        "\"a\\x\"",                  /* \\ escapes only \" and \\ */
+        "\"a\\\"",                   /* an escape that eats the quote */
+        "\"tab\there\"",
+        "\"nl\nhere\"",
+        "ab\x7f",
+    };
+
+    (void) state;
+
+    /* bare, as Stripe's clients send it */
+    assert_int_equal(idem("8e03978e-40d5-43e8-bc93-6894a57f9324", out), 36);
+    assert_string_equal(out, "8e03978e-40d5-43e8-bc93-6894a57f9324");
+    assert_int_equal(idem("a", out), 1);
+    assert_int_equal(idem("order:42/retry=1", out), 16);
+
+    /* a structured field string, as the IETF draft writes it */
+    assert_int_equal(idem("\"8e03978e-40d5-43e8-bc93-6894a57f9324\"", out),
+                     36);
+    assert_string_equal(out, "8e03978e-40d5-43e8-bc93-6894a57f9324");
+    assert_int_equal(idem("\"with space\"", out), 10);
+    assert_string_equal(out, "with space");
+    assert_int_equal(idem("\"q\\\"uote\\\\d\"", out), 8);
+    assert_string_equal(out, "q\"uote\\d");
+
+    /* the same key either way */
+    assert_int_equal(idem("\"abc\"", out), 3);
+    assert_string_equal(out, "abc");
+
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        if (idem(bad[i], out) != -1) {
+            fail_msg("accepted \"%s\"", bad[i]);
+        }
+    }
+
+    /* 255 bytes at most, either way */
+    memset(long_key, 'k', sizeof(long_key));
+    long_key[255] = '\0';
+    assert_int_equal(idem(long_key, out), 255);
+    long_key[255] = 'k';
+    long_key[256] = '\0';
+    assert_int_equal(idem(long_key, out), -1);
+
+    long_key[0] = '"';
+    long_key[256] = '"';
+    long_key[257] = '\0';
+    assert_int_equal(idem(long_key, out), 255);
+    long_key[257] = 'k';
+    long_key[258] = '"';
+    long_key[259] = '\0';
+    long_key[256] = 'k';
+    assert_int_equal(idem(long_key, out), -1);
+}
+
+
 int
 main(void)
 {
@@ -590,6 +680,7 @@ main(void)
         cmocka_unit_test(test_form_get),
         cmocka_unit_test(test_parse_json_params),
         cmocka_unit_test(test_call_extra),
+        cmocka_unit_test(test_idempotency_key),
     };
 
     return cmocka_run_group_tests_name("body", tests, NULL, NULL);
