@@ -13,9 +13,10 @@
  * secrets need never be written into it.  Consistency between directives
  * is checked here, so `nginx -t` fails rather than a request at run time.
  * init_process/exit_process start and stop the per-worker ZeroMQ channel
- * (ngx_http_voice_bridge.c).  The helpers every handler shares -- a
- * header lookup, JSON and error answers, reading a request body -- live
- * here too.
+ * (ngx_http_voice_bridge.c); init_process also starts each worker's
+ * recovery of dead journals (ngx_http_voice_recover.c).  The helpers
+ * every handler shares -- a header lookup, JSON and error answers,
+ * reading a request body -- live here too.
  */
 
 #include <ngx_config.h>
@@ -400,7 +401,10 @@ ngx_http_voice_create_main_conf(ngx_conf_t *cf)
      */
 
     if (ngx_array_init(&vmcf->endpoints, cf->pool, 2, sizeof(ngx_str_t))
-        != NGX_OK)
+        != NGX_OK
+        || ngx_array_init(&vmcf->recover_dirs, cf->pool, 1,
+                          sizeof(ngx_http_voice_recover_dir_t))
+           != NGX_OK)
     {
         return NULL;
     }
@@ -595,6 +599,14 @@ ngx_http_voice_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         if (conf->thread_pool == NULL) {
             return NGX_CONF_ERROR;
         }
+    }
+
+    /* where journals are written, each worker recovers dead ones */
+
+    if (h == NGX_HTTP_VOICE_MEDIA_STREAM
+        && ngx_http_voice_recover_add_dir(cf, conf) != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
     }
 
     /* the auth token checks Twilio's signatures, and seals the context
@@ -974,6 +986,8 @@ ngx_http_voice_init_process(ngx_cycle_t *cycle)
                           "failed, the worker keeps its policy");
         }
     }
+
+    ngx_http_voice_recover_init_process(cycle, vmcf);
 
     if (vmcf->endpoints.nelts == 0) {
         return NGX_OK;

@@ -553,7 +553,7 @@ ngx_http_voice_status_handler(ngx_http_request_t *r)
 
     w = ngx_http_voice_worker();
 
-    /* the fixed text with every counter at its widest takes ~800 bytes */
+    /* the fixed text with every counter at its widest takes ~850 bytes */
     len = 1024;
     if (w) {
         for (i = 0; i < w->npeers; i++) {
@@ -592,8 +592,8 @@ ngx_http_voice_status_handler(ngx_http_request_t *r)
                             w->call_status[i]);
         }
 
-        *p++ = '}';
-        *p++ = '}';
+        p = ngx_sprintf(p, "},\"transcriptsRecovered\":%uA}",
+                        w->transcripts_recovered);
     } else {
         p = ngx_sprintf(p, "],\"calls\":0}");
     }
