@@ -133,6 +133,8 @@ static ngx_command_t  ngx_http_voice_commands[] = {
                          ngx_conf_set_str_slot, thread_pool_name),
     NGX_HTTP_VOICE_VALUE("voice_transcript_wait", ngx_conf_set_msec_slot,
                          transcript_wait),
+    NGX_HTTP_VOICE_VALUE("voice_transcript_retry", ngx_conf_set_msec_slot,
+                         transcript_retry),
     NGX_HTTP_VOICE_VALUE("voice_signature", ngx_conf_set_flag_slot,
                          signature),
     NGX_HTTP_VOICE_VALUE("voice_twilio_auth_token_file",
@@ -459,6 +461,7 @@ ngx_http_voice_create_loc_conf(ngx_conf_t *cf)
      */
 
     conf->transcript_wait = NGX_CONF_UNSET_MSEC;
+    conf->transcript_retry = NGX_CONF_UNSET_MSEC;
     conf->signature = NGX_CONF_UNSET;
     conf->bridge_timeout = NGX_CONF_UNSET_MSEC;
     conf->max_body_size = NGX_CONF_UNSET_SIZE;
@@ -499,6 +502,8 @@ ngx_http_voice_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                              "default");
     ngx_conf_merge_msec_value(conf->transcript_wait, prev->transcript_wait,
                               10000);
+    ngx_conf_merge_msec_value(conf->transcript_retry,
+                              prev->transcript_retry, 600000);
     ngx_conf_merge_value(conf->signature, prev->signature, 1);
     ngx_conf_merge_str_value(conf->auth_token_file, prev->auth_token_file, "");
     ngx_conf_merge_str_value(conf->api_token_file, prev->api_token_file, "");

@@ -97,6 +97,7 @@ typedef struct {
     ngx_thread_pool_t          *thread_pool;
     ngx_str_t                   thread_pool_name;
     ngx_msec_t                  transcript_wait;
+    ngx_msec_t                  transcript_retry;
 
     ngx_flag_t                  signature;
     ngx_str_t                   auth_token;
@@ -184,7 +185,10 @@ struct ngx_http_voice_worker_s {
     ngx_atomic_uint_t           events_ignored;
     ngx_atomic_uint_t           events_invalid;
     ngx_atomic_uint_t           call_status[NGX_HTTP_VOICE_CALL_STATUSES];
+    ngx_atomic_uint_t           transcript_errors;      /* calls whose
+                                                           storage failed */
     ngx_atomic_uint_t           transcripts_recovered;  /* from journals */
+    ngx_atomic_uint_t           transcripts_lost;       /* given up */
 };
 
 

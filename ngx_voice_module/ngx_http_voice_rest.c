@@ -553,8 +553,8 @@ ngx_http_voice_status_handler(ngx_http_request_t *r)
 
     w = ngx_http_voice_worker();
 
-    /* the fixed text with every counter at its widest takes ~850 bytes */
-    len = 1024;
+    /* the fixed text with every counter at its widest takes ~950 bytes */
+    len = 1280;
     if (w) {
         for (i = 0; i < w->npeers; i++) {
             len += 128 + 2 * w->peers[i].endpoint.len;
@@ -592,8 +592,11 @@ ngx_http_voice_status_handler(ngx_http_request_t *r)
                             w->call_status[i]);
         }
 
-        p = ngx_sprintf(p, "},\"transcriptsRecovered\":%uA}",
-                        w->transcripts_recovered);
+        p = ngx_sprintf(p, "},\"transcriptErrors\":%uA,"
+                        "\"transcriptsRecovered\":%uA,"
+                        "\"transcriptsLost\":%uA}",
+                        w->transcript_errors, w->transcripts_recovered,
+                        w->transcripts_lost);
     } else {
         p = ngx_sprintf(p, "],\"calls\":0}");
     }

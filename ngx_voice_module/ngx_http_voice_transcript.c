@@ -12,15 +12,22 @@
  * (call.done) -- or after a bounded wait, voice_transcript_wait, if it
  * never does -- the utterances are sorted into conversation order and
  * written to TRANSCRIPT_DIR/{callSid}_{phone}_{start}.json atomically.
- * Then the journal goes; one whose writing failed is kept.  A journal
- * whose process died is made into an incomplete record by
- * ngx_http_voice_recover.c.
+ * Then the journal goes.  A journal whose process died is made into an
+ * incomplete record by ngx_http_voice_recover.c.
  *
  * Every file operation runs on nginx's thread pool, never in the event
  * loop (ngx_http_voice_store.c).  A call has one reusable task and at most
  * one operation in flight, so its appends and its final write reach the
  * disk in order; the thread only touches a buffer the event loop rendered
  * for it and handed over.
+ *
+ * When storage fails (full, read-only, removed), the call goes on: the
+ * failure is logged once per call and counted, the entries wait in memory
+ * (bounded, as ever), and the operation is tried again, backing off from
+ * 500 ms to 8 s; a journal that was removed is made again with every
+ * entry.  A finished record waits at most voice_transcript_retry for its
+ * file; past that it is given up (logged, counted) and its journal, which
+ * keeps what was journaled, is recovered at the next start.
  */
 
 #include <ngx_config.h>
@@ -37,6 +44,10 @@
 #define NGX_HTTP_VOICE_TRANSCRIPT_MAX_UTTERANCES   10000
 #define NGX_HTTP_VOICE_TRANSCRIPT_MAX_TEXT         (4 * 1024 * 1024)
 #define NGX_HTTP_VOICE_TRANSCRIPT_MAX_FILE  NGX_HTTP_VOICE_STORE_MAX_RECORD
+
+/* storage failed: the next try after 500 ms, then twice as long, to 8 s */
+#define NGX_HTTP_VOICE_TRANSCRIPT_BACKOFF_MIN       500
+#define NGX_HTTP_VOICE_TRANSCRIPT_BACKOFF_MAX       8000
 
 
 /* a call's file operations, one at a time */
@@ -78,12 +89,17 @@ struct ngx_http_voice_transcript_files_s {
                                                  the thread's while busy */
     ngx_uint_t                  dirty;        /* a torn line is not cut */
     ngx_event_t                 open;         /* posted at the start */
+    ngx_event_t                 retry;        /* storage failed: again */
     ngx_event_t                 hold;         /* while a task is in flight:
                                                  an exiting worker waits */
+    ngx_msec_t                  backoff;
+    ngx_msec_t                  final_since;  /* the first failed write */
 
     unsigned                    bridge_done:1;
     unsigned                    create:1;     /* no journal of ours yet */
-    unsigned                    journal_failed:1;
+    unsigned                    final_failed:1;
+    unsigned                    failed_logged:1;
+    unsigned                    works_logged:1;
 };
 
 
@@ -124,6 +140,8 @@ static u_char *ngx_http_voice_transcript_render(ngx_http_voice_call_t *call,
 static ngx_int_t ngx_http_voice_transcript_cmp(const void *a, const void *b);
 static void ngx_http_voice_transcript_io_thread(void *data, ngx_log_t *log);
 static void ngx_http_voice_transcript_io_done(ngx_event_t *ev);
+static void ngx_http_voice_transcript_io_failed(ngx_http_voice_call_t *call,
+    ngx_http_voice_transcript_io_t *io);
 static void ngx_http_voice_transcript_destroy(ngx_http_voice_call_t *call);
 static void ngx_http_voice_transcript_lookup_thread(void *data,
     ngx_log_t *log);
@@ -273,6 +291,9 @@ ngx_http_voice_transcript_start(ngx_http_voice_loc_conf_t *vlcf,
 
     files->lock = NGX_INVALID_FILE;
     files->create = 1;
+    files->retry.handler = ngx_http_voice_transcript_again;
+    files->retry.data = call;
+    files->retry.log = clog;
     files->hold.handler = ngx_http_voice_transcript_hold;
     files->hold.data = call;
     files->hold.log = clog;
@@ -566,7 +587,7 @@ ngx_http_voice_transcript_end(ngx_http_voice_call_t *call)
 }
 
 
-/* the journal's creation */
+/* the journal's creation, and each try again after storage failed */
 
 static void
 ngx_http_voice_transcript_again(ngx_event_t *ev)
@@ -578,7 +599,8 @@ ngx_http_voice_transcript_again(ngx_event_t *ev)
 /*
  * A worker that exits gracefully (a reload, a stop) leaves once no timer
  * that is not cancelable is left: this one, armed while the call's file
- * operation is in flight, has it wait for the operation's end.
+ * operation is in flight, has it wait for the operation's end, as the
+ * retry timer has it wait for storage to come back.
  */
 
 static void
@@ -643,7 +665,8 @@ ngx_http_voice_transcript_schedule(ngx_http_voice_call_t *call)
 
     files = ngx_http_voice_transcript_files(call);
 
-    if (call->task_busy) {
+    /* after a failure, nothing before the retry timer says so */
+    if (call->task_busy || files->retry.timer_set) {
         return;
     }
 
@@ -653,9 +676,6 @@ ngx_http_voice_transcript_schedule(ngx_http_voice_call_t *call)
     if (call->final_wanted) {
         io->op = NGX_HTTP_VOICE_TRANSCRIPT_FINAL;
         from = 0;
-
-    } else if (files->journal_failed) {
-        return;
 
     } else if (files->create) {
         io->op = NGX_HTTP_VOICE_TRANSCRIPT_CREATE;
@@ -1005,25 +1025,18 @@ ngx_http_voice_transcript_io_done(ngx_event_t *ev)
                                    &io->recovered);
     }
 
-    if (io->rc != NGX_OK && io->op != NGX_HTTP_VOICE_TRANSCRIPT_FINAL) {
-        files->journal_failed = 1;
-        ngx_log_error(NGX_LOG_ERR, call->log, io->e.err,
-                      "voice: call %s: %s \"%s\" failed; no more entries are "
-                      "journaled", call->call_sid, io->e.failed,
-                      files->journal);
-        ngx_http_voice_transcript_schedule(call);
+    if (io->rc != NGX_OK) {
+        ngx_http_voice_transcript_io_failed(call, io);
         return;
     }
 
-    if (io->rc != NGX_OK) {
-        ngx_log_error(NGX_LOG_ALERT, call->log, io->e.err,
-                      "voice: call %s: %s for \"%s\" failed; the journal "
-                      "\"%s\" keeps what was journaled", call->call_sid,
-                      io->e.failed, files->final, files->journal);
+    files->backoff = 0;
 
-        ngx_http_voice_transcript_state(call, NGX_HTTP_VOICE_CALL_ST_DONE);
-        ngx_http_voice_transcript_destroy(call);
-        return;
+    if (files->failed_logged && !files->works_logged) {
+        files->works_logged = 1;
+        ngx_log_error(NGX_LOG_NOTICE, call->log, 0,
+                      "voice: call %s: transcript storage works again",
+                      call->call_sid);
     }
 
     switch (io->op) {
@@ -1053,6 +1066,90 @@ ngx_http_voice_transcript_io_done(ngx_event_t *ev)
 
 
 /*
+ * Storage failed (full, read-only, removed...): logged once per call and
+ * counted; the entries stay in memory and the operation is tried again
+ * later.  A finished record waits at most voice_transcript_retry.
+ */
+
+static void
+ngx_http_voice_transcript_io_failed(ngx_http_voice_call_t *call,
+    ngx_http_voice_transcript_io_t *io)
+{
+    u_char                             *path;
+    ngx_http_voice_worker_t            *w;
+    ngx_http_voice_transcript_files_t  *files;
+
+    files = call->files;
+    w = ngx_http_voice_worker();
+
+    path = (io->op == NGX_HTTP_VOICE_TRANSCRIPT_FINAL) ? files->final
+                                                        : files->journal;
+
+    if (!files->failed_logged) {
+        files->failed_logged = 1;
+
+        if (w) {
+            (void) ngx_atomic_fetch_add(&w->transcript_errors, 1);
+        }
+
+        ngx_log_error(NGX_LOG_ERR, call->log, io->e.err,
+                      "voice: call %s: transcript storage failed: %s \"%s\" "
+                      "failed; the call goes on, and its record waits in "
+                      "memory until storage works again", call->call_sid,
+                      io->e.failed, path);
+
+    } else {
+        ngx_log_debug3(NGX_LOG_DEBUG_HTTP, call->log, io->e.err,
+                       "voice call %s: %s \"%s\" failed again",
+                       call->call_sid, io->e.failed, path);
+    }
+
+    /* removed or replaced: the whole record goes into a new journal */
+    if (io->rc == NGX_DECLINED) {
+        files->create = 1;
+    }
+
+    if (io->op == NGX_HTTP_VOICE_TRANSCRIPT_FINAL) {
+
+        if (!files->final_failed) {
+            files->final_failed = 1;
+            files->final_since = ngx_current_msec;
+        }
+
+        if (ngx_current_msec - files->final_since
+            >= call->vlcf->transcript_retry)
+        {
+            if (w) {
+                (void) ngx_atomic_fetch_add(&w->transcripts_lost, 1);
+            }
+
+            ngx_log_error(NGX_LOG_CRIT, call->log, io->e.err,
+                          "voice: call %s: the record could not be written "
+                          "to \"%s\" within %M ms (%s failed): given up, "
+                          "%ui utterances lost; the journal keeps those "
+                          "journaled (%ui) for the next start",
+                          call->call_sid, files->final,
+                          call->vlcf->transcript_retry, io->e.failed,
+                          call->utterances.nelts,
+                          files->create ? (ngx_uint_t) 0 : call->journaled);
+
+            ngx_http_voice_transcript_state(call,
+                                            NGX_HTTP_VOICE_CALL_ST_DONE);
+            ngx_http_voice_transcript_destroy(call);
+            return;
+        }
+    }
+
+    files->backoff = files->backoff
+                     ? ngx_min(files->backoff * 2,
+                               NGX_HTTP_VOICE_TRANSCRIPT_BACKOFF_MAX)
+                     : NGX_HTTP_VOICE_TRANSCRIPT_BACKOFF_MIN;
+
+    ngx_add_timer(&files->retry, files->backoff);
+}
+
+
+/*
  * A call is freed once its file is written and its stream is gone,
  * whichever comes last: ngx_http_voice_transcript_detach() finishes what
  * this had to leave while the stream still pointed at the call.
@@ -1069,6 +1166,10 @@ ngx_http_voice_transcript_destroy(ngx_http_voice_call_t *call)
         ngx_del_timer(&call->wait);
     }
 
+    if (files->retry.timer_set) {
+        ngx_del_timer(&files->retry);
+    }
+
     if (files->hold.timer_set) {
         ngx_del_timer(&files->hold);
     }
@@ -1078,10 +1179,10 @@ ngx_http_voice_transcript_destroy(ngx_http_voice_call_t *call)
     }
 
     /*
-     * A journal still held is let go (its record could not be written):
-     * recovery takes it at the next start.  Closing a read-only
-     * descriptor writes nothing back, so it does not block, as nginx's
-     * open file cache closes its own in the event loop.
+     * A journal still held is let go (a record given up): recovery takes
+     * it at the next start.  Closing a read-only descriptor writes
+     * nothing back, so it does not block, as nginx's open file cache
+     * closes its own in the event loop.
      */
 
     if (files->lock != NGX_INVALID_FILE) {

@@ -101,6 +101,7 @@ def test_worker_killed_mid_call(stack):
     workers = stack.status_all()
     assert pid not in workers
     assert sum(w["transcriptsRecovered"] for w in workers.values()) == 1
+    assert sum(w["transcriptErrors"] for w in workers.values()) == 0
 
 
 def test_whole_nginx_killed_mid_call(stack):
