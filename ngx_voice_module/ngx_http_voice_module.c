@@ -13,9 +13,10 @@
  * secrets need never be written into it.  Consistency between directives
  * is checked here, so `nginx -t` fails rather than a request at run time.
  * init_process/exit_process start and stop the per-worker ZeroMQ channel
- * (ngx_http_voice_bridge.c).  The helpers every handler shares -- a
- * header lookup, JSON and error answers, reading a request body -- live
- * here too.
+ * (ngx_http_voice_bridge.c); init_process also starts each worker's
+ * recovery of dead journals (ngx_http_voice_recover.c).  The helpers
+ * every handler shares -- a header lookup, JSON and error answers,
+ * reading a request body -- live here too.
  */
 
 #include <ngx_config.h>
@@ -148,6 +149,8 @@ static ngx_command_t  ngx_http_voice_commands[] = {
                          ngx_conf_set_str_slot, thread_pool_name),
     NGX_HTTP_VOICE_VALUE("voice_transcript_wait", ngx_conf_set_msec_slot,
                          transcript_wait),
+    NGX_HTTP_VOICE_VALUE("voice_transcript_retry", ngx_conf_set_msec_slot,
+                         transcript_retry),
     NGX_HTTP_VOICE_VALUE("voice_signature", ngx_conf_set_flag_slot,
                          signature),
     NGX_HTTP_VOICE_VALUE("voice_twilio_auth_token_file",
@@ -417,7 +420,10 @@ ngx_http_voice_create_main_conf(ngx_conf_t *cf)
      */
 
     if (ngx_array_init(&vmcf->endpoints, cf->pool, 2, sizeof(ngx_str_t))
-        != NGX_OK)
+        != NGX_OK
+        || ngx_array_init(&vmcf->recover_dirs, cf->pool, 1,
+                          sizeof(ngx_http_voice_recover_dir_t))
+           != NGX_OK)
     {
         return NULL;
     }
@@ -489,6 +495,7 @@ ngx_http_voice_create_loc_conf(ngx_conf_t *cf)
      */
 
     conf->transcript_wait = NGX_CONF_UNSET_MSEC;
+    conf->transcript_retry = NGX_CONF_UNSET_MSEC;
     conf->signature = NGX_CONF_UNSET;
     conf->bridge_timeout = NGX_CONF_UNSET_MSEC;
     conf->max_body_size = NGX_CONF_UNSET_SIZE;
@@ -529,6 +536,8 @@ ngx_http_voice_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                              "default");
     ngx_conf_merge_msec_value(conf->transcript_wait, prev->transcript_wait,
                               10000);
+    ngx_conf_merge_msec_value(conf->transcript_retry,
+                              prev->transcript_retry, 600000);
     ngx_conf_merge_value(conf->signature, prev->signature, 1);
     ngx_conf_merge_str_value(conf->auth_token_file, prev->auth_token_file, "");
     ngx_conf_merge_str_value(conf->api_token_file, prev->api_token_file, "");
@@ -629,6 +638,14 @@ ngx_http_voice_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         if (conf->thread_pool == NULL) {
             return NGX_CONF_ERROR;
         }
+    }
+
+    /* where journals are written, each worker recovers dead ones */
+
+    if (h == NGX_HTTP_VOICE_MEDIA_STREAM
+        && ngx_http_voice_recover_add_dir(cf, conf) != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
     }
 
     /* the auth token checks Twilio's signatures, and seals the context
@@ -1041,6 +1058,8 @@ ngx_http_voice_init_process(ngx_cycle_t *cycle)
                           "failed, the worker keeps its policy");
         }
     }
+
+    ngx_http_voice_recover_init_process(cycle, vmcf);
 
     if (vmcf->endpoints.nelts == 0) {
         return NGX_OK;

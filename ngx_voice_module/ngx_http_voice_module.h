@@ -8,8 +8,11 @@
  * (ngx_http_voice_ws.c over ngx_http_voice_ws_codec.c) and its Twilio
  * session (ngx_http_voice_media.c), the ZeroMQ channel to bridged
  * (ngx_http_voice_bridge.c), the worker's calls and which bridged carries
- * each (ngx_http_voice_call.c) and transcript storage
- * (ngx_http_voice_transcript.c).  ngx_http_voice_module.c holds the
+ * each (ngx_http_voice_call.c) and transcript storage: a call's record
+ * (ngx_http_voice_transcript.c), the files on disk, on the thread pool
+ * (ngx_http_voice_store.c), and the recovery of the journals of calls
+ * whose process died (ngx_http_voice_recover.c).
+ * ngx_http_voice_module.c holds the
  * directives and the module's life cycle; the assistant's session
  * directives are a second module, ngx_http_voice_session.c, and a call's
  * own context travels sealed (ngx_http_voice_seal.c).  What holds across
@@ -74,6 +77,9 @@ typedef struct {
                                                       ended politely */
     ngx_uint_t                  worker_sched;   /* 1: SCHED_BATCH */
     ngx_shm_zone_t             *zone;           /* voice_zone */
+    ngx_array_t                 recover_dirs;   /* of recover_dir_t: the
+                                                   transcript directories
+                                                   of the media streams */
 
     /* per-worker state, created in init_process */
     ngx_http_voice_worker_t    *worker;
@@ -96,6 +102,7 @@ typedef struct {
     ngx_thread_pool_t          *thread_pool;
     ngx_str_t                   thread_pool_name;
     ngx_msec_t                  transcript_wait;
+    ngx_msec_t                  transcript_retry;
 
     ngx_flag_t                  signature;
     ngx_str_t                   auth_token;
@@ -186,6 +193,10 @@ struct ngx_http_voice_worker_s {
     ngx_atomic_uint_t           events_ignored;
     ngx_atomic_uint_t           events_invalid;
     ngx_atomic_uint_t           call_status[NGX_HTTP_VOICE_CALL_STATUSES];
+    ngx_atomic_uint_t           transcript_errors;      /* calls whose
+                                                           storage failed */
+    ngx_atomic_uint_t           transcripts_recovered;  /* from journals */
+    ngx_atomic_uint_t           transcripts_lost;       /* given up */
 };
 
 
@@ -283,7 +294,6 @@ struct ngx_http_voice_call_s {
     ngx_uint_t                  journaled;      /* utterances written */
     unsigned                    task_busy:1;
     unsigned                    final_wanted:1;
-    unsigned                    journal_failed:1;
     unsigned                    continued:1;    /* a second stream of the
                                                    call: one record */
     unsigned                    bridge_done:1;  /* its bridged sent
@@ -440,6 +450,72 @@ void ngx_http_voice_transcript_ended_by(ngx_http_voice_call_t *call,
     const u_char *by, size_t by_len, const u_char *reason, size_t len);
 void ngx_http_voice_transcript_detach(ngx_http_voice_call_t *call);
 ngx_int_t ngx_http_voice_transcript_handler(ngx_http_request_t *r);
+
+
+/* ngx_http_voice_store.c: called only from the thread pool's threads */
+#define NGX_HTTP_VOICE_STORE_MAX_RECORD  (16 * 1024 * 1024)
+
+typedef struct {
+    ngx_err_t                   err;
+    const char                 *failed;         /* the call that failed */
+} ngx_http_voice_store_err_t;
+
+/* NGX_OK with *lock holding it, NGX_BUSY when one by that name exists */
+ngx_int_t ngx_http_voice_store_journal_create(const char *path,
+    const u_char *data, size_t len, ngx_fd_t *lock,
+    ngx_http_voice_store_err_t *e);
+/* NGX_DECLINED when path is no longer the journal lock holds */
+ngx_int_t ngx_http_voice_store_journal_append(const char *path,
+    ngx_fd_t lock, const u_char *data, size_t len, ngx_uint_t *dirty,
+    ngx_http_voice_store_err_t *e);
+/* NGX_OK with *fd write-locked, NGX_BUSY when a live process holds it,
+ * NGX_DECLINED when it is gone */
+ngx_int_t ngx_http_voice_store_journal_take(const char *path, ngx_fd_t *fd,
+    ngx_file_info_t *fi, ngx_http_voice_store_err_t *e);
+void ngx_http_voice_store_journal_drop(const char *path, ngx_fd_t fd);
+ngx_int_t ngx_http_voice_store_write(const char *dir, const char *tmp,
+    const char *final, const u_char *data, size_t len,
+    ngx_http_voice_store_err_t *e);
+ngx_int_t ngx_http_voice_store_read_fd(ngx_fd_t fd, size_t max,
+    u_char **data, size_t *len, ngx_http_voice_store_err_t *e);
+ngx_int_t ngx_http_voice_store_merge(const char *final, u_char **data,
+    size_t *len, ngx_http_voice_store_err_t *e);
+
+
+/* ngx_http_voice_recover.c */
+typedef struct {
+    ngx_str_t                   dir;            /* NUL-terminated */
+    ngx_thread_pool_t          *pool;
+} ngx_http_voice_recover_dir_t;
+
+/* what became of one journal */
+typedef enum {
+    NGX_HTTP_VOICE_RECOVER_RECOVERED = 0,
+    NGX_HTTP_VOICE_RECOVER_WRITTEN,     /* its record was already there */
+    NGX_HTTP_VOICE_RECOVER_IN_USE,      /* a live process holds it */
+    NGX_HTTP_VOICE_RECOVER_GONE,
+    NGX_HTTP_VOICE_RECOVER_EMPTY,       /* removed: nothing in it */
+    NGX_HTTP_VOICE_RECOVER_YOUNG,       /* empty, just created: left */
+    NGX_HTTP_VOICE_RECOVER_FAILED
+} ngx_http_voice_recover_state_e;
+
+typedef struct {
+    ngx_http_voice_recover_state_e  state;
+    unsigned                    entries;
+    unsigned                    dropped;        /* lines left out */
+    ngx_http_voice_store_err_t  e;
+} ngx_http_voice_recover_result_t;
+
+ngx_int_t ngx_http_voice_recover_add_dir(ngx_conf_t *cf,
+    ngx_http_voice_loc_conf_t *vlcf);
+void ngx_http_voice_recover_init_process(ngx_cycle_t *cycle,
+    ngx_http_voice_main_conf_t *vmcf);
+/* in a thread of the pool: one journal, TRANSCRIPT_DIR/.{name}.journal */
+void ngx_http_voice_recover_journal(const u_char *dir, const u_char *name,
+    size_t len, ngx_http_voice_recover_result_t *res);
+void ngx_http_voice_recover_log(ngx_log_t *log, ngx_uint_t level,
+    const u_char *dir, const u_char *name, size_t len,
+    ngx_http_voice_recover_result_t *res);
 
 
 #endif /* NGX_HTTP_VOICE_MODULE_H */

@@ -821,9 +821,9 @@ ngx_http_voice_status_handler(ngx_http_request_t *r)
 
     w = ngx_http_voice_worker();
 
-    /* the fixed text with every counter at its widest takes ~800 bytes,
+    /* the fixed text with every counter at its widest takes ~950 bytes,
      * the zone's ~400 */
-    len = 1536;
+    len = 1664;
     if (w) {
         for (i = 0; i < w->npeers; i++) {
             len += 128 + 2 * w->peers[i].endpoint.len;
@@ -861,7 +861,11 @@ ngx_http_voice_status_handler(ngx_http_request_t *r)
                             w->call_status[i]);
         }
 
-        *p++ = '}';
+        p = ngx_sprintf(p, "},\"transcriptErrors\":%uA,"
+                        "\"transcriptsRecovered\":%uA,"
+                        "\"transcriptsLost\":%uA",
+                        w->transcript_errors, w->transcripts_recovered,
+                        w->transcripts_lost);
 
         /* the instance's, from the shared zone */
         p = ngx_http_voice_zone_status(p);

@@ -4,19 +4,30 @@
  *
  * A call's record starts with its media stream (ngx_http_voice_media.c)
  * and lives in the per-worker call tree (ngx_http_voice_bridge.c) until its
- * file is on disk.  Each utterance bridged publishes is kept in memory and
- * appended at once to the call's journal (TRANSCRIPT_DIR/.{name}.journal).
- * When the stream is over and bridged says no more utterances will come
+ * file is on disk.  Its journal (TRANSCRIPT_DIR/.{name}.journal) is
+ * created as the stream starts, with a header line (the call, its
+ * context), and held locked while the call lives; each utterance bridged
+ * publishes is kept in memory and appended to it at once.  When the
+ * stream is over and bridged says no more utterances will come
  * (call.done) -- or after a bounded wait, voice_transcript_wait, if it
  * never does -- the utterances are sorted into conversation order and
- * written to TRANSCRIPT_DIR/{callSid}_{phone}_{start}.json atomically:
- * temporary file, fsync, rename, fsync of the directory.  Then the journal
- * goes.
+ * written to TRANSCRIPT_DIR/{callSid}_{phone}_{start}.json atomically.
+ * Then the journal goes.  A journal whose process died is made into an
+ * incomplete record by ngx_http_voice_recover.c.
  *
  * Every file operation runs on nginx's thread pool, never in the event
- * loop.  A call has one reusable task and at most one operation in flight,
- * so its appends and its final write reach the disk in order; the thread
- * only touches a buffer the event loop rendered for it and handed over.
+ * loop (ngx_http_voice_store.c).  A call has one reusable task and at most
+ * one operation in flight, so its appends and its final write reach the
+ * disk in order; the thread only touches a buffer the event loop rendered
+ * for it and handed over.
+ *
+ * When storage fails (full, read-only, removed), the call goes on: the
+ * failure is logged once per call and counted, the entries wait in memory
+ * (bounded, as ever), and the operation is tried again, backing off from
+ * 500 ms to 8 s; a journal that was removed is made again with every
+ * entry.  A finished record waits at most voice_transcript_retry for its
+ * file; past that it is given up (logged, counted) and its journal, which
+ * keeps what was journaled, is recovered at the next start.
  */
 
 #include <ngx_config.h>
@@ -32,7 +43,20 @@
 
 #define NGX_HTTP_VOICE_TRANSCRIPT_MAX_UTTERANCES   10000
 #define NGX_HTTP_VOICE_TRANSCRIPT_MAX_TEXT         (4 * 1024 * 1024)
-#define NGX_HTTP_VOICE_TRANSCRIPT_MAX_FILE         (16 * 1024 * 1024)
+#define NGX_HTTP_VOICE_TRANSCRIPT_MAX_FILE  NGX_HTTP_VOICE_STORE_MAX_RECORD
+
+/* storage failed: the next try after 500 ms, then twice as long, to 8 s */
+#define NGX_HTTP_VOICE_TRANSCRIPT_BACKOFF_MIN       500
+#define NGX_HTTP_VOICE_TRANSCRIPT_BACKOFF_MAX       8000
+
+
+/* a call's file operations, one at a time */
+typedef enum {
+    NGX_HTTP_VOICE_TRANSCRIPT_CREATE = 0,     /* the journal: header and
+                                                 every entry so far */
+    NGX_HTTP_VOICE_TRANSCRIPT_APPEND,         /* the entries since */
+    NGX_HTTP_VOICE_TRANSCRIPT_FINAL           /* the record */
+} ngx_http_voice_transcript_op_e;
 
 
 /* what one thread-pool operation of a call writes */
@@ -41,11 +65,14 @@ typedef struct {
     u_char                     *data;         /* ngx_alloc()ed */
     size_t                      len;
     ngx_uint_t                  upto;         /* utterances covered */
-    unsigned                    final:1;
+    ngx_http_voice_transcript_op_e  op;
 
     /* results, set by the thread */
-    ngx_err_t                   err;
-    const char                 *failed;       /* the call that failed */
+    ngx_int_t                   rc;
+    ngx_http_voice_store_err_t  e;
+    unsigned                    in_the_way:1; /* an earlier journal of the
+                                                 record was recovered */
+    ngx_http_voice_recover_result_t  recovered;
 } ngx_http_voice_transcript_io_t;
 
 
@@ -57,7 +84,22 @@ struct ngx_http_voice_transcript_files_s {
     u_char                     *tmp;
     u_char                     *journal;
     u_char                     *dir;
+
+    ngx_fd_t                    lock;         /* holds the journal, or -1:
+                                                 the thread's while busy */
+    ngx_uint_t                  dirty;        /* a torn line is not cut */
+    ngx_event_t                 open;         /* posted at the start */
+    ngx_event_t                 retry;        /* storage failed: again */
+    ngx_event_t                 hold;         /* while a task is in flight:
+                                                 an exiting worker waits */
+    ngx_msec_t                  backoff;
+    ngx_msec_t                  final_since;  /* the first failed write */
+
     unsigned                    bridge_done:1;
+    unsigned                    create:1;     /* no journal of ours yet */
+    unsigned                    final_failed:1;
+    unsigned                    failed_logged:1;
+    unsigned                    works_logged:1;
 };
 
 
@@ -88,17 +130,18 @@ static ngx_http_voice_transcript_files_t *ngx_http_voice_transcript_files(
 static void ngx_http_voice_transcript_add(ngx_http_voice_call_t *call,
     voice_proto_msg_t *msg);
 static void ngx_http_voice_transcript_wait_handler(ngx_event_t *ev);
+static void ngx_http_voice_transcript_again(ngx_event_t *ev);
+static void ngx_http_voice_transcript_hold(ngx_event_t *ev);
 static void ngx_http_voice_transcript_finish(ngx_http_voice_call_t *call);
 static void ngx_http_voice_transcript_schedule(ngx_http_voice_call_t *call);
 static u_char *ngx_http_voice_transcript_render(ngx_http_voice_call_t *call,
-    ngx_uint_t from, ngx_uint_t to, ngx_uint_t final, size_t *len);
+    ngx_uint_t from, ngx_uint_t to, ngx_http_voice_transcript_op_e op,
+    size_t *len);
 static ngx_int_t ngx_http_voice_transcript_cmp(const void *a, const void *b);
 static void ngx_http_voice_transcript_io_thread(void *data, ngx_log_t *log);
 static void ngx_http_voice_transcript_io_done(ngx_event_t *ev);
-static ngx_int_t ngx_http_voice_transcript_write_all(ngx_fd_t fd,
-    u_char *data, size_t len);
-static ngx_int_t ngx_http_voice_transcript_merge(
-    ngx_http_voice_transcript_io_t *io, char *path);
+static void ngx_http_voice_transcript_io_failed(ngx_http_voice_call_t *call,
+    ngx_http_voice_transcript_io_t *io);
 static void ngx_http_voice_transcript_destroy(ngx_http_voice_call_t *call);
 static void ngx_http_voice_transcript_lookup_thread(void *data,
     ngx_log_t *log);
@@ -246,9 +289,25 @@ ngx_http_voice_transcript_start(ngx_http_voice_loc_conf_t *vlcf,
     call->wait.data = call;
     call->wait.log = clog;
 
+    files->lock = NGX_INVALID_FILE;
+    files->create = 1;
+    files->retry.handler = ngx_http_voice_transcript_again;
+    files->retry.data = call;
+    files->retry.log = clog;
+    files->hold.handler = ngx_http_voice_transcript_hold;
+    files->hold.data = call;
+    files->hold.log = clog;
+
+    /* the journal's header has the call's context, which the stream's
+     * start sets once this returns: it is made from a posted event */
+    files->open.handler = ngx_http_voice_transcript_again;
+    files->open.data = call;
+    files->open.log = clog;
+
     call->files = files;
 
     ngx_http_voice_call_add(call);
+    ngx_post_event(&files->open, &ngx_posted_events);
 
     p = call->name.data;
     ngx_log_error(NGX_LOG_INFO, clog, 0,
@@ -529,6 +588,37 @@ ngx_http_voice_transcript_end(ngx_http_voice_call_t *call)
 }
 
 
+/* the journal's creation, and each try again after storage failed */
+
+static void
+ngx_http_voice_transcript_again(ngx_event_t *ev)
+{
+    ngx_http_voice_transcript_schedule(ev->data);
+}
+
+
+/*
+ * A worker that exits gracefully (a reload, a stop) leaves once no timer
+ * that is not cancelable is left: this one, armed while the call's file
+ * operation is in flight, has it wait for the operation's end, as the
+ * retry timer has it wait for storage to come back.
+ */
+
+static void
+ngx_http_voice_transcript_hold(ngx_event_t *ev)
+{
+    ngx_http_voice_call_t  *call;
+
+    call = ev->data;
+
+    ngx_log_error(NGX_LOG_WARN, call->log, 0,
+                  "voice: call %s: a transcript file operation takes more "
+                  "than a minute", call->call_sid);
+
+    ngx_add_timer(ev, 60000);
+}
+
+
 static void
 ngx_http_voice_transcript_wait_handler(ngx_event_t *ev)
 {
@@ -570,30 +660,37 @@ ngx_http_voice_transcript_schedule(ngx_http_voice_call_t *call)
 {
     size_t                              len;
     u_char                             *data;
-    ngx_uint_t                          n;
+    ngx_uint_t                          n, from;
     ngx_http_voice_transcript_io_t     *io;
     ngx_http_voice_transcript_files_t  *files;
 
-    if (call->task_busy) {
+    files = ngx_http_voice_transcript_files(call);
+
+    /* after a failure, nothing before the retry timer says so */
+    if (call->task_busy || files->retry.timer_set) {
         return;
     }
 
-    files = ngx_http_voice_transcript_files(call);
     io = files->task->ctx;
     n = call->utterances.nelts;
 
     if (call->final_wanted) {
-        data = ngx_http_voice_transcript_render(call, 0, n, 1, &len);
-        io->final = 1;
+        io->op = NGX_HTTP_VOICE_TRANSCRIPT_FINAL;
+        from = 0;
 
-    } else if (call->journaled < n && !call->journal_failed) {
-        data = ngx_http_voice_transcript_render(call, call->journaled, n, 0,
-                                                &len);
-        io->final = 0;
+    } else if (files->create) {
+        io->op = NGX_HTTP_VOICE_TRANSCRIPT_CREATE;
+        from = 0;
+
+    } else if (call->journaled < n) {
+        io->op = NGX_HTTP_VOICE_TRANSCRIPT_APPEND;
+        from = call->journaled;
 
     } else {
         return;
     }
+
+    data = ngx_http_voice_transcript_render(call, from, n, io->op, &len);
 
     if (data == NULL) {
         ngx_log_error(NGX_LOG_ALERT, call->log, 0,
@@ -608,8 +705,10 @@ ngx_http_voice_transcript_schedule(ngx_http_voice_call_t *call)
     io->data = data;
     io->len = len;
     io->upto = n;
-    io->err = 0;
-    io->failed = NULL;
+    io->rc = NGX_ERROR;
+    io->e.err = 0;
+    io->e.failed = NULL;
+    io->in_the_way = 0;
 
     if (ngx_thread_task_post(files->pool, files->task) != NGX_OK) {
         ngx_free(data);
@@ -624,13 +723,15 @@ ngx_http_voice_transcript_schedule(ngx_http_voice_call_t *call)
     }
 
     call->task_busy = 1;
+    ngx_add_timer(&files->hold, 60000);
 }
 
 
 /*
- * Renders utterances [from, to) as journal lines, or the whole call as
- * its final JSON document (sorted into conversation order), into a buffer
- * the thread will own until its operation is done.
+ * Renders utterances [from, to) as journal lines (after the journal's
+ * header, to create it), or the whole call as its final JSON document
+ * (sorted into conversation order), into a buffer the thread will own
+ * until its operation is done.
  */
 
 static const char *
@@ -685,14 +786,16 @@ ngx_http_voice_transcript_members(u_char *p, ngx_http_voice_utterance_t *u,
 
 static u_char *
 ngx_http_voice_transcript_render(ngx_http_voice_call_t *call,
-    ngx_uint_t from, ngx_uint_t to, ngx_uint_t final, size_t *len)
+    ngx_uint_t from, ngx_uint_t to, ngx_http_voice_transcript_op_e op,
+    size_t *len)
 {
     u_char                      *buf, *p, stamp[32];
     size_t                       size;
-    ngx_uint_t                   i;
+    ngx_uint_t                   i, final;
     ngx_http_voice_utterance_t  *u;
 
     u = call->utterances.elts;
+    final = (op == NGX_HTTP_VOICE_TRANSCRIPT_FINAL);
 
     if (final && to > 1) {
         ngx_sort(u, to, sizeof(ngx_http_voice_utterance_t),
@@ -740,6 +843,22 @@ ngx_http_voice_transcript_render(ngx_http_voice_call_t *call,
         }
 
         p = ngx_sprintf(p, "  \"transcript\": [");
+
+    } else if (op == NGX_HTTP_VOICE_TRANSCRIPT_CREATE) {
+
+        /* the header ngx_http_voice_transcript_fmt.h describes */
+        ngx_http_voice_transcript_fmt_time(call->start, stamp, 0);
+        p = ngx_sprintf(p, "{\"callSid\":\"%s\",\"phoneNumber\":\"%s\","
+                        "\"timestamp\":\"%*s\",\"continued\":%s",
+                        call->call_sid, call->phone,
+                        (size_t) NGX_HTTP_VOICE_TRANSCRIPT_TIME_LEN, stamp,
+                        call->continued ? "true" : "false");
+
+        if (call->context.len) {
+            p = ngx_sprintf(p, ",\"context\":%V", &call->context);
+        }
+
+        p = ngx_sprintf(p, "}\n");
     }
 
     for (i = from; i < to; i++) {
@@ -796,8 +915,7 @@ ngx_http_voice_transcript_cmp(const void *a, const void *b)
 static void
 ngx_http_voice_transcript_io_thread(void *data, ngx_log_t *log)
 {
-    int                                 dfd;
-    ngx_fd_t                            fd;
+    ngx_fd_t                            lock;
     ngx_http_voice_call_t              *call;
     ngx_http_voice_transcript_io_t     *io;
     ngx_http_voice_transcript_files_t  *files;
@@ -806,193 +924,77 @@ ngx_http_voice_transcript_io_thread(void *data, ngx_log_t *log)
     call = io->call;
     files = call->files;
 
-    if (!io->final) {
-        fd = open((char *) files->journal,
-                  O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-        if (fd == -1) {
-            io->err = ngx_errno;
-            io->failed = "open() journal";
-            return;
+    switch (io->op) {
+
+    case NGX_HTTP_VOICE_TRANSCRIPT_CREATE:
+        io->rc = ngx_http_voice_store_journal_create((char *) files->journal,
+                                                     io->data, io->len,
+                                                     &lock, &io->e);
+
+        if (io->rc == NGX_BUSY) {
+
+            /* a journal of this record already: an earlier stream's, whose
+             * process died (a live one would hold the call in its worker,
+             * and Twilio would not have started this stream) */
+
+            io->in_the_way = 1;
+            ngx_http_voice_recover_journal(files->dir, call->name.data,
+                                           call->name.len, &io->recovered);
+
+            io->rc = ngx_http_voice_store_journal_create(
+                                                  (char *) files->journal,
+                                                  io->data, io->len, &lock,
+                                                  &io->e);
+            if (io->rc == NGX_BUSY) {
+                io->e.err = 0;
+                io->e.failed = "open() journal, which another process holds,";
+                io->rc = NGX_ERROR;
+            }
         }
 
-        if (ngx_http_voice_transcript_write_all(fd, io->data, io->len)
-            != NGX_OK)
-        {
-            io->err = ngx_errno;
-            io->failed = "write() journal";
+        if (io->rc == NGX_OK) {
 
-        } else if (fdatasync(fd) == -1) {
-            io->err = ngx_errno;
-            io->failed = "fdatasync() journal";
-        }
-
-        (void) close(fd);
-        return;
-    }
-
-    if (call->continued
-        && ngx_http_voice_transcript_merge(io, (char *) files->final)
-           != NGX_OK)
-    {
-        return;
-    }
-
-    fd = open((char *) files->tmp,
-              O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-    if (fd == -1) {
-        io->err = ngx_errno;
-        io->failed = "open() temporary file";
-        return;
-    }
-
-    if (ngx_http_voice_transcript_write_all(fd, io->data, io->len) != NGX_OK)
-    {
-        io->err = ngx_errno;
-        io->failed = "write() temporary file";
-        (void) close(fd);
-        (void) unlink((char *) files->tmp);
-        return;
-    }
-
-    if (fsync(fd) == -1) {
-        io->err = ngx_errno;
-        io->failed = "fsync() temporary file";
-        (void) close(fd);
-        (void) unlink((char *) files->tmp);
-        return;
-    }
-
-    (void) close(fd);
-
-    if (rename((char *) files->tmp, (char *) files->final) == -1) {
-        io->err = ngx_errno;
-        io->failed = "rename() temporary file";
-        (void) unlink((char *) files->tmp);
-        return;
-    }
-
-    /* the rename itself is durable only once the directory is synced */
-    dfd = open((char *) files->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd != -1) {
-        (void) fsync(dfd);
-        (void) close(dfd);
-    }
-
-    (void) unlink((char *) files->journal);
-}
-
-
-/*
- * In the thread: the earlier record of a continued call, read back and
- * merged in front of this one (io->data is replaced).  No earlier file is
- * no error: the first stream's may have been lost.  A file that cannot be
- * merged is kept as it is, and so is this call's journal.
- */
-
-static ngx_int_t
-ngx_http_voice_transcript_merge(ngx_http_voice_transcript_io_t *io,
-    char *path)
-{
-    u_char           *prev, *out;
-    size_t            len, n;
-    ssize_t           got;
-    ngx_fd_t          fd;
-    ngx_file_info_t   fi;
-
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd == -1) {
-        if (ngx_errno == NGX_ENOENT) {
-            return NGX_OK;
-        }
-
-        io->err = ngx_errno;
-        io->failed = "open() earlier record";
-        return NGX_ERROR;
-    }
-
-    if (ngx_fd_info(fd, &fi) == -1
-        || ngx_file_size(&fi) > NGX_HTTP_VOICE_TRANSCRIPT_MAX_FILE)
-    {
-        io->err = ngx_errno;
-        io->failed = "fstat() earlier record, or it is too large";
-        (void) close(fd);
-        return NGX_ERROR;
-    }
-
-    len = (size_t) ngx_file_size(&fi);
-
-    prev = malloc(len + 1);
-    out = malloc(len + io->len + 16);
-
-    if (prev == NULL || out == NULL) {
-        io->err = NGX_ENOMEM;
-        io->failed = "malloc() for the earlier record";
-        goto failed;
-    }
-
-    for (n = 0; n < len; n += got) {
-        got = read(fd, prev + n, len - n);
-
-        if (got <= 0) {
-            if (got == -1 && ngx_errno == NGX_EINTR) {
-                got = 0;
-                continue;
+            /* a journal that was removed is held until its successor is */
+            if (files->lock != NGX_INVALID_FILE) {
+                (void) ngx_close_file(files->lock);
             }
 
-            io->err = ngx_errno;
-            io->failed = "read() earlier record";
-            goto failed;
+            files->lock = lock;
+            files->dirty = 0;
         }
-    }
 
-    n = ngx_http_voice_transcript_fmt_merge(prev, len, io->data, io->len,
-                                            out, len + io->len + 16);
-    if (n == (size_t) -1) {
-        io->err = 0;
-        io->failed = "merge with the earlier record (not one of ours)";
-        goto failed;
-    }
+        return;
 
-    (void) close(fd);
-    free(prev);
+    case NGX_HTTP_VOICE_TRANSCRIPT_APPEND:
+        io->rc = ngx_http_voice_store_journal_append((char *) files->journal,
+                                                     files->lock, io->data,
+                                                     io->len, &files->dirty,
+                                                     &io->e);
+        return;
 
-    /* io->data is ngx_alloc()ed, and ngx_free() is free() */
-    ngx_free(io->data);
-    io->data = out;
-    io->len = n;
+    default: /* NGX_HTTP_VOICE_TRANSCRIPT_FINAL */
 
-    return NGX_OK;
-
-failed:
-
-    (void) close(fd);
-    free(prev);
-    free(out);
-
-    return NGX_ERROR;
-}
-
-
-static ngx_int_t
-ngx_http_voice_transcript_write_all(ngx_fd_t fd, u_char *data, size_t len)
-{
-    ssize_t  n;
-
-    while (len) {
-        n = write(fd, data, len);
-
-        if (n == -1) {
-            if (ngx_errno == NGX_EINTR) {
-                continue;
+        if (call->continued) {
+            io->rc = ngx_http_voice_store_merge((char *) files->final,
+                                                &io->data, &io->len, &io->e);
+            if (io->rc != NGX_OK) {
+                return;
             }
-            return NGX_ERROR;
         }
 
-        data += n;
-        len -= n;
-    }
+        io->rc = ngx_http_voice_store_write((char *) files->dir,
+                                            (char *) files->tmp,
+                                            (char *) files->final, io->data,
+                                            io->len, &io->e);
 
-    return NGX_OK;
+        if (io->rc == NGX_OK && files->lock != NGX_INVALID_FILE) {
+            ngx_http_voice_store_journal_drop((char *) files->journal,
+                                              files->lock);
+            files->lock = NGX_INVALID_FILE;
+        }
+
+        return;
+    }
 }
 
 
@@ -1009,40 +1011,142 @@ ngx_http_voice_transcript_io_done(ngx_event_t *ev)
 
     call->task_busy = 0;
 
+    if (files->hold.timer_set) {
+        ngx_del_timer(&files->hold);
+    }
+
     if (io->data) {
         ngx_free(io->data);
         io->data = NULL;
     }
 
-    if (!io->final) {
-        if (io->failed) {
-            call->journal_failed = 1;
-            ngx_log_error(NGX_LOG_ERR, call->log, io->err,
-                          "voice: call %s: %s \"%s\" failed",
-                          call->call_sid, io->failed, files->journal);
-        } else {
-            call->journaled = io->upto;
-        }
+    if (io->in_the_way) {
+        ngx_http_voice_recover_log(call->log, NGX_LOG_WARN, files->dir,
+                                   call->name.data, call->name.len,
+                                   &io->recovered);
+    }
 
-        ngx_http_voice_transcript_schedule(call);
+    if (io->rc != NGX_OK) {
+        ngx_http_voice_transcript_io_failed(call, io);
         return;
     }
 
-    if (io->failed) {
-        ngx_log_error(NGX_LOG_ALERT, call->log, io->err,
-                      "voice: call %s: %s for \"%s\" failed; the journal "
-                      "\"%s\" keeps what was journaled", call->call_sid,
-                      io->failed, files->final, files->journal);
+    files->backoff = 0;
 
-    } else {
+    if (files->failed_logged && !files->works_logged) {
+        files->works_logged = 1;
+        ngx_log_error(NGX_LOG_NOTICE, call->log, 0,
+                      "voice: call %s: transcript storage works again",
+                      call->call_sid);
+    }
+
+    switch (io->op) {
+
+    case NGX_HTTP_VOICE_TRANSCRIPT_CREATE:
+        files->create = 0;
+        call->journaled = io->upto;
+        break;
+
+    case NGX_HTTP_VOICE_TRANSCRIPT_APPEND:
+        call->journaled = io->upto;
+        break;
+
+    default: /* NGX_HTTP_VOICE_TRANSCRIPT_FINAL */
         ngx_log_error(NGX_LOG_INFO, call->log, 0,
                       "voice: call %s: transcript written to \"%s\" "
                       "(%ui utterances)", call->call_sid, files->final,
                       call->utterances.nelts);
+
+        ngx_http_voice_transcript_state(call, NGX_HTTP_VOICE_CALL_ST_DONE);
+        ngx_http_voice_transcript_destroy(call);
+        return;
     }
 
-    ngx_http_voice_transcript_state(call, NGX_HTTP_VOICE_CALL_ST_DONE);
-    ngx_http_voice_transcript_destroy(call);
+    ngx_http_voice_transcript_schedule(call);
+}
+
+
+/*
+ * Storage failed (full, read-only, removed...): logged once per call and
+ * counted; the entries stay in memory and the operation is tried again
+ * later.  A finished record waits at most voice_transcript_retry.
+ */
+
+static void
+ngx_http_voice_transcript_io_failed(ngx_http_voice_call_t *call,
+    ngx_http_voice_transcript_io_t *io)
+{
+    u_char                             *path;
+    ngx_http_voice_worker_t            *w;
+    ngx_http_voice_transcript_files_t  *files;
+
+    files = call->files;
+    w = ngx_http_voice_worker();
+
+    path = (io->op == NGX_HTTP_VOICE_TRANSCRIPT_FINAL) ? files->final
+                                                        : files->journal;
+
+    if (!files->failed_logged) {
+        files->failed_logged = 1;
+
+        if (w) {
+            (void) ngx_atomic_fetch_add(&w->transcript_errors, 1);
+        }
+
+        ngx_log_error(NGX_LOG_ERR, call->log, io->e.err,
+                      "voice: call %s: transcript storage failed: %s \"%s\" "
+                      "failed; the call goes on, and its record waits in "
+                      "memory until storage works again", call->call_sid,
+                      io->e.failed, path);
+
+    } else {
+        ngx_log_debug3(NGX_LOG_DEBUG_HTTP, call->log, io->e.err,
+                       "voice call %s: %s \"%s\" failed again",
+                       call->call_sid, io->e.failed, path);
+    }
+
+    /* removed or replaced: the whole record goes into a new journal */
+    if (io->rc == NGX_DECLINED) {
+        files->create = 1;
+    }
+
+    if (io->op == NGX_HTTP_VOICE_TRANSCRIPT_FINAL) {
+
+        if (!files->final_failed) {
+            files->final_failed = 1;
+            files->final_since = ngx_current_msec;
+        }
+
+        if (ngx_current_msec - files->final_since
+            >= call->vlcf->transcript_retry)
+        {
+            if (w) {
+                (void) ngx_atomic_fetch_add(&w->transcripts_lost, 1);
+            }
+
+            ngx_log_error(NGX_LOG_CRIT, call->log, io->e.err,
+                          "voice: call %s: the record could not be written "
+                          "to \"%s\" within %M ms (%s failed): given up, "
+                          "%ui utterances lost; the journal keeps those "
+                          "journaled (%ui) for the next start",
+                          call->call_sid, files->final,
+                          call->vlcf->transcript_retry, io->e.failed,
+                          call->utterances.nelts,
+                          files->create ? (ngx_uint_t) 0 : call->journaled);
+
+            ngx_http_voice_transcript_state(call,
+                                            NGX_HTTP_VOICE_CALL_ST_DONE);
+            ngx_http_voice_transcript_destroy(call);
+            return;
+        }
+    }
+
+    files->backoff = files->backoff
+                     ? ngx_min(files->backoff * 2,
+                               NGX_HTTP_VOICE_TRANSCRIPT_BACKOFF_MAX)
+                     : NGX_HTTP_VOICE_TRANSCRIPT_BACKOFF_MIN;
+
+    ngx_add_timer(&files->retry, files->backoff);
 }
 
 
@@ -1055,8 +1159,36 @@ ngx_http_voice_transcript_io_done(ngx_event_t *ev)
 static void
 ngx_http_voice_transcript_destroy(ngx_http_voice_call_t *call)
 {
+    ngx_http_voice_transcript_files_t  *files;
+
+    files = call->files;
+
     if (call->wait.timer_set) {
         ngx_del_timer(&call->wait);
+    }
+
+    if (files->retry.timer_set) {
+        ngx_del_timer(&files->retry);
+    }
+
+    if (files->hold.timer_set) {
+        ngx_del_timer(&files->hold);
+    }
+
+    if (files->open.posted) {
+        ngx_delete_posted_event(&files->open);
+    }
+
+    /*
+     * A journal still held is let go (a record given up): recovery takes
+     * it at the next start.  Closing a read-only descriptor writes
+     * nothing back, so it does not block, as nginx's open file cache
+     * closes its own in the event loop.
+     */
+
+    if (files->lock != NGX_INVALID_FILE) {
+        (void) ngx_close_file(files->lock);
+        files->lock = NGX_INVALID_FILE;
     }
 
     call->state = NGX_HTTP_VOICE_CALL_ST_DONE;

@@ -1,6 +1,8 @@
 /*
- * ngx_http_voice_transcript_fmt.c: UTC timestamps and the plain-text
- * rendering of stored transcripts (see ngx_http_voice_transcript_fmt.h).
+ * ngx_http_voice_transcript_fmt.c: UTC timestamps, the plain-text
+ * rendering of stored transcripts, the merge of two records, and the
+ * record of a journal whose call's process died (see
+ * ngx_http_voice_transcript_fmt.h).
  *
  * The date arithmetic is done by hand (days to civil date, after Howard
  * Hinnant's algorithm) rather than with gmtime_r(), so the result does not
@@ -9,6 +11,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ngx_http_voice_transcript_fmt.h"
@@ -368,4 +371,400 @@ ngx_http_voice_transcript_fmt_merge(const uint8_t *prev, size_t prev_len,
     p += next_len - head;
 
     return (size_t) (p - out);
+}
+
+
+static int
+ngx_http_voice_transcript_fmt_digits(const uint8_t *p, size_t n)
+{
+    size_t  i;
+
+    for (i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9') {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+int
+ngx_http_voice_transcript_fmt_name(const uint8_t *name, size_t len,
+    size_t *phone, size_t *phone_len, uint8_t *iso)
+{
+    size_t          i, plen;
+    uint8_t         c;
+    const uint8_t  *t;
+
+    /* CA + 32 hex, '_', a phone of 1 to 32, '_', the time */
+
+    if (len < 34 + 1 + 1 + 1 + NGX_HTTP_VOICE_TRANSCRIPT_TIME_LEN
+        || len > 34 + 1 + 32 + 1 + NGX_HTTP_VOICE_TRANSCRIPT_TIME_LEN
+        || name[0] != 'C' || name[1] != 'A' || name[34] != '_')
+    {
+        return 0;
+    }
+
+    for (i = 2; i < 34; i++) {
+        c = name[i];
+
+        if (!((c >= '0' && c <= '9') || ((c | 0x20) >= 'a'
+                                         && (c | 0x20) <= 'f')))
+        {
+            return 0;
+        }
+    }
+
+    t = name + len - NGX_HTTP_VOICE_TRANSCRIPT_TIME_LEN;
+    plen = (size_t) (t - 1 - (name + 35));
+
+    if (t[-1] != '_') {
+        return 0;
+    }
+
+    for (i = 35; i < 35 + plen; i++) {
+        c = name[i];
+
+        if (!((c >= '0' && c <= '9') || c == '+' || c == '-'
+              || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z')))
+        {
+            return 0;
+        }
+    }
+
+    /* 2026-11-24T10-15-00-123Z */
+
+    if (!ngx_http_voice_transcript_fmt_digits(t, 4) || t[4] != '-'
+        || !ngx_http_voice_transcript_fmt_digits(t + 5, 2) || t[7] != '-'
+        || !ngx_http_voice_transcript_fmt_digits(t + 8, 2) || t[10] != 'T'
+        || !ngx_http_voice_transcript_fmt_digits(t + 11, 2) || t[13] != '-'
+        || !ngx_http_voice_transcript_fmt_digits(t + 14, 2) || t[16] != '-'
+        || !ngx_http_voice_transcript_fmt_digits(t + 17, 2) || t[19] != '-'
+        || !ngx_http_voice_transcript_fmt_digits(t + 20, 3) || t[23] != 'Z')
+    {
+        return 0;
+    }
+
+    memcpy(iso, t, NGX_HTTP_VOICE_TRANSCRIPT_TIME_LEN);
+    iso[13] = ':';
+    iso[16] = ':';
+    iso[19] = '.';
+
+    *phone = 35;
+    *phone_len = plen;
+
+    return 1;
+}
+
+
+/* the roles of a record's entries, and what each holds */
+
+#define NGX_HTTP_VOICE_FMT_TEXT    0
+#define NGX_HTTP_VOICE_FMT_TOOL    1
+#define NGX_HTTP_VOICE_FMT_DTMF    2
+
+static const struct {
+    const char  *name;
+    int          kind;
+} ngx_http_voice_transcript_fmt_roles[] = {
+    { "user", NGX_HTTP_VOICE_FMT_TEXT },
+    { "assistant", NGX_HTTP_VOICE_FMT_TEXT },
+    { "note", NGX_HTTP_VOICE_FMT_TEXT },
+    { "tool", NGX_HTTP_VOICE_FMT_TOOL },
+    { "dtmf", NGX_HTTP_VOICE_FMT_DTMF }
+};
+
+#define NGX_HTTP_VOICE_FMT_NROLES                                             \
+    (sizeof(ngx_http_voice_transcript_fmt_roles)                              \
+     / sizeof(ngx_http_voice_transcript_fmt_roles[0]))
+
+
+/* one journal entry's members: token indexes, checked */
+typedef struct {
+    int        role;        /* index into _fmt_roles */
+    int        text;        /* the text, a tool's output, a key */
+    int        name;
+    int        arguments;
+    int        timestamp;
+    uint32_t   order;
+} ngx_http_voice_transcript_fmt_member_t;
+
+
+static int
+ngx_http_voice_transcript_fmt_string(const uint8_t *line,
+    ngx_http_voice_json_tok_t *toks, int obj, const char *key)
+{
+    int  i;
+
+    i = ngx_http_voice_json_get(line, toks, obj, key);
+
+    if (i < 0 || toks[i].type != NGX_HTTP_VOICE_JSON_STRING) {
+        return -1;
+    }
+
+    return i;
+}
+
+
+/*
+ * Parses one journal line that is an entry: 1 with its members, 0 when it
+ * is not one (a header gives 0 too).
+ */
+
+static int
+ngx_http_voice_transcript_fmt_entry(const uint8_t *line, size_t len,
+    ngx_http_voice_json_tok_t *toks, unsigned ntoks,
+    ngx_http_voice_transcript_fmt_member_t *m)
+{
+    int       n, r, o;
+    size_t    k;
+    uint64_t  v;
+
+    n = ngx_http_voice_json_parse(line, len, toks, ntoks, NULL);
+    if (n < 1 || toks[0].type != NGX_HTTP_VOICE_JSON_OBJECT) {
+        return 0;
+    }
+
+    r = ngx_http_voice_transcript_fmt_string(line, toks, 0, "role");
+    if (r < 0) {
+        return 0;
+    }
+
+    for (k = 0; k < NGX_HTTP_VOICE_FMT_NROLES; k++) {
+        if (ngx_http_voice_json_str_eq(line, toks, r,
+                                   ngx_http_voice_transcript_fmt_roles[k].name))
+        {
+            break;
+        }
+    }
+
+    if (k == NGX_HTTP_VOICE_FMT_NROLES) {
+        return 0;
+    }
+
+    m->role = (int) k;
+    m->name = -1;
+    m->arguments = -1;
+
+    o = ngx_http_voice_json_get(line, toks, 0, "order");
+    if (o < 0 || toks[o].type != NGX_HTTP_VOICE_JSON_NUMBER
+        || !ngx_http_voice_json_uint(line, &toks[o], &v) || v > UINT32_MAX)
+    {
+        return 0;
+    }
+
+    m->order = (uint32_t) v;
+
+    /* copied as written into the record: the shape the record has */
+    m->timestamp = ngx_http_voice_transcript_fmt_string(line, toks, 0,
+                                                        "timestamp");
+    if (m->timestamp < 0 || toks[m->timestamp].escaped
+        || toks[m->timestamp].end - toks[m->timestamp].start
+           != NGX_HTTP_VOICE_TRANSCRIPT_TIME_LEN)
+    {
+        return 0;
+    }
+
+    switch (ngx_http_voice_transcript_fmt_roles[k].kind) {
+
+    case NGX_HTTP_VOICE_FMT_TOOL:
+        m->name = ngx_http_voice_transcript_fmt_string(line, toks, 0, "name");
+        m->text = ngx_http_voice_transcript_fmt_string(line, toks, 0,
+                                                       "output");
+        m->arguments = ngx_http_voice_json_get(line, toks, 0, "arguments");
+
+        return m->name >= 0 && m->text >= 0 && m->arguments >= 0
+               && toks[m->arguments].type == NGX_HTTP_VOICE_JSON_OBJECT;
+
+    case NGX_HTTP_VOICE_FMT_DTMF:
+        m->text = ngx_http_voice_transcript_fmt_string(line, toks, 0,
+                                                       "digit");
+        return m->text >= 0;
+
+    default:
+        m->text = ngx_http_voice_transcript_fmt_string(line, toks, 0, "text");
+        return m->text >= 0;
+    }
+}
+
+
+static int
+ngx_http_voice_transcript_fmt_slot_cmp(const void *a, const void *b)
+{
+    const ngx_http_voice_transcript_fmt_slot_t  *sa = a, *sb = b;
+
+    if (sa->order != sb->order) {
+        return sa->order < sb->order ? -1 : 1;
+    }
+
+    return sa->seq < sb->seq ? -1 : (sa->seq > sb->seq);
+}
+
+
+#define PUTN(s, n)                                                            \
+    if (!ngx_http_voice_transcript_fmt_put(out, cap, &used, s, n)) {          \
+        return (size_t) -1;                                                   \
+    }
+
+#define PUTZ(s)  PUTN(s, strlen(s))
+
+#define PUTT(t)                                                               \
+    PUTN(line + (t)->start, (size_t) ((t)->end - (t)->start))
+
+
+size_t
+ngx_http_voice_transcript_fmt_recover(const uint8_t *journal, size_t len,
+    ngx_http_voice_transcript_fmt_journal_t *j,
+    ngx_http_voice_transcript_fmt_slot_t *slots, size_t nslots,
+    ngx_http_voice_json_tok_t *toks, unsigned ntoks, uint8_t *out,
+    size_t cap)
+{
+    int                                     n, c, x;
+    size_t                                  used, nused, i, llen, ctx_len;
+    uint32_t                                seq;
+    const uint8_t                          *p, *end, *nl, *line, *ctx;
+    ngx_http_voice_transcript_fmt_member_t  m;
+
+    j->entries = 0;
+    j->dropped = 0;
+    j->header = 0;
+    j->continued = 0;
+
+    ctx = NULL;
+    ctx_len = 0;
+    nused = 0;
+    seq = 0;
+
+    p = journal;
+    end = journal + len;
+
+    /* which lines are entries, and where each goes */
+
+    while (p < end) {
+        nl = memchr(p, '\n', (size_t) (end - p));
+        line = p;
+        llen = (size_t) ((nl ? nl : end) - p);
+        p = nl ? nl + 1 : end;
+        seq++;
+
+        /* a blank line ends a line that could not be cut back */
+        for (i = 0; i < llen; i++) {
+            if (line[i] != ' ' && line[i] != '\r' && line[i] != '\t') {
+                break;
+            }
+        }
+
+        if (i == llen) {
+            continue;
+        }
+
+        if (ngx_http_voice_transcript_fmt_entry(line, llen, toks, ntoks, &m))
+        {
+            if (nused == nslots) {
+                j->dropped++;
+                continue;
+            }
+
+            slots[nused].order = m.order;
+            slots[nused].seq = seq;
+            slots[nused].start = (size_t) (line - journal);
+            slots[nused].len = llen;
+            nused++;
+            continue;
+        }
+
+        /* the header: the first line with callSid and no role */
+
+        n = ngx_http_voice_json_parse(line, llen, toks, ntoks, NULL);
+
+        if (!j->header && n >= 1 && toks[0].type == NGX_HTTP_VOICE_JSON_OBJECT
+            && ngx_http_voice_json_get(line, toks, 0, "role") < 0
+            && ngx_http_voice_transcript_fmt_string(line, toks, 0, "callSid")
+               >= 0)
+        {
+            j->header = 1;
+
+            x = ngx_http_voice_json_get(line, toks, 0, "continued");
+            j->continued = (x >= 0
+                            && toks[x].type == NGX_HTTP_VOICE_JSON_TRUE);
+
+            c = ngx_http_voice_json_get(line, toks, 0, "context");
+            if (c >= 0 && toks[c].type == NGX_HTTP_VOICE_JSON_OBJECT) {
+                ctx = line + toks[c].start;
+                ctx_len = toks[c].end - toks[c].start;
+            }
+
+            continue;
+        }
+
+        j->dropped++;
+    }
+
+    if (nused > 1) {
+        qsort(slots, nused, sizeof(ngx_http_voice_transcript_fmt_slot_t),
+              ngx_http_voice_transcript_fmt_slot_cmp);
+    }
+
+    used = 0;
+
+    PUTZ("{\n  \"callSid\": \"");
+    PUTZ(j->call_sid);
+    PUTZ("\",\n  \"phoneNumber\": \"");
+    PUTZ(j->phone);
+    PUTZ("\",\n  \"timestamp\": \"");
+    PUTN(j->time, NGX_HTTP_VOICE_TRANSCRIPT_TIME_LEN);
+    PUTZ("\",\n  \"endedBy\": \"server\",\n  \"endReason\": \"");
+    PUTZ(j->reason);
+    PUTZ("\",\n  \"incomplete\": true,\n");
+
+    if (ctx) {
+        PUTZ("  \"context\": ");
+        PUTN(ctx, ctx_len);
+        PUTZ(",\n");
+    }
+
+    PUTZ("  \"transcript\": [");
+
+    for (i = 0; i < nused; i++) {
+        line = journal + slots[i].start;
+
+        /* parsed before: it parses the same way again */
+        (void) ngx_http_voice_transcript_fmt_entry(line, slots[i].len, toks,
+                                                   ntoks, &m);
+
+        PUTZ(i ? ",\n    {\n      \"role\": \""
+               : "\n    {\n      \"role\": \"");
+        PUTZ(ngx_http_voice_transcript_fmt_roles[m.role].name);
+        PUTZ("\",\n      ");
+
+        switch (ngx_http_voice_transcript_fmt_roles[m.role].kind) {
+
+        case NGX_HTTP_VOICE_FMT_TOOL:
+            PUTZ("\"name\": \"");
+            PUTT(&toks[m.name]);
+            PUTZ("\",\n      \"arguments\": ");
+            PUTT(&toks[m.arguments]);
+            PUTZ(",\n      \"output\": \"");
+            break;
+
+        case NGX_HTTP_VOICE_FMT_DTMF:
+            PUTZ("\"digit\": \"");
+            break;
+
+        default:
+            PUTZ("\"text\": \"");
+        }
+
+        PUTT(&toks[m.text]);
+        PUTZ("\",\n      \"timestamp\": \"");
+        PUTT(&toks[m.timestamp]);
+        PUTZ("\"\n    }");
+    }
+
+    PUTZ(nused ? "\n  ]\n}\n" : "]\n}\n");
+
+    j->entries = (unsigned) nused;
+
+    return used;
 }

@@ -1,12 +1,13 @@
 /*
  * ngx_http_voice_transcript_fmt.h: formats of the transcript store that
  * need no nginx: UTC timestamps (ISO 8601, and the file-name-safe form),
- * the plain-text rendering of a stored transcript, and the merge of a
- * call's two records into one.
+ * the plain-text rendering of a stored transcript, the merge of a call's
+ * two records into one, and the record a journal left behind becomes.
  *
- * Leaf code (libc only, on ngx_http_voice_json.c), unit tested outside
- * nginx; ngx_http_voice_transcript.c calls it, from the event loop and
- * from its thread-pool tasks (every function here is reentrant).
+ * Leaf code (libc only, on ngx_http_voice_json.c), unit tested and fuzzed
+ * outside nginx; ngx_http_voice_transcript.c and ngx_http_voice_recover.c
+ * call it, from the event loop and from their thread-pool tasks (every
+ * function here is reentrant).
  */
 
 #ifndef NGX_HTTP_VOICE_TRANSCRIPT_FMT_H
@@ -55,6 +56,81 @@ size_t ngx_http_voice_transcript_fmt_text(const uint8_t *json, size_t len,
 size_t ngx_http_voice_transcript_fmt_merge(const uint8_t *prev,
     size_t prev_len, const uint8_t *next, size_t next_len, uint8_t *out,
     size_t cap);
+
+
+/*
+ * A journal, TRANSCRIPT_DIR/.{name}.journal, is one JSON object per line:
+ * first a header,
+ *
+ *     {"callSid":"CA...","phoneNumber":"...","timestamp":"...",
+ *      "continued":false,"context":{...}}
+ *
+ * then one line per entry, as it happened, in the members of the record's
+ * entries plus the entry's place in the conversation:
+ *
+ *     {"order":3,"role":"user","text":"...","timestamp":"..."}
+ *
+ * A line is written with one write(), so a crash can only tear the last
+ * one; one whose write failed is cut off again, or, when even that fails,
+ * ended by the next line's leading newline.  Either way a line that does
+ * not parse is left out and nothing else is lost.
+ */
+
+/* the tokens one journal line may take: a tool's arguments are checked
+ * against 1024 before they are journaled */
+#define NGX_HTTP_VOICE_TRANSCRIPT_LINE_TOKS   1100
+
+
+/* an entry found in a journal: its line, and its place */
+typedef struct {
+    uint32_t   order;
+    uint32_t   seq;         /* its line's number: ties keep journal order */
+    size_t     start;
+    size_t     len;
+} ngx_http_voice_transcript_fmt_slot_t;
+
+
+typedef struct {
+    /* in: the record's names (from the journal's file name) */
+    const char      *call_sid;
+    const char      *phone;
+    const uint8_t   *time;      /* ISO 8601, _TIME_LEN bytes */
+    const char      *reason;    /* endReason: plain text, no '"' or '\\' */
+
+    /* out */
+    unsigned         entries;   /* entries kept */
+    unsigned         dropped;   /* lines left out: torn, or not entries */
+    int              header;    /* the header line was found */
+    int              continued; /* it continues an earlier record */
+} ngx_http_voice_transcript_fmt_journal_t;
+
+
+/*
+ * The record a journal left behind, for a call whose process died: the
+ * record's usual members with "endedBy": "server", j->reason as
+ * "endReason", "incomplete": true, the header's context, and the entries
+ * in conversation order, exactly as the live record renders them (so
+ * ngx_http_voice_transcript_fmt_text() and _merge() take it).  slots
+ * holds nslots entries (more are left out); toks holds ntoks
+ * (NGX_HTTP_VOICE_TRANSCRIPT_LINE_TOKS suffice for any line this module
+ * writes); out has cap bytes (2 * len + 2048 + 96 * nslots suffice).
+ * Returns the record's length, or (size_t) -1 when out is too small.
+ */
+size_t ngx_http_voice_transcript_fmt_recover(const uint8_t *journal,
+    size_t len, ngx_http_voice_transcript_fmt_journal_t *j,
+    ngx_http_voice_transcript_fmt_slot_t *slots, size_t nslots,
+    ngx_http_voice_json_tok_t *toks, unsigned ntoks, uint8_t *out,
+    size_t cap);
+
+/*
+ * A journal's record name, {callSid}_{phone}_{file-safe time}: checked the
+ * way ngx_http_voice_transcript.c makes it (CA and 32 hex digits; a phone
+ * of 1 to 32 characters of [A-Za-z0-9+-]; the time's shape).  On success
+ * returns 1, with the phone's offset and length in name and the time,
+ * back in ISO 8601, in iso (_TIME_LEN bytes); 0 when it is not such a name.
+ */
+int ngx_http_voice_transcript_fmt_name(const uint8_t *name, size_t len,
+    size_t *phone, size_t *phone_len, uint8_t *iso);
 
 
 #endif /* NGX_HTTP_VOICE_TRANSCRIPT_FMT_H */
