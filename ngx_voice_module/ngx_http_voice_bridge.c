@@ -615,6 +615,7 @@ ngx_http_voice_bridge_seen(ngx_http_voice_peer_t *peer)
 
     if (!peer->alive) {
         peer->alive = 1;
+        ngx_http_voice_worker()->contacted = 1;
         ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
                       "voice bridge: bridged at \"%V\" answers again",
                       &peer->endpoint);

@@ -172,6 +172,8 @@ struct ngx_http_voice_worker_s {
 
     ngx_event_t                 heartbeat;
     ngx_event_t                 shutdown;       /* voice_shutdown_timeout */
+    unsigned                    contacted:1;    /* a bridged has answered
+                                                   this worker, once */
 
     /* scratch, reused by every frame this worker handles */
     u_char                     *frame;          /* a proto frame */

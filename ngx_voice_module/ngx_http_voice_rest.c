@@ -42,6 +42,19 @@ typedef struct {
 } ngx_http_voice_rest_ctx_t;
 
 
+/* a request that waits for this worker's first contact with bridged */
+typedef struct {
+    ngx_http_request_t         *request;
+    ngx_event_t                 ev;
+    u_char                     *body;
+    size_t                      len;
+    ngx_msec_t                  since;
+} ngx_http_voice_rest_wait_t;
+
+#define NGX_HTTP_VOICE_REST_FIRST_WAIT  5000     /* ms, at most */
+#define NGX_HTTP_VOICE_REST_FIRST_POLL  20       /* ms */
+
+
 /* an Idempotency-Key, and the request it names */
 typedef struct {
     ngx_str_t                   key;
@@ -50,6 +63,10 @@ typedef struct {
 
 
 static void ngx_http_voice_rest_body_handler(ngx_http_request_t *r);
+static ngx_uint_t ngx_http_voice_rest_first_contact(ngx_http_request_t *r,
+    u_char *body, size_t len);
+static void ngx_http_voice_rest_first_contact_poll(ngx_event_t *ev);
+static void ngx_http_voice_rest_wait_cleanup(void *data);
 static ngx_uint_t ngx_http_voice_rest_call_url(ngx_http_request_t *r,
     ngx_http_voice_loc_conf_t *vlcf, u_char *body, size_t len, ngx_str_t *url,
     ngx_uint_t *amd, const char **err);
@@ -139,6 +156,10 @@ ngx_http_voice_rest_body_handler(ngx_http_request_t *r)
 
     rc = ngx_http_voice_read_body(r, vlcf->max_body_size, &body, &len);
 
+    if (rc == NGX_OK && ngx_http_voice_rest_first_contact(r, body, len)) {
+        return;
+    }
+
     if (rc == NGX_OK) {
         rc = ngx_http_voice_rest_start(r, vlcf, body, len);
 
@@ -155,6 +176,102 @@ ngx_http_voice_rest_body_handler(ngx_http_request_t *r)
     }
 
     ngx_http_finalize_request(r, rc);
+}
+
+
+/*
+ * Just after start a worker may not have heard from any bridged yet while
+ * another already serves: a request that arrives then waits, polling,
+ * until the first contact or NGX_HTTP_VOICE_REST_FIRST_WAIT, instead of
+ * being refused.  After that, a bridged that is down is known to be: no
+ * wait.  Returns 1 when the request waits.
+ */
+
+static ngx_uint_t
+ngx_http_voice_rest_first_contact(ngx_http_request_t *r, u_char *body,
+    size_t len)
+{
+    ngx_pool_cleanup_t          *cln;
+    ngx_http_voice_worker_t     *w;
+    ngx_http_voice_rest_wait_t  *wait;
+
+    w = ngx_http_voice_worker();
+
+    if (w == NULL || w->contacted || w->npeers == 0) {
+        return 0;
+    }
+
+    wait = ngx_pcalloc(r->pool, sizeof(ngx_http_voice_rest_wait_t));
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+
+    if (wait == NULL || cln == NULL) {
+        return 0;
+    }
+
+    wait->request = r;
+    wait->body = body;
+    wait->len = len;
+    wait->since = ngx_current_msec;
+    wait->ev.handler = ngx_http_voice_rest_first_contact_poll;
+    wait->ev.data = wait;
+    wait->ev.log = r->connection->log;
+
+    cln->handler = ngx_http_voice_rest_wait_cleanup;
+    cln->data = wait;
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "voice: no bridged has answered this worker yet: the "
+                  "request waits for the first");
+
+    ngx_add_timer(&wait->ev, NGX_HTTP_VOICE_REST_FIRST_POLL);
+
+    /* a client that goes away is noticed, and the cleanup drops the wait */
+    r->read_event_handler = ngx_http_test_reading;
+
+    return 1;
+}
+
+
+static void
+ngx_http_voice_rest_first_contact_poll(ngx_event_t *ev)
+{
+    ngx_int_t                    rc;
+    ngx_http_request_t          *r;
+    ngx_http_voice_worker_t     *w;
+    ngx_http_voice_rest_wait_t  *wait;
+    ngx_http_voice_loc_conf_t   *vlcf;
+
+    wait = ev->data;
+    r = wait->request;
+    w = ngx_http_voice_worker();
+
+    if (w != NULL && !w->contacted
+        && ngx_current_msec - wait->since < NGX_HTTP_VOICE_REST_FIRST_WAIT)
+    {
+        ngx_add_timer(ev, NGX_HTTP_VOICE_REST_FIRST_POLL);
+        return;
+    }
+
+    vlcf = ngx_http_get_module_loc_conf(r, ngx_http_voice_module);
+
+    rc = ngx_http_voice_rest_start(r, vlcf, wait->body, wait->len);
+
+    if (rc == NGX_DONE) {
+        return;
+    }
+
+    ngx_http_finalize_request(r, rc);
+}
+
+
+static void
+ngx_http_voice_rest_wait_cleanup(void *data)
+{
+    ngx_http_voice_rest_wait_t  *wait = data;
+
+    if (wait->ev.timer_set) {
+        ngx_del_timer(&wait->ev);
+    }
 }
 
 

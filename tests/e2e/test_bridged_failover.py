@@ -12,6 +12,7 @@ restarted -- and with none in time it ends with the fallback message.
 import base64
 import json
 import signal
+import threading
 import time
 
 from conftest import fixture_bytes, fixture_text, wait_for, FIXTURES
@@ -177,3 +178,35 @@ def test_a_hung_bridged_is_found_by_the_heartbeat(stack_factory):
     rec = json.loads(stack.wait_transcript(sid, 30).read_text())
     roles = [u["role"] for u in rec["transcript"]]
     assert roles == ["user", "assistant", "note", "user", "assistant"], roles
+
+
+def test_requests_wait_for_a_workers_first_bridged(stack_factory):
+    stack = stack_factory()
+    stack.stop_process("bridged")
+    wait_for(lambda: noticed(stack), 10, 0.1, "nginx to notice")
+
+    # new workers that have not heard from any bridged yet
+    old = set(stack.status_all())
+    stack.procs["nginx"].send_signal(signal.SIGHUP)
+    wait_for(lambda: not (set(stack.status_all()) & old), 20, 0.2,
+             "the new workers")
+
+    done = {}
+
+    def ask():
+        r = stack.api("GET", "/api/numbers")
+        done["status"] = r.status_code
+        done["at"] = time.monotonic()
+
+    t = threading.Thread(target=ask)
+    t0 = time.monotonic()
+    t.start()
+    time.sleep(1.0)
+    assert "status" not in done, "the request was answered without bridged"
+    stack.start_bridged()
+    t.join(20)
+
+    # it waited for the first contact, and was answered
+    assert done["status"] == 200, done
+    assert done["at"] - t0 < 6
+    assert "request waits for the first" in stack.log("error")
