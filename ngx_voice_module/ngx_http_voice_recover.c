@@ -308,8 +308,8 @@ ngx_http_voice_recover_finish(ngx_http_voice_recover_pass_t *p,
     if (p->n) {
         ngx_log_error(NGX_LOG_INFO, log, 0,
                       "voice: transcript recovery in \"%s\": %ui records "
-                      "recovered, %ui already written, %ui journals of live "
-                      "calls left alone, %ui failed", p->dir,
+                      "recovered, %ui already written, %ui journals held by "
+                      "live processes left alone, %ui failed", p->dir,
                       p->count[NGX_HTTP_VOICE_RECOVER_RECOVERED],
                       p->count[NGX_HTTP_VOICE_RECOVER_WRITTEN],
                       p->count[NGX_HTTP_VOICE_RECOVER_IN_USE],
