@@ -282,6 +282,9 @@ struct ngx_http_voice_call_s {
                                                    call: one record */
 
     ngx_event_t                 wait;           /* bounded wait for done */
+    ngx_event_t                 busy;           /* a file operation is in
+                                                   flight: a worker that
+                                                   exits waits for it */
     ngx_http_voice_transcript_files_t  *files;  /* its file operations */
 };
 

@@ -33,6 +33,7 @@
 #define NGX_HTTP_VOICE_TRANSCRIPT_MAX_UTTERANCES   10000
 #define NGX_HTTP_VOICE_TRANSCRIPT_MAX_TEXT         (4 * 1024 * 1024)
 #define NGX_HTTP_VOICE_TRANSCRIPT_MAX_FILE         (16 * 1024 * 1024)
+#define NGX_HTTP_VOICE_TRANSCRIPT_BUSY_MS          60000
 
 
 /* what one thread-pool operation of a call writes */
@@ -88,6 +89,7 @@ static ngx_http_voice_transcript_files_t *ngx_http_voice_transcript_files(
 static void ngx_http_voice_transcript_add(ngx_http_voice_call_t *call,
     voice_proto_msg_t *msg);
 static void ngx_http_voice_transcript_wait_handler(ngx_event_t *ev);
+static void ngx_http_voice_transcript_busy_handler(ngx_event_t *ev);
 static void ngx_http_voice_transcript_finish(ngx_http_voice_call_t *call);
 static void ngx_http_voice_transcript_schedule(ngx_http_voice_call_t *call);
 static u_char *ngx_http_voice_transcript_render(ngx_http_voice_call_t *call,
@@ -245,6 +247,10 @@ ngx_http_voice_transcript_start(ngx_http_voice_loc_conf_t *vlcf,
     call->wait.handler = ngx_http_voice_transcript_wait_handler;
     call->wait.data = call;
     call->wait.log = clog;
+
+    call->busy.handler = ngx_http_voice_transcript_busy_handler;
+    call->busy.data = call;
+    call->busy.log = clog;
 
     call->files = files;
 
@@ -544,6 +550,27 @@ ngx_http_voice_transcript_wait_handler(ngx_event_t *ev)
 }
 
 
+/*
+ * A worker that exits (a reload, a graceful stop) waits only for the
+ * timers that are not cancelable, not for the thread pool: this one,
+ * set while a file operation is in flight, keeps it until the record is
+ * on disk.  It never fires unless the disk hangs.
+ */
+
+static void
+ngx_http_voice_transcript_busy_handler(ngx_event_t *ev)
+{
+    ngx_http_voice_call_t  *call;
+
+    call = ev->data;
+
+    ngx_log_error(NGX_LOG_ERR, call->log, 0,
+                  "voice: call %s: a transcript file operation takes more "
+                  "than %d ms", call->call_sid,
+                  NGX_HTTP_VOICE_TRANSCRIPT_BUSY_MS);
+}
+
+
 static void
 ngx_http_voice_transcript_finish(ngx_http_voice_call_t *call)
 {
@@ -623,6 +650,10 @@ ngx_http_voice_transcript_schedule(ngx_http_voice_call_t *call)
     }
 
     call->task_busy = 1;
+
+    if (!call->busy.timer_set) {
+        ngx_add_timer(&call->busy, NGX_HTTP_VOICE_TRANSCRIPT_BUSY_MS);
+    }
 }
 
 
@@ -1008,6 +1039,10 @@ ngx_http_voice_transcript_io_done(ngx_event_t *ev)
 
     call->task_busy = 0;
 
+    if (call->busy.timer_set) {
+        ngx_del_timer(&call->busy);
+    }
+
     if (io->data) {
         ngx_free(io->data);
         io->data = NULL;
@@ -1056,6 +1091,10 @@ ngx_http_voice_transcript_destroy(ngx_http_voice_call_t *call)
 {
     if (call->wait.timer_set) {
         ngx_del_timer(&call->wait);
+    }
+
+    if (call->busy.timer_set) {
+        ngx_del_timer(&call->busy);
     }
 
     call->state = NGX_HTTP_VOICE_CALL_ST_DONE;
