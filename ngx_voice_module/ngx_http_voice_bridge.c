@@ -17,7 +17,8 @@
  * (ngx_http_voice_media.c), transcripts to ngx_http_voice_transcript.c.
  * The calls live in a per-worker tree keyed by call SID; a call is owned
  * by one bridged, chosen by a stable hash of its SID.  Heartbeats tell
- * which bridged instances are alive.
+ * which bridged instances are alive, and which are full (at their
+ * --max-calls: their pongs say so).
  */
 
 #include <ngx_config.h>
@@ -403,6 +404,14 @@ ngx_http_voice_bridge_dispatch(ngx_http_voice_peer_t *peer, u_char *data,
         return;
 
     case VOICE_PROTO_MSG_PONG:
+
+        /* bridged's answer to our ping says whether it takes new calls */
+
+        if (voice_proto_has(&msg, VOICE_PROTO_F_COUNT)) {
+            peer->calls = msg.count;
+            peer->full = (msg.flags & VOICE_PROTO_FLAG_FULL) != 0;
+        }
+
         return;
 
     case VOICE_PROTO_MSG_REPLY:
@@ -500,6 +509,38 @@ ngx_http_voice_bridge_owner(const u_char *call_sid, size_t len)
     peer = &w->peers[voice_proto_hash(call_sid, len) % w->npeers];
 
     return peer->alive ? peer : NULL;
+}
+
+
+/*
+ * 1 when every bridged that answers is full (at its --max-calls): a new
+ * call would be refused wherever its call SID takes it.
+ */
+
+ngx_uint_t
+ngx_http_voice_bridge_full(void)
+{
+    ngx_uint_t                i, alive;
+    ngx_http_voice_worker_t  *w;
+
+    w = ngx_http_voice_worker();
+    if (w == NULL) {
+        return 0;
+    }
+
+    alive = 0;
+
+    for (i = 0; i < w->npeers; i++) {
+        if (w->peers[i].alive) {
+            if (!w->peers[i].full) {
+                return 0;
+            }
+
+            alive++;
+        }
+    }
+
+    return alive > 0;
 }
 
 
