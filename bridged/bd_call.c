@@ -60,7 +60,6 @@
 
 #define BD_CALL_BUCKET_BITS    10
 #define BD_CALL_BUCKETS        (1 << BD_CALL_BUCKET_BITS)
-#define BD_CALL_MAX            4096
 #define BD_CALL_TOMB_BITS      11
 #define BD_CALL_TOMBS          (1 << BD_CALL_TOMB_BITS)
 #define BD_CALL_TOMB_MS        60000    /* an ended call is remembered */
@@ -897,9 +896,11 @@ bd_call_unref(bd_call_t *call)
 }
 
 
+/* flags: VOICE_PROTO_FLAG_FULL when the refusal is for want of room */
+
 static void
 bd_call_refuse(bd_chan_peer_t *peer, const voice_proto_msg_t *msg,
-    const char *reason)
+    const char *reason, uint32_t flags)
 {
     bd_call_tomb_t        *t;
     voice_proto_writer_t  *w;
@@ -908,6 +909,11 @@ bd_call_refuse(bd_chan_peer_t *peer, const voice_proto_msg_t *msg,
     voice_proto_put_bytes(w, VOICE_PROTO_F_CALL_SID, msg->call_sid.data,
                           msg->call_sid.len);
     voice_proto_put_str(w, VOICE_PROTO_F_REASON, reason);
+
+    if (flags) {
+        voice_proto_put_u32(w, VOICE_PROTO_F_FLAGS, flags);
+    }
+
     (void) bd_chan_send(peer, w);
 
     /* the STREAM_STOP that follows gets its CALL_DONE from the tombstone */
@@ -955,6 +961,20 @@ bd_call_take_over(bd_call_t *call, const voice_proto_msg_t *msg)
 }
 
 
+unsigned
+bd_call_calls(void)
+{
+    return bd_call_count;
+}
+
+
+int
+bd_call_full(void)
+{
+    return bd_call_count >= bd_call_conf->max_calls;
+}
+
+
 static void
 bd_call_start(bd_chan_peer_t *peer, const voice_proto_msg_t *msg)
 {
@@ -977,20 +997,24 @@ bd_call_start(bd_chan_peer_t *peer, const voice_proto_msg_t *msg)
             bd_call_destroy(old);
         }
 
-        bd_call_refuse(peer, msg, "bridged has no OpenAI API key");
+        bd_call_refuse(peer, msg, "bridged has no OpenAI API key", 0);
         return;
     }
 
-    if (old == NULL && bd_call_count >= BD_CALL_MAX) {
-        bd_log(BD_LOG_WARN, sid, "stream refused: %d calls already",
-               BD_CALL_MAX);
-        bd_call_refuse(peer, msg, "bridged has too many calls");
+    /* --max-calls: the calls up are not slowed down by one more; nginx
+     * takes this bridged for full until its pongs say otherwise */
+
+    if (old == NULL && bd_call_full()) {
+        bd_log(BD_LOG_WARN, sid, "stream refused: %u calls already "
+               "(--max-calls)", bd_call_count);
+        bd_call_refuse(peer, msg, "bridged has too many calls",
+                       VOICE_PROTO_FLAG_FULL);
         return;
     }
 
     call = calloc(1, sizeof(bd_call_t));
     if (call == NULL) {
-        bd_call_refuse(peer, msg, "bridged is out of memory");
+        bd_call_refuse(peer, msg, "bridged is out of memory", 0);
         return;
     }
 
@@ -1025,7 +1049,7 @@ bd_call_start(bd_chan_peer_t *peer, const voice_proto_msg_t *msg)
         call->refs = 1;
         call->state = BD_CALL_ST_CLOSED;
         bd_call_unref(call);
-        bd_call_refuse(peer, msg, "invalid session settings");
+        bd_call_refuse(peer, msg, "invalid session settings", 0);
         return;
     }
 
@@ -1048,7 +1072,7 @@ bd_call_start(bd_chan_peer_t *peer, const voice_proto_msg_t *msg)
         call->refs = 1;
         call->state = BD_CALL_ST_CLOSED;
         bd_call_unref(call);
-        bd_call_refuse(peer, msg, "bridged is out of memory");
+        bd_call_refuse(peer, msg, "bridged is out of memory", 0);
         return;
     }
 
@@ -1430,7 +1454,7 @@ bd_call_on_message(bd_chan_peer_t *peer, const voice_proto_msg_t *msg)
 
     if (msg->type == VOICE_PROTO_MSG_STREAM_START) {
         if (bd_call_closing) {
-            bd_call_refuse(peer, msg, "bridged is shutting down");
+            bd_call_refuse(peer, msg, "bridged is shutting down", 0);
             return;
         }
 

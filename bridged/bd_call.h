@@ -134,6 +134,10 @@ void bd_call_shutdown(void (*done)(void));
 /* STREAM_START, AUDIO_IN, MARK_ACK, DTMF, STREAM_STOP from a worker */
 void bd_call_on_message(bd_chan_peer_t *peer, const voice_proto_msg_t *msg);
 
+/* the calls in the table, and whether they reach --max-calls */
+unsigned bd_call_calls(void);
+int bd_call_full(void);
+
 /* /api/end-call asked Twilio to end this call: the record says so */
 void bd_call_end_requested(const voice_proto_str_t *sid);
 

@@ -248,15 +248,15 @@ bd_chan_send(bd_chan_peer_t *peer, voice_proto_writer_t *w)
 
 int
 bd_chan_reply(bd_chan_peer_t *peer, uint64_t request_id, unsigned status,
-    uint32_t flags, const char *body, size_t len)
+    uint32_t flags, const char *call_sid, const char *body, size_t len)
 {
     int                    rc;
     size_t                 size, n;
     uint8_t               *buf;
     voice_proto_writer_t   w;
 
-    size = VOICE_PROTO_HEADER_SIZE + 4 * VOICE_PROTO_FIELD_HEADER + 8 + 4
-           + 4 + len;
+    size = VOICE_PROTO_HEADER_SIZE + 5 * VOICE_PROTO_FIELD_HEADER + 8 + 4
+           + 4 + VOICE_PROTO_MAX_SID + len;
 
     buf = malloc(size);
     if (buf == NULL) {
@@ -269,6 +269,10 @@ bd_chan_reply(bd_chan_peer_t *peer, uint64_t request_id, unsigned status,
 
     if (flags) {
         voice_proto_put_u32(&w, VOICE_PROTO_F_FLAGS, flags);
+    }
+
+    if (call_sid != NULL) {
+        voice_proto_put_str(&w, VOICE_PROTO_F_CALL_SID, call_sid);
     }
 
     voice_proto_put_bytes(&w, VOICE_PROTO_F_BODY, body, len);
@@ -329,8 +333,15 @@ bd_chan_handle(bd_chan_peer_t *peer, const uint8_t *data, size_t len)
     switch (msg.type) {
 
     case VOICE_PROTO_MSG_PING:
+
+        /* the pong says how many calls bridged has, and whether it takes
+         * more: nginx refuses new calls early while it is full */
+
         w = bd_chan_begin(VOICE_PROTO_MSG_PONG);
         voice_proto_put_u64(w, VOICE_PROTO_F_REQUEST_ID, msg.request_id);
+        voice_proto_put_u32(w, VOICE_PROTO_F_COUNT, bd_call_calls());
+        voice_proto_put_u32(w, VOICE_PROTO_F_FLAGS,
+                            bd_call_full() ? VOICE_PROTO_FLAG_FULL : 0);
         (void) bd_chan_send(peer, w);
         break;
 

@@ -62,9 +62,10 @@ voice_proto_writer_t *bd_chan_begin(voice_proto_msg_type_e type);
 int bd_chan_send(bd_chan_peer_t *peer, voice_proto_writer_t *w);
 
 /* a REST reply, with a body of any size up to the frame limit; flags:
- * VOICE_PROTO_FLAG_NOT_DONE or 0 */
+ * VOICE_PROTO_FLAG_NOT_DONE or 0; call_sid: the call placed, or NULL */
 int bd_chan_reply(bd_chan_peer_t *peer, uint64_t request_id,
-    unsigned status, uint32_t flags, const char *body, size_t len);
+    unsigned status, uint32_t flags, const char *call_sid, const char *body,
+    size_t len);
 
 /* a VOICE_PROTO_MSG_ERROR; call_sid may be NULL */
 void bd_chan_error(bd_chan_peer_t *peer, const char *reason,

@@ -45,6 +45,8 @@ static const bd_conf_num_t  bd_conf_nums[] = {
       offsetof(bd_conf_t, twilio_retries) },
     { "twilio-deadline-ms", "BRIDGED_TWILIO_DEADLINE_MS", 100, 600000, 20000,
       offsetof(bd_conf_t, twilio_deadline_ms) },
+    { "max-calls", "BRIDGED_MAX_CALLS", 1, 65536, 4096,
+      offsetof(bd_conf_t, max_calls) },
 };
 
 
@@ -57,6 +59,7 @@ enum {
     BD_CONF_OPT_SESSION_MAX,
     BD_CONF_OPT_TWILIO_RETRIES,
     BD_CONF_OPT_TWILIO_DEADLINE,
+    BD_CONF_OPT_MAX_CALLS,
     BD_CONF_OPT_LOG_LEVEL,
     BD_CONF_OPT_SCHED,
     BD_CONF_OPT_HELP
@@ -74,6 +77,7 @@ static const struct option  bd_conf_options[] = {
     { "twilio-retries", required_argument, NULL, BD_CONF_OPT_TWILIO_RETRIES },
     { "twilio-deadline-ms", required_argument, NULL,
       BD_CONF_OPT_TWILIO_DEADLINE },
+    { "max-calls", required_argument, NULL, BD_CONF_OPT_MAX_CALLS },
     { "log-level", required_argument, NULL, BD_CONF_OPT_LOG_LEVEL },
     { "sched", required_argument, NULL, BD_CONF_OPT_SCHED },
     { "help", no_argument, NULL, BD_CONF_OPT_HELP },
@@ -117,6 +121,10 @@ bd_conf_usage(FILE *out)
 "                            this long (and always before the session's\n"
 "                            own expires_at); 0: only then. Default 3300\n"
 "                            (BRIDGED_SESSION_MAX_S)\n"
+"  --max-calls N             calls at once, 1 to 65536, default 4096; a\n"
+"                            stream past them is refused, and nginx takes\n"
+"                            this bridged for full until it has room\n"
+"                            (BRIDGED_MAX_CALLS)\n"
 "  --log-level LEVEL         debug, info, warn or error, default info\n"
 "                            (BRIDGED_LOG_LEVEL)\n"
 "  --sched POLICY            batch (default) or other: the Linux scheduling\n"
@@ -222,6 +230,7 @@ bd_conf_load(bd_conf_t *conf, int argc, char **argv, char *err,
         case BD_CONF_OPT_SESSION_MAX:
         case BD_CONF_OPT_TWILIO_RETRIES:
         case BD_CONF_OPT_TWILIO_DEADLINE:
+        case BD_CONF_OPT_MAX_CALLS:
             nums[c - BD_CONF_OPT_TWILIO_TIMEOUT] = optarg;
             break;
 

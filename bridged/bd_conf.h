@@ -33,6 +33,7 @@ typedef struct {
     unsigned     twilio_timeout_ms; /* one transfer */
     unsigned     twilio_retries;    /* of a request safe to repeat */
     unsigned     twilio_deadline_ms;  /* a request, retries included */
+    unsigned     max_calls;         /* calls at once */
     unsigned     final_wait_ms;
     unsigned     audio_buffer_ms;
     unsigned     session_max_s;     /* renew an OpenAI session after */

@@ -269,11 +269,16 @@ bd_twapi_finish(bd_twapi_req_t *req, unsigned status, char *body,
 
     if (body == NULL) {
         (void) bd_chan_reply(req->peer, req->request_id, status, flags,
-                             nomem, sizeof(nomem) - 1);
+                             NULL, nomem, sizeof(nomem) - 1);
 
     } else {
-        if (bd_chan_reply(req->peer, req->request_id, status, flags, body,
-                          strlen(body))
+        /* a call placed: its SID, so that nginx counts it as that call */
+
+        if (bd_chan_reply(req->peer, req->request_id, status, flags,
+                          (req->type == VOICE_PROTO_MSG_CALL_CREATE
+                           && status == 200 && req->call_sid[0])
+                          ? req->call_sid : NULL,
+                          body, strlen(body))
             < 0)
         {
             bd_log(BD_LOG_WARN, NULL, "the reply to %s could not be sent",
@@ -834,7 +839,7 @@ bd_twapi_request(bd_chan_peer_t *peer, const voice_proto_msg_t *msg)
                                      0, 0);
         if (body != NULL) {
             (void) bd_chan_reply(peer, msg->request_id, 503,
-                                 VOICE_PROTO_FLAG_NOT_DONE, body,
+                                 VOICE_PROTO_FLAG_NOT_DONE, NULL, body,
                                  strlen(body));
             cJSON_free(body);
         }
@@ -847,7 +852,7 @@ bd_twapi_request(bd_chan_peer_t *peer, const voice_proto_msg_t *msg)
                                      "requests in flight", 0, 0);
         if (body != NULL) {
             (void) bd_chan_reply(peer, msg->request_id, 503,
-                                 VOICE_PROTO_FLAG_NOT_DONE, body,
+                                 VOICE_PROTO_FLAG_NOT_DONE, NULL, body,
                                  strlen(body));
             cJSON_free(body);
         }

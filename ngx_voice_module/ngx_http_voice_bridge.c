@@ -15,8 +15,9 @@
  * Incoming frames (proto/) are dispatched by type: REST replies to
  * ngx_http_voice_rest.c, media messages to the call's media session
  * (ngx_http_voice_media.c), transcripts to ngx_http_voice_transcript.c.
- * Heartbeats tell which bridged instances are alive; which one carries
- * each call, and what happens to its calls when one goes, is
+ * Heartbeats tell which bridged instances are alive, and which are full
+ * (at their --max-calls: their pongs say so); which one carries each
+ * call, and what happens to its calls when one goes, is
  * ngx_http_voice_call.c's.
  */
 
@@ -404,6 +405,14 @@ ngx_http_voice_bridge_dispatch(ngx_http_voice_peer_t *peer, u_char *data,
         return;
 
     case VOICE_PROTO_MSG_PONG:
+
+        /* bridged's answer to our ping says whether it takes new calls */
+
+        if (voice_proto_has(&msg, VOICE_PROTO_F_COUNT)) {
+            peer->calls = msg.count;
+            peer->full = (msg.flags & VOICE_PROTO_FLAG_FULL) != 0;
+        }
+
         return;
 
     case VOICE_PROTO_MSG_REPLY:
@@ -496,6 +505,38 @@ ngx_http_voice_bridge_send(ngx_http_voice_peer_t *peer, const u_char *frame,
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * 1 when every bridged that answers is full (at its --max-calls): a new
+ * call would be refused wherever its call SID takes it.
+ */
+
+ngx_uint_t
+ngx_http_voice_bridge_full(void)
+{
+    ngx_uint_t                i, alive;
+    ngx_http_voice_worker_t  *w;
+
+    w = ngx_http_voice_worker();
+    if (w == NULL) {
+        return 0;
+    }
+
+    alive = 0;
+
+    for (i = 0; i < w->npeers; i++) {
+        if (w->peers[i].alive) {
+            if (!w->peers[i].full) {
+                return 0;
+            }
+
+            alive++;
+        }
+    }
+
+    return alive > 0;
 }
 
 

@@ -9,7 +9,8 @@
  * call that never reaches the media stream -- busy, no answer, failed,
  * canceled -- would otherwise leave no trace on our side; here its
  * outcome goes to the error log and every status is counted per worker
- * for voice_status.  The answer is 204: Twilio ignores the body.
+ * for voice_status, and its slot under voice_max_calls is let go
+ * (ngx_http_voice_zone.c).  The answer is 204: Twilio ignores the body.
  *
  * The same URL takes the verdict of Twilio's asynchronous answering-
  * machine detection (AnsweredBy, no CallStatus): it goes to the bridged
@@ -46,6 +47,7 @@ static ngx_str_t  ngx_http_voice_call_statuses[NGX_HTTP_VOICE_CALL_STATUSES]
     ngx_string("canceled"),
 };
 
+#define NGX_HTTP_VOICE_CALL_STATUS_COMPLETED   5   /* and after: over */
 #define NGX_HTTP_VOICE_CALL_STATUS_UNANSWERED  6   /* busy and after */
 
 
@@ -181,6 +183,13 @@ ngx_http_voice_call_status_answer(ngx_http_request_t *r,
     w = ngx_http_voice_worker();
     if (w) {
         w->call_status[i]++;
+    }
+
+    /* a call over before its stream came no longer counts against
+     * voice_max_calls; one with a stream counts until its record is
+     * written */
+    if (i >= NGX_HTTP_VOICE_CALL_STATUS_COMPLETED) {
+        ngx_http_voice_zone_call_over(sid->value);
     }
 
     /* only well-formed values reach the log */

@@ -14,6 +14,11 @@
  * The other way, bridged's audio, marks and clears become Twilio
  * messages with exactly the documented fields, and a hang-up closes the
  * WebSocket, which ends the call on Twilio's side.
+ *
+ * A stream takes its call's slot under voice_max_calls
+ * (ngx_http_voice_zone.c); past the limit, or when bridged refuses it as
+ * full, it is closed with 1013 (try again later), and Twilio speaks the
+ * fallback message that follows </Connect>.
  */
 
 #include <ngx_config.h>
@@ -250,6 +255,7 @@ ngx_http_voice_media_start(ngx_http_voice_media_t *m,
     ngx_str_t                       transfer, value, record;
     ngx_str_t                       sealed[NGX_HTTP_VOICE_MEDIA_CHUNKS];
     uint64_t                        resume;
+    ngx_int_t                       admit;
     ngx_http_voice_twilio_str_t    *name;
     ngx_uint_t                      i;
     ngx_log_t                      *log;
@@ -332,6 +338,24 @@ ngx_http_voice_media_start(ngx_http_voice_media_t *m,
                   (size_t) NGX_HTTP_VOICE_SID_LEN, m->stream_sid, &direction,
                   (size_t) NGX_HTTP_VOICE_SID_LEN, m->call_sid);
 
+    /*
+     * voice_max_calls: the call took its slot at /twiml or /api/call; a
+     * stream that arrives anyway past the limit is refused before it
+     * costs anything, and Twilio speaks the TwiML after </Connect>
+     */
+
+    admit = ngx_http_voice_zone_call_live(m->vlcf->max_calls, m->call_sid);
+
+    if (admit == NGX_HTTP_VOICE_ADMIT_FULL) {
+        ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                      "voice: call %*s refused: voice_max_calls %i reached",
+                      (size_t) NGX_HTTP_VOICE_SID_LEN, m->call_sid,
+                      m->vlcf->max_calls);
+        ngx_http_voice_ws_close(ws, NGX_HTTP_VOICE_WS_CLOSE_TRY_AGAIN,
+                                "over capacity");
+        return;
+    }
+
     /* back from a transfer: the call's record goes on (its start time) */
 
     resume = 0;
@@ -348,11 +372,16 @@ ngx_http_voice_media_start(ngx_http_voice_media_t *m,
     m->call = ngx_http_voice_transcript_start(m->vlcf, log, ev, &phone,
                                               resume);
     if (m->call == NULL) {
+        if (admit == NGX_HTTP_VOICE_ADMIT_OK) {
+            ngx_http_voice_zone_call_end(m->call_sid);
+        }
+
         ngx_http_voice_ws_close(ws, NGX_HTTP_VOICE_WS_CLOSE_ERROR,
                                 "cannot start the call");
         return;
     }
 
+    m->call->admitted = (admit == NGX_HTTP_VOICE_ADMIT_OK);
     m->call->media = m;
     ngx_http_voice_media_state(m, NGX_HTTP_VOICE_MEDIA_ST_STREAMING);
 
@@ -938,6 +967,33 @@ ngx_http_voice_media_on_bridge(ngx_http_voice_media_t *m,
         break;
 
     default: /* VOICE_PROTO_MSG_HANGUP */
+
+        if (msg->flags & VOICE_PROTO_FLAG_FULL) {
+
+            /* bridged is at its own limit: it is full for new calls
+             * until its next pong says otherwise */
+
+            ngx_log_error(NGX_LOG_NOTICE, m->request->connection->log, 0,
+                          "voice: bridged refuses the call: %*s",
+                          msg->reason.len, msg->reason.data);
+
+            if (m->peer) {
+                m->peer->full = 1;
+            }
+
+            if (m->call) {
+                ngx_http_voice_transcript_ended_by(m->call,
+                                                   (u_char *) "bridge", 6,
+                                                   msg->reason.data,
+                                                   msg->reason.len);
+            }
+
+            ngx_http_voice_media_stop(m, "refused");
+            ngx_http_voice_ws_close(m->ws, NGX_HTTP_VOICE_WS_CLOSE_TRY_AGAIN,
+                                    "over capacity");
+            return;
+        }
+
         ngx_log_error(NGX_LOG_INFO, m->request->connection->log, 0,
                       "voice: bridged hangs up the call: %*s",
                       msg->reason.len, msg->reason.data);

@@ -50,6 +50,10 @@ static ngx_conf_num_bounds_t  ngx_http_voice_hwm_bounds = {
     ngx_conf_check_num_bounds, 16, 1000000
 };
 
+static ngx_conf_num_bounds_t  ngx_http_voice_max_calls_bounds = {
+    ngx_conf_check_num_bounds, 0, 1000000
+};
+
 
 #define NGX_HTTP_VOICE_LOC_CONF                                               \
     NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF
@@ -161,6 +165,13 @@ static ngx_command_t  ngx_http_voice_commands[] = {
                          bridge_timeout),
     NGX_HTTP_VOICE_VALUE("voice_api_max_body_size", ngx_conf_set_size_slot,
                          max_body_size),
+
+    { ngx_string("voice_max_calls"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_voice_loc_conf_t, max_calls),
+      &ngx_http_voice_max_calls_bounds },
     NGX_HTTP_VOICE_VALUE("voice_ws_max_message_size", ngx_conf_set_size_slot,
                          ws_max_message_size),
     NGX_HTTP_VOICE_VALUE("voice_ws_send_buffer_size", ngx_conf_set_size_slot,
@@ -499,6 +510,7 @@ ngx_http_voice_create_loc_conf(ngx_conf_t *cf)
     conf->signature = NGX_CONF_UNSET;
     conf->bridge_timeout = NGX_CONF_UNSET_MSEC;
     conf->max_body_size = NGX_CONF_UNSET_SIZE;
+    conf->max_calls = NGX_CONF_UNSET;
     conf->ws_max_message_size = NGX_CONF_UNSET_SIZE;
     conf->ws_send_buffer_size = NGX_CONF_UNSET_SIZE;
     conf->ws_ping_interval = NGX_CONF_UNSET_MSEC;
@@ -545,6 +557,7 @@ ngx_http_voice_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               30000);
     ngx_conf_merge_size_value(conf->max_body_size, prev->max_body_size,
                               16384);
+    ngx_conf_merge_value(conf->max_calls, prev->max_calls, 0);
     ngx_conf_merge_size_value(conf->ws_max_message_size,
                               prev->ws_max_message_size, 65536);
     ngx_conf_merge_size_value(conf->ws_send_buffer_size,

@@ -112,6 +112,7 @@ typedef struct {
 
     ngx_msec_t                  bridge_timeout;
     size_t                      max_body_size;
+    ngx_int_t                   max_calls;      /* 0: no limit */
 
     size_t                      ws_max_message_size;
     size_t                      ws_send_buffer_size;
@@ -151,7 +152,10 @@ struct ngx_http_voice_peer_s {
     ngx_msec_t                  last_ping;
     ngx_uint_t                  missed;         /* pings unanswered */
     ngx_uint_t                  dropped;        /* frames refused (HWM) */
+    ngx_uint_t                  calls;          /* its own count, as its
+                                                   last pong said */
     unsigned                    alive:1;
+    unsigned                    full:1;         /* refuses new calls */
 };
 
 
@@ -301,6 +305,8 @@ struct ngx_http_voice_call_s {
     unsigned                    bridge_done:1;  /* its bridged sent
                                                    call.done: not handed
                                                    over when it goes */
+    unsigned                    admitted:1;     /* holds a slot of
+                                                   voice_max_calls */
 
     ngx_event_t                 wait;           /* bounded wait for done */
     ngx_http_voice_transcript_files_t  *files;  /* its file operations */
@@ -354,6 +360,7 @@ void ngx_http_voice_bridge_exit_process(ngx_cycle_t *cycle,
     ngx_http_voice_main_conf_t *vmcf);
 ngx_http_voice_peer_t *ngx_http_voice_bridge_send_any(const u_char *frame,
     size_t len);
+ngx_uint_t ngx_http_voice_bridge_full(void);
 ngx_int_t ngx_http_voice_bridge_send(ngx_http_voice_peer_t *peer,
     const u_char *frame, size_t len);
 
@@ -393,6 +400,18 @@ ngx_int_t ngx_http_voice_zone_idem_begin(ngx_str_t *key, u_char *digest,
 void ngx_http_voice_zone_idem_end(ngx_str_t *key, uint64_t id,
     ngx_uint_t status, const u_char *body, size_t len, ngx_uint_t keep);
 u_char *ngx_http_voice_zone_status(u_char *p);
+
+#define NGX_HTTP_VOICE_ADMIT_OK         0
+#define NGX_HTTP_VOICE_ADMIT_FULL       1    /* voice_max_calls reached */
+#define NGX_HTTP_VOICE_ADMIT_UNCOUNTED  2    /* no room, and no limit */
+
+ngx_int_t ngx_http_voice_zone_call_reserve(ngx_uint_t max, time_t bound,
+    uint64_t *token);
+void ngx_http_voice_zone_call_placed(uint64_t token, const u_char *sid);
+ngx_int_t ngx_http_voice_zone_call_ring(ngx_uint_t max, const u_char *sid);
+ngx_int_t ngx_http_voice_zone_call_live(ngx_uint_t max, const u_char *sid);
+void ngx_http_voice_zone_call_end(const u_char *sid);
+void ngx_http_voice_zone_call_over(const u_char *sid);
 
 
 /* ngx_http_voice_rest.c */

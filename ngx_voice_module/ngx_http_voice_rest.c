@@ -16,7 +16,8 @@
  * second call, from any worker (the keys are in ngx_http_voice_zone.c);
  * while the first is in flight, 409 with Retry-After; with another body,
  * 422.  The parked request's context then outlives a client that leaves:
- * bridged's answer is still kept for the key.
+ * bridged's answer is still kept for the key.  Past voice_max_calls, or
+ * when every bridged is full, /api/call answers 503 with Retry-After.
  */
 
 #include <ngx_config.h>
@@ -38,6 +39,8 @@ typedef struct {
     ngx_http_voice_peer_t      *peer;
     uint64_t                    idem_id;    /* its key's, 0: none */
     ngx_str_t                   idem_key;   /* after this struct */
+    uint64_t                    slot;       /* its reservation under
+                                               voice_max_calls, 0: none */
     unsigned                    pending:1;
 } ngx_http_voice_rest_ctx_t;
 
@@ -55,11 +58,16 @@ typedef struct {
 #define NGX_HTTP_VOICE_REST_FIRST_POLL  20       /* ms */
 
 
-/* an Idempotency-Key, and the request it names */
+/* an Idempotency-Key and the request it names; the call's reservation */
 typedef struct {
     ngx_str_t                   key;
     uint64_t                    id;         /* 0: no key */
+    uint64_t                    slot;       /* 0: none */
 } ngx_http_voice_rest_idem_t;
+
+
+/* s a refused /api/call is told to wait (Retry-After) */
+#define NGX_HTTP_VOICE_REST_RETRY_AFTER  "5"
 
 
 static void ngx_http_voice_rest_body_handler(ngx_http_request_t *r);
@@ -80,6 +88,8 @@ static ngx_int_t ngx_http_voice_rest_park(ngx_http_request_t *r,
     voice_proto_writer_t *wr, uint64_t id, ngx_http_voice_rest_idem_t *idem);
 static ngx_int_t ngx_http_voice_rest_header(ngx_http_request_t *r,
     char *name, char *value);
+static ngx_int_t ngx_http_voice_rest_admit(ngx_http_request_t *r,
+    ngx_http_voice_loc_conf_t *vlcf, ngx_http_voice_rest_idem_t *idem);
 static void ngx_http_voice_rest_free(ngx_http_voice_rest_ctx_t *ctx);
 static void ngx_http_voice_rest_timeout(ngx_event_t *ev);
 static void ngx_http_voice_rest_cleanup(void *data);
@@ -300,6 +310,7 @@ ngx_http_voice_rest_start(ngx_http_request_t *r,
 
     id = w->next_request_id++;
     idem.id = 0;
+    idem.slot = 0;
     ngx_str_null(&idem.key);
 
     switch (vlcf->handler) {
@@ -334,6 +345,11 @@ ngx_http_voice_rest_start(ngx_http_request_t *r,
          * it again with the same key */
 
         rc = ngx_http_voice_rest_idem(r, vlcf, body, len, &idem);
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
+
+        rc = ngx_http_voice_rest_admit(r, vlcf, &idem);
         if (rc != NGX_DECLINED) {
             return rc;
         }
@@ -389,14 +405,68 @@ ngx_http_voice_rest_start(ngx_http_request_t *r,
 
     rc = ngx_http_voice_rest_park(r, vlcf, peer, &wr, id, &idem);
 
-    if (rc != NGX_DONE && idem.id) {
+    if (rc != NGX_DONE) {
 
         /* not sent: no call, and the key is free for a retry */
 
-        ngx_http_voice_zone_idem_end(&idem.key, idem.id, 0, NULL, 0, 0);
+        if (idem.id) {
+            ngx_http_voice_zone_idem_end(&idem.key, idem.id, 0, NULL, 0, 0);
+        }
+
+        ngx_http_voice_zone_call_placed(idem.slot, NULL);
     }
 
     return rc;
+}
+
+
+/*
+ * voice_max_calls (counted across workers) and bridged's own limit: the
+ * call's slot is reserved until bridged's answer names its call SID, or
+ * past them 503 with Retry-After (the key, if any, is free again: no
+ * call was placed).  NGX_DECLINED to go on.
+ */
+
+static ngx_int_t
+ngx_http_voice_rest_admit(ngx_http_request_t *r,
+    ngx_http_voice_loc_conf_t *vlcf, ngx_http_voice_rest_idem_t *idem)
+{
+    const char  *why;
+
+    why = NULL;
+
+    if (ngx_http_voice_bridge_full()) {
+        why = "bridged is full";
+
+    } else if (ngx_http_voice_zone_call_reserve(vlcf->max_calls,
+                                                vlcf->bridge_timeout / 1000
+                                                + 5, &idem->slot)
+               == NGX_HTTP_VOICE_ADMIT_FULL)
+    {
+        why = "voice_max_calls reached";
+    }
+
+    if (why == NULL) {
+        return NGX_DECLINED;
+    }
+
+    ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
+                  "voice: /api/call refused: %s", why);
+
+    if (idem->id) {
+        ngx_http_voice_zone_idem_end(&idem->key, idem->id, 0, NULL, 0, 0);
+        idem->id = 0;
+    }
+
+    if (ngx_http_voice_rest_header(r, "Retry-After",
+                                   NGX_HTTP_VOICE_REST_RETRY_AFTER)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_voice_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                     "too many calls: try again later");
 }
 
 
@@ -691,6 +761,8 @@ ngx_http_voice_rest_park(ngx_http_request_t *r,
     ngx_rbtree_insert(&w->pending, &ctx->node);
     ctx->pending = 1;
 
+    ctx->slot = idem->slot;
+
     if (idem->id) {
         ctx->idem_id = idem->id;
         ctx->idem_key.data = (u_char *) ctx
@@ -747,6 +819,16 @@ ngx_http_voice_rest_reply(voice_proto_msg_t *msg)
     ngx_http_voice_rest_unpark(ctx);
 
     valid = (msg->status >= 200 && msg->status <= 599);
+
+    /* the reserved slot is the call's now, or it goes */
+
+    if (ctx->slot) {
+        ngx_http_voice_zone_call_placed(ctx->slot,
+                                    (msg->status / 100 == 2
+                                     && msg->call_sid.len
+                                        == NGX_HTTP_VOICE_SID_LEN)
+                                    ? msg->call_sid.data : NULL);
+    }
 
     /* the answer stays with the key, unless Twilio surely placed no
      * call: then the client may try again with it */
@@ -822,6 +904,9 @@ ngx_http_voice_rest_timeout(ngx_event_t *ev)
                   "voice: bridged at \"%V\" did not answer within %M ms",
                   &ctx->peer->endpoint, timeout);
 
+    /* if it placed the call, the call's /twiml takes a slot again */
+    ngx_http_voice_zone_call_placed(ctx->slot, NULL);
+
     /* bridged may have placed the call: its key says so, for a day */
 
     if (ctx->idem_id) {
@@ -871,6 +956,7 @@ ngx_http_voice_rest_cleanup(void *data)
     }
 
     ngx_http_voice_rest_unpark(ctx);
+    ngx_http_voice_zone_call_placed(ctx->slot, NULL);
 
     ctx->cln = NULL;
     ngx_http_voice_rest_free(ctx);
@@ -943,7 +1029,7 @@ ngx_http_voice_status_handler(ngx_http_request_t *r)
     len = 1664;
     if (w) {
         for (i = 0; i < w->npeers; i++) {
-            len += 128 + 2 * w->peers[i].endpoint.len;
+            len += 160 + 2 * w->peers[i].endpoint.len;
         }
     }
 
@@ -959,8 +1045,11 @@ ngx_http_voice_status_handler(ngx_http_request_t *r)
         p = ngx_sprintf(p, "%s{\"endpoint\":\"", i ? "," : "");
         p = (u_char *) ngx_escape_json(p, peer->endpoint.data,
                                        peer->endpoint.len);
-        p = ngx_sprintf(p, "\",\"alive\":%s,\"dropped\":%ui}",
-                        peer->alive ? "true" : "false", peer->dropped);
+        p = ngx_sprintf(p, "\",\"alive\":%s,\"full\":%s,\"calls\":%ui,"
+                        "\"dropped\":%ui}",
+                        peer->alive ? "true" : "false",
+                        peer->full ? "true" : "false", peer->calls,
+                        peer->dropped);
     }
 
     if (w) {

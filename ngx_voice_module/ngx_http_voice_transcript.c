@@ -1197,6 +1197,11 @@ ngx_http_voice_transcript_destroy(ngx_http_voice_call_t *call)
         return;
     }
 
+    /* the record is written: the call no longer counts (voice_max_calls) */
+    if (call->admitted) {
+        ngx_http_voice_zone_call_end(call->call_sid);
+    }
+
     ngx_http_voice_call_remove(call);
     ngx_destroy_pool(call->pool);
 }

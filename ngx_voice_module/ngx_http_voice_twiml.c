@@ -11,6 +11,8 @@
  * (the caller ID of a transfer) and the settings profile of this location.
  * It is also the action of a transfer's <Dial>: answered, the call ends;
  * not answered, it comes back here as a new stream of the same call.
+ * Past voice_max_calls, or when the call's bridged is full, the answer
+ * speaks voice_fallback_message and hangs up instead.
  *
  * The request is read and its signature checked before this answer runs
  * (ngx_http_voice_webhook.c).
@@ -37,6 +39,8 @@ static size_t ngx_http_voice_twiml_escape_len(const u_char *src, size_t len);
 
 static ngx_int_t ngx_http_voice_twiml_send(ngx_http_request_t *r,
     u_char *body, size_t len);
+static ngx_int_t ngx_http_voice_twiml_refuse(ngx_http_request_t *r,
+    ngx_http_voice_loc_conf_t *vlcf);
 
 
 /* params: the webhook's, signature checked (ngx_http_voice_webhook.c) */
@@ -52,6 +56,7 @@ ngx_http_voice_twiml_answer(ngx_http_request_t *r,
     u_char                              chunk[NGX_HTTP_VOICE_TWIML_CHUNKS][5];
     ngx_str_t                           names[NGX_HTTP_VOICE_TWIML_PARAMS];
     ngx_str_t                           values[NGX_HTTP_VOICE_TWIML_PARAMS];
+    ngx_http_voice_peer_t              *peer;
     ngx_http_voice_loc_conf_t          *vlcf;
     const ngx_http_voice_body_param_t  *sid, *direction, *phone, *ours, *dial;
 
@@ -91,6 +96,31 @@ ngx_http_voice_twiml_answer(ngx_http_request_t *r,
                       "voice: call %*s: the transfer was answered and is "
                       "over, hanging up", sid->value_len, sid->value);
         return ngx_http_voice_twiml_send(r, hangup, sizeof(hangup) - 1);
+    }
+
+    /*
+     * voice_max_calls (counted across workers), and bridged's own limit:
+     * past them the caller hears the fallback message and the call ends
+     * here, before it costs anything; the calls already up go on as they
+     * were
+     */
+
+    peer = ngx_http_voice_call_pick(sid->value, sid->value_len);
+
+    if (peer != NULL && peer->full) {
+        ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
+                      "voice: call %*s refused: bridged at \"%V\" is full",
+                      sid->value_len, sid->value, &peer->endpoint);
+        return ngx_http_voice_twiml_refuse(r, vlcf);
+    }
+
+    if (ngx_http_voice_zone_call_ring(vlcf->max_calls, sid->value)
+        == NGX_HTTP_VOICE_ADMIT_FULL)
+    {
+        ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
+                      "voice: call %*s refused: voice_max_calls %i reached",
+                      sid->value_len, sid->value, vlcf->max_calls);
+        return ngx_http_voice_twiml_refuse(r, vlcf);
     }
 
     direction = ngx_http_voice_body_form_get(params, n, "Direction");
@@ -231,6 +261,41 @@ ngx_http_voice_twiml_answer(ngx_http_request_t *r,
     }
 
     p = ngx_sprintf(p, "</Response>\n");
+
+    return ngx_http_voice_twiml_send(r, body, p - body);
+}
+
+
+/* over capacity: the fallback message, then the call ends */
+
+static ngx_int_t
+ngx_http_voice_twiml_refuse(ngx_http_request_t *r,
+    ngx_http_voice_loc_conf_t *vlcf)
+{
+    u_char  *body, *p;
+    size_t   size;
+
+    size = sizeof("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+                  "<Response><Say></Say><Hangup/></Response>\n")
+           + ngx_http_voice_twiml_escape_len(vlcf->fallback.data,
+                                             vlcf->fallback.len);
+
+    body = ngx_pnalloc(r->pool, size);
+    if (body == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_sprintf(body, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+                    "<Response>");
+
+    if (vlcf->fallback.len) {
+        p = ngx_sprintf(p, "<Say>");
+        p = ngx_http_voice_twiml_escape(p, vlcf->fallback.data,
+                                        vlcf->fallback.len);
+        p = ngx_sprintf(p, "</Say>");
+    }
+
+    p = ngx_sprintf(p, "<Hangup/></Response>\n");
 
     return ngx_http_voice_twiml_send(r, body, p - body);
 }

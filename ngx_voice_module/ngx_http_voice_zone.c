@@ -3,18 +3,29 @@
  * what must hold for a whole nginx instance rather than one worker: the
  * answers of POST /api/call by Idempotency-Key, so that a client that
  * retries on any worker gets the first call's answer instead of a second
- * call.
+ * call; and the calls admitted under voice_max_calls, so that the limit
+ * counts every worker's calls.  One zone serves both: they are small,
+ * they are touched at the same moments (an /api/call is both), one lock
+ * and one size are simpler to run than two, and when the zone is full
+ * the answers kept for a day make room for the calls, which matter now.
  *
  * The zone is the way limit_req keeps its state (its init, lock, slab and
- * rbtree + LRU queue): the keys live in an rbtree by a CRC32 of the key,
- * in a queue by last use.  A key is held for a day; when the slab is full
- * the least recently used answers go first.  A key whose request is still
- * in flight is never evicted (its request would run twice): it is
- * "pending" until ngx_http_voice_rest.c ends it with bridged's answer, or
- * forgets it when Twilio surely placed no call, so that the client may
- * try again.  A pending key whose worker went away (it outlived its
- * bound) becomes a 504: whether the call was placed is unknown.  A
- * reload with the same name and size keeps the zone.
+ * rbtree + LRU queue).  Idempotency-Keys live in an rbtree by a CRC32 of
+ * the key, in a queue by last use.  A key is held for a day; when the
+ * slab is full the least recently used answers go first.  A key whose
+ * request is still in flight is never evicted (its request would run
+ * twice): it is "pending" until ngx_http_voice_rest.c ends it with
+ * bridged's answer, or forgets it when Twilio surely placed no call, so
+ * that the client may try again.  A pending key whose worker went away
+ * (it outlived its bound) becomes a 504: whether the call was placed is
+ * unknown.
+ *
+ * A call takes a slot from /api/call's request (a reservation, then its
+ * call SID) or /twiml's answer (ringing) until its record is written
+ * (live, from its media stream's start); a slot whose stream never came
+ * goes after a bound, or when Twilio reports the call over; a live slot
+ * whose worker died goes when the limit is reached.  A reload with the
+ * same name and size keeps the zone, and so the counts.
  */
 
 #include <ngx_config.h>
@@ -51,6 +62,29 @@ typedef struct {
 } ngx_http_voice_zone_idem_t;
 
 
+/* the states of a call's slot */
+#define NGX_HTTP_VOICE_ZONE_RESERVED    0       /* /api/call in flight */
+#define NGX_HTTP_VOICE_ZONE_RINGING     1       /* waits for its stream */
+#define NGX_HTTP_VOICE_ZONE_LIVE        2       /* has a call record */
+
+#define NGX_HTTP_VOICE_ZONE_RING        90      /* s a stream may take: a
+                                                   call rings 60 s */
+#define NGX_HTTP_VOICE_ZONE_TOKEN_LEN   17      /* "R" and 16 hex digits */
+
+
+/* one admitted call, laid over an rbtree node from its color on */
+typedef struct {
+    u_char                      color;
+    u_char                      state;
+    u_char                      len;
+    u_char                      records;        /* its live call records */
+    ngx_queue_t                 queue;          /* waiting, or live */
+    ngx_pid_t                   pid;            /* live: its worker */
+    time_t                      expires;        /* waiting: its bound */
+    u_char                      key[NGX_HTTP_VOICE_SID_LEN];
+} ngx_http_voice_zone_call_t;
+
+
 typedef struct {
     ngx_rbtree_t                rbtree;
     ngx_rbtree_node_t           sentinel;
@@ -60,6 +94,18 @@ typedef struct {
     ngx_uint_t                  replayed;
     ngx_uint_t                  evicted;        /* before their day */
     ngx_uint_t                  conflicts;      /* 409s */
+
+    ngx_rbtree_t                calls;          /* by call SID or token */
+    ngx_rbtree_node_t           calls_sentinel;
+    ngx_queue_t                 waiting;        /* reserved and ringing */
+    ngx_queue_t                 live;
+    ngx_uint_t                  ncalls;
+    ngx_uint_t                  nwaiting;
+    ngx_uint_t                  refused;
+    ngx_uint_t                  expired;        /* streams never came */
+    ngx_uint_t                  orphans;        /* their worker died */
+    time_t                      swept;
+    uint64_t                    next_token;
 } ngx_http_voice_zone_sh_t;
 
 
@@ -82,6 +128,18 @@ static ngx_uint_t ngx_http_voice_zone_evict(ngx_http_voice_zone_ctx_t *ctx,
     time_t now, ngx_uint_t force);
 static void *ngx_http_voice_zone_alloc(ngx_http_voice_zone_ctx_t *ctx,
     size_t size, time_t now);
+static void ngx_http_voice_zone_call_insert(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
+static ngx_http_voice_zone_call_t *ngx_http_voice_zone_call_find(
+    ngx_http_voice_zone_ctx_t *ctx, const u_char *key, size_t len);
+static void ngx_http_voice_zone_call_delete(ngx_http_voice_zone_ctx_t *ctx,
+    ngx_http_voice_zone_call_t *slot);
+static void ngx_http_voice_zone_call_sweep(ngx_http_voice_zone_ctx_t *ctx,
+    time_t now);
+static ngx_int_t ngx_http_voice_zone_call_add(ngx_http_voice_zone_ctx_t *ctx,
+    ngx_uint_t max, const u_char *key, size_t len, ngx_uint_t state,
+    time_t expires);
+static u_char *ngx_http_voice_zone_token(u_char *buf, uint64_t token);
 
 
 /* the answer a pending key gets when its request's worker went away */
@@ -166,6 +224,11 @@ ngx_http_voice_zone_init(ngx_shm_zone_t *shm_zone, void *data)
     ngx_rbtree_init(&ctx->sh->rbtree, &ctx->sh->sentinel,
                     ngx_http_voice_zone_insert);
     ngx_queue_init(&ctx->sh->lru);
+
+    ngx_rbtree_init(&ctx->sh->calls, &ctx->sh->calls_sentinel,
+                    ngx_http_voice_zone_call_insert);
+    ngx_queue_init(&ctx->sh->waiting);
+    ngx_queue_init(&ctx->sh->live);
 
     len = sizeof(" in voice_zone \"\"") + shm_zone->shm.name.len;
 
@@ -594,7 +657,465 @@ ngx_http_voice_zone_status(u_char *p)
                     ctx->sh->keys, ctx->sh->replayed, ctx->sh->conflicts,
                     ctx->sh->evicted);
 
+    p = ngx_sprintf(p, ",\"admitted\":{\"calls\":%ui,\"waiting\":%ui,"
+                    "\"refused\":%ui,\"expired\":%ui,\"orphans\":%ui}",
+                    ctx->sh->ncalls, ctx->sh->nwaiting, ctx->sh->refused,
+                    ctx->sh->expired, ctx->sh->orphans);
+
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 
     return p;
+}
+
+
+/*
+ * The calls admitted (voice_max_calls).  Each entry point takes the lock,
+ * and may add a slot only under max (0: no limit, the calls are only
+ * counted).  A slot that cannot be allocated refuses the call when there
+ * is a limit: a call that is not counted could pass it.
+ */
+
+static void
+ngx_http_voice_zone_call_insert(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
+{
+    ngx_rbtree_node_t           **p;
+    ngx_http_voice_zone_call_t   *a, *b;
+
+    for ( ;; ) {
+
+        if (node->key < temp->key) {
+            p = &temp->left;
+
+        } else if (node->key > temp->key) {
+            p = &temp->right;
+
+        } else { /* node->key == temp->key */
+
+            a = (ngx_http_voice_zone_call_t *) &node->color;
+            b = (ngx_http_voice_zone_call_t *) &temp->color;
+
+            p = (ngx_memn2cmp(a->key, b->key, a->len, b->len) < 0)
+                ? &temp->left : &temp->right;
+        }
+
+        if (*p == sentinel) {
+            break;
+        }
+
+        temp = *p;
+    }
+
+    *p = node;
+    node->parent = temp;
+    node->left = sentinel;
+    node->right = sentinel;
+    ngx_rbt_red(node);
+}
+
+
+static ngx_http_voice_zone_call_t *
+ngx_http_voice_zone_call_find(ngx_http_voice_zone_ctx_t *ctx,
+    const u_char *key, size_t len)
+{
+    uint32_t                     hash;
+    ngx_int_t                    rc;
+    ngx_rbtree_node_t           *node, *sentinel;
+    ngx_http_voice_zone_call_t  *slot;
+
+    hash = ngx_crc32_short((u_char *) key, len);
+
+    node = ctx->sh->calls.root;
+    sentinel = ctx->sh->calls.sentinel;
+
+    while (node != sentinel) {
+
+        if (hash != node->key) {
+            node = (hash < node->key) ? node->left : node->right;
+            continue;
+        }
+
+        slot = (ngx_http_voice_zone_call_t *) &node->color;
+
+        rc = ngx_memn2cmp((u_char *) key, slot->key, len, slot->len);
+
+        if (rc == 0) {
+            return slot;
+        }
+
+        node = (rc < 0) ? node->left : node->right;
+    }
+
+    return NULL;
+}
+
+
+static void
+ngx_http_voice_zone_call_delete(ngx_http_voice_zone_ctx_t *ctx,
+    ngx_http_voice_zone_call_t *slot)
+{
+    ngx_rbtree_node_t  *node;
+
+    node = (ngx_rbtree_node_t *)
+               ((u_char *) slot - offsetof(ngx_rbtree_node_t, color));
+
+    if (slot->state != NGX_HTTP_VOICE_ZONE_LIVE) {
+        ctx->sh->nwaiting--;
+    }
+
+    ngx_queue_remove(&slot->queue);
+    ngx_rbtree_delete(&ctx->sh->calls, node);
+    ngx_slab_free_locked(ctx->shpool, node);
+
+    ctx->sh->ncalls--;
+}
+
+
+/*
+ * At the limit, once a second at most: slots whose stream never came
+ * within their bound, and live slots whose worker is gone (it crashed:
+ * its calls went with it), make room.
+ */
+
+static void
+ngx_http_voice_zone_call_sweep(ngx_http_voice_zone_ctx_t *ctx, time_t now)
+{
+    ngx_queue_t                 *q, *next;
+    ngx_http_voice_zone_call_t  *slot;
+
+    if (ctx->sh->swept == now) {
+        return;
+    }
+
+    ctx->sh->swept = now;
+
+    for (q = ngx_queue_head(&ctx->sh->waiting);
+         q != ngx_queue_sentinel(&ctx->sh->waiting);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        slot = ngx_queue_data(q, ngx_http_voice_zone_call_t, queue);
+
+        if (slot->expires < now) {
+            ctx->sh->expired++;
+            ngx_http_voice_zone_call_delete(ctx, slot);
+        }
+    }
+
+    for (q = ngx_queue_head(&ctx->sh->live);
+         q != ngx_queue_sentinel(&ctx->sh->live);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        slot = ngx_queue_data(q, ngx_http_voice_zone_call_t, queue);
+
+        if (kill(slot->pid, 0) == -1 && ngx_errno == NGX_ESRCH) {
+            ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                          "voice: the call %*s of worker %P, which is "
+                          "gone, no longer counts", (size_t) slot->len,
+                          slot->key, slot->pid);
+            ctx->sh->orphans++;
+            ngx_http_voice_zone_call_delete(ctx, slot);
+        }
+    }
+}
+
+
+/* a new slot, under max; the lock held */
+
+static ngx_int_t
+ngx_http_voice_zone_call_add(ngx_http_voice_zone_ctx_t *ctx, ngx_uint_t max,
+    const u_char *key, size_t len, ngx_uint_t state, time_t expires)
+{
+    size_t                       size;
+    time_t                       now;
+    ngx_rbtree_node_t           *node;
+    ngx_http_voice_zone_call_t  *slot;
+
+    now = ngx_time();
+
+    if (max && ctx->sh->ncalls >= max) {
+        ngx_http_voice_zone_call_sweep(ctx, now);
+
+        if (ctx->sh->ncalls >= max) {
+            ctx->sh->refused++;
+            return NGX_HTTP_VOICE_ADMIT_FULL;
+        }
+    }
+
+    size = offsetof(ngx_rbtree_node_t, color)
+           + sizeof(ngx_http_voice_zone_call_t);
+
+    /* answers kept for a day make room for a call */
+    node = ngx_http_voice_zone_alloc(ctx, size, now);
+
+    if (node == NULL) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "voice: no room for a call%s", ctx->shpool->log_ctx);
+
+        if (max) {
+            ctx->sh->refused++;
+            return NGX_HTTP_VOICE_ADMIT_FULL;
+        }
+
+        return NGX_HTTP_VOICE_ADMIT_UNCOUNTED;
+    }
+
+    node->key = ngx_crc32_short((u_char *) key, len);
+
+    slot = (ngx_http_voice_zone_call_t *) &node->color;
+    slot->state = (u_char) state;
+    slot->len = (u_char) len;
+    slot->records = 0;
+    slot->pid = ngx_pid;
+    slot->expires = expires;
+    ngx_memcpy(slot->key, key, len);
+
+    ngx_rbtree_insert(&ctx->sh->calls, node);
+
+    if (state == NGX_HTTP_VOICE_ZONE_LIVE) {
+        slot->records = 1;
+        ngx_queue_insert_tail(&ctx->sh->live, &slot->queue);
+
+    } else {
+        ngx_queue_insert_tail(&ctx->sh->waiting, &slot->queue);
+        ctx->sh->nwaiting++;
+    }
+
+    ctx->sh->ncalls++;
+
+    return NGX_HTTP_VOICE_ADMIT_OK;
+}
+
+
+static u_char *
+ngx_http_voice_zone_token(u_char *buf, uint64_t token)
+{
+    return ngx_sprintf(buf, "R%016xL", token);
+}
+
+
+/*
+ * POST /api/call: a slot for a call not placed yet, held for bound
+ * seconds at most; *token names it.
+ */
+
+ngx_int_t
+ngx_http_voice_zone_call_reserve(ngx_uint_t max, time_t bound,
+    uint64_t *token)
+{
+    u_char                     buf[NGX_HTTP_VOICE_ZONE_TOKEN_LEN];
+    ngx_int_t                  rc;
+    ngx_http_voice_zone_ctx_t  *ctx;
+
+    *token = 0;
+
+    ctx = ngx_http_voice_zone_ctx();
+    if (ctx == NULL) {
+        return NGX_HTTP_VOICE_ADMIT_UNCOUNTED;
+    }
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    *token = ++ctx->sh->next_token;
+    ngx_http_voice_zone_token(buf, *token);
+
+    rc = ngx_http_voice_zone_call_add(ctx, max, buf, sizeof(buf),
+                                      NGX_HTTP_VOICE_ZONE_RESERVED,
+                                      ngx_time() + bound);
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    if (rc != NGX_HTTP_VOICE_ADMIT_OK) {
+        *token = 0;
+    }
+
+    return rc;
+}
+
+
+/*
+ * The reservation's call was placed (sid) or not (sid NULL): the slot is
+ * the call's now, ringing, or it goes.
+ */
+
+void
+ngx_http_voice_zone_call_placed(uint64_t token, const u_char *sid)
+{
+    u_char                       buf[NGX_HTTP_VOICE_ZONE_TOKEN_LEN];
+    ngx_rbtree_node_t           *node;
+    ngx_http_voice_zone_ctx_t   *ctx;
+    ngx_http_voice_zone_call_t  *slot;
+
+    ctx = ngx_http_voice_zone_ctx();
+    if (ctx == NULL || token == 0) {
+        return;
+    }
+
+    ngx_http_voice_zone_token(buf, token);
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    slot = ngx_http_voice_zone_call_find(ctx, buf, sizeof(buf));
+
+    if (slot == NULL) {
+        ngx_shmtx_unlock(&ctx->shpool->mutex);
+        return;
+    }
+
+    /* no call; or its /twiml came first and took a slot of its own */
+
+    if (sid == NULL
+        || ngx_http_voice_zone_call_find(ctx, sid, NGX_HTTP_VOICE_SID_LEN))
+    {
+        ngx_http_voice_zone_call_delete(ctx, slot);
+        ngx_shmtx_unlock(&ctx->shpool->mutex);
+        return;
+    }
+
+    node = (ngx_rbtree_node_t *)
+               ((u_char *) slot - offsetof(ngx_rbtree_node_t, color));
+
+    ngx_rbtree_delete(&ctx->sh->calls, node);
+
+    node->key = ngx_crc32_short((u_char *) sid, NGX_HTTP_VOICE_SID_LEN);
+    slot->state = NGX_HTTP_VOICE_ZONE_RINGING;
+    slot->len = NGX_HTTP_VOICE_SID_LEN;
+    slot->expires = ngx_time() + NGX_HTTP_VOICE_ZONE_RING;
+    ngx_memcpy(slot->key, sid, NGX_HTTP_VOICE_SID_LEN);
+
+    ngx_rbtree_insert(&ctx->sh->calls, node);
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+}
+
+
+/* /twiml: the call (sid) is admitted, ringing, unless it already is */
+
+ngx_int_t
+ngx_http_voice_zone_call_ring(ngx_uint_t max, const u_char *sid)
+{
+    ngx_int_t                   rc;
+    ngx_http_voice_zone_ctx_t  *ctx;
+
+    ctx = ngx_http_voice_zone_ctx();
+    if (ctx == NULL) {
+        return NGX_HTTP_VOICE_ADMIT_UNCOUNTED;
+    }
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    if (ngx_http_voice_zone_call_find(ctx, sid, NGX_HTTP_VOICE_SID_LEN)) {
+        rc = NGX_HTTP_VOICE_ADMIT_OK;
+
+    } else {
+        rc = ngx_http_voice_zone_call_add(ctx, max, sid,
+                                          NGX_HTTP_VOICE_SID_LEN,
+                                          NGX_HTTP_VOICE_ZONE_RINGING,
+                                          ngx_time()
+                                          + NGX_HTTP_VOICE_ZONE_RING);
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return rc;
+}
+
+
+/*
+ * A media stream starts: its call's slot is live and held by one more
+ * record (ngx_http_voice_zone_call_end() lets it go); a stream whose call
+ * has no slot (one that outlived its bound, one that came to another
+ * host's /twiml) is admitted as any other, under max.
+ */
+
+ngx_int_t
+ngx_http_voice_zone_call_live(ngx_uint_t max, const u_char *sid)
+{
+    ngx_int_t                    rc;
+    ngx_http_voice_zone_ctx_t   *ctx;
+    ngx_http_voice_zone_call_t  *slot;
+
+    ctx = ngx_http_voice_zone_ctx();
+    if (ctx == NULL) {
+        return NGX_HTTP_VOICE_ADMIT_UNCOUNTED;
+    }
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    slot = ngx_http_voice_zone_call_find(ctx, sid, NGX_HTTP_VOICE_SID_LEN);
+
+    if (slot == NULL) {
+        rc = ngx_http_voice_zone_call_add(ctx, max, sid,
+                                          NGX_HTTP_VOICE_SID_LEN,
+                                          NGX_HTTP_VOICE_ZONE_LIVE, 0);
+
+    } else {
+        if (slot->state != NGX_HTTP_VOICE_ZONE_LIVE) {
+            ngx_queue_remove(&slot->queue);
+            ngx_queue_insert_tail(&ctx->sh->live, &slot->queue);
+            ctx->sh->nwaiting--;
+            slot->state = NGX_HTTP_VOICE_ZONE_LIVE;
+        }
+
+        slot->records++;
+        slot->pid = ngx_pid;
+        rc = NGX_HTTP_VOICE_ADMIT_OK;
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return rc;
+}
+
+
+/* a call record that held the slot is written: the call is over */
+
+void
+ngx_http_voice_zone_call_end(const u_char *sid)
+{
+    ngx_http_voice_zone_ctx_t   *ctx;
+    ngx_http_voice_zone_call_t  *slot;
+
+    ctx = ngx_http_voice_zone_ctx();
+    if (ctx == NULL) {
+        return;
+    }
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    slot = ngx_http_voice_zone_call_find(ctx, sid, NGX_HTTP_VOICE_SID_LEN);
+
+    if (slot != NULL && slot->state == NGX_HTTP_VOICE_ZONE_LIVE
+        && --slot->records == 0)
+    {
+        ngx_http_voice_zone_call_delete(ctx, slot);
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+}
+
+
+/* Twilio says the call is over (/call-status): a slot never live goes */
+
+void
+ngx_http_voice_zone_call_over(const u_char *sid)
+{
+    ngx_http_voice_zone_ctx_t   *ctx;
+    ngx_http_voice_zone_call_t  *slot;
+
+    ctx = ngx_http_voice_zone_ctx();
+    if (ctx == NULL) {
+        return;
+    }
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    slot = ngx_http_voice_zone_call_find(ctx, sid, NGX_HTTP_VOICE_SID_LEN);
+
+    if (slot != NULL && slot->state != NGX_HTTP_VOICE_ZONE_LIVE) {
+        ngx_http_voice_zone_call_delete(ctx, slot);
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
 }

@@ -149,6 +149,11 @@ typedef enum {
                                             sending it again cannot do
                                             anything twice */
 
+/* a hangup's and a pong's flags */
+#define VOICE_PROTO_FLAG_FULL        4   /* bridged is at its --max-calls:
+                                            it refused this stream, or
+                                            takes no new call now */
+
 
 /* decoder results: tri-state */
 #define VOICE_PROTO_OK        0

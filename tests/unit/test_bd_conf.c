@@ -84,6 +84,7 @@ test_defaults(void **state)
     assert_int_equal(c.audio_buffer_ms, 10000);
     assert_int_equal(c.twilio_retries, 2);
     assert_int_equal(c.twilio_deadline_ms, 20000);
+    assert_int_equal(c.max_calls, 4096);
     assert_int_equal(c.log_level, BD_LOG_INFO);
 }
 
@@ -110,8 +111,10 @@ test_environment_and_options(void **state)
 
     assert_int_equal(load(&c, err, "--twilio-timeout-ms", "3000",
                           "--log-level", "debug", "--twilio-deadline-ms",
-                          "4000", NULL),
+                          "4000", "--max-calls", "2", NULL),
                      BD_CONF_OK);
+
+    assert_int_equal(c.max_calls, 2);
 
     assert_int_equal(c.twilio_retries, 5);
     assert_int_equal(c.twilio_deadline_ms, 4000);
@@ -167,6 +170,10 @@ test_refusals(void **state)
     assert_int_equal(load(&c, err, "--listen", "ipc:///x",
                           "--twilio-deadline-ms", "99", NULL),
                      BD_CONF_ERROR);
+    assert_int_equal(load(&c, err, "--listen", "ipc:///x",
+                          "--max-calls", "0", NULL),
+                     BD_CONF_ERROR);
+    assert_non_null(strstr(err, "--max-calls"));
     assert_int_equal(load(&c, err, "--listen", "ipc:///x",
                           "--log-level", "loud", NULL),
                      BD_CONF_ERROR);
