@@ -67,6 +67,12 @@ struct ngx_http_voice_media_s {
     ngx_event_t                     wait;           /* for a live bridged */
     ngx_msec_t                      waiting_since;
 
+    /* a start that waits for the call's previous stream to let go */
+    ngx_event_t                     defer;
+    u_char                         *deferred;
+    size_t                          deferred_len;
+    ngx_msec_t                      deferred_since;
+
     ngx_uint_t                      frames_in;
     ngx_uint_t                      dropped_in;
     ngx_uint_t                      frames_out;
@@ -95,6 +101,9 @@ static void ngx_http_voice_media_unseal(ngx_http_voice_media_t *m,
 static ngx_int_t ngx_http_voice_media_send_start(ngx_http_voice_media_t *m,
     const char *why);
 static void ngx_http_voice_media_wait_expired(ngx_event_t *ev);
+static ngx_uint_t ngx_http_voice_media_start_later(ngx_http_voice_media_t *m,
+    ngx_http_voice_twilio_event_t *ev, u_char *data, size_t len);
+static void ngx_http_voice_media_start_again(ngx_event_t *ev);
 static ngx_int_t ngx_http_voice_media_tell_stop(ngx_http_voice_media_t *m,
     ngx_http_voice_peer_t *peer, const char *reason);
 
@@ -117,6 +126,10 @@ ngx_http_voice_media_create(ngx_http_request_t *r)
     m->wait.handler = ngx_http_voice_media_wait_expired;
     m->wait.data = m;
     m->wait.log = r->connection->log;
+
+    m->defer.handler = ngx_http_voice_media_start_again;
+    m->defer.data = m;
+    m->defer.log = r->connection->log;
 
     return m;
 }
@@ -185,6 +198,10 @@ ngx_http_voice_media_on_message(ngx_http_voice_media_t *m, u_char *data,
             goto ignored;
         }
 
+        if (ngx_http_voice_media_start_later(m, &ev, data, len)) {
+            return;
+        }
+
         ngx_http_voice_media_start(m, &ev);
         return;
 
@@ -244,6 +261,74 @@ ignored:
     }
 
     w->events_ignored++;
+}
+
+
+/*
+ * A stream that continues a call (back from a transfer nobody answered)
+ * can come while the call's previous stream is over but its record is
+ * still being written -- a moment, or longer when the disk is slow.  Its
+ * start waits for the previous one to let go, polling, at most
+ * NGX_HTTP_VOICE_MEDIA_DEFER ms, so that the call goes on in the same
+ * record rather than being refused; the caller's audio meanwhile is not
+ * forwarded.  Returns 1 when the start waits.
+ */
+
+#define NGX_HTTP_VOICE_MEDIA_DEFER       5000
+#define NGX_HTTP_VOICE_MEDIA_DEFER_POLL  20
+
+static ngx_uint_t
+ngx_http_voice_media_start_later(ngx_http_voice_media_t *m,
+    ngx_http_voice_twilio_event_t *ev, u_char *data, size_t len)
+{
+    ngx_http_voice_call_t  *call;
+
+    if (ev->call_sid.len != NGX_HTTP_VOICE_SID_LEN) {
+        return 0;
+    }
+
+    call = ngx_http_voice_call_find(ev->call_sid.data, ev->call_sid.len);
+
+    if (call == NULL || call->media != NULL) {
+        return 0;
+    }
+
+    if (m->deferred == NULL) {
+        m->deferred = ngx_pnalloc(m->request->pool, len);
+        if (m->deferred == NULL) {
+            return 0;
+        }
+
+        ngx_memcpy(m->deferred, data, len);
+        m->deferred_len = len;
+        m->deferred_since = ngx_current_msec;
+
+        ngx_log_error(NGX_LOG_INFO, m->request->connection->log, 0,
+                      "voice: call %*s: its previous stream's record is "
+                      "still being written: the stream waits for it",
+                      ev->call_sid.len, ev->call_sid.data);
+    }
+
+    if (ngx_current_msec - m->deferred_since >= NGX_HTTP_VOICE_MEDIA_DEFER) {
+        return 0;
+    }
+
+    ngx_add_timer(&m->defer, NGX_HTTP_VOICE_MEDIA_DEFER_POLL);
+
+    return 1;
+}
+
+
+static void
+ngx_http_voice_media_start_again(ngx_event_t *ev)
+{
+    ngx_http_voice_media_t  *m;
+
+    m = ev->data;
+
+    if (m->state == NGX_HTTP_VOICE_MEDIA_ST_OPEN && m->deferred) {
+        ngx_http_voice_media_on_message(m, m->deferred, m->deferred_len);
+    }
 }
 
 
@@ -864,6 +949,10 @@ ngx_http_voice_media_on_close(ngx_http_voice_media_t *m)
 
     if (m->wait.timer_set) {
         ngx_del_timer(&m->wait);
+    }
+
+    if (m->defer.timer_set) {
+        ngx_del_timer(&m->defer);
     }
 
     if (m->call) {
