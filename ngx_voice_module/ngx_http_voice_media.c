@@ -35,6 +35,11 @@
  * start, or every one down) before it ends with the fallback message */
 #define NGX_HTTP_VOICE_MEDIA_WAIT    10000
 
+/* how long a stream's start waits for the call's previous stream to let
+ * go (its record being written), polling */
+#define NGX_HTTP_VOICE_MEDIA_DEFER       5000
+#define NGX_HTTP_VOICE_MEDIA_DEFER_POLL  20
+
 
 typedef enum {
     NGX_HTTP_VOICE_MEDIA_ST_OPEN = 0,     /* before start */
@@ -273,9 +278,6 @@ ignored:
  * record rather than being refused; the caller's audio meanwhile is not
  * forwarded.  Returns 1 when the start waits.
  */
-
-#define NGX_HTTP_VOICE_MEDIA_DEFER       5000
-#define NGX_HTTP_VOICE_MEDIA_DEFER_POLL  20
 
 static ngx_uint_t
 ngx_http_voice_media_start_later(ngx_http_voice_media_t *m,
