@@ -9,8 +9,8 @@
 #   ./build.sh build   install and build only
 #   ./build.sh fuzz    run each libFuzzer target for FUZZ_SECONDS (30)
 #   ./build.sh bench   build, then run the benchmark (bench/run.sh; its
-#                      --calibrate, --scale and --callgrind modes too):
-#                      see docs/performance.md
+#                      --calibrate, --scale and --callgrind modes too;
+#                      --soak: bench/soak.py): see docs/performance.md
 #
 # Configuration comes from the environment and from .env at the top of the
 # repository (the environment wins): PORT, PUBLIC_URL, TWILIO_ACCOUNT_SID,
@@ -706,10 +706,16 @@ cmd_fuzz() {
         FUZZ_SECONDS="${FUZZ_SECONDS:-30}"
 }
 
-# the benchmark: bench/run.sh after a full build (bench/run.sh --help)
+# the benchmark: bench/run.sh after a full build (bench/run.sh --help);
+# --soak: bench/soak.py, faults under load (bench/soak.py --help)
 cmd_bench() {
     install_deps valgrind libnginx-mod-stream   # --callgrind; the wss row
     build_all
+    if [ "${1:-}" = --soak ]; then
+        shift
+        VOICE_BUILD_DIR=$BUILD "$PY" "$TOP/bench/soak.py" "$@"
+        return
+    fi
     "$TOP/bench/run.sh" "$@"
 }
 

@@ -17,7 +17,11 @@
  * runs against it with no bridge in between (./build.sh bench --calibrate).
  *
  * It prints "READY <port>" on stdout once it listens (--port 0: any free
- * port), and its counters on stderr when it ends (SIGTERM, SIGINT).
+ * port), and its counters on stderr when it ends (SIGTERM, SIGINT).  On
+ * SIGUSR1 it prints one line of what is open now, within a second:
+ * "bench_fake_openai: open: C connections, S sessions (A accepted, U
+ * upgraded)", a session being an upgraded WebSocket not yet closed
+ * (bench/soak.py checks that none is left once the calls are over).
  */
 
 #include <errno.h>
@@ -59,6 +63,7 @@ struct bench_fake_conn_s {
     unsigned             want_out:1;    /* EPOLLOUT is armed */
     unsigned             in_message:1;  /* a fragmented message is open */
     unsigned             msg_opcode:4;
+    unsigned             upgraded:1;    /* counted in bench_fake_sessions */
     char                 accept[32];
     uint64_t             due;           /* when a delayed 101 goes out */
     bench_fake_conn_t   *next;          /* the delayed FIFO */
@@ -76,6 +81,7 @@ static unsigned            bench_fake_delay_ms;
 static int                 bench_fake_no_echo;     /* swallow the audio */
 static const char         *bench_fake_key;
 static volatile sig_atomic_t  bench_fake_stop;
+static volatile sig_atomic_t  bench_fake_report;    /* SIGUSR1 */
 
 static bench_fake_conn_t  *bench_fake_delayed;
 static bench_fake_conn_t  *bench_fake_delayed_tail;
@@ -89,6 +95,7 @@ static uint64_t            bench_fake_refused;
 static uint64_t            bench_fake_upgraded;
 static uint64_t            bench_fake_open;
 static uint64_t            bench_fake_max_open;
+static uint64_t            bench_fake_sessions;    /* upgraded, still open */
 static uint64_t            bench_fake_appends;
 static uint64_t            bench_fake_audio_bytes;
 static uint64_t            bench_fake_updates;
@@ -103,7 +110,11 @@ static int bench_fake_flush(bench_fake_conn_t *c);
 static void
 bench_fake_on_signal(int signo)
 {
-    (void) signo;
+    if (signo == SIGUSR1) {
+        bench_fake_report = 1;
+        return;
+    }
+
     bench_fake_stop = 1;
 }
 
@@ -121,7 +132,9 @@ bench_fake_usage(FILE *out)
 "  --twilio-echo        be the server side of Twilio's media stream:\n"
 "                       echo each media payload, then send a mark\n"
 "  --no-echo            take the appended audio and send nothing back\n"
-"                       (the caller-to-OpenAI direction alone)\n",
+"                       (the caller-to-OpenAI direction alone)\n"
+"\n"
+"SIGUSR1: one line on stderr with the connections and sessions open now\n",
         out);
 }
 
@@ -410,7 +423,9 @@ bench_fake_upgrade(bench_fake_conn_t *c)
     (void) bench_buf_append(&c->out, buf, (size_t) n);
 
     c->state = BENCH_FAKE_WS;
+    c->upgraded = 1;
     bench_fake_upgraded++;
+    bench_fake_sessions++;
 
     if (!bench_fake_twilio) {
         n = snprintf(buf, sizeof(buf),
@@ -772,6 +787,11 @@ bench_fake_close(bench_fake_conn_t *c)
     bench_buf_free(&c->in);
     bench_buf_free(&c->out);
     bench_buf_free(&c->msg);
+
+    if (c->upgraded) {
+        bench_fake_sessions--;
+    }
+
     free(c);
 
     bench_fake_open--;
@@ -934,6 +954,7 @@ main(int argc, char **argv)
     sa.sa_handler = bench_fake_on_signal;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
     lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -970,6 +991,16 @@ main(int argc, char **argv)
     fflush(stdout);
 
     while (!bench_fake_stop) {
+        if (bench_fake_report) {
+            bench_fake_report = 0;
+            fprintf(stderr, "bench_fake_openai: open: %llu connections, "
+                    "%llu sessions (%llu accepted, %llu upgraded)\n",
+                    (unsigned long long) bench_fake_open,
+                    (unsigned long long) bench_fake_sessions,
+                    (unsigned long long) bench_fake_accepted,
+                    (unsigned long long) bench_fake_upgraded);
+        }
+
         n = epoll_wait(bench_fake_ep, events, BENCH_FAKE_EVENTS,
                        bench_fake_timeout());
 
