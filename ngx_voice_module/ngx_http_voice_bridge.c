@@ -662,7 +662,7 @@ ngx_http_voice_bridge_seen(ngx_http_voice_peer_t *peer)
                       &peer->endpoint);
 
         /* calls that wait for a bridged go to it */
-        ngx_http_voice_call_peer_changed(peer, 0);
+        ngx_http_voice_call_peer_changed(peer, NULL);
     }
 }
 
@@ -686,7 +686,11 @@ ngx_http_voice_bridge_down(ngx_http_voice_peer_t *peer, const char *why)
                   "voice bridge: bridged at \"%V\" %s", &peer->endpoint,
                   why);
 
-    ngx_http_voice_call_peer_changed(peer, 1);
+    ngx_http_voice_call_peer_changed(peer, ngx_strcmp(why, "does not answer")
+                                           == 0
+                                           ? "its bridged stopped answering"
+                                           : "its bridged dropped its "
+                                             "connection");
 }
 
 

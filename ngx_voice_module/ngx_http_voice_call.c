@@ -140,13 +140,15 @@ ngx_http_voice_call_peer_of(const u_char *sid, size_t len)
 
 
 /*
- * A bridged went down (dead is 1) or answers again (dead is 0): the calls
- * it carried, or every call waiting for one, go to a live bridged.  The
+ * A bridged went down (down says how, for the call's record) or answers
+ * again (down is NULL): the calls it carried, or every call waiting for
+ * one, go to a live bridged.  The
  * tree is walked to a list first, since a hand-over may end a call.
  */
 
 void
-ngx_http_voice_call_peer_changed(ngx_http_voice_peer_t *peer, ngx_uint_t dead)
+ngx_http_voice_call_peer_changed(ngx_http_voice_peer_t *peer,
+    const char *down)
 {
     ngx_uint_t                 i, n;
     ngx_rbtree_node_t         *node, *root, *sentinel;
@@ -182,7 +184,7 @@ ngx_http_voice_call_peer_changed(ngx_http_voice_peer_t *peer, ngx_uint_t dead)
                 continue;
             }
 
-            if ((dead && call->peer == peer) || (!dead && call->peer == NULL))
+            if ((down && call->peer == peer) || (!down && call->peer == NULL))
             {
                 list[n++] = call;
             }
@@ -193,10 +195,7 @@ ngx_http_voice_call_peer_changed(ngx_http_voice_peer_t *peer, ngx_uint_t dead)
         call = list[i];
 
         if (call->media != NULL) {
-            ngx_http_voice_media_hand_over(call->media,
-                                           dead ? "its bridged stopped "
-                                                  "answering"
-                                                : NULL);
+            ngx_http_voice_media_hand_over(call->media, down);
         }
     }
 

@@ -375,7 +375,7 @@ ngx_http_voice_peer_t *ngx_http_voice_call_pick(const u_char *sid,
 ngx_http_voice_peer_t *ngx_http_voice_call_peer_of(const u_char *sid,
     size_t len);
 void ngx_http_voice_call_peer_changed(ngx_http_voice_peer_t *peer,
-    ngx_uint_t dead);
+    const char *down);
 ngx_int_t ngx_http_voice_call_history(ngx_http_voice_call_t *call,
     ngx_pool_t *pool, ngx_str_t *out, uint32_t *next);
 void ngx_http_voice_call_shutdown(ngx_http_voice_main_conf_t *vmcf);
