@@ -227,8 +227,9 @@ def test_call_create_time_out_is_504_and_not_retried(stack_factory):
 
     # one request, and the call it placed: why it is never sent again
     assert len(requests_since(stack, n, "/Calls.json", "POST")) == 1
-    wait_for(lambda: stack.tw("GET", "/_fake/calls"), 10, 0.1,
-             "the call Twilio placed anyway")
+    placed = wait_for(lambda: stack.tw("GET", "/_fake/calls"), 10, 0.1,
+                      "the call Twilio placed anyway")
+    stack.tw("POST", "/_fake/calls/%s/hangup" % placed[0], {"wait": True})
 
 
 def test_a_hang_is_504_within_the_deadline(stack_factory):

@@ -544,8 +544,10 @@ def test_dtmf_digits(twilio, product):
         assert isinstance(m["sequenceNumber"], str)
     seqs = [int(m["sequenceNumber"]) for m in conn["messages"][1:]]
     assert seqs == list(range(1, len(seqs) + 1))  # one counter shared with media
+    # 100 ms apart when sent; on a loaded machine their arrival can move by
+    # tens of ms (one build.sh test run saw 79.9 ms): spaced, not at once
     gaps = [conn["times"][b] - conn["times"][a] for a, b in zip(idx, idx[1:3])]
-    assert all(g >= 0.08 for g in gaps), gaps
+    assert all(g >= 0.05 for g in gaps), gaps
     view = twilio.call(sid)
     assert view["dtmf_sent"] == ["1", "2", "#", "5"]
     assert [e["sequenceNumber"] for e in view["dtmf_events"]] == [m["sequenceNumber"] for m in dtmf]
