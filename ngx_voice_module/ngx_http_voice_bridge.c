@@ -55,7 +55,10 @@ static ngx_int_t ngx_http_voice_bridge_monitor(ngx_cycle_t *cycle,
     ngx_http_voice_worker_t *w, ngx_http_voice_peer_t *peer);
 static void ngx_http_voice_bridge_monitor_handler(ngx_event_t *rev);
 static void ngx_http_voice_bridge_down(ngx_http_voice_peer_t *peer,
-    const char *why);
+    const char *why, const char *note);
+static ngx_int_t ngx_http_voice_bridge_watch(ngx_cycle_t *cycle,
+    ngx_http_voice_peer_t *peer, void *sock, ngx_event_handler_pt handler,
+    ngx_connection_t **cp);
 static void ngx_http_voice_bridge_release(ngx_connection_t **c);
 
 
@@ -63,13 +66,10 @@ ngx_int_t
 ngx_http_voice_bridge_init_process(ngx_cycle_t *cycle,
     ngx_http_voice_main_conf_t *vmcf)
 {
-    int                       hwm, zero, one, fd;
-    size_t                    fdlen;
+    int                       hwm, zero, one;
     u_char                    id[64], *p;
     ngx_str_t                *ep;
     ngx_uint_t                i;
-    ngx_event_t              *rev;
-    ngx_connection_t         *c;
     ngx_http_voice_peer_t    *peer;
     ngx_http_voice_worker_t  *w;
 
@@ -210,39 +210,13 @@ ngx_http_voice_bridge_init_process(ngx_cycle_t *cycle,
             return NGX_ERROR;
         }
 
-        fdlen = sizeof(int);
-        if (zmq_getsockopt(peer->sock, ZMQ_FD, &fd, &fdlen) != 0) {
-            ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
-                          "zmq_getsockopt(ZMQ_FD) failed: %s",
-                          zmq_strerror(errno));
-            return NGX_ERROR;
-        }
-
-        c = ngx_get_connection(fd, cycle->log);
-        if (c == NULL) {
-            return NGX_ERROR;
-        }
-
-        c->data = peer;
-        peer->conn = c;
-
-        rev = c->read;
-        rev->handler = ngx_http_voice_bridge_read_handler;
-        rev->log = cycle->log;
-        c->write->log = cycle->log;
-
-        if (ngx_add_event(rev, NGX_READ_EVENT,
-                          (ngx_event_flags & NGX_USE_CLEAR_EVENT)
-                          ? NGX_CLEAR_EVENT : NGX_LEVEL_EVENT)
+        if (ngx_http_voice_bridge_watch(cycle, peer, peer->sock,
+                                        ngx_http_voice_bridge_read_handler,
+                                        &peer->conn)
             != NGX_OK)
         {
             return NGX_ERROR;
         }
-
-        /* libzmq signals nothing until a first read has found the queue
-         * empty, so the first drain is posted by hand */
-        rev->ready = 1;
-        ngx_post_event(rev, &ngx_posted_events);
 
         ngx_log_debug2(NGX_LOG_DEBUG_HTTP, cycle->log, 0,
                        "voice bridge: connecting to \"%V\" as \"%s\"",
@@ -612,7 +586,8 @@ ngx_http_voice_bridge_heartbeat(ngx_event_t *ev)
         peer = &w->peers[i];
 
         if (peer->missed >= NGX_HTTP_VOICE_BRIDGE_MISSED && peer->alive) {
-            ngx_http_voice_bridge_down(peer, "does not answer");
+            ngx_http_voice_bridge_down(peer, "does not answer",
+                                       "its bridged stopped answering");
         }
 
         down += !peer->alive;
@@ -673,7 +648,8 @@ ngx_http_voice_bridge_seen(ngx_http_voice_peer_t *peer)
  */
 
 static void
-ngx_http_voice_bridge_down(ngx_http_voice_peer_t *peer, const char *why)
+ngx_http_voice_bridge_down(ngx_http_voice_peer_t *peer, const char *why,
+    const char *note)
 {
     if (!peer->alive) {
         return;
@@ -686,11 +662,7 @@ ngx_http_voice_bridge_down(ngx_http_voice_peer_t *peer, const char *why)
                   "voice bridge: bridged at \"%V\" %s", &peer->endpoint,
                   why);
 
-    ngx_http_voice_call_peer_changed(peer, ngx_strcmp(why, "does not answer")
-                                           == 0
-                                           ? "its bridged stopped answering"
-                                           : "its bridged dropped its "
-                                             "connection");
+    ngx_http_voice_call_peer_changed(peer, note);
 }
 
 
@@ -708,11 +680,7 @@ static ngx_int_t
 ngx_http_voice_bridge_monitor(ngx_cycle_t *cycle, ngx_http_voice_worker_t *w,
     ngx_http_voice_peer_t *peer)
 {
-    int                fd;
-    size_t             fdlen;
-    u_char             addr[64];
-    ngx_event_t       *rev;
-    ngx_connection_t  *c;
+    u_char  addr[64];
 
     (void) ngx_sprintf(addr, "inproc://voice-monitor-%ui%Z", peer->index);
 
@@ -727,14 +695,39 @@ ngx_http_voice_bridge_monitor(ngx_cycle_t *cycle, ngx_http_voice_worker_t *w,
 
     peer->mon = zmq_socket(w->zmq_ctx, ZMQ_PAIR);
 
-    fdlen = sizeof(int);
-
-    if (peer->mon == NULL
-        || zmq_connect(peer->mon, (char *) addr) != 0
-        || zmq_getsockopt(peer->mon, ZMQ_FD, &fd, &fdlen) != 0)
-    {
+    if (peer->mon == NULL || zmq_connect(peer->mon, (char *) addr) != 0) {
         ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
                       "the monitor of \"%V\" failed: %s", &peer->endpoint,
+                      zmq_strerror(errno));
+        return NGX_ERROR;
+    }
+
+    return ngx_http_voice_bridge_watch(cycle, peer, peer->mon,
+                                       ngx_http_voice_bridge_monitor_handler,
+                                       &peer->mon_conn);
+}
+
+
+/*
+ * Wraps a ZeroMQ socket's ZMQ_FD in an nginx connection with only its read
+ * event registered.  The descriptor signals edges, and libzmq signals
+ * nothing until a first read has found the queue empty, so the first
+ * drain is posted by hand.
+ */
+
+static ngx_int_t
+ngx_http_voice_bridge_watch(ngx_cycle_t *cycle, ngx_http_voice_peer_t *peer,
+    void *sock, ngx_event_handler_pt handler, ngx_connection_t **cp)
+{
+    int                fd;
+    size_t             fdlen;
+    ngx_event_t       *rev;
+    ngx_connection_t  *c;
+
+    fdlen = sizeof(int);
+    if (zmq_getsockopt(sock, ZMQ_FD, &fd, &fdlen) != 0) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                      "zmq_getsockopt(ZMQ_FD) failed: %s",
                       zmq_strerror(errno));
         return NGX_ERROR;
     }
@@ -745,10 +738,10 @@ ngx_http_voice_bridge_monitor(ngx_cycle_t *cycle, ngx_http_voice_worker_t *w,
     }
 
     c->data = peer;
-    peer->mon_conn = c;
+    *cp = c;
 
     rev = c->read;
-    rev->handler = ngx_http_voice_bridge_monitor_handler;
+    rev->handler = handler;
     rev->log = cycle->log;
     c->write->log = cycle->log;
 
@@ -815,7 +808,8 @@ ngx_http_voice_bridge_monitor_handler(ngx_event_t *rev)
         }
 
         if (event == ZMQ_EVENT_DISCONNECTED) {
-            ngx_http_voice_bridge_down(peer, "dropped its connection");
+            ngx_http_voice_bridge_down(peer, "dropped its connection",
+                                       "its bridged dropped its connection");
         }
     }
 

@@ -36,16 +36,33 @@ def heard(stack, sid):
     return len(base64.b64decode(stack.twilio_call(sid)["received_audio_b64"]))
 
 
+def first_turn(stack, sid):
+    """the caller's sentence and the whole reply, both in nginx's journal
+    of the call (what the next bridged will be given)"""
+    stack.wait_reply_heard(sid, len(fixture_bytes("reply")))
+
+    def journaled():
+        js = list(stack.transcripts.glob(".%s_*.journal" % sid))
+        return js and len(js[0].read_text().splitlines()) >= 3
+    wait_for(journaled, 10, 0.05, "both utterances in the journal")
+
+
+def speak_and_hear(stack, sid, what):
+    """the caller speaks again and hears the assistant's reply in full"""
+    before = heard(stack, sid)
+    stack.tw("POST", "/_fake/calls/%s/say" % sid,
+             {"audio": str(FIXTURES / "caller.ulaw")})
+    wait_for(lambda: heard(stack, sid) >= before + len(fixture_bytes("reply")),
+             30, 0.1, what)
+
+
 def test_a_call_goes_on_when_its_bridged_dies(stack_factory):
     stack = stack_factory(bridges=2, transcription_delay_ms=[0, 20])
     sid = stack.tw("POST", "/_fake/inbound", {"from": "+14155550100"})[
         "callSid"]
     dead = carrier(stack, sid)
     other = [n for n in stack.bridged_names if n != dead][0]
-    stack.wait_reply_heard(sid, len(fixture_bytes("reply")))
-    wait_for(lambda: stack.openai_sessions()[0]["user_transcripts"], 10,
-             0.1, "the caller's transcript")
-    time.sleep(0.3)   # the reply's transcript reaches nginx
+    first_turn(stack, sid)
 
     t0 = time.monotonic()
     stack.procs[dead].kill()
@@ -68,11 +85,7 @@ def test_a_call_goes_on_when_its_bridged_dies(stack_factory):
     assert s2["responses"] == []
 
     # the call goes on: the caller speaks, the assistant answers
-    before = heard(stack, sid)
-    stack.tw("POST", "/_fake/calls/%s/say" % sid,
-             {"audio": str(FIXTURES / "caller.ulaw")})
-    wait_for(lambda: heard(stack, sid) >= before + len(fixture_bytes("reply")),
-             30, 0.1, "the reply after the hand-over")
+    speak_and_hear(stack, sid, "the reply after the hand-over")
 
     stack.tw("POST", "/_fake/calls/%s/hangup" % sid, {"wait": True})
     call = stack.twilio_call(sid)
@@ -99,10 +112,7 @@ def test_a_call_waits_for_its_bridged_to_come_back(stack_factory):
     stack = stack_factory(transcription_delay_ms=[0, 20])
     sid = stack.tw("POST", "/_fake/inbound", {"from": "+14155550100"})[
         "callSid"]
-    stack.wait_reply_heard(sid, len(fixture_bytes("reply")))
-    wait_for(lambda: stack.openai_sessions()[0]["user_transcripts"], 10,
-             0.1, "the caller's transcript")
-    time.sleep(0.3)
+    first_turn(stack, sid)
 
     # the only bridged dies and is started again, as a service manager
     # would (./build.sh run does)
@@ -113,11 +123,7 @@ def test_a_call_waits_for_its_bridged_to_come_back(stack_factory):
     wait_for(lambda: "[%s] taking the call over" % sid in stack.log(
         "bridged"), 10, 0.1, "the restarted bridged to take it")
 
-    before = heard(stack, sid)
-    stack.tw("POST", "/_fake/calls/%s/say" % sid,
-             {"audio": str(FIXTURES / "caller.ulaw")})
-    wait_for(lambda: heard(stack, sid) >= before + len(fixture_bytes("reply")),
-             30, 0.1, "the reply after the restart")
+    speak_and_hear(stack, sid, "the reply after the restart")
     stack.tw("POST", "/_fake/calls/%s/hangup" % sid, {"wait": True})
     rec = json.loads(stack.wait_transcript(sid, 30).read_text())
     roles = [u["role"] for u in rec["transcript"]]
@@ -148,10 +154,7 @@ def test_a_hung_bridged_is_found_by_the_heartbeat(stack_factory):
         "callSid"]
     hung = carrier(stack, sid)
     other = [n for n in stack.bridged_names if n != hung][0]
-    stack.wait_reply_heard(sid, len(fixture_bytes("reply")))
-    wait_for(lambda: stack.openai_sessions()[0]["user_transcripts"], 10,
-             0.1, "the caller's transcript")
-    time.sleep(0.3)
+    first_turn(stack, sid)
 
     # its connection stays up: only the missed pings tell
     t0 = time.monotonic()
@@ -169,11 +172,7 @@ def test_a_hung_bridged_is_found_by_the_heartbeat(stack_factory):
     wait_for(lambda: "[%s] call done" % sid in stack.log(hung), 15, 0.1,
              "the woken bridged to let the call go")
 
-    before = heard(stack, sid)
-    stack.tw("POST", "/_fake/calls/%s/say" % sid,
-             {"audio": str(FIXTURES / "caller.ulaw")})
-    wait_for(lambda: heard(stack, sid) >= before + len(fixture_bytes("reply")),
-             30, 0.1, "the reply after the hand-over")
+    speak_and_hear(stack, sid, "the reply after the hand-over")
     stack.tw("POST", "/_fake/calls/%s/hangup" % sid, {"wait": True})
 
     # one record, nothing from the bridged the call left after it did
