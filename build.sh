@@ -8,9 +8,9 @@
 #   ./build.sh test    install, build, and run every test
 #   ./build.sh build   install and build only
 #   ./build.sh fuzz    run each libFuzzer target for FUZZ_SECONDS (30)
-#   ./build.sh bench   build, then run the benchmark (bench/run.sh; its
-#                      --calibrate, --scale and --callgrind modes too):
-#                      see docs/performance.md
+#   ./build.sh bench   build, then run the benchmark (bench/run.sh, its
+#                      --calibrate, --scale, --callgrind, --overload modes
+#                      too): see docs/performance.md
 #
 # Configuration comes from the environment and from .env at the top of the
 # repository (the environment wins): PORT, PUBLIC_URL, TWILIO_ACCOUNT_SID,
