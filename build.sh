@@ -9,8 +9,9 @@
 #   ./build.sh build   install and build only
 #   ./build.sh fuzz    run each libFuzzer target for FUZZ_SECONDS (30)
 #   ./build.sh bench   build, then run the benchmark (bench/run.sh; its
-#                      --calibrate, --scale and --callgrind modes too;
-#                      --soak: bench/soak.py): see docs/performance.md
+#                      --calibrate, --scale, --callgrind and --overload
+#                      modes too; --soak: bench/soak.py): see
+#                      docs/performance.md
 #
 # Configuration comes from the environment and from .env at the top of the
 # repository (the environment wins): PORT, PUBLIC_URL, TWILIO_ACCOUNT_SID,
@@ -726,5 +727,5 @@ case "${1:-}" in
     build) build_all ;;
     fuzz)  cmd_fuzz ;;
     bench) shift; cmd_bench "$@" ;;
-    *)     sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *)     sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -27,6 +27,11 @@
  * frames due are sent at once and how late each was is counted, so a row
  * where the tool could not keep up says so.
  *
+ * Refusals.  A call the server closes with 1013 (try again later: the
+ * bridge is at its limit) right after its start is counted as refused,
+ * not as dropped, and its frames count nowhere: the round trips and the
+ * losses are those of the calls admitted.
+ *
  * Windows.  The steady window starts 2 s after the last call connected or
  * failed, and ends when the calls stop sending.  Round trips and losses
  * are reported for the frames sent in it; "lost at start" counts the
@@ -140,6 +145,7 @@ typedef struct {
     unsigned             in_message:1;
     unsigned             connected:1;
     unsigned             dropped:1;
+    unsigned             refused:1;     /* closed with 1013 */
     uint64_t             wake;
     uint64_t             connect_at;
     uint64_t             base;          /* frame k is due at base + 20k ms */
@@ -167,6 +173,7 @@ typedef struct {
     uint64_t             connected;
     uint64_t             failed[BENCH_FAIL_OTHER + 1];
     uint64_t             dropped;
+    uint64_t             refused;
     int                  last_status;
     char                 drop_reason[96];
     uint64_t             frames_sent;
@@ -1083,13 +1090,22 @@ static void
 bench_load_server_close(bench_call_t *c, const uint8_t *p, size_t n)
 {
     char      *r;
-    unsigned   code;
+    unsigned   code, live;
 
-    if (c->state == BENCH_CALL_OPEN && bench_phase < BENCH_PHASE_CLOSE) {
+    code = (n >= 2) ? (unsigned) p[0] << 8 | p[1] : 1005;
+    live = (c->state == BENCH_CALL_OPEN && bench_phase < BENCH_PHASE_CLOSE);
+
+    if (live && code == 1013) {
+
+        /* over capacity: the call was refused, politely */
+
+        c->refused = 1;
+        bench_st.refused++;
+
+    } else if (live) {
         c->dropped = 1;
         bench_st.dropped++;
 
-        code = (n >= 2) ? (unsigned) p[0] << 8 | p[1] : 1005;
         snprintf(bench_st.drop_reason, sizeof(bench_st.drop_reason),
                  "close %u %.*s", code, (int) (n > 2 ? n - 2 : 0),
                  (const char *) p + 2);
@@ -1452,7 +1468,7 @@ bench_load_count_losses(void)
     for (i = 0; i < bench_opt.calls; i++) {
         c = &bench_calls[i];
 
-        if (!c->connected) {
+        if (!c->connected || c->refused) {
             continue;
         }
 
@@ -1713,6 +1729,7 @@ bench_load_report(uint64_t started, uint64_t ended)
                "\"failed_status\":%llu,\"last_status\":%d,"
                "\"failed_timeout\":%llu,\"failed_other\":%llu,"
                "\"dropped\":%llu,\"drop_reason\":\"%s\","
+               "\"refused\":%llu,"
                "\"seconds\":%u,\"wall_s\":%.3f,\"window_s\":%.3f,"
                "\"frames_sent\":%llu,\"frames_echoed\":%llu,"
                "\"window_frames\":%llu,\"frames_lost\":%llu,"
@@ -1743,6 +1760,7 @@ bench_load_report(uint64_t started, uint64_t ended)
                (unsigned long long) bench_st.failed[BENCH_FAIL_OTHER],
                (unsigned long long) bench_st.dropped,
                bench_st.drop_reason,
+               (unsigned long long) bench_st.refused,
                bench_opt.seconds, wall_s, win_s,
                (unsigned long long) bench_st.frames_sent,
                (unsigned long long) bench_st.frames_echoed,
@@ -1786,7 +1804,7 @@ bench_load_report(uint64_t started, uint64_t ended)
 
     printf("  calls     %llu attempted, %llu connected, %llu failed "
            "(refused %llu, non-101 %llu%s, timeout %llu, other %llu), "
-           "%llu dropped by the server%s%s\n",
+           "%llu refused (1013), %llu dropped by the server%s%s\n",
            (unsigned long long) bench_st.attempted,
            (unsigned long long) bench_st.connected,
            (unsigned long long) failed,
@@ -1794,6 +1812,7 @@ bench_load_report(uint64_t started, uint64_t ended)
            (unsigned long long) bench_st.failed[BENCH_FAIL_STATUS], last,
            (unsigned long long) bench_st.failed[BENCH_FAIL_TIMEOUT],
            (unsigned long long) bench_st.failed[BENCH_FAIL_OTHER],
+           (unsigned long long) bench_st.refused,
            (unsigned long long) bench_st.dropped,
            bench_st.drop_reason[0] ? ": " : "", bench_st.drop_reason);
     printf("  window    %.1f s steady (%.1f s to %.1f s after the first "

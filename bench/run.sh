@@ -14,6 +14,12 @@
 #                              BENCH_CG_CALLS (10) calls of 5 s and of 15 s,
 #                              with the fake echoing and not: instructions
 #                              per frame in each direction
+#   bench/run.sh --overload    voice_max_calls BENCH_MAX_CALLS (800), and
+#                              BENCH_OVERLOAD_CALLS (twice as many) calls
+#                              offered: the admitted calls' round trips and
+#                              losses, and how many were refused (1013);
+#                              then the same offer without the limit
+#                              (BENCH_OVERLOAD_CONTROL=0 skips it)
 #
 # The load tools (bench_load, bench_fake_openai, this script) run on core 0,
 # nginx (one worker) and bridged on core 1 (taskset).  Each level gets a
@@ -38,7 +44,7 @@ set -euo pipefail
 
 TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH=$TOP/bench
-BUILD=$TOP/build
+BUILD=${VOICE_BUILD_DIR:-$TOP/build}
 TOOLS=$BENCH/build
 
 LEVELS=${BENCH_LEVELS:-100 500 1000}
@@ -69,6 +75,7 @@ for a in "$@"; do
         --calibrate) CALIBRATE=1 ;;
         --scale) MODE=scale ;;
         --callgrind) MODE=callgrind ;;
+        --overload) MODE=overload ;;
         -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument: $a (try --help)" ;;
     esac
@@ -219,6 +226,7 @@ now_us() { echo "${EPOCHREALTIME/./}"; }
 # --- the processes --------------------------------------------------------------
 
 RUN=""              # the current level's directory
+MAX_CALLS=0         # voice_max_calls of the next stack (0: none)
 FAKE_PID=""
 FAKE_PORT=""
 NGINX_MASTER=""
@@ -337,6 +345,9 @@ start_stack() {
     done
     LISTEN=127.0.0.1:$NGINX_PORT
     EXTRA_HTTP=""
+    if [ "$MAX_CALLS" -gt 0 ]; then
+        EXTRA_HTTP="voice_max_calls $MAX_CALLS;"
+    fi
     render "$TOP/conf/nginx.conf.in" > "$RUN/nginx.rendered.conf"
     sed -e 's/^\([[:space:]]*\)worker_processes .*;/\1worker_processes 1;/' \
         -e 's/^\([[:space:]]*error_log [^;]*\) [a-z]*;/\1 warn;/' \
@@ -511,8 +522,20 @@ run_level() {
         return 0
     fi
 
-    local ok fail p50 p99 max wlost slost v
+    local ok fail p50 p99 max wlost slost v refused
     ok=$(jget connected < "$json"); fail=$(jget failed < "$json")
+
+    # calls refused for want of room (1013) are not the bridge's load:
+    # the figures per call are the admitted calls'
+    refused=$(jget refused < "$json")
+    if [ -n "$refused" ] && [ "$refused" != 0 ]; then
+        notes+=" offered=$ok refused=$refused(1013)"
+        ok=$(( ok - refused ))
+    fi
+    if [ "$MODE" = overload ]; then
+        # the ramp, refusals and all, as well as the steady window
+        notes+=" RTT of all frames p99/max $(jget all_rtt_p99_ms < "$json")/$(jget all_rtt_max_ms < "$json") ms"
+    fi
     p50=$(jget rtt_p50_ms < "$json"); p99=$(jget rtt_p99_ms < "$json")
     max=$(jget rtt_max_ms < "$json")
     wlost=$(jget frames_lost < "$json"); slost=$(jget start_lost < "$json")
@@ -708,7 +731,33 @@ if [ "$MODE" = callgrind ]; then
     exit 0
 fi
 
-if [ "$MODE" = scale ]; then
+if [ "$MODE" = overload ]; then
+    LIMIT=${BENCH_MAX_CALLS:-800}
+    OFFER=${BENCH_OVERLOAD_CALLS:-$(( 2 * LIMIT ))}
+    out "overload: $OFFER calls offered, with voice_max_calls $LIMIT, then"
+    out "without a limit.  With it, the calls past the limit are refused"
+    out "(their stream closed with 1013 at its start) and the row's figures"
+    out "are the admitted calls'; without it, every call is admitted"
+    header
+    LIMITS=("$LIMIT")
+    if [ "${BENCH_OVERLOAD_CONTROL:-1}" = 1 ]; then
+        LIMITS+=(0)
+    fi
+    for MAX_CALLS in "${LIMITS[@]}"; do
+        RUN=$WORK/overload-$MAX_CALLS
+        mkdir -p "$RUN"
+        start_stack
+        TARGET_PORT=$NGINX_PORT
+        if [ "$MAX_CALLS" -gt 0 ]; then
+            run_level "$OFFER>$LIMIT" "$OFFER"
+        else
+            run_level "$OFFER" "$OFFER"
+        fi
+        stop_stack
+        log_summary "overload-$MAX_CALLS"
+    done
+    MAX_CALLS=0
+elif [ "$MODE" = scale ]; then
     SCALE_CALLS=${BENCH_SCALE_CALLS:-600}
     out "scale-out: $SCALE_CALLS calls behind one nginx worker, with 1, 2 and 3"
     out "bridged daemons (all on core 1 with nginx: this shows how calls and"
