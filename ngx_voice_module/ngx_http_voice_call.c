@@ -1,13 +1,15 @@
 /*
- * ngx_http_voice_call.c: a worker's calls, and which bridged carries each.
+ * ngx_http_voice_call.c: a worker's calls, their life cycle, and which
+ * bridged carries each.
  *
  * nginx holds the call; bridged is disposable.  A call lives in the
  * worker's tree (by call SID) from its media stream's start until its
- * record is written (ngx_http_voice_transcript.c).  Its bridged is the one
- * its SID hashes to when that one is alive -- so every worker sends a
- * call to the same daemon -- and otherwise the next live one in the same
- * ring order.  When a bridged stops answering (ngx_http_voice_bridge.c's
- * heartbeat), each of its calls that still has a stream is handed to
+ * record is written (ngx_http_voice_transcript.c), through the states of
+ * ngx_http_voice_call_state().  Its bridged is the one its SID hashes to
+ * when that one is alive -- so every worker sends a call to the same
+ * daemon -- and otherwise the next live one in the same ring order.
+ * When a bridged stops answering (ngx_http_voice_bridge.c's heartbeat),
+ * each of its calls that still has a stream is handed to
  * another live one with its settings and its conversation so far (the
  * finished entries of its record, as the HISTORY of a new stream.start);
  * with none alive the call waits, bounded, for the first that answers
@@ -24,12 +26,339 @@
 #include "ngx_http_voice_module.h"
 
 
+static void ngx_http_voice_call_state(ngx_http_voice_call_t *call,
+    ngx_http_voice_call_state_e state);
+static void ngx_http_voice_call_wait_expired(ngx_event_t *ev);
+static void ngx_http_voice_call_free(ngx_http_voice_call_t *call);
+static void ngx_http_voice_call_add(ngx_http_voice_call_t *call);
+static void ngx_http_voice_call_remove(ngx_http_voice_call_t *call);
 static void ngx_http_voice_call_shutdown_expired(ngx_event_t *ev);
 
 
 /* what a new session is given back, at most: the newest entries */
 #define NGX_HTTP_VOICE_CALL_HISTORY_ITEMS  64
 #define NGX_HTTP_VOICE_CALL_HISTORY_BYTES  (48 * 1024)
+
+
+static const char *ngx_http_voice_call_state_name[] = {
+    "live", "ending", "writing", "done"
+};
+
+
+/*
+ * A call begins with its media stream's start.  resume, when not 0, is
+ * the start (ms since the epoch) of the record this stream continues: a
+ * call back from a transfer nobody answered keeps its record.
+ */
+
+ngx_http_voice_call_t *
+ngx_http_voice_call_create(ngx_http_voice_loc_conf_t *vlcf, ngx_log_t *log,
+    ngx_http_voice_twilio_event_t *start, ngx_str_t *phone, uint64_t resume)
+{
+    size_t                  i, n;
+    ngx_log_t              *clog;
+    ngx_pool_t             *pool;
+    ngx_http_voice_call_t  *call;
+
+    if (ngx_http_voice_call_find(start->call_sid.data, start->call_sid.len))
+    {
+        ngx_log_error(NGX_LOG_INFO, log, 0,
+                      "voice: call %*s already has a media stream",
+                      start->call_sid.len, start->call_sid.data);
+        return NULL;
+    }
+
+    pool = ngx_create_pool(2048, ngx_cycle->log);
+    if (pool == NULL) {
+        return NULL;
+    }
+
+    call = ngx_pcalloc(pool, sizeof(ngx_http_voice_call_t));
+    clog = ngx_palloc(pool, sizeof(ngx_log_t));
+
+    if (call == NULL || clog == NULL) {
+        goto failed;
+    }
+
+    /* the call outlives the WebSocket, so it logs through its own copy of
+     * the cycle's log */
+    *clog = *ngx_cycle->log;
+    pool->log = clog;
+
+    call->pool = pool;
+    call->log = clog;
+    call->vlcf = vlcf;
+    call->state = NGX_HTTP_VOICE_CALL_ST_LIVE;
+    call->start = ngx_http_voice_now_ms();
+
+    /* a record of the last day, not of the future */
+
+    if (resume && resume <= call->start
+        && call->start - resume < 24 * 3600 * 1000)
+    {
+        call->start = resume;
+        call->continued = 1;
+    }
+
+    ngx_memcpy(call->call_sid, start->call_sid.data, NGX_HTTP_VOICE_SID_LEN);
+    ngx_memcpy(call->stream_sid, start->stream_sid.data,
+               NGX_HTTP_VOICE_SID_LEN);
+
+    /* the phone number goes into a file name: keep it to [A-Za-z0-9+] */
+    n = 0;
+    for (i = 0; i < phone->len && n < NGX_HTTP_VOICE_PHONE_MAX; i++) {
+        u_char  ch = phone->data[i];
+
+        call->phone[n++] = ((ch >= '0' && ch <= '9') || ch == '+'
+                            || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z'))
+                           ? ch : '-';
+    }
+
+    if (n == 0) {
+        n = ngx_cpystrn(call->phone, (u_char *) "unknown", 8) - call->phone;
+    }
+
+    call->phone[n] = '\0';
+
+    call->wait.handler = ngx_http_voice_call_wait_expired;
+    call->wait.data = call;
+    call->wait.log = clog;
+
+    if (ngx_http_voice_transcript_open(call) != NGX_OK) {
+        goto failed;
+    }
+
+    ngx_http_voice_call_add(call);
+
+    return call;
+
+failed:
+
+    ngx_destroy_pool(pool);
+    return NULL;
+}
+
+
+/*
+ * The one transition function of a call's life:
+ *
+ *     LIVE     its stream runs
+ *     ENDING   the stream is over; the last entries arrive after Twilio's
+ *              stop, so bridged's call.done is awaited, but not forever
+ *              (voice_transcript_wait)
+ *     WRITING  its record is written (ngx_http_voice_transcript.c)
+ *     DONE     the record is on disk, or given up; the call is freed
+ *              once its stream is gone too, whichever comes last
+ */
+
+static void
+ngx_http_voice_call_state(ngx_http_voice_call_t *call,
+    ngx_http_voice_call_state_e state)
+{
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, call->log, 0,
+                   "voice call %s: %s -> %s", call->call_sid,
+                   ngx_http_voice_call_state_name[call->state],
+                   ngx_http_voice_call_state_name[state]);
+
+    call->state = state;
+
+    switch (state) {
+
+    case NGX_HTTP_VOICE_CALL_ST_ENDING:
+        ngx_add_timer(&call->wait, call->vlcf->transcript_wait);
+        return;
+
+    case NGX_HTTP_VOICE_CALL_ST_WRITING:
+        if (call->wait.timer_set) {
+            ngx_del_timer(&call->wait);
+        }
+
+        ngx_http_voice_transcript_write(call);
+        return;
+
+    case NGX_HTTP_VOICE_CALL_ST_DONE:
+        if (call->wait.timer_set) {
+            ngx_del_timer(&call->wait);
+        }
+
+        ngx_http_voice_transcript_close(call);
+
+        if (call->media == NULL) {
+            ngx_http_voice_call_free(call);
+        }
+
+        return;
+
+    default: /* NGX_HTTP_VOICE_CALL_ST_LIVE */
+        return;
+    }
+}
+
+
+/* the call's stream is over */
+
+void
+ngx_http_voice_call_end(ngx_http_voice_call_t *call)
+{
+    if (call->state != NGX_HTTP_VOICE_CALL_ST_LIVE) {
+        return;
+    }
+
+    ngx_http_voice_call_state(call, (call->bridge_done || call->peer == NULL)
+                                    ? NGX_HTTP_VOICE_CALL_ST_WRITING
+                                    : NGX_HTTP_VOICE_CALL_ST_ENDING);
+}
+
+
+static void
+ngx_http_voice_call_wait_expired(ngx_event_t *ev)
+{
+    ngx_http_voice_call_t  *call;
+
+    call = ev->data;
+
+    ngx_log_error(NGX_LOG_WARN, call->log, 0,
+                  "voice: call %s: bridged did not finish the transcript "
+                  "within %M ms, writing what arrived", call->call_sid,
+                  call->vlcf->transcript_wait);
+
+    ngx_http_voice_call_state(call, NGX_HTTP_VOICE_CALL_ST_WRITING);
+}
+
+
+/* the record is on disk, or given up (ngx_http_voice_transcript.c) */
+
+void
+ngx_http_voice_call_written(ngx_http_voice_call_t *call)
+{
+    if (call->state != NGX_HTTP_VOICE_CALL_ST_DONE) {
+        ngx_http_voice_call_state(call, NGX_HTTP_VOICE_CALL_ST_DONE);
+    }
+}
+
+
+/* the call's stream is gone: the call goes too once its record is done */
+
+void
+ngx_http_voice_call_detach(ngx_http_voice_call_t *call)
+{
+    call->media = NULL;
+
+    if (call->state == NGX_HTTP_VOICE_CALL_ST_DONE && !call->task_busy) {
+        ngx_http_voice_call_free(call);
+    }
+}
+
+
+static void
+ngx_http_voice_call_free(ngx_http_voice_call_t *call)
+{
+    /* the call no longer counts (voice_max_calls) */
+    if (call->admitted) {
+        ngx_http_voice_zone_call_end(call->call_sid);
+    }
+
+    ngx_http_voice_call_remove(call);
+    ngx_destroy_pool(call->pool);
+}
+
+
+/*
+ * What bridged says of the call's record: an entry, or call.done (no
+ * more entries will come, with the answering machine verdict and who
+ * ended the call).
+ */
+
+void
+ngx_http_voice_call_on_bridge(ngx_http_voice_call_t *call,
+    voice_proto_msg_t *msg)
+{
+    if (msg->type == VOICE_PROTO_MSG_TRANSCRIPT) {
+
+        if (call->state >= NGX_HTTP_VOICE_CALL_ST_WRITING) {
+            ngx_log_error(NGX_LOG_WARN, call->log, 0,
+                          "voice: call %s: utterance after the transcript "
+                          "was closed, not stored", call->call_sid);
+            return;
+        }
+
+        ngx_http_voice_transcript_add(call, msg);
+        return;
+    }
+
+    /* VOICE_PROTO_MSG_CALL_DONE */
+
+    call->bridge_done = 1;
+
+    /* a plain word, checked: it goes into the file unescaped */
+    if (msg->answered_by.len
+        && msg->answered_by.len < sizeof(call->answered_by)
+        && ngx_strlchr((u_char *) msg->answered_by.data,
+                       (u_char *) msg->answered_by.data
+                       + msg->answered_by.len, '"') == NULL
+        && ngx_strlchr((u_char *) msg->answered_by.data,
+                       (u_char *) msg->answered_by.data
+                       + msg->answered_by.len, '\\') == NULL)
+    {
+        ngx_memcpy(call->answered_by, msg->answered_by.data,
+                   msg->answered_by.len);
+        call->answered_by[msg->answered_by.len] = '\0';
+    }
+
+    if (msg->ended_by.len) {
+        ngx_http_voice_call_ended_by(call, msg->ended_by.data,
+                                     msg->ended_by.len, msg->reason.data,
+                                     msg->reason.len);
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, call->log, 0,
+                   "voice call %s: bridged is done, %uD utterances",
+                   call->call_sid, msg->count);
+
+    if (call->state == NGX_HTTP_VOICE_CALL_ST_ENDING) {
+        ngx_http_voice_call_state(call, NGX_HTTP_VOICE_CALL_ST_WRITING);
+    }
+}
+
+
+/* who ended the call and why, for the record; the first word stays */
+
+void
+ngx_http_voice_call_ended_by(ngx_http_voice_call_t *call, const u_char *by,
+    size_t by_len, const u_char *reason, size_t len)
+{
+    size_t  i;
+
+    if (call->ended_by[0] != '\0') {
+        return;
+    }
+
+    /* a plain word (caller, assistant, transfer, api, bridge): it goes
+     * into the file unescaped */
+
+    if (by_len == 0 || by_len >= sizeof(call->ended_by)) {
+        return;
+    }
+
+    for (i = 0; i < by_len; i++) {
+        if (by[i] < 'a' || by[i] > 'z') {
+            return;
+        }
+    }
+
+    ngx_memcpy(call->ended_by, by, by_len);
+    call->ended_by[by_len] = '\0';
+
+    len = ngx_min(len, 256);
+
+    call->end_reason.data = ngx_pnalloc(call->pool, len);
+    if (call->end_reason.data == NULL) {
+        return;
+    }
+
+    ngx_memcpy(call->end_reason.data, reason, len);
+    call->end_reason.len = len;
+}
 
 
 ngx_http_voice_call_t *
@@ -54,7 +383,7 @@ ngx_http_voice_call_find(const u_char *sid, size_t len)
 }
 
 
-void
+static void
 ngx_http_voice_call_add(ngx_http_voice_call_t *call)
 {
     ngx_http_voice_worker_t  *w;
@@ -71,7 +400,7 @@ ngx_http_voice_call_add(ngx_http_voice_call_t *call)
 }
 
 
-void
+static void
 ngx_http_voice_call_remove(ngx_http_voice_call_t *call)
 {
     ngx_http_voice_worker_t  *w;

@@ -3,8 +3,8 @@
  * on top of the media WebSocket (ngx_http_voice_ws.c).
  *
  * Each text message from Twilio is parsed (ngx_http_voice_twilio.c) and
- * checked against the session's state: `start` opens the call -- its
- * transcript record (ngx_http_voice_transcript.c) and its stream on the
+ * checked against the session's state: `start` opens the call -- the
+ * call and its record (ngx_http_voice_call.c) and its stream on the
  * bridged instance that owns the call SID -- then `media`, `mark` and
  * `dtmf` are forwarded to bridged as proto frames, and `stop` (or the
  * socket going away) ends the stream.  Audio is decoded from base64 here,
@@ -456,8 +456,7 @@ ngx_http_voice_media_start(ngx_http_voice_media_t *m,
         resume = resume * 10 + (record.data[i] - '0');
     }
 
-    m->call = ngx_http_voice_transcript_start(m->vlcf, log, ev, &phone,
-                                              resume);
+    m->call = ngx_http_voice_call_create(m->vlcf, log, ev, &phone, resume);
     if (m->call == NULL) {
         if (admit == NGX_HTTP_VOICE_ADMIT_OK) {
             ngx_http_voice_zone_call_end(m->call_sid);
@@ -500,8 +499,8 @@ ngx_http_voice_media_start(ngx_http_voice_media_t *m,
         ngx_log_error(NGX_LOG_ERR, log, 0,
                       "voice: the call's session settings cannot be "
                       "rendered, hanging up");
-        ngx_http_voice_transcript_ended_by(m->call, (u_char *) "bridge", 6,
-                                           (u_char *) "no settings", 11);
+        ngx_http_voice_call_ended_by(m->call, (u_char *) "bridge", 6,
+                                     (u_char *) "no settings", 11);
         ngx_http_voice_media_stop(m, "no settings");
         ngx_http_voice_ws_close(ws, NGX_HTTP_VOICE_WS_CLOSE_ERROR,
                                 "assistant unavailable");
@@ -801,8 +800,8 @@ ngx_http_voice_media_wait_expired(ngx_event_t *ev)
     ngx_log_error(NGX_LOG_ERR, m->request->connection->log, 0,
                   "voice: no bridged answered within %d ms, hanging up",
                   NGX_HTTP_VOICE_MEDIA_WAIT);
-    ngx_http_voice_transcript_ended_by(m->call, (u_char *) "bridge", 6,
-                                   (u_char *) "bridged is not reachable", 24);
+    ngx_http_voice_call_ended_by(m->call, (u_char *) "bridge", 6,
+                                 (u_char *) "bridged is not reachable", 24);
     ngx_http_voice_media_stop(m, "bridge unavailable");
     ngx_http_voice_ws_close(m->ws, NGX_HTTP_VOICE_WS_CLOSE_ERROR,
                             "assistant unavailable");
@@ -905,7 +904,7 @@ ngx_http_voice_media_stop(ngx_http_voice_media_t *m, const char *reason)
     }
 
     if (m->call) {
-        ngx_http_voice_transcript_end(m->call);
+        ngx_http_voice_call_end(m->call);
     }
 }
 
@@ -958,7 +957,7 @@ ngx_http_voice_media_on_close(ngx_http_voice_media_t *m)
     }
 
     if (m->call) {
-        ngx_http_voice_transcript_detach(m->call);
+        ngx_http_voice_call_detach(m->call);
         m->call = NULL;
     }
 }
@@ -1073,10 +1072,9 @@ ngx_http_voice_media_on_bridge(ngx_http_voice_media_t *m,
             }
 
             if (m->call) {
-                ngx_http_voice_transcript_ended_by(m->call,
-                                                   (u_char *) "bridge", 6,
-                                                   msg->reason.data,
-                                                   msg->reason.len);
+                ngx_http_voice_call_ended_by(m->call, (u_char *) "bridge",
+                                             6, msg->reason.data,
+                                             msg->reason.len);
             }
 
             ngx_http_voice_media_stop(m, "refused");

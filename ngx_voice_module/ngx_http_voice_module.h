@@ -2,21 +2,31 @@
  * ngx_http_voice_module.h: types shared by the files of the voice module,
  * and the functions they export to each other.
  *
- * The module is the public edge of the voice bridge: the REST API
- * (ngx_http_voice_rest.c), TwiML (ngx_http_voice_twiml.c), Twilio's
- * signature (ngx_http_voice_signature.c), the media WebSocket
- * (ngx_http_voice_ws.c over ngx_http_voice_ws_codec.c) and its Twilio
- * session (ngx_http_voice_media.c), the ZeroMQ channel to bridged
- * (ngx_http_voice_bridge.c), the worker's calls and which bridged carries
- * each (ngx_http_voice_call.c) and transcript storage: a call's record
- * (ngx_http_voice_transcript.c), the files on disk, on the thread pool
- * (ngx_http_voice_store.c), and the recovery of the journals of calls
- * whose process died (ngx_http_voice_recover.c).
- * ngx_http_voice_module.c holds the
- * directives and the module's life cycle; the assistant's session
- * directives are a second module, ngx_http_voice_session.c, and a call's
- * own context travels sealed (ngx_http_voice_seal.c).  What holds across
- * workers lives in shared memory (ngx_http_voice_zone.c).
+ * The module is the public edge of the voice bridge.  Its files, by what
+ * they do:
+ *
+ *   configuration    ngx_http_voice_module.c (directives, life cycle),
+ *                    ngx_http_voice_session.c (the assistant's settings,
+ *                    a second module), ngx_http_voice_zone.c (shared
+ *                    memory: what holds across workers)
+ *   Twilio's HTTP    ngx_http_voice_webhook.c (its requests, signed:
+ *                    ngx_http_voice_signature.c), ngx_http_voice_twiml.c,
+ *                    ngx_http_voice_call_status.c
+ *   the REST API     ngx_http_voice_rest.c, ngx_http_voice_auth.c (the
+ *                    bearer token), ngx_http_voice_body.c (its bodies),
+ *                    ngx_http_voice_seal.c (a call's sealed context)
+ *   media            ngx_http_voice_ws.c over ngx_http_voice_ws_codec.c
+ *                    (the WebSocket), ngx_http_voice_media.c (the Twilio
+ *                    session, its events: ngx_http_voice_twilio.c)
+ *   calls            ngx_http_voice_call.c (a worker's calls, their life
+ *                    cycle, which bridged carries each),
+ *                    ngx_http_voice_bridge.c (the ZeroMQ channel)
+ *   records          ngx_http_voice_transcript.c (a call's record),
+ *                    ngx_http_voice_store.c (its files, on the thread
+ *                    pool), ngx_http_voice_recover.c (journals whose
+ *                    process died), ngx_http_voice_transcript_get.c (the
+ *                    lookup), ngx_http_voice_transcript_fmt.c (formats)
+ *   leaf code        ngx_http_voice_json.c (the JSON tokenizer)
  */
 
 #ifndef NGX_HTTP_VOICE_MODULE_H
@@ -241,7 +251,7 @@ struct ngx_http_voice_ws_s {
 };
 
 
-/* transcript states of a call */
+/* a call's life (ngx_http_voice_call.c) */
 typedef enum {
     NGX_HTTP_VOICE_CALL_ST_LIVE = 0,    /* media flowing */
     NGX_HTTP_VOICE_CALL_ST_ENDING,      /* stream over; awaiting call.done */
@@ -265,8 +275,8 @@ typedef struct {
 /*
  * One call, from its media stream's start until its transcript file is
  * written.  It outlives the WebSocket (the last transcript events arrive
- * after Twilio's stop), so it has its own pool, freed by
- * ngx_http_voice_transcript.c when the file is safely on disk.
+ * after Twilio's stop), so it has its own pool; its life cycle is
+ * ngx_http_voice_call.c's, its record ngx_http_voice_transcript.c's.
  */
 struct ngx_http_voice_call_s {
     ngx_str_node_t              node;           /* key: call_sid */
@@ -366,10 +376,19 @@ ngx_int_t ngx_http_voice_bridge_send(ngx_http_voice_peer_t *peer,
 
 
 /* ngx_http_voice_call.c */
+ngx_http_voice_call_t *ngx_http_voice_call_create(
+    ngx_http_voice_loc_conf_t *vlcf, ngx_log_t *log,
+    ngx_http_voice_twilio_event_t *start, ngx_str_t *phone,
+    uint64_t resume);
+void ngx_http_voice_call_end(ngx_http_voice_call_t *call);
+void ngx_http_voice_call_written(ngx_http_voice_call_t *call);
+void ngx_http_voice_call_detach(ngx_http_voice_call_t *call);
+void ngx_http_voice_call_on_bridge(ngx_http_voice_call_t *call,
+    voice_proto_msg_t *msg);
+void ngx_http_voice_call_ended_by(ngx_http_voice_call_t *call,
+    const u_char *by, size_t by_len, const u_char *reason, size_t len);
 ngx_http_voice_call_t *ngx_http_voice_call_find(const u_char *sid,
     size_t len);
-void ngx_http_voice_call_add(ngx_http_voice_call_t *call);
-void ngx_http_voice_call_remove(ngx_http_voice_call_t *call);
 ngx_http_voice_peer_t *ngx_http_voice_call_pick(const u_char *sid,
     size_t len);
 ngx_http_voice_peer_t *ngx_http_voice_call_peer_of(const u_char *sid,
@@ -460,16 +479,14 @@ void ngx_http_voice_media_hand_over(ngx_http_voice_media_t *m,
 
 
 /* ngx_http_voice_transcript.c */
-ngx_http_voice_call_t *ngx_http_voice_transcript_start(
-    ngx_http_voice_loc_conf_t *vlcf, ngx_log_t *log,
-    ngx_http_voice_twilio_event_t *start, ngx_str_t *phone,
-    uint64_t resume);
-void ngx_http_voice_transcript_on_bridge(ngx_http_voice_call_t *call,
+ngx_int_t ngx_http_voice_transcript_open(ngx_http_voice_call_t *call);
+void ngx_http_voice_transcript_add(ngx_http_voice_call_t *call,
     voice_proto_msg_t *msg);
-void ngx_http_voice_transcript_end(ngx_http_voice_call_t *call);
-void ngx_http_voice_transcript_ended_by(ngx_http_voice_call_t *call,
-    const u_char *by, size_t by_len, const u_char *reason, size_t len);
-void ngx_http_voice_transcript_detach(ngx_http_voice_call_t *call);
+void ngx_http_voice_transcript_write(ngx_http_voice_call_t *call);
+void ngx_http_voice_transcript_close(ngx_http_voice_call_t *call);
+
+
+/* ngx_http_voice_transcript_get.c */
 ngx_int_t ngx_http_voice_transcript_handler(ngx_http_request_t *r);
 
 

@@ -372,9 +372,14 @@ def test_new_stream_for_the_same_call_after_no_answer(twilio, product, tmp_path)
     assert view["streams"][1]["opened_at_ms"] > view["streams"][0]["opened_at_ms"] == first["streams"][0]["opened_at_ms"]
     # the second stream carries next_stream_audio (consumed), the first the caller clip
     wait_for(lambda: twilio.call(sid)["caller_speech_end_ms"])
-    media2 = [m for m in product.conns[1]["messages"] if m["event"] == "media"]
-    sent2 = b"".join(base64.b64decode(m["media"]["payload"]) for m in media2)
-    assert sent2.startswith(open(second, "rb").read())
+
+    def sent2():
+        media2 = [m for m in product.conns[1]["messages"] if m["event"] == "media"]
+        return b"".join(base64.b64decode(m["media"]["payload"]) for m in media2)
+    # the fake has sent it all; our server reads it on its own thread
+    clip = open(second, "rb").read()
+    wait_for(lambda: len(sent2()) >= len(clip))
+    assert sent2().startswith(clip)
     assert requests.get(twilio.base + "/_fake/config").json()["next_stream_audio"] is None
     # the last mark's echo and the hang-up can be compared on one clock
     view = until(twilio, sid, lambda v: v["marks_echoed"] == ["last"])
