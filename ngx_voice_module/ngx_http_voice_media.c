@@ -9,7 +9,10 @@
  * `dtmf` are forwarded to bridged as proto frames, and `stop` (or the
  * socket going away) ends the stream.  Audio is decoded from base64 here,
  * so bridged gets raw mu-law; a frame bridged cannot take (ZeroMQ high
- * water mark) is dropped and counted, never queued.
+ * water mark) is dropped and counted, never queued.  While the call
+ * waits for a live bridged (its own went down), the caller's audio is
+ * held, bounded, and given to the bridged that takes the call, so that
+ * words said in the gap still reach the assistant.
  *
  * The other way, bridged's audio, marks and clears become Twilio
  * messages with exactly the documented fields, and a hang-up closes the
@@ -39,6 +42,13 @@
  * go (its record being written), polling */
 #define NGX_HTTP_VOICE_MEDIA_DEFER       5000
 #define NGX_HTTP_VOICE_MEDIA_DEFER_POLL  20
+
+/* the caller's audio held while a call waits for a live bridged: 8 s of
+ * 20 ms frames (8,000 bytes a second), each with its sequence number and
+ * timestamp, 70 KB; allocated the first time the call waits */
+#define NGX_HTTP_VOICE_MEDIA_HOLD_HDR    (4 + 8 + 2)
+#define NGX_HTTP_VOICE_MEDIA_HOLD                                             \
+    (8 * 8000 + 8 * 50 * NGX_HTTP_VOICE_MEDIA_HOLD_HDR)
 
 
 typedef enum {
@@ -71,6 +81,10 @@ struct ngx_http_voice_media_s {
 
     ngx_event_t                     wait;           /* for a live bridged */
     ngx_msec_t                      waiting_since;
+    u_char                         *hold;           /* audio of the wait */
+    size_t                          hold_len;
+    const char                     *lost_why;       /* how its bridged went:
+                                                       a static string */
 
     /* a start that waits for the call's previous stream to let go */
     ngx_event_t                     defer;
@@ -95,6 +109,9 @@ static void ngx_http_voice_media_state(ngx_http_voice_media_t *m,
     ngx_http_voice_media_state_e state);
 static void ngx_http_voice_media_start(ngx_http_voice_media_t *m,
     ngx_http_voice_twilio_event_t *ev);
+static void ngx_http_voice_media_hold(ngx_http_voice_media_t *m,
+    ngx_http_voice_twilio_event_t *ev);
+static void ngx_http_voice_media_release(ngx_http_voice_media_t *m);
 static void ngx_http_voice_media_forward(ngx_http_voice_media_t *m,
     voice_proto_msg_type_e type, ngx_http_voice_twilio_event_t *ev);
 static void ngx_http_voice_media_stop(ngx_http_voice_media_t *m,
@@ -726,6 +743,10 @@ ngx_http_voice_media_hand_over(ngx_http_voice_media_t *m, const char *why)
         ngx_log_error(NGX_LOG_WARN, log, 0,
                       "voice: call %*s: %s",
                       (size_t) NGX_HTTP_VOICE_SID_LEN, m->call_sid, why);
+
+        /* kept for the note of the bridged that takes the call, however
+         * long it waits for one */
+        m->lost_why = why;
     }
 
     peer = ngx_http_voice_call_pick(m->call_sid, NGX_HTTP_VOICE_SID_LEN);
@@ -744,15 +765,16 @@ ngx_http_voice_media_hand_over(ngx_http_voice_media_t *m, const char *why)
     m->call->peer = peer;
 
     if (peer != NULL
-        && ngx_http_voice_media_send_start(m, m->carried
-                                              ? (why ? why : "its bridged "
-                                                 "stopped answering")
-                                              : NULL)
+        && ngx_http_voice_media_send_start(m, !m->carried ? NULL
+                                              : m->lost_why ? m->lost_why
+                                              : "its bridged went away")
            == NGX_OK)
     {
         if (m->wait.timer_set) {
             ngx_del_timer(&m->wait);
         }
+
+        ngx_http_voice_media_release(m);
 
         if (m->carried || m->waiting_since) {
             ngx_log_error(NGX_LOG_NOTICE, log, 0,
@@ -820,6 +842,10 @@ ngx_http_voice_media_forward(ngx_http_voice_media_t *m,
     w = ngx_http_voice_worker();
 
     if (m->peer == NULL) {
+        if (type == VOICE_PROTO_MSG_AUDIO_IN) {
+            ngx_http_voice_media_hold(m, ev);
+        }
+
         return;
     }
 
@@ -873,6 +899,99 @@ ngx_http_voice_media_forward(ngx_http_voice_media_t *m,
     }
 
     w->audio_dropped++;
+}
+
+
+/*
+ * The caller's audio while the call waits for a bridged: frames as
+ * [seq u32][timestamp u64][length u16][audio], in order.  Past the bound
+ * the newest are dropped and counted: the beginning of what was said is
+ * kept whole.
+ */
+
+static void
+ngx_http_voice_media_hold(ngx_http_voice_media_t *m,
+    ngx_http_voice_twilio_event_t *ev)
+{
+    u_char                   *p;
+    uint32_t                  seq;
+    uint16_t                  len;
+    ngx_http_voice_worker_t  *w;
+
+    w = ngx_http_voice_worker();
+
+    if (m->hold == NULL) {
+        m->hold = ngx_palloc(m->request->pool, NGX_HTTP_VOICE_MEDIA_HOLD);
+    }
+
+    if (m->hold == NULL || ev->audio_len > 0xffff
+        || m->hold_len + NGX_HTTP_VOICE_MEDIA_HOLD_HDR + ev->audio_len
+           > NGX_HTTP_VOICE_MEDIA_HOLD)
+    {
+        m->dropped_in++;
+        w->audio_dropped++;
+        return;
+    }
+
+    seq = (uint32_t) ev->chunk;
+    len = (uint16_t) ev->audio_len;
+
+    p = m->hold + m->hold_len;
+    p = ngx_cpymem(p, &seq, sizeof(uint32_t));
+    p = ngx_cpymem(p, &ev->timestamp, sizeof(uint64_t));
+    p = ngx_cpymem(p, &len, sizeof(uint16_t));
+    p = ngx_cpymem(p, ev->audio, ev->audio_len);
+
+    m->hold_len = p - m->hold;
+}
+
+
+/* the held audio goes to the bridged that took the call, after its
+ * stream.start */
+
+static void
+ngx_http_voice_media_release(ngx_http_voice_media_t *m)
+{
+    u_char                         *p, *last;
+    uint16_t                        len;
+    uint32_t                        seq;
+    ngx_uint_t                      n;
+    ngx_http_voice_twilio_event_t   ev;
+
+    if (m->hold_len == 0) {
+        return;
+    }
+
+    n = 0;
+    p = m->hold;
+    last = m->hold + m->hold_len;
+
+    /* the frames go out as they came: forwarding never holds again, with
+     * a live peer */
+
+    m->hold_len = 0;
+
+    ngx_memzero(&ev, sizeof(ngx_http_voice_twilio_event_t));
+
+    while (p + NGX_HTTP_VOICE_MEDIA_HOLD_HDR <= last) {
+        ngx_memcpy(&seq, p, sizeof(uint32_t));
+        ngx_memcpy(&ev.timestamp, p + 4, sizeof(uint64_t));
+        ngx_memcpy(&len, p + 12, sizeof(uint16_t));
+        p += NGX_HTTP_VOICE_MEDIA_HOLD_HDR;
+
+        ev.chunk = seq;
+        ev.audio = p;
+        ev.audio_len = len;
+        p += len;
+
+        ngx_http_voice_media_forward(m, VOICE_PROTO_MSG_AUDIO_IN, &ev);
+        n++;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, m->request->connection->log, 0,
+                  "voice: call %*s: %ui frames of the caller's audio held "
+                  "during the wait were sent on",
+                  (size_t) NGX_HTTP_VOICE_SID_LEN, m->call_sid, n);
 }
 
 

@@ -6,7 +6,8 @@ settings and its conversation so far (the record's finished entries, as
 the HISTORY of a new stream.start), and goes on: the caller speaks again
 and hears the assistant, and the record is one, in order.  With no live
 bridged a call waits, bounded, for one to answer again -- the same one,
-restarted -- and with none in time it ends with the fallback message.
+restarted -- holding what the caller says meanwhile, and with none in
+time it ends with the fallback message.
 """
 
 import base64
@@ -119,15 +120,29 @@ def test_a_call_waits_for_its_bridged_to_come_back(stack_factory):
     stack.procs["bridged"].kill()
     stack.procs["bridged"].wait()
     wait_for(lambda: noticed(stack), 10, 0.1, "nginx to notice")
+
+    # the caller speaks while there is no bridged at all: nginx holds the
+    # audio and gives it to the one that takes the call
+    before = heard(stack, sid)
+    stack.tw("POST", "/_fake/calls/%s/say" % sid,
+             {"audio": str(FIXTURES / "caller.ulaw")})
+    time.sleep(len(fixture_bytes("caller")) / 8000 + 0.2)
     stack.start_bridged()   # a fresh log
     wait_for(lambda: "[%s] taking the call over" % sid in stack.log(
         "bridged"), 10, 0.1, "the restarted bridged to take it")
+    wait_for(lambda: heard(stack, sid) >= before + len(fixture_bytes("reply")),
+             30, 0.1, "the reply to what was said while no bridged was up")
+    assert "frames of the caller's audio held during the wait were sent " \
+        "on" in stack.log("error")
 
-    speak_and_hear(stack, sid, "the reply after the restart")
     stack.tw("POST", "/_fake/calls/%s/hangup" % sid, {"wait": True})
     rec = json.loads(stack.wait_transcript(sid, 30).read_text())
     roles = [u["role"] for u in rec["transcript"]]
     assert roles == ["user", "assistant", "note", "user", "assistant"], roles
+    assert rec["transcript"][3]["text"] == fixture_text("caller")
+    # the note says how the bridged went, though the call waited between
+    assert "its bridged dropped its connection" in rec["transcript"][2][
+        "text"], rec["transcript"][2]["text"]
 
 
 def test_with_no_bridged_the_call_ends_with_the_fallback(stack_factory):

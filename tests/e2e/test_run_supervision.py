@@ -1,7 +1,8 @@
 """test_run_supervision.py: `./build.sh run` as a service manager.
 
 bridged that dies is started again, as systemd's Restart=on-failure would,
-with the same command line, and the service answers again; one that fails
+with the same command line, and the service answers again -- a call that
+was live on it goes on, handed to the new one; one that fails
 at every start (its configuration) is given up on after a bounded number of
 tries, and everything stops.  nginx dying stops everything, its orphaned
 workers too.  SIGTERM to build.sh alone (not its process group) leaves
@@ -11,12 +12,16 @@ wait).  Each run is in a session of its own (test_readme.build_sh_run), on
 free ports.
 """
 
+import json
 import os
 import re
 import signal
 import time
 
-from conftest import wait_for
+import requests
+import urllib3
+
+from conftest import FIXTURES, wait_for
 from test_readme import alive, build_sh_run, describe
 
 STOP_GRACE_S = 10       # build.sh's SIGTERM-then-SIGKILL wait
@@ -56,6 +61,69 @@ def test_bridged_is_restarted_when_it_dies():
         # nothing else was restarted
         assert nginx_master(run) == master
         assert "stopping everything" not in run.log()
+
+        rc, left = run.stop()
+        assert rc == 0, run.log()[-3000:]
+        assert not left, left
+
+
+def test_a_live_call_goes_on_across_a_restart():
+    """the simulation's call, its bridged killed as the stream starts: the
+    restarted bridged takes it over, and the caller, speaking again, gets
+    the whole scripted conversation; one record, with the hand-over noted,
+    and no fallback message"""
+    urllib3.disable_warnings()
+    with build_sh_run(prefix="voice-restart-call-") as run:
+        twilio = re.search(r"fake Twilio at (https://[^\s,]+)",
+                           run.log()).group(1)
+
+        def tw(method, path, body=None):
+            # (the stand-in's certificate is the build's test CA's)
+            r = requests.request(method, twilio + path, json=body,
+                                 verify=False, timeout=30)
+            r.raise_for_status()
+            return r.json()
+
+        r = requests.post(run.base + "/api/call", headers=run.auth,
+                          json={"number": "+14155550123"}, timeout=10)
+        assert r.status_code == 200, r.text
+        sid = r.json()["callSid"]
+        logs = run.tmp + "/logs"
+
+        # the call's stream started (its journal is there): kill bridged
+        wait_for(lambda: any(f.startswith(".%s_" % sid)
+                             for f in os.listdir(logs)),
+                 20, 0.02, "the call's journal")
+        (old, _), = bridged(run).items()
+        os.kill(old, signal.SIGKILL)
+        wait_for(lambda: [p for p in bridged(run) if p != old], 5, 0.1,
+                 "a new bridged")
+        wait_for(lambda: "took over" in "".join(
+            open(os.path.join(logs, f)).read() for f in os.listdir(logs)
+            if f.startswith(".%s_" % sid)), 15, 0.1, "the hand-over's note")
+
+        # the caller speaks again (unless the rest of the first sentence,
+        # heard by the new session, was enough: the call may be over):
+        # the new session plays the whole script, to the assistant's
+        # end_call
+        requests.post(twilio + "/_fake/calls/%s/say" % sid, verify=False,
+                      json={"audio": str(FIXTURES / "caller.ulaw")},
+                      timeout=30)
+        rec = wait_for(lambda: next(
+            (json.load(open(os.path.join(logs, f)))
+             for f in os.listdir(logs)
+             if f.startswith(sid + "_") and f.endswith(".json")), None),
+            60, 0.2, "the call's record")
+        entries = rec["transcript"]
+        notes = [e for e in entries if e["role"] == "note"]
+        assert len(notes) == 1 and "dropped its connection" in \
+            notes[0]["text"], entries
+        after = entries[entries.index(notes[0]):]
+        assert [e.get("name") for e in after if e["role"] == "tool"] == \
+            ["check_tables", "end_call"], entries
+        assert rec["endedBy"] == "assistant", rec
+        assert tw("GET", "/_fake/calls/" + sid)["says"] == []
+        assert "restarting it in 1 s (restart #1)" in run.log()
 
         rc, left = run.stop()
         assert rc == 0, run.log()[-3000:]
