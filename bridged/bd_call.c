@@ -120,7 +120,8 @@ static int bd_call_ev_audio_out(void *data, const uint8_t *audio,
     size_t len, const char *mark);
 static void bd_call_ev_clear(void *data);
 static int bd_call_ev_transcript(void *data, uint32_t order, uint32_t role,
-    const char *text, size_t len);
+    const char *text, size_t len, const char *generated,
+    size_t generated_len);
 static void bd_call_ev_send(void *data, const char *json, size_t len);
 static void bd_call_ev_ready(void *data);
 static void bd_call_ev_fatal(void *data, const char *why);
@@ -455,7 +456,7 @@ bd_call_ev_clear(void *data)
 
 static int
 bd_call_ev_transcript(void *data, uint32_t order, uint32_t role,
-    const char *text, size_t len)
+    const char *text, size_t len, const char *generated, size_t generated_len)
 {
     int                    rc;
     bd_call_t             *call;
@@ -474,11 +475,21 @@ bd_call_ev_transcript(void *data, uint32_t order, uint32_t role,
     voice_proto_put_bytes(w, VOICE_PROTO_F_TEXT, text, len);
     voice_proto_put_u64(w, VOICE_PROTO_F_TIMESTAMP, bd_call_epoch_ms());
 
+    if (generated != NULL) {
+        voice_proto_put_u32(w, VOICE_PROTO_F_FLAGS,
+                            VOICE_PROTO_FLAG_INTERRUPTED);
+        voice_proto_put_bytes(w, VOICE_PROTO_F_GENERATED, generated,
+                              generated_len);
+    }
+
     rc = bd_chan_send(call->peer, w);
 
-    /* the next session hears it too, if there is one */
+    /* the next session hears it too, if there is one: what was heard, as
+     * OpenAI keeps of a truncated reply */
 
-    if (bd_history_add(&call->history, order, role, text, len) != 0) {
+    if (len > 0
+        && bd_history_add(&call->history, order, role, text, len) != 0)
+    {
         bd_log(BD_LOG_WARN, call->sid, "no memory to keep an utterance for "
                "a later session");
     }
@@ -681,6 +692,9 @@ bd_call_finish(bd_call_t *call, const char *how)
 
     bd_call_ended_by(call, "caller", "hangup");
 
+    /* replies whose playing was not confirmed go in as far as it was */
+    bd_oai_event_flush(cv, 1);
+
     if (bd_call_send_call_done(call->peer, (uint8_t *) call->sid,
                                call->sid_len, cv->transcripts,
                                call->ended_by, call->end_reason,
@@ -850,6 +864,7 @@ bd_call_destroy(bd_call_t *call)
 static void
 bd_call_free(bd_call_t *call)
 {
+    bd_oai_event_flush(&call->conv, 0);
     bd_history_free(&call->history);
     bd_ring_free(&call->hold);
 

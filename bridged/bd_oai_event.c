@@ -17,6 +17,14 @@
  * of that response is dropped, and the outstanding marks are forgotten so
  * that the echoes the clear causes do not count as played.
  *
+ * What was heard.  An assistant's transcript usually comes before its
+ * audio has played (OpenAI generates faster than Twilio plays), so it is
+ * held until its fate is known: its last mark echoed (all of it was
+ * heard), or a barge-in, the caller's leaving or the session's end cut
+ * it.  A cut one goes to the record as the share of its text that the
+ * played share of its audio covers, back to a word boundary (OpenAI gives
+ * no word timings), with the whole text apart.
+ *
  * Memory.  response.output_audio.delta, the event that comes at frame
  * rate, is read where it lies by a flat scan (bd_jscan.c) when it has the
  * plain shape OpenAI sends.  Any other server event is parsed with cJSON
@@ -56,6 +64,8 @@ typedef struct {
 } bd_oai_event_handler_t;
 
 
+static void bd_oai_event_heard(bd_oai_event_conv_t *cv,
+    bd_oai_event_item_t *it, int force);
 static void bd_oai_event_session_created(bd_oai_event_conv_t *cv,
     const cJSON *ev);
 static void bd_oai_event_session_updated(bd_oai_event_conv_t *cv,
@@ -192,6 +202,9 @@ bd_oai_event_init(bd_oai_event_conv_t *cv, const bd_oai_event_ops_t *ops,
 void
 bd_oai_event_new_session(bd_oai_event_conv_t *cv)
 {
+    /* the old session's replies were cut where they were */
+    bd_oai_event_flush(cv, 1);
+
     cv->items_head = 0;
     cv->items_len = 0;
     cv->marks_head = 0;
@@ -310,6 +323,8 @@ bd_oai_event_item(bd_oai_event_conv_t *cv, const char *id, unsigned role)
         if (it->flags & BD_OAI_EVENT_PENDING) {
             cv->pending--;
         }
+
+        bd_oai_event_heard(cv, it, 1);
 
         cv->items_head = (cv->items_head + 1) % BD_OAI_EVENT_ITEMS;
         cv->items_len--;
@@ -509,6 +524,7 @@ bd_oai_event_truncate(bd_oai_event_conv_t *cv, uint32_t order)
     }
 
     it->flags |= BD_OAI_EVENT_TRUNCATED;
+    bd_oai_event_heard(cv, it, 0);
 
     /* mu-law at 8 kHz: 8 bytes per ms */
 
@@ -662,7 +678,8 @@ bd_oai_event_transcript(bd_oai_event_conv_t *cv, bd_oai_event_item_t *it,
         len = VOICE_PROTO_MAX_TEXT;
     }
 
-    if (cv->ops->transcript(cv->data, it->order, role, text, len)) {
+    if (cv->ops->transcript(cv->data, it->order, role, text, len, NULL, 0))
+    {
         cv->transcripts++;
     }
 }
@@ -929,7 +946,10 @@ bd_oai_event_audio_done(bd_oai_event_conv_t *cv, const cJSON *ev)
             continue;
         }
 
+        it->flags |= BD_OAI_EVENT_AUDIO_DONE;
+
         if (it->sent == it->marked || (it->flags & BD_OAI_EVENT_TRUNCATED)) {
+            bd_oai_event_heard(cv, it, 0);
             return;
         }
 
@@ -947,6 +967,8 @@ bd_oai_event_audio_done(bd_oai_event_conv_t *cv, const cJSON *ev)
 static void
 bd_oai_event_transcript_done(bd_oai_event_conv_t *cv, const cJSON *ev)
 {
+    size_t                len;
+    const char           *text;
     bd_oai_event_item_t  *it;
 
     cv->responding = 0;
@@ -960,8 +982,136 @@ bd_oai_event_transcript_done(bd_oai_event_conv_t *cv, const cJSON *ev)
 
     it->flags |= BD_OAI_EVENT_SETTLED;
 
-    bd_oai_event_transcript(cv, it, VOICE_PROTO_ROLE_ASSISTANT,
-                            bd_oai_event_str(ev, "transcript"));
+    text = bd_oai_event_str(ev, "transcript");
+    if (text == NULL || text[0] == '\0') {
+        return;
+    }
+
+    len = strlen(text);
+    if (len > VOICE_PROTO_MAX_TEXT) {
+        len = VOICE_PROTO_MAX_TEXT;
+    }
+
+    /* held until what of it played is known (bd_oai_event_heard()) */
+
+    it->text = malloc(len + 1);
+
+    if (it->text == NULL) {
+        bd_log(BD_LOG_WARN, cv->sid, "no memory to hold a reply's text: "
+               "it is recorded as generated");
+        bd_oai_event_transcript(cv, it, VOICE_PROTO_ROLE_ASSISTANT, text);
+        return;
+    }
+
+    memcpy(it->text, text, len);
+    it->text[len] = '\0';
+    it->text_len = len;
+
+    bd_oai_event_heard(cv, it, 0);
+}
+
+
+/*
+ * How much of a text the played share of its audio covers: back to the
+ * end of the last word that fits (UTF-8 stays whole: a space is ASCII).
+ */
+
+static size_t
+bd_oai_event_cut(const char *text, size_t len, uint64_t played,
+    uint64_t received)
+{
+    size_t  n;
+
+    if (played >= received) {
+        return len;
+    }
+
+    n = (size_t) ((uint64_t) len * played / received);
+
+    /* inside a word: back to its start */
+    while (n > 0 && text[n] != ' ' && text[n] != '\n' && text[n] != '\t') {
+        n--;
+    }
+
+    while (n > 0 && (text[n - 1] == ' ' || text[n - 1] == '\n'
+                     || text[n - 1] == '\t'))
+    {
+        n--;
+    }
+
+    return n;
+}
+
+
+/*
+ * A held transcript goes to the record once its fate is known: all its
+ * audio played (its last mark came back), or it was cut -- a barge-in
+ * truncated it, the caller left, or force (the session or the item's
+ * slot ends).  A reply with no audio at all is recorded whole.
+ */
+
+static void
+bd_oai_event_heard(bd_oai_event_conv_t *cv, bd_oai_event_item_t *it,
+    int force)
+{
+    int     cut, whole;
+    size_t  n;
+
+    if (it->text == NULL) {
+        return;
+    }
+
+    cut = (it->flags & BD_OAI_EVENT_TRUNCATED) || force || cv->stopped;
+    whole = it->received == 0
+            || ((it->flags & BD_OAI_EVENT_AUDIO_DONE)
+                && it->played >= it->sent
+                && !(it->flags & BD_OAI_EVENT_TRUNCATED));
+
+    if (!cut && !whole) {
+        return;     /* still playing */
+    }
+
+    n = whole ? it->text_len
+              : bd_oai_event_cut(it->text, it->text_len, it->played,
+                                 it->received);
+
+    if (n < it->text_len) {
+        bd_log(BD_LOG_INFO, cv->sid, "reply %s cut off after %llu of %llu "
+               "ms: %zu of %zu bytes of its text heard", it->id,
+               (unsigned long long) (it->played / 8),
+               (unsigned long long) (it->received / 8), n, it->text_len);
+    }
+
+    if (cv->ops->transcript(cv->data, it->order, VOICE_PROTO_ROLE_ASSISTANT,
+                            it->text, n,
+                            n < it->text_len ? it->text : NULL,
+                            n < it->text_len ? it->text_len : 0))
+    {
+        cv->transcripts++;
+    }
+
+    free(it->text);
+    it->text = NULL;
+    it->text_len = 0;
+}
+
+
+void
+bd_oai_event_flush(bd_oai_event_conv_t *cv, int tell)
+{
+    unsigned              i;
+    bd_oai_event_item_t  *it;
+
+    for (i = 0; i < cv->items_len; i++) {
+        it = &cv->items[(cv->items_head + i) % BD_OAI_EVENT_ITEMS];
+
+        if (tell) {
+            bd_oai_event_heard(cv, it, 1);
+        }
+
+        free(it->text);
+        it->text = NULL;
+    }
 }
 
 
@@ -1089,7 +1239,7 @@ bd_oai_event_mark_ack(bd_oai_event_conv_t *cv, const char *name, size_t len)
 {
     size_t                i;
     uint32_t              seq;
-    unsigned              k;
+    unsigned              j, k;
     bd_oai_event_item_t  *it;
     bd_oai_event_mark_t  *m;
 
@@ -1120,12 +1270,17 @@ bd_oai_event_mark_ack(bd_oai_event_conv_t *cv, const char *name, size_t len)
             continue;
         }
 
-        it = bd_oai_event_item_by_order(cv, m->order);
-        if (it != NULL && m->sent > it->played) {
-            it->played = m->sent;
-        }
-
         /* Twilio echoes in order: the marks before this one are played */
+
+        for (j = 0; j <= k; j++) {
+            m = &cv->marks[(cv->marks_head + j) % BD_OAI_EVENT_MARKS];
+
+            it = bd_oai_event_item_by_order(cv, m->order);
+            if (it != NULL && m->sent > it->played) {
+                it->played = m->sent;
+                bd_oai_event_heard(cv, it, 0);
+            }
+        }
 
         cv->marks_head = (cv->marks_head + k + 1) % BD_OAI_EVENT_MARKS;
         cv->marks_len -= k + 1;
@@ -1144,6 +1299,11 @@ bd_oai_event_stop(bd_oai_event_conv_t *cv)
         "{\"type\":\"input_audio_buffer.commit\",\"event_id\":\"bd-commit\"}";
     static const char  cancel[] =
         "{\"type\":\"response.cancel\",\"event_id\":\"bd-stop-cancel\"}";
+
+    /* what played of the replies is all the caller heard */
+
+    cv->stopped = 1;
+    bd_oai_event_flush(cv, 1);
 
     if (!cv->ready) {
         return;
@@ -1372,7 +1532,7 @@ bd_oai_event_dtmf(bd_oai_event_conv_t *cv, char digit)
     it->flags |= BD_OAI_EVENT_SETTLED;
 
     if (cv->ops->transcript(cv->data, it->order, VOICE_PROTO_ROLE_DTMF,
-                            &digit, 1))
+                            &digit, 1, NULL, 0))
     {
         cv->transcripts++;
     }

@@ -49,6 +49,7 @@
 #define BD_OAI_EVENT_PENDING     0x01    /* committed user audio, ASR due */
 #define BD_OAI_EVENT_SETTLED     0x02    /* its transcript came or failed */
 #define BD_OAI_EVENT_TRUNCATED   0x04    /* barge-in: its audio is dropped */
+#define BD_OAI_EVENT_AUDIO_DONE  0x08    /* all its audio has come */
 
 
 /*
@@ -62,8 +63,11 @@ typedef struct {
     int   (*audio_out)(void *data, const uint8_t *audio, size_t len,
                        const char *mark);
     void  (*clear)(void *data);
+    /* generated, when not NULL, is all an assistant utterance said of
+     * which the caller heard only text (len may be 0): cut off */
     int   (*transcript)(void *data, uint32_t order, uint32_t role,
-                        const char *text, size_t len);
+                        const char *text, size_t len, const char *generated,
+                        size_t generated_len);
 
     /* queue a client event (JSON text) for OpenAI */
     void  (*send)(void *data, const char *json, size_t len);
@@ -106,6 +110,9 @@ typedef struct {
     uint64_t    sent;        /* of those, bytes nginx took */
     uint64_t    played;      /* bytes Twilio confirmed with a mark echo */
     uint64_t    marked;      /* sent bytes when its last mark left */
+    char       *text;        /* an assistant's transcript, malloc()ed and
+                                held until what of it played is known */
+    size_t      text_len;
 } bd_oai_event_item_t;
 
 
@@ -145,6 +152,7 @@ typedef struct {
                                                  refused: one was active */
     unsigned                   speaking:1;   /* VAD: caller mid-utterance */
     unsigned                   committing:1; /* our commit is unanswered */
+    unsigned                   stopped:1;    /* the caller is gone */
 
     char                       response_id[BD_OAI_EVENT_ID_MAX];
     char                       dropped_id[BD_OAI_EVENT_ID_MAX];
@@ -182,6 +190,12 @@ void bd_oai_event_mark_ack(bd_oai_event_conv_t *cv, const char *name,
 
 /* the caller is gone: commit an utterance the VAD has not closed yet */
 void bd_oai_event_stop(bd_oai_event_conv_t *cv);
+
+/*
+ * The assistant's transcripts still held (their audio playing) go out as
+ * they stand, with what played of them (tell), or are only freed.
+ */
+void bd_oai_event_flush(bd_oai_event_conv_t *cv, int tell);
 
 /* 1 when no transcription and no response is outstanding */
 int bd_oai_event_settled(bd_oai_event_conv_t *cv);

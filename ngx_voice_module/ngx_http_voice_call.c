@@ -557,7 +557,8 @@ ngx_http_voice_call_max_order(ngx_http_voice_call_t *call)
  *
  * the newest entries, in conversation order, within the bounds above (a
  * tool's entry folded into one text, "name(arguments) returned: output";
- * notes left out: they are about the call, not what was said).  *next is
+ * of a reply the caller cut off, what was heard; notes left out: they are
+ * about the call, not what was said).  *next is
  * the order after the last entry bridged sent, so that the new bridged's
  * entries sort after the old one's.
  */
@@ -586,7 +587,9 @@ ngx_http_voice_call_history(ngx_http_voice_call_t *call, ngx_pool_t *pool,
     kept = 0;
 
     for (i = 0; i < n; i++) {
-        if (u[i].role == VOICE_PROTO_ROLE_NOTE) {
+
+        /* a reply cut off before a word played said nothing */
+        if (u[i].role == VOICE_PROTO_ROLE_NOTE || u[i].text.len == 0) {
             continue;
         }
 

@@ -269,6 +269,10 @@ typedef struct {
                                                    a key's: the digit */
     ngx_str_t                   name;           /* a tool's */
     ngx_str_t                   arguments;      /* a tool's: JSON object */
+    ngx_str_t                   generated;      /* an assistant's the
+                                                   caller cut off: all it
+                                                   said (text: what was
+                                                   heard); else empty */
 } ngx_http_voice_utterance_t;
 
 

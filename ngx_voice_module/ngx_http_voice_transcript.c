@@ -287,14 +287,27 @@ ngx_http_voice_transcript_entry(ngx_http_voice_call_t *call,
     const char                  *bad;
     ngx_http_voice_utterance_t  *u;
 
+    static voice_proto_str_t          none;
     static ngx_http_voice_json_tok_t  toks[1024];
 
     bad = NULL;
 
     switch (msg->role) {
 
-    case VOICE_PROTO_ROLE_USER:
     case VOICE_PROTO_ROLE_ASSISTANT:
+
+        /* cut off by the caller: what played may be nothing at all */
+        if (msg->flags & VOICE_PROTO_FLAG_INTERRUPTED) {
+            if (msg->generated.len <= msg->text.len) {
+                bad = "an interrupted utterance not longer than what "
+                      "was heard";
+            }
+            break;
+        }
+
+        /* fall through */
+
+    case VOICE_PROTO_ROLE_USER:
     case VOICE_PROTO_ROLE_NOTE:
         if (msg->text.len == 0) {
             bad = "an empty utterance";
@@ -331,7 +344,8 @@ ngx_http_voice_transcript_entry(ngx_http_voice_call_t *call,
         return;
     }
 
-    bytes = msg->text.len + msg->name.len + msg->arguments.len;
+    bytes = msg->text.len + msg->name.len + msg->arguments.len
+            + msg->generated.len;
 
     if (call->utterances.nelts >= NGX_HTTP_VOICE_TRANSCRIPT_MAX_UTTERANCES
         || call->text_bytes + bytes > NGX_HTTP_VOICE_TRANSCRIPT_MAX_TEXT)
@@ -355,6 +369,11 @@ ngx_http_voice_transcript_entry(ngx_http_voice_call_t *call,
            != NGX_OK
         || ngx_http_voice_transcript_copy(call, &u->arguments,
                                           &msg->arguments)
+           != NGX_OK
+        || ngx_http_voice_transcript_copy(call, &u->generated,
+                                          (msg->flags
+                                           & VOICE_PROTO_FLAG_INTERRUPTED)
+                                          ? &msg->generated : &none)
            != NGX_OK)
     {
         call->utterances.nelts--;
@@ -500,8 +519,11 @@ ngx_http_voice_transcript_role(uint32_t role)
 
 
 /*
- * One entry's members after "role", without the braces:
+ * One entry's members after "role", without the braces and the last
+ * string's closing quote:
  *     "text": "..."                            user, assistant, note
+ *     "text": "...", "interrupted": true, "generated": "..."
+ *                                              assistant, cut off
  *     "name": "...", "arguments": {...}, "output": "..."     tool
  *     "digit": "5"                                            dtmf
  */
@@ -527,7 +549,16 @@ ngx_http_voice_transcript_members(u_char *p, ngx_http_voice_utterance_t *u,
         p = ngx_sprintf(p, "\"text\": \"");
     }
 
-    return (u_char *) ngx_escape_json(p, u->text.data, u->text.len);
+    p = (u_char *) ngx_escape_json(p, u->text.data, u->text.len);
+
+    if (u->generated.len) {
+        p = ngx_sprintf(p, "\",%s\"interrupted\": true,%s"
+                        "\"generated\": \"", sep, sep);
+        p = (u_char *) ngx_escape_json(p, u->generated.data,
+                                       u->generated.len);
+    }
+
+    return p;
 }
 
 
@@ -552,9 +583,12 @@ ngx_http_voice_transcript_render(ngx_http_voice_call_t *call,
     size = 512 + 2 * NGX_HTTP_VOICE_PHONE_MAX + 6 * call->end_reason.len
            + call->context.len;
     for (i = from; i < to; i++) {
-        size += 192 + u[i].text.len + u[i].name.len + u[i].arguments.len
+        size += 256 + u[i].text.len + u[i].name.len + u[i].arguments.len
+                + u[i].generated.len
                 + ngx_escape_json(NULL, u[i].text.data, u[i].text.len)
-                + ngx_escape_json(NULL, u[i].name.data, u[i].name.len);
+                + ngx_escape_json(NULL, u[i].name.data, u[i].name.len)
+                + ngx_escape_json(NULL, u[i].generated.data,
+                                  u[i].generated.len);
     }
 
     buf = ngx_alloc(size, call->log);

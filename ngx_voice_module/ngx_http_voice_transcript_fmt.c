@@ -130,6 +130,9 @@ ngx_http_voice_transcript_fmt_str(const uint8_t *json,
  *     Tool: NAME {"arguments": ...} -> OUTPUT
  *     Keypad: 5
  *     Note: OpenAI session 2 took over (...)
+ *
+ * A reply the caller cut off is what they heard of it (nothing at all:
+ * no line).
  */
 
 size_t
@@ -238,6 +241,12 @@ ngx_http_voice_transcript_fmt_text(const uint8_t *json, size_t len,
             PUT("User: ");
 
         } else if (ngx_http_voice_json_str_eq(json, toks, role, "assistant")) {
+
+            /* a reply cut off before a word of it played: nothing said */
+            if (toks[text].end == toks[text].start) {
+                continue;
+            }
+
             PUT("Assistant: ");
 
         } else if (ngx_http_voice_json_str_eq(json, toks, role, "note")) {
@@ -486,6 +495,7 @@ typedef struct {
     int        text;        /* the text, a tool's output, a key */
     int        name;
     int        arguments;
+    int        generated;   /* a reply cut off: all it said, or -1 */
     int        timestamp;
     uint32_t   order;
 } ngx_http_voice_transcript_fmt_member_t;
@@ -546,6 +556,7 @@ ngx_http_voice_transcript_fmt_entry(const uint8_t *line, size_t len,
     m->role = (int) k;
     m->name = -1;
     m->arguments = -1;
+    m->generated = -1;
 
     o = ngx_http_voice_json_get(line, toks, 0, "order");
     if (o < 0 || toks[o].type != NGX_HTTP_VOICE_JSON_NUMBER
@@ -584,6 +595,8 @@ ngx_http_voice_transcript_fmt_entry(const uint8_t *line, size_t len,
 
     default:
         m->text = ngx_http_voice_transcript_fmt_string(line, toks, 0, "text");
+        m->generated = ngx_http_voice_transcript_fmt_string(line, toks, 0,
+                                                            "generated");
         return m->text >= 0;
     }
 }
@@ -757,6 +770,13 @@ ngx_http_voice_transcript_fmt_recover(const uint8_t *journal, size_t len,
         }
 
         PUTT(&toks[m.text]);
+
+        if (m.generated >= 0) {
+            PUTZ("\",\n      \"interrupted\": true,"
+                 "\n      \"generated\": \"");
+            PUTT(&toks[m.generated]);
+        }
+
         PUTZ("\",\n      \"timestamp\": \"");
         PUTT(&toks[m.timestamp]);
         PUTZ("\"\n    }");

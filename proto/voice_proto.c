@@ -74,6 +74,8 @@ static const voice_proto_field_t  voice_proto_fields[VOICE_PROTO_F_MAX] = {
     [VOICE_PROTO_F_ANSWERED_BY] = VOICE_PROTO_BYTES(answered_by, 64),
     [VOICE_PROTO_F_HISTORY] = VOICE_PROTO_BYTES(history,
                                                 VOICE_PROTO_MAX_HISTORY),
+    [VOICE_PROTO_F_GENERATED] = VOICE_PROTO_BYTES(generated,
+                                                  VOICE_PROTO_MAX_TEXT),
 };
 
 

@@ -122,6 +122,10 @@ typedef enum {
     VOICE_PROTO_F_HISTORY = 55,        /* blob: a call's conversation so
                                           far, a JSON object (docs/proto.md),
                                           when another bridged had it */
+    VOICE_PROTO_F_GENERATED = 56,      /* string: what the model generated
+                                          of an assistant utterance the
+                                          caller cut off (text: what was
+                                          heard) */
 
     VOICE_PROTO_F_MAX = 64             /* tags are below this */
 } voice_proto_field_e;
@@ -141,6 +145,11 @@ typedef enum {
                                             another bridged (or this one,
                                             before it restarted): go on
                                             with its history, no greeting */
+
+/* a transcript's flags */
+#define VOICE_PROTO_FLAG_INTERRUPTED 1   /* an assistant utterance the
+                                            caller cut off: text is what
+                                            played, generated all of it */
 
 /* a reply's flags */
 #define VOICE_PROTO_FLAG_NOT_DONE    2   /* Twilio surely did not act on the
@@ -205,6 +214,7 @@ typedef struct {
     voice_proto_str_t   ended_by;
     voice_proto_str_t   answered_by;
     voice_proto_str_t   history;
+    voice_proto_str_t   generated;
 } voice_proto_msg_t;
 
 

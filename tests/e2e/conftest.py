@@ -420,10 +420,15 @@ class Stack:
         return wait_for(ended, timeout, 0.2, "the call %s to end" % sid)
 
     def wait_reply_heard(self, sid, nbytes, timeout=40):
+        """the caller has heard nbytes of the assistant: played (Twilio
+        plays in real time what came faster), and every mark echoed, so
+        bridged knows it was heard -- a caller who hangs up sooner cut the
+        reply off, and the record says so"""
         def heard():
             c = self.twilio_call(sid)
-            return len(base64.b64decode(c["received_audio_b64"])) >= nbytes
-        wait_for(heard, timeout, 0.2, "the assistant's reply at the caller")
+            return len(base64.b64decode(c["played_audio_b64"])) >= nbytes \
+                and all(m["echoed"] for m in c["marks"])
+        wait_for(heard, timeout, 0.1, "the assistant's reply at the caller")
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -226,3 +226,60 @@ def test_words_said_just_before_hanging_up_are_kept(stack):
     doc = json.loads(stack.wait_transcript(sid).read_text())
     assert [u["role"] for u in doc["transcript"]][:1] == ["user"], doc
     assert doc["transcript"][0]["text"] == fixture_text("caller")
+
+
+def test_a_reply_the_caller_cuts_off_keeps_what_was_heard(stack):
+    # the caller talks over the assistant's reply: the record keeps what
+    # played of it (the share of its text its played audio covers, back to
+    # a word), marks it interrupted, and keeps all it said apart
+    sid = stack.tw("POST", "/_fake/inbound", {"from": "+14155550100"})[
+        "callSid"]
+    reply = fixture_text("reply")
+    played = lambda: len(base64.b64decode(
+        stack.twilio_call(sid)["played_audio_b64"]))
+    wait_for(lambda: played() > 8000, 20, 0.02, "a second of the reply")
+    stack.tw("POST", "/_fake/calls/%s/say" % sid,
+             {"audio_b64": base64.b64encode(
+                 fixture_bytes("caller")).decode()})
+    wait_for(lambda: stack.twilio_call(sid)["clears"], 10, 0.05,
+             "the clear for the barge-in")
+    heard = played()
+
+    # the next reply plays whole
+    wait_for(lambda: played() >= heard + len(fixture_bytes("reply")), 30,
+             0.1, "the second reply")
+    stack.tw("POST", "/_fake/calls/%s/hangup" % sid, {"wait": True})
+
+    doc = json.loads(stack.wait_transcript(sid).read_text())
+    entries = doc["transcript"]
+    assert [u["role"] for u in entries] == \
+        ["user", "assistant", "user", "assistant"], entries
+
+    cut = entries[1]
+    assert set(cut) == {"role", "text", "interrupted", "generated",
+                        "timestamp"}, cut
+    assert cut["interrupted"] is True
+    # all it said is the reply (or the part generated before the cut) ...
+    assert reply.startswith(cut["generated"]), cut
+    # ... and what was heard a shorter start of it, ending at a word
+    assert cut["generated"].startswith(cut["text"]), cut
+    assert len(cut["text"]) < len(cut["generated"])
+    assert cut["generated"][len(cut["text"])] == " ", cut
+    # about the played share: Twilio played `heard` of the reply's audio
+    # (a mark every 100 ms: within 100 ms, and a word)
+    share = heard / len(fixture_bytes("reply"))
+    assert 0 < len(cut["text"]) <= len(reply) * (share + 0.05) + 1, \
+        (cut, share)
+    assert len(cut["text"]) >= len(reply) * (share - 0.05) - 12, \
+        (cut, share)
+
+    # the whole reply after it was heard whole
+    assert entries[3] == {"role": "assistant", "text": reply,
+                          "timestamp": entries[3]["timestamp"]}
+
+    r = stack.api("GET", "/api/transcript/%s?format=text" % sid)
+    assert r.text == "User: %s\nAssistant: %s\nUser: %s\nAssistant: %s\n" % (
+        fixture_text("caller"), cut["text"], fixture_text("caller"), reply)
+
+    # the next session would be given what was heard
+    assert stack.openai_sessions()[0]["violations"] == []

@@ -266,9 +266,13 @@ def test_bridged_on_another_host(hosts):
         # a whole call, across both hosts
         sid = fake("POST", tw, "/_fake/inbound",
                    {"from": "+14155550142"})["callSid"]
-        wait_for(lambda: len(base64.b64decode(fake(
-            "GET", tw, "/_fake/calls/" + sid)["received_audio_b64"]))
-            >= len(fixture_bytes("reply")), 40, 0.3, "the reply")
+        def heard():
+            # played in full, its marks echoed: bridged knows it was heard
+            c = fake("GET", tw, "/_fake/calls/" + sid)
+            return len(base64.b64decode(c["played_audio_b64"])) >= len(
+                fixture_bytes("reply")) and all(m["echoed"]
+                                                for m in c["marks"])
+        wait_for(heard, 40, 0.2, "the reply")
         fake("POST", tw, "/_fake/calls/%s/hangup" % sid, {"wait": True})
 
         call = fake("GET", tw, "/_fake/calls/" + sid)

@@ -53,13 +53,26 @@ fuzz_clear(void *data)
 
 static int
 fuzz_transcript(void *data, uint32_t order, uint32_t role, const char *text,
-    size_t len)
+    size_t len, const char *generated, size_t generated_len)
 {
     (void) data;
 
     if (order == 0 || order >= fuzz_cv.next_order
         || role < VOICE_PROTO_ROLE_USER || role > VOICE_PROTO_ROLE_DTMF
-        || len == 0 || len > VOICE_PROTO_MAX_TEXT || text == NULL)
+        || len > VOICE_PROTO_MAX_TEXT || text == NULL)
+    {
+        abort();
+    }
+
+    /* only a reply cut off may be empty, and it is a start of all it
+     * said, shorter, ending before a space */
+
+    if (generated == NULL ? len == 0
+        : (role != VOICE_PROTO_ROLE_ASSISTANT || generated_len <= len
+           || generated_len > VOICE_PROTO_MAX_TEXT
+           || memcmp(generated, text, len) != 0
+           || (len > 0 && (generated[len] != ' ' && generated[len] != '\n'
+                           && generated[len] != '\t'))))
     {
         abort();
     }
@@ -239,6 +252,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
         fuzz_check();
     }
+
+    /* as the call does when it ends: what is held goes, then is freed */
+    bd_oai_event_flush(&fuzz_cv, 1);
+    bd_oai_event_flush(&fuzz_cv, 0);
 
     free(line);
 

@@ -36,6 +36,7 @@ typedef struct {
     uint32_t    tr_order[16];
     uint32_t    tr_role[16];
     char        tr_text[16][128];
+    char        tr_gen[16][128];    /* a cut reply's whole text, or "" */
     unsigned    ntr;
     char        sent[16][1024];
     unsigned    nsent;
@@ -97,7 +98,7 @@ fake_clear(void *data)
 
 static int
 fake_transcript(void *data, uint32_t order, uint32_t role, const char *text,
-    size_t len)
+    size_t len, const char *generated, size_t generated_len)
 {
     fake_t  *f = data;
 
@@ -105,6 +106,8 @@ fake_transcript(void *data, uint32_t order, uint32_t role, const char *text,
     f->tr_role[f->ntr] = role;
     snprintf(f->tr_text[f->ntr], sizeof(f->tr_text[0]), "%.*s", (int) len,
              text);
+    snprintf(f->tr_gen[f->ntr], sizeof(f->tr_gen[0]), "%.*s",
+             (int) generated_len, generated ? generated : "");
     f->ntr++;
 
     return 1;
@@ -594,6 +597,154 @@ test_barge_in(void **state)
     ev(x, "{\"type\":\"response.created\",\"response\":{\"id\":\"resp_R2\"}}");
     delta(x, "item_A2", "resp_R2", 160, 0x55);
     assert_int_equal(x->f.audio_len, 4960);
+}
+
+
+/* a reply's text goes to the record once all its audio has played */
+
+static void
+test_reply_recorded_once_played(void **state)
+{
+    fixture_t  *x = *state;
+
+    turn(x);
+
+    delta(x, "item_A1", "resp_R1", 800, 0x11);
+    delta(x, "item_A1", "resp_R1", 400, 0x22);
+    ev(x, "{\"type\":\"response.output_audio.done\",\"response_id\":"
+          "\"resp_R1\",\"item_id\":\"item_A1\"}");
+    ev(x, "{\"type\":\"response.output_audio_transcript.done\","
+          "\"item_id\":\"item_A1\",\"transcript\":\"Sure, for when?\"}");
+
+    /* generated, not yet heard */
+    assert_int_equal(x->f.ntr, 0);
+    assert_int_equal(x->f.nmarks, 2);
+
+    bd_oai_event_mark_ack(&x->cv, x->f.marks[0], strlen(x->f.marks[0]));
+    assert_int_equal(x->f.ntr, 0);
+
+    /* the last mark: all of it played */
+    bd_oai_event_mark_ack(&x->cv, x->f.marks[1], strlen(x->f.marks[1]));
+    assert_int_equal(x->f.ntr, 1);
+    assert_string_equal(x->f.tr_text[0], "Sure, for when?");
+    assert_string_equal(x->f.tr_gen[0], "");
+    assert_int_equal(x->f.tr_role[0], VOICE_PROTO_ROLE_ASSISTANT);
+    assert_int_equal(x->cv.transcripts, 1);
+
+    /* once */
+    bd_oai_event_mark_ack(&x->cv, x->f.marks[1], strlen(x->f.marks[1]));
+    bd_oai_event_stop(&x->cv);
+    assert_int_equal(x->f.ntr, 1);
+}
+
+
+/* a barge-in keeps the share of the text its played audio covers, back
+ * to a word boundary, and the whole text apart */
+
+static void
+test_barge_in_records_what_was_heard(void **state)
+{
+    fixture_t  *x = *state;
+
+    turn(x);
+
+    delta(x, "item_A1", "resp_R1", 800, 0x11);
+    delta(x, "item_A1", "resp_R1", 800, 0x22);
+    ev(x, "{\"type\":\"response.output_audio.done\","
+          "\"item_id\":\"item_A1\"}");
+    ev(x, "{\"type\":\"response.output_audio_transcript.done\","
+          "\"item_id\":\"item_A1\",\"transcript\":"
+          "\"one two three four\"}");
+
+    /* half of it played (800 of 1600 bytes): 9 of 18 bytes, "one two t" */
+    bd_oai_event_mark_ack(&x->cv, x->f.marks[0], strlen(x->f.marks[0]));
+
+    ev(x, "{\"type\":\"input_audio_buffer.speech_started\","
+          "\"item_id\":\"item_U2\"}");
+
+    assert_int_equal(x->f.ntr, 1);
+    assert_string_equal(x->f.tr_text[0], "one two");
+    assert_string_equal(x->f.tr_gen[0], "one two three four");
+
+    /* nothing is heard twice */
+    bd_oai_event_stop(&x->cv);
+    bd_oai_event_flush(&x->cv, 1);
+    assert_int_equal(x->f.ntr, 1);
+}
+
+
+/* cut before its transcript came: it comes cut; cut before any echo: the
+ * caller heard nothing of it */
+
+static void
+test_transcript_after_the_cut(void **state)
+{
+    fixture_t  *x = *state;
+
+    turn(x);
+
+    delta(x, "item_A1", "resp_R1", 1600, 0x11);
+    ev(x, "{\"type\":\"input_audio_buffer.speech_started\","
+          "\"item_id\":\"item_U2\"}");
+    assert_int_equal(x->f.ntr, 0);
+
+    ev(x, "{\"type\":\"response.output_audio_transcript.done\","
+          "\"item_id\":\"item_A1\",\"transcript\":\"Hello there\"}");
+    assert_int_equal(x->f.ntr, 1);
+    assert_string_equal(x->f.tr_text[0], "");
+    assert_string_equal(x->f.tr_gen[0], "Hello there");
+}
+
+
+/* the caller leaves mid-reply, or the session goes: what played counts;
+ * a reply without audio is recorded whole at once */
+
+static void
+test_stop_and_new_session_cut_held_replies(void **state)
+{
+    fixture_t  *x = *state;
+
+    turn(x);
+
+    /* 3 marks' worth; the first two come back (1600 of 2000 bytes) */
+    delta(x, "item_A1", "resp_R1", 800, 0x11);
+    delta(x, "item_A1", "resp_R1", 800, 0x22);
+    delta(x, "item_A1", "resp_R1", 400, 0x33);
+    ev(x, "{\"type\":\"response.output_audio.done\","
+          "\"item_id\":\"item_A1\"}");
+    ev(x, "{\"type\":\"response.output_audio_transcript.done\","
+          "\"item_id\":\"item_A1\",\"transcript\":"
+          "\"alpha beta gamma delta epsilon\"}");
+    bd_oai_event_mark_ack(&x->cv, x->f.marks[1], strlen(x->f.marks[1]));
+    assert_int_equal(x->f.ntr, 0);
+
+    bd_oai_event_new_session(&x->cv);
+
+    /* 30 bytes * 1600 / 2000 = 24: "alpha beta gamma delta e" -> back */
+    assert_int_equal(x->f.ntr, 1);
+    assert_string_equal(x->f.tr_text[0], "alpha beta gamma delta");
+    assert_string_equal(x->f.tr_gen[0], "alpha beta gamma delta epsilon");
+
+    /* a text reply, no audio */
+    ev(x, "{\"type\":\"response.output_item.added\",\"item\":{\"id\":"
+          "\"item_T1\",\"role\":\"assistant\"}}");
+    ev(x, "{\"type\":\"response.output_audio_transcript.done\","
+          "\"item_id\":\"item_T1\",\"transcript\":\"In writing.\"}");
+    assert_int_equal(x->f.ntr, 2);
+    assert_string_equal(x->f.tr_text[1], "In writing.");
+
+    /* the caller hangs up while a reply plays, none of it confirmed */
+    ev(x, "{\"type\":\"response.output_item.added\",\"item\":{\"id\":"
+          "\"item_A2\",\"role\":\"assistant\"}}");
+    delta(x, "item_A2", "resp_R2", 800, 0x44);
+    ev(x, "{\"type\":\"response.output_audio_transcript.done\","
+          "\"item_id\":\"item_A2\",\"transcript\":\"Goodbye now\"}");
+    assert_int_equal(x->f.ntr, 2);
+
+    bd_oai_event_stop(&x->cv);
+    assert_int_equal(x->f.ntr, 3);
+    assert_string_equal(x->f.tr_text[2], "");
+    assert_string_equal(x->f.tr_gen[2], "Goodbye now");
 }
 
 
@@ -1227,6 +1378,14 @@ main(void)
         cmocka_unit_test_setup_teardown(test_dtmf_is_an_item_in_order, setup,
                                         teardown),
         cmocka_unit_test(test_append_builder),
+        cmocka_unit_test_setup_teardown(test_reply_recorded_once_played,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_barge_in_records_what_was_heard,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_transcript_after_the_cut, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(
+            test_stop_and_new_session_cut_held_replies, setup, teardown),
         cmocka_unit_test_setup_teardown(test_item_ring_eviction, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),

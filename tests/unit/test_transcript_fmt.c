@@ -350,6 +350,53 @@ test_recover(void **state)
 }
 
 
+/* a reply the caller cut off keeps what was heard and all it said; as
+ * text, what was heard (nothing: no line) */
+
+static void
+test_recover_interrupted(void **state)
+{
+    size_t                                   n;
+    uint8_t                                  out[4096], text[1024];
+    ngx_http_voice_json_tok_t                toks[512];
+    ngx_http_voice_transcript_fmt_journal_t  j;
+
+    (void) state;
+
+    n = recover(USER(1, "Hi", T1)
+                "{\"order\":2,\"role\":\"assistant\",\"text\": \"Hello,"
+                "\",\"interrupted\": true,\"generated\": \"Hello, how "
+                "are you?\",\"timestamp\":\"" T2 "\"}\n"
+                "{\"order\":3,\"role\":\"assistant\",\"text\": \"\","
+                "\"interrupted\": true,\"generated\": \"Sorry\","
+                "\"timestamp\":\"" T3 "\"}\n",
+                &j, 16, out, sizeof(out));
+
+    assert_int_not_equal(n, (size_t) -1);
+    assert_int_equal(j.entries, 3);
+    assert_string_equal((char *) out,
+                        RECORD_HEAD
+                        "  \"transcript\": ["
+                        ENTRY("user", "\"text\": \"Hi\"", T1)
+                        ","
+                        ENTRY("assistant", "\"text\": \"Hello,\",\n"
+                              "      \"interrupted\": true,\n"
+                              "      \"generated\": \"Hello, how are you?\"",
+                              T2)
+                        ","
+                        ENTRY("assistant", "\"text\": \"\",\n"
+                              "      \"interrupted\": true,\n"
+                              "      \"generated\": \"Sorry\"", T3)
+                        "\n  ]\n}\n");
+
+    n = ngx_http_voice_transcript_fmt_text(out, n, toks, 512, text,
+                                           sizeof(text));
+    assert_int_not_equal(n, (size_t) -1);
+    text[n] = '\0';
+    assert_string_equal((char *) text, "User: Hi\nAssistant: Hello,\n");
+}
+
+
 static void
 test_recover_order_and_bad_lines(void **state)
 {
@@ -531,6 +578,7 @@ main(void)
         cmocka_unit_test(test_text_tool_and_keypad),
         cmocka_unit_test(test_merge),
         cmocka_unit_test(test_recover),
+        cmocka_unit_test(test_recover_interrupted),
         cmocka_unit_test(test_recover_order_and_bad_lines),
         cmocka_unit_test(test_recover_tools_merge_and_bounds),
         cmocka_unit_test(test_name),
