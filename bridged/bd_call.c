@@ -119,9 +119,8 @@ typedef struct {
 static int bd_call_ev_audio_out(void *data, const uint8_t *audio,
     size_t len, const char *mark);
 static void bd_call_ev_clear(void *data);
-static int bd_call_ev_transcript(void *data, uint32_t order, uint32_t role,
-    const char *text, size_t len, const char *generated,
-    size_t generated_len);
+static int bd_call_ev_transcript(void *data,
+    const bd_oai_event_said_t *said);
 static void bd_call_ev_send(void *data, const char *json, size_t len);
 static void bd_call_ev_ready(void *data);
 static void bd_call_ev_fatal(void *data, const char *why);
@@ -132,6 +131,8 @@ static void bd_call_ev_mcp_call(void *data, uint32_t order, const char *name,
 static void bd_call_ev_response_done(void *data);
 static void bd_call_ev_speech(void *data, int started);
 static void bd_call_ev_idle(void *data);
+static void bd_call_ev_usage(void *data, const bd_oai_event_usage_t *usage);
+static uint64_t bd_call_ev_clock(void *data, uint64_t *input_ms);
 static void bd_call_ev_renew(void *data, const char *why);
 static void bd_call_oai_open(void *owner);
 static void bd_call_oai_message(void *owner, const char *json, size_t len);
@@ -171,7 +172,9 @@ static const bd_oai_event_ops_t  bd_call_event_ops = {
     bd_call_ev_mcp_call,
     bd_call_ev_response_done,
     bd_call_ev_speech,
-    bd_call_ev_idle
+    bd_call_ev_idle,
+    bd_call_ev_usage,
+    bd_call_ev_clock
 };
 
 
@@ -455,8 +458,7 @@ bd_call_ev_clear(void *data)
 
 
 static int
-bd_call_ev_transcript(void *data, uint32_t order, uint32_t role,
-    const char *text, size_t len, const char *generated, size_t generated_len)
+bd_call_ev_transcript(void *data, const bd_oai_event_said_t *said)
 {
     int                    rc;
     bd_call_t             *call;
@@ -470,16 +472,20 @@ bd_call_ev_transcript(void *data, uint32_t order, uint32_t role,
 
     w = bd_chan_begin(VOICE_PROTO_MSG_TRANSCRIPT);
     voice_proto_put_bytes(w, VOICE_PROTO_F_CALL_SID, call->sid, call->sid_len);
-    voice_proto_put_u32(w, VOICE_PROTO_F_ORDER, order);
-    voice_proto_put_u32(w, VOICE_PROTO_F_ROLE, role);
-    voice_proto_put_bytes(w, VOICE_PROTO_F_TEXT, text, len);
+    voice_proto_put_u32(w, VOICE_PROTO_F_ORDER, said->order);
+    voice_proto_put_u32(w, VOICE_PROTO_F_ROLE, said->role);
+    voice_proto_put_bytes(w, VOICE_PROTO_F_TEXT, said->text, said->len);
     voice_proto_put_u64(w, VOICE_PROTO_F_TIMESTAMP, bd_call_epoch_ms());
 
-    if (generated != NULL) {
+    if (said->generated != NULL) {
         voice_proto_put_u32(w, VOICE_PROTO_F_FLAGS,
                             VOICE_PROTO_FLAG_INTERRUPTED);
-        voice_proto_put_bytes(w, VOICE_PROTO_F_GENERATED, generated,
-                              generated_len);
+        voice_proto_put_bytes(w, VOICE_PROTO_F_GENERATED, said->generated,
+                              said->generated_len);
+    }
+
+    if (said->latency_ms) {
+        voice_proto_put_u32(w, VOICE_PROTO_F_LATENCY, said->latency_ms);
     }
 
     rc = bd_chan_send(call->peer, w);
@@ -487,8 +493,10 @@ bd_call_ev_transcript(void *data, uint32_t order, uint32_t role,
     /* the next session hears it too, if there is one: what was heard, as
      * OpenAI keeps of a truncated reply */
 
-    if (len > 0
-        && bd_history_add(&call->history, order, role, text, len) != 0)
+    if (said->len > 0
+        && bd_history_add(&call->history, said->order, said->role,
+                          said->text, said->len)
+           != 0)
     {
         bd_log(BD_LOG_WARN, call->sid, "no memory to keep an utterance for "
                "a later session");
@@ -496,8 +504,9 @@ bd_call_ev_transcript(void *data, uint32_t order, uint32_t role,
 
     bd_log(rc == 1 ? BD_LOG_DEBUG : BD_LOG_WARN, call->sid,
            "%s transcript #%u (%zu bytes)%s",
-           role == VOICE_PROTO_ROLE_USER ? "caller" : "assistant",
-           (unsigned) order, len, rc == 1 ? "" : " could not be sent");
+           said->role == VOICE_PROTO_ROLE_USER ? "caller" : "assistant",
+           (unsigned) said->order, said->len,
+           rc == 1 ? "" : " could not be sent");
 
     return rc == 1;
 }
@@ -601,6 +610,9 @@ bd_call_ev_ready(void *data)
     call->was_live = 1;
 
     bd_call_set_state(call, BD_CALL_ST_LIVE);
+
+    /* the record names the models */
+    bd_call_ev_usage(call, NULL);
 
     bd_log(BD_LOG_INFO, call->sid, "OpenAI session %u ready after %llu ms, "
            "%zu ms of caller audio held", call->sessions,
@@ -2350,6 +2362,64 @@ bd_call_ev_speech(void *data, int started)
         call->idle_server = bd_session_server_idle(call->settings);
         bd_call_session_again(call);
     }
+}
+
+
+/* a response's tokens go to nginx, which keeps the call's sum: a call
+ * outlives its sessions and its bridged; with the models, which a
+ * session that is ready sends alone (usage NULL) */
+
+static void
+bd_call_ev_usage(void *data, const bd_oai_event_usage_t *usage)
+{
+    bd_call_t             *call;
+    const char            *asr;
+    voice_proto_writer_t  *w;
+
+    call = data;
+
+    if (call->state == BD_CALL_ST_CLOSED) {
+        return;
+    }
+
+    asr = bd_session_str(call->settings, "transcribeModel");
+
+    w = bd_chan_begin(VOICE_PROTO_MSG_USAGE);
+    voice_proto_put_bytes(w, VOICE_PROTO_F_CALL_SID, call->sid, call->sid_len);
+    voice_proto_put_str(w, VOICE_PROTO_F_MODEL, call->model);
+    voice_proto_put_str(w, VOICE_PROTO_F_TRANSCRIBE_MODEL,
+                        (asr && asr[0]) ? asr
+                                        : bd_call_defaults.transcribe_model);
+
+    if (usage != NULL) {
+        voice_proto_put_u32(w, VOICE_PROTO_F_IN_TEXT, usage->input_text);
+        voice_proto_put_u32(w, VOICE_PROTO_F_IN_AUDIO, usage->input_audio);
+        voice_proto_put_u32(w, VOICE_PROTO_F_IN_CACHED, usage->input_cached);
+        voice_proto_put_u32(w, VOICE_PROTO_F_OUT_TEXT, usage->output_text);
+        voice_proto_put_u32(w, VOICE_PROTO_F_OUT_AUDIO,
+                            usage->output_audio);
+    }
+
+    if (bd_chan_send(call->peer, w) != 1) {
+        bd_log(BD_LOG_WARN, call->sid, "a response's usage could not be "
+               "sent: the record's count is short");
+    }
+}
+
+
+static uint64_t
+bd_call_ev_clock(void *data, uint64_t *input_ms)
+{
+    bd_call_t  *call;
+
+    call = data;
+
+    if (input_ms != NULL) {
+        /* mu-law at 8 kHz: 8 bytes per ms */
+        *input_ms = call->oai ? call->oai->appended / 8 : 0;
+    }
+
+    return (uint64_t) uv_now(bd_call_loop);
 }
 
 

@@ -66,6 +66,7 @@ typedef struct {
 
 static void bd_oai_event_heard(bd_oai_event_conv_t *cv,
     bd_oai_event_item_t *it, int force);
+static void bd_oai_event_usage(bd_oai_event_conv_t *cv, const cJSON *usage);
 static void bd_oai_event_session_created(bd_oai_event_conv_t *cv,
     const cJSON *ev);
 static void bd_oai_event_session_updated(bd_oai_event_conv_t *cv,
@@ -555,6 +556,7 @@ bd_oai_event_speech_started(bd_oai_event_conv_t *cv, const cJSON *ev)
     (void) ev;
 
     cv->speaking = 1;
+    cv->turn_open = 0;
     cv->ops->speech(cv->data, 1);
 
     if (cv->marks_len == 0 && cv->unmarked_order == 0) {
@@ -594,10 +596,31 @@ bd_oai_event_speech_started(bd_oai_event_conv_t *cv, const cJSON *ev)
 static void
 bd_oai_event_speech_stopped(bd_oai_event_conv_t *cv, const cJSON *ev)
 {
-    (void) ev;
+    uint64_t      now, input;
+    const cJSON  *end;
 
     cv->speaking = 0;
     cv->ops->speech(cv->data, 0);
+
+    /*
+     * The VAD says so after its silence_duration_ms: the speech ended at
+     * audio_end_ms of the session's input, which arrived as long before
+     * now as the input given since (caller audio comes in real time).
+     */
+
+    now = cv->ops->clock(cv->data, &input);
+    end = cJSON_GetObjectItemCaseSensitive(ev, "audio_end_ms");
+
+    cv->turn_end = now;
+
+    if (cJSON_IsNumber(end) && end->valuedouble >= 0
+        && (uint64_t) end->valuedouble <= input
+        && input - (uint64_t) end->valuedouble <= now)
+    {
+        cv->turn_end = now - (input - (uint64_t) end->valuedouble);
+    }
+
+    cv->turn_open = 1;
 }
 
 
@@ -663,7 +686,8 @@ static void
 bd_oai_event_transcript(bd_oai_event_conv_t *cv, bd_oai_event_item_t *it,
     uint32_t role, const char *text)
 {
-    size_t  len;
+    size_t               len;
+    bd_oai_event_said_t  said;
 
     if (text == NULL) {
         return;
@@ -678,8 +702,15 @@ bd_oai_event_transcript(bd_oai_event_conv_t *cv, bd_oai_event_item_t *it,
         len = VOICE_PROTO_MAX_TEXT;
     }
 
-    if (cv->ops->transcript(cv->data, it->order, role, text, len, NULL, 0))
-    {
+    said.order = it->order;
+    said.role = role;
+    said.text = text;
+    said.len = len;
+    said.generated = NULL;
+    said.generated_len = 0;
+    said.latency_ms = (role == VOICE_PROTO_ROLE_ASSISTANT) ? it->latency : 0;
+
+    if (cv->ops->transcript(cv->data, &said)) {
         cv->transcripts++;
     }
 }
@@ -904,6 +935,14 @@ bd_oai_event_audio(bd_oai_event_conv_t *cv, const char *item_id,
         if (cv->ops->audio_out(cv->data, bd_oai_event_piece, (size_t) n,
                                (last && mark) ? name : NULL))
         {
+            /* the first the caller hears after speaking: the turn's
+             * latency */
+            if (cv->turn_open && n > 0) {
+                cv->turn_open = 0;
+                it->latency = (uint32_t) (cv->ops->clock(cv->data, NULL)
+                                          - cv->turn_end);
+            }
+
             it->sent += (uint64_t) n;
             cv->audio_sent += (uint64_t) n;
             marked = last && mark;
@@ -1054,8 +1093,9 @@ static void
 bd_oai_event_heard(bd_oai_event_conv_t *cv, bd_oai_event_item_t *it,
     int force)
 {
-    int     cut, whole;
-    size_t  n;
+    int                  cut, whole;
+    size_t               n;
+    bd_oai_event_said_t  said;
 
     if (it->text == NULL) {
         return;
@@ -1082,11 +1122,15 @@ bd_oai_event_heard(bd_oai_event_conv_t *cv, bd_oai_event_item_t *it,
                (unsigned long long) (it->received / 8), n, it->text_len);
     }
 
-    if (cv->ops->transcript(cv->data, it->order, VOICE_PROTO_ROLE_ASSISTANT,
-                            it->text, n,
-                            n < it->text_len ? it->text : NULL,
-                            n < it->text_len ? it->text_len : 0))
-    {
+    said.order = it->order;
+    said.role = VOICE_PROTO_ROLE_ASSISTANT;
+    said.text = it->text;
+    said.len = n;
+    said.generated = (n < it->text_len) ? it->text : NULL;
+    said.generated_len = (n < it->text_len) ? it->text_len : 0;
+    said.latency_ms = it->latency;
+
+    if (cv->ops->transcript(cv->data, &said)) {
         cv->transcripts++;
     }
 
@@ -1115,6 +1159,63 @@ bd_oai_event_flush(bd_oai_event_conv_t *cv, int tell)
 }
 
 
+/* a count of tokens from usage, 0 when absent or not a count */
+
+static uint32_t
+bd_oai_event_tokens(const cJSON *obj, const char *name)
+{
+    const cJSON  *n;
+
+    n = cJSON_GetObjectItemCaseSensitive(obj, name);
+
+    if (!cJSON_IsNumber(n) || n->valuedouble < 0
+        || n->valuedouble > (double) UINT32_MAX)
+    {
+        return 0;
+    }
+
+    return (uint32_t) n->valuedouble;
+}
+
+
+/*
+ * response.done's usage, by kind: input text and audio (of which some
+ * cached), output text and audio.  What a response that was cancelled or
+ * failed used is billed too, so every response counts.
+ */
+
+static void
+bd_oai_event_usage(bd_oai_event_conv_t *cv, const cJSON *usage)
+{
+    const cJSON           *in, *out;
+    bd_oai_event_usage_t   u;
+
+    if (!cJSON_IsObject(usage)) {
+        return;
+    }
+
+    in = cJSON_GetObjectItemCaseSensitive(usage, "input_token_details");
+    out = cJSON_GetObjectItemCaseSensitive(usage, "output_token_details");
+
+    u.input_text = bd_oai_event_tokens(in, "text_tokens");
+    u.input_audio = bd_oai_event_tokens(in, "audio_tokens");
+    u.input_cached = bd_oai_event_tokens(in, "cached_tokens");
+    u.output_text = bd_oai_event_tokens(out, "text_tokens");
+    u.output_audio = bd_oai_event_tokens(out, "audio_tokens");
+
+    /* without details, the totals as text */
+    if (!cJSON_IsObject(in)) {
+        u.input_text = bd_oai_event_tokens(usage, "input_tokens");
+    }
+
+    if (!cJSON_IsObject(out)) {
+        u.output_text = bd_oai_event_tokens(usage, "output_tokens");
+    }
+
+    cv->ops->usage(cv->data, &u);
+}
+
+
 static void
 bd_oai_event_response_done(bd_oai_event_conv_t *cv, const cJSON *ev)
 {
@@ -1133,6 +1234,9 @@ bd_oai_event_response_done(bd_oai_event_conv_t *cv, const cJSON *ev)
 
     response = cJSON_GetObjectItemCaseSensitive(ev, "response");
     status = bd_oai_event_str(response, "status");
+
+    bd_oai_event_usage(cv, cJSON_GetObjectItemCaseSensitive(response,
+                                                            "usage"));
 
     if (status == NULL || strcmp(status, "failed") != 0) {
         bd_log(BD_LOG_DEBUG, cv->sid, "response done: %s",
@@ -1514,6 +1618,7 @@ int
 bd_oai_event_dtmf(bd_oai_event_conv_t *cv, char digit)
 {
     char                  id[32], text[64];
+    bd_oai_event_said_t   said;
     bd_oai_event_item_t  *it;
 
     /*
@@ -1531,9 +1636,15 @@ bd_oai_event_dtmf(bd_oai_event_conv_t *cv, char digit)
 
     it->flags |= BD_OAI_EVENT_SETTLED;
 
-    if (cv->ops->transcript(cv->data, it->order, VOICE_PROTO_ROLE_DTMF,
-                            &digit, 1, NULL, 0))
-    {
+    said.order = it->order;
+    said.role = VOICE_PROTO_ROLE_DTMF;
+    said.text = &digit;
+    said.len = 1;
+    said.generated = NULL;
+    said.generated_len = 0;
+    said.latency_ms = 0;
+
+    if (cv->ops->transcript(cv->data, &said)) {
         cv->transcripts++;
     }
 

@@ -52,6 +52,31 @@
 #define BD_OAI_EVENT_AUDIO_DONE  0x08    /* all its audio has come */
 
 
+/* one finished entry of the conversation, for the record */
+typedef struct {
+    uint32_t     order;
+    uint32_t     role;            /* VOICE_PROTO_ROLE_* */
+    const char  *text;            /* what was said (heard, of a reply) */
+    size_t       len;
+    const char  *generated;       /* a reply the caller cut off: all it
+                                     said (len may be 0); else NULL */
+    size_t       generated_len;
+    uint32_t     latency_ms;      /* a reply's: from the end of the
+                                     caller's speech to its first audio
+                                     sent; 0 when it answered none */
+} bd_oai_event_said_t;
+
+
+/* the tokens one response used (response.done's usage) */
+typedef struct {
+    uint32_t     input_text;
+    uint32_t     input_audio;
+    uint32_t     input_cached;    /* of the input, cached (text + audio) */
+    uint32_t     output_text;
+    uint32_t     output_audio;
+} bd_oai_event_usage_t;
+
+
 /*
  * The effects of the events.  Each gets the data pointer given to
  * bd_oai_event_init().  Those returning int return 1 when the message went
@@ -63,11 +88,7 @@ typedef struct {
     int   (*audio_out)(void *data, const uint8_t *audio, size_t len,
                        const char *mark);
     void  (*clear)(void *data);
-    /* generated, when not NULL, is all an assistant utterance said of
-     * which the caller heard only text (len may be 0): cut off */
-    int   (*transcript)(void *data, uint32_t order, uint32_t role,
-                        const char *text, size_t len, const char *generated,
-                        size_t generated_len);
+    int   (*transcript)(void *data, const bd_oai_event_said_t *said);
 
     /* queue a client event (JSON text) for OpenAI */
     void  (*send)(void *data, const char *json, size_t len);
@@ -98,6 +119,14 @@ typedef struct {
 
     /* OpenAI's idle timeout fired: it prompts the caller itself */
     void  (*idle)(void *data);
+
+    /* a response's tokens */
+    void  (*usage)(void *data, const bd_oai_event_usage_t *usage);
+
+    /* the time now (ms, any steady clock), and in *input_ms how much of
+     * the caller's audio this session has been given (ms): together they
+     * tell when the caller's speech really ended */
+    uint64_t  (*clock)(void *data, uint64_t *input_ms);
 } bd_oai_event_ops_t;
 
 
@@ -113,6 +142,7 @@ typedef struct {
     char       *text;        /* an assistant's transcript, malloc()ed and
                                 held until what of it played is known */
     size_t      text_len;
+    uint32_t    latency;     /* ms: the turn's, to its first audio */
 } bd_oai_event_item_t;
 
 
@@ -153,6 +183,9 @@ typedef struct {
     unsigned                   speaking:1;   /* VAD: caller mid-utterance */
     unsigned                   committing:1; /* our commit is unanswered */
     unsigned                   stopped:1;    /* the caller is gone */
+    unsigned                   turn_open:1;  /* the caller's speech ended,
+                                                no reply audio yet */
+    uint64_t                   turn_end;     /* clock ms: when it ended */
 
     char                       response_id[BD_OAI_EVENT_ID_MAX];
     char                       dropped_id[BD_OAI_EVENT_ID_MAX];

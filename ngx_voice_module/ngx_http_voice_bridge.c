@@ -442,6 +442,7 @@ ngx_http_voice_bridge_dispatch(ngx_http_voice_peer_t *peer, u_char *data,
 
     case VOICE_PROTO_MSG_TRANSCRIPT:
     case VOICE_PROTO_MSG_CALL_DONE:
+    case VOICE_PROTO_MSG_USAGE:
         ngx_http_voice_call_on_bridge(call, &msg);
         return;
 

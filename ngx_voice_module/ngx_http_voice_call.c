@@ -30,6 +30,8 @@ static void ngx_http_voice_call_state(ngx_http_voice_call_t *call,
     ngx_http_voice_call_state_e state);
 static void ngx_http_voice_call_wait_expired(ngx_event_t *ev);
 static void ngx_http_voice_call_free(ngx_http_voice_call_t *call);
+static void ngx_http_voice_call_usage(ngx_http_voice_call_t *call,
+    voice_proto_msg_t *msg);
 static void ngx_http_voice_call_add(ngx_http_voice_call_t *call);
 static void ngx_http_voice_call_remove(ngx_http_voice_call_t *call);
 static void ngx_http_voice_call_shutdown_expired(ngx_event_t *ev);
@@ -264,9 +266,44 @@ ngx_http_voice_call_free(ngx_http_voice_call_t *call)
 
 
 /*
- * What bridged says of the call's record: an entry, or call.done (no
- * more entries will come, with the answering machine verdict and who
- * ended the call).
+ * A response's tokens, summed for the record (a call outlives its
+ * sessions and its bridged, so nginx keeps the sum), and the models its
+ * session uses: the first named stay.  A model's name goes into the file
+ * escaped.
+ */
+
+static void
+ngx_http_voice_call_usage(ngx_http_voice_call_t *call, voice_proto_msg_t *msg)
+{
+    ngx_str_t  name;
+
+    call->tokens[0] += msg->in_text;
+    call->tokens[1] += msg->in_audio;
+    call->tokens[2] += msg->in_cached;
+    call->tokens[3] += msg->out_text;
+    call->tokens[4] += msg->out_audio;
+
+    if (call->model.len == 0 && msg->model.len) {
+        name.data = (u_char *) msg->model.data;
+        name.len = msg->model.len;
+        call->model.data = ngx_pstrdup(call->pool, &name);
+        call->model.len = call->model.data ? name.len : 0;
+    }
+
+    if (call->transcribe_model.len == 0 && msg->transcribe_model.len) {
+        name.data = (u_char *) msg->transcribe_model.data;
+        name.len = msg->transcribe_model.len;
+        call->transcribe_model.data = ngx_pstrdup(call->pool, &name);
+        call->transcribe_model.len = call->transcribe_model.data ? name.len
+                                                                 : 0;
+    }
+}
+
+
+/*
+ * What bridged says of the call's record: an entry, its tokens, or
+ * call.done (no more entries will come, with the answering machine
+ * verdict and who ended the call).
  */
 
 void
@@ -283,6 +320,11 @@ ngx_http_voice_call_on_bridge(ngx_http_voice_call_t *call,
         }
 
         ngx_http_voice_transcript_add(call, msg);
+        return;
+    }
+
+    if (msg->type == VOICE_PROTO_MSG_USAGE) {
+        ngx_http_voice_call_usage(call, msg);
         return;
     }
 

@@ -530,10 +530,15 @@ ngx_http_voice_media_start(ngx_http_voice_media_t *m,
                                  NGX_HTTP_VOICE_SID_LEN);
     ngx_memcpy(m->account_sid, ev->account_sid.data, m->account_sid_len);
     m->outbound = (direction.len == sizeof("outbound") - 1);
+    m->call->outbound = m->outbound;
 
     if (ours.len <= NGX_HTTP_VOICE_PHONE_MAX) {
         m->ours_len = ours.len;
         ngx_memcpy(m->ours, ours.data, ours.len);
+
+        /* for the record's from and to */
+        m->call->ours.data = ngx_pstrdup(m->call->pool, &ours);
+        m->call->ours.len = m->call->ours.data ? ours.len : 0;
     }
 
     ngx_http_voice_media_hand_over(m, NULL);

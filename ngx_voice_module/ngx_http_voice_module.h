@@ -273,6 +273,10 @@ typedef struct {
                                                    caller cut off: all it
                                                    said (text: what was
                                                    heard); else empty */
+    uint32_t                    latency;        /* an assistant's: ms from
+                                                   the end of the caller's
+                                                   speech to its first
+                                                   audio; 0: none */
 } ngx_http_voice_utterance_t;
 
 
@@ -306,6 +310,12 @@ struct ngx_http_voice_call_s {
     ngx_str_t                   context;        /* the call's own, a JSON
                                                    object from /api/call */
     ngx_str_t                   end_reason;
+    ngx_str_t                   ours;           /* its Twilio number */
+    ngx_str_t                   model;          /* as bridged reported */
+    ngx_str_t                   transcribe_model;
+    uint64_t                    tokens[5];      /* input text, audio,
+                                                   cached; output text,
+                                                   audio: summed */
     size_t                      text_bytes;
     ngx_uint_t                  dropped;        /* over the limits */
 
@@ -321,6 +331,7 @@ struct ngx_http_voice_call_s {
                                                    over when it goes */
     unsigned                    admitted:1;     /* holds a slot of
                                                    voice_max_calls */
+    unsigned                    outbound:1;     /* placed by /api/call */
 
     ngx_event_t                 wait;           /* bounded wait for done */
     ngx_http_voice_transcript_files_t  *files;  /* its file operations */

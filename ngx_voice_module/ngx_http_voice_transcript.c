@@ -109,6 +109,9 @@ static u_char *ngx_http_voice_transcript_render(ngx_http_voice_call_t *call,
     ngx_uint_t from, ngx_uint_t to, ngx_http_voice_transcript_op_e op,
     size_t *len);
 static ngx_int_t ngx_http_voice_transcript_cmp(const void *a, const void *b);
+static u_char *ngx_http_voice_transcript_summary(u_char *p,
+    ngx_http_voice_call_t *call, ngx_http_voice_utterance_t *u,
+    ngx_uint_t n);
 static void ngx_http_voice_transcript_io_thread(void *data, ngx_log_t *log);
 static void ngx_http_voice_transcript_io_done(ngx_event_t *ev);
 static void ngx_http_voice_transcript_io_failed(ngx_http_voice_call_t *call,
@@ -382,6 +385,8 @@ ngx_http_voice_transcript_entry(ngx_http_voice_call_t *call,
 
     u->order = msg->order;
     u->role = msg->role;
+    u->latency = (msg->role == VOICE_PROTO_ROLE_ASSISTANT) ? msg->latency
+                                                           : 0;
     u->time = msg->timestamp ? msg->timestamp : ngx_http_voice_now_ms();
 
     call->text_bytes += bytes;
@@ -519,11 +524,11 @@ ngx_http_voice_transcript_role(uint32_t role)
 
 
 /*
- * One entry's members after "role", without the braces and the last
- * string's closing quote:
+ * One entry's members after "role", without the braces:
  *     "text": "..."                            user, assistant, note
  *     "text": "...", "interrupted": true, "generated": "..."
  *                                              assistant, cut off
+ *     ..., "latencyMs": 640                    assistant, a turn's reply
  *     "name": "...", "arguments": {...}, "output": "..."     tool
  *     "digit": "5"                                            dtmf
  */
@@ -558,6 +563,12 @@ ngx_http_voice_transcript_members(u_char *p, ngx_http_voice_utterance_t *u,
                                        u->generated.len);
     }
 
+    *p++ = '"';
+
+    if (u->latency) {
+        p = ngx_sprintf(p, ",%s\"latencyMs\": %uD", sep, u->latency);
+    }
+
     return p;
 }
 
@@ -580,8 +591,10 @@ ngx_http_voice_transcript_render(ngx_http_voice_call_t *call,
                  ngx_http_voice_transcript_cmp);
     }
 
-    size = 512 + 2 * NGX_HTTP_VOICE_PHONE_MAX + 6 * call->end_reason.len
-           + call->context.len;
+    size = 1024 + 2 * NGX_HTTP_VOICE_PHONE_MAX + 6 * call->end_reason.len
+           + call->context.len
+           + 6 * (call->ours.len + call->model.len
+                  + call->transcribe_model.len);
     for (i = from; i < to; i++) {
         size += 256 + u[i].text.len + u[i].name.len + u[i].arguments.len
                 + u[i].generated.len
@@ -611,6 +624,18 @@ ngx_http_voice_transcript_render(ngx_http_voice_call_t *call,
                                           : "caller");
         p = (u_char *) ngx_escape_json(p, call->end_reason.data,
                                        call->end_reason.len);
+        p = ngx_sprintf(p, "\",\n  \"direction\": \"%s\",\n",
+                        call->outbound ? "outbound" : "inbound");
+
+        /* the other party is phoneNumber; ours, as /twiml said */
+        p = ngx_sprintf(p, "  \"from\": \"");
+        p = call->outbound
+            ? (u_char *) ngx_escape_json(p, call->ours.data, call->ours.len)
+            : ngx_sprintf(p, "%s", call->phone);
+        p = ngx_sprintf(p, "\",\n  \"to\": \"");
+        p = call->outbound
+            ? ngx_sprintf(p, "%s", call->phone)
+            : (u_char *) ngx_escape_json(p, call->ours.data, call->ours.len);
         p = ngx_sprintf(p, "\",\n");
 
         if (call->answered_by[0]) {
@@ -623,6 +648,7 @@ ngx_http_voice_transcript_render(ngx_http_voice_call_t *call,
             p = ngx_sprintf(p, "  \"context\": %V,\n", &call->context);
         }
 
+        p = ngx_http_voice_transcript_summary(p, call, u, to);
         p = ngx_sprintf(p, "  \"transcript\": [");
 
     } else if (op == NGX_HTTP_VOICE_TRANSCRIPT_CREATE) {
@@ -650,7 +676,7 @@ ngx_http_voice_transcript_render(ngx_http_voice_call_t *call,
                             i ? "," : "",
                             ngx_http_voice_transcript_role(u[i].role));
             p = ngx_http_voice_transcript_members(p, &u[i], "\n      ");
-            p = ngx_sprintf(p, "\",\n      \"timestamp\": \"%*s\"\n    }",
+            p = ngx_sprintf(p, ",\n      \"timestamp\": \"%*s\"\n    }",
                             (size_t) NGX_HTTP_VOICE_TRANSCRIPT_TIME_LEN,
                             stamp);
 
@@ -659,7 +685,7 @@ ngx_http_voice_transcript_render(ngx_http_voice_call_t *call,
                             u[i].order,
                             ngx_http_voice_transcript_role(u[i].role));
             p = ngx_http_voice_transcript_members(p, &u[i], "");
-            p = ngx_sprintf(p, "\",\"timestamp\":\"%*s\"}\n",
+            p = ngx_sprintf(p, ",\"timestamp\":\"%*s\"}\n",
                             (size_t) NGX_HTTP_VOICE_TRANSCRIPT_TIME_LEN,
                             stamp);
         }
@@ -672,6 +698,78 @@ ngx_http_voice_transcript_render(ngx_http_voice_call_t *call,
     *len = p - buf;
 
     return buf;
+}
+
+
+static ngx_int_t
+ngx_http_voice_transcript_ms_cmp(const void *a, const void *b)
+{
+    uint32_t  x = *(const uint32_t *) a, y = *(const uint32_t *) b;
+
+    return (x > y) - (x < y);
+}
+
+
+/*
+ * The record's summary of the call: the models its sessions used, the
+ * tokens they took (summed over every session and bridged), and the turn
+ * latency of the replies, from the end of the caller's speech to the
+ * reply's first audio sent to Twilio: median and maximum over the turns.
+ */
+
+static u_char *
+ngx_http_voice_transcript_summary(u_char *p, ngx_http_voice_call_t *call,
+    ngx_http_voice_utterance_t *u, ngx_uint_t n)
+{
+    uint32_t    *ms, median;
+    uint64_t    *t;
+    ngx_uint_t   i, turns;
+
+    if (call->model.len) {
+        p = ngx_sprintf(p, "  \"models\": {\"realtime\": \"");
+        p = (u_char *) ngx_escape_json(p, call->model.data, call->model.len);
+        p = ngx_sprintf(p, "\", \"transcription\": \"");
+        p = (u_char *) ngx_escape_json(p, call->transcribe_model.data,
+                                       call->transcribe_model.len);
+        p = ngx_sprintf(p, "\"},\n");
+    }
+
+    t = call->tokens;
+    p = ngx_sprintf(p, "  \"usage\": {\"inputTextTokens\": %uL, "
+                    "\"inputAudioTokens\": %uL, \"cachedInputTokens\": %uL, "
+                    "\"outputTextTokens\": %uL, \"outputAudioTokens\": %uL, "
+                    "\"totalTokens\": %uL},\n",
+                    t[0], t[1], t[2], t[3], t[4],
+                    t[0] + t[1] + t[3] + t[4]);
+
+    ms = ngx_alloc((n + 1) * sizeof(uint32_t), call->log);
+    if (ms == NULL) {
+        return p;
+    }
+
+    turns = 0;
+
+    for (i = 0; i < n; i++) {
+        if (u[i].latency) {
+            ms[turns++] = u[i].latency;
+        }
+    }
+
+    if (turns) {
+        ngx_sort(ms, turns, sizeof(uint32_t),
+                 ngx_http_voice_transcript_ms_cmp);
+
+        median = (turns % 2) ? ms[turns / 2]
+                             : (ms[turns / 2 - 1] + ms[turns / 2]) / 2;
+
+        p = ngx_sprintf(p, "  \"turnLatency\": {\"turns\": %ui, "
+                        "\"medianMs\": %uD, \"maxMs\": %uD},\n",
+                        turns, median, ms[turns - 1]);
+    }
+
+    ngx_free(ms);
+
+    return p;
 }
 
 

@@ -496,6 +496,7 @@ typedef struct {
     int        name;
     int        arguments;
     int        generated;   /* a reply cut off: all it said, or -1 */
+    int        latency;     /* a reply's latencyMs, or -1 */
     int        timestamp;
     uint32_t   order;
 } ngx_http_voice_transcript_fmt_member_t;
@@ -557,6 +558,7 @@ ngx_http_voice_transcript_fmt_entry(const uint8_t *line, size_t len,
     m->name = -1;
     m->arguments = -1;
     m->generated = -1;
+    m->latency = -1;
 
     o = ngx_http_voice_json_get(line, toks, 0, "order");
     if (o < 0 || toks[o].type != NGX_HTTP_VOICE_JSON_NUMBER
@@ -597,6 +599,16 @@ ngx_http_voice_transcript_fmt_entry(const uint8_t *line, size_t len,
         m->text = ngx_http_voice_transcript_fmt_string(line, toks, 0, "text");
         m->generated = ngx_http_voice_transcript_fmt_string(line, toks, 0,
                                                             "generated");
+        m->latency = ngx_http_voice_json_get(line, toks, 0, "latencyMs");
+
+        if (m->latency >= 0
+            && (toks[m->latency].type != NGX_HTTP_VOICE_JSON_NUMBER
+                || !ngx_http_voice_json_uint(line, &toks[m->latency], &v)
+                || v > UINT32_MAX))
+        {
+            m->latency = -1;
+        }
+
         return m->text >= 0;
     }
 }
@@ -777,7 +789,14 @@ ngx_http_voice_transcript_fmt_recover(const uint8_t *journal, size_t len,
             PUTT(&toks[m.generated]);
         }
 
-        PUTZ("\",\n      \"timestamp\": \"");
+        PUTZ("\"");
+
+        if (m.latency >= 0) {
+            PUTZ(",\n      \"latencyMs\": ");
+            PUTT(&toks[m.latency]);
+        }
+
+        PUTZ(",\n      \"timestamp\": \"");
         PUTT(&toks[m.timestamp]);
         PUTZ("\"\n    }");
     }

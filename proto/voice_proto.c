@@ -47,6 +47,12 @@ static const voice_proto_field_t  voice_proto_fields[VOICE_PROTO_F_MAX] = {
     [VOICE_PROTO_F_COUNT] = VOICE_PROTO_U32(count),
     [VOICE_PROTO_F_FLAGS] = VOICE_PROTO_U32(flags),
     [VOICE_PROTO_F_TIME_LIMIT] = VOICE_PROTO_U32(time_limit),
+    [VOICE_PROTO_F_LATENCY] = VOICE_PROTO_U32(latency),
+    [VOICE_PROTO_F_IN_TEXT] = VOICE_PROTO_U32(in_text),
+    [VOICE_PROTO_F_IN_AUDIO] = VOICE_PROTO_U32(in_audio),
+    [VOICE_PROTO_F_IN_CACHED] = VOICE_PROTO_U32(in_cached),
+    [VOICE_PROTO_F_OUT_TEXT] = VOICE_PROTO_U32(out_text),
+    [VOICE_PROTO_F_OUT_AUDIO] = VOICE_PROTO_U32(out_audio),
 
     [VOICE_PROTO_F_CALL_SID] = VOICE_PROTO_BYTES(call_sid,
                                                  VOICE_PROTO_MAX_SID),
@@ -76,6 +82,9 @@ static const voice_proto_field_t  voice_proto_fields[VOICE_PROTO_F_MAX] = {
                                                 VOICE_PROTO_MAX_HISTORY),
     [VOICE_PROTO_F_GENERATED] = VOICE_PROTO_BYTES(generated,
                                                   VOICE_PROTO_MAX_TEXT),
+    [VOICE_PROTO_F_MODEL] = VOICE_PROTO_BYTES(model, 128),
+    [VOICE_PROTO_F_TRANSCRIBE_MODEL] = VOICE_PROTO_BYTES(transcribe_model,
+                                                         128),
 };
 
 
@@ -111,6 +120,7 @@ static const voice_proto_type_t  voice_proto_types[128] = {
         F(CALL_SID) | F(ORDER) | F(ROLE) | F(TEXT) | F(TIMESTAMP),
         "transcript" },
     [VOICE_PROTO_MSG_CALL_DONE] = { 1, F(CALL_SID), "call.done" },
+    [VOICE_PROTO_MSG_USAGE] = { 1, F(CALL_SID), "usage" },
     [VOICE_PROTO_MSG_CALL_CREATE] = { 1,
         F(REQUEST_ID) | F(TO) | F(URL), "call.create" },
     [VOICE_PROTO_MSG_CALL_END] = { 1, F(REQUEST_ID) | F(CALL_SID),

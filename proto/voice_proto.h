@@ -73,6 +73,7 @@ typedef enum {
     VOICE_PROTO_MSG_HANGUP = 0x23,        /* B->N  end the media stream */
     VOICE_PROTO_MSG_TRANSCRIPT = 0x24,    /* B->N  one finished utterance */
     VOICE_PROTO_MSG_CALL_DONE = 0x25,     /* B->N  no more transcript */
+    VOICE_PROTO_MSG_USAGE = 0x26,         /* B->N  a response's tokens */
 
     VOICE_PROTO_MSG_CALL_CREATE = 0x30,   /* N->B  REST: place a call */
     VOICE_PROTO_MSG_CALL_END = 0x31,      /* N->B  REST: hang up a call */
@@ -94,6 +95,12 @@ typedef enum {
     VOICE_PROTO_F_COUNT = 7,           /* u32 */
     VOICE_PROTO_F_FLAGS = 11,          /* u32: VOICE_PROTO_FLAG_* */
     VOICE_PROTO_F_TIME_LIMIT = 12,     /* u32: a call's limit, seconds */
+    VOICE_PROTO_F_LATENCY = 13,        /* u32: ms, a reply's turn latency */
+    VOICE_PROTO_F_IN_TEXT = 14,        /* u32: tokens, input text */
+    VOICE_PROTO_F_IN_AUDIO = 15,       /* u32: tokens, input audio */
+    VOICE_PROTO_F_IN_CACHED = 16,      /* u32: tokens, input cached */
+    VOICE_PROTO_F_OUT_TEXT = 17,       /* u32: tokens, output text */
+    VOICE_PROTO_F_OUT_AUDIO = 18,      /* u32: tokens, output audio */
                                        /* 8..10: retired (VAD settings,
                                           now in SETTINGS) */
 
@@ -126,6 +133,9 @@ typedef enum {
                                           of an assistant utterance the
                                           caller cut off (text: what was
                                           heard) */
+    VOICE_PROTO_F_MODEL = 57,          /* string: the realtime model */
+    VOICE_PROTO_F_TRANSCRIBE_MODEL = 58, /* string: the transcription
+                                            model */
 
     VOICE_PROTO_F_MAX = 64             /* tags are below this */
 } voice_proto_field_e;
@@ -194,6 +204,12 @@ typedef struct {
     uint32_t            count;
     uint32_t            flags;
     uint32_t            time_limit;
+    uint32_t            latency;
+    uint32_t            in_text;
+    uint32_t            in_audio;
+    uint32_t            in_cached;
+    uint32_t            out_text;
+    uint32_t            out_audio;
 
     voice_proto_str_t   call_sid;
     voice_proto_str_t   stream_sid;
@@ -215,6 +231,8 @@ typedef struct {
     voice_proto_str_t   answered_by;
     voice_proto_str_t   history;
     voice_proto_str_t   generated;
+    voice_proto_str_t   model;
+    voice_proto_str_t   transcribe_model;
 } voice_proto_msg_t;
 
 

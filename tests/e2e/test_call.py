@@ -76,7 +76,38 @@ def check_transcript(stack, sid, phone):
                      ("assistant", fixture_text("reply"))], roles
     for u in doc["transcript"]:
         assert ISO.match(u["timestamp"])
-        assert set(u) == {"role", "text", "timestamp"}
+    user, reply = doc["transcript"]
+    assert set(user) == {"role", "text", "timestamp"}
+    # the reply heard whole, with its turn's latency: from the end of the
+    # caller's speech to its first audio sent to Twilio
+    assert set(reply) == {"role", "text", "latencyMs", "timestamp"}
+    assert 0 < reply["latencyMs"] < 5000, reply
+
+    # what the call was, what it cost, how quick it was
+    call = stack.twilio_call(sid)
+    twilio_number = call["customParameters"]["twilioNumber"]
+    if call["direction"] == "inbound":
+        assert (doc["direction"], doc["from"], doc["to"]) == \
+            ("inbound", phone, twilio_number)
+    else:
+        assert (doc["direction"], doc["from"], doc["to"]) == \
+            ("outbound", twilio_number, phone)
+    sessions = stack.openai_sessions()
+    asr = sessions[0]["session"]["audio"]["input"]["transcription"]["model"]
+    assert doc["models"] == {"realtime": sessions[0]["model"],
+                             "transcription": asr}, doc
+    billed = [r["usage"] for s in sessions for r in s["responses"]
+              if r.get("usage")]
+    assert billed, sessions[0]["responses"]
+    u = doc["usage"]
+    assert u["outputAudioTokens"] == sum(
+        b["output_token_details"]["audio_tokens"] for b in billed)
+    assert u["inputAudioTokens"] == sum(
+        b["input_token_details"]["audio_tokens"] for b in billed)
+    assert u["totalTokens"] == sum(b["total_tokens"] for b in billed), u
+    assert doc["turnLatency"] == {"turns": 1,
+                                  "medianMs": reply["latencyMs"],
+                                  "maxMs": reply["latencyMs"]}
 
     # the call's record is freed once its file is written
     wait_for(lambda: stack.live_calls() == 0, 10, 0.2, "the call to be freed")
@@ -257,7 +288,7 @@ def test_a_reply_the_caller_cuts_off_keeps_what_was_heard(stack):
 
     cut = entries[1]
     assert set(cut) == {"role", "text", "interrupted", "generated",
-                        "timestamp"}, cut
+                        "latencyMs", "timestamp"}, cut
     assert cut["interrupted"] is True
     # all it said is the reply (or the part generated before the cut) ...
     assert reply.startswith(cut["generated"]), cut
@@ -273,9 +304,13 @@ def test_a_reply_the_caller_cuts_off_keeps_what_was_heard(stack):
     assert len(cut["text"]) >= len(reply) * (share - 0.05) - 12, \
         (cut, share)
 
-    # the whole reply after it was heard whole
+    # the whole reply after it was heard whole; each answered a turn
     assert entries[3] == {"role": "assistant", "text": reply,
+                          "latencyMs": entries[3]["latencyMs"],
                           "timestamp": entries[3]["timestamp"]}
+    assert doc["turnLatency"]["turns"] == 2
+    assert doc["turnLatency"]["maxMs"] == max(cut["latencyMs"],
+                                              entries[3]["latencyMs"])
 
     r = stack.api("GET", "/api/transcript/%s?format=text" % sid)
     assert r.text == "User: %s\nAssistant: %s\nUser: %s\nAssistant: %s\n" % (

@@ -850,6 +850,7 @@ class Response:
         self.audio_deltas_sent = 0
         self.drop_after = None              # (N, mode) when this response drops the connection
         self.dropped = False
+        self.usage_sent = None              # response.done's usage, once over
         self.rng = random.Random(sess.fake.seed * 7919 + len(sess.responses))
 
     def mcp_tool_cfg(self):
@@ -865,6 +866,7 @@ class Response:
                 "audio_b64": C.b64(self.sent_audio), "transcript": self.transcript,
                 "started_ms": self.started_ms, "plan": self.plan, "call_id": self.call_id,
                 "audio_deltas_sent": self.audio_deltas_sent, "dropped": self.dropped,
+                "usage": self.usage_sent,
                 "output": [{"id": it["id"], "type": it["type"], "status": it.get("status")} for it in self.output]}
 
     def item(self, status, final):
@@ -886,10 +888,17 @@ class Response:
                 "audio": {"output": {"format": fmt["format"], "voice": fmt["voice"]}},
                 "usage": None, "metadata": None}
         if self.status != "in_progress":
+            body["usage"] = self.usage()
+        return body
+
+    def usage(self):
+        """response.done's usage (openai-realtime.md): what the response took, by kind;
+        fixed once the response is over, so the summary shows what response.done said."""
+        if self.usage_sent is None:
             audio_tokens = self.audio_ms() // 50
             text_tokens = max(1, len(self.transcript.split()) + len(self.arguments) // 4)
             inp = 120 + self.sess.appended_len() // 400
-            body["usage"] = {
+            self.usage_sent = {
                 "total_tokens": inp + audio_tokens + text_tokens, "input_tokens": inp,
                 "output_tokens": audio_tokens + text_tokens,
                 "input_token_details": {"text_tokens": 100, "audio_tokens": inp - 100, "image_tokens": 0,
@@ -897,7 +906,7 @@ class Response:
                                         "cached_tokens_details": {"text_tokens": 0, "audio_tokens": 0,
                                                                   "image_tokens": 0}},
                 "output_token_details": {"text_tokens": text_tokens, "audio_tokens": audio_tokens}}
-        return body
+        return self.usage_sent
 
     async def pause(self, seconds):
         """Wait, but wake up at once when the response is stopped."""

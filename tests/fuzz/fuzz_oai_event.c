@@ -52,10 +52,20 @@ fuzz_clear(void *data)
 
 
 static int
-fuzz_transcript(void *data, uint32_t order, uint32_t role, const char *text,
-    size_t len, const char *generated, size_t generated_len)
+fuzz_transcript(void *data, const bd_oai_event_said_t *said)
 {
+    size_t       len, generated_len;
+    uint32_t     order, role;
+    const char  *text, *generated;
+
     (void) data;
+
+    order = said->order;
+    role = said->role;
+    text = said->text;
+    len = said->len;
+    generated = said->generated;
+    generated_len = said->generated_len;
 
     if (order == 0 || order >= fuzz_cv.next_order
         || role < VOICE_PROTO_ROLE_USER || role > VOICE_PROTO_ROLE_DTMF
@@ -180,10 +190,37 @@ fuzz_idle(void *data)
 }
 
 
+static void
+fuzz_usage(void *data, const bd_oai_event_usage_t *usage)
+{
+    (void) data;
+    (void) usage;
+}
+
+
+/* a clock that moves, and input that runs ahead of it or behind */
+
+static uint64_t
+fuzz_clock(void *data, uint64_t *input_ms)
+{
+    static uint64_t  now;
+
+    (void) data;
+
+    now += 7;
+
+    if (input_ms != NULL) {
+        *input_ms = now * 3 / 2;
+    }
+
+    return now;
+}
+
+
 static const bd_oai_event_ops_t  fuzz_ops = {
     fuzz_audio_out, fuzz_clear, fuzz_transcript, fuzz_send, fuzz_ready,
     fuzz_fatal, fuzz_fatal, fuzz_tool_call, fuzz_mcp_call, fuzz_response_done,
-    fuzz_speech, fuzz_idle
+    fuzz_speech, fuzz_idle, fuzz_usage, fuzz_clock
 };
 
 

@@ -37,7 +37,12 @@ typedef struct {
     uint32_t    tr_role[16];
     char        tr_text[16][128];
     char        tr_gen[16][128];    /* a cut reply's whole text, or "" */
+    uint32_t    tr_latency[16];
     unsigned    ntr;
+    bd_oai_event_usage_t  usage;    /* summed */
+    unsigned    usages;
+    uint64_t    now;                /* the clock, ms */
+    uint64_t    input_ms;           /* caller audio given, ms */
     char        sent[16][1024];
     unsigned    nsent;
     unsigned    ready;
@@ -97,17 +102,18 @@ fake_clear(void *data)
 
 
 static int
-fake_transcript(void *data, uint32_t order, uint32_t role, const char *text,
-    size_t len, const char *generated, size_t generated_len)
+fake_transcript(void *data, const bd_oai_event_said_t *said)
 {
     fake_t  *f = data;
 
-    f->tr_order[f->ntr] = order;
-    f->tr_role[f->ntr] = role;
-    snprintf(f->tr_text[f->ntr], sizeof(f->tr_text[0]), "%.*s", (int) len,
-             text);
+    f->tr_order[f->ntr] = said->order;
+    f->tr_role[f->ntr] = said->role;
+    snprintf(f->tr_text[f->ntr], sizeof(f->tr_text[0]), "%.*s",
+             (int) said->len, said->text);
     snprintf(f->tr_gen[f->ntr], sizeof(f->tr_gen[0]), "%.*s",
-             (int) generated_len, generated ? generated : "");
+             (int) said->generated_len,
+             said->generated ? said->generated : "");
+    f->tr_latency[f->ntr] = said->latency_ms;
     f->ntr++;
 
     return 1;
@@ -202,10 +208,37 @@ fake_idle(void *data)
 }
 
 
+static void
+fake_usage(void *data, const bd_oai_event_usage_t *u)
+{
+    fake_t  *f = data;
+
+    f->usage.input_text += u->input_text;
+    f->usage.input_audio += u->input_audio;
+    f->usage.input_cached += u->input_cached;
+    f->usage.output_text += u->output_text;
+    f->usage.output_audio += u->output_audio;
+    f->usages++;
+}
+
+
+static uint64_t
+fake_clock(void *data, uint64_t *input_ms)
+{
+    fake_t  *f = data;
+
+    if (input_ms != NULL) {
+        *input_ms = f->input_ms;
+    }
+
+    return f->now;
+}
+
+
 static const bd_oai_event_ops_t  fake_ops = {
     fake_audio_out, fake_clear, fake_transcript, fake_send,
     fake_ready, fake_fatal, fake_renew, fake_tool_call, fake_mcp_call,
-    fake_response_done, fake_speech, fake_idle
+    fake_response_done, fake_speech, fake_idle, fake_usage, fake_clock
 };
 
 
@@ -745,6 +778,72 @@ test_stop_and_new_session_cut_held_replies(void **state)
     assert_int_equal(x->f.ntr, 3);
     assert_string_equal(x->f.tr_text[2], "");
     assert_string_equal(x->f.tr_gen[2], "Goodbye now");
+}
+
+
+/* a turn's latency: from the end of the caller's speech (audio_end_ms,
+ * placed on the clock by the input given since) to the reply's first
+ * audio; a response's usage by kind */
+
+static void
+test_turn_latency_and_usage(void **state)
+{
+    fixture_t  *x = *state;
+
+    ev(x, "{\"type\":\"session.updated\",\"session\":{}}");
+    ev(x, "{\"type\":\"input_audio_buffer.speech_started\","
+          "\"audio_start_ms\":100,\"item_id\":\"item_U1\"}");
+
+    /* the VAD speaks 500 ms after the speech ended at 2000 ms of input */
+    x->f.now = 10000;
+    x->f.input_ms = 2500;
+    ev(x, "{\"type\":\"input_audio_buffer.speech_stopped\","
+          "\"audio_end_ms\":2000,\"item_id\":\"item_U1\"}");
+
+    ev(x, "{\"type\":\"response.output_item.added\",\"item\":{\"id\":"
+          "\"item_A1\",\"role\":\"assistant\"}}");
+    x->f.now = 10300;
+    delta(x, "item_A1", "resp_R1", 800, 0x11);
+    x->f.now = 10400;
+    delta(x, "item_A1", "resp_R1", 800, 0x22);
+    ev(x, "{\"type\":\"response.output_audio.done\","
+          "\"item_id\":\"item_A1\"}");
+    ev(x, "{\"type\":\"response.output_audio_transcript.done\","
+          "\"item_id\":\"item_A1\",\"transcript\":\"Yes.\"}");
+    bd_oai_event_mark_ack(&x->cv, x->f.marks[1], strlen(x->f.marks[1]));
+
+    assert_int_equal(x->f.ntr, 1);
+    assert_int_equal(x->f.tr_latency[0], 800);
+
+    ev(x, "{\"type\":\"response.done\",\"response\":{\"id\":"
+          "\"resp_R1\",\"status\":\"completed\",\"usage\":{"
+          "\"total_tokens\":300,\"input_tokens\":200,\"output_tokens\":100,"
+          "\"input_token_details\":{\"text_tokens\":120,\"audio_tokens\":80,"
+          "\"cached_tokens\":64},\"output_token_details\":{\"text_tokens\":"
+          "10,\"audio_tokens\":90}}}}");
+    ev(x, "{\"type\":\"response.done\",\"response\":{\"id\":"
+          "\"resp_R2\",\"status\":\"cancelled\",\"usage\":{"
+          "\"input_tokens\":5,\"output_tokens\":7}}}");
+    ev(x, "{\"type\":\"response.done\",\"response\":{\"id\":"
+          "\"resp_R3\",\"status\":\"completed\",\"usage\":null}}");
+
+    assert_int_equal(x->f.usages, 2);
+    assert_int_equal(x->f.usage.input_text, 125);
+    assert_int_equal(x->f.usage.input_audio, 80);
+    assert_int_equal(x->f.usage.input_cached, 64);
+    assert_int_equal(x->f.usage.output_text, 17);
+    assert_int_equal(x->f.usage.output_audio, 90);
+
+    /* a reply nobody asked for by speaking (a greeting, after a tool) has
+     * no turn latency */
+    ev(x, "{\"type\":\"response.output_item.added\",\"item\":{\"id\":"
+          "\"item_A2\",\"role\":\"assistant\"}}");
+    delta(x, "item_A2", "resp_R4", 160, 0x33);
+    ev(x, "{\"type\":\"response.output_audio_transcript.done\","
+          "\"item_id\":\"item_A2\",\"transcript\":\"And?\"}");
+    bd_oai_event_stop(&x->cv);
+    assert_int_equal(x->f.ntr, 2);
+    assert_int_equal(x->f.tr_latency[1], 0);
 }
 
 
@@ -1378,6 +1477,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_dtmf_is_an_item_in_order, setup,
                                         teardown),
         cmocka_unit_test(test_append_builder),
+        cmocka_unit_test_setup_teardown(test_turn_latency_and_usage, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_reply_recorded_once_played,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_barge_in_records_what_was_heard,

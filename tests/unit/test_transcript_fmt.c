@@ -350,8 +350,8 @@ test_recover(void **state)
 }
 
 
-/* a reply the caller cut off keeps what was heard and all it said; as
- * text, what was heard (nothing: no line) */
+/* a reply the caller cut off keeps what was heard and all it said, and
+ * its latency; as text, what was heard (nothing: no line) */
 
 static void
 test_recover_interrupted(void **state)
@@ -366,7 +366,7 @@ test_recover_interrupted(void **state)
     n = recover(USER(1, "Hi", T1)
                 "{\"order\":2,\"role\":\"assistant\",\"text\": \"Hello,"
                 "\",\"interrupted\": true,\"generated\": \"Hello, how "
-                "are you?\",\"timestamp\":\"" T2 "\"}\n"
+                "are you?\",\"latencyMs\": 640,\"timestamp\":\"" T2 "\"}\n"
                 "{\"order\":3,\"role\":\"assistant\",\"text\": \"\","
                 "\"interrupted\": true,\"generated\": \"Sorry\","
                 "\"timestamp\":\"" T3 "\"}\n",
@@ -381,8 +381,8 @@ test_recover_interrupted(void **state)
                         ","
                         ENTRY("assistant", "\"text\": \"Hello,\",\n"
                               "      \"interrupted\": true,\n"
-                              "      \"generated\": \"Hello, how are you?\"",
-                              T2)
+                              "      \"generated\": \"Hello, how are you?\",\n"
+                              "      \"latencyMs\": 640", T2)
                         ","
                         ENTRY("assistant", "\"text\": \"\",\n"
                               "      \"interrupted\": true,\n"
