@@ -92,6 +92,8 @@ static ngx_command_t  ngx_http_voice_commands[] = {
     NGX_HTTP_VOICE_HANDLER("voice_api_end_call", NGX_HTTP_VOICE_API_END_CALL),
     NGX_HTTP_VOICE_HANDLER("voice_api_transcript",
                            NGX_HTTP_VOICE_API_TRANSCRIPT),
+    NGX_HTTP_VOICE_HANDLER("voice_api_transcripts",
+                           NGX_HTTP_VOICE_API_TRANSCRIPTS),
     NGX_HTTP_VOICE_HANDLER("voice_status", NGX_HTTP_VOICE_STATUS),
     NGX_HTTP_VOICE_HANDLER("voice_call_status", NGX_HTTP_VOICE_CALL_STATUS),
 
@@ -155,6 +157,8 @@ static ngx_command_t  ngx_http_voice_commands[] = {
                          transcript_wait),
     NGX_HTTP_VOICE_VALUE("voice_transcript_retry", ngx_conf_set_msec_slot,
                          transcript_retry),
+    NGX_HTTP_VOICE_VALUE("voice_transcript_keep", ngx_conf_set_sec_slot,
+                         transcript_keep),
     NGX_HTTP_VOICE_VALUE("voice_signature", ngx_conf_set_flag_slot,
                          signature),
     NGX_HTTP_VOICE_VALUE("voice_twilio_auth_token_file",
@@ -507,6 +511,7 @@ ngx_http_voice_create_loc_conf(ngx_conf_t *cf)
 
     conf->transcript_wait = NGX_CONF_UNSET_MSEC;
     conf->transcript_retry = NGX_CONF_UNSET_MSEC;
+    conf->transcript_keep = NGX_CONF_UNSET;
     conf->signature = NGX_CONF_UNSET;
     conf->bridge_timeout = NGX_CONF_UNSET_MSEC;
     conf->max_body_size = NGX_CONF_UNSET_SIZE;
@@ -550,6 +555,7 @@ ngx_http_voice_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               10000);
     ngx_conf_merge_msec_value(conf->transcript_retry,
                               prev->transcript_retry, 600000);
+    ngx_conf_merge_sec_value(conf->transcript_keep, prev->transcript_keep, 0);
     ngx_conf_merge_value(conf->signature, prev->signature, 1);
     ngx_conf_merge_str_value(conf->auth_token_file, prev->auth_token_file, "");
     ngx_conf_merge_str_value(conf->api_token_file, prev->api_token_file, "");
@@ -577,7 +583,8 @@ ngx_http_voice_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     if (h == NGX_HTTP_VOICE_API_NUMBERS || h == NGX_HTTP_VOICE_API_CALL
         || h == NGX_HTTP_VOICE_API_END_CALL
-        || h == NGX_HTTP_VOICE_API_TRANSCRIPT)
+        || h == NGX_HTTP_VOICE_API_TRANSCRIPT
+        || h == NGX_HTTP_VOICE_API_TRANSCRIPTS)
     {
         if (ngx_http_voice_conf_secret(cf, &conf->api_token_file,
                                   "VOICE_API_TOKEN", &conf->api_token)
@@ -595,8 +602,9 @@ ngx_http_voice_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         }
     }
 
-    if (h != NGX_HTTP_VOICE_API_TRANSCRIPT && h != NGX_HTTP_VOICE_CALL_STATUS
-        && vmcf->endpoints.nelts == 0)
+    if (h != NGX_HTTP_VOICE_API_TRANSCRIPT
+        && h != NGX_HTTP_VOICE_API_TRANSCRIPTS
+        && h != NGX_HTTP_VOICE_CALL_STATUS && vmcf->endpoints.nelts == 0)
     {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "no \"voice_bridge\" endpoint is configured "
@@ -621,7 +629,8 @@ ngx_http_voice_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         }
     }
 
-    if (h == NGX_HTTP_VOICE_MEDIA_STREAM || h == NGX_HTTP_VOICE_API_TRANSCRIPT)
+    if (h == NGX_HTTP_VOICE_MEDIA_STREAM || h == NGX_HTTP_VOICE_API_TRANSCRIPT
+        || h == NGX_HTTP_VOICE_API_TRANSCRIPTS)
     {
         if (conf->transcript_dir.len == 0) {
             ngx_str_set(&conf->transcript_dir, "logs/");
@@ -959,6 +968,10 @@ ngx_http_voice_set_handler(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         clcf->handler = ngx_http_voice_transcript_handler;
         break;
 
+    case NGX_HTTP_VOICE_API_TRANSCRIPTS:
+        clcf->handler = ngx_http_voice_transcripts_handler;
+        break;
+
     case NGX_HTTP_VOICE_STATUS:
         clcf->handler = ngx_http_voice_status_handler;
         break;
@@ -1073,6 +1086,7 @@ ngx_http_voice_init_process(ngx_cycle_t *cycle)
     }
 
     ngx_http_voice_recover_init_process(cycle, vmcf);
+    ngx_http_voice_keep_init_process(cycle, vmcf);
 
     if (vmcf->endpoints.nelts == 0) {
         return NGX_OK;

@@ -25,7 +25,9 @@
  *                    ngx_http_voice_store.c (its files, on the thread
  *                    pool), ngx_http_voice_recover.c (journals whose
  *                    process died), ngx_http_voice_transcript_get.c (the
- *                    lookup), ngx_http_voice_transcript_fmt.c (formats)
+ *                    lookup, listing and deletion),
+ *                    ngx_http_voice_keep.c (retention),
+ *                    ngx_http_voice_transcript_fmt.c (formats)
  *   leaf code        ngx_http_voice_json.c (the JSON tokenizer)
  */
 
@@ -65,6 +67,7 @@ typedef enum {
     NGX_HTTP_VOICE_API_CALL,
     NGX_HTTP_VOICE_API_END_CALL,
     NGX_HTTP_VOICE_API_TRANSCRIPT,
+    NGX_HTTP_VOICE_API_TRANSCRIPTS,
     NGX_HTTP_VOICE_STATUS,
     NGX_HTTP_VOICE_CALL_STATUS
 } ngx_http_voice_handler_e;
@@ -113,6 +116,7 @@ typedef struct {
     ngx_str_t                   thread_pool_name;
     ngx_msec_t                  transcript_wait;
     ngx_msec_t                  transcript_retry;
+    time_t                      transcript_keep; /* s, 0: forever */
 
     ngx_flag_t                  signature;
     ngx_str_t                   auth_token;
@@ -501,8 +505,14 @@ void ngx_http_voice_transcript_write(ngx_http_voice_call_t *call);
 void ngx_http_voice_transcript_close(ngx_http_voice_call_t *call);
 
 
+/* ngx_http_voice_keep.c */
+void ngx_http_voice_keep_init_process(ngx_cycle_t *cycle,
+    ngx_http_voice_main_conf_t *vmcf);
+
+
 /* ngx_http_voice_transcript_get.c */
 ngx_int_t ngx_http_voice_transcript_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_voice_transcripts_handler(ngx_http_request_t *r);
 
 
 /* ngx_http_voice_store.c: called only from the thread pool's threads */
@@ -539,6 +549,9 @@ ngx_int_t ngx_http_voice_store_merge(const char *final, u_char **data,
 typedef struct {
     ngx_str_t                   dir;            /* NUL-terminated */
     ngx_thread_pool_t          *pool;
+    time_t                      keep;           /* the shortest
+                                                   voice_transcript_keep of
+                                                   its locations, 0: all */
 } ngx_http_voice_recover_dir_t;
 
 /* what became of one journal */

@@ -80,7 +80,8 @@ static void ngx_http_voice_recover_finish(ngx_http_voice_recover_pass_t *p,
     ngx_log_t *log);
 
 
-/* at configuration: each distinct transcript directory once */
+/* at configuration: each distinct transcript directory once (retention,
+ * ngx_http_voice_keep.c, goes through the same list) */
 
 ngx_int_t
 ngx_http_voice_recover_add_dir(ngx_conf_t *cf,
@@ -100,6 +101,13 @@ ngx_http_voice_recover_add_dir(ngx_conf_t *cf,
                            d[i].dir.len)
                == 0)
         {
+            /* records kept for the shortest time any location asks */
+            if (vlcf->transcript_keep
+                && (d[i].keep == 0 || vlcf->transcript_keep < d[i].keep))
+            {
+                d[i].keep = vlcf->transcript_keep;
+            }
+
             return NGX_OK;
         }
     }
@@ -118,6 +126,7 @@ ngx_http_voice_recover_add_dir(ngx_conf_t *cf,
     ngx_memcpy(d->dir.data, vlcf->transcript_dir.data, d->dir.len);
     d->dir.data[d->dir.len] = '\0';
     d->pool = vlcf->thread_pool;
+    d->keep = vlcf->transcript_keep;
 
     return NGX_OK;
 }

@@ -1,7 +1,9 @@
 /*
- * ngx_http_voice_transcript_get.c: GET /api/transcript/{callSid}, a
- * call's record as JSON or, with ?format=text, as plain "User:" /
- * "Assistant:" lines (ngx_http_voice_transcript_fmt.c).
+ * ngx_http_voice_transcript_get.c: the records, read back: GET
+ * /api/transcript/{callSid}, a call's record as JSON or, with
+ * ?format=text, as plain "User:" / "Assistant:" lines
+ * (ngx_http_voice_transcript_fmt.c); DELETE removes it; GET
+ * /api/transcripts lists them.
  *
  * The record is found by scanning the transcript directory for the file
  * whose name starts with the call SID ({callSid}_{phone}_{start}.json,
@@ -22,6 +24,50 @@
 #include "ngx_http_voice_transcript_fmt.h"
 
 
+/* the record files one DELETE removes, at most */
+#define NGX_HTTP_VOICE_TRANSCRIPT_REMOVE_MAX  8
+
+/* GET /api/transcripts: records a page, by default and at most; the
+ * longest argument */
+#define NGX_HTTP_VOICE_LIST_DEFAULT   50
+#define NGX_HTTP_VOICE_LIST_MAX       500
+#define NGX_HTTP_VOICE_LIST_ARG_MAX   64
+
+/* the key a record sorts by: its time, then its call SID */
+#define NGX_HTTP_VOICE_LIST_KEY_LEN                                           \
+    (NGX_HTTP_VOICE_TRANSCRIPT_TIME_LEN + NGX_HTTP_VOICE_SID_LEN)
+
+
+/* one record of a listing, from its file name */
+typedef struct {
+    u_char                      key[NGX_HTTP_VOICE_LIST_KEY_LEN];
+    u_char                      phone[NGX_HTTP_VOICE_PHONE_MAX];
+    size_t                      phone_len;
+} ngx_http_voice_list_entry_t;
+
+
+/* a listing, allocated apart from the request, as a lookup is */
+typedef struct {
+    ngx_http_request_t         *request;      /* NULL once it is gone */
+    u_char                     *dir;          /* NUL-terminated */
+    ngx_uint_t                  limit;
+    u_char                      number[NGX_HTTP_VOICE_LIST_ARG_MAX];
+    size_t                      number_len;
+    u_char                      since[NGX_HTTP_VOICE_LIST_ARG_MAX];
+    size_t                      since_len;
+    u_char                      until[NGX_HTTP_VOICE_LIST_ARG_MAX];
+    size_t                      until_len;
+    u_char                      before[NGX_HTTP_VOICE_LIST_KEY_LEN];
+    unsigned                    has_before:1;
+
+    ngx_http_voice_list_entry_t  *found;      /* malloc()ed by the thread,
+                                                 limit + 1, newest first */
+    ngx_uint_t                  nfound;
+    ngx_uint_t                  status;
+    ngx_err_t                   err;
+} ngx_http_voice_list_t;
+
+
 /* a transcript lookup, allocated apart from the request: the request may
  * go away while the thread reads */
 typedef struct {
@@ -29,6 +75,7 @@ typedef struct {
     u_char                      sid[NGX_HTTP_VOICE_SID_LEN + 1];
     u_char                     *dir;          /* NUL-terminated */
     unsigned                    text:1;
+    unsigned                    remove:1;     /* DELETE */
 
     u_char                     *data;         /* malloc()ed by the thread */
     size_t                      len;
@@ -41,6 +88,11 @@ static void ngx_http_voice_transcript_lookup_thread(void *data,
     ngx_log_t *log);
 static void ngx_http_voice_transcript_lookup_done(ngx_event_t *ev);
 static void ngx_http_voice_transcript_lookup_cleanup(void *data);
+static void ngx_http_voice_transcript_remove(
+    ngx_http_voice_transcript_lookup_t *lk);
+static void ngx_http_voice_list_thread(void *data, ngx_log_t *log);
+static void ngx_http_voice_list_done(ngx_event_t *ev);
+static void ngx_http_voice_list_cleanup(void *data);
 
 
 /*
@@ -73,9 +125,10 @@ ngx_http_voice_transcript_handler(ngx_http_request_t *r)
         return ngx_http_voice_auth_refuse(r, rc);
     }
 
-    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD|NGX_HTTP_DELETE))) {
         return ngx_http_voice_send_error(r, NGX_HTTP_NOT_ALLOWED,
-                                         "method not allowed: use GET");
+                                         "method not allowed: use GET or "
+                                         "DELETE");
     }
 
     vlcf = ngx_http_get_module_loc_conf(r, ngx_http_voice_module);
@@ -124,6 +177,7 @@ ngx_http_voice_transcript_handler(ngx_http_request_t *r)
     ngx_memcpy(lk->dir, vlcf->transcript_dir.data, vlcf->transcript_dir.len);
     ngx_memcpy(lk->sid, sid, NGX_HTTP_VOICE_SID_LEN);
     lk->text = text;
+    lk->remove = (r->method == NGX_HTTP_DELETE);
 
     cln = ngx_pool_cleanup_add(r->pool, 0);
     if (cln == NULL) {
@@ -182,6 +236,11 @@ ngx_http_voice_transcript_lookup_thread(void *data, ngx_log_t *log)
     lk = data;
     lk->status = NGX_HTTP_NOT_FOUND;
     best_len = 0;
+
+    if (lk->remove) {
+        ngx_http_voice_transcript_remove(lk);
+        return;
+    }
 
     dir = opendir((char *) lk->dir);
     if (dir == NULL) {
@@ -287,6 +346,86 @@ ngx_http_voice_transcript_lookup_thread(void *data, ngx_log_t *log)
 }
 
 
+/*
+ * DELETE: the call's record files go ({sid}_*.json: one, or more after a
+ * clock step).  Not while the call is live or its record is being
+ * written (its journal, or a temporary file, is there): 409, and the
+ * client asks again once the call is over.  Runs in a thread of the pool.
+ */
+
+static void
+ngx_http_voice_transcript_remove(ngx_http_voice_transcript_lookup_t *lk)
+{
+    DIR            *dir;
+    u_char          path[NGX_MAX_PATH];
+    size_t          nlen, dlen;
+    ngx_uint_t      i, n, live;
+    struct dirent  *de;
+    char            names[NGX_HTTP_VOICE_TRANSCRIPT_REMOVE_MAX][128];
+
+    dir = opendir((char *) lk->dir);
+    if (dir == NULL) {
+        lk->err = ngx_errno;
+        lk->status = (lk->err == NGX_ENOENT) ? NGX_HTTP_NOT_FOUND
+                                             : NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return;
+    }
+
+    n = 0;
+    live = 0;
+
+    while ((de = readdir(dir)) != NULL) {
+        nlen = ngx_strlen(de->d_name);
+
+        /* .{sid}_... : its journal, or its record being written */
+        if (nlen > NGX_HTTP_VOICE_SID_LEN + 2 && de->d_name[0] == '.'
+            && ngx_strncmp(de->d_name + 1, lk->sid, NGX_HTTP_VOICE_SID_LEN)
+               == 0
+            && de->d_name[NGX_HTTP_VOICE_SID_LEN + 1] == '_')
+        {
+            live = 1;
+            continue;
+        }
+
+        if (nlen < NGX_HTTP_VOICE_SID_LEN + 6 || nlen >= sizeof(names[0])
+            || ngx_strncmp(de->d_name, lk->sid, NGX_HTTP_VOICE_SID_LEN) != 0
+            || de->d_name[NGX_HTTP_VOICE_SID_LEN] != '_'
+            || ngx_strcmp(de->d_name + nlen - 5, ".json") != 0
+            || n == NGX_HTTP_VOICE_TRANSCRIPT_REMOVE_MAX)
+        {
+            continue;
+        }
+
+        ngx_memcpy(names[n++], de->d_name, nlen + 1);
+    }
+
+    (void) closedir(dir);
+
+    if (live) {
+        lk->status = NGX_HTTP_CONFLICT;
+        return;
+    }
+
+    dlen = ngx_strlen(lk->dir);
+
+    for (i = 0; i < n; i++) {
+        if (dlen + ngx_strlen(names[i]) + 1 > sizeof(path)) {
+            continue;
+        }
+
+        ngx_sprintf(path, "%s%s%Z", lk->dir, names[i]);
+
+        if (unlink((char *) path) == -1 && ngx_errno != NGX_ENOENT) {
+            lk->err = ngx_errno;
+            lk->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+            return;
+        }
+    }
+
+    lk->status = n ? NGX_HTTP_NO_CONTENT : NGX_HTTP_NOT_FOUND;
+}
+
+
 static void
 ngx_http_voice_transcript_lookup_done(ngx_event_t *ev)
 {
@@ -316,12 +455,32 @@ ngx_http_voice_transcript_lookup_done(ngx_event_t *ev)
         goto finalize;
     }
 
+    if (lk->status == NGX_HTTP_CONFLICT) {
+        rc = ngx_http_voice_send_error(r, NGX_HTTP_CONFLICT,
+                                       "call %s is live: its record is not "
+                                       "written yet", lk->sid);
+        goto finalize;
+    }
+
+    if (lk->status == NGX_HTTP_NO_CONTENT) {
+        ngx_log_error(NGX_LOG_NOTICE, c->log, 0,
+                      "voice: the record of call %s was deleted", lk->sid);
+
+        r->headers_out.status = NGX_HTTP_NO_CONTENT;
+        r->headers_out.content_length_n = 0;
+        r->header_only = 1;
+        rc = ngx_http_send_header(r);
+        goto finalize;
+    }
+
     if (lk->status != NGX_HTTP_OK) {
         ngx_log_error(NGX_LOG_ERR, c->log, lk->err,
-                      "voice: cannot read the transcript of %s from \"%s\"",
-                      lk->sid, lk->dir);
+                      "voice: cannot %s the transcript of %s in \"%s\"",
+                      lk->remove ? "delete" : "read", lk->sid, lk->dir);
         rc = ngx_http_voice_send_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
-                                       "cannot read the transcript");
+                                       lk->remove
+                                       ? "cannot delete the transcript"
+                                       : "cannot read the transcript");
         goto finalize;
     }
 
@@ -377,5 +536,364 @@ free:
         free(lk->data);
     }
 
+    ngx_free(task);
+}
+
+
+/*
+ * GET /api/transcripts: the stored records, newest first, by the start
+ * time and call SID their file names hold -- no file is opened, so a
+ * listing costs one directory scan on the thread pool --, filtered by
+ * ?number= (the other party, as the file name has it), ?since= and
+ * ?until= (ISO 8601 times, or their start, "2026-12-06": since is
+ * inclusive, until exclusive), ?limit= (1..500, 50) at a time; ?before=
+ * takes the "next" of the page before.  The answer:
+ *
+ *     {"transcripts": [{"callSid": "CA...", "phoneNumber": "+1...",
+ *       "timestamp": "..."}, ...], "next": "..." or null}
+ */
+
+/* an argument of [0-9A-Za-z+:.-] only, at most max bytes: 1, else 0 */
+
+static ngx_uint_t
+ngx_http_voice_list_arg(ngx_http_request_t *r, const char *name,
+    u_char *dst, size_t max, size_t *len, ngx_int_t *bad)
+{
+    size_t     i;
+    ngx_str_t  v;
+
+    if (ngx_http_arg(r, (u_char *) name, ngx_strlen(name), &v) != NGX_OK) {
+        return 0;
+    }
+
+    if (v.len == 0 || v.len > max) {
+        *bad = 1;
+        return 0;
+    }
+
+    /* %2B is how a client sends the + of a number */
+    if (v.len >= 3 && ngx_strncasecmp(v.data, (u_char *) "%2B", 3) == 0) {
+        dst[0] = '+';
+        ngx_memcpy(dst + 1, v.data + 3, v.len - 3);
+        *len = v.len - 2;
+
+    } else {
+        ngx_memcpy(dst, v.data, v.len);
+        *len = v.len;
+    }
+
+    for (i = 0; i < *len; i++) {
+        if (!((dst[i] >= '0' && dst[i] <= '9')
+              || ((dst[i] | 0x20) >= 'a' && (dst[i] | 0x20) <= 'z')
+              || dst[i] == '+' || dst[i] == ':' || dst[i] == '.'
+              || dst[i] == '-' || dst[i] == '_'))
+        {
+            *bad = 1;
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+ngx_int_t
+ngx_http_voice_transcripts_handler(ngx_http_request_t *r)
+{
+    size_t                      len;
+    ngx_int_t                   rc, bad, n;
+    ngx_str_t                   v;
+    ngx_thread_task_t          *task;
+    ngx_pool_cleanup_t         *cln;
+    ngx_http_voice_list_t      *ls;
+    ngx_http_voice_loc_conf_t  *vlcf;
+    u_char                      before[NGX_HTTP_VOICE_LIST_ARG_MAX + 8];
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    rc = ngx_http_voice_auth_check(r);
+    if (rc != NGX_OK) {
+        return ngx_http_voice_auth_refuse(r, rc);
+    }
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return ngx_http_voice_send_error(r, NGX_HTTP_NOT_ALLOWED,
+                                         "method not allowed: use GET");
+    }
+
+    vlcf = ngx_http_get_module_loc_conf(r, ngx_http_voice_module);
+
+    task = ngx_calloc(sizeof(ngx_thread_task_t)
+                      + sizeof(ngx_http_voice_list_t)
+                      + vlcf->transcript_dir.len + 1, r->connection->log);
+    if (task == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ls = (ngx_http_voice_list_t *) (task + 1);
+    task->ctx = ls;
+    ls->dir = (u_char *) (ls + 1);
+    ngx_memcpy(ls->dir, vlcf->transcript_dir.data, vlcf->transcript_dir.len);
+    ls->limit = NGX_HTTP_VOICE_LIST_DEFAULT;
+
+    bad = 0;
+
+    (void) ngx_http_voice_list_arg(r, "number", ls->number,
+                                   NGX_HTTP_VOICE_PHONE_MAX, &ls->number_len,
+                                   &bad);
+    (void) ngx_http_voice_list_arg(r, "since", ls->since,
+                                   NGX_HTTP_VOICE_TRANSCRIPT_TIME_LEN,
+                                   &ls->since_len, &bad);
+    (void) ngx_http_voice_list_arg(r, "until", ls->until,
+                                   NGX_HTTP_VOICE_TRANSCRIPT_TIME_LEN,
+                                   &ls->until_len, &bad);
+
+    /* the key of the last record of the page before */
+    if (ngx_http_voice_list_arg(r, "before", before,
+                                NGX_HTTP_VOICE_LIST_KEY_LEN, &len, &bad))
+    {
+        if (len != NGX_HTTP_VOICE_LIST_KEY_LEN) {
+            bad = 1;
+
+        } else {
+            ngx_memcpy(ls->before, before, len);
+            ls->has_before = 1;
+        }
+    }
+
+    if (ngx_http_arg(r, (u_char *) "limit", 5, &v) == NGX_OK) {
+        n = ngx_atoi(v.data, v.len);
+
+        if (n < 1 || n > NGX_HTTP_VOICE_LIST_MAX) {
+            bad = 1;
+
+        } else {
+            ls->limit = (ngx_uint_t) n;
+        }
+    }
+
+    if (bad) {
+        ngx_free(task);
+        return ngx_http_voice_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                         "invalid query: number, since, "
+                                         "until and before take "
+                                         "[0-9A-Za-z+:._-], limit 1 to %d",
+                                         NGX_HTTP_VOICE_LIST_MAX);
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        ngx_free(task);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ls->request = r;
+    task->handler = ngx_http_voice_list_thread;
+    task->event.handler = ngx_http_voice_list_done;
+    task->event.data = task;
+    task->event.log = r->connection->log;
+
+    if (ngx_thread_task_post(vlcf->thread_pool, task) != NGX_OK) {
+        ngx_free(task);
+        return ngx_http_voice_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                         "too busy, try again");
+    }
+
+    cln->handler = ngx_http_voice_list_cleanup;
+    cln->data = ls;
+
+    r->main->count++;
+    r->read_event_handler = ngx_http_test_reading;
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_voice_list_cleanup(void *data)
+{
+    ngx_http_voice_list_t  *ls = data;
+
+    ls->request = NULL;
+}
+
+
+/* runs in a thread of the pool: the newest limit + 1 that match, kept
+ * sorted in found (one more tells whether there is a next page) */
+
+static void
+ngx_http_voice_list_thread(void *data, ngx_log_t *log)
+{
+    DIR                          *dir;
+    size_t                        nlen, phone, phone_len;
+    ngx_uint_t                    j, keep;
+    struct dirent                *de;
+    ngx_http_voice_list_t        *ls;
+    ngx_http_voice_list_entry_t   e;
+
+    ls = data;
+    keep = ls->limit + 1;
+
+    ls->found = malloc(keep * sizeof(ngx_http_voice_list_entry_t));
+    if (ls->found == NULL) {
+        ls->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return;
+    }
+
+    dir = opendir((char *) ls->dir);
+    if (dir == NULL) {
+        ls->err = ngx_errno;
+        ls->status = (ls->err == NGX_ENOENT) ? NGX_HTTP_OK
+                                             : NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return;
+    }
+
+    while ((de = readdir(dir)) != NULL) {
+        nlen = ngx_strlen(de->d_name);
+
+        /* {sid}_{phone}_{time}.json; journals and temporary files start
+         * with a dot */
+        if (nlen < 6 || de->d_name[0] == '.'
+            || ngx_strcmp(de->d_name + nlen - 5, ".json") != 0
+            || !ngx_http_voice_transcript_fmt_name((u_char *) de->d_name,
+                                                   nlen - 5, &phone,
+                                                   &phone_len, e.key))
+        {
+            continue;
+        }
+
+        ngx_memcpy(e.key + NGX_HTTP_VOICE_TRANSCRIPT_TIME_LEN, de->d_name,
+                   NGX_HTTP_VOICE_SID_LEN);
+
+        if ((ls->number_len
+             && (phone_len != ls->number_len
+                 || ngx_strncmp(de->d_name + phone, ls->number, phone_len)
+                    != 0))
+            || (ls->since_len
+                && ngx_strncmp(e.key, ls->since, ls->since_len) < 0)
+            || (ls->until_len
+                && ngx_strncmp(e.key, ls->until, ls->until_len) >= 0)
+            || (ls->has_before
+                && ngx_memcmp(e.key, ls->before, NGX_HTTP_VOICE_LIST_KEY_LEN)
+                   >= 0))
+        {
+            continue;
+        }
+
+        /* newest first: its place among those kept */
+        for (j = ls->nfound;
+             j > 0 && ngx_memcmp(ls->found[j - 1].key, e.key,
+                                 NGX_HTTP_VOICE_LIST_KEY_LEN) < 0;
+             j--)
+        {
+            /* void */
+        }
+
+        if (j == keep) {
+            continue;
+        }
+
+        if (ls->nfound == keep) {
+            ls->nfound--;
+        }
+
+        ngx_memmove(&ls->found[j + 1], &ls->found[j],
+                    (ls->nfound - j) * sizeof(ngx_http_voice_list_entry_t));
+
+        e.phone_len = ngx_min(phone_len, NGX_HTTP_VOICE_PHONE_MAX);
+        ngx_memcpy(e.phone, de->d_name + phone, e.phone_len);
+        ls->found[j] = e;
+        ls->nfound++;
+    }
+
+    (void) closedir(dir);
+
+    ls->status = NGX_HTTP_OK;
+}
+
+
+static void
+ngx_http_voice_list_done(ngx_event_t *ev)
+{
+    u_char                       *body, *p;
+    size_t                        size;
+    ngx_int_t                     rc;
+    ngx_uint_t                    i, n;
+    ngx_connection_t             *c;
+    ngx_thread_task_t            *task;
+    ngx_http_request_t           *r;
+    ngx_http_voice_list_t        *ls;
+    ngx_http_voice_list_entry_t  *e;
+
+    task = ev->data;
+    ls = task->ctx;
+    r = ls->request;
+
+    if (r == NULL) {
+        goto free;
+    }
+
+    c = r->connection;
+    ngx_http_set_log_request(c->log, r);
+
+    if (ls->status != NGX_HTTP_OK) {
+        ngx_log_error(NGX_LOG_ERR, c->log, ls->err,
+                      "voice: cannot list the transcripts in \"%s\"",
+                      ls->dir);
+        rc = ngx_http_voice_send_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                       "cannot list the transcripts");
+        goto finalize;
+    }
+
+    n = ngx_min(ls->nfound, ls->limit);
+    size = sizeof("{\"transcripts\": [], \"next\": \"\"}")
+           + NGX_HTTP_VOICE_LIST_KEY_LEN
+           + n * (sizeof("{\"callSid\": \"\", \"phoneNumber\": \"\", "
+                         "\"timestamp\": \"\"}, ")
+                  + NGX_HTTP_VOICE_LIST_KEY_LEN + NGX_HTTP_VOICE_PHONE_MAX);
+
+    body = ngx_pnalloc(r->pool, size);
+    if (body == NULL) {
+        rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        goto finalize;
+    }
+
+    /* every byte of the names is of [A-Za-z0-9+:.-]: nothing to escape */
+
+    p = ngx_sprintf(body, "{\"transcripts\": [");
+
+    for (i = 0; i < n; i++) {
+        e = &ls->found[i];
+        p = ngx_sprintf(p, "%s{\"callSid\": \"%*s\", \"phoneNumber\": "
+                        "\"%*s\", \"timestamp\": \"%*s\"}",
+                        i ? ", " : "",
+                        (size_t) NGX_HTTP_VOICE_SID_LEN,
+                        e->key + NGX_HTTP_VOICE_TRANSCRIPT_TIME_LEN,
+                        e->phone_len, e->phone,
+                        (size_t) NGX_HTTP_VOICE_TRANSCRIPT_TIME_LEN, e->key);
+    }
+
+    if (ls->nfound > ls->limit) {
+        p = ngx_sprintf(p, "], \"next\": \"%*s\"}",
+                        (size_t) NGX_HTTP_VOICE_LIST_KEY_LEN,
+                        ls->found[n - 1].key);
+
+    } else {
+        p = ngx_sprintf(p, "], \"next\": null}");
+    }
+
+    rc = ngx_http_voice_send_json(r, NGX_HTTP_OK, body, p - body);
+
+finalize:
+
+    ngx_http_finalize_request(r, rc);
+    ngx_http_run_posted_requests(c);
+
+free:
+
+    free(ls->found);
     ngx_free(task);
 }

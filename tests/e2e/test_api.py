@@ -213,7 +213,9 @@ def test_slow_twilio_is_504(stack_factory):
 def test_wrong_methods_are_405(stack):
     error_of(stack.api("GET", "/api/call"), 405)
     error_of(stack.api("POST", "/api/numbers"), 405)
-    error_of(stack.api("DELETE", "/api/transcript/" + UNKNOWN_SID), 405)
+    # (DELETE deletes a record: test_records_over_time.py)
+    error_of(stack.api("PUT", "/api/transcript/" + UNKNOWN_SID), 405)
+    error_of(stack.api("DELETE", "/api/transcripts"), 405)
 
 
 def test_unsigned_twiml_is_refused(stack):
@@ -227,7 +229,9 @@ def test_unsigned_twiml_is_refused(stack):
 
 API_PATHS = [("GET", "/api/numbers"), ("POST", "/api/call"),
              ("POST", "/api/end-call"),
-             ("GET", "/api/transcript/" + UNKNOWN_SID)]
+             ("GET", "/api/transcript/" + UNKNOWN_SID),
+             ("DELETE", "/api/transcript/" + UNKNOWN_SID),
+             ("GET", "/api/transcripts")]
 
 
 @pytest.mark.parametrize("method,path", API_PATHS)
