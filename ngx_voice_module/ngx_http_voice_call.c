@@ -30,6 +30,10 @@ static void ngx_http_voice_call_state(ngx_http_voice_call_t *call,
     ngx_http_voice_call_state_e state);
 static void ngx_http_voice_call_wait_expired(ngx_event_t *ev);
 static void ngx_http_voice_call_free(ngx_http_voice_call_t *call);
+static ngx_http_voice_call_t *ngx_http_voice_call_new(
+    ngx_http_voice_loc_conf_t *vlcf, const u_char *sid, ngx_str_t *phone,
+    uint64_t resume);
+static void ngx_http_voice_call_over(ngx_http_voice_call_t *call);
 static void ngx_http_voice_call_usage(ngx_http_voice_call_t *call,
     voice_proto_msg_t *msg);
 static void ngx_http_voice_call_add(ngx_http_voice_call_t *call);
@@ -41,9 +45,14 @@ static void ngx_http_voice_call_shutdown_expired(ngx_event_t *ev);
 #define NGX_HTTP_VOICE_CALL_HISTORY_ITEMS  64
 #define NGX_HTTP_VOICE_CALL_HISTORY_BYTES  (48 * 1024)
 
+/* a record waits this long for Twilio's final status (ms), looking every
+ * NGX_HTTP_VOICE_CALL_REPORT_POLL: the callback may land on any worker */
+#define NGX_HTTP_VOICE_CALL_REPORT_WAIT    10000
+#define NGX_HTTP_VOICE_CALL_REPORT_POLL    200
+
 
 static const char *ngx_http_voice_call_state_name[] = {
-    "live", "ending", "writing", "done"
+    "live", "ending", "report", "writing", "done"
 };
 
 
@@ -57,9 +66,6 @@ ngx_http_voice_call_t *
 ngx_http_voice_call_create(ngx_http_voice_loc_conf_t *vlcf, ngx_log_t *log,
     ngx_http_voice_twilio_event_t *start, ngx_str_t *phone, uint64_t resume)
 {
-    size_t                  i, n;
-    ngx_log_t              *clog;
-    ngx_pool_t             *pool;
     ngx_http_voice_call_t  *call;
 
     if (ngx_http_voice_call_find(start->call_sid.data, start->call_sid.len))
@@ -69,6 +75,71 @@ ngx_http_voice_call_create(ngx_http_voice_loc_conf_t *vlcf, ngx_log_t *log,
                       start->call_sid.len, start->call_sid.data);
         return NULL;
     }
+
+    call = ngx_http_voice_call_new(vlcf, start->call_sid.data, phone, resume);
+    if (call == NULL) {
+        return NULL;
+    }
+
+    ngx_memcpy(call->stream_sid, start->stream_sid.data,
+               NGX_HTTP_VOICE_SID_LEN);
+
+    /* the worker of the stream writes the record, whatever Twilio reports
+     * to which worker */
+    ngx_http_voice_outcome_streamed(call->call_sid);
+
+    return call;
+}
+
+
+/*
+ * A call that never connected (busy, no answer, failed, canceled) still
+ * gets a record, empty, with what Twilio reported: the worker its final
+ * status callback reached writes it (ngx_http_voice_outcome.c says which).
+ */
+
+ngx_int_t
+ngx_http_voice_call_unconnected(ngx_http_voice_loc_conf_t *vlcf,
+    const u_char *sid, ngx_str_t *phone, ngx_str_t *ours,
+    ngx_uint_t outbound)
+{
+    ngx_str_t              *status;
+    ngx_http_voice_call_t  *call;
+
+    if (ngx_http_voice_call_find(sid, NGX_HTTP_VOICE_SID_LEN)) {
+        return NGX_DECLINED;
+    }
+
+    call = ngx_http_voice_call_new(vlcf, sid, phone, 0);
+    if (call == NULL) {
+        return NGX_ERROR;
+    }
+
+    call->outbound = outbound;
+    call->ours.data = ngx_pstrdup(call->pool, ours);
+    call->ours.len = call->ours.data ? ours->len : 0;
+
+    if (ngx_http_voice_outcome_get(sid, &call->outcome) == NGX_OK) {
+        call->reported = 1;
+        status = ngx_http_voice_call_status_name(call->outcome.status);
+        ngx_http_voice_call_ended_by(call, (u_char *) "twilio", 6,
+                                     status->data, status->len);
+    }
+
+    ngx_http_voice_call_state(call, NGX_HTTP_VOICE_CALL_ST_WRITING);
+
+    return NGX_OK;
+}
+
+
+static ngx_http_voice_call_t *
+ngx_http_voice_call_new(ngx_http_voice_loc_conf_t *vlcf, const u_char *sid,
+    ngx_str_t *phone, uint64_t resume)
+{
+    size_t                  i, n;
+    ngx_log_t              *clog;
+    ngx_pool_t             *pool;
+    ngx_http_voice_call_t  *call;
 
     pool = ngx_create_pool(2048, ngx_cycle->log);
     if (pool == NULL) {
@@ -102,9 +173,7 @@ ngx_http_voice_call_create(ngx_http_voice_loc_conf_t *vlcf, ngx_log_t *log,
         call->continued = 1;
     }
 
-    ngx_memcpy(call->call_sid, start->call_sid.data, NGX_HTTP_VOICE_SID_LEN);
-    ngx_memcpy(call->stream_sid, start->stream_sid.data,
-               NGX_HTTP_VOICE_SID_LEN);
+    ngx_memcpy(call->call_sid, sid, NGX_HTTP_VOICE_SID_LEN);
 
     /* the phone number goes into a file name: keep it to [A-Za-z0-9+] */
     n = 0;
@@ -148,6 +217,8 @@ failed:
  *     ENDING   the stream is over; the last entries arrive after Twilio's
  *              stop, so bridged's call.done is awaited, but not forever
  *              (voice_transcript_wait)
+ *     REPORT   a call Twilio reports on waits for its final status (and
+ *              duration), at most NGX_HTTP_VOICE_CALL_REPORT_WAIT
  *     WRITING  its record is written (ngx_http_voice_transcript.c)
  *     DONE     the record is on disk, or given up; the call is freed
  *              once its stream is gone too, whichever comes last
@@ -168,6 +239,11 @@ ngx_http_voice_call_state(ngx_http_voice_call_t *call,
 
     case NGX_HTTP_VOICE_CALL_ST_ENDING:
         ngx_add_timer(&call->wait, call->vlcf->transcript_wait);
+        return;
+
+    case NGX_HTTP_VOICE_CALL_ST_REPORT:
+        call->report_since = ngx_current_msec;
+        ngx_add_timer(&call->wait, NGX_HTTP_VOICE_CALL_REPORT_POLL);
         return;
 
     case NGX_HTTP_VOICE_CALL_ST_WRITING:
@@ -206,9 +282,48 @@ ngx_http_voice_call_end(ngx_http_voice_call_t *call)
         return;
     }
 
-    ngx_http_voice_call_state(call, (call->bridge_done || call->peer == NULL)
-                                    ? NGX_HTTP_VOICE_CALL_ST_WRITING
-                                    : NGX_HTTP_VOICE_CALL_ST_ENDING);
+    if (call->bridge_done || call->peer == NULL) {
+        ngx_http_voice_call_over(call);
+        return;
+    }
+
+    ngx_http_voice_call_state(call, NGX_HTTP_VOICE_CALL_ST_ENDING);
+}
+
+
+/* another stream of the call came (back from a transfer nobody took):
+ * the record is written now, to go on in the same file */
+
+void
+ngx_http_voice_call_hurry(ngx_http_voice_call_t *call)
+{
+    if (call->state == NGX_HTTP_VOICE_CALL_ST_REPORT) {
+        ngx_http_voice_call_state(call, NGX_HTTP_VOICE_CALL_ST_WRITING);
+    }
+}
+
+
+/*
+ * Every entry is in: the record is written, once Twilio's final status
+ * is in too, for a call Twilio reports on (one whose number has no status
+ * callback never gets one: it does not wait).  A worker that exits does
+ * not wait either.
+ */
+
+static void
+ngx_http_voice_call_over(ngx_http_voice_call_t *call)
+{
+    if (ngx_http_voice_outcome_get(call->call_sid, &call->outcome) == NGX_OK)
+    {
+        call->reported = 1;
+
+        if (!call->outcome.final && !ngx_exiting) {
+            ngx_http_voice_call_state(call, NGX_HTTP_VOICE_CALL_ST_REPORT);
+            return;
+        }
+    }
+
+    ngx_http_voice_call_state(call, NGX_HTTP_VOICE_CALL_ST_WRITING);
 }
 
 
@@ -219,12 +334,36 @@ ngx_http_voice_call_wait_expired(ngx_event_t *ev)
 
     call = ev->data;
 
+    if (call->state == NGX_HTTP_VOICE_CALL_ST_REPORT) {
+
+        if (ngx_http_voice_outcome_get(call->call_sid, &call->outcome)
+            == NGX_OK
+            && !call->outcome.final
+            && ngx_current_msec - call->report_since
+               < NGX_HTTP_VOICE_CALL_REPORT_WAIT
+            && !ngx_exiting)
+        {
+            ngx_add_timer(&call->wait, NGX_HTTP_VOICE_CALL_REPORT_POLL);
+            return;
+        }
+
+        if (!call->outcome.final) {
+            ngx_log_error(NGX_LOG_INFO, call->log, 0,
+                          "voice: call %s: no final status from Twilio "
+                          "within %d ms, writing the record without it",
+                          call->call_sid, NGX_HTTP_VOICE_CALL_REPORT_WAIT);
+        }
+
+        ngx_http_voice_call_state(call, NGX_HTTP_VOICE_CALL_ST_WRITING);
+        return;
+    }
+
     ngx_log_error(NGX_LOG_WARN, call->log, 0,
                   "voice: call %s: bridged did not finish the transcript "
                   "within %M ms, writing what arrived", call->call_sid,
                   call->vlcf->transcript_wait);
 
-    ngx_http_voice_call_state(call, NGX_HTTP_VOICE_CALL_ST_WRITING);
+    ngx_http_voice_call_over(call);
 }
 
 
@@ -358,7 +497,11 @@ ngx_http_voice_call_on_bridge(ngx_http_voice_call_t *call,
                    call->call_sid, msg->count);
 
     if (call->state == NGX_HTTP_VOICE_CALL_ST_ENDING) {
-        ngx_http_voice_call_state(call, NGX_HTTP_VOICE_CALL_ST_WRITING);
+        if (call->wait.timer_set) {
+            ngx_del_timer(&call->wait);
+        }
+
+        ngx_http_voice_call_over(call);
     }
 }
 

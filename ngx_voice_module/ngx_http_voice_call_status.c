@@ -28,6 +28,9 @@
 static ngx_int_t ngx_http_voice_call_status_amd(ngx_http_request_t *r,
     ngx_http_voice_body_param_t *params, size_t n,
     const ngx_http_voice_body_param_t *sid);
+static void ngx_http_voice_call_status_record(ngx_http_request_t *r,
+    ngx_http_voice_body_param_t *params, size_t n,
+    const ngx_http_voice_body_param_t *sid);
 
 
 /* the CallStatus values of twilio-rest.md 8.2, in the order voice_status
@@ -143,6 +146,7 @@ ngx_int_t
 ngx_http_voice_call_status_answer(ngx_http_request_t *r,
     ngx_http_voice_body_param_t *params, size_t n)
 {
+    ngx_int_t                           secs;
     ngx_str_t                          *st;
     ngx_uint_t                          i, level;
     ngx_http_voice_worker_t            *w;
@@ -207,6 +211,20 @@ ngx_http_voice_call_status_answer(ngx_http_request_t *r,
         duration = NULL;
     }
 
+    /* for the call's record, whichever worker writes it; one that never
+     * connected gets it here */
+
+    secs = duration ? ngx_atoi((u_char *) duration->value,
+                               duration->value_len)
+                    : -1;
+
+    if (ngx_http_voice_outcome_report(sid->value, i,
+                                  i >= NGX_HTTP_VOICE_CALL_STATUS_COMPLETED,
+                                  secs))
+    {
+        ngx_http_voice_call_status_record(r, params, n, sid);
+    }
+
     /* a call that ended unanswered is worth a notice: nothing else on
      * our side ever hears of it */
     level = (i >= NGX_HTTP_VOICE_CALL_STATUS_UNANSWERED) ? NGX_LOG_NOTICE
@@ -227,4 +245,54 @@ ngx_http_voice_call_status_answer(ngx_http_request_t *r,
     r->header_only = 1;
 
     return ngx_http_send_header(r);
+}
+
+
+/*
+ * The record of a call that never connected: the other party is To of a
+ * call we placed, From of one that came in; ours the other.
+ */
+
+static void
+ngx_http_voice_call_status_record(ngx_http_request_t *r,
+    ngx_http_voice_body_param_t *params, size_t n,
+    const ngx_http_voice_body_param_t *sid)
+{
+    ngx_str_t                           phone, ours;
+    ngx_uint_t                          outbound;
+    const ngx_http_voice_body_param_t  *dir, *from, *to;
+    ngx_http_voice_loc_conf_t          *vlcf;
+
+    vlcf = ngx_http_get_module_loc_conf(r, ngx_http_voice_module);
+
+    dir = ngx_http_voice_body_form_get(params, n, "Direction");
+    from = ngx_http_voice_body_form_get(params, n, "From");
+    to = ngx_http_voice_body_form_get(params, n, "To");
+
+    outbound = (dir != NULL && dir->value_len >= 8
+                && ngx_strncmp(dir->value, "outbound", 8) == 0);
+
+    ngx_str_null(&phone);
+    ngx_str_null(&ours);
+
+    if (to && ngx_http_voice_body_valid_e164(to->value, to->value_len)) {
+        (outbound ? &phone : &ours)->data = (u_char *) to->value;
+        (outbound ? &phone : &ours)->len = to->value_len;
+    }
+
+    if (from
+        && ngx_http_voice_body_valid_e164(from->value, from->value_len))
+    {
+        (outbound ? &ours : &phone)->data = (u_char *) from->value;
+        (outbound ? &ours : &phone)->len = from->value_len;
+    }
+
+    if (ngx_http_voice_call_unconnected(vlcf, sid->value, &phone, &ours,
+                                        outbound)
+        == NGX_ERROR)
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "voice: call %*s never connected, and its record "
+                      "cannot be made", sid->value_len, sid->value);
+    }
 }

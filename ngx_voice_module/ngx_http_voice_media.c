@@ -312,6 +312,9 @@ ngx_http_voice_media_start_later(ngx_http_voice_media_t *m,
         return 0;
     }
 
+    /* the call goes on: its record need not wait for a final status */
+    ngx_http_voice_call_hurry(call);
+
     if (m->deferred == NULL) {
         m->deferred = ngx_pnalloc(m->request->pool, len);
         if (m->deferred == NULL) {

@@ -477,6 +477,12 @@ ngx_http_voice_init_main_conf(ngx_conf_t *cf, void *conf)
         }
     }
 
+    /* what Twilio reports of each call, for its record */
+
+    if (vmcf->endpoints.nelts && ngx_http_voice_outcome_add(cf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
     return NGX_CONF_OK;
 }
 
@@ -629,8 +635,11 @@ ngx_http_voice_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         }
     }
 
+    /* (a call that never connected gets its record where Twilio reports
+     * its status) */
     if (h == NGX_HTTP_VOICE_MEDIA_STREAM || h == NGX_HTTP_VOICE_API_TRANSCRIPT
-        || h == NGX_HTTP_VOICE_API_TRANSCRIPTS)
+        || h == NGX_HTTP_VOICE_API_TRANSCRIPTS
+        || h == NGX_HTTP_VOICE_CALL_STATUS)
     {
         if (conf->transcript_dir.len == 0) {
             ngx_str_set(&conf->transcript_dir, "logs/");

@@ -22,6 +22,8 @@
  *                    cycle, which bridged carries each),
  *                    ngx_http_voice_bridge.c (the ZeroMQ channel)
  *   records          ngx_http_voice_transcript.c (a call's record),
+ *                    ngx_http_voice_outcome.c (what Twilio reports of
+ *                    each call, in shared memory),
  *                    ngx_http_voice_store.c (its files, on the thread
  *                    pool), ngx_http_voice_recover.c (journals whose
  *                    process died), ngx_http_voice_transcript_get.c (the
@@ -255,10 +257,19 @@ struct ngx_http_voice_ws_s {
 };
 
 
+/* what Twilio reported of a call (ngx_http_voice_outcome.c) */
+typedef struct {
+    ngx_uint_t                  status;         /* CallStatus index */
+    ngx_uint_t                  final;          /* the call is over */
+    ngx_int_t                   duration;       /* s, -1 unknown */
+} ngx_http_voice_outcome_t;
+
+
 /* a call's life (ngx_http_voice_call.c) */
 typedef enum {
     NGX_HTTP_VOICE_CALL_ST_LIVE = 0,    /* media flowing */
     NGX_HTTP_VOICE_CALL_ST_ENDING,      /* stream over; awaiting call.done */
+    NGX_HTTP_VOICE_CALL_ST_REPORT,      /* awaiting Twilio's final status */
     NGX_HTTP_VOICE_CALL_ST_WRITING,     /* final file being written */
     NGX_HTTP_VOICE_CALL_ST_DONE
 } ngx_http_voice_call_state_e;
@@ -317,6 +328,9 @@ struct ngx_http_voice_call_s {
     ngx_str_t                   ours;           /* its Twilio number */
     ngx_str_t                   model;          /* as bridged reported */
     ngx_str_t                   transcribe_model;
+    ngx_http_voice_outcome_t    outcome;        /* as Twilio reported */
+    ngx_uint_t                  reported;       /* outcome is known */
+    ngx_msec_t                  report_since;
     uint64_t                    tokens[5];      /* input text, audio,
                                                    cached; output text,
                                                    audio: summed */
@@ -400,6 +414,10 @@ ngx_http_voice_call_t *ngx_http_voice_call_create(
     ngx_http_voice_twilio_event_t *start, ngx_str_t *phone,
     uint64_t resume);
 void ngx_http_voice_call_end(ngx_http_voice_call_t *call);
+void ngx_http_voice_call_hurry(ngx_http_voice_call_t *call);
+ngx_int_t ngx_http_voice_call_unconnected(ngx_http_voice_loc_conf_t *vlcf,
+    const u_char *sid, ngx_str_t *phone, ngx_str_t *ours,
+    ngx_uint_t outbound);
 void ngx_http_voice_call_written(ngx_http_voice_call_t *call);
 void ngx_http_voice_call_detach(ngx_http_voice_call_t *call);
 void ngx_http_voice_call_on_bridge(ngx_http_voice_call_t *call,
@@ -503,6 +521,15 @@ void ngx_http_voice_transcript_add(ngx_http_voice_call_t *call,
     voice_proto_msg_t *msg);
 void ngx_http_voice_transcript_write(ngx_http_voice_call_t *call);
 void ngx_http_voice_transcript_close(ngx_http_voice_call_t *call);
+
+
+/* ngx_http_voice_outcome.c */
+ngx_int_t ngx_http_voice_outcome_add(ngx_conf_t *cf);
+ngx_uint_t ngx_http_voice_outcome_report(const u_char *sid,
+    ngx_uint_t status, ngx_uint_t final, ngx_int_t duration);
+void ngx_http_voice_outcome_streamed(const u_char *sid);
+ngx_int_t ngx_http_voice_outcome_get(const u_char *sid,
+    ngx_http_voice_outcome_t *out);
 
 
 /* ngx_http_voice_keep.c */

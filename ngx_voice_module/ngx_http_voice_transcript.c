@@ -638,6 +638,18 @@ ngx_http_voice_transcript_render(ngx_http_voice_call_t *call,
             : (u_char *) ngx_escape_json(p, call->ours.data, call->ours.len);
         p = ngx_sprintf(p, "\",\n");
 
+        /* as Twilio's status callbacks said, when they came */
+        if (call->reported) {
+            p = ngx_sprintf(p, "  \"status\": \"%V\",\n",
+                            ngx_http_voice_call_status_name(
+                                call->outcome.status));
+
+            if (call->outcome.duration >= 0) {
+                p = ngx_sprintf(p, "  \"duration\": %i,\n",
+                                call->outcome.duration);
+            }
+        }
+
         if (call->answered_by[0]) {
             p = ngx_sprintf(p, "  \"answeredBy\": \"%s\",\n",
                             call->answered_by);

@@ -89,9 +89,17 @@ def check_transcript(stack, sid, phone):
     if call["direction"] == "inbound":
         assert (doc["direction"], doc["from"], doc["to"]) == \
             ("inbound", phone, twilio_number)
+        # the fake's numbers have no status callback: none to wait for
+        assert "status" not in doc and "duration" not in doc
     else:
         assert (doc["direction"], doc["from"], doc["to"]) == \
             ("outbound", twilio_number, phone)
+        # the record waited for Twilio's final status callback
+        done = [c for c in call["callbacks"]
+                if c["CallStatus"] == "completed"]
+        assert len(done) == 1, call["callbacks"]
+        assert (doc["status"], doc["duration"]) == \
+            ("completed", int(done[0]["CallDuration"])), doc
     sessions = stack.openai_sessions()
     asr = sessions[0]["session"]["audio"]["input"]["transcription"]["model"]
     assert doc["models"] == {"realtime": sessions[0]["model"],

@@ -5,7 +5,7 @@ Calls placed through /api/call ask Twilio for every progress event at
 voice_status_callback_url (PUBLIC_URL/call-status by default); the fake
 Twilio sends them signed, nginx checks each signature and answers 204,
 logs the outcome and counts it in voice_status -- also for a call that
-was never answered.  Forged callbacks -- no signature, a replay with one
+was never answered, which gets an empty record with its status.  Forged callbacks -- no signature, a replay with one
 parameter changed, the JSON variant with a body that is not the one
 hashed -- get 403; a malformed one 400.
 """
@@ -76,9 +76,20 @@ def test_an_unanswered_call_leaves_a_trace(stack):
              and "voice: call %s to %s: busy" % (sid, CALLEE)
              in stack.log("error"), 10, 0.1, "the busy notice")
 
-    # no media stream, no OpenAI session, no transcript
+    # no media stream, no OpenAI session; but a record, empty, with what
+    # Twilio reported, written by the worker the final status reached
     assert stack.openai_sessions() == []
-    assert stack.transcript_files(sid) == []
+    rec = json.loads(stack.wait_transcript(sid).read_text())
+    assert rec["transcript"] == []
+    assert (rec["status"], rec["endedBy"], rec["endReason"]) == \
+        ("busy", "twilio", "busy"), rec
+    assert (rec["direction"], rec["to"], rec["phoneNumber"]) == \
+        ("outbound", CALLEE, CALLEE), rec
+    assert rec["from"].startswith("+1500555"), rec
+    assert stack.transcript_files(sid) == [stack.wait_transcript(sid)]
+    # one record, though the status came once per worker's chance
+    time.sleep(0.5)
+    assert len(stack.transcript_files(sid)) == 1
 
 
 def post(stack, path, params=None, sig=None, data=None, headers=None):
@@ -175,3 +186,29 @@ def test_status_callbacks_can_be_turned_off(stack_factory):
     stack.tw("POST", "/_fake/calls/%s/hangup" % sid, {"wait": True})
     time.sleep(0.5)
     assert stack.twilio_call(sid)["callbacks"] == []
+
+
+def test_a_record_waits_for_the_final_status_a_bounded_time(stack):
+    # the final status comes 1.5 s after the call ended: the record has it
+    stack.tw("POST", "/_fake/config", {"completed_callback": 1500})
+    sid = place_call(stack, number=CALLEE)
+    stack.wait_reply_heard(sid, len(fixture_bytes("reply")))
+    stack.tw("POST", "/_fake/calls/%s/hangup" % sid, {"wait": True})
+    rec = json.loads(stack.wait_transcript(sid).read_text())
+    assert rec["status"] == "completed" and rec["duration"] >= 0, rec
+    assert len(rec["transcript"]) == 2
+
+    # it never comes: the record is written without it, 10 s after the
+    # stream stopped, with the last status Twilio did report
+    stack.tw("POST", "/_fake/config", {"completed_callback": "drop"})
+    sid = place_call(stack, number=CALLEE)
+    stack.wait_reply_heard(sid, len(fixture_bytes("reply")))
+    stack.tw("POST", "/_fake/calls/%s/hangup" % sid, {"wait": True})
+    t0 = time.monotonic()
+    rec = json.loads(stack.wait_transcript(sid, 30).read_text())
+    waited = time.monotonic() - t0
+    assert 8 < waited < 20, waited
+    assert rec["status"] == "in-progress" and "duration" not in rec, rec
+    assert len(rec["transcript"]) == 2
+    assert "no final status from Twilio within 10000 ms" in stack.log("error")
+

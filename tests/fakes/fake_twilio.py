@@ -917,6 +917,8 @@ class FakeTwilio:
             "ring_ms": 100,
             "next_call_outcome": None,
             "drop_mark_echoes": False,
+            # the final status callback: null (at once), a delay in ms, or "drop"
+            "completed_callback": None,
             "ping_interval": args.ping_interval,
             "max_page_size": args.max_page_size,
             # TwiML executor (fake time)
@@ -1051,10 +1053,21 @@ class FakeTwilio:
             event, params = await call.cb_queue.get()
             if event is None:
                 return
+            if event == "completed" and self.settings["completed_callback"] == "drop":
+                # as when the application is unreachable: Twilio gives the callback up
+                call.event("status callback (completed) dropped (test setting)")
+                call.callbacks.append({"event": event, "CallStatus": params["CallStatus"],
+                                       "SequenceNumber": params["SequenceNumber"],
+                                       "CallDuration": params.get("CallDuration"),
+                                       "http_status": None, "dropped": True})
+                continue
+            if event == "completed" and self.settings["completed_callback"]:
+                await asyncio.sleep(self.settings["completed_callback"] / 1000.0)
             res = await self.webhook(call, "status callback (%s)" % event, call.status_callback,
                                      call.status_callback_method, params)
             call.callbacks.append({"event": event, "CallStatus": params["CallStatus"],
                                    "SequenceNumber": params["SequenceNumber"],
+                                   "CallDuration": params.get("CallDuration"),
                                    "http_status": res[0] if res else None})
 
     async def stream_callback(self, call, spec, event, error=None):
@@ -2467,6 +2480,11 @@ class FakeTwilio:
                     return "fail_next mode must be error, reset, hang or slow"
                 if v and (not isinstance(v.get("count", 1), int) or v.get("count", 1) < 1):
                     return "fail_next count must be an integer >= 1"
+                self.settings[k] = v
+            elif k == "completed_callback":
+                if not (v is None or v == "drop"
+                        or (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 60000)):
+                    return "completed_callback must be null, \"drop\" or a delay in ms up to 60000"
                 self.settings[k] = v
             elif k == "refuse_ms":
                 if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v <= 60000:
