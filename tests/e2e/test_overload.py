@@ -36,8 +36,14 @@ def stream_open(stack, sid, timeout=20):
 
 
 def admitted(stack):
-    """the zone's counts, as every worker sees them (one zone: the same)"""
-    views = [w["admitted"] for w in stack.status_all().values()]
+    """the zone's counts, as every worker sees them (one zone: the same;
+    the workers are asked one after the other, so a slot let go between
+    two answers is read again, not taken for two zones)"""
+    for _ in range(20):
+        views = [w["admitted"] for w in stack.status_all().values()]
+        if all(v == views[0] for v in views):
+            return views[0]
+        time.sleep(0.05)
     assert all(v == views[0] for v in views), views
     return views[0]
 
