@@ -14,7 +14,8 @@
  *
  * The zone is the module's own, "voice_outcomes", 1 MiB: about 5,000
  * calls.  An entry lives an hour after its last report; when the zone is
- * full the least recently reported go first.  A reload keeps it.
+ * full the least recently reported go first.  A reload keeps it.  The
+ * calls are in nginx's own string tree (ngx_str_rbtree_*), by call SID.
  */
 
 #include <ngx_config.h>
@@ -36,9 +37,9 @@
                                                        record is written */
 
 
-/* one call, laid over an rbtree node from its color on */
+/* one call: nginx's string tree node, keyed by its call SID */
 typedef struct {
-    u_char                      color;
+    ngx_str_node_t              sn;             /* str: sid below */
     u_char                      status;         /* CallStatus index + 1 */
     u_char                      flags;
     u_char                      final;
@@ -64,8 +65,6 @@ typedef struct {
 
 static ngx_int_t ngx_http_voice_outcome_init(ngx_shm_zone_t *shm_zone,
     void *data);
-static void ngx_http_voice_outcome_insert(ngx_rbtree_node_t *temp,
-    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
 
 
 static ngx_shm_zone_t  *ngx_http_voice_outcome_zone;
@@ -133,7 +132,7 @@ ngx_http_voice_outcome_init(ngx_shm_zone_t *shm_zone, void *data)
     ctx->shpool->data = ctx->sh;
 
     ngx_rbtree_init(&ctx->sh->rbtree, &ctx->sh->sentinel,
-                    ngx_http_voice_outcome_insert);
+                    ngx_str_rbtree_insert_value);
     ngx_queue_init(&ctx->sh->lru);
 
     /* a full zone is expected: the oldest make room */
@@ -143,88 +142,48 @@ ngx_http_voice_outcome_init(ngx_shm_zone_t *shm_zone, void *data)
 }
 
 
-static void
-ngx_http_voice_outcome_insert(ngx_rbtree_node_t *temp,
-    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
-{
-    ngx_rbtree_node_t              **p;
-    ngx_http_voice_outcome_node_t   *a, *b;
-
-    for ( ;; ) {
-
-        if (node->key < temp->key) {
-            p = &temp->left;
-
-        } else if (node->key > temp->key) {
-            p = &temp->right;
-
-        } else {
-            a = (ngx_http_voice_outcome_node_t *) &node->color;
-            b = (ngx_http_voice_outcome_node_t *) &temp->color;
-
-            p = (ngx_memcmp(a->sid, b->sid, NGX_HTTP_VOICE_SID_LEN) < 0)
-                ? &temp->left : &temp->right;
-        }
-
-        if (*p == sentinel) {
-            break;
-        }
-
-        temp = *p;
-    }
-
-    *p = node;
-    node->parent = temp;
-    node->left = sentinel;
-    node->right = sentinel;
-    ngx_rbt_red(node);
-}
-
-
 /* the call's entry; with create, made when missing (the oldest go to make
  * room); NULL otherwise.  The zone is locked. */
+
+static void
+ngx_http_voice_outcome_drop(ngx_http_voice_outcome_ctx_t *ctx,
+    ngx_http_voice_outcome_node_t *o)
+{
+    ngx_queue_remove(&o->queue);
+    ngx_rbtree_delete(&ctx->sh->rbtree, &o->sn.node);
+    ngx_slab_free_locked(ctx->shpool, o);
+}
+
 
 static ngx_http_voice_outcome_node_t *
 ngx_http_voice_outcome_find(ngx_http_voice_outcome_ctx_t *ctx,
     const u_char *sid, ngx_uint_t create)
 {
     uint32_t                        hash;
+    ngx_str_t                       name;
     ngx_uint_t                      i;
     ngx_queue_t                    *q;
-    ngx_rbtree_node_t              *node, *sentinel;
     ngx_http_voice_outcome_node_t  *o;
 
-    hash = ngx_crc32_short((u_char *) sid, NGX_HTTP_VOICE_SID_LEN);
+    name.data = (u_char *) sid;
+    name.len = NGX_HTTP_VOICE_SID_LEN;
+    hash = ngx_crc32_short(name.data, name.len);
 
-    node = ctx->sh->rbtree.root;
-    sentinel = ctx->sh->rbtree.sentinel;
+    o = (ngx_http_voice_outcome_node_t *)
+            ngx_str_rbtree_lookup(&ctx->sh->rbtree, &name, hash);
 
-    while (node != sentinel) {
-
-        if (hash != node->key) {
-            node = (hash < node->key) ? node->left : node->right;
-            continue;
-        }
-
-        o = (ngx_http_voice_outcome_node_t *) &node->color;
-
-        if (ngx_memcmp(sid, o->sid, NGX_HTTP_VOICE_SID_LEN) == 0) {
-            o->updated = ngx_time();
-            ngx_queue_remove(&o->queue);
-            ngx_queue_insert_head(&ctx->sh->lru, &o->queue);
-            return o;
-        }
-
-        node = (ngx_memcmp(sid, o->sid, NGX_HTTP_VOICE_SID_LEN) < 0)
-               ? node->left : node->right;
+    if (o != NULL) {
+        o->updated = ngx_time();
+        ngx_queue_remove(&o->queue);
+        ngx_queue_insert_head(&ctx->sh->lru, &o->queue);
+        return o;
     }
 
     if (!create) {
         return NULL;
     }
 
-    /* those not reported for an hour go; and, when the zone is full, the
-     * least recently reported */
+    /* those not reported for an hour go, a few at a time */
 
     for (i = 0; i < NGX_HTTP_VOICE_OUTCOME_EVICT
                 && !ngx_queue_empty(&ctx->sh->lru); i++)
@@ -236,45 +195,37 @@ ngx_http_voice_outcome_find(ngx_http_voice_outcome_ctx_t *ctx,
             break;
         }
 
-        ngx_queue_remove(q);
-        node = (ngx_rbtree_node_t *)
-                   ((u_char *) o - offsetof(ngx_rbtree_node_t, color));
-        ngx_rbtree_delete(&ctx->sh->rbtree, node);
-        ngx_slab_free_locked(ctx->shpool, node);
+        ngx_http_voice_outcome_drop(ctx, o);
     }
 
+    /* a full zone: the least recently reported make room */
+
     for ( ;; ) {
-        node = ngx_slab_alloc_locked(ctx->shpool,
-                                     offsetof(ngx_rbtree_node_t, color)
-                                     + sizeof(ngx_http_voice_outcome_node_t));
-        if (node != NULL || ngx_queue_empty(&ctx->sh->lru)) {
+        o = ngx_slab_alloc_locked(ctx->shpool,
+                                  sizeof(ngx_http_voice_outcome_node_t));
+
+        if (o != NULL || ngx_queue_empty(&ctx->sh->lru)) {
             break;
         }
 
         q = ngx_queue_last(&ctx->sh->lru);
-        o = ngx_queue_data(q, ngx_http_voice_outcome_node_t, queue);
-        ngx_queue_remove(q);
-        ngx_rbtree_delete(&ctx->sh->rbtree,
-                          (ngx_rbtree_node_t *)
-                              ((u_char *) o
-                               - offsetof(ngx_rbtree_node_t, color)));
-        ngx_slab_free_locked(ctx->shpool,
-                             (u_char *) o
-                             - offsetof(ngx_rbtree_node_t, color));
+        ngx_http_voice_outcome_drop(ctx, ngx_queue_data(q,
+                                        ngx_http_voice_outcome_node_t, queue));
     }
 
-    if (node == NULL) {
+    if (o == NULL) {
         return NULL;
     }
 
-    o = (ngx_http_voice_outcome_node_t *) &node->color;
     ngx_memzero(o, sizeof(ngx_http_voice_outcome_node_t));
-    node->key = hash;
     ngx_memcpy(o->sid, sid, NGX_HTTP_VOICE_SID_LEN);
+    o->sn.str.data = o->sid;
+    o->sn.str.len = NGX_HTTP_VOICE_SID_LEN;
+    o->sn.node.key = hash;
     o->duration = -1;
     o->updated = ngx_time();
 
-    ngx_rbtree_insert(&ctx->sh->rbtree, node);
+    ngx_rbtree_insert(&ctx->sh->rbtree, &o->sn.node);
     ngx_queue_insert_head(&ctx->sh->lru, &o->queue);
 
     return o;
