@@ -97,8 +97,21 @@ bd_chan_peer(const uint8_t *id, size_t len)
     memcpy(peer->id, id, len);
     peer->id_len = len;
 
-    for (i = 0; i < len && i < (sizeof(peer->name) - 1) / 2; i++) {
-        snprintf(peer->name + 2 * i, 3, "%02x", id[i]);
+    /* nginx's workers name themselves "nginx-PID-N-RANDOM": printed as
+     * it is; any other routing id in hex */
+
+    for (i = 0; i < len && id[i] >= 0x21 && id[i] < 0x7f; i++) {
+        /* printable */
+    }
+
+    if (i == len && len < sizeof(peer->name)) {
+        memcpy(peer->name, id, len);
+        peer->name[len] = '\0';
+
+    } else {
+        for (i = 0; i < len && i < (sizeof(peer->name) - 1) / 2; i++) {
+            snprintf(peer->name + 2 * i, 3, "%02x", id[i]);
+        }
     }
 
     peer->next = bd_chan_peers;

@@ -33,7 +33,8 @@ struct bd_chan_peer_s {
     unsigned         torn_down:1;   /* and its calls were ended */
     size_t           id_len;
     uint8_t          id[BD_CHAN_ID_MAX];
-    char             name[24];      /* the routing id in hex, for logs */
+    char             name[2 * BD_CHAN_ID_MAX + 1];  /* the routing id,
+                                       as text or in hex, for logs */
 };
 
 

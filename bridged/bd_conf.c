@@ -61,6 +61,7 @@ enum {
     BD_CONF_OPT_TWILIO_DEADLINE,
     BD_CONF_OPT_MAX_CALLS,
     BD_CONF_OPT_LOG_LEVEL,
+    BD_CONF_OPT_LOG,
     BD_CONF_OPT_SCHED,
     BD_CONF_OPT_HELP
 };
@@ -79,6 +80,7 @@ static const struct option  bd_conf_options[] = {
       BD_CONF_OPT_TWILIO_DEADLINE },
     { "max-calls", required_argument, NULL, BD_CONF_OPT_MAX_CALLS },
     { "log-level", required_argument, NULL, BD_CONF_OPT_LOG_LEVEL },
+    { "log", required_argument, NULL, BD_CONF_OPT_LOG },
     { "sched", required_argument, NULL, BD_CONF_OPT_SCHED },
     { "help", no_argument, NULL, BD_CONF_OPT_HELP },
     { NULL, 0, NULL, 0 }
@@ -127,6 +129,11 @@ bd_conf_usage(FILE *out)
 "                            (BRIDGED_MAX_CALLS)\n"
 "  --log-level LEVEL         debug, info, warn or error, default info\n"
 "                            (BRIDGED_LOG_LEVEL)\n"
+"  --log TARGET              where lines go: stderr (default) or syslog,\n"
+"                            named as nginx's error_log names it:\n"
+"                            syslog[:server=unix:/dev/log|ADDR[:PORT]]\n"
+"                            [,facility=daemon][,tag=bridged]\n"
+"                            (BRIDGED_LOG)\n"
 "  --sched POLICY            batch (default) or other: the Linux scheduling\n"
 "                            policy; batch lets bridged and its ZeroMQ\n"
 "                            thread take their messages in batches instead\n"
@@ -203,6 +210,7 @@ bd_conf_load(bd_conf_t *conf, int argc, char **argv, char *err,
     conf->listen = bd_conf_env("BRIDGED_LISTEN");
     conf->ca_file = bd_conf_env("BRIDGED_CA_FILE");
     level = bd_conf_env("BRIDGED_LOG_LEVEL");
+    conf->log = bd_conf_env("BRIDGED_LOG");
     sched = bd_conf_env("BRIDGED_SCHED");
 
     for (i = 0; i < (int) (sizeof(nums) / sizeof(nums[0])); i++) {
@@ -236,6 +244,10 @@ bd_conf_load(bd_conf_t *conf, int argc, char **argv, char *err,
 
         case BD_CONF_OPT_LOG_LEVEL:
             level = optarg;
+            break;
+
+        case BD_CONF_OPT_LOG:
+            conf->log = optarg;
             break;
 
         case BD_CONF_OPT_SCHED:

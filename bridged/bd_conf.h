@@ -38,6 +38,7 @@ typedef struct {
     unsigned     audio_buffer_ms;
     unsigned     session_max_s;     /* renew an OpenAI session after */
     int          log_level;
+    const char  *log;               /* NULL or "stderr", or syslog:... */
     int          sched_batch;       /* run as SCHED_BATCH */
 } bd_conf_t;
 

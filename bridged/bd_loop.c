@@ -124,6 +124,13 @@ main(int argc, char **argv)
     }
 
     bd_log_level = bd_loop_conf.log_level;
+
+    if (bd_loop_conf.log != NULL
+        && bd_log_target(bd_loop_conf.log, err, sizeof(err)) != 0)
+    {
+        fprintf(stderr, "bridged: --log: %s\n", err);
+        return 2;
+    }
     bd_log_secret(bd_loop_conf.twilio_token);
     bd_log_secret(bd_loop_conf.openai_key);
 

@@ -281,7 +281,8 @@ bd_twapi_finish(bd_twapi_req_t *req, unsigned status, char *body,
                           body, strlen(body))
             < 0)
         {
-            bd_log(BD_LOG_WARN, NULL, "the reply to %s could not be sent",
+            bd_log(BD_LOG_WARN, req->call_sid[0] ? req->call_sid : NULL,
+                   "the reply to %s could not be sent",
                    bd_twapi_type_name(req));
         }
 

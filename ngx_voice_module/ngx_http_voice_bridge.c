@@ -634,8 +634,9 @@ ngx_http_voice_bridge_seen(ngx_http_voice_peer_t *peer)
         peer->alive = 1;
         ngx_http_voice_worker()->contacted = 1;
         ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
-                      "voice bridge: bridged at \"%V\" answers again",
-                      &peer->endpoint);
+                      "voice bridge: bridged at \"%V\" answers%s",
+                      &peer->endpoint, peer->answered ? " again" : "");
+        peer->answered = 1;
 
         /* calls that wait for a bridged go to it */
         ngx_http_voice_call_peer_changed(peer, NULL);

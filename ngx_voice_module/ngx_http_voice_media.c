@@ -389,6 +389,10 @@ ngx_http_voice_media_start(ngx_http_voice_media_t *m,
     ngx_memcpy(m->stream_sid, ev->stream_sid.data, NGX_HTTP_VOICE_SID_LEN);
     ngx_memcpy(m->call_sid, ev->call_sid.data, NGX_HTTP_VOICE_SID_LEN);
 
+    /* every line of the stream from now on names its call */
+    ngx_http_voice_log_call(m->request, m->call_sid, NGX_HTTP_VOICE_SID_LEN);
+    ngx_http_voice_log_status(m->request, (u_char *) "in-progress", 11);
+
     ngx_str_null(&phone);
     ngx_str_null(&profile);
     ngx_str_null(&ours);
@@ -1006,13 +1010,24 @@ ngx_http_voice_media_release(ngx_http_voice_media_t *m)
 static void
 ngx_http_voice_media_stop(ngx_http_voice_media_t *m, const char *reason)
 {
+    ngx_str_t                *name;
     ngx_http_voice_worker_t  *w;
+    ngx_http_voice_outcome_t  out;
 
     if (m->state != NGX_HTTP_VOICE_MEDIA_ST_STREAMING) {
         return;
     }
 
     ngx_http_voice_media_state(m, NGX_HTTP_VOICE_MEDIA_ST_STOPPED);
+
+    /* the access log's $voice_call_status: Twilio's last word on the call
+     * if it came before the stream's end (the final one mostly comes
+     * after) */
+
+    if (ngx_http_voice_outcome_get(m->call_sid, &out) == NGX_OK) {
+        name = ngx_http_voice_call_status_name(out.status);
+        ngx_http_voice_log_status(m->request, name->data, name->len);
+    }
 
     w = ngx_http_voice_worker();
 

@@ -189,7 +189,7 @@ static ngx_command_t  ngx_http_voice_commands[] = {
 
 
 static ngx_http_module_t  ngx_http_voice_module_ctx = {
-    NULL,                                  /* preconfiguration */
+    ngx_http_voice_log_add_variables,      /* preconfiguration */
     NULL,                                  /* postconfiguration */
 
     ngx_http_voice_create_main_conf,       /* create main configuration */
@@ -278,16 +278,28 @@ ngx_http_voice_header(ngx_http_request_t *r, const char *name, size_t len)
 }
 
 
+/*
+ * Every JSON answer ends with a newline, as a line of text does: curl in a
+ * shell prints one answer per line.  A body that has it already (a stored
+ * record) is sent as it is; one that has not gets it as a second buffer,
+ * so the body itself is never copied.
+ */
+
 ngx_int_t
 ngx_http_voice_send_json(ngx_http_request_t *r, ngx_uint_t status,
     u_char *body, size_t len)
 {
     ngx_int_t     rc;
-    ngx_buf_t    *b;
-    ngx_chain_t   out;
+    ngx_buf_t    *b, *nl;
+    ngx_uint_t    eol;
+    ngx_chain_t   out, tail;
+
+    static u_char  newline[] = "\n";
+
+    eol = (len > 0 && body[len - 1] != '\n');
 
     r->headers_out.status = status;
-    r->headers_out.content_length_n = len;
+    r->headers_out.content_length_n = len + eol;
     ngx_str_set(&r->headers_out.content_type, "application/json");
     r->headers_out.content_type_len = r->headers_out.content_type.len;
     r->headers_out.content_type_lowcase = NULL;
@@ -309,11 +321,28 @@ ngx_http_voice_send_json(ngx_http_request_t *r, ngx_uint_t status,
     b->pos = body;
     b->last = body + len;
     b->memory = 1;
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
 
     out.buf = b;
     out.next = NULL;
+
+    if (eol) {
+        nl = ngx_calloc_buf(r->pool);
+        if (nl == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        nl->pos = newline;
+        nl->last = newline + 1;
+        nl->memory = 1;
+
+        tail.buf = nl;
+        tail.next = NULL;
+        out.next = &tail;
+        b = nl;
+    }
+
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
 
     rc = ngx_http_send_header(r);
     if (rc == NGX_ERROR || rc > NGX_OK) {

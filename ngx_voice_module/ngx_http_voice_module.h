@@ -30,6 +30,9 @@
  *                    lookup, listing and deletion),
  *                    ngx_http_voice_keep.c (retention),
  *                    ngx_http_voice_transcript_fmt.c (formats)
+ *   logs             ngx_http_voice_log.c (the call a request is about:
+ *                    its error_log lines, $voice_call_sid and
+ *                    $voice_call_status)
  *   leaf code        ngx_http_voice_json.c (the JSON tokenizer)
  */
 
@@ -171,6 +174,7 @@ struct ngx_http_voice_peer_s {
     ngx_uint_t                  calls;          /* its own count, as its
                                                    last pong said */
     unsigned                    alive:1;
+    unsigned                    answered:1;     /* alive once, at least */
     unsigned                    full:1;         /* refuses new calls */
 };
 
@@ -530,6 +534,14 @@ ngx_uint_t ngx_http_voice_outcome_report(const u_char *sid,
 void ngx_http_voice_outcome_streamed(const u_char *sid);
 ngx_int_t ngx_http_voice_outcome_get(const u_char *sid,
     ngx_http_voice_outcome_t *out);
+
+
+/* ngx_http_voice_log.c */
+ngx_int_t ngx_http_voice_log_add_variables(ngx_conf_t *cf);
+void ngx_http_voice_log_call(ngx_http_request_t *r, const u_char *sid,
+    size_t len);
+void ngx_http_voice_log_status(ngx_http_request_t *r, const u_char *status,
+    size_t len);
 
 
 /* ngx_http_voice_keep.c */

@@ -388,6 +388,8 @@ ngx_http_voice_rest_start(ngx_http_request_t *r,
                                              "%s", err);
         }
 
+        ngx_http_voice_log_call(r, (u_char *) sid, NGX_HTTP_VOICE_SID_LEN);
+
         /* the call's owner is the bridged that holds its session */
         peer = ngx_http_voice_call_peer_of((u_char *) sid,
                                            NGX_HTTP_VOICE_SID_LEN);
@@ -796,6 +798,7 @@ ngx_http_voice_rest_reply(voice_proto_msg_t *msg)
     ngx_http_request_t         *r;
     ngx_http_voice_worker_t    *w;
     ngx_http_voice_rest_ctx_t  *ctx;
+    ngx_http_voice_loc_conf_t  *vlcf;
 
     w = ngx_http_voice_worker();
     key = (ngx_rbtree_key_t) msg->request_id;
@@ -856,6 +859,24 @@ ngx_http_voice_rest_reply(voice_proto_msg_t *msg)
 
     c = r->connection;
     ngx_http_set_log_request(c->log, r);
+
+    vlcf = ngx_http_get_module_loc_conf(r, ngx_http_voice_module);
+
+    /*
+     * For the access log: a call placed is "queued" (the status Twilio
+     * gives every new call), one ended "completed" (the status asked for)
+     */
+
+    if (msg->status / 100 == 2 && msg->call_sid.len == NGX_HTTP_VOICE_SID_LEN)
+    {
+        ngx_http_voice_log_call(r, msg->call_sid.data, msg->call_sid.len);
+        ngx_http_voice_log_status(r, (u_char *) "queued", 6);
+
+    } else if (msg->status / 100 == 2
+               && vlcf->handler == NGX_HTTP_VOICE_API_END_CALL)
+    {
+        ngx_http_voice_log_status(r, (u_char *) "completed", 9);
+    }
 
     if (!valid) {
         ngx_log_error(NGX_LOG_ERR, c->log, 0,

@@ -147,6 +147,8 @@ ngx_http_voice_transcript_handler(ngx_http_request_t *r)
                                          "followed by 32 hex digits");
     }
 
+    ngx_http_voice_log_call(r, sid, len);
+
     text = 0;
 
     if (ngx_http_arg(r, (u_char *) "format", 6, &format) == NGX_OK) {

@@ -120,6 +120,8 @@ ngx_http_voice_webhook_params(ngx_http_request_t *r, u_char *body,
     ngx_http_voice_loc_conf_t    *vlcf;
     ngx_http_voice_body_param_t  *params;
 
+    const ngx_http_voice_body_param_t  *sid, *status;
+
     vlcf = ngx_http_get_module_loc_conf(r, ngx_http_voice_module);
 
     ngx_str_null(&url);
@@ -206,6 +208,20 @@ ngx_http_voice_webhook_params(ngx_http_request_t *r, u_char *body,
 
         if (rc != NGX_OK) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    /* from here the request is about its call: the log says which */
+
+    sid = ngx_http_voice_body_form_get(params, n, "CallSid");
+    status = ngx_http_voice_body_form_get(params, n, "CallStatus");
+
+    if (sid && ngx_http_voice_body_valid_call_sid(sid->value, sid->value_len))
+    {
+        ngx_http_voice_log_call(r, sid->value, sid->value_len);
+
+        if (status && status->value_len <= 16) {
+            ngx_http_voice_log_status(r, status->value, status->value_len);
         }
     }
 

@@ -28,6 +28,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 
 import pytest
@@ -205,6 +206,11 @@ class Stack:
         self.bridged_names = ["bridged" if i == 0 else "bridged-%d" % i
                               for i in range(len(eps))]
         binary = os.environ.get("VOICE_BRIDGED") or str(BUILD / "bridged/bridged")
+        # bridged_syslog: bridged logs to syslog, a datagram socket here
+        # whose lines land in <name>.syslog.log (log() reads both files)
+        syslog = []
+        if self.opts.get("bridged_syslog"):
+            syslog = ["--log", "syslog:server=unix:%s" % self._syslog()]
         wrapper = shlex.split(os.environ.get("VOICE_BRIDGED_WRAPPER", ""))
         prefix = self.opts.get("bridged_prefix", [])
         for name, ep in zip(self.bridged_names, eps):
@@ -213,7 +219,7 @@ class Stack:
                 "--twilio-timeout-ms",
                 str(self.opts.get("twilio_timeout_ms", 10000)),
                 "--final-wait-ms", str(self.opts.get("final_wait_ms", 5000))
-            ] + self.opts.get("bridged_args", [])
+            ] + syslog + self.opts.get("bridged_args", [])
             self._spawn(name, argv, env=self.bridged_env())
         for name, ep in zip(self.bridged_names, eps):
             wait_for(lambda: "listening on" in self.log(name), 10,
@@ -377,8 +383,31 @@ class Stack:
     # --- logs ---------------------------------------------------------------
 
     def log(self, name):
-        p = self.dir / (name + ".log")
-        return p.read_text(errors="replace") if p.exists() else ""
+        text = ""
+        for f in (name + ".log", name + ".syslog.log"):
+            p = self.dir / f
+            text += p.read_text(errors="replace") if p.exists() else ""
+        return text
+
+    def _syslog(self):
+        """a syslog receiver: a datagram socket whose every datagram is a
+        line of bridged.syslog.log (all bridged share it, as they would
+        /dev/log)"""
+        path = self.dir / "syslog.sock"
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(str(path))
+        out = open(self.dir / "bridged.syslog.log", "ab", buffering=0)
+
+        def receive():
+            while True:
+                try:
+                    d = sock.recv(65536)
+                except OSError:
+                    return
+                out.write(d + b"\n")
+        threading.Thread(target=receive, daemon=True).start()
+        self.syslog_sock = sock
+        return path
 
     def check_logs(self):
         problems = []

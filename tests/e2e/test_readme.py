@@ -281,6 +281,28 @@ def test_readme_commands_as_written():
         assert lines[3] == "Assistant: " + plans[1]["say"]
         assert lines[4].startswith("Tool: end_call "), lines[4]
 
+        # JSON answers end with a newline: the numbers are a line of their
+        # own, and the transcript's lines start on the next
+        first_line = text.splitlines()[0]
+        assert first_line.startswith("[{") and first_line.endswith("}]"), \
+            text
+        assert text.startswith(first_line + "\nUser: "), text
+
+        # what a newcomer tries first: / answers, and says where to go
+        r = requests.get("http://127.0.0.1:%d/" % port, timeout=5)
+        assert r.status_code == 200 and "/api/" in r.text, r.text
+
+        # the run's log shows what matters: no error for a missing
+        # index.html, not a line per poll of the loop above
+        log = run.log()
+        assert "[error]" not in log, [l for l in log.splitlines()
+                                      if "[error]" in l]
+        assert "keepalive" not in log, [l for l in log.splitlines()
+                                        if "keepalive" in l][:3]
+        assert re.search(r"nginx worker nginx-\d+-\d+-[0-9a-f]{8} connected",
+                         log), log[-3000:]
+        assert "answers again" not in log
+
         # the transcript landed in TRANSCRIPT_DIR
         files = os.listdir(run.tmp + "/logs")
         assert any(f.endswith(".json") for f in files), files
@@ -291,6 +313,7 @@ def test_readme_commands_as_written():
         rc, left = run.stop()
         assert rc == 0, run.log()[-3000:]
         assert not left, left
+        assert run.log().count("build.sh: stopped") == 1, run.log()[-3000:]
         # nothing is left listening
         time.sleep(0.5)
         try:
