@@ -136,3 +136,41 @@ voice_curve_key(const char *text, size_t len, voice_curve_key_t key,
 
     return n == 1;
 }
+
+
+static int
+voice_curve_prefix(const char *s, size_t len, const char *prefix)
+{
+    size_t  n;
+
+    n = strlen(prefix);
+
+    return len >= n && memcmp(s, prefix, n) == 0;
+}
+
+
+int
+voice_curve_endpoint_local(const char *ep, size_t len)
+{
+    if (voice_curve_prefix(ep, len, "ipc://")
+        || voice_curve_prefix(ep, len, "inproc://"))
+    {
+        return 1;
+    }
+
+    if (!voice_curve_prefix(ep, len, "tcp://")) {
+        return 0;
+    }
+
+    ep += 6;
+    len -= 6;
+
+    /* a source address ("tcp://src;dst") says nothing of where it goes */
+    if (memchr(ep, ';', len) != NULL) {
+        return 0;
+    }
+
+    return voice_curve_prefix(ep, len, "127.")
+           || voice_curve_prefix(ep, len, "[::1]:")
+           || voice_curve_prefix(ep, len, "localhost:");
+}

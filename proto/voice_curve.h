@@ -40,5 +40,14 @@ int voice_curve_keys(const char *text, size_t len, voice_curve_key_t *keys,
 int voice_curve_key(const char *text, size_t len, voice_curve_key_t key,
     char *err, size_t err_size);
 
+/*
+ * 1 when a ZeroMQ endpoint stays on this host -- ipc://, inproc://, or
+ * tcp:// to a loopback address (127.0.0.0/8, ::1, localhost) -- and 0
+ * when it may cross a network, which is where the link wants CURVE.
+ * A wildcard address (a star, 0.0.0.0, [::]) listens on every interface:
+ * it crosses a network.
+ */
+int voice_curve_endpoint_local(const char *ep, size_t len);
+
 
 #endif /* VOICE_CURVE_H */

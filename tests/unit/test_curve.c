@@ -1,7 +1,8 @@
 /*
  * test_curve.c: unit tests of proto/voice_curve.c, the reader of the CURVE
  * key files: keys with blanks, CR LF and comments around them, files with
- * several keys, and every way a line can fail to be a key.
+ * several keys, and every way a line can fail to be a key; which
+ * endpoints stay on the host.
  */
 
 #include <stdarg.h>
@@ -157,6 +158,37 @@ test_many_keys(void **state)
 }
 
 
+static int
+local(const char *ep)
+{
+    return voice_curve_endpoint_local(ep, strlen(ep));
+}
+
+
+static void
+test_endpoint_local(void **state)
+{
+    (void) state;
+
+    assert_true(local("ipc:///run/voice/bridged.sock"));
+    assert_true(local("inproc://x"));
+    assert_true(local("tcp://127.0.0.1:5555"));
+    assert_true(local("tcp://127.100.3.2:5555"));
+    assert_true(local("tcp://[::1]:5555"));
+    assert_true(local("tcp://localhost:5555"));
+
+    assert_false(local("tcp://10.0.0.2:5555"));
+    assert_false(local("tcp://*:5555"));
+    assert_false(local("tcp://0.0.0.0:5555"));
+    assert_false(local("tcp://[::]:5555"));
+    assert_false(local("tcp://bridged.internal:5555"));
+    assert_false(local("tcp://127.0.0.1:6000;10.0.0.2:5555"));
+    assert_false(local("tcp://localhost.example.com:5555"));
+    assert_false(local("tcp://1270.0.0.1:5555"));
+    assert_false(local("pgm://eth0;239.192.1.1:5555"));
+}
+
+
 int
 main(void)
 {
@@ -165,6 +197,7 @@ main(void)
         cmocka_unit_test(test_comments),
         cmocka_unit_test(test_bad_keys),
         cmocka_unit_test(test_many_keys),
+        cmocka_unit_test(test_endpoint_local),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
