@@ -1,7 +1,8 @@
 /*
  * bd_loop.c: main() of bridged: one process, one thread, one libuv loop.
  *
- * Everything runs on the loop: the ZeroMQ channel (bd_chan.c), curl for
+ * Everything runs on the loop: the ZeroMQ channel (bd_chan.c, with CURVE
+ * and its ZAP handler from bd_curve.c when keys are given), curl for
  * Twilio (bd_twapi.c), lws for OpenAI (bd_oai.c) and the calls
  * (bd_call.c).  SIGINT and SIGTERM come in through uv_signal: the calls
  * are hung up, the Twilio requests answered, lws and curl let go of their
