@@ -714,15 +714,16 @@ bd_chan_term(void)
 
         (void) bd_chan_setopt(ZMQ_LINGER, BD_CHAN_LINGER_MS);
 
+        /* its monitor and the ZAP handler first: every socket of the
+         * context must close before the context can end */
+
+        bd_curve_term();
+
         zmq_msg_close(&bd_chan_rid);
         zmq_msg_close(&bd_chan_part);
         zmq_close(bd_chan_sock);
         bd_chan_sock = NULL;
     }
-
-    /* every socket of the context must close before it can end */
-
-    bd_curve_term();
 
     if (bd_chan_ctx != NULL) {
         zmq_ctx_term(bd_chan_ctx);

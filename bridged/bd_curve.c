@@ -16,7 +16,11 @@
  * ZMQ_EVENTS has no POLLIN, again before the loop blocks, a bounded batch
  * per turn); a request is answered at once, so nothing waits.  A refused
  * key is logged with the address it came from, once a minute per key and
- * address, since a refused nginx tries again ten times a second.
+ * address, since a refused nginx tries again ten times a second.  The
+ * handshakes that fail before ZAP is asked -- an nginx without CURVE, or
+ * one with another public key for bridged -- are seen by a monitor of the
+ * ROUTER (a PAIR socket, watched the same way) and logged once a minute
+ * each; libzmq does not say where those came from.
  */
 
 #include <dirent.h>
@@ -45,6 +49,8 @@
 #define BD_CURVE_QUIET_MS     60000     /* between two lines of one key */
 #define BD_CURVE_REFUSED      16        /* refusals remembered for that */
 #define BD_CURVE_ADDR_MAX     64
+#define BD_CURVE_MONITOR      "inproc://bd-curve-monitor"
+#define BD_CURVE_KINDS        3         /* of failed handshakes */
 
 
 typedef struct {
@@ -71,6 +77,11 @@ static uv_prepare_t         bd_curve_prepare;
 static uv_idle_t            bd_curve_idle;
 static int                  bd_curve_open;
 static bd_curve_refusal_t   bd_curve_refusals[BD_CURVE_REFUSED];
+static void                *bd_curve_mon;
+static void                *bd_curve_sock;
+static uv_poll_t            bd_curve_mon_poll;
+static uint64_t             bd_curve_failed_last[BD_CURVE_KINDS];
+static unsigned             bd_curve_failed_quiet[BD_CURVE_KINDS];
 
 
 static void bd_curve_idle_cb(uv_idle_t *idle);
@@ -610,11 +621,126 @@ bd_curve_zap_one(void)
 }
 
 
+/* one event of the ROUTER's monitor: [event (2), value (4)] [address] */
+
+static int
+bd_curve_monitor_one(void)
+{
+    int          more, kind;
+    char         addr[BD_CURVE_ADDR_MAX];
+    size_t       len;
+    uint16_t     event;
+    uint32_t     value;
+    uint64_t     now;
+    zmq_msg_t    msg;
+    const char  *why;
+
+    zmq_msg_init(&msg);
+
+    if (zmq_msg_recv(&msg, bd_curve_mon, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&msg);
+        return 0;
+    }
+
+    event = 0;
+    value = 0;
+
+    if (zmq_msg_size(&msg) >= 6) {
+        memcpy(&event, zmq_msg_data(&msg), 2);
+        memcpy(&value, (char *) zmq_msg_data(&msg) + 2, 4);
+    }
+
+    more = zmq_msg_more(&msg);
+    addr[0] = '\0';
+
+    while (more) {
+        zmq_msg_close(&msg);
+        zmq_msg_init(&msg);
+
+        if (zmq_msg_recv(&msg, bd_curve_mon, ZMQ_DONTWAIT) < 0) {
+            break;
+        }
+
+        len = zmq_msg_size(&msg);
+        if (len >= sizeof(addr)) {
+            len = sizeof(addr) - 1;
+        }
+
+        memcpy(addr, zmq_msg_data(&msg), len);
+        addr[len] = '\0';
+        more = zmq_msg_more(&msg);
+    }
+
+    zmq_msg_close(&msg);
+
+    if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL
+        && value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
+    {
+        kind = 0;
+        why = "it does not use CURVE (voice_bridge_curve_key)";
+
+    } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL
+               && value == ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC)
+    {
+        kind = 1;
+        why = "its greeting cannot be decrypted: its "
+              "voice_bridge_curve_server_key is not bridged's public key";
+
+    } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
+        kind = 2;
+        why = "a protocol error (not an nginx of this version?)";
+
+    } else {
+        return 1;
+    }
+
+    /* each kind once a minute: a failing nginx retries ten times a second */
+
+    now = uv_now(bd_curve_loop);
+
+    if (bd_curve_failed_last[kind] != 0
+        && now - bd_curve_failed_last[kind] < BD_CURVE_QUIET_MS)
+    {
+        bd_curve_failed_quiet[kind]++;
+        return 1;
+    }
+
+    /* (libzmq names the endpoint here, not the peer's address) */
+
+    if (bd_curve_failed_quiet[kind]) {
+        bd_log(BD_LOG_WARN, NULL, "CURVE: a connection on %s failed its "
+               "handshake: %s (and %u more in the last minute)", addr, why,
+               bd_curve_failed_quiet[kind]);
+
+    } else {
+        bd_log(BD_LOG_WARN, NULL, "CURVE: a connection on %s failed its "
+               "handshake: %s", addr, why);
+    }
+
+    bd_curve_failed_last[kind] = now ? now : 1;
+    bd_curve_failed_quiet[kind] = 0;
+
+    return 1;
+}
+
+
+static int
+bd_curve_ready(void *sock)
+{
+    int     events;
+    size_t  len;
+
+    len = sizeof(events);
+
+    return zmq_getsockopt(sock, ZMQ_EVENTS, &events, &len) == 0
+           && (events & ZMQ_POLLIN);
+}
+
+
 static void
 bd_curve_drain(void)
 {
-    int       events;
-    size_t    len;
+    int       zap, mon;
     unsigned  n;
 
     if (!bd_curve_open) {
@@ -622,11 +748,10 @@ bd_curve_drain(void)
     }
 
     for (n = 0; n < BD_CURVE_BATCH; n++) {
-        len = sizeof(events);
+        zap = bd_curve_ready(bd_curve_zap) && bd_curve_zap_one();
+        mon = bd_curve_ready(bd_curve_mon) && bd_curve_monitor_one();
 
-        if (zmq_getsockopt(bd_curve_zap, ZMQ_EVENTS, &events, &len) != 0
-            || !(events & ZMQ_POLLIN) || !bd_curve_zap_one())
-        {
+        if (!zap && !mon) {
             uv_idle_stop(&bd_curve_idle);
             return;
         }
@@ -672,7 +797,7 @@ bd_curve_idle_cb(uv_idle_t *idle)
 int
 bd_curve_server(uv_loop_t *loop, void *ctx, void *sock)
 {
-    int     fd, one, zero, rc;
+    int     fd, mfd, one, zero, rc;
     size_t  len;
 
     bd_curve_loop = loop;
@@ -715,7 +840,30 @@ bd_curve_server(uv_loop_t *loop, void *ctx, void *sock)
         goto failed;
     }
 
+    if (zmq_socket_monitor(sock, BD_CURVE_MONITOR,
+                           ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) != 0
+        || (bd_curve_mon = zmq_socket(ctx, ZMQ_PAIR)) == NULL
+        || zmq_connect(bd_curve_mon, BD_CURVE_MONITOR) != 0
+        || zmq_getsockopt(bd_curve_mon, ZMQ_FD, &mfd, &len) != 0)
+    {
+        bd_log(BD_LOG_ERROR, NULL, "CURVE: the monitor of the socket: %s",
+               zmq_strerror(errno));
+        uv_close((uv_handle_t *) &bd_curve_poll, NULL);
+        goto failed;
+    }
+
+    rc = uv_poll_init(loop, &bd_curve_mon_poll, mfd);
+    if (rc != 0) {
+        bd_log(BD_LOG_ERROR, NULL, "CURVE: uv_poll_init: %s",
+               uv_strerror(rc));
+        uv_close((uv_handle_t *) &bd_curve_poll, NULL);
+        goto failed;
+    }
+
+    bd_curve_sock = sock;
+
     uv_poll_start(&bd_curve_poll, UV_READABLE, bd_curve_poll_cb);
+    uv_poll_start(&bd_curve_mon_poll, UV_READABLE, bd_curve_poll_cb);
 
     uv_prepare_init(loop, &bd_curve_prepare);
     uv_prepare_start(&bd_curve_prepare, bd_curve_prepare_cb);
@@ -731,6 +879,12 @@ bd_curve_server(uv_loop_t *loop, void *ctx, void *sock)
     return 0;
 
 failed:
+
+    if (bd_curve_mon != NULL) {
+        (void) zmq_socket_monitor(sock, NULL, 0);
+        zmq_close(bd_curve_mon);
+        bd_curve_mon = NULL;
+    }
 
     zmq_close(bd_curve_zap);
     bd_curve_zap = NULL;
@@ -749,6 +903,7 @@ bd_curve_close(void)
     bd_curve_open = 0;
 
     uv_close((uv_handle_t *) &bd_curve_poll, NULL);
+    uv_close((uv_handle_t *) &bd_curve_mon_poll, NULL);
     uv_close((uv_handle_t *) &bd_curve_prepare, NULL);
     uv_close((uv_handle_t *) &bd_curve_idle, NULL);
 }
@@ -757,6 +912,12 @@ bd_curve_close(void)
 void
 bd_curve_term(void)
 {
+    if (bd_curve_mon != NULL) {
+        (void) zmq_socket_monitor(bd_curve_sock, NULL, 0);
+        zmq_close(bd_curve_mon);
+        bd_curve_mon = NULL;
+    }
+
     if (bd_curve_zap != NULL) {
         zmq_close(bd_curve_zap);
         bd_curve_zap = NULL;

@@ -15,7 +15,7 @@ becomes a transcript frame: both cross the link.
 - A key bridged does not list, a wrong public key of bridged's, and an
   nginx without CURVE all fail to connect: bridged stays unavailable to
   that nginx (503), nginx says why once, and bridged logs the refused key
-  with the address it came from.
+  with the address it came from, or the failed handshake.
 - `nginx -t` fails on a missing, malformed or world-readable key file and
   on half a configuration; it warns of a tcp:// endpoint beyond loopback
   without CURVE.
@@ -333,9 +333,19 @@ def test_curve_encrypts_the_link_and_lets_in_only_listed_keys(link):
                  "voice_bridge_curve_server_key %s;" % (ekey, opub),
                  "failed the CURVE handshake: is "
                  "voice_bridge_curve_server_key bridged's public key?")
+    says = "failed its handshake: its greeting cannot be decrypted"
+    line = wait_for(lambda: [l for l in link.log("bridged").splitlines()
+                             if says in l], 5, what="bridged: " + says)[0]
+    assert "[warn]" in line and link.direct in line, line
 
     # an nginx without CURVE: no connection
     link.refused(link.direct, "", "uses CURVE, and this host does not")
+    says = "failed its handshake: it does not use CURVE"
+    line = wait_for(lambda: [l for l in link.log("bridged").splitlines()
+                             if says in l], 5, what="bridged: " + says)[0]
+    assert link.direct in line, line
+    # once a minute, though retried ten times a second
+    assert link.log("bridged").count(says) == 1
 
     # and the listed key still gets in, once more
     link.start_nginx(link.direct, curve)
