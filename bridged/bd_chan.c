@@ -12,7 +12,8 @@
  * ZMQ_ROUTER_MANDATORY makes a send to a worker that is gone fail with
  * EHOSTUNREACH instead of vanishing: the calls that worker owned are then
  * ended.  Workers that stay silent are pinged, and any message counts as
- * proof of life.  Messages go to bd_call.c and bd_twapi.c.
+ * proof of life.  Messages go to bd_call.c and bd_twapi.c.  With CURVE
+ * on, bd_curve.c makes the socket a CURVE server before it binds.
  */
 
 #include <errno.h>
@@ -33,6 +34,7 @@
 
 #include "bd_call.h"
 #include "bd_chan.h"
+#include "bd_curve.h"
 #include "bd_log.h"
 #include "bd_twapi.h"
 #include "voice_proto.h"
@@ -631,6 +633,12 @@ bd_chan_init(uv_loop_t *loop, const char *endpoint)
         goto failed_sock;
     }
 
+    if (bd_curve_on() && bd_curve_server(loop, bd_chan_ctx, bd_chan_sock)
+                         != 0)
+    {
+        goto failed_sock;
+    }
+
     if (zmq_bind(bd_chan_sock, endpoint) != 0) {
         bd_log(BD_LOG_ERROR, NULL, "cannot bind %s: %s", endpoint,
                zmq_strerror(errno));
@@ -672,6 +680,8 @@ bd_chan_init(uv_loop_t *loop, const char *endpoint)
 
 failed_sock:
 
+    bd_curve_close();
+    bd_curve_term();
     zmq_close(bd_chan_sock);
     bd_chan_sock = NULL;
 
@@ -697,6 +707,8 @@ bd_chan_close(void)
     uv_close((uv_handle_t *) &bd_chan_prepare, NULL);
     uv_close((uv_handle_t *) &bd_chan_idle, NULL);
     uv_close((uv_handle_t *) &bd_chan_timer, NULL);
+
+    bd_curve_close();
 }
 
 
@@ -714,6 +726,11 @@ bd_chan_term(void)
          */
 
         (void) bd_chan_setopt(ZMQ_LINGER, BD_CHAN_LINGER_MS);
+
+        /* its monitor and the ZAP handler first: every socket of the
+         * context must close before the context can end */
+
+        bd_curve_term();
 
         zmq_msg_close(&bd_chan_rid);
         zmq_msg_close(&bd_chan_part);

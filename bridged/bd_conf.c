@@ -63,6 +63,9 @@ enum {
     BD_CONF_OPT_LOG_LEVEL,
     BD_CONF_OPT_LOG,
     BD_CONF_OPT_SCHED,
+    BD_CONF_OPT_CURVE_SECRET_KEY,
+    BD_CONF_OPT_CURVE_CLIENTS,
+    BD_CONF_OPT_CURVE_KEYGEN,
     BD_CONF_OPT_HELP
 };
 
@@ -82,6 +85,10 @@ static const struct option  bd_conf_options[] = {
     { "log-level", required_argument, NULL, BD_CONF_OPT_LOG_LEVEL },
     { "log", required_argument, NULL, BD_CONF_OPT_LOG },
     { "sched", required_argument, NULL, BD_CONF_OPT_SCHED },
+    { "curve-secret-key", required_argument, NULL,
+      BD_CONF_OPT_CURVE_SECRET_KEY },
+    { "curve-clients", required_argument, NULL, BD_CONF_OPT_CURVE_CLIENTS },
+    { "curve-keygen", required_argument, NULL, BD_CONF_OPT_CURVE_KEYGEN },
     { "help", no_argument, NULL, BD_CONF_OPT_HELP },
     { NULL, 0, NULL, 0 }
 };
@@ -95,6 +102,7 @@ bd_conf_usage(FILE *out)
 {
     fputs(
 "usage: bridged --listen ENDPOINT [options]\n"
+"       bridged --curve-keygen PREFIX\n"
 "\n"
 "  --listen ENDPOINT         ZeroMQ endpoint to bind, e.g.\n"
 "                            ipc:///run/voice/bridged.sock or\n"
@@ -139,6 +147,16 @@ bd_conf_usage(FILE *out)
 "                            thread take their messages in batches instead\n"
 "                            of preempting each other for every one\n"
 "                            (BRIDGED_SCHED)\n"
+"  --curve-secret-key FILE   bridged's CURVE secret key (Z85, mode 600):\n"
+"                            the channel is encrypted, and only the nginx\n"
+"                            hosts in --curve-clients may connect\n"
+"                            (BRIDGED_CURVE_SECRET_KEY)\n"
+"  --curve-clients FILE|DIR  the public keys of those nginx hosts: a file,\n"
+"                            one key a line, or a directory of *.pub\n"
+"                            files; needed with --curve-secret-key\n"
+"                            (BRIDGED_CURVE_CLIENTS)\n"
+"  --curve-keygen PREFIX     writes a new key pair, PREFIX.key (secret,\n"
+"                            mode 600) and PREFIX.pub, and exits\n"
 "  --help                    this text\n"
 "\n"
 "environment:\n"
@@ -209,6 +227,8 @@ bd_conf_load(bd_conf_t *conf, int argc, char **argv, char *err,
 
     conf->listen = bd_conf_env("BRIDGED_LISTEN");
     conf->ca_file = bd_conf_env("BRIDGED_CA_FILE");
+    conf->curve_secret_key = bd_conf_env("BRIDGED_CURVE_SECRET_KEY");
+    conf->curve_clients = bd_conf_env("BRIDGED_CURVE_CLIENTS");
     level = bd_conf_env("BRIDGED_LOG_LEVEL");
     conf->log = bd_conf_env("BRIDGED_LOG");
     sched = bd_conf_env("BRIDGED_SCHED");
@@ -254,6 +274,18 @@ bd_conf_load(bd_conf_t *conf, int argc, char **argv, char *err,
             sched = optarg;
             break;
 
+        case BD_CONF_OPT_CURVE_SECRET_KEY:
+            conf->curve_secret_key = optarg;
+            break;
+
+        case BD_CONF_OPT_CURVE_CLIENTS:
+            conf->curve_clients = optarg;
+            break;
+
+        case BD_CONF_OPT_CURVE_KEYGEN:
+            conf->curve_keygen = optarg;
+            break;
+
         case BD_CONF_OPT_HELP:
             bd_conf_usage(stdout);
             return BD_CONF_EXIT;
@@ -267,6 +299,17 @@ bd_conf_load(bd_conf_t *conf, int argc, char **argv, char *err,
 
     if (optind < argc) {
         snprintf(err, err_size, "unexpected argument \"%s\"", argv[optind]);
+        return BD_CONF_ERROR;
+    }
+
+    /* making keys needs nothing else */
+    if (conf->curve_keygen != NULL) {
+        return BD_CONF_OK;
+    }
+
+    if ((conf->curve_secret_key == NULL) != (conf->curve_clients == NULL)) {
+        snprintf(err, err_size, "--curve-secret-key and --curve-clients go "
+                 "together: bridged's key, and the nginx hosts it lets in");
         return BD_CONF_ERROR;
     }
 

@@ -20,6 +20,9 @@
 
 typedef struct {
     const char  *listen;            /* ZeroMQ endpoint to bind */
+    const char  *curve_secret_key;  /* a file; NULL: no CURVE */
+    const char  *curve_clients;     /* a file or a directory of them */
+    const char  *curve_keygen;      /* make a key pair, and exit */
     const char  *ca_file;           /* NULL: the system trust store */
 
     const char  *twilio_sid;        /* NULL when not configured */

@@ -1,7 +1,8 @@
 /*
  * bd_loop.c: main() of bridged: one process, one thread, one libuv loop.
  *
- * Everything runs on the loop: the ZeroMQ channel (bd_chan.c), curl for
+ * Everything runs on the loop: the ZeroMQ channel (bd_chan.c, with CURVE
+ * and its ZAP handler from bd_curve.c when keys are given), curl for
  * Twilio (bd_twapi.c), lws for OpenAI (bd_oai.c) and the calls
  * (bd_call.c).  SIGINT and SIGTERM come in through uv_signal: the calls
  * are hung up, the Twilio requests answered, lws and curl let go of their
@@ -22,10 +23,12 @@
 #include "bd_call.h"
 #include "bd_chan.h"
 #include "bd_conf.h"
+#include "bd_curve.h"
 #include "bd_log.h"
 #include "bd_oai.h"
 #include "bd_http.h"
 #include "bd_twapi.h"
+#include "voice_curve.h"
 
 
 /* a shutdown that has not finished by then is forced */
@@ -123,6 +126,15 @@ main(int argc, char **argv)
         return 2;
     }
 
+    if (bd_loop_conf.curve_keygen != NULL) {
+        return bd_curve_keygen(bd_loop_conf.curve_keygen);
+    }
+
+    if (bd_curve_load(&bd_loop_conf, err, sizeof(err)) != 0) {
+        fprintf(stderr, "bridged: %s\n", err);
+        return 2;
+    }
+
     bd_log_level = bd_loop_conf.log_level;
 
     if (bd_loop_conf.log != NULL
@@ -154,6 +166,23 @@ main(int argc, char **argv)
             bd_log(BD_LOG_WARN, NULL, "SCHED_BATCH: %s (running with the "
                    "default policy)", strerror(errno));
         }
+    }
+
+    /*
+     * Not refused: the network between the hosts may be protected on its
+     * own (WireGuard, IPsec), and an upgrade must not stop a bridged that
+     * ran the day before.  But it is said at every start.
+     */
+
+    if (!bd_curve_on()
+        && !voice_curve_endpoint_local(bd_loop_conf.listen,
+                                       strlen(bd_loop_conf.listen)))
+    {
+        bd_log(BD_LOG_WARN, NULL, "listening on %s without CURVE: the calls' "
+               "settings, tool secrets and conversations cross the network "
+               "in clear, and any host that reaches it may connect "
+               "(--curve-secret-key, docs/operations.md)",
+               bd_loop_conf.listen);
     }
 
     /* a peer that closes its socket must not kill the daemon */

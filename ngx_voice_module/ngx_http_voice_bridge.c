@@ -54,6 +54,8 @@ static void ngx_http_voice_bridge_seen(ngx_http_voice_peer_t *peer);
 static ngx_int_t ngx_http_voice_bridge_monitor(ngx_cycle_t *cycle,
     ngx_http_voice_worker_t *w, ngx_http_voice_peer_t *peer);
 static void ngx_http_voice_bridge_monitor_handler(ngx_event_t *rev);
+static void ngx_http_voice_bridge_refused(ngx_http_voice_peer_t *peer,
+    uint16_t event, uint32_t value);
 static void ngx_http_voice_bridge_down(ngx_http_voice_peer_t *peer,
     const char *why, const char *note);
 static ngx_int_t ngx_http_voice_bridge_watch(ngx_cycle_t *cycle,
@@ -196,6 +198,10 @@ ngx_http_voice_bridge_init_process(ngx_cycle_t *cycle,
             ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
                           "zmq_setsockopt() failed: %s",
                           zmq_strerror(errno));
+            return NGX_ERROR;
+        }
+
+        if (ngx_http_voice_curve_socket(cycle, vmcf, peer) != NGX_OK) {
             return NGX_ERROR;
         }
 
@@ -676,6 +682,9 @@ ngx_http_voice_bridge_down(ngx_http_voice_peer_t *peer, const char *why,
  * monitor's events arrive on a PAIR socket over inproc://, whose ZMQ_FD is
  * watched like the channel's own (edge-triggered, drained).  A hung
  * bridged keeps its connection: the heartbeat is still what finds it.
+ * The monitor also says why a handshake failed -- above all a CURVE one:
+ * a key bridged does not list, a wrong key of bridged's, one side without
+ * CURVE -- which libzmq would otherwise retry in silence.
  */
 
 static ngx_int_t
@@ -687,7 +696,11 @@ ngx_http_voice_bridge_monitor(ngx_cycle_t *cycle, ngx_http_voice_worker_t *w,
     (void) ngx_sprintf(addr, "inproc://voice-monitor-%ui%Z", peer->index);
 
     if (zmq_socket_monitor(peer->sock, (char *) addr,
-                           ZMQ_EVENT_DISCONNECTED)
+                           ZMQ_EVENT_DISCONNECTED
+                           | ZMQ_EVENT_HANDSHAKE_SUCCEEDED
+                           | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL
+                           | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL
+                           | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
         != 0)
     {
         ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
@@ -768,6 +781,7 @@ ngx_http_voice_bridge_monitor_handler(ngx_event_t *rev)
     int                     more, events;
     size_t                  len;
     uint16_t                event;
+    uint32_t                value;
     ngx_uint_t              n;
     zmq_msg_t               msg;
     ngx_connection_t       *c;
@@ -789,9 +803,11 @@ ngx_http_voice_bridge_monitor_handler(ngx_event_t *rev)
 
         len = zmq_msg_size(&msg);
         event = 0;
+        value = 0;
 
-        if (len >= 2) {
+        if (len >= 6) {
             ngx_memcpy(&event, zmq_msg_data(&msg), 2);
+            ngx_memcpy(&value, (u_char *) zmq_msg_data(&msg) + 2, 4);
         }
 
         more = zmq_msg_more(&msg);
@@ -812,6 +828,12 @@ ngx_http_voice_bridge_monitor_handler(ngx_event_t *rev)
         if (event == ZMQ_EVENT_DISCONNECTED) {
             ngx_http_voice_bridge_down(peer, "dropped its connection",
                                        "its bridged dropped its connection");
+
+        } else if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+            peer->refused = 0;
+
+        } else if (event != 0) {
+            ngx_http_voice_bridge_refused(peer, event, value);
         }
     }
 
@@ -828,6 +850,64 @@ ngx_http_voice_bridge_monitor_handler(ngx_event_t *rev)
     if (events & ZMQ_POLLIN) {
         ngx_post_event(rev, &ngx_posted_events);
     }
+}
+
+
+/*
+ * A handshake failed.  libzmq tries again every 100 ms, so each reason is
+ * said once until a handshake succeeds; a reason is said even after
+ * another, since the first to come may be only the broken pipe of a peer
+ * that closed on us, and the one after it why.  Meanwhile the bridged
+ * never answers, so it stays down, as any bridged that cannot be reached.
+ */
+
+static void
+ngx_http_voice_bridge_refused(ngx_http_voice_peer_t *peer, uint16_t event,
+    uint32_t value)
+{
+    ngx_err_t    err;
+    ngx_uint_t   bit;
+    const char  *why;
+
+    err = 0;
+
+    if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
+        bit = 1;
+        why = "refused this host's CURVE key: its public key is not in "
+              "bridged's --curve-clients";
+
+    } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL
+               && value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
+    {
+        bit = 2;
+        why = peer->curve
+              ? "does not use CURVE, and this host does "
+                "(voice_bridge_curve_key)"
+              : "uses CURVE, and this host does not "
+                "(voice_bridge_curve_key)";
+
+    } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
+        bit = 4;
+        why = "failed the handshake: a protocol error";
+
+    } else {
+        bit = 8;
+        err = (ngx_err_t) value;
+        why = peer->curve
+              ? "failed the CURVE handshake: is "
+                "voice_bridge_curve_server_key bridged's public key?"
+              : "failed the handshake";
+    }
+
+    if (peer->refused & bit) {
+        return;
+    }
+
+    peer->refused |= bit;
+
+    ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, err,
+                  "voice bridge: bridged at \"%V\" %s (event 0x%xD, "
+                  "0x%xD)", &peer->endpoint, why, (uint32_t) event, value);
 }
 
 

@@ -118,6 +118,20 @@ static ngx_command_t  ngx_http_voice_commands[] = {
       offsetof(ngx_http_voice_main_conf_t, hwm),
       &ngx_http_voice_hwm_bounds },
 
+    { ngx_string("voice_bridge_curve_key"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_voice_main_conf_t, curve_key_file),
+      NULL },
+
+    { ngx_string("voice_bridge_curve_server_key"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_voice_main_conf_t, curve_server_key_file),
+      NULL },
+
     { ngx_string("voice_worker_sched"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_enum_slot,
@@ -461,6 +475,9 @@ ngx_http_voice_create_main_conf(ngx_conf_t *cf)
      *
      *     vmcf->worker = NULL;
      *     vmcf->zone = NULL;
+     *     vmcf->curve_key_file = { 0, NULL };
+     *     vmcf->curve_server_key_file = { 0, NULL };
+     *     vmcf->curve = NULL;
      */
 
     if (ngx_array_init(&vmcf->endpoints, cf->pool, 2, sizeof(ngx_str_t))
@@ -492,6 +509,12 @@ ngx_http_voice_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(vmcf->heartbeat, 1000);
     ngx_conf_init_msec_value(vmcf->shutdown_timeout, 600000);
     ngx_conf_init_uint_value(vmcf->worker_sched, 0);
+
+    /* the keys of a channel to a bridged on another host */
+
+    if (ngx_http_voice_curve_init_conf(cf, vmcf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
 
     /* with a bridge there are calls: the default zone keeps their
      * Idempotency-Keys (ngx_http_voice_zone.c) */

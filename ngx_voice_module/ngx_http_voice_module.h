@@ -20,7 +20,9 @@
  *                    session, its events: ngx_http_voice_twilio.c)
  *   calls            ngx_http_voice_call.c (a worker's calls, their life
  *                    cycle, which bridged carries each),
- *                    ngx_http_voice_bridge.c (the ZeroMQ channel)
+ *                    ngx_http_voice_bridge.c (the ZeroMQ channel),
+ *                    ngx_http_voice_curve.c (its CURVE keys, for a
+ *                    bridged on another host)
  *   records          ngx_http_voice_transcript.c (a call's record),
  *                    ngx_http_voice_outcome.c (what Twilio reports of
  *                    each call, in shared memory),
@@ -56,6 +58,7 @@
 #define NGX_HTTP_VOICE_SID_LEN       34
 #define NGX_HTTP_VOICE_PHONE_MAX     32
 #define NGX_HTTP_VOICE_CALL_STATUSES 10  /* CallStatus values counted */
+#define NGX_HTTP_VOICE_CURVE_KEY     41  /* a CURVE key in Z85, and NUL */
 
 /* what Twilio says when the assistant cannot go on (voice_fallback_message) */
 #define NGX_HTTP_VOICE_FALLBACK                                               \
@@ -98,6 +101,12 @@ typedef struct {
     ngx_array_t                 recover_dirs;   /* of recover_dir_t: the
                                                    transcript directories
                                                    of the media streams */
+    ngx_str_t                   curve_key_file;         /* this host's */
+    ngx_str_t                   curve_server_key_file;  /* bridged's */
+    u_char                     *curve;          /* NULL: no CURVE; else
+                                                   this host's public and
+                                                   secret keys, bridged's
+                                                   public key: 3 x _KEY */
 
     /* per-worker state, created in init_process */
     ngx_http_voice_worker_t    *worker;
@@ -176,6 +185,10 @@ struct ngx_http_voice_peer_s {
     unsigned                    alive:1;
     unsigned                    answered:1;     /* alive once, at least */
     unsigned                    full:1;         /* refuses new calls */
+    unsigned                    curve:1;        /* its link uses CURVE */
+    unsigned                    refused:4;      /* why its handshakes
+                                                   failed, each said
+                                                   once */
 };
 
 
@@ -401,6 +414,12 @@ ngx_int_t ngx_http_voice_auth_refuse(ngx_http_request_t *r, ngx_int_t status);
 
 
 /* ngx_http_voice_bridge.c */
+/* ngx_http_voice_curve.c */
+ngx_int_t ngx_http_voice_curve_init_conf(ngx_conf_t *cf,
+    ngx_http_voice_main_conf_t *vmcf);
+ngx_int_t ngx_http_voice_curve_socket(ngx_cycle_t *cycle,
+    ngx_http_voice_main_conf_t *vmcf, ngx_http_voice_peer_t *peer);
+
 ngx_int_t ngx_http_voice_bridge_init_process(ngx_cycle_t *cycle,
     ngx_http_voice_main_conf_t *vmcf);
 void ngx_http_voice_bridge_exit_process(ngx_cycle_t *cycle,
