@@ -7,6 +7,11 @@
 #                      a local simulation
 #   ./build.sh test    install, build, and run every test
 #   ./build.sh build   install and build only
+#   ./build.sh package build the Debian packages libnginx-mod-http-voice
+#                      and voice-bridged into build/pkg (docs/deploy.md)
+#   ./build.sh package-test
+#                      build them, then install them into a throwaway
+#                      root and place a call with what they installed
 #   ./build.sh fuzz    run each libFuzzer target for FUZZ_SECONDS (30)
 #   ./build.sh bench   build, then run the benchmark (bench/run.sh; its
 #                      --calibrate, --scale, --callgrind and --overload
@@ -701,6 +706,23 @@ cmd_test() {
     say "all tests passed in $((SECONDS - t0)) s"
 }
 
+# the Debian packages (pkg/make-debs.sh): debhelper writes them the way
+# Debian's own nginx modules and services are written; lintian checks them
+cmd_package() {
+    build_all
+    install_deps debhelper dpkg-dev lintian
+    "$TOP/pkg/make-debs.sh" "$TOP" "$BUILD"
+}
+
+# the packages installed into a throwaway root (an overlay of this one, in
+# a mount namespace of its own): nginx -t with the example site, systemd's
+# verdict on the unit, a call through the installed files
+cmd_package_test() {
+    cmd_package
+    VOICE_TOP=$TOP VOICE_BUILD=$BUILD "$PY" -m pytest -q -p no:cacheprovider \
+        "$TOP/tests/pkg"
+}
+
 cmd_fuzz() {
     install_deps
     make -s -C "$TOP/tests/fuzz" fuzz O="$BUILD/fuzz" \
@@ -725,7 +747,9 @@ case "${1:-}" in
     run)   cmd_run ;;
     test)  cmd_test ;;
     build) build_all ;;
+    package) cmd_package ;;
+    package-test) cmd_package_test ;;
     fuzz)  cmd_fuzz ;;
     bench) shift; cmd_bench "$@" ;;
-    *)     sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *)     sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
