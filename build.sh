@@ -692,6 +692,13 @@ cmd_test() {
     VOICE_TOP=$TOP VOICE_BUILD=$BUILD "$PY" -m pytest -q -p no:cacheprovider \
         -n "$jobs" "$TOP/tests/fakes" "$TOP/tests/e2e"
 
+    # about a minute, most of it the call
+    say "Debian packages: built, installed into a throwaway root, a call through them"
+    install_deps debhelper dpkg-dev lintian
+    "$TOP/pkg/make-debs.sh" "$TOP" "$BUILD"
+    VOICE_TOP=$TOP VOICE_BUILD=$BUILD "$PY" -m pytest -q -p no:cacheprovider \
+        "$TOP/tests/pkg"
+
     # a separate build with AddressSanitizer and UndefinedBehaviorSanitizer:
     # the unit tests, then the end-to-end suite with that bridged (its
     # logs are checked for any sanitizer report, leaks included)
