@@ -694,10 +694,8 @@ cmd_test() {
 
     # about a minute, most of it the call
     say "Debian packages: built, installed into a throwaway root, a call through them"
-    install_deps debhelper dpkg-dev lintian
-    "$TOP/pkg/make-debs.sh" "$TOP" "$BUILD"
-    VOICE_TOP=$TOP VOICE_BUILD=$BUILD "$PY" -m pytest -q -p no:cacheprovider \
-        "$TOP/tests/pkg"
+    make_debs
+    test_debs
 
     # a separate build with AddressSanitizer and UndefinedBehaviorSanitizer:
     # the unit tests, then the end-to-end suite with that bridged (its
@@ -717,8 +715,17 @@ cmd_test() {
 # Debian's own nginx modules and services are written; lintian checks them
 cmd_package() {
     build_all
+    make_debs
+}
+
+make_debs() {
     install_deps debhelper dpkg-dev lintian
     "$TOP/pkg/make-debs.sh" "$TOP" "$BUILD"
+}
+
+test_debs() {
+    VOICE_TOP=$TOP VOICE_BUILD=$BUILD "$PY" -m pytest -q -p no:cacheprovider \
+        "$TOP/tests/pkg"
 }
 
 # the packages installed into a throwaway root (an overlay of this one, in
@@ -726,8 +733,7 @@ cmd_package() {
 # verdict on the unit, a call through the installed files
 cmd_package_test() {
     cmd_package
-    VOICE_TOP=$TOP VOICE_BUILD=$BUILD "$PY" -m pytest -q -p no:cacheprovider \
-        "$TOP/tests/pkg"
+    test_debs
 }
 
 cmd_fuzz() {

@@ -314,13 +314,13 @@ def start_bridged_as_the_unit_says(root, stack):
     env = env_file(root.read(svc["EnvironmentFile"]))
     env["PATH"] = "/usr/sbin:/usr/bin:/sbin:/bin"
 
-    root.spawn("bridged", ["setpriv", "--reuid", user, "--regid", group,
+    p = root.spawn("bridged", ["setpriv", "--reuid", user, "--regid", group,
                            "--clear-groups", "--no-new-privs"]
                + svc["ExecStart"].split(), env=env,
                umask=int(svc["UMask"], 8))
     wait_for(lambda: "listening on" in root.log("bridged"), 10,
              what="bridged to listen")
-    return env["BRIDGED_LISTEN"][len("ipc://"):]
+    return p, env["BRIDGED_LISTEN"][len("ipc://"):]
 
 
 def test_a_call_goes_through_the_installed_files(root):
@@ -328,7 +328,7 @@ def test_a_call_goes_through_the_installed_files(root):
                   public_url="https://voice.example.com")
     try:
         stack.start_fakes()
-        sock = start_bridged_as_the_unit_says(root, stack)
+        bridged, sock = start_bridged_as_the_unit_says(root, stack)
 
         # the socket nginx's workers (www-data) connect to
         st = root.run("stat", "-c", "%a %U %G", sock).stdout.split()
@@ -375,8 +375,13 @@ def test_a_call_goes_through_the_installed_files(root):
         assert owner == "www-data"
 
         # bridged ran as its own user, and no secret reached a log
-        ps = root.run("ps", "-o", "user=", "-C", "voice-bridged").stdout
-        assert ps.split() == ["voice-bridged"], ps
+        # (the chroot shares the host's pids: this bridged's own, by pid)
+        uid = root.run("id", "-u", "voice-bridged").stdout.strip()
+        gid = root.run("getent", "group", "www-data").stdout.split(":")[2]
+        status = pathlib.Path("/proc/%d/status" % bridged.pid).read_text()
+        assert re.search(r"(?m)^Uid:\t%s\t" % uid, status), status
+        assert re.search(r"(?m)^Gid:\t%s\t" % gid, status), status
+        assert re.search(r"(?m)^Groups:[\t ]*$", status), status
         logs = root.log("bridged") + root.read(
             "/var/log/nginx/voice.error.log")
         for s in stack.secrets:
