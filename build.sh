@@ -724,6 +724,7 @@ make_debs() {
 }
 
 test_debs() {
+    install_deps systemd     # systemd-analyze, for the unit's check
     VOICE_TOP=$TOP VOICE_BUILD=$BUILD "$PY" -m pytest -q -p no:cacheprovider \
         "$TOP/tests/pkg"
 }
