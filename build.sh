@@ -7,6 +7,11 @@
 #                      a local simulation
 #   ./build.sh test    install, build, and run every test
 #   ./build.sh build   install and build only
+#   ./build.sh package build the Debian packages libnginx-mod-http-voice
+#                      and voice-bridged into build/pkg (docs/deploy.md)
+#   ./build.sh package-test
+#                      build them, then install them into a throwaway
+#                      root and place a call with what they installed
 #   ./build.sh fuzz    run each libFuzzer target for FUZZ_SECONDS (30)
 #   ./build.sh bench   build, then run the benchmark (bench/run.sh; its
 #                      --calibrate, --scale, --callgrind and --overload
@@ -687,6 +692,11 @@ cmd_test() {
     VOICE_TOP=$TOP VOICE_BUILD=$BUILD "$PY" -m pytest -q -p no:cacheprovider \
         -n "$jobs" "$TOP/tests/fakes" "$TOP/tests/e2e"
 
+    # about a minute, most of it the call
+    say "Debian packages: built, installed into a throwaway root, a call through them"
+    make_debs
+    test_debs
+
     # a separate build with AddressSanitizer and UndefinedBehaviorSanitizer:
     # the unit tests, then the end-to-end suite with that bridged (its
     # logs are checked for any sanitizer report, leaks included)
@@ -699,6 +709,32 @@ cmd_test() {
         "$PY" -m pytest -q -p no:cacheprovider -n "$jobs" "$TOP/tests/e2e"
 
     say "all tests passed in $((SECONDS - t0)) s"
+}
+
+# the Debian packages (pkg/make-debs.sh): debhelper writes them the way
+# Debian's own nginx modules and services are written; lintian checks them
+cmd_package() {
+    build_all
+    make_debs
+}
+
+make_debs() {
+    install_deps debhelper dpkg-dev lintian
+    "$TOP/pkg/make-debs.sh" "$TOP" "$BUILD"
+}
+
+test_debs() {
+    install_deps systemd     # systemd-analyze, for the unit's check
+    VOICE_TOP=$TOP VOICE_BUILD=$BUILD "$PY" -m pytest -q -p no:cacheprovider \
+        "$TOP/tests/pkg"
+}
+
+# the packages installed into a throwaway root (an overlay of this one, in
+# a mount namespace of its own): nginx -t with the example site, systemd's
+# verdict on the unit, a call through the installed files
+cmd_package_test() {
+    cmd_package
+    test_debs
 }
 
 cmd_fuzz() {
@@ -725,7 +761,9 @@ case "${1:-}" in
     run)   cmd_run ;;
     test)  cmd_test ;;
     build) build_all ;;
+    package) cmd_package ;;
+    package-test) cmd_package_test ;;
     fuzz)  cmd_fuzz ;;
     bench) shift; cmd_bench "$@" ;;
-    *)     sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *)     sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
