@@ -77,6 +77,14 @@ void bd_http_cancel(bd_http_t *h);
 /* the answer's buffer, now the caller's (free()); NULL if none */
 char *bd_http_take_answer(bd_http_t *h, size_t *len);
 
+/*
+ * Writes "X-Voice-Signature: t=T,v1=HEX(HMAC-SHA256(secret, "T.body"))"
+ * (T: now, Unix seconds) into header, a curl header line; 0, or -1 when
+ * out of memory or OpenSSL fails.  128 bytes hold it.
+ */
+int bd_http_sign(const char *secret, const char *body, size_t len,
+    char *header, size_t size);
+
 /* the reason a transfer failed, in words */
 const char *bd_http_strerror(bd_http_t *h);
 

@@ -22,6 +22,7 @@
 #include "bd_call.h"
 #include "bd_chan.h"
 #include "bd_conf.h"
+#include "bd_hook.h"
 #include "bd_log.h"
 #include "bd_oai.h"
 #include "bd_http.h"
@@ -100,6 +101,7 @@ static void
 bd_loop_stop_rest(void)
 {
     bd_twapi_shutdown();
+    bd_hook_shutdown();
     bd_http_shutdown();
     bd_oai_shutdown();
     bd_chan_close();

@@ -29,6 +29,8 @@
  *                    process died), ngx_http_voice_transcript_get.c (the
  *                    lookup, listing and deletion),
  *                    ngx_http_voice_keep.c (retention),
+ *                    ngx_http_voice_outbox.c (the post-call webhook, its
+ *                    outbox: ngx_http_voice_outbox_fmt.c),
  *                    ngx_http_voice_transcript_fmt.c (formats)
  *   leaf code        ngx_http_voice_json.c (the JSON tokenizer)
  */
@@ -48,6 +50,7 @@
 #include "ngx_http_voice_ws_codec.h"
 #include "ngx_http_voice_twilio.h"
 #include "ngx_http_voice_body.h"
+#include "ngx_http_voice_outbox_fmt.h"
 
 
 #define NGX_HTTP_VOICE_SID_LEN       34
@@ -82,6 +85,7 @@ typedef struct ngx_http_voice_worker_s    ngx_http_voice_worker_t;
 typedef struct ngx_http_voice_ws_s        ngx_http_voice_ws_t;
 typedef struct ngx_http_voice_transcript_files_s
     ngx_http_voice_transcript_files_t;
+typedef struct ngx_http_voice_outbox_s    ngx_http_voice_outbox_t;
 
 
 typedef struct {
@@ -95,6 +99,8 @@ typedef struct {
     ngx_array_t                 recover_dirs;   /* of recover_dir_t: the
                                                    transcript directories
                                                    of the media streams */
+    ngx_array_t                 outboxes;       /* of outbox_t *: the
+                                                   webhook's */
 
     /* per-worker state, created in init_process */
     ngx_http_voice_worker_t    *worker;
@@ -134,6 +140,13 @@ typedef struct {
     size_t                      ws_send_buffer_size;
     ngx_msec_t                  ws_message_timeout;
     ngx_msec_t                  ws_ping_interval;
+
+    ngx_str_t                   webhook_url;    /* empty: none */
+    ngx_str_t                   webhook_secret;
+    ngx_str_t                   webhook_secret_file;
+    ngx_str_t                   webhook_outbox; /* empty: the default */
+    ngx_msec_t                  webhook_retry;
+    ngx_http_voice_outbox_t    *outbox;         /* where its records' go */
 } ngx_http_voice_loc_conf_t;
 
 
@@ -185,6 +198,7 @@ struct ngx_http_voice_worker_s {
     ngx_rbtree_t                pending;        /* REST, by request id */
     ngx_rbtree_node_t           pending_sentinel;
     uint64_t                    next_request_id;
+    ngx_queue_t                 hooks;          /* webhook attempts sent */
 
     ngx_rbtree_t                calls;          /* by call SID */
     ngx_rbtree_node_t           calls_sentinel;
@@ -456,6 +470,9 @@ ngx_int_t ngx_http_voice_zone_idem_begin(ngx_str_t *key, u_char *digest,
 void ngx_http_voice_zone_idem_end(ngx_str_t *key, uint64_t id,
     ngx_uint_t status, const u_char *body, size_t len, ngx_uint_t keep);
 u_char *ngx_http_voice_zone_status(u_char *p);
+void ngx_http_voice_zone_hook_count(ngx_uint_t delivered, ngx_uint_t failed,
+    ngx_uint_t given_up);
+void ngx_http_voice_zone_hook_pending(ngx_uint_t pending);
 
 #define NGX_HTTP_VOICE_ADMIT_OK         0
 #define NGX_HTTP_VOICE_ADMIT_FULL       1    /* voice_max_calls reached */
@@ -570,6 +587,32 @@ ngx_int_t ngx_http_voice_store_read_fd(ngx_fd_t fd, size_t max,
     u_char **data, size_t *len, ngx_http_voice_store_err_t *e);
 ngx_int_t ngx_http_voice_store_merge(const char *final, u_char **data,
     size_t *len, ngx_http_voice_store_err_t *e);
+
+
+/* ngx_http_voice_outbox.c: the post-call webhook */
+typedef struct {
+    ngx_str_t                   url;
+    u_char                      name[NGX_HTTP_VOICE_OUTBOX_NAME_MAX];
+    uint64_t                    made;           /* ms since the epoch */
+
+    /* the thread's result */
+    ngx_int_t                   rc;
+    ngx_http_voice_store_err_t  e;
+} ngx_http_voice_outbox_entry_t;
+
+ngx_int_t ngx_http_voice_outbox_add(ngx_conf_t *cf,
+    ngx_http_voice_loc_conf_t *vlcf);
+void ngx_http_voice_outbox_init_process(ngx_cycle_t *cycle,
+    ngx_http_voice_main_conf_t *vmcf);
+/* in a thread of the pool */
+void ngx_http_voice_outbox_store(ngx_http_voice_outbox_t *ob,
+    ngx_http_voice_outbox_entry_t *en, const u_char *sid,
+    const u_char *body, size_t len);
+/* takes body (ngx_alloc()ed) */
+void ngx_http_voice_outbox_post(ngx_http_voice_outbox_t *ob,
+    ngx_http_voice_outbox_entry_t *en, ngx_log_t *log, u_char *body,
+    size_t len);
+ngx_int_t ngx_http_voice_outbox_reply(voice_proto_msg_t *msg);
 
 
 /* ngx_http_voice_recover.c */
