@@ -287,9 +287,9 @@ ngx_http_voice_outbox_store(ngx_http_voice_outbox_t *ob,
 
     dlen = ob->dir.len - 1;
 
-    data = ngx_alloc(NGX_HTTP_VOICE_OUTBOX_HEADER_MAX + len
-                     + 2 * (dlen + NGX_HTTP_VOICE_OUTBOX_NAME_MAX + 8),
-                     NULL);
+    /* malloc(): ngx_alloc() would log through a log this thread lacks */
+    data = malloc(NGX_HTTP_VOICE_OUTBOX_HEADER_MAX + len
+                  + 2 * (dlen + NGX_HTTP_VOICE_OUTBOX_NAME_MAX + 8));
     if (data == NULL) {
         en->e.err = NGX_ENOMEM;
         en->e.failed = "malloc()";
@@ -308,7 +308,7 @@ ngx_http_voice_outbox_store(ngx_http_voice_outbox_t *ob,
     {
         en->e.err = ngx_errno;
         en->e.failed = "mkdir()";
-        ngx_free(data);
+        free(data);
         return;
     }
 
@@ -322,7 +322,7 @@ ngx_http_voice_outbox_store(ngx_http_voice_outbox_t *ob,
         (void) utimes((char *) final, tv);
     }
 
-    ngx_free(data);
+    free(data);
 }
 
 
