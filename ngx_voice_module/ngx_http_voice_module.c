@@ -596,6 +596,15 @@ ngx_http_voice_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_msec_value(conf->ws_message_timeout,
                               prev->ws_message_timeout, 5000);
     ngx_conf_merge_str_value(conf->webhook_url, prev->webhook_url, "");
+
+    /* off: empty, not NULL, as voice_fallback_message's */
+
+    if (conf->webhook_url.len == 3
+        && ngx_strncmp(conf->webhook_url.data, "off", 3) == 0)
+    {
+        conf->webhook_url.len = 0;
+    }
+
     ngx_conf_merge_str_value(conf->webhook_secret_file,
                              prev->webhook_secret_file, "");
     ngx_conf_merge_str_value(conf->webhook_outbox, prev->webhook_outbox, "");

@@ -604,8 +604,12 @@ ngx_int_t ngx_http_voice_outbox_add(ngx_conf_t *cf,
     ngx_http_voice_loc_conf_t *vlcf);
 void ngx_http_voice_outbox_init_process(ngx_cycle_t *cycle,
     ngx_http_voice_main_conf_t *vmcf);
-/* in a thread of the pool */
+/* in a thread of the pool; a leased entry waits for its first attempt */
 void ngx_http_voice_outbox_store(ngx_http_voice_outbox_t *ob,
+    ngx_http_voice_outbox_entry_t *en, const u_char *sid,
+    const u_char *body, size_t len, ngx_uint_t leased);
+/* in a thread of the pool: a record recovered from a journal, due now */
+void ngx_http_voice_outbox_recovered(ngx_http_voice_outbox_t *ob,
     ngx_http_voice_outbox_entry_t *en, const u_char *sid,
     const u_char *body, size_t len);
 /* takes body (ngx_alloc()ed) */
@@ -622,6 +626,9 @@ typedef struct {
     time_t                      keep;           /* the shortest
                                                    voice_transcript_keep of
                                                    its locations, 0: all */
+    ngx_http_voice_outbox_t    *outbox;         /* the webhook of its first
+                                                   location that has one:
+                                                   recovered records' */
 } ngx_http_voice_recover_dir_t;
 
 /* what became of one journal */
@@ -640,15 +647,20 @@ typedef struct {
     unsigned                    entries;
     unsigned                    dropped;        /* lines left out */
     ngx_http_voice_store_err_t  e;
+    unsigned                    hooked:1;       /* hook is its webhook
+                                                   outbox entry's */
+    ngx_http_voice_outbox_entry_t  hook;
 } ngx_http_voice_recover_result_t;
 
 ngx_int_t ngx_http_voice_recover_add_dir(ngx_conf_t *cf,
     ngx_http_voice_loc_conf_t *vlcf);
 void ngx_http_voice_recover_init_process(ngx_cycle_t *cycle,
     ngx_http_voice_main_conf_t *vmcf);
-/* in a thread of the pool: one journal, TRANSCRIPT_DIR/.{name}.journal */
+/* in a thread of the pool: one journal, TRANSCRIPT_DIR/.{name}.journal;
+ * its record goes to ob's webhook too, unless ob is NULL */
 void ngx_http_voice_recover_journal(const u_char *dir, const u_char *name,
-    size_t len, ngx_http_voice_recover_result_t *res);
+    size_t len, ngx_http_voice_outbox_t *ob,
+    ngx_http_voice_recover_result_t *res);
 void ngx_http_voice_recover_log(ngx_log_t *log, ngx_uint_t level,
     const u_char *dir, const u_char *name, size_t len,
     ngx_http_voice_recover_result_t *res);

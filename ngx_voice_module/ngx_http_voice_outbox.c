@@ -59,6 +59,9 @@
 /* one outbox directory and the webhook its locations share */
 struct ngx_http_voice_outbox_s {
     ngx_str_t                   dir;            /* ends with '/', NUL */
+    ngx_str_t                   url;            /* its first location's:
+                                                   recovered records go
+                                                   there */
     ngx_str_t                   secret;
     ngx_msec_t                  retry;
     ngx_thread_pool_t          *pool;
@@ -78,6 +81,7 @@ struct ngx_http_voice_outbox_s {
     ngx_uint_t                  ntaken;
     ngx_uint_t                  want;
     ngx_uint_t                  pending;        /* entries seen */
+    ngx_uint_t                  bad;            /* files set aside */
     uint64_t                    earliest;       /* the next due, ms */
     ngx_http_voice_store_err_t  e;
 };
@@ -112,6 +116,8 @@ typedef struct {
 } ngx_http_voice_outbox_send_t;
 
 
+static void ngx_http_voice_outbox_recover_dir(
+    ngx_http_voice_main_conf_t *vmcf, ngx_http_voice_loc_conf_t *vlcf);
 static void ngx_http_voice_outbox_start(ngx_http_voice_outbox_send_t *s);
 static void ngx_http_voice_outbox_state(ngx_http_voice_outbox_send_t *s,
     ngx_http_voice_outbox_state_e state);
@@ -242,6 +248,7 @@ ngx_http_voice_outbox_add(ngx_conf_t *cf, ngx_http_voice_loc_conf_t *vlcf)
         }
 
         vlcf->outbox = ob;
+        ngx_http_voice_outbox_recover_dir(vmcf, vlcf);
         return NGX_OK;
     }
 
@@ -252,6 +259,7 @@ ngx_http_voice_outbox_add(ngx_conf_t *cf, ngx_http_voice_loc_conf_t *vlcf)
     }
 
     ob->dir = dir;
+    ob->url = vlcf->webhook_url;
     ob->secret = vlcf->webhook_secret;
     ob->retry = vlcf->webhook_retry;
     ob->pool = vlcf->thread_pool;
@@ -259,19 +267,47 @@ ngx_http_voice_outbox_add(ngx_conf_t *cf, ngx_http_voice_loc_conf_t *vlcf)
     *obs = ob;
     vlcf->outbox = ob;
 
+    ngx_http_voice_outbox_recover_dir(vmcf, vlcf);
+
     return NGX_OK;
+}
+
+
+/* the records recovered in a media stream's directory go to its webhook */
+
+static void
+ngx_http_voice_outbox_recover_dir(ngx_http_voice_main_conf_t *vmcf,
+    ngx_http_voice_loc_conf_t *vlcf)
+{
+    ngx_uint_t                     i;
+    ngx_http_voice_recover_dir_t  *d;
+
+    d = vmcf->recover_dirs.elts;
+
+    for (i = 0; vlcf->handler == NGX_HTTP_VOICE_MEDIA_STREAM
+                && i < vmcf->recover_dirs.nelts; i++)
+    {
+        if (d[i].outbox == NULL
+            && d[i].dir.len == vlcf->transcript_dir.len
+            && ngx_strncmp(d[i].dir.data, vlcf->transcript_dir.data,
+                           d[i].dir.len) == 0)
+        {
+            d[i].outbox = vlcf->outbox;
+        }
+    }
 }
 
 
 /*
  * In a thread of the pool, right after the record's own write: the
- * outbox entry, atomically, leased to the worker that tries it at once.
+ * outbox entry, atomically; leased to the worker that tries it at once,
+ * or due now (the first worker's next look sends it).
  */
 
 void
 ngx_http_voice_outbox_store(ngx_http_voice_outbox_t *ob,
     ngx_http_voice_outbox_entry_t *en, const u_char *sid,
-    const u_char *body, size_t len)
+    const u_char *body, size_t len, ngx_uint_t leased)
 {
     u_char          *data, *final, *tmp;
     size_t           n, dlen;
@@ -281,7 +317,7 @@ ngx_http_voice_outbox_store(ngx_http_voice_outbox_t *ob,
     en->e.err = 0;
 
     if (len > NGX_HTTP_VOICE_OUTBOX_MAX_BODY) {
-        en->e.failed = "a record larger than a webhook can carry:";
+        en->e.failed = "the size check (a record over 1 MiB)";
         return;
     }
 
@@ -315,7 +351,7 @@ ngx_http_voice_outbox_store(ngx_http_voice_outbox_t *ob,
     en->rc = ngx_http_voice_store_write((char *) ob->dir.data, (char *) tmp,
                                         (char *) final, data, n, &en->e);
 
-    if (en->rc == NGX_OK) {
+    if (en->rc == NGX_OK && leased) {
         (void) gettimeofday(&tv[0], NULL);
         tv[0].tv_sec += NGX_HTTP_VOICE_OUTBOX_LEASE / 1000;
         tv[1] = tv[0];
@@ -323,6 +359,34 @@ ngx_http_voice_outbox_store(ngx_http_voice_outbox_t *ob,
     }
 
     free(data);
+}
+
+
+/* in a thread of the pool: a record made from a journal, no one tries */
+
+void
+ngx_http_voice_outbox_recovered(ngx_http_voice_outbox_t *ob,
+    ngx_http_voice_outbox_entry_t *en, const u_char *sid,
+    const u_char *body, size_t len)
+{
+    struct timeval  tv;
+
+    (void) gettimeofday(&tv, NULL);
+
+    en->url = ob->url;
+    en->made = (uint64_t) tv.tv_sec * 1000 + tv.tv_usec / 1000;
+
+    if (ngx_http_voice_outbox_fmt_name(en->name, sid, NGX_HTTP_VOICE_SID_LEN,
+                                       en->made)
+        == 0)
+    {
+        en->rc = NGX_ERROR;
+        en->e.err = 0;
+        en->e.failed = "naming the entry";
+        return;
+    }
+
+    ngx_http_voice_outbox_store(ob, en, sid, body, len, 0);
 }
 
 
@@ -715,6 +779,7 @@ ngx_http_voice_outbox_look(ngx_event_t *ev)
     ob->want = NGX_HTTP_VOICE_OUTBOX_FLIGHT - ob->flight;
     ob->ntaken = 0;
     ob->pending = 0;
+    ob->bad = 0;
     ob->more = 0;
     ob->earliest = 0;
     ob->e.failed = NULL;
@@ -738,8 +803,11 @@ static void
 ngx_http_voice_outbox_look_thread(void *data, ngx_log_t *log)
 {
     DIR                      *dir;
-    size_t                    nlen, sid_len;
-    u_char                    path[NGX_MAX_PATH];
+    size_t                    nlen, sid_len, url_len, body_len, len;
+    u_char                    path[NGX_MAX_PATH], aside[NGX_MAX_PATH];
+    u_char                   *buf;
+    ngx_int_t                 rc;
+    const u_char             *url, *body;
     uint64_t                  made, now, due;
     ngx_fd_t                  fd;
     struct dirent            *de;
@@ -800,21 +868,41 @@ ngx_http_voice_outbox_look_thread(void *data, ngx_log_t *log)
 
         fd = open((char *) path, O_RDONLY | O_CLOEXEC);
         if (fd == -1) {
+            continue;           /* delivered meanwhile */
+        }
+
+        buf = NULL;
+        rc = ngx_http_voice_store_read_fd(fd, VOICE_PROTO_MAX_FRAME, &buf,
+                                          &len, &ob->e);
+        (void) ngx_close_file(fd);
+
+        if (rc != NGX_OK && ob->e.err != 0) {
+            continue;           /* said once the look is done */
+        }
+
+        /* not an entry of ours (torn, foreign, too large): set aside,
+         * once, where no look goes */
+
+        if (rc != NGX_OK
+            || !ngx_http_voice_outbox_fmt_parse(buf, len, &url, &url_len,
+                                                &body, &body_len))
+        {
+            free(buf);
+            ob->e.failed = NULL;
+            ngx_sprintf(aside, "%s.%s.bad%Z", ob->dir.data, de->d_name);
+            (void) rename((char *) path, (char *) aside);
+            ob->bad++;
+            ob->pending--;
             continue;
         }
 
-        if (ngx_http_voice_store_read_fd(fd, VOICE_PROTO_MAX_FRAME,
-                                         &ob->taken[ob->ntaken],
-                                         &ob->taken_len[ob->ntaken], &ob->e)
-            == NGX_OK)
-        {
-            /* leased: no other look takes it while it is tried */
-            (void) utimes((char *) path, tv);
-            ngx_memcpy(ob->taken_name[ob->ntaken], de->d_name, nlen + 1);
-            ob->ntaken++;
-        }
+        /* leased: no other look takes it while it is tried */
+        (void) utimes((char *) path, tv);
 
-        (void) ngx_close_file(fd);
+        ob->taken[ob->ntaken] = buf;
+        ob->taken_len[ob->ntaken] = len;
+        ngx_memcpy(ob->taken_name[ob->ntaken], de->d_name, nlen + 1);
+        ob->ntaken++;
     }
 
     (void) closedir(dir);
@@ -855,27 +943,26 @@ ngx_http_voice_outbox_look_done(ngx_event_t *ev)
                       "failed: %s failed", ob->dir.data, ob->e.failed);
     }
 
+    if (ob->bad) {
+        ngx_log_error(NGX_LOG_ERR, ev->log, 0,
+                      "voice: %ui files in the webhook outbox \"%s\" are "
+                      "not entries: set aside as .{name}.bad", ob->bad,
+                      ob->dir.data);
+    }
+
     for (i = 0; i < ob->ntaken; i++) {
         nlen = ngx_strlen(ob->taken_name[i]);
 
         s = ngx_calloc(sizeof(ngx_http_voice_outbox_send_t), ev->log);
-
-        if (s == NULL
-            || !ngx_http_voice_outbox_fmt_parse(ob->taken[i],
-                                                ob->taken_len[i], &url,
-                                                &url_len, &body, &body_len))
-        {
-            if (s) {
-                ngx_log_error(NGX_LOG_ERR, ev->log, 0,
-                              "voice: \"%s%s\" is not a webhook outbox "
-                              "entry: left alone", ob->dir.data,
-                              ob->taken_name[i]);
-                ngx_free(s);
-            }
-
+        if (s == NULL) {
             ngx_free(ob->taken[i]);
             continue;
         }
+
+        /* the thread parsed it already */
+        (void) ngx_http_voice_outbox_fmt_parse(ob->taken[i], ob->taken_len[i],
+                                               &url, &url_len, &body,
+                                               &body_len);
 
         s->ob = ob;
         s->data = ob->taken[i];

@@ -839,8 +839,11 @@ ngx_http_voice_transcript_io_thread(void *data, ngx_log_t *log)
              * and Twilio would not have started this stream) */
 
             io->in_the_way = 1;
+            /* not to the webhook: this call's record, which goes on
+             * from it, will be */
             ngx_http_voice_recover_journal(files->dir, call->name.data,
-                                           call->name.len, &io->recovered);
+                                           call->name.len, NULL,
+                                           &io->recovered);
 
             io->rc = ngx_http_voice_store_journal_create(
                                                   (char *) files->journal,
@@ -897,7 +900,8 @@ ngx_http_voice_transcript_io_thread(void *data, ngx_log_t *log)
         /* the record is final: it goes to the webhook's outbox too */
         if (io->rc == NGX_OK && call->vlcf->outbox) {
             ngx_http_voice_outbox_store(call->vlcf->outbox, &io->hook,
-                                        call->call_sid, io->data, io->len);
+                                        call->call_sid, io->data, io->len,
+                                        1);
         }
 
         return;

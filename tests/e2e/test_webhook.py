@@ -274,3 +274,39 @@ def test_nginx_t_refuses_a_webhook_without_a_secret(tmp_path):
     conf.write_text(render(TOP / "conf/nginx.conf.in", values))
     r = nginx_t({})
     assert r.returncode == 0, r.stderr
+
+
+def test_a_record_recovered_after_a_crash_is_posted(stack_factory):
+    port = free_port()
+    stack = stack_factory(extra_http=hook_conf(port))
+    rcv = Receiver(stack.webhook_secret, port).start()
+    try:
+        sid = place_call(stack, number=CALLEE)
+        stack.wait_reply_heard(sid, len(fixture_bytes("reply")))
+        wait_for(lambda: list(stack.transcripts.glob(".%s_*.journal" % sid)),
+                 20, 0.1, "the call's journal")
+        pid = [p for p, j in stack.status_all().items() if j["calls"]][0]
+        stack.expected_log.append(r"worker process %d exited on signal 9"
+                                  % pid)
+        os.kill(pid, signal.SIGKILL)
+
+        # the next worker makes the journal a record, and posts it
+        wait_for(lambda: rcv.got, 40, 0.1, "the recovered record")
+        rec = check_record(stack, sid, *rcv.got[0][:2])
+        assert rec["incomplete"] is True, rec
+        wait_for(lambda: outbox(stack) == [], 10, 0.1, "the entry to go")
+    finally:
+        rcv.stop()
+
+
+def test_a_file_that_is_not_an_entry_is_set_aside(stack_factory):
+    port = free_port()
+    stack = stack_factory(extra_http=hook_conf(port))
+    box = stack.transcripts / ".outbox"
+    box.mkdir()
+    (box / ("CA" + "0" * 32 + ".1.hook")).write_text("not an entry\n")
+    wait_for(lambda: "files in the webhook outbox" in stack.log("error"),
+             20, 0.1, "the file set aside")
+    assert outbox(stack) == [".CA%s.1.hook.bad" % ("0" * 32)]
+    assert "[error]" in [ln for ln in stack.log("error").splitlines()
+                         if "not entries" in ln][0]
