@@ -156,12 +156,15 @@ ngx_http_voice_outbox_add(ngx_conf_t *cf, ngx_http_voice_loc_conf_t *vlcf)
         return NGX_ERROR;
     }
 
-    if (vlcf->webhook_secret.len == 0) {
+    /* as the HTTP tools' key: one a receiver can trust */
+
+    if (vlcf->webhook_secret.len < 16) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"voice_call_webhook\" needs a secret to sign "
-                           "with: set VOICE_WEBHOOK_SECRET in the "
-                           "environment (and \"env VOICE_WEBHOOK_SECRET;\") "
-                           "or use \"voice_call_webhook_secret_file\"");
+                           "\"voice_call_webhook\" needs a secret of at "
+                           "least 16 bytes to sign with: set "
+                           "VOICE_WEBHOOK_SECRET in the environment (and "
+                           "\"env VOICE_WEBHOOK_SECRET;\") or use "
+                           "\"voice_call_webhook_secret_file\"");
         return NGX_ERROR;
     }
 

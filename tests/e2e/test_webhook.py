@@ -264,6 +264,10 @@ def test_nginx_t_refuses_a_webhook_without_a_secret(tmp_path):
     assert r.returncode != 0
     assert "\"voice_call_webhook\" needs a secret" in r.stderr, r.stderr
 
+    r = nginx_t({"VOICE_WEBHOOK_SECRET": "short"})
+    assert r.returncode != 0
+    assert "at least 16 bytes" in r.stderr, r.stderr
+
     r = nginx_t({"VOICE_WEBHOOK_SECRET": "s" * 32})
     assert r.returncode == 0, r.stderr
 
