@@ -1,8 +1,10 @@
 /*
  * bd_http.h: HTTP requests on bridged's loop, with curl's multi_socket
- * interface: the Twilio REST client (bd_twapi.c) and the HTTP tools
- * (bd_tool.c) both go through it, so there is one curl multi handle,
- * one set of uv_poll handles and one timer.
+ * interface: the Twilio REST client (bd_twapi.c), the HTTP tools
+ * (bd_tool.c) and the post-call webhook (bd_hook.c) all go through it, so
+ * there is one curl multi handle, one set of uv_poll handles and one
+ * timer; and the one signature of what bridged POSTs for the operator
+ * (bd_http_sign()).
  *
  * A request is started with everything it needs (URL, body, headers,
  * credentials, a time limit and a cap on the answer's size) and ends in

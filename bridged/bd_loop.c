@@ -2,11 +2,11 @@
  * bd_loop.c: main() of bridged: one process, one thread, one libuv loop.
  *
  * Everything runs on the loop: the ZeroMQ channel (bd_chan.c), curl for
- * Twilio (bd_twapi.c), lws for OpenAI (bd_oai.c) and the calls
- * (bd_call.c).  SIGINT and SIGTERM come in through uv_signal: the calls
- * are hung up, the Twilio requests answered, lws and curl let go of their
- * handles, and once no handle is left uv_run() returns and bridged exits
- * with 0.
+ * Twilio (bd_twapi.c) and the post-call webhook (bd_hook.c), lws for
+ * OpenAI (bd_oai.c) and the calls (bd_call.c).  SIGINT and SIGTERM come
+ * in through uv_signal: the calls are hung up, the Twilio requests
+ * answered, lws and curl let go of their handles, and once no handle is
+ * left uv_run() returns and bridged exits with 0.
  */
 
 #include <errno.h>

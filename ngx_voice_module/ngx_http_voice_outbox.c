@@ -450,7 +450,7 @@ static void
 ngx_http_voice_outbox_start(ngx_http_voice_outbox_send_t *s)
 {
     u_char                   *frame;
-    size_t                    size, n;
+    size_t                    size, n, nlen;
     ngx_str_t                 reason;
     voice_proto_writer_t      wr;
     ngx_http_voice_worker_t  *w;
@@ -470,7 +470,9 @@ ngx_http_voice_outbox_start(ngx_http_voice_outbox_send_t *s)
 
     ngx_queue_init(&s->queue);
 
-    if (w == NULL) {
+    nlen = ngx_strlen(s->name);
+
+    if (w == NULL || nlen <= sizeof(".hook") - 1) {
         ngx_str_set(&reason, "no bridge channel");
         ngx_http_voice_outbox_outcome(s, 0, &reason);
         return;
@@ -494,7 +496,7 @@ ngx_http_voice_outbox_start(ngx_http_voice_outbox_send_t *s)
     voice_proto_put_u64(&wr, VOICE_PROTO_F_REQUEST_ID, s->request_id);
     voice_proto_put_bytes(&wr, VOICE_PROTO_F_CALL_SID, s->name, s->sid_len);
     voice_proto_put_bytes(&wr, VOICE_PROTO_F_NAME, s->name,
-                          ngx_strlen(s->name) - 5);     /* no ".hook" */
+                          nlen - (sizeof(".hook") - 1));
     voice_proto_put_bytes(&wr, VOICE_PROTO_F_URL, s->url.data, s->url.len);
     voice_proto_put_bytes(&wr, VOICE_PROTO_F_SECRET, s->ob->secret.data,
                           s->ob->secret.len);

@@ -279,6 +279,14 @@ def test_nginx_t_refuses_a_webhook_without_a_secret(tmp_path):
     r = nginx_t({})
     assert r.returncode == 0, r.stderr
 
+    # off where the records are written: no secret needed
+    values["EXTRA_HTTP"] = hook_conf(free_port())
+    (tmp_path / "off.conf").write_text("voice_call_webhook off;\n")
+    values["SERVER_INCLUDE"] = "include %s;" % (tmp_path / "off.conf")
+    conf.write_text(render(TOP / "conf/nginx.conf.in", values))
+    r = nginx_t({})
+    assert r.returncode == 0, r.stderr
+
 
 def test_a_record_recovered_after_a_crash_is_posted(stack_factory):
     port = free_port()
