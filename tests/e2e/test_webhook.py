@@ -322,3 +322,31 @@ def test_a_file_that_is_not_an_entry_is_set_aside(stack_factory):
     assert outbox(stack) == [".CA%s.1.hook.bad" % ("0" * 32)]
     assert "[error]" in [ln for ln in stack.log("error").splitlines()
                          if "not entries" in ln][0]
+
+
+def test_a_backlog_drains_once_each(stack_factory):
+    """200 records waiting (as after a long outage): each is delivered
+    once, a few at a time, none twice"""
+    port = free_port()
+    stack = stack_factory(extra_http=hook_conf(port))
+    box = stack.transcripts / ".outbox"
+    box.mkdir()
+    made = int(time.time() * 1000)
+    url = "http://127.0.0.1:%d/hook" % port
+    sids = ["CA%032x" % i for i in range(200)]
+    for sid in sids:
+        body = json.dumps({"callSid": sid, "transcript": []})
+        (box / ("%s.%d.hook" % (sid, made))).write_text(
+            "voice-webhook 1\nurl %s\n\n%s" % (url, body))
+    rcv = Receiver(stack.webhook_secret, port).start()
+    try:
+        t0 = time.monotonic()
+        wait_for(lambda: len(rcv.got) >= len(sids), 60, 0.1, "the backlog")
+        took = time.monotonic() - t0
+        wait_for(lambda: outbox(stack) == [], 10, 0.1, "the outbox empty")
+        time.sleep(1)
+        got = sorted(json.loads(g[1])["callSid"] for g in rcv.got)
+        assert got == sids
+        print("backlog of %d delivered in %.2f s" % (len(sids), took))
+    finally:
+        rcv.stop()
