@@ -695,6 +695,8 @@ ngx_http_voice_outbox_file_thread(void *data, ngx_log_t *log)
 static void
 ngx_http_voice_outbox_file_done(ngx_event_t *ev)
 {
+    uint64_t                       now;
+    ngx_msec_t                     wait;
     ngx_http_voice_outbox_t       *ob;
     ngx_http_voice_outbox_send_t  *s;
 
@@ -720,10 +722,22 @@ ngx_http_voice_outbox_file_done(ngx_event_t *ev)
 
     if (s->looked) {
         ob->flight--;
+    }
 
-        if (ob->more && !ob->busy && ob->timer.timer_set) {
+    /* the first worker looks again as soon as there is more to send, or
+     * when the entry it just deferred is due, not at its next round */
+
+    if (ob->timer.timer_set && !ob->busy) {
+        wait = (ob->more && s->looked) ? 1 : 0;
+
+        if (wait == 0 && s->next && !s->e.failed) {
+            now = ngx_http_voice_now_ms();
+            wait = (s->next > now) ? (ngx_msec_t) (s->next - now) : 1;
+        }
+
+        if (wait && ngx_current_msec + wait < ob->timer.timer.key) {
             ngx_del_timer(&ob->timer);
-            ngx_add_timer(&ob->timer, 1);
+            ngx_add_timer(&ob->timer, wait);
         }
     }
 
