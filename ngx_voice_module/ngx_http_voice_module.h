@@ -606,8 +606,8 @@ void ngx_http_voice_outbox_init_process(ngx_cycle_t *cycle,
     ngx_http_voice_main_conf_t *vmcf);
 /* in a thread of the pool; a leased entry waits for its first attempt */
 void ngx_http_voice_outbox_store(ngx_http_voice_outbox_t *ob,
-    ngx_http_voice_outbox_entry_t *en, const u_char *sid,
-    const u_char *body, size_t len, ngx_uint_t leased);
+    ngx_http_voice_outbox_entry_t *en, const u_char *body, size_t len,
+    ngx_uint_t leased);
 /* in a thread of the pool: a record recovered from a journal, due now */
 void ngx_http_voice_outbox_recovered(ngx_http_voice_outbox_t *ob,
     ngx_http_voice_outbox_entry_t *en, const u_char *sid,

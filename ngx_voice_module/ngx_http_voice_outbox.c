@@ -88,7 +88,8 @@ struct ngx_http_voice_outbox_s {
 
 
 typedef enum {
-    NGX_HTTP_VOICE_OUTBOX_ST_SENT = 0,  /* awaiting bridged's reply */
+    NGX_HTTP_VOICE_OUTBOX_ST_NEW = 0,
+    NGX_HTTP_VOICE_OUTBOX_ST_SENT,      /* awaiting bridged's reply */
     NGX_HTTP_VOICE_OUTBOX_ST_FILING,    /* its entry deleted or deferred */
     NGX_HTTP_VOICE_OUTBOX_ST_DONE
 } ngx_http_voice_outbox_state_e;
@@ -309,8 +310,8 @@ ngx_http_voice_outbox_recover_dir(ngx_http_voice_main_conf_t *vmcf,
 
 void
 ngx_http_voice_outbox_store(ngx_http_voice_outbox_t *ob,
-    ngx_http_voice_outbox_entry_t *en, const u_char *sid,
-    const u_char *body, size_t len, ngx_uint_t leased)
+    ngx_http_voice_outbox_entry_t *en, const u_char *body, size_t len,
+    ngx_uint_t leased)
 {
     u_char          *data, *final, *tmp;
     size_t           n, dlen;
@@ -318,6 +319,7 @@ ngx_http_voice_outbox_store(ngx_http_voice_outbox_t *ob,
 
     en->rc = NGX_ERROR;
     en->e.err = 0;
+    en->e.failed = NULL;
 
     if (len > NGX_HTTP_VOICE_OUTBOX_MAX_BODY) {
         en->e.failed = "the size check (a record over 1 MiB)";
@@ -389,7 +391,7 @@ ngx_http_voice_outbox_recovered(ngx_http_voice_outbox_t *ob,
         return;
     }
 
-    ngx_http_voice_outbox_store(ob, en, sid, body, len, 0);
+    ngx_http_voice_outbox_store(ob, en, body, len, 0);
 }
 
 
@@ -407,8 +409,6 @@ ngx_http_voice_outbox_post(ngx_http_voice_outbox_t *ob,
     ngx_http_voice_outbox_send_t  *s;
 
     if (en->rc != NGX_OK) {
-        ngx_http_voice_zone_hook_count(0, 0, 1);
-
         ngx_log_error(NGX_LOG_ERR, log, en->e.err,
                       "voice: call %*s: the webhook's outbox entry "
                       "\"%s%s\" could not be written (%s failed): the "
@@ -417,6 +417,7 @@ ngx_http_voice_outbox_post(ngx_http_voice_outbox_t *ob,
                       ob->dir.data, en->name, en->e.failed);
 
         if (len > NGX_HTTP_VOICE_OUTBOX_MAX_BODY) {
+            ngx_http_voice_zone_hook_count(0, 0, 1);
             ngx_free(body);
             return;
         }
@@ -627,7 +628,7 @@ ngx_http_voice_outbox_outcome(ngx_http_voice_outbox_send_t *s,
                           s->next - now);
 
         } else {
-            ngx_http_voice_zone_hook_count(0, 0, s->stored);
+            ngx_http_voice_zone_hook_count(0, 0, 1);
 
             ngx_log_error(NGX_LOG_ERR, log, 0,
                           "voice: call %*s: webhook to \"%V\" given up "

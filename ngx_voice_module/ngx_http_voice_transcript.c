@@ -900,8 +900,7 @@ ngx_http_voice_transcript_io_thread(void *data, ngx_log_t *log)
         /* the record is final: it goes to the webhook's outbox too */
         if (io->rc == NGX_OK && call->vlcf->outbox) {
             ngx_http_voice_outbox_store(call->vlcf->outbox, &io->hook,
-                                        call->call_sid, io->data, io->len,
-                                        1);
+                                        io->data, io->len, 1);
         }
 
         return;
