@@ -99,6 +99,11 @@ def outbox(stack):
     return sorted(p.name for p in d.iterdir()) if d.exists() else []
 
 
+def wait_failed_attempt(stack, sid):
+    wait_for(lambda: "voice: call %s: webhook to" % sid in stack.log("error"),
+             30, 0.1, "a failed attempt")
+
+
 def check_record(stack, sid, headers, body):
     assert headers["Content-Type"] == "application/json"
     assert headers["X-Voice-Delivery"].startswith(sid + "."), headers
@@ -155,8 +160,7 @@ def test_a_receiver_that_is_down_gets_it_when_it_is_up(stack_factory):
     port = free_port()
     stack = stack_factory(extra_http=hook_conf(port))
     sid = busy_call(stack)
-    wait_for(lambda: "voice: call %s: webhook to" % sid in stack.log("error")
-             and "failed" in stack.log("error"), 30, 0.1, "a failed attempt")
+    wait_failed_attempt(stack, sid)
     assert len(outbox(stack)) == 1
     wait_for(lambda: webhook_status(stack)["pending"] == 1, 15, 0.2,
              "the entry counted as pending")
@@ -194,8 +198,7 @@ def test_a_pending_record_survives_a_restart_and_a_reload(stack_factory):
     port = free_port()
     stack = stack_factory(extra_http=hook_conf(port))
     first = busy_call(stack)
-    wait_for(lambda: "voice: call %s: webhook to" % first
-             in stack.log("error"), 30, 0.1, "a failed attempt")
+    wait_failed_attempt(stack, first)
 
     # stopped and started again: the outbox is still there
     stack.stop_process("nginx", signal.SIGQUIT)
@@ -205,8 +208,7 @@ def test_a_pending_record_survives_a_restart_and_a_reload(stack_factory):
              10, 0.1, "the bridge channel")
 
     second = busy_call(stack)
-    wait_for(lambda: "voice: call %s: webhook to" % second
-             in stack.log("error"), 30, 0.1, "a failed attempt")
+    wait_failed_attempt(stack, second)
     stack.reload_nginx()
     assert len(outbox(stack)) == 2
 
