@@ -35,6 +35,7 @@
 #include "bd_call.h"
 #include "bd_chan.h"
 #include "bd_curve.h"
+#include "bd_hook.h"
 #include "bd_log.h"
 #include "bd_twapi.h"
 #include "voice_proto.h"
@@ -380,6 +381,10 @@ bd_chan_handle(bd_chan_peer_t *peer, const uint8_t *data, size_t len)
     case VOICE_PROTO_MSG_CALL_CREATE:
     case VOICE_PROTO_MSG_NUMBERS_LIST:
         bd_twapi_request(peer, &msg);
+        break;
+
+    case VOICE_PROTO_MSG_WEBHOOK:
+        bd_hook_request(peer, &msg);
         break;
 
     default:

@@ -19,8 +19,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <stdio.h>
+#include <time.h>
 
 #include <curl/curl.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <uv.h>
 
 #include "bd_conf.h"
@@ -293,6 +297,54 @@ bd_http_take_answer(bd_http_t *h, size_t *len)
     h->answer_size = 0;
 
     return a;
+}
+
+
+/*
+ * X-Voice-Signature: t=T,v1=HEX of HMAC-SHA256(secret, "T.body"): the
+ * one signature of what bridged POSTs for the operator (HTTP tools,
+ * bd_tool.c; the post-call webhook, bd_hook.c).
+ */
+
+int
+bd_http_sign(const char *secret, const char *body, size_t len, char *header,
+    size_t size)
+{
+    int             n;
+    char           *signed_text;
+    unsigned char   mac[EVP_MAX_MD_SIZE];
+    unsigned int    mac_len, i;
+
+    /* "{t}.{body}", with OpenSSL's one-shot HMAC (not deprecated in 3.0,
+     * unlike HMAC_CTX) */
+
+    signed_text = malloc(24 + len);
+    if (signed_text == NULL) {
+        return -1;
+    }
+
+    n = snprintf(signed_text, 24, "%lld.", (long long) time(NULL));
+    memcpy(signed_text + n, body, len);
+
+    mac_len = 0;
+
+    if (HMAC(EVP_sha256(), secret, (int) strlen(secret),
+             (unsigned char *) signed_text, (size_t) n + len, mac, &mac_len)
+        == NULL)
+    {
+        free(signed_text);
+        return -1;
+    }
+
+    n = snprintf(header, size, "X-Voice-Signature: t=%.*s,v1=", n - 1,
+                 signed_text);
+    free(signed_text);
+
+    for (i = 0; i < mac_len && (size_t) n + 3 <= size; i++) {
+        n += snprintf(header + n, size - n, "%02x", mac[i]);
+    }
+
+    return 0;
 }
 
 

@@ -1,8 +1,10 @@
 /*
  * bd_http.h: HTTP requests on bridged's loop, with curl's multi_socket
- * interface: the Twilio REST client (bd_twapi.c) and the HTTP tools
- * (bd_tool.c) both go through it, so there is one curl multi handle,
- * one set of uv_poll handles and one timer.
+ * interface: the Twilio REST client (bd_twapi.c), the HTTP tools
+ * (bd_tool.c) and the post-call webhook (bd_hook.c) all go through it, so
+ * there is one curl multi handle, one set of uv_poll handles and one
+ * timer; and the one signature of what bridged POSTs for the operator
+ * (bd_http_sign()).
  *
  * A request is started with everything it needs (URL, body, headers,
  * credentials, a time limit and a cap on the answer's size) and ends in
@@ -76,6 +78,14 @@ void bd_http_cancel(bd_http_t *h);
 
 /* the answer's buffer, now the caller's (free()); NULL if none */
 char *bd_http_take_answer(bd_http_t *h, size_t *len);
+
+/*
+ * Writes "X-Voice-Signature: t=T,v1=HEX(HMAC-SHA256(secret, "T.body"))"
+ * (T: now, Unix seconds) into header, a curl header line; 0, or -1 when
+ * out of memory or OpenSSL fails.  128 bytes hold it.
+ */
+int bd_http_sign(const char *secret, const char *body, size_t len,
+    char *header, size_t size);
 
 /* the reason a transfer failed, in words */
 const char *bd_http_strerror(bd_http_t *h);

@@ -3,11 +3,11 @@
  *
  * Everything runs on the loop: the ZeroMQ channel (bd_chan.c, with CURVE
  * and its ZAP handler from bd_curve.c when keys are given), curl for
- * Twilio (bd_twapi.c), lws for OpenAI (bd_oai.c) and the calls
- * (bd_call.c).  SIGINT and SIGTERM come in through uv_signal: the calls
- * are hung up, the Twilio requests answered, lws and curl let go of their
- * handles, and once no handle is left uv_run() returns and bridged exits
- * with 0.
+ * Twilio (bd_twapi.c) and the post-call webhook (bd_hook.c), lws for
+ * OpenAI (bd_oai.c) and the calls (bd_call.c).  SIGINT and SIGTERM come
+ * in through uv_signal: the calls are hung up, the Twilio requests
+ * answered, lws and curl let go of their handles, and once no handle is
+ * left uv_run() returns and bridged exits with 0.
  */
 
 #include <errno.h>
@@ -24,6 +24,7 @@
 #include "bd_chan.h"
 #include "bd_conf.h"
 #include "bd_curve.h"
+#include "bd_hook.h"
 #include "bd_log.h"
 #include "bd_oai.h"
 #include "bd_http.h"
@@ -103,6 +104,7 @@ static void
 bd_loop_stop_rest(void)
 {
     bd_twapi_shutdown();
+    bd_hook_shutdown();
     bd_http_shutdown();
     bd_oai_shutdown();
     bd_chan_close();

@@ -31,8 +31,6 @@
 
 #include <cJSON.h>
 #include <curl/curl.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <uv.h>
 
 #include "bd_call.h"
@@ -261,50 +259,6 @@ bd_tool_http_done(bd_http_t *h, void *data)
 }
 
 
-/* X-Voice-Signature: t=T,v1=HEX of HMAC-SHA256(secret, "T.body") */
-
-static int
-bd_tool_sign(const char *secret, const char *body, size_t len, char *header,
-    size_t size)
-{
-    int             n;
-    char           *signed_text;
-    unsigned char   mac[EVP_MAX_MD_SIZE];
-    unsigned int    mac_len, i;
-
-    /* "{t}.{body}", with OpenSSL's one-shot HMAC (not deprecated in 3.0,
-     * unlike HMAC_CTX) */
-
-    signed_text = malloc(24 + len);
-    if (signed_text == NULL) {
-        return -1;
-    }
-
-    n = snprintf(signed_text, 24, "%lld.", (long long) time(NULL));
-    memcpy(signed_text + n, body, len);
-
-    mac_len = 0;
-
-    if (HMAC(EVP_sha256(), secret, (int) strlen(secret),
-             (unsigned char *) signed_text, (size_t) n + len, mac, &mac_len)
-        == NULL)
-    {
-        free(signed_text);
-        return -1;
-    }
-
-    n = snprintf(header, size, "X-Voice-Signature: t=%.*s,v1=", n - 1,
-                 signed_text);
-    free(signed_text);
-
-    for (i = 0; i < mac_len && (size_t) n + 3 <= size; i++) {
-        n += snprintf(header + n, size - n, "%02x", mac[i]);
-    }
-
-    return 0;
-}
-
-
 static void
 bd_tool_http(bd_tool_run_t *run, const cJSON *tool, cJSON *args)
 {
@@ -330,7 +284,7 @@ bd_tool_http(bd_tool_run_t *run, const cJSON *tool, cJSON *args)
     secret = bd_session_str(call->settings, "toolSecret");
 
     if (body == NULL || secret == NULL
-        || bd_tool_sign(secret, body, strlen(body), sig, sizeof(sig)) != 0)
+        || bd_http_sign(secret, body, strlen(body), sig, sizeof(sig)) != 0)
     {
         cJSON_free(body);
         bd_tool_error(run, "bridged could not sign the %s request", "tool");

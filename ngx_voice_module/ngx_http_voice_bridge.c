@@ -103,6 +103,7 @@ ngx_http_voice_bridge_init_process(ngx_cycle_t *cycle,
 
     ngx_rbtree_init(&w->pending, &w->pending_sentinel,
                     ngx_rbtree_insert_value);
+    ngx_queue_init(&w->hooks);
     ngx_rbtree_init(&w->calls, &w->calls_sentinel,
                     ngx_str_rbtree_insert_value);
 
@@ -396,7 +397,10 @@ ngx_http_voice_bridge_dispatch(ngx_http_voice_peer_t *peer, u_char *data,
         return;
 
     case VOICE_PROTO_MSG_REPLY:
-        ngx_http_voice_rest_reply(&msg);
+        if (ngx_http_voice_outbox_reply(&msg) != NGX_OK) {
+            ngx_http_voice_rest_reply(&msg);
+        }
+
         return;
 
     case VOICE_PROTO_MSG_ERROR:

@@ -173,6 +173,14 @@ static ngx_command_t  ngx_http_voice_commands[] = {
                          transcript_retry),
     NGX_HTTP_VOICE_VALUE("voice_transcript_keep", ngx_conf_set_sec_slot,
                          transcript_keep),
+    NGX_HTTP_VOICE_VALUE("voice_call_webhook", ngx_conf_set_str_slot,
+                         webhook_url),
+    NGX_HTTP_VOICE_VALUE("voice_call_webhook_secret_file",
+                         ngx_conf_set_str_slot, webhook_secret_file),
+    NGX_HTTP_VOICE_VALUE("voice_call_webhook_outbox", ngx_conf_set_str_slot,
+                         webhook_outbox),
+    NGX_HTTP_VOICE_VALUE("voice_call_webhook_retry", ngx_conf_set_msec_slot,
+                         webhook_retry),
     NGX_HTTP_VOICE_VALUE("voice_signature", ngx_conf_set_flag_slot,
                          signature),
     NGX_HTTP_VOICE_VALUE("voice_twilio_auth_token_file",
@@ -484,6 +492,9 @@ ngx_http_voice_create_main_conf(ngx_conf_t *cf)
         != NGX_OK
         || ngx_array_init(&vmcf->recover_dirs, cf->pool, 1,
                           sizeof(ngx_http_voice_recover_dir_t))
+           != NGX_OK
+        || ngx_array_init(&vmcf->outboxes, cf->pool, 1,
+                          sizeof(ngx_http_voice_outbox_t *))
            != NGX_OK)
     {
         return NULL;
@@ -565,6 +576,11 @@ ngx_http_voice_create_loc_conf(ngx_conf_t *cf)
      *     conf->auth_token_file = { 0, NULL };
      *     conf->api_token = { 0, NULL };
      *     conf->api_token_file = { 0, NULL };
+     *     conf->webhook_url = { 0, NULL };
+     *     conf->webhook_secret = { 0, NULL };
+     *     conf->webhook_secret_file = { 0, NULL };
+     *     conf->webhook_outbox = { 0, NULL };
+     *     conf->outbox = NULL;
      */
 
     conf->transcript_wait = NGX_CONF_UNSET_MSEC;
@@ -578,6 +594,7 @@ ngx_http_voice_create_loc_conf(ngx_conf_t *cf)
     conf->ws_send_buffer_size = NGX_CONF_UNSET_SIZE;
     conf->ws_ping_interval = NGX_CONF_UNSET_MSEC;
     conf->ws_message_timeout = NGX_CONF_UNSET_MSEC;
+    conf->webhook_retry = NGX_CONF_UNSET_MSEC;
 
     return conf;
 }
@@ -630,6 +647,21 @@ ngx_http_voice_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               10000);
     ngx_conf_merge_msec_value(conf->ws_message_timeout,
                               prev->ws_message_timeout, 5000);
+    ngx_conf_merge_str_value(conf->webhook_url, prev->webhook_url, "");
+
+    /* off: empty, not NULL, as voice_fallback_message's */
+
+    if (conf->webhook_url.len == 3
+        && ngx_strncmp(conf->webhook_url.data, "off", 3) == 0)
+    {
+        conf->webhook_url.len = 0;
+    }
+
+    ngx_conf_merge_str_value(conf->webhook_secret_file,
+                             prev->webhook_secret_file, "");
+    ngx_conf_merge_str_value(conf->webhook_outbox, prev->webhook_outbox, "");
+    ngx_conf_merge_msec_value(conf->webhook_retry, prev->webhook_retry,
+                              86400000);
 
     h = conf->handler;
 
@@ -727,6 +759,15 @@ ngx_http_voice_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     if (h == NGX_HTTP_VOICE_MEDIA_STREAM
         && ngx_http_voice_recover_add_dir(cf, conf) != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    /* where records are made final, they are posted (the webhook) */
+
+    if ((h == NGX_HTTP_VOICE_MEDIA_STREAM || h == NGX_HTTP_VOICE_CALL_STATUS)
+        && conf->webhook_url.len
+        && ngx_http_voice_outbox_add(cf, conf) != NGX_OK)
     {
         return NGX_CONF_ERROR;
     }
@@ -1148,6 +1189,7 @@ ngx_http_voice_init_process(ngx_cycle_t *cycle)
 
     ngx_http_voice_recover_init_process(cycle, vmcf);
     ngx_http_voice_keep_init_process(cycle, vmcf);
+    ngx_http_voice_outbox_init_process(cycle, vmcf);
 
     if (vmcf->endpoints.nelts == 0) {
         return NGX_OK;

@@ -31,6 +31,8 @@
  *                    process died), ngx_http_voice_transcript_get.c (the
  *                    lookup, listing and deletion),
  *                    ngx_http_voice_keep.c (retention),
+ *                    ngx_http_voice_outbox.c (the post-call webhook, its
+ *                    outbox: ngx_http_voice_outbox_fmt.c),
  *                    ngx_http_voice_transcript_fmt.c (formats)
  *   logs             ngx_http_voice_log.c (the call a request is about:
  *                    its error_log lines, $voice_call_sid and
@@ -53,6 +55,7 @@
 #include "ngx_http_voice_ws_codec.h"
 #include "ngx_http_voice_twilio.h"
 #include "ngx_http_voice_body.h"
+#include "ngx_http_voice_outbox_fmt.h"
 
 
 #define NGX_HTTP_VOICE_SID_LEN       34
@@ -88,6 +91,7 @@ typedef struct ngx_http_voice_worker_s    ngx_http_voice_worker_t;
 typedef struct ngx_http_voice_ws_s        ngx_http_voice_ws_t;
 typedef struct ngx_http_voice_transcript_files_s
     ngx_http_voice_transcript_files_t;
+typedef struct ngx_http_voice_outbox_s    ngx_http_voice_outbox_t;
 
 
 typedef struct {
@@ -107,6 +111,8 @@ typedef struct {
                                                    this host's public and
                                                    secret keys, bridged's
                                                    public key: 3 x _KEY */
+    ngx_array_t                 outboxes;       /* of outbox_t *: the
+                                                   webhook's */
 
     /* per-worker state, created in init_process */
     ngx_http_voice_worker_t    *worker;
@@ -146,6 +152,13 @@ typedef struct {
     size_t                      ws_send_buffer_size;
     ngx_msec_t                  ws_message_timeout;
     ngx_msec_t                  ws_ping_interval;
+
+    ngx_str_t                   webhook_url;    /* empty: none */
+    ngx_str_t                   webhook_secret;
+    ngx_str_t                   webhook_secret_file;
+    ngx_str_t                   webhook_outbox; /* empty: the default */
+    ngx_msec_t                  webhook_retry;
+    ngx_http_voice_outbox_t    *outbox;         /* where its records' go */
 } ngx_http_voice_loc_conf_t;
 
 
@@ -202,6 +215,7 @@ struct ngx_http_voice_worker_s {
     ngx_rbtree_t                pending;        /* REST, by request id */
     ngx_rbtree_node_t           pending_sentinel;
     uint64_t                    next_request_id;
+    ngx_queue_t                 hooks;          /* webhook attempts sent */
 
     ngx_rbtree_t                calls;          /* by call SID */
     ngx_rbtree_node_t           calls_sentinel;
@@ -479,6 +493,9 @@ ngx_int_t ngx_http_voice_zone_idem_begin(ngx_str_t *key, u_char *digest,
 void ngx_http_voice_zone_idem_end(ngx_str_t *key, uint64_t id,
     ngx_uint_t status, const u_char *body, size_t len, ngx_uint_t keep);
 u_char *ngx_http_voice_zone_status(u_char *p);
+void ngx_http_voice_zone_hook_count(ngx_uint_t delivered, ngx_uint_t failed,
+    ngx_uint_t given_up);
+void ngx_http_voice_zone_hook_pending(ngx_uint_t pending);
 
 #define NGX_HTTP_VOICE_ADMIT_OK         0
 #define NGX_HTTP_VOICE_ADMIT_FULL       1    /* voice_max_calls reached */
@@ -603,6 +620,36 @@ ngx_int_t ngx_http_voice_store_merge(const char *final, u_char **data,
     size_t *len, ngx_http_voice_store_err_t *e);
 
 
+/* ngx_http_voice_outbox.c: the post-call webhook */
+typedef struct {
+    ngx_str_t                   url;
+    u_char                      name[NGX_HTTP_VOICE_OUTBOX_NAME_MAX];
+    uint64_t                    made;           /* ms since the epoch */
+
+    /* the thread's result */
+    ngx_int_t                   rc;
+    ngx_http_voice_store_err_t  e;
+} ngx_http_voice_outbox_entry_t;
+
+ngx_int_t ngx_http_voice_outbox_add(ngx_conf_t *cf,
+    ngx_http_voice_loc_conf_t *vlcf);
+void ngx_http_voice_outbox_init_process(ngx_cycle_t *cycle,
+    ngx_http_voice_main_conf_t *vmcf);
+/* in a thread of the pool; a leased entry waits for its first attempt */
+void ngx_http_voice_outbox_store(ngx_http_voice_outbox_t *ob,
+    ngx_http_voice_outbox_entry_t *en, const u_char *body, size_t len,
+    ngx_uint_t leased);
+/* in a thread of the pool: a record recovered from a journal, due now */
+void ngx_http_voice_outbox_recovered(ngx_http_voice_outbox_t *ob,
+    ngx_http_voice_outbox_entry_t *en, const u_char *sid,
+    const u_char *body, size_t len);
+/* takes body (ngx_alloc()ed) */
+void ngx_http_voice_outbox_post(ngx_http_voice_outbox_t *ob,
+    ngx_http_voice_outbox_entry_t *en, ngx_log_t *log, u_char *body,
+    size_t len);
+ngx_int_t ngx_http_voice_outbox_reply(voice_proto_msg_t *msg);
+
+
 /* ngx_http_voice_recover.c */
 typedef struct {
     ngx_str_t                   dir;            /* NUL-terminated */
@@ -610,6 +657,9 @@ typedef struct {
     time_t                      keep;           /* the shortest
                                                    voice_transcript_keep of
                                                    its locations, 0: all */
+    ngx_http_voice_outbox_t    *outbox;         /* the webhook of its first
+                                                   location that has one:
+                                                   recovered records' */
 } ngx_http_voice_recover_dir_t;
 
 /* what became of one journal */
@@ -628,15 +678,20 @@ typedef struct {
     unsigned                    entries;
     unsigned                    dropped;        /* lines left out */
     ngx_http_voice_store_err_t  e;
+    unsigned                    hooked:1;       /* hook is its webhook
+                                                   outbox entry's */
+    ngx_http_voice_outbox_entry_t  hook;
 } ngx_http_voice_recover_result_t;
 
 ngx_int_t ngx_http_voice_recover_add_dir(ngx_conf_t *cf,
     ngx_http_voice_loc_conf_t *vlcf);
 void ngx_http_voice_recover_init_process(ngx_cycle_t *cycle,
     ngx_http_voice_main_conf_t *vmcf);
-/* in a thread of the pool: one journal, TRANSCRIPT_DIR/.{name}.journal */
+/* in a thread of the pool: one journal, TRANSCRIPT_DIR/.{name}.journal;
+ * its record goes to ob's webhook too, unless ob is NULL */
 void ngx_http_voice_recover_journal(const u_char *dir, const u_char *name,
-    size_t len, ngx_http_voice_recover_result_t *res);
+    size_t len, ngx_http_voice_outbox_t *ob,
+    ngx_http_voice_recover_result_t *res);
 void ngx_http_voice_recover_log(ngx_log_t *log, ngx_uint_t level,
     const u_char *dir, const u_char *name, size_t len,
     ngx_http_voice_recover_result_t *res);

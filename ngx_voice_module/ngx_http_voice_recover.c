@@ -57,6 +57,7 @@ typedef struct {
     ngx_thread_task_t                task;
     ngx_thread_pool_t               *pool;
     u_char                          *dir;        /* NUL-terminated */
+    ngx_http_voice_outbox_t         *outbox;     /* or NULL */
 
     /* the scan's: names of NAME_MAX + 1 bytes each, malloc()ed */
     u_char                          *names;
@@ -127,6 +128,7 @@ ngx_http_voice_recover_add_dir(ngx_conf_t *cf,
     d->dir.data[d->dir.len] = '\0';
     d->pool = vlcf->thread_pool;
     d->keep = vlcf->transcript_keep;
+    d->outbox = NULL;
 
     return NGX_OK;
 }
@@ -153,6 +155,7 @@ ngx_http_voice_recover_init_process(ngx_cycle_t *cycle,
         p->dir = (u_char *) (p + 1);
         ngx_memcpy(p->dir, d[i].dir.data, d[i].dir.len + 1);
         p->pool = d[i].pool;
+        p->outbox = d[i].outbox;
 
         p->task.ctx = p;
         p->task.handler = ngx_http_voice_recover_scan;
@@ -247,7 +250,8 @@ ngx_http_voice_recover_one(void *data, ngx_log_t *log)
 
     name = p->names + p->cur * (NGX_HTTP_VOICE_RECOVER_NAME_MAX + 1);
 
-    ngx_http_voice_recover_journal(p->dir, name, ngx_strlen(name), &p->res);
+    ngx_http_voice_recover_journal(p->dir, name, ngx_strlen(name), p->outbox,
+                                   &p->res);
 }
 
 
@@ -355,6 +359,15 @@ ngx_http_voice_recover_log(ngx_log_t *log, ngx_uint_t level,
                       "\"%s%*s.json\", marked incomplete (%ud entries, %ud "
                       "lines left out)", sid, name, dir, len, name,
                       res->entries, res->dropped);
+
+        if (res->hooked && res->hook.rc != NGX_OK) {
+            ngx_log_error(NGX_LOG_ERR, log, res->hook.e.err,
+                          "voice: call %*s: the webhook's outbox entry of "
+                          "its recovered record could not be written (%s "
+                          "failed): the record is not posted", sid, name,
+                          res->hook.e.failed);
+        }
+
         return;
 
     case NGX_HTTP_VOICE_RECOVER_WRITTEN:
@@ -406,7 +419,8 @@ ngx_http_voice_recover_newer(ngx_file_info_t *a, ngx_file_info_t *b)
 
 void
 ngx_http_voice_recover_journal(const u_char *dir, const u_char *name,
-    size_t len, ngx_http_voice_recover_result_t *res)
+    size_t len, ngx_http_voice_outbox_t *ob,
+    ngx_http_voice_recover_result_t *res)
 {
     u_char                                   journal[NGX_MAX_PATH];
     u_char                                   final[NGX_MAX_PATH];
@@ -557,6 +571,13 @@ ngx_http_voice_recover_journal(const u_char *dir, const u_char *name,
 
     ngx_http_voice_store_journal_drop((char *) journal, fd);
     res->state = NGX_HTTP_VOICE_RECOVER_RECOVERED;
+
+    /* a record made final here is posted like any other */
+    if (ob) {
+        ngx_http_voice_outbox_recovered(ob, &res->hook, sid, out, n);
+        res->hooked = 1;
+    }
+
     goto done;
 
 failed:

@@ -1046,8 +1046,8 @@ ngx_http_voice_status_handler(ngx_http_request_t *r)
     w = ngx_http_voice_worker();
 
     /* the fixed text with every counter at its widest takes ~950 bytes,
-     * the zone's ~400 */
-    len = 1664;
+     * the zone's ~500 */
+    len = 1792;
     if (w) {
         for (i = 0; i < w->npeers; i++) {
             len += 160 + 2 * w->peers[i].endpoint.len;

@@ -67,6 +67,8 @@ typedef struct {
     unsigned                    in_the_way:1; /* an earlier journal of the
                                                  record was recovered */
     ngx_http_voice_recover_result_t  recovered;
+    ngx_http_voice_outbox_entry_t    hook;  /* the final record's, when
+                                               its location has a webhook */
 } ngx_http_voice_transcript_io_t;
 
 
@@ -473,6 +475,14 @@ ngx_http_voice_transcript_schedule(ngx_http_voice_call_t *call)
         return;
     }
 
+    if (io->op == NGX_HTTP_VOICE_TRANSCRIPT_FINAL && call->vlcf->outbox) {
+        io->hook.url = call->vlcf->webhook_url;
+        io->hook.made = ngx_http_voice_now_ms();
+        (void) ngx_http_voice_outbox_fmt_name(io->hook.name, call->call_sid,
+                                              NGX_HTTP_VOICE_SID_LEN,
+                                              io->hook.made);
+    }
+
     io->data = data;
     io->len = len;
     io->upto = n;
@@ -829,8 +839,11 @@ ngx_http_voice_transcript_io_thread(void *data, ngx_log_t *log)
              * and Twilio would not have started this stream) */
 
             io->in_the_way = 1;
+            /* not to the webhook: this call's record, which goes on
+             * from it, will be */
             ngx_http_voice_recover_journal(files->dir, call->name.data,
-                                           call->name.len, &io->recovered);
+                                           call->name.len, NULL,
+                                           &io->recovered);
 
             io->rc = ngx_http_voice_store_journal_create(
                                                   (char *) files->journal,
@@ -884,6 +897,12 @@ ngx_http_voice_transcript_io_thread(void *data, ngx_log_t *log)
             files->lock = NGX_INVALID_FILE;
         }
 
+        /* the record is final: it goes to the webhook's outbox too */
+        if (io->rc == NGX_OK && call->vlcf->outbox) {
+            ngx_http_voice_outbox_store(call->vlcf->outbox, &io->hook,
+                                        io->data, io->len, 1);
+        }
+
         return;
     }
 }
@@ -904,6 +923,15 @@ ngx_http_voice_transcript_io_done(ngx_event_t *ev)
 
     if (files->hold.timer_set) {
         ngx_del_timer(&files->hold);
+    }
+
+    /* the record, in memory, is the webhook's first attempt */
+    if (io->op == NGX_HTTP_VOICE_TRANSCRIPT_FINAL && io->rc == NGX_OK
+        && call->vlcf->outbox && io->data)
+    {
+        ngx_http_voice_outbox_post(call->vlcf->outbox, &io->hook, call->log,
+                                   io->data, io->len);
+        io->data = NULL;
     }
 
     if (io->data) {

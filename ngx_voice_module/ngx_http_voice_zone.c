@@ -106,6 +106,12 @@ typedef struct {
     ngx_uint_t                  orphans;        /* their worker died */
     time_t                      swept;
     uint64_t                    next_token;
+
+    /* the post-call webhook (ngx_http_voice_outbox.c) */
+    ngx_uint_t                  hook_delivered;
+    ngx_uint_t                  hook_failed;    /* attempts */
+    ngx_uint_t                  hook_given_up;
+    ngx_uint_t                  hook_pending;   /* as last looked at */
 } ngx_http_voice_zone_sh_t;
 
 
@@ -662,9 +668,54 @@ ngx_http_voice_zone_status(u_char *p)
                     ctx->sh->ncalls, ctx->sh->nwaiting, ctx->sh->refused,
                     ctx->sh->expired, ctx->sh->orphans);
 
+    p = ngx_sprintf(p, ",\"webhook\":{\"delivered\":%ui,"
+                    "\"failedAttempts\":%ui,\"givenUp\":%ui,"
+                    "\"pending\":%ui}",
+                    ctx->sh->hook_delivered, ctx->sh->hook_failed,
+                    ctx->sh->hook_given_up, ctx->sh->hook_pending);
+
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 
     return p;
+}
+
+
+/* the post-call webhook's counts, for voice_status */
+
+void
+ngx_http_voice_zone_hook_count(ngx_uint_t delivered, ngx_uint_t failed,
+    ngx_uint_t given_up)
+{
+    ngx_http_voice_zone_ctx_t  *ctx;
+
+    ctx = ngx_http_voice_zone_ctx();
+    if (ctx == NULL) {
+        return;
+    }
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    ctx->sh->hook_delivered += delivered;
+    ctx->sh->hook_failed += failed;
+    ctx->sh->hook_given_up += given_up;
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+}
+
+
+void
+ngx_http_voice_zone_hook_pending(ngx_uint_t pending)
+{
+    ngx_http_voice_zone_ctx_t  *ctx;
+
+    ctx = ngx_http_voice_zone_ctx();
+    if (ctx == NULL) {
+        return;
+    }
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+    ctx->sh->hook_pending = pending;
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
 }
 
 

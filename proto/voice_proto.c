@@ -85,6 +85,7 @@ static const voice_proto_field_t  voice_proto_fields[VOICE_PROTO_F_MAX] = {
     [VOICE_PROTO_F_MODEL] = VOICE_PROTO_BYTES(model, 128),
     [VOICE_PROTO_F_TRANSCRIBE_MODEL] = VOICE_PROTO_BYTES(transcribe_model,
                                                          128),
+    [VOICE_PROTO_F_SECRET] = VOICE_PROTO_BYTES(secret, 4096),
 };
 
 
@@ -127,6 +128,9 @@ static const voice_proto_type_t  voice_proto_types[128] = {
                                    "call.end" },
     [VOICE_PROTO_MSG_NUMBERS_LIST] = { 1, F(REQUEST_ID),
                                        "numbers.list" },
+    [VOICE_PROTO_MSG_WEBHOOK] = { 1,
+        F(REQUEST_ID) | F(CALL_SID) | F(URL) | F(BODY) | F(SECRET),
+        "webhook" },
     [VOICE_PROTO_MSG_REPLY] = { 1, F(REQUEST_ID) | F(STATUS) | F(BODY),
                                 "reply" },
     [VOICE_PROTO_MSG_ERROR] = { 1, F(REASON), "error" },

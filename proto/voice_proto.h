@@ -78,6 +78,9 @@ typedef enum {
     VOICE_PROTO_MSG_CALL_CREATE = 0x30,   /* N->B  REST: place a call */
     VOICE_PROTO_MSG_CALL_END = 0x31,      /* N->B  REST: hang up a call */
     VOICE_PROTO_MSG_NUMBERS_LIST = 0x32,  /* N->B  REST: list numbers */
+    VOICE_PROTO_MSG_WEBHOOK = 0x33,       /* N->B  POST a call's record to
+                                             the operator (reply: status
+                                             the receiver's, 0 if none) */
     VOICE_PROTO_MSG_REPLY = 0x3f,         /* B->N  REST reply */
 
     VOICE_PROTO_MSG_ERROR = 0x7f          /* B->N  protocol error */
@@ -136,6 +139,8 @@ typedef enum {
     VOICE_PROTO_F_MODEL = 57,          /* string: the realtime model */
     VOICE_PROTO_F_TRANSCRIBE_MODEL = 58, /* string: the transcription
                                             model */
+    VOICE_PROTO_F_SECRET = 59,         /* string: a webhook's signing
+                                          secret */
 
     VOICE_PROTO_F_MAX = 64             /* tags are below this */
 } voice_proto_field_e;
@@ -233,6 +238,7 @@ typedef struct {
     voice_proto_str_t   generated;
     voice_proto_str_t   model;
     voice_proto_str_t   transcribe_model;
+    voice_proto_str_t   secret;
 } voice_proto_msg_t;
 
 

@@ -106,8 +106,9 @@ class Stack:
         self.public_url = opts.get("public_url", "https://voice.example.test")
         self.ca = str(CERTS / "ca.pem")
         self.tool_secret = secrets.token_hex(16)
+        self.webhook_secret = secrets.token_hex(16)
         self.secrets = [self.auth_token, self.api_key, self.api_token,
-                        self.tool_secret]
+                        self.tool_secret, self.webhook_secret]
         # patterns of [alert]/[crit] lines a test causes on purpose (the
         # master's "exited on signal 9" of a worker the test killed)
         self.expected_log = []
@@ -254,6 +255,7 @@ class Stack:
                     "TWILIO_AUTH_TOKEN": self.auth_token,
                     "VOICE_API_TOKEN": self.api_token,
                     "VOICE_TOOL_SECRET": self.tool_secret,
+                    "VOICE_WEBHOOK_SECRET": self.webhook_secret,
                     "TRANSCRIPT_DIR": str(self.transcripts)})
         for k in ("TWILIO_ACCOUNT_SID", "OPENAI_API_KEY"):
             env.pop(k, None)

@@ -60,7 +60,12 @@ fuzz_str_inside(const voice_proto_str_t *s, const uint8_t *buf, size_t size)
     { &(m).settings, VOICE_PROTO_F_SETTINGS },                                \
     { &(m).arguments, VOICE_PROTO_F_ARGUMENTS },                              \
     { &(m).ended_by, VOICE_PROTO_F_ENDED_BY },                                \
-    { &(m).answered_by, VOICE_PROTO_F_ANSWERED_BY }
+    { &(m).answered_by, VOICE_PROTO_F_ANSWERED_BY },                          \
+    { &(m).history, VOICE_PROTO_F_HISTORY },                                  \
+    { &(m).generated, VOICE_PROTO_F_GENERATED },                              \
+    { &(m).model, VOICE_PROTO_F_MODEL },                                      \
+    { &(m).transcribe_model, VOICE_PROTO_F_TRANSCRIBE_MODEL },                \
+    { &(m).secret, VOICE_PROTO_F_SECRET }
 
 typedef struct {
     const voice_proto_str_t  *s;

@@ -72,8 +72,8 @@ test_every_type_with_required_fields(void **state)
         VOICE_PROTO_MSG_MARK, VOICE_PROTO_MSG_CLEAR, VOICE_PROTO_MSG_HANGUP,
         VOICE_PROTO_MSG_TRANSCRIPT, VOICE_PROTO_MSG_CALL_DONE,
         VOICE_PROTO_MSG_CALL_CREATE, VOICE_PROTO_MSG_CALL_END,
-        VOICE_PROTO_MSG_NUMBERS_LIST, VOICE_PROTO_MSG_REPLY,
-        VOICE_PROTO_MSG_ERROR
+        VOICE_PROTO_MSG_NUMBERS_LIST, VOICE_PROTO_MSG_WEBHOOK,
+        VOICE_PROTO_MSG_REPLY, VOICE_PROTO_MSG_ERROR
     };
     size_t                i, n;
     uint8_t               buf[1024];
@@ -108,6 +108,7 @@ test_every_type_with_required_fields(void **state)
         voice_proto_put_str(&w, VOICE_PROTO_F_REASON, "why");
         voice_proto_put_str(&w, VOICE_PROTO_F_BODY, "{}");
         voice_proto_put_str(&w, VOICE_PROTO_F_SETTINGS, "{}");
+        voice_proto_put_str(&w, VOICE_PROTO_F_SECRET, "s3cret");
         voice_proto_put_bytes(&w, VOICE_PROTO_F_AUDIO, "\xff", 1);
         n = voice_proto_finish(&w);
         assert_true(n > 0);
@@ -115,6 +116,68 @@ test_every_type_with_required_fields(void **state)
                          VOICE_PROTO_OK);
         assert_int_equal(m.type, types[i]);
         assert_string_not_equal(voice_proto_type_name(types[i]), "unknown");
+    }
+}
+
+
+/* the webhook's message: the secret is a field of its own, and without
+ * it (or the body, or the URL) the message is refused */
+
+static void
+test_webhook(void **state)
+{
+    size_t                n, i;
+    uint8_t               buf[1024];
+    voice_proto_msg_t     m;
+    voice_proto_writer_t  w;
+    voice_proto_field_e   drop[] = {
+        VOICE_PROTO_F_REQUEST_ID, VOICE_PROTO_F_CALL_SID, VOICE_PROTO_F_URL,
+        VOICE_PROTO_F_BODY, VOICE_PROTO_F_SECRET
+    };
+
+    (void) state;
+
+    for (i = 0; i <= sizeof(drop) / sizeof(drop[0]); i++) {
+        voice_proto_begin(&w, buf, sizeof(buf), VOICE_PROTO_MSG_WEBHOOK);
+
+        if (i == 0 || drop[i - 1] != VOICE_PROTO_F_REQUEST_ID) {
+            voice_proto_put_u64(&w, VOICE_PROTO_F_REQUEST_ID, 7);
+        }
+
+        if (i == 0 || drop[i - 1] != VOICE_PROTO_F_CALL_SID) {
+            voice_proto_put_str(&w, VOICE_PROTO_F_CALL_SID, SID);
+        }
+
+        if (i == 0 || drop[i - 1] != VOICE_PROTO_F_URL) {
+            voice_proto_put_str(&w, VOICE_PROTO_F_URL, "https://h/x");
+        }
+
+        if (i == 0 || drop[i - 1] != VOICE_PROTO_F_BODY) {
+            voice_proto_put_str(&w, VOICE_PROTO_F_BODY, "{\"a\":1}");
+        }
+
+        if (i == 0 || drop[i - 1] != VOICE_PROTO_F_SECRET) {
+            voice_proto_put_str(&w, VOICE_PROTO_F_SECRET, "s3cret");
+        }
+
+        voice_proto_put_str(&w, VOICE_PROTO_F_NAME, SID ".17");
+        n = voice_proto_finish(&w);
+        assert_true(n > 0);
+
+        if (i > 0) {
+            assert_int_equal(voice_proto_decode(buf, n, &m, NULL),
+                             VOICE_PROTO_ERROR);
+            continue;
+        }
+
+        assert_int_equal(voice_proto_decode(buf, n, &m, NULL),
+                         VOICE_PROTO_OK);
+        assert_int_equal(m.type, VOICE_PROTO_MSG_WEBHOOK);
+        assert_string_equal(voice_proto_type_name(m.type), "webhook");
+        assert_int_equal(m.secret.len, 6);
+        assert_memory_equal(m.secret.data, "s3cret", 6);
+        assert_int_equal(m.body.len, 7);
+        assert_int_equal(m.name.len, strlen(SID) + 3);
     }
 }
 
@@ -303,6 +366,7 @@ main(void)
     const struct CMUnitTest  tests[] = {
         cmocka_unit_test(test_audio_round_trip),
         cmocka_unit_test(test_every_type_with_required_fields),
+        cmocka_unit_test(test_webhook),
         cmocka_unit_test(test_partial_frames_need_more),
         cmocka_unit_test(test_malformed_frames),
         cmocka_unit_test(test_unknown_fields_are_skipped),
