@@ -34,6 +34,7 @@
 #include "bd_call.h"
 #include "bd_chan.h"
 #include "bd_log.h"
+#include "bd_stats.h"
 #include "bd_twapi.h"
 #include "voice_proto.h"
 
@@ -304,6 +305,21 @@ bd_chan_error(bd_chan_peer_t *peer, const char *reason,
 }
 
 
+/* nginx's voice_metrics asks for bridged's counters (bd_stats.c) */
+
+static void
+bd_chan_stats(bd_chan_peer_t *peer, uint64_t request_id)
+{
+    size_t       len;
+    static char  buf[BD_STATS_MAX];
+
+    len = bd_stats_render(buf, sizeof(buf), bd_call_calls());
+
+    (void) bd_chan_reply(peer, request_id, len ? 200 : 500, 0, NULL, buf,
+                         len);
+}
+
+
 static void
 bd_chan_handle(bd_chan_peer_t *peer, const uint8_t *data, size_t len)
 {
@@ -365,6 +381,10 @@ bd_chan_handle(bd_chan_peer_t *peer, const uint8_t *data, size_t len)
     case VOICE_PROTO_MSG_CALL_CREATE:
     case VOICE_PROTO_MSG_NUMBERS_LIST:
         bd_twapi_request(peer, &msg);
+        break;
+
+    case VOICE_PROTO_MSG_STATS:
+        bd_chan_stats(peer, msg.request_id);
         break;
 
     default:

@@ -71,7 +71,8 @@ typedef enum {
     NGX_HTTP_VOICE_API_TRANSCRIPT,
     NGX_HTTP_VOICE_API_TRANSCRIPTS,
     NGX_HTTP_VOICE_STATUS,
-    NGX_HTTP_VOICE_CALL_STATUS
+    NGX_HTTP_VOICE_CALL_STATUS,
+    NGX_HTTP_VOICE_METRICS
 } ngx_http_voice_handler_e;
 
 
@@ -92,6 +93,7 @@ typedef struct {
                                                       ended politely */
     ngx_uint_t                  worker_sched;   /* 1: SCHED_BATCH */
     ngx_shm_zone_t             *zone;           /* voice_zone */
+    ngx_shm_zone_t             *metrics;        /* the counters */
     ngx_array_t                 recover_dirs;   /* of recover_dir_t: the
                                                    transcript directories
                                                    of the media streams */
@@ -166,6 +168,8 @@ struct ngx_http_voice_peer_s {
     ngx_connection_t           *mon_conn;       /* wraps that ZMQ_FD */
     ngx_msec_t                  last_seen;      /* any message from it */
     ngx_msec_t                  last_ping;
+    uint64_t                    ping_id;        /* the last ping's */
+    uint64_t                    ping_us;        /* and when it left */
     ngx_uint_t                  missed;         /* pings unanswered */
     ngx_uint_t                  dropped;        /* frames refused (HWM) */
     ngx_uint_t                  calls;          /* its own count, as its
@@ -208,17 +212,9 @@ struct ngx_http_voice_worker_s {
     u_char                     *ws_msg;         /* WebSocket messages */
     size_t                      ws_msg_size;
 
-    /* counters, shown by voice_status */
-    ngx_atomic_uint_t           audio_in;
-    ngx_atomic_uint_t           audio_out;
-    ngx_atomic_uint_t           audio_dropped;
-    ngx_atomic_uint_t           events_ignored;
-    ngx_atomic_uint_t           events_invalid;
-    ngx_atomic_uint_t           call_status[NGX_HTTP_VOICE_CALL_STATUSES];
-    ngx_atomic_uint_t           transcript_errors;      /* calls whose
-                                                           storage failed */
-    ngx_atomic_uint_t           transcripts_recovered;  /* from journals */
-    ngx_atomic_uint_t           transcripts_lost;       /* given up */
+    /* voice_metrics scrapes waiting for bridged (metrics_scrape_t) */
+    ngx_queue_t                 scrapes;
+    ngx_uint_t                  nscrapes;
 };
 
 
@@ -350,6 +346,13 @@ struct ngx_http_voice_call_s {
     unsigned                    admitted:1;     /* holds a slot of
                                                    voice_max_calls */
     unsigned                    outbound:1;     /* placed by /api/call */
+    unsigned                    active:1;       /* counted as active
+                                                   (voice_calls_active) */
+    unsigned                    hurried:1;      /* counted in
+                                                   voice_calls_total, or
+                                                   left to the stream that
+                                                   goes on with its
+                                                   record */
 
     ngx_event_t                 wait;           /* bounded wait for done */
     ngx_http_voice_transcript_files_t  *files;  /* its file operations */
@@ -365,6 +368,8 @@ ngx_table_elt_t *ngx_http_voice_header(ngx_http_request_t *r,
     const char *name, size_t len);
 ngx_int_t ngx_http_voice_send_json(ngx_http_request_t *r, ngx_uint_t status,
     u_char *body, size_t len);
+ngx_int_t ngx_http_voice_send_body(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *type, u_char *body, size_t len);
 ngx_int_t ngx_http_voice_send_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *fmt, ...);
 ngx_int_t ngx_http_voice_read_body(ngx_http_request_t *r, size_t max,
@@ -468,6 +473,51 @@ ngx_int_t ngx_http_voice_zone_call_ring(ngx_uint_t max, const u_char *sid);
 ngx_int_t ngx_http_voice_zone_call_live(ngx_uint_t max, const u_char *sid);
 void ngx_http_voice_zone_call_end(const u_char *sid);
 void ngx_http_voice_zone_call_over(const u_char *sid);
+
+
+/* ngx_http_voice_metrics.c: counters, each an atomic add in shared
+ * memory (no lock: the media path counts every frame) */
+typedef enum {
+    NGX_HTTP_VOICE_METRIC_FRAMES_IN = 0,
+    NGX_HTTP_VOICE_METRIC_FRAMES_OUT,
+    NGX_HTTP_VOICE_METRIC_DROPPED_IN,
+    NGX_HTTP_VOICE_METRIC_DROPPED_OUT,
+    NGX_HTTP_VOICE_METRIC_EVENTS_IGNORED,
+    NGX_HTTP_VOICE_METRIC_EVENTS_INVALID,
+    NGX_HTTP_VOICE_METRIC_TRANSCRIPTS_WRITTEN,
+    NGX_HTTP_VOICE_METRIC_TRANSCRIPTS_FAILED,
+    NGX_HTTP_VOICE_METRIC_TRANSCRIPTS_RECOVERED,
+    NGX_HTTP_VOICE_METRIC_TRANSCRIPTS_LOST,
+    NGX_HTTP_VOICE_METRIC_REFUSED_LIMIT,      /* voice_max_calls */
+    NGX_HTTP_VOICE_METRIC_REFUSED_BRIDGED,    /* every bridged full */
+    NGX_HTTP_VOICE_METRIC_N
+} ngx_http_voice_metric_e;
+
+/* what became of one post-call webhook delivery attempt */
+typedef enum {
+    NGX_HTTP_VOICE_WEBHOOK_DELIVERED = 0,     /* a 2xx answer */
+    NGX_HTTP_VOICE_WEBHOOK_RETRIED,           /* failed, tried again */
+    NGX_HTTP_VOICE_WEBHOOK_FAILED,            /* given up */
+    NGX_HTTP_VOICE_WEBHOOK_N
+} ngx_http_voice_webhook_outcome_e;
+
+ngx_int_t ngx_http_voice_metrics_add(ngx_conf_t *cf,
+    ngx_http_voice_main_conf_t *vmcf);
+void ngx_http_voice_metrics_init_worker(ngx_http_voice_worker_t *w);
+void ngx_http_voice_metrics_inc(ngx_http_voice_metric_e id);
+ngx_atomic_uint_t ngx_http_voice_metrics_get(ngx_http_voice_metric_e id);
+void ngx_http_voice_metrics_call_status(ngx_uint_t status);
+ngx_atomic_uint_t ngx_http_voice_metrics_call_status_get(ngx_uint_t status);
+void ngx_http_voice_metrics_call_active(ngx_http_voice_call_t *call,
+    ngx_uint_t on);
+void ngx_http_voice_metrics_call_over(ngx_http_voice_call_t *call);
+void ngx_http_voice_metrics_bridge_rtt(uint64_t us);
+void ngx_http_voice_metrics_turn(uint32_t ms);
+void ngx_http_voice_metrics_webhook(ngx_http_voice_webhook_outcome_e outcome);
+uint64_t ngx_http_voice_metrics_now_us(void);
+ngx_int_t ngx_http_voice_metrics_handler(ngx_http_request_t *r);
+ngx_uint_t ngx_http_voice_metrics_reply(ngx_http_voice_peer_t *peer,
+    voice_proto_msg_t *msg);
 
 
 /* ngx_http_voice_rest.c */

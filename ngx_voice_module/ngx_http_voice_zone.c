@@ -101,7 +101,6 @@ typedef struct {
     ngx_queue_t                 live;
     ngx_uint_t                  ncalls;
     ngx_uint_t                  nwaiting;
-    ngx_uint_t                  refused;
     ngx_uint_t                  expired;        /* streams never came */
     ngx_uint_t                  orphans;        /* their worker died */
     time_t                      swept;
@@ -659,7 +658,9 @@ ngx_http_voice_zone_status(u_char *p)
 
     p = ngx_sprintf(p, ",\"admitted\":{\"calls\":%ui,\"waiting\":%ui,"
                     "\"refused\":%ui,\"expired\":%ui,\"orphans\":%ui}",
-                    ctx->sh->ncalls, ctx->sh->nwaiting, ctx->sh->refused,
+                    ctx->sh->ncalls, ctx->sh->nwaiting,
+                    ngx_http_voice_metrics_get(
+                        NGX_HTTP_VOICE_METRIC_REFUSED_LIMIT),
                     ctx->sh->expired, ctx->sh->orphans);
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
@@ -838,7 +839,7 @@ ngx_http_voice_zone_call_add(ngx_http_voice_zone_ctx_t *ctx, ngx_uint_t max,
         ngx_http_voice_zone_call_sweep(ctx, now);
 
         if (ctx->sh->ncalls >= max) {
-            ctx->sh->refused++;
+            ngx_http_voice_metrics_inc(NGX_HTTP_VOICE_METRIC_REFUSED_LIMIT);
             return NGX_HTTP_VOICE_ADMIT_FULL;
         }
     }
@@ -854,7 +855,7 @@ ngx_http_voice_zone_call_add(ngx_http_voice_zone_ctx_t *ctx, ngx_uint_t max,
                       "voice: no room for a call%s", ctx->shpool->log_ctx);
 
         if (max) {
-            ctx->sh->refused++;
+            ngx_http_voice_metrics_inc(NGX_HTTP_VOICE_METRIC_REFUSED_LIMIT);
             return NGX_HTTP_VOICE_ADMIT_FULL;
         }
 

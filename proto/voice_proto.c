@@ -127,6 +127,7 @@ static const voice_proto_type_t  voice_proto_types[128] = {
                                    "call.end" },
     [VOICE_PROTO_MSG_NUMBERS_LIST] = { 1, F(REQUEST_ID),
                                        "numbers.list" },
+    [VOICE_PROTO_MSG_STATS] = { 1, F(REQUEST_ID), "stats" },
     [VOICE_PROTO_MSG_REPLY] = { 1, F(REQUEST_ID) | F(STATUS) | F(BODY),
                                 "reply" },
     [VOICE_PROTO_MSG_ERROR] = { 1, F(REASON), "error" },

@@ -78,6 +78,8 @@ typedef enum {
     VOICE_PROTO_MSG_CALL_CREATE = 0x30,   /* N->B  REST: place a call */
     VOICE_PROTO_MSG_CALL_END = 0x31,      /* N->B  REST: hang up a call */
     VOICE_PROTO_MSG_NUMBERS_LIST = 0x32,  /* N->B  REST: list numbers */
+    VOICE_PROTO_MSG_STATS = 0x34,         /* N->B  bridged's counters, as
+                                             a REPLY's Prometheus lines */
     VOICE_PROTO_MSG_REPLY = 0x3f,         /* B->N  REST reply */
 
     VOICE_PROTO_MSG_ERROR = 0x7f          /* B->N  protocol error */
