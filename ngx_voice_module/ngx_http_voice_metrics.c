@@ -156,6 +156,16 @@ static const ngx_http_voice_metrics_hdef_t  ngx_http_voice_metrics_hdefs[] = {
 };
 
 
+static ngx_str_t  ngx_http_voice_metrics_unknown = ngx_string("unknown");
+
+static const char  *ngx_http_voice_metrics_dir[] = { "inbound", "outbound" };
+
+/* by ngx_http_voice_webhook_outcome_e */
+static const char  *ngx_http_voice_metrics_hook[] = {
+    "delivered", "retried", "failed"
+};
+
+
 /* what bridged reports (bridged/bd_stats.c); other lines are left out */
 static ngx_http_voice_metrics_family_t  ngx_http_voice_metrics_bridged[] = {
     { "voice_bridged_calls", "gauge", "Calls a bridged carries now." },
@@ -779,11 +789,8 @@ static u_char *
 ngx_http_voice_metrics_own(u_char *p, u_char *last,
     ngx_http_voice_metrics_sh_t *sh)
 {
-    ngx_str_t         *st;
-    ngx_uint_t         d, i;
-    static ngx_str_t   unknown = ngx_string("unknown");
-    static const char *dir[] = { "inbound", "outbound" };
-    static const char *hook[] = { "delivered", "retried", "failed" };
+    ngx_str_t   *st;
+    ngx_uint_t   d, i;
 
     p = ngx_http_voice_metrics_head(p, last, "voice_calls_active", "gauge",
                                     "Calls whose media stream is live.");
@@ -791,7 +798,8 @@ ngx_http_voice_metrics_own(u_char *p, u_char *last,
     for (d = 0; d < 2; d++) {
         p = ngx_slprintf(p, last,
                          "voice_calls_active{direction=\"%s\"} %A\n",
-                         dir[d], (ngx_atomic_int_t) sh->active[d]);
+                         ngx_http_voice_metrics_dir[d],
+                         (ngx_atomic_int_t) sh->active[d]);
     }
 
     p = ngx_http_voice_metrics_head(p, last, "voice_calls_total", "counter",
@@ -801,10 +809,12 @@ ngx_http_voice_metrics_own(u_char *p, u_char *last,
     for (d = 0; d < 2; d++) {
         for (i = 0; i < NGX_HTTP_VOICE_METRICS_OUTCOMES; i++) {
             st = (i == NGX_HTTP_VOICE_METRICS_UNKNOWN)
-                 ? &unknown : ngx_http_voice_call_status_name(i);
+                 ? &ngx_http_voice_metrics_unknown
+                 : ngx_http_voice_call_status_name(i);
 
             p = ngx_slprintf(p, last, "voice_calls_total{direction=\"%s\","
-                             "outcome=\"%V\"} %uA\n", dir[d], st,
+                             "outcome=\"%V\"} %uA\n",
+                             ngx_http_voice_metrics_dir[d], st,
                              sh->calls[d][i]);
         }
     }
@@ -897,7 +907,8 @@ ngx_http_voice_metrics_own(u_char *p, u_char *last,
     for (i = 0; i < NGX_HTTP_VOICE_WEBHOOK_N; i++) {
         p = ngx_slprintf(p, last,
                          "voice_webhook_deliveries_total{outcome=\"%s\"} "
-                         "%uA\n", hook[i], sh->webhook[i]);
+                         "%uA\n", ngx_http_voice_metrics_hook[i],
+                         sh->webhook[i]);
     }
 
     p = ngx_http_voice_metrics_hist(p, last, sh, NGX_HTTP_VOICE_METRICS_RTT);

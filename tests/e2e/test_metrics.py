@@ -227,13 +227,40 @@ def test_a_bridged_that_does_not_answer_is_down(stack_factory):
 
 
 def test_protected_like_any_location(stack_factory):
-    stack = stack_factory(server_include="""
+    """by address (conf/nginx.conf.in's /metrics), or by a bearer token
+    the way docs/directives.md shows it"""
+    token = "metrics-token-0123456789abcdef"
+    stack = stack_factory(http_include="""
+        map $http_authorization $metrics_denied {
+            "Bearer %s" 0;
+            default 1;
+        }
+    """ % token, server_include="""
         location = /metrics-open { voice_metrics; }
         location = /metrics-closed { deny all; voice_metrics; }
+        location = /metrics-token {
+            if ($metrics_denied) { return 401; }
+            voice_metrics;
+        }
     """)
+    stack.secrets.append(token)
     assert requests.get(stack.base + "/metrics-closed",
                         timeout=10).status_code == 403
     assert requests.post(stack.base + "/metrics-open",
                          timeout=10).status_code == 405
     samples, _ = scrape(stack, "/metrics-open")
     assert value(samples, "voice_bridged_up", bridged=stack.endpoints[0]) == 1
+
+    url = stack.base + "/metrics-token"
+    assert requests.get(url, timeout=10).status_code == 401
+    assert requests.get(url, timeout=10, headers={
+        "Authorization": "Bearer nope"}).status_code == 401
+    r = requests.get(url, timeout=10,
+                     headers={"Authorization": "Bearer " + token})
+    assert r.status_code == 200
+    assert "voice_bridged_up{" in r.text
+
+    # HEAD: the headers alone
+    r = requests.head(stack.base + "/metrics-open", timeout=10)
+    assert r.status_code == 200 and r.content == b""
+    assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
