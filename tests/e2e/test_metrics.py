@@ -17,7 +17,7 @@ from urllib.parse import quote
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import wait_for
+from conftest import fixture_bytes, wait_for
 
 SCALARS = ("counter", "gauge")
 
@@ -182,6 +182,28 @@ def test_metrics_count_what_happened(stack_factory):
                                      direction="in")
         assert w["admitted"]["refused"] == value(
             after, "voice_calls_refused_total", reason="limit")
+
+
+def test_openai_errors_by_code_and_reconnects(stack):
+    ep = stack.endpoints[0]
+    sid = inbound(stack, "+14155550151")
+    stack.wait_reply_heard(sid, len(fixture_bytes("reply")))
+    before, _ = scrape(stack)
+    assert value(before, "voice_openai_sessions_total", bridged=ep) == 1
+    assert value(before, "voice_bridged_calls", bridged=ep) == 1
+
+    # OpenAI ends the session with an error: a new one takes over
+    stack.oai("/_fake/fatal?code=session_expired")
+    wait_for(lambda: len(stack.openai_sessions()) >= 2, 20, 0.1,
+             "the second session")
+    after = wait_for(lambda: (lambda s: value(
+        s, "voice_openai_reconnects_total", bridged=ep) == 1 and s)(
+            scrape(stack)[0]), 10, 0.1, "the reconnect counted")
+    assert value(after, "voice_openai_sessions_total", bridged=ep) == 2
+    assert value(after, "voice_openai_errors_total", bridged=ep,
+                 code="session_expired") == 1
+    assert total(after, "voice_openai_errors_total") == 1
+    stack.tw("POST", "/_fake/calls/%s/hangup" % sid, {"wait": True})
 
 
 def test_every_worker_the_same_and_a_reload_keeps_them(stack):
