@@ -50,7 +50,6 @@ static ngx_str_t  ngx_http_voice_call_statuses[NGX_HTTP_VOICE_CALL_STATUSES]
     ngx_string("canceled"),
 };
 
-#define NGX_HTTP_VOICE_CALL_STATUS_COMPLETED   5   /* and after: over */
 #define NGX_HTTP_VOICE_CALL_STATUS_UNANSWERED  6   /* busy and after */
 
 

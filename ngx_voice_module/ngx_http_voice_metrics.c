@@ -359,6 +359,7 @@ ngx_http_voice_metrics_call_over(ngx_http_voice_call_t *call)
     }
 
     outcome = (call->reported && call->outcome.final
+               && call->outcome.status >= NGX_HTTP_VOICE_CALL_STATUS_COMPLETED
                && call->outcome.status < NGX_HTTP_VOICE_CALL_STATUSES)
               ? call->outcome.status : NGX_HTTP_VOICE_METRICS_UNKNOWN;
 
@@ -807,7 +808,11 @@ ngx_http_voice_metrics_own(u_char *p, u_char *last,
                                     "direction and Twilio's final status.");
 
     for (d = 0; d < 2; d++) {
-        for (i = 0; i < NGX_HTTP_VOICE_METRICS_OUTCOMES; i++) {
+        /* the final statuses, and none */
+        for (i = NGX_HTTP_VOICE_CALL_STATUS_COMPLETED;
+             i < NGX_HTTP_VOICE_METRICS_OUTCOMES;
+             i++)
+        {
             st = (i == NGX_HTTP_VOICE_METRICS_UNKNOWN)
                  ? &ngx_http_voice_metrics_unknown
                  : ngx_http_voice_call_status_name(i);

@@ -53,6 +53,7 @@
 #define NGX_HTTP_VOICE_SID_LEN       34
 #define NGX_HTTP_VOICE_PHONE_MAX     32
 #define NGX_HTTP_VOICE_CALL_STATUSES 10  /* CallStatus values counted */
+#define NGX_HTTP_VOICE_CALL_STATUS_COMPLETED  5  /* and after: over */
 
 /* what Twilio says when the assistant cannot go on (voice_fallback_message) */
 #define NGX_HTTP_VOICE_FALLBACK                                               \
