@@ -34,7 +34,7 @@ DEBS=(nginx nginx-dev libwebsockets-dev libwebsockets-evlib-uv libuv1-dev
       libcurl4-openssl-dev libcjson-dev libssl-dev libzmq3-dev pkg-config
       make gcc clang libclang-rt-14-dev libcmocka-dev openssl curl
       python3 python3-pytest python3-pytest-xdist python3-websockets
-      python3-requests
+      python3-requests python3-prometheus-client
       python3-aiohttp python3-zmq espeak-ng sox iproute2 procps)
 
 say() { printf '%s\n' "build.sh: $*" >&2; }

@@ -49,6 +49,7 @@
 #include "bd_chan.h"
 #include "bd_form.h"
 #include "bd_log.h"
+#include "bd_stats.h"
 #include "bd_oai.h"
 #include "bd_oai_event.h"
 #include "bd_ring.h"
@@ -1034,6 +1035,7 @@ bd_call_start(bd_chan_peer_t *peer, const voice_proto_msg_t *msg)
     if (old == NULL && bd_call_full()) {
         bd_log(BD_LOG_WARN, sid, "stream refused: %u calls already "
                "(--max-calls)", bd_call_count);
+        bd_stats_refused();
         bd_call_refuse(peer, msg, "bridged has too many calls",
                        VOICE_PROTO_FLAG_FULL);
         return;
@@ -1560,6 +1562,7 @@ static void
 bd_call_session_open(bd_call_t *call)
 {
     call->sessions++;
+    bd_stats_openai_session(call->sessions > 1);
 
     call->oai = bd_oai_open(&bd_call_oai_ops, call, call->sid, call->model);
 

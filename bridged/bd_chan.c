@@ -37,6 +37,7 @@
 #include "bd_curve.h"
 #include "bd_hook.h"
 #include "bd_log.h"
+#include "bd_stats.h"
 #include "bd_twapi.h"
 #include "voice_proto.h"
 
@@ -320,6 +321,21 @@ bd_chan_error(bd_chan_peer_t *peer, const char *reason,
 }
 
 
+/* nginx's voice_metrics asks for bridged's counters (bd_stats.c) */
+
+static void
+bd_chan_stats(bd_chan_peer_t *peer, uint64_t request_id)
+{
+    size_t       len;
+    static char  buf[BD_STATS_MAX];
+
+    len = bd_stats_render(buf, sizeof(buf), bd_call_calls());
+
+    (void) bd_chan_reply(peer, request_id, len ? 200 : 500, 0, NULL, buf,
+                         len);
+}
+
+
 static void
 bd_chan_handle(bd_chan_peer_t *peer, const uint8_t *data, size_t len)
 {
@@ -385,6 +401,10 @@ bd_chan_handle(bd_chan_peer_t *peer, const uint8_t *data, size_t len)
 
     case VOICE_PROTO_MSG_WEBHOOK:
         bd_hook_request(peer, &msg);
+        break;
+
+    case VOICE_PROTO_MSG_STATS:
+        bd_chan_stats(peer, msg.request_id);
         break;
 
     default:

@@ -46,6 +46,7 @@
 #include "bd_b64.h"
 #include "bd_jscan.h"
 #include "bd_log.h"
+#include "bd_stats.h"
 #include "bd_oai_event.h"
 #include "bd_session.h"
 #include "voice_proto.h"
@@ -461,6 +462,7 @@ bd_oai_event_error(bd_oai_event_conv_t *cv, const cJSON *ev)
 
     bd_log(BD_LOG_WARN, cv->sid, "OpenAI error %s: %s",
            code ? code : "(no code)", message ? message : "(no message)");
+    bd_stats_openai_error(code);
 
     fatal = 0;
 

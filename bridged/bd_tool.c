@@ -38,6 +38,7 @@
 #include "bd_log.h"
 #include "bd_oai_event.h"
 #include "bd_session.h"
+#include "bd_stats.h"
 #include "bd_tool.h"
 
 
@@ -102,6 +103,8 @@ bd_tool_output(bd_tool_run_t *run, const char *output, int failed,
     if (failed) {
         call->tools.failed++;
     }
+
+    bd_stats_tool(run->name, failed);
 
     bd_log(failed ? BD_LOG_WARN : BD_LOG_INFO, call->sid,
            "tool %s (%s): %s after %llu ms", run->name, run->call_id,
@@ -357,6 +360,7 @@ bd_tool_call(bd_call_t *call, uint32_t order, const char *call_id,
                    "{\"error\":\"too many tools are running; try again "
                    "in a moment\"}", 0);
         call->tools.failed++;
+        bd_stats_tool(name, 1);
         call->tools.want_response = 1;
         bd_tool_maybe_respond(call);
         return;

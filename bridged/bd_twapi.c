@@ -36,6 +36,7 @@
 #include "bd_form.h"
 #include "bd_http.h"
 #include "bd_log.h"
+#include "bd_stats.h"
 #include "bd_retry.h"
 #include "bd_twapi.h"
 #include "bd_twapi_json.h"
@@ -70,6 +71,7 @@ struct bd_twapi_req_s {
     bd_chan_peer_t     *peer;
     uint64_t            request_id;
     uint64_t            started;      /* loop time, ms */
+    uint64_t            sent_ns;      /* the transfer's, uv_hrtime() */
     bd_http_t          *http;         /* the transfer in flight */
     bd_twapi_update_pt  done;         /* BD_TWAPI_ST_UPDATE's callback */
     void               *data;
@@ -354,6 +356,8 @@ bd_twapi_send(bd_twapi_req_t *req)
                    ? bd_twapi_conf->twilio_timeout_ms : (unsigned) left;
     o.max_answer = BD_TWAPI_BODY_MAX;
     o.once = !req->safe;
+
+    req->sent_ns = uv_hrtime();
 
     req->http = bd_http_start(&o, bd_twapi_http_done, req);
     if (req->http == NULL) {
@@ -786,6 +790,9 @@ bd_twapi_http_done(bd_http_t *h, void *data)
     req->result = h->result;
     req->http_status = h->status;
     req->too_big = h->too_big;
+
+    bd_stats_twilio(h->result == CURLE_OK ? h->status : 0,
+                    (uv_hrtime() - req->sent_ns) / 1000);
 
     if (h->result == CURLE_OK && h->retry_after[0] != '\0'
         && !bd_retry_after_parse(h->retry_after, strlen(h->retry_after),

@@ -106,6 +106,7 @@ ngx_http_voice_bridge_init_process(ngx_cycle_t *cycle,
     ngx_queue_init(&w->hooks);
     ngx_rbtree_init(&w->calls, &w->calls_sentinel,
                     ngx_str_rbtree_insert_value);
+    ngx_http_voice_metrics_init_worker(w);
 
     /* request ids start from a random point: a reply that outlives a
      * worker's restart must not match a new request */
@@ -361,9 +362,6 @@ ngx_http_voice_bridge_dispatch(ngx_http_voice_peer_t *peer, u_char *data,
     const char               *err;
     ngx_http_voice_call_t    *call;
     voice_proto_msg_t         msg;
-    ngx_http_voice_worker_t  *w;
-
-    w = ngx_http_voice_worker();
 
     if (voice_proto_decode(data, len, &msg, &err) != VOICE_PROTO_OK) {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
@@ -387,6 +385,14 @@ ngx_http_voice_bridge_dispatch(ngx_http_voice_peer_t *peer, u_char *data,
 
     case VOICE_PROTO_MSG_PONG:
 
+        /* the answer to our last ping: the round trip */
+
+        if (peer->ping_us && msg.request_id == peer->ping_id) {
+            ngx_http_voice_metrics_bridge_rtt(
+                ngx_http_voice_metrics_now_us() - peer->ping_us);
+            peer->ping_us = 0;
+        }
+
         /* bridged's answer to our ping says whether it takes new calls */
 
         if (voice_proto_has(&msg, VOICE_PROTO_F_COUNT)) {
@@ -397,7 +403,9 @@ ngx_http_voice_bridge_dispatch(ngx_http_voice_peer_t *peer, u_char *data,
         return;
 
     case VOICE_PROTO_MSG_REPLY:
-        if (ngx_http_voice_outbox_reply(&msg) != NGX_OK) {
+        if (ngx_http_voice_outbox_reply(&msg) != NGX_OK
+            && !ngx_http_voice_metrics_reply(peer, &msg))
+        {
             ngx_http_voice_rest_reply(&msg);
         }
 
@@ -418,7 +426,7 @@ ngx_http_voice_bridge_dispatch(ngx_http_voice_peer_t *peer, u_char *data,
 
     call = ngx_http_voice_call_find(msg.call_sid.data, msg.call_sid.len);
     if (call == NULL) {
-        w->events_ignored++;
+        ngx_http_voice_metrics_inc(NGX_HTTP_VOICE_METRIC_EVENTS_IGNORED);
         ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                        "voice bridge: %s for unknown call \"%*s\"",
                        voice_proto_type_name(msg.type),
@@ -430,7 +438,7 @@ ngx_http_voice_bridge_dispatch(ngx_http_voice_peer_t *peer, u_char *data,
      * (it was only slow), but no longer for it */
 
     if (call->peer != peer) {
-        w->events_ignored++;
+        ngx_http_voice_metrics_inc(NGX_HTTP_VOICE_METRIC_EVENTS_IGNORED);
         ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                        "voice bridge: %s for call \"%*s\" from a bridged "
                        "that no longer has it",
@@ -607,8 +615,11 @@ ngx_http_voice_bridge_heartbeat(ngx_event_t *ev)
             peer->missed++;
         }
 
+        peer->ping_id = w->next_request_id++;
+        peer->ping_us = ngx_http_voice_metrics_now_us();
+
         ngx_http_voice_bridge_ping(peer, VOICE_PROTO_MSG_PING,
-                                   w->next_request_id++);
+                                   peer->ping_id);
     }
 
     /* one that is down is probed often, so it serves soon after it is back */

@@ -235,6 +235,10 @@ ngx_http_voice_call_state(ngx_http_voice_call_t *call,
 
     call->state = state;
 
+    if (state != NGX_HTTP_VOICE_CALL_ST_LIVE) {
+        ngx_http_voice_metrics_call_active(call, 0);
+    }
+
     switch (state) {
 
     case NGX_HTTP_VOICE_CALL_ST_ENDING:
@@ -249,6 +253,13 @@ ngx_http_voice_call_state(ngx_http_voice_call_t *call,
     case NGX_HTTP_VOICE_CALL_ST_WRITING:
         if (call->wait.timer_set) {
             ngx_del_timer(&call->wait);
+        }
+
+        /* once per call: a record another stream goes on with is not
+         * final yet */
+        if (!call->hurried) {
+            call->hurried = 1;
+            ngx_http_voice_metrics_call_over(call);
         }
 
         ngx_http_voice_transcript_write(call);
@@ -298,6 +309,7 @@ void
 ngx_http_voice_call_hurry(ngx_http_voice_call_t *call)
 {
     if (call->state == NGX_HTTP_VOICE_CALL_ST_REPORT) {
+        call->hurried = 1;
         ngx_http_voice_call_state(call, NGX_HTTP_VOICE_CALL_ST_WRITING);
     }
 }
@@ -399,6 +411,7 @@ ngx_http_voice_call_free(ngx_http_voice_call_t *call)
         ngx_http_voice_zone_call_end(call->call_sid);
     }
 
+    ngx_http_voice_metrics_call_active(call, 0);
     ngx_http_voice_call_remove(call);
     ngx_destroy_pool(call->pool);
 }

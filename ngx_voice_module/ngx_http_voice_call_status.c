@@ -50,7 +50,6 @@ static ngx_str_t  ngx_http_voice_call_statuses[NGX_HTTP_VOICE_CALL_STATUSES]
     ngx_string("canceled"),
 };
 
-#define NGX_HTTP_VOICE_CALL_STATUS_COMPLETED   5   /* and after: over */
 #define NGX_HTTP_VOICE_CALL_STATUS_UNANSWERED  6   /* busy and after */
 
 
@@ -149,7 +148,6 @@ ngx_http_voice_call_status_answer(ngx_http_request_t *r,
     ngx_int_t                           secs;
     ngx_str_t                          *st;
     ngx_uint_t                          i, level;
-    ngx_http_voice_worker_t            *w;
     const ngx_http_voice_body_param_t  *sid, *status, *to, *duration;
 
     sid = ngx_http_voice_body_form_get(params, n, "CallSid");
@@ -184,10 +182,7 @@ ngx_http_voice_call_status_answer(ngx_http_request_t *r,
                                          "CallStatus is missing or unknown");
     }
 
-    w = ngx_http_voice_worker();
-    if (w) {
-        w->call_status[i]++;
-    }
+    ngx_http_voice_metrics_call_status(i);
 
     /* a call over before its stream came no longer counts against
      * voice_max_calls; one with a stream counts until its record is

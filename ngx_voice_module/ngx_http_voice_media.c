@@ -193,7 +193,7 @@ ngx_http_voice_media_on_message(ngx_http_voice_media_t *m, u_char *data,
                           "voice: invalid Twilio message ignored: %s", err);
         }
 
-        w->events_invalid++;
+        ngx_http_voice_metrics_inc(NGX_HTTP_VOICE_METRIC_EVENTS_INVALID);
         return;
     }
 
@@ -282,7 +282,7 @@ ignored:
                       "voice: Twilio message ignored: %s", why);
     }
 
-    w->events_ignored++;
+    ngx_http_voice_metrics_inc(NGX_HTTP_VOICE_METRIC_EVENTS_IGNORED);
 }
 
 
@@ -538,6 +538,7 @@ ngx_http_voice_media_start(ngx_http_voice_media_t *m,
     ngx_memcpy(m->account_sid, ev->account_sid.data, m->account_sid_len);
     m->outbound = (direction.len == sizeof("outbound") - 1);
     m->call->outbound = m->outbound;
+    ngx_http_voice_metrics_call_active(m->call, 1);
 
     if (ours.len <= NGX_HTTP_VOICE_PHONE_MAX) {
         m->ours_len = ours.len;
@@ -899,7 +900,7 @@ ngx_http_voice_media_forward(ngx_http_voice_media_t *m,
 
     if (rc == NGX_OK) {
         m->frames_in++;
-        w->audio_in++;
+        ngx_http_voice_metrics_inc(NGX_HTTP_VOICE_METRIC_FRAMES_IN);
         return;
     }
 
@@ -910,7 +911,7 @@ ngx_http_voice_media_forward(ngx_http_voice_media_t *m,
                       "dropping frames");
     }
 
-    w->audio_dropped++;
+    ngx_http_voice_metrics_inc(NGX_HTTP_VOICE_METRIC_DROPPED_IN);
 }
 
 
@@ -925,12 +926,9 @@ static void
 ngx_http_voice_media_hold(ngx_http_voice_media_t *m,
     ngx_http_voice_twilio_event_t *ev)
 {
-    u_char                   *p;
-    uint32_t                  seq;
-    uint16_t                  len;
-    ngx_http_voice_worker_t  *w;
-
-    w = ngx_http_voice_worker();
+    u_char    *p;
+    uint32_t   seq;
+    uint16_t   len;
 
     if (m->hold == NULL) {
         m->hold = ngx_palloc(m->request->pool, NGX_HTTP_VOICE_MEDIA_HOLD);
@@ -941,7 +939,7 @@ ngx_http_voice_media_hold(ngx_http_voice_media_t *m,
            > NGX_HTTP_VOICE_MEDIA_HOLD)
     {
         m->dropped_in++;
-        w->audio_dropped++;
+        ngx_http_voice_metrics_inc(NGX_HTTP_VOICE_METRIC_DROPPED_IN);
         return;
     }
 
@@ -1115,6 +1113,7 @@ ngx_http_voice_media_audio(ngx_http_voice_media_t *m, voice_proto_msg_t *msg)
 {
     u_char                   *start, *p, hdr[NGX_HTTP_VOICE_WS_OUT_HEADER];
     size_t                    n, hlen, room, mark;
+    ngx_int_t                 rc;
     ngx_http_voice_worker_t  *w;
 
     w = ngx_http_voice_worker();
@@ -1152,9 +1151,14 @@ ngx_http_voice_media_audio(ngx_http_voice_media_t *m, voice_proto_msg_t *msg)
         }
     }
 
-    if (ngx_http_voice_ws_send_frames(m->ws, start, p - start, 1) == NGX_OK) {
+    rc = ngx_http_voice_ws_send_frames(m->ws, start, p - start, 1);
+
+    if (rc == NGX_OK) {
         m->frames_out++;
-        w->audio_out++;
+        ngx_http_voice_metrics_inc(NGX_HTTP_VOICE_METRIC_FRAMES_OUT);
+
+    } else if (rc == NGX_DECLINED) {
+        ngx_http_voice_metrics_inc(NGX_HTTP_VOICE_METRIC_DROPPED_OUT);
     }
 }
 

@@ -96,6 +96,7 @@ static ngx_command_t  ngx_http_voice_commands[] = {
                            NGX_HTTP_VOICE_API_TRANSCRIPTS),
     NGX_HTTP_VOICE_HANDLER("voice_status", NGX_HTTP_VOICE_STATUS),
     NGX_HTTP_VOICE_HANDLER("voice_call_status", NGX_HTTP_VOICE_CALL_STATUS),
+    NGX_HTTP_VOICE_HANDLER("voice_metrics", NGX_HTTP_VOICE_METRICS),
 
     { ngx_string("voice_bridge"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
@@ -300,17 +301,28 @@ ngx_http_voice_header(ngx_http_request_t *r, const char *name, size_t len)
 }
 
 
-/*
- * Every JSON answer ends with a newline, as a line of text does: curl in a
- * shell prints one answer per line.  A body that has it already (a stored
- * record) is sent as it is; one that has not gets it as a second buffer,
- * so the body itself is never copied.
- */
-
 ngx_int_t
 ngx_http_voice_send_json(ngx_http_request_t *r, ngx_uint_t status,
     u_char *body, size_t len)
 {
+    ngx_str_t  type = ngx_string("application/json");
+
+    return ngx_http_voice_send_body(r, status, &type, body, len);
+}
+
+
+/*
+ * Every answer ends with a newline, as a line of text does: curl in a
+ * shell prints one JSON answer per line.  A body that has it already (a
+ * stored record, Prometheus text) is sent as it is; one that has not gets
+ * it as a second buffer, so the body itself is never copied.
+ */
+
+ngx_int_t
+ngx_http_voice_send_body(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *type, u_char *body, size_t len)
+{
+    u_char       *semi;
     ngx_int_t     rc;
     ngx_buf_t    *b, *nl;
     ngx_uint_t    eol;
@@ -322,8 +334,12 @@ ngx_http_voice_send_json(ngx_http_request_t *r, ngx_uint_t status,
 
     r->headers_out.status = status;
     r->headers_out.content_length_n = len + eol;
-    ngx_str_set(&r->headers_out.content_type, "application/json");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type = *type;
+
+    /* the type without its parameters, as nginx's filters read it */
+    semi = ngx_strlchr(type->data, type->data + type->len, ';');
+    r->headers_out.content_type_len = semi ? (size_t) (semi - type->data)
+                                           : type->len;
     r->headers_out.content_type_lowcase = NULL;
 
     if (r->method == NGX_HTTP_HEAD || len == 0) {
@@ -540,6 +556,12 @@ ngx_http_voice_init_main_conf(ngx_conf_t *cf, void *conf)
         }
     }
 
+    /* the counters of voice_status and voice_metrics, always kept */
+
+    if (ngx_http_voice_metrics_add(cf, vmcf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
     /* what Twilio reports of each call, for its record */
 
     if (vmcf->endpoints.nelts && ngx_http_voice_outcome_add(cf) != NGX_OK) {
@@ -665,7 +687,9 @@ ngx_http_voice_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     h = conf->handler;
 
-    if (h == NGX_HTTP_VOICE_NONE || h == NGX_HTTP_VOICE_STATUS) {
+    if (h == NGX_HTTP_VOICE_NONE || h == NGX_HTTP_VOICE_STATUS
+        || h == NGX_HTTP_VOICE_METRICS)
+    {
         return NGX_CONF_OK;
     }
 
@@ -1076,6 +1100,10 @@ ngx_http_voice_set_handler(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     case NGX_HTTP_VOICE_STATUS:
         clcf->handler = ngx_http_voice_status_handler;
+        break;
+
+    case NGX_HTTP_VOICE_METRICS:
+        clcf->handler = ngx_http_voice_metrics_handler;
         break;
 
     default:

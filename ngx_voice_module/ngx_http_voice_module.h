@@ -62,6 +62,7 @@
 #define NGX_HTTP_VOICE_PHONE_MAX     32
 #define NGX_HTTP_VOICE_CALL_STATUSES 10  /* CallStatus values counted */
 #define NGX_HTTP_VOICE_CURVE_KEY     41  /* a CURVE key in Z85, and NUL */
+#define NGX_HTTP_VOICE_CALL_STATUS_COMPLETED  5  /* and after: over */
 
 /* what Twilio says when the assistant cannot go on (voice_fallback_message) */
 #define NGX_HTTP_VOICE_FALLBACK                                               \
@@ -80,7 +81,8 @@ typedef enum {
     NGX_HTTP_VOICE_API_TRANSCRIPT,
     NGX_HTTP_VOICE_API_TRANSCRIPTS,
     NGX_HTTP_VOICE_STATUS,
-    NGX_HTTP_VOICE_CALL_STATUS
+    NGX_HTTP_VOICE_CALL_STATUS,
+    NGX_HTTP_VOICE_METRICS
 } ngx_http_voice_handler_e;
 
 
@@ -102,6 +104,7 @@ typedef struct {
                                                       ended politely */
     ngx_uint_t                  worker_sched;   /* 1: SCHED_BATCH */
     ngx_shm_zone_t             *zone;           /* voice_zone */
+    ngx_shm_zone_t             *metrics;        /* the counters */
     ngx_array_t                 recover_dirs;   /* of recover_dir_t: the
                                                    transcript directories
                                                    of the media streams */
@@ -191,6 +194,8 @@ struct ngx_http_voice_peer_s {
     ngx_connection_t           *mon_conn;       /* wraps that ZMQ_FD */
     ngx_msec_t                  last_seen;      /* any message from it */
     ngx_msec_t                  last_ping;
+    uint64_t                    ping_id;        /* the last ping's */
+    uint64_t                    ping_us;        /* and when it left */
     ngx_uint_t                  missed;         /* pings unanswered */
     ngx_uint_t                  dropped;        /* frames refused (HWM) */
     ngx_uint_t                  calls;          /* its own count, as its
@@ -239,17 +244,9 @@ struct ngx_http_voice_worker_s {
     u_char                     *ws_msg;         /* WebSocket messages */
     size_t                      ws_msg_size;
 
-    /* counters, shown by voice_status */
-    ngx_atomic_uint_t           audio_in;
-    ngx_atomic_uint_t           audio_out;
-    ngx_atomic_uint_t           audio_dropped;
-    ngx_atomic_uint_t           events_ignored;
-    ngx_atomic_uint_t           events_invalid;
-    ngx_atomic_uint_t           call_status[NGX_HTTP_VOICE_CALL_STATUSES];
-    ngx_atomic_uint_t           transcript_errors;      /* calls whose
-                                                           storage failed */
-    ngx_atomic_uint_t           transcripts_recovered;  /* from journals */
-    ngx_atomic_uint_t           transcripts_lost;       /* given up */
+    /* voice_metrics scrapes waiting for bridged (metrics_scrape_t) */
+    ngx_queue_t                 scrapes;
+    ngx_uint_t                  nscrapes;
 };
 
 
@@ -381,6 +378,13 @@ struct ngx_http_voice_call_s {
     unsigned                    admitted:1;     /* holds a slot of
                                                    voice_max_calls */
     unsigned                    outbound:1;     /* placed by /api/call */
+    unsigned                    active:1;       /* counted as active
+                                                   (voice_calls_active) */
+    unsigned                    hurried:1;      /* counted in
+                                                   voice_calls_total, or
+                                                   left to the stream that
+                                                   goes on with its
+                                                   record */
 
     ngx_event_t                 wait;           /* bounded wait for done */
     ngx_http_voice_transcript_files_t  *files;  /* its file operations */
@@ -396,6 +400,8 @@ ngx_table_elt_t *ngx_http_voice_header(ngx_http_request_t *r,
     const char *name, size_t len);
 ngx_int_t ngx_http_voice_send_json(ngx_http_request_t *r, ngx_uint_t status,
     u_char *body, size_t len);
+ngx_int_t ngx_http_voice_send_body(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *type, u_char *body, size_t len);
 ngx_int_t ngx_http_voice_send_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *fmt, ...);
 ngx_int_t ngx_http_voice_read_body(ngx_http_request_t *r, size_t max,
@@ -493,9 +499,6 @@ ngx_int_t ngx_http_voice_zone_idem_begin(ngx_str_t *key, u_char *digest,
 void ngx_http_voice_zone_idem_end(ngx_str_t *key, uint64_t id,
     ngx_uint_t status, const u_char *body, size_t len, ngx_uint_t keep);
 u_char *ngx_http_voice_zone_status(u_char *p);
-void ngx_http_voice_zone_hook_count(ngx_uint_t delivered, ngx_uint_t failed,
-    ngx_uint_t given_up);
-void ngx_http_voice_zone_hook_pending(ngx_uint_t pending);
 
 #define NGX_HTTP_VOICE_ADMIT_OK         0
 #define NGX_HTTP_VOICE_ADMIT_FULL       1    /* voice_max_calls reached */
@@ -508,6 +511,49 @@ ngx_int_t ngx_http_voice_zone_call_ring(ngx_uint_t max, const u_char *sid);
 ngx_int_t ngx_http_voice_zone_call_live(ngx_uint_t max, const u_char *sid);
 void ngx_http_voice_zone_call_end(const u_char *sid);
 void ngx_http_voice_zone_call_over(const u_char *sid);
+
+
+/* ngx_http_voice_metrics.c: counters, each an atomic add in shared
+ * memory (no lock: the media path counts every frame) */
+typedef enum {
+    NGX_HTTP_VOICE_METRIC_FRAMES_IN = 0,
+    NGX_HTTP_VOICE_METRIC_FRAMES_OUT,
+    NGX_HTTP_VOICE_METRIC_DROPPED_IN,
+    NGX_HTTP_VOICE_METRIC_DROPPED_OUT,
+    NGX_HTTP_VOICE_METRIC_EVENTS_IGNORED,
+    NGX_HTTP_VOICE_METRIC_EVENTS_INVALID,
+    NGX_HTTP_VOICE_METRIC_TRANSCRIPTS_WRITTEN,
+    NGX_HTTP_VOICE_METRIC_TRANSCRIPTS_FAILED,
+    NGX_HTTP_VOICE_METRIC_TRANSCRIPTS_RECOVERED,
+    NGX_HTTP_VOICE_METRIC_TRANSCRIPTS_LOST,
+    NGX_HTTP_VOICE_METRIC_REFUSED_LIMIT,      /* voice_max_calls */
+    NGX_HTTP_VOICE_METRIC_REFUSED_BRIDGED,    /* every bridged full */
+    NGX_HTTP_VOICE_METRIC_WEBHOOK_DELIVERED,  /* an attempt answered 2xx */
+    NGX_HTTP_VOICE_METRIC_WEBHOOK_FAILED,     /* an attempt that failed */
+    NGX_HTTP_VOICE_METRIC_WEBHOOK_GIVEN_UP,   /* a record given up */
+    NGX_HTTP_VOICE_METRIC_WEBHOOK_PENDING,    /* a gauge: entries waiting,
+                                                 as the last look saw */
+    NGX_HTTP_VOICE_METRIC_N
+} ngx_http_voice_metric_e;
+
+ngx_int_t ngx_http_voice_metrics_add(ngx_conf_t *cf,
+    ngx_http_voice_main_conf_t *vmcf);
+void ngx_http_voice_metrics_init_worker(ngx_http_voice_worker_t *w);
+void ngx_http_voice_metrics_inc(ngx_http_voice_metric_e id);
+ngx_atomic_uint_t ngx_http_voice_metrics_get(ngx_http_voice_metric_e id);
+void ngx_http_voice_metrics_set(ngx_http_voice_metric_e id,
+    ngx_atomic_uint_t value);
+void ngx_http_voice_metrics_call_status(ngx_uint_t status);
+ngx_atomic_uint_t ngx_http_voice_metrics_call_status_get(ngx_uint_t status);
+void ngx_http_voice_metrics_call_active(ngx_http_voice_call_t *call,
+    ngx_uint_t on);
+void ngx_http_voice_metrics_call_over(ngx_http_voice_call_t *call);
+void ngx_http_voice_metrics_bridge_rtt(uint64_t us);
+void ngx_http_voice_metrics_turn(uint32_t ms);
+uint64_t ngx_http_voice_metrics_now_us(void);
+ngx_int_t ngx_http_voice_metrics_handler(ngx_http_request_t *r);
+ngx_uint_t ngx_http_voice_metrics_reply(ngx_http_voice_peer_t *peer,
+    voice_proto_msg_t *msg);
 
 
 /* ngx_http_voice_rest.c */

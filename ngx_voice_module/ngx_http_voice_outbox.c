@@ -32,7 +32,8 @@
  *
  * Deliveries, failed attempts, records given up, and the entries waiting
  * (as the last look counted them) are counted in the shared zone
- * (voice_status's "webhook").
+ * (ngx_http_voice_metrics.c: voice_metrics, and voice_status's
+ * "webhook").
  */
 
 #include <ngx_config.h>
@@ -417,7 +418,8 @@ ngx_http_voice_outbox_post(ngx_http_voice_outbox_t *ob,
                       ob->dir.data, en->name, en->e.failed);
 
         if (len > NGX_HTTP_VOICE_OUTBOX_MAX_BODY) {
-            ngx_http_voice_zone_hook_count(0, 0, 1);
+            ngx_http_voice_metrics_inc(
+                NGX_HTTP_VOICE_METRIC_WEBHOOK_GIVEN_UP);
             ngx_free(body);
             return;
         }
@@ -603,7 +605,7 @@ ngx_http_voice_outbox_outcome(ngx_http_voice_outbox_send_t *s,
     now = ngx_http_voice_now_ms();
 
     if (status >= 200 && status < 300) {
-        ngx_http_voice_zone_hook_count(1, 0, 0);
+        ngx_http_voice_metrics_inc(NGX_HTTP_VOICE_METRIC_WEBHOOK_DELIVERED);
 
         ngx_log_error(NGX_LOG_INFO, log, 0,
                       "voice: call %*s: webhook delivered to \"%V\" "
@@ -612,7 +614,7 @@ ngx_http_voice_outbox_outcome(ngx_http_voice_outbox_send_t *s,
         s->next = 0;
 
     } else {
-        ngx_http_voice_zone_hook_count(0, 1, 0);
+        ngx_http_voice_metrics_inc(NGX_HTTP_VOICE_METRIC_WEBHOOK_FAILED);
 
         s->next = s->stored
                   ? ngx_http_voice_outbox_fmt_next(s->made, now,
@@ -628,7 +630,8 @@ ngx_http_voice_outbox_outcome(ngx_http_voice_outbox_send_t *s,
                           s->next - now);
 
         } else {
-            ngx_http_voice_zone_hook_count(0, 0, 1);
+            ngx_http_voice_metrics_inc(
+                NGX_HTTP_VOICE_METRIC_WEBHOOK_GIVEN_UP);
 
             ngx_log_error(NGX_LOG_ERR, log, 0,
                           "voice: call %*s: webhook to \"%V\" given up "
@@ -955,7 +958,8 @@ ngx_http_voice_outbox_look_done(ngx_event_t *ev)
         pending += obs[i]->pending;
     }
 
-    ngx_http_voice_zone_hook_pending(pending);
+    ngx_http_voice_metrics_set(NGX_HTTP_VOICE_METRIC_WEBHOOK_PENDING,
+                              pending);
 
     if (ob->e.failed) {
         ngx_log_error(NGX_LOG_ERR, ev->log, ob->e.err,

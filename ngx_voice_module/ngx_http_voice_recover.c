@@ -260,9 +260,8 @@ ngx_http_voice_recover_done(ngx_event_t *ev)
 {
     ngx_http_voice_recover_pass_t *p = ev->data;
 
-    u_char                   *name;
-    ngx_uint_t                level;
-    ngx_http_voice_worker_t  *w;
+    u_char      *name;
+    ngx_uint_t   level;
 
     if (!p->scanned) {
         p->scanned = 1;
@@ -288,10 +287,8 @@ ngx_http_voice_recover_done(ngx_event_t *ev)
         p->count[p->res.state]++;
 
         if (p->res.state == NGX_HTTP_VOICE_RECOVER_RECOVERED) {
-            w = ngx_http_voice_worker();
-            if (w) {
-                (void) ngx_atomic_fetch_add(&w->transcripts_recovered, 1);
-            }
+            ngx_http_voice_metrics_inc(
+                NGX_HTTP_VOICE_METRIC_TRANSCRIPTS_RECOVERED);
         }
 
         p->cur++;

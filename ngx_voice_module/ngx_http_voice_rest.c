@@ -439,6 +439,7 @@ ngx_http_voice_rest_admit(ngx_http_request_t *r,
 
     if (ngx_http_voice_bridge_full()) {
         why = "bridged is full";
+        ngx_http_voice_metrics_inc(NGX_HTTP_VOICE_METRIC_REFUSED_BRIDGED);
 
     } else if (ngx_http_voice_zone_call_reserve(vlcf->max_calls,
                                                 vlcf->bridge_timeout / 1000
@@ -1020,8 +1021,9 @@ ngx_http_voice_rest_free(ngx_http_voice_rest_ctx_t *ctx)
 
 
 /*
- * voice_status: this worker's view of the bridge, as JSON, for operators
- * and readiness checks.
+ * voice_status: this worker's view of the bridge and its calls, as JSON,
+ * for operators and readiness checks; its counters are the instance's,
+ * the same voice_metrics shows (ngx_http_voice_metrics.c).
  */
 
 ngx_int_t
@@ -1078,21 +1080,33 @@ ngx_http_voice_status_handler(ngx_http_request_t *r)
                         "\"audioOut\":%uA,\"audioDropped\":%uA,"
                         "\"eventsIgnored\":%uA,\"eventsInvalid\":%uA,"
                         "\"callStatus\":{",
-                        w->ncalls, w->audio_in, w->audio_out,
-                        w->audio_dropped, w->events_ignored,
-                        w->events_invalid);
+                        w->ncalls,
+                        ngx_http_voice_metrics_get(
+                            NGX_HTTP_VOICE_METRIC_FRAMES_IN),
+                        ngx_http_voice_metrics_get(
+                            NGX_HTTP_VOICE_METRIC_FRAMES_OUT),
+                        ngx_http_voice_metrics_get(
+                            NGX_HTTP_VOICE_METRIC_DROPPED_IN),
+                        ngx_http_voice_metrics_get(
+                            NGX_HTTP_VOICE_METRIC_EVENTS_IGNORED),
+                        ngx_http_voice_metrics_get(
+                            NGX_HTTP_VOICE_METRIC_EVENTS_INVALID));
 
         for (i = 0; i < NGX_HTTP_VOICE_CALL_STATUSES; i++) {
             p = ngx_sprintf(p, "%s\"%V\":%uA", i ? "," : "",
                             ngx_http_voice_call_status_name(i),
-                            w->call_status[i]);
+                            ngx_http_voice_metrics_call_status_get(i));
         }
 
         p = ngx_sprintf(p, "},\"transcriptErrors\":%uA,"
                         "\"transcriptsRecovered\":%uA,"
                         "\"transcriptsLost\":%uA",
-                        w->transcript_errors, w->transcripts_recovered,
-                        w->transcripts_lost);
+                        ngx_http_voice_metrics_get(
+                            NGX_HTTP_VOICE_METRIC_TRANSCRIPTS_FAILED),
+                        ngx_http_voice_metrics_get(
+                            NGX_HTTP_VOICE_METRIC_TRANSCRIPTS_RECOVERED),
+                        ngx_http_voice_metrics_get(
+                            NGX_HTTP_VOICE_METRIC_TRANSCRIPTS_LOST));
 
         /* the instance's, from the shared zone */
         p = ngx_http_voice_zone_status(p);

@@ -389,6 +389,10 @@ ngx_http_voice_transcript_entry(ngx_http_voice_call_t *call,
     u->role = msg->role;
     u->latency = (msg->role == VOICE_PROTO_ROLE_ASSISTANT) ? msg->latency
                                                            : 0;
+
+    if (u->latency) {
+        ngx_http_voice_metrics_turn(u->latency);
+    }
     u->time = msg->timestamp ? msg->timestamp : ngx_http_voice_now_ms();
 
     call->text_bytes += bytes;
@@ -976,6 +980,7 @@ ngx_http_voice_transcript_io_done(ngx_event_t *ev)
                       "(%ui utterances)", call->call_sid, files->final,
                       call->utterances.nelts);
 
+        ngx_http_voice_metrics_inc(NGX_HTTP_VOICE_METRIC_TRANSCRIPTS_WRITTEN);
         ngx_http_voice_call_written(call);
         return;
     }
@@ -995,11 +1000,9 @@ ngx_http_voice_transcript_io_failed(ngx_http_voice_call_t *call,
     ngx_http_voice_transcript_io_t *io)
 {
     u_char                             *path;
-    ngx_http_voice_worker_t            *w;
     ngx_http_voice_transcript_files_t  *files;
 
     files = call->files;
-    w = ngx_http_voice_worker();
 
     path = (io->op == NGX_HTTP_VOICE_TRANSCRIPT_FINAL) ? files->final
                                                         : files->journal;
@@ -1007,9 +1010,7 @@ ngx_http_voice_transcript_io_failed(ngx_http_voice_call_t *call,
     if (!files->failed_logged) {
         files->failed_logged = 1;
 
-        if (w) {
-            (void) ngx_atomic_fetch_add(&w->transcript_errors, 1);
-        }
+        ngx_http_voice_metrics_inc(NGX_HTTP_VOICE_METRIC_TRANSCRIPTS_FAILED);
 
         ngx_log_error(NGX_LOG_ERR, call->log, io->e.err,
                       "voice: call %s: transcript storage failed: %s \"%s\" "
@@ -1038,9 +1039,8 @@ ngx_http_voice_transcript_io_failed(ngx_http_voice_call_t *call,
         if (ngx_current_msec - files->final_since
             >= call->vlcf->transcript_retry)
         {
-            if (w) {
-                (void) ngx_atomic_fetch_add(&w->transcripts_lost, 1);
-            }
+            ngx_http_voice_metrics_inc(
+                NGX_HTTP_VOICE_METRIC_TRANSCRIPTS_LOST);
 
             ngx_log_error(NGX_LOG_CRIT, call->log, io->e.err,
                           "voice: call %s: the record could not be written "

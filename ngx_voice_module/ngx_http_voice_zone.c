@@ -101,17 +101,10 @@ typedef struct {
     ngx_queue_t                 live;
     ngx_uint_t                  ncalls;
     ngx_uint_t                  nwaiting;
-    ngx_uint_t                  refused;
     ngx_uint_t                  expired;        /* streams never came */
     ngx_uint_t                  orphans;        /* their worker died */
     time_t                      swept;
     uint64_t                    next_token;
-
-    /* the post-call webhook (ngx_http_voice_outbox.c) */
-    ngx_uint_t                  hook_delivered;
-    ngx_uint_t                  hook_failed;    /* attempts */
-    ngx_uint_t                  hook_given_up;
-    ngx_uint_t                  hook_pending;   /* as last looked at */
 } ngx_http_voice_zone_sh_t;
 
 
@@ -665,57 +658,26 @@ ngx_http_voice_zone_status(u_char *p)
 
     p = ngx_sprintf(p, ",\"admitted\":{\"calls\":%ui,\"waiting\":%ui,"
                     "\"refused\":%ui,\"expired\":%ui,\"orphans\":%ui}",
-                    ctx->sh->ncalls, ctx->sh->nwaiting, ctx->sh->refused,
+                    ctx->sh->ncalls, ctx->sh->nwaiting,
+                    ngx_http_voice_metrics_get(
+                        NGX_HTTP_VOICE_METRIC_REFUSED_LIMIT),
                     ctx->sh->expired, ctx->sh->orphans);
 
     p = ngx_sprintf(p, ",\"webhook\":{\"delivered\":%ui,"
                     "\"failedAttempts\":%ui,\"givenUp\":%ui,"
                     "\"pending\":%ui}",
-                    ctx->sh->hook_delivered, ctx->sh->hook_failed,
-                    ctx->sh->hook_given_up, ctx->sh->hook_pending);
+                    ngx_http_voice_metrics_get(
+                        NGX_HTTP_VOICE_METRIC_WEBHOOK_DELIVERED),
+                    ngx_http_voice_metrics_get(
+                        NGX_HTTP_VOICE_METRIC_WEBHOOK_FAILED),
+                    ngx_http_voice_metrics_get(
+                        NGX_HTTP_VOICE_METRIC_WEBHOOK_GIVEN_UP),
+                    ngx_http_voice_metrics_get(
+                        NGX_HTTP_VOICE_METRIC_WEBHOOK_PENDING));
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 
     return p;
-}
-
-
-/* the post-call webhook's counts, for voice_status */
-
-void
-ngx_http_voice_zone_hook_count(ngx_uint_t delivered, ngx_uint_t failed,
-    ngx_uint_t given_up)
-{
-    ngx_http_voice_zone_ctx_t  *ctx;
-
-    ctx = ngx_http_voice_zone_ctx();
-    if (ctx == NULL) {
-        return;
-    }
-
-    ngx_shmtx_lock(&ctx->shpool->mutex);
-
-    ctx->sh->hook_delivered += delivered;
-    ctx->sh->hook_failed += failed;
-    ctx->sh->hook_given_up += given_up;
-
-    ngx_shmtx_unlock(&ctx->shpool->mutex);
-}
-
-
-void
-ngx_http_voice_zone_hook_pending(ngx_uint_t pending)
-{
-    ngx_http_voice_zone_ctx_t  *ctx;
-
-    ctx = ngx_http_voice_zone_ctx();
-    if (ctx == NULL) {
-        return;
-    }
-
-    ngx_shmtx_lock(&ctx->shpool->mutex);
-    ctx->sh->hook_pending = pending;
-    ngx_shmtx_unlock(&ctx->shpool->mutex);
 }
 
 
@@ -889,7 +851,7 @@ ngx_http_voice_zone_call_add(ngx_http_voice_zone_ctx_t *ctx, ngx_uint_t max,
         ngx_http_voice_zone_call_sweep(ctx, now);
 
         if (ctx->sh->ncalls >= max) {
-            ctx->sh->refused++;
+            ngx_http_voice_metrics_inc(NGX_HTTP_VOICE_METRIC_REFUSED_LIMIT);
             return NGX_HTTP_VOICE_ADMIT_FULL;
         }
     }
@@ -905,7 +867,7 @@ ngx_http_voice_zone_call_add(ngx_http_voice_zone_ctx_t *ctx, ngx_uint_t max,
                       "voice: no room for a call%s", ctx->shpool->log_ctx);
 
         if (max) {
-            ctx->sh->refused++;
+            ngx_http_voice_metrics_inc(NGX_HTTP_VOICE_METRIC_REFUSED_LIMIT);
             return NGX_HTTP_VOICE_ADMIT_FULL;
         }
 

@@ -131,6 +131,7 @@ static const voice_proto_type_t  voice_proto_types[128] = {
     [VOICE_PROTO_MSG_WEBHOOK] = { 1,
         F(REQUEST_ID) | F(CALL_SID) | F(URL) | F(BODY) | F(SECRET),
         "webhook" },
+    [VOICE_PROTO_MSG_STATS] = { 1, F(REQUEST_ID), "stats" },
     [VOICE_PROTO_MSG_REPLY] = { 1, F(REQUEST_ID) | F(STATUS) | F(BODY),
                                 "reply" },
     [VOICE_PROTO_MSG_ERROR] = { 1, F(REASON), "error" },

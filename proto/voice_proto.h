@@ -81,6 +81,8 @@ typedef enum {
     VOICE_PROTO_MSG_WEBHOOK = 0x33,       /* N->B  POST a call's record to
                                              the operator (reply: status
                                              the receiver's, 0 if none) */
+    VOICE_PROTO_MSG_STATS = 0x34,         /* N->B  bridged's counters, as
+                                             a REPLY's Prometheus lines */
     VOICE_PROTO_MSG_REPLY = 0x3f,         /* B->N  REST reply */
 
     VOICE_PROTO_MSG_ERROR = 0x7f          /* B->N  protocol error */

@@ -364,6 +364,13 @@ class Stack:
                 return seen
         raise AssertionError("only workers %s answered" % list(seen))
 
+    def status_counter(self, key, workers=None):
+        """a counter of voice_status: the instance's, in shared memory, so
+        every worker says the same (workers: status_all()'s answer)"""
+        views = [w[key] for w in (workers or self.status_all()).values()]
+        assert all(v == views[0] for v in views), (key, views)
+        return views[0]
+
     def reload_nginx(self):
         """SIGHUP, as an operator reloads: new workers with the new
         configuration, the old ones gone, the bridge channel up"""

@@ -34,10 +34,7 @@ def callbacks_of(stack, sid, n):
 
 
 def status_counts(stack):
-    total = {}
-    for w in stack.status_all().values():
-        for k, v in w["callStatus"].items():
-            total[k] = total.get(k, 0) + v
+    total = stack.status_counter("callStatus")
     return {k: v for k, v in total.items() if v}
 
 

@@ -100,8 +100,8 @@ def test_worker_killed_mid_call(stack):
     check_recovered(stack, sid)
     workers = stack.status_all()
     assert pid not in workers
-    assert sum(w["transcriptsRecovered"] for w in workers.values()) == 1
-    assert sum(w["transcriptErrors"] for w in workers.values()) == 0
+    assert stack.status_counter("transcriptsRecovered", workers) == 1
+    assert stack.status_counter("transcriptErrors", workers) == 0
 
 
 def test_whole_nginx_killed_mid_call(stack):
@@ -120,8 +120,7 @@ def test_whole_nginx_killed_mid_call(stack):
     stack.base = "http://127.0.0.1:%d" % stack.port
     stack.start_nginx()
     check_recovered(stack, sid)
-    assert sum(w["transcriptsRecovered"]
-               for w in stack.status_all().values()) == 1
+    assert stack.status_counter("transcriptsRecovered") == 1
 
 
 def test_reload_never_takes_a_live_call_journal(stack):
@@ -149,8 +148,7 @@ def test_reload_never_takes_a_live_call_journal(stack):
         ("user", fixture_text("caller")), ("assistant", fixture_text("reply"))]
     wait_for(lambda: journal_of(stack, sid) is None, 10, 0.1,
              "the journal to go")
-    assert sum(w["transcriptsRecovered"]
-               for w in stack.status_all().values()) == 0
+    assert stack.status_counter("transcriptsRecovered") == 0
 
     # by the old worker, which waited for its file operation to end
     wait_for(lambda: re.search(r"\[info\] %d#.*call %s: transcript written "
@@ -218,5 +216,4 @@ def test_torn_journal_is_recovered_without_its_torn_line(stack):
     assert re.search(r"call %s: its record was written, its journal was "
                      r"left: removed" % sid2, stack.log("error"))
     assert other.exists()
-    assert sum(w["transcriptsRecovered"]
-               for w in stack.status_all().values()) == 1
+    assert stack.status_counter("transcriptsRecovered") == 1

@@ -81,8 +81,8 @@ def failures(stack, sid):
 
 
 def counters(stack):
-    workers = stack.status_all().values()
-    return {k: sum(w[k] for w in workers)
+    workers = stack.status_all()
+    return {k: stack.status_counter(k, workers)
             for k in ("transcriptErrors", "transcriptsLost")}
 
 

@@ -22,6 +22,7 @@ import threading
 import time
 
 from conftest import BUILD, TOP, fixture_bytes, free_port, render, wait_for
+from test_metrics import scrape, value
 from test_call import CALLEE, place_call
 
 
@@ -190,6 +191,16 @@ def test_a_receiver_that_fails_is_tried_again(stack_factory):
         check_record(stack, sid, *rcv.got[-1][:2])
         assert "answered HTTP 500" in stack.log("error")
         wait_for(lambda: outbox(stack) == [], 10, 0.1, "the entry to go")
+
+        # counted where Prometheus reads them, as voice_status shows them
+        samples, _ = scrape(stack)
+        assert value(samples, "voice_webhook_deliveries_total",
+                     outcome="delivered") == 1
+        assert value(samples, "voice_webhook_deliveries_total",
+                     outcome="failed") == 2
+        assert value(samples, "voice_webhook_given_up_total") == 0
+        s = webhook_status(stack)
+        assert s["delivered"] == 1 and s["failedAttempts"] == 2, s
     finally:
         rcv.stop()
 
@@ -239,6 +250,13 @@ def test_a_record_is_given_up_after_the_retry_time(stack_factory):
     assert s["failedAttempts"] >= 2, s
     # the record itself stays
     assert stack.transcript_files(sid)
+    samples, _ = scrape(stack)
+    assert value(samples, "voice_webhook_given_up_total") == 1
+    assert value(samples, "voice_webhook_deliveries_total",
+                 outcome="failed") == s["failedAttempts"]
+    # the gauge is what the first worker's last look counted
+    wait_for(lambda: value(scrape(stack)[0], "voice_webhook_pending") == 0,
+             10, 0.5, "the outbox counted empty")
 
 
 def test_nginx_t_refuses_a_webhook_without_a_secret(tmp_path):

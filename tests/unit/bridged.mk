@@ -10,7 +10,7 @@ BD_LIBS    := $(shell pkg-config --libs libcjson)
 UNIT_TESTS += test_bd_jscan
 UNIT_TESTS += test_bd_b64 test_bd_form test_bd_ring test_bd_twapi_json \
               test_bd_oai_event test_bd_conf test_bd_log \
-              test_bd_session test_bd_history test_bd_retry
+              test_bd_session test_bd_history test_bd_retry test_bd_stats
 
 # each test: its own .c, the bridged sources it needs, and their headers
 
@@ -43,6 +43,7 @@ $(O)/test_bd_oai_event: $(CURDIR)/test_bd_oai_event.c \
                         $(BD_DIR)/bd_history.c $(BD_DIR)/bd_history.h \
                         $(BD_DIR)/bd_jscan.c $(BD_DIR)/bd_jscan.h \
                         $(BD_DIR)/bd_log.c $(BD_DIR)/bd_oai_event.h \
+                        $(BD_DIR)/bd_stats.c $(BD_DIR)/bd_stats.h \
                         $(BD_DIR)/bd_b64.h $(BD_DIR)/bd_log.h \
                         $(TOP)/proto/voice_proto.h | $(O)
 	$(BD_TEST_CC)
@@ -66,4 +67,8 @@ $(O)/test_bd_history: $(CURDIR)/test_bd_history.c $(BD_DIR)/bd_history.c \
 
 $(O)/test_bd_retry: $(CURDIR)/test_bd_retry.c $(BD_DIR)/bd_retry.c \
                     $(BD_DIR)/bd_retry.h | $(O)
+	$(BD_TEST_CC)
+
+$(O)/test_bd_stats: $(CURDIR)/test_bd_stats.c $(BD_DIR)/bd_stats.c \
+                    $(BD_DIR)/bd_stats.h | $(O)
 	$(BD_TEST_CC)

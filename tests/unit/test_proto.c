@@ -73,7 +73,8 @@ test_every_type_with_required_fields(void **state)
         VOICE_PROTO_MSG_TRANSCRIPT, VOICE_PROTO_MSG_CALL_DONE,
         VOICE_PROTO_MSG_CALL_CREATE, VOICE_PROTO_MSG_CALL_END,
         VOICE_PROTO_MSG_NUMBERS_LIST, VOICE_PROTO_MSG_WEBHOOK,
-        VOICE_PROTO_MSG_REPLY, VOICE_PROTO_MSG_ERROR
+        VOICE_PROTO_MSG_STATS, VOICE_PROTO_MSG_REPLY,
+        VOICE_PROTO_MSG_ERROR
     };
     size_t                i, n;
     uint8_t               buf[1024];
