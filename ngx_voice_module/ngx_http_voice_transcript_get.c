@@ -3,7 +3,8 @@
  * /api/transcript/{callSid}, a call's record as JSON or, with
  * ?format=text, as plain "User:" / "Assistant:" lines
  * (ngx_http_voice_transcript_fmt.c); DELETE removes it; GET
- * /api/transcripts lists them.
+ * /api/transcripts lists them.  GET /api/transcript/{callSid}/live is
+ * ngx_http_voice_live.c's.
  *
  * The record is found by scanning the transcript directory for the file
  * whose name starts with the call SID ({callSid}_{phone}_{start}.json,
@@ -123,6 +124,16 @@ ngx_http_voice_transcript_handler(ngx_http_request_t *r)
     rc = ngx_http_voice_auth_check(r);
     if (rc != NGX_OK) {
         return ngx_http_voice_auth_refuse(r, rc);
+    }
+
+    /* {callSid}/live: the record as it grows, in the same location, so
+     * that a configuration needs nothing new for it */
+
+    if (r->uri.len > sizeof("/live") - 1
+        && ngx_strncmp(r->uri.data + r->uri.len - (sizeof("/live") - 1),
+                       "/live", sizeof("/live") - 1) == 0)
+    {
+        return ngx_http_voice_live_handler(r);
     }
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD|NGX_HTTP_DELETE))) {
