@@ -219,7 +219,7 @@ def test_live_calls_and_their_stream_on_every_worker(stack):
         assert json.loads(after[0]["data"]) == record
 
 
-def test_inbound_call_is_listed_with_its_caller(stack):
+def test_inbound_call_listed_and_kept_alive(stack):
     caller = "+14155550177"
     sid = stack.tw("POST", "/_fake/inbound", {"from": caller})["callSid"]
     s, _ = pinned(stack)
@@ -231,9 +231,45 @@ def test_inbound_call_is_listed_with_its_caller(stack):
     assert (c["callSid"], c["direction"], c["phoneNumber"]) == \
         (sid, "inbound", caller)
 
+    # a quiet call: a comment every 15 s keeps the stream's proxies and
+    # clients from timing it out
+    stack.wait_reply_heard(sid, len(fixture_bytes("reply")))
+    w, _ = pinned(stack)
+    stream = live(w, stack, sid)
+    events = iter(stream)
+    assert [e["id"] for e in take(events, 2)] == ["1", "2"]
+    time.sleep(16)
+
     stack.tw("POST", "/_fake/calls/%s/hangup" % sid, {"wait": True})
     stack.wait_transcript(sid)
+    assert [e["event"] for e in events] == ["record"]
+    assert " keepalive" in stream.comments
     wait_for(lambda: calls(s, stack) == [], 20, 0.2, "an empty list")
+
+
+def test_reload_ends_streams_and_the_client_resumes(stack):
+    """a reload's old worker ends its streams (it keeps its calls); the
+    client comes back to a new worker with Last-Event-ID"""
+    sid = stack.tw("POST", "/_fake/inbound",
+                   {"from": "+14155550178"})["callSid"]
+    stack.wait_reply_heard(sid, len(fixture_bytes("reply")))
+    s, _ = pinned(stack)
+    stream = live(s, stack, sid)
+    events = iter(stream)
+    first = take(events, 2)
+
+    stack.reload_nginx()
+    assert list(events) == [] and stream.ended
+    assert stream.last_id == "2"
+
+    n, _ = pinned(stack)
+    events = iter(live(n, stack, sid, last_id=stream.last_id))
+    stack.tw("POST", "/_fake/calls/%s/hangup" % sid, {"wait": True})
+    rest = list(events)
+    assert [e["event"] for e in rest] == ["record"]
+    record = json.loads(rest[0]["data"])
+    assert sorted(u["text"] for u in record["transcript"]) == \
+        sorted(json.loads(e["data"])["text"] for e in first)
 
 
 def test_unknown_call_bad_requests_and_auth(stack):
