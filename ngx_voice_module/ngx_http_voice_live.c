@@ -105,8 +105,7 @@ typedef struct {
     ngx_uint_t                  result;
     u_char                     *data;         /* malloc()ed events */
     size_t                      len;
-    ngx_err_t                   err;
-    const char                 *failed;
+    ngx_http_voice_store_err_t  e;
 } ngx_http_voice_live_t;
 
 
@@ -461,8 +460,8 @@ ngx_http_voice_live_thread(void *data, ngx_log_t *log)
     live->result = NGX_HTTP_VOICE_LIVE_NOTHING;
     live->data = NULL;
     live->len = 0;
-    live->err = 0;
-    live->failed = NULL;
+    live->e.err = 0;
+    live->e.failed = NULL;
 
     if (live->fd == NGX_INVALID_FILE) {
 
@@ -493,8 +492,8 @@ ngx_http_voice_live_thread(void *data, ngx_log_t *log)
 static void
 ngx_http_voice_live_fail(ngx_http_voice_live_t *live, const char *what)
 {
-    live->err = ngx_errno;
-    live->failed = what;
+    live->e.err = ngx_errno;
+    live->e.failed = what;
     live->result = NGX_HTTP_VOICE_LIVE_FAILED;
 }
 
@@ -789,12 +788,10 @@ ngx_http_voice_live_tail(ngx_http_voice_live_t *live)
 static u_char *
 ngx_http_voice_live_record(ngx_http_voice_live_t *live, size_t *len)
 {
-    u_char           *buf, *out, *o, *p, *q, *end;
-    u_char            path[NGX_MAX_PATH];
-    size_t            lines;
-    ssize_t           n;
-    ngx_fd_t          fd;
-    ngx_file_info_t   fi;
+    u_char    *buf, *out, *o, *p, *q, *end;
+    u_char     path[NGX_MAX_PATH];
+    size_t     lines, n;
+    ngx_fd_t   fd;
 
     *len = 0;
 
@@ -812,29 +809,16 @@ ngx_http_voice_live_record(ngx_http_voice_live_t *live, size_t *len)
         return NULL;
     }
 
-    if (ngx_fd_info(fd, &fi) == -1
-        || ngx_file_size(&fi) > NGX_HTTP_VOICE_STORE_MAX_RECORD)
+    if (ngx_http_voice_store_read_fd(fd, NGX_HTTP_VOICE_STORE_MAX_RECORD,
+                                     &buf, &n, &live->e)
+        != NGX_OK)
     {
-        ngx_http_voice_live_fail(live, "fstat() record");
+        live->result = NGX_HTTP_VOICE_LIVE_FAILED;
         (void) ngx_close_file(fd);
         return NULL;
     }
 
-    buf = malloc(ngx_file_size(&fi) + 1);
-    if (buf == NULL) {
-        ngx_http_voice_live_fail(live, "malloc()");
-        (void) ngx_close_file(fd);
-        return NULL;
-    }
-
-    n = read(fd, buf, ngx_file_size(&fi));
     (void) ngx_close_file(fd);
-
-    if (n != ngx_file_size(&fi)) {
-        ngx_http_voice_live_fail(live, "read() record");
-        free(buf);
-        return NULL;
-    }
 
     /* the record ends with a newline: the last data line ends there */
     end = buf + n;
@@ -909,9 +893,9 @@ ngx_http_voice_live_done(ngx_event_t *ev)
     if (live->result == NGX_HTTP_VOICE_LIVE_FAILED) {
         free(data);
 
-        ngx_log_error(NGX_LOG_ERR, c->log, live->err,
+        ngx_log_error(NGX_LOG_ERR, c->log, live->e.err,
                       "voice: live stream of call %s: %s failed in \"%s\"",
-                      live->sid, live->failed, live->dir);
+                      live->sid, live->e.failed, live->dir);
 
         if (live->state == NGX_HTTP_VOICE_LIVE_ST_FIRST) {
             rc = ngx_http_voice_send_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
@@ -997,8 +981,16 @@ static ngx_int_t
 ngx_http_voice_live_begin(ngx_http_voice_live_t *live)
 {
     ngx_int_t            rc;
+    ngx_uint_t           i;
     ngx_table_elt_t     *h;
     ngx_http_request_t  *r;
+
+    /* nothing cached; a proxy in front (nginx's own) passes each event
+     * on at once */
+    static ngx_str_t  headers[][2] = {
+        { ngx_string("Cache-Control"), ngx_string("no-cache") },
+        { ngx_string("X-Accel-Buffering"), ngx_string("no") }
+    };
 
     r = live->request;
 
@@ -1007,24 +999,16 @@ ngx_http_voice_live_begin(ngx_http_voice_live_t *live)
     r->headers_out.content_type_len = r->headers_out.content_type.len;
     r->headers_out.content_type_lowcase = NULL;
 
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_ERROR;
+    for (i = 0; i < sizeof(headers) / sizeof(headers[0]); i++) {
+        h = ngx_list_push(&r->headers_out.headers);
+        if (h == NULL) {
+            return NGX_ERROR;
+        }
+
+        h->hash = 1;
+        h->key = headers[i][0];
+        h->value = headers[i][1];
     }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "Cache-Control");
-    ngx_str_set(&h->value, "no-cache");
-
-    /* a proxy in front (nginx's own) passes each event on at once */
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "X-Accel-Buffering");
-    ngx_str_set(&h->value, "no");
 
     rc = ngx_http_send_header(r);
     if (rc == NGX_ERROR || rc > NGX_OK) {
