@@ -164,19 +164,9 @@ ngx_http_voice_live_calls_handler(ngx_http_request_t *r)
 
     static const char  *stages[] = { "ringing", "live", "ending" };
 
-    rc = ngx_http_discard_request_body(r);
-    if (rc != NGX_OK) {
+    rc = ngx_http_voice_auth_reader(r);
+    if (rc != NGX_DECLINED) {
         return rc;
-    }
-
-    rc = ngx_http_voice_auth_check(r);
-    if (rc != NGX_OK) {
-        return ngx_http_voice_auth_refuse(r, rc);
-    }
-
-    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
-        return ngx_http_voice_send_error(r, NGX_HTTP_NOT_ALLOWED,
-                                         "method not allowed: use GET");
     }
 
     list = NULL;

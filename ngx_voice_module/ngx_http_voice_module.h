@@ -401,6 +401,8 @@ ngx_uint_t ngx_http_voice_session_time_limit(ngx_http_request_t *r);
  * NGX_HTTP_FORBIDDEN; the refusal is sent once the body is discarded */
 ngx_int_t ngx_http_voice_auth_check(ngx_http_request_t *r);
 ngx_int_t ngx_http_voice_auth_refuse(ngx_http_request_t *r, ngx_int_t status);
+/* NGX_DECLINED: a GET or HEAD with the token, go on */
+ngx_int_t ngx_http_voice_auth_reader(ngx_http_request_t *r);
 
 
 /* ngx_http_voice_bridge.c */

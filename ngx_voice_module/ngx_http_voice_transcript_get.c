@@ -620,19 +620,9 @@ ngx_http_voice_transcripts_handler(ngx_http_request_t *r)
     ngx_http_voice_loc_conf_t  *vlcf;
     u_char                      before[NGX_HTTP_VOICE_LIST_ARG_MAX + 8];
 
-    rc = ngx_http_discard_request_body(r);
-    if (rc != NGX_OK) {
+    rc = ngx_http_voice_auth_reader(r);
+    if (rc != NGX_DECLINED) {
         return rc;
-    }
-
-    rc = ngx_http_voice_auth_check(r);
-    if (rc != NGX_OK) {
-        return ngx_http_voice_auth_refuse(r, rc);
-    }
-
-    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
-        return ngx_http_voice_send_error(r, NGX_HTTP_NOT_ALLOWED,
-                                         "method not allowed: use GET");
     }
 
     vlcf = ngx_http_get_module_loc_conf(r, ngx_http_voice_module);
