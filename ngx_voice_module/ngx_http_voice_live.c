@@ -122,7 +122,7 @@ static ngx_int_t ngx_http_voice_live_begin(ngx_http_voice_live_t *live);
 static ngx_int_t ngx_http_voice_live_send(ngx_http_voice_live_t *live,
     u_char *data, size_t len, ngx_uint_t last);
 static void ngx_http_voice_live_write(ngx_http_request_t *r);
-static void ngx_http_voice_live_wait_write(ngx_http_request_t *r);
+static ngx_int_t ngx_http_voice_live_wait_write(ngx_http_request_t *r);
 static void ngx_http_voice_live_finish(ngx_http_voice_live_t *live,
     ngx_int_t rc);
 static void ngx_http_voice_live_cleanup(void *data);
@@ -318,6 +318,8 @@ ngx_http_voice_live_handler(ngx_http_request_t *r)
     cln->handler = ngx_http_voice_live_cleanup;
     cln->data = live;
 
+    ngx_http_set_ctx(r, live, ngx_http_voice_module);
+
     r->main->count++;
     r->read_event_handler = ngx_http_test_reading;
     r->write_event_handler = ngx_http_request_empty_handler;
@@ -422,6 +424,12 @@ ngx_http_voice_live_tick(ngx_event_t *ev)
 
     live = ev->data;
     c = live->request->connection;
+
+    /* the client left: the request is being terminated, the cleanup
+     * comes */
+    if (c->error) {
+        return;
+    }
 
     ngx_http_set_log_request(c->log, live->request);
 
@@ -878,6 +886,12 @@ ngx_http_voice_live_done(ngx_event_t *ev)
     }
 
     c = r->connection;
+
+    if (c->error) {
+        free(data);
+        return;
+    }
+
     ngx_http_set_log_request(c->log, r);
 
     if (live->result == NGX_HTTP_VOICE_LIVE_FAILED) {
@@ -1015,9 +1029,9 @@ ngx_http_voice_live_begin(ngx_http_voice_live_t *live)
 
 
 /*
- * Sends data (len bytes, ngx_alloc()ed and now the stream's, or the
- * keepalive comment), flushed; last ends the response.  Only called once
- * what was sent before is out.
+ * Sends data (len bytes, malloc()ed and now the stream's, or the
+ * keepalive comment), flushed; last ends the response.  Data is only
+ * sent once what was sent before is out: the buffer is reused.
  */
 
 static ngx_int_t
@@ -1035,20 +1049,23 @@ ngx_http_voice_live_send(ngx_http_voice_live_t *live, u_char *data,
         return NGX_ERROR;
     }
 
+    /* the end alone: what is still going out (a reload does not wait for
+     * a slow client) is left as it is */
+    if (len == 0) {
+        return ngx_http_send_special(r, NGX_HTTP_LAST|NGX_HTTP_FLUSH);
+    }
+
     free(live->sending);
     live->sending = (data == ngx_http_voice_live_keepalive) ? NULL : data;
 
     b = &live->buf;
     ngx_memzero(b, sizeof(ngx_buf_t));
 
-    if (len) {
-        b->start = data;
-        b->pos = data;
-        b->last = data + len;
-        b->end = data + len;
-        b->memory = 1;
-    }
-
+    b->start = data;
+    b->pos = data;
+    b->last = data + len;
+    b->end = data + len;
+    b->memory = 1;
     b->flush = 1;
     b->last_buf = last;
     b->last_in_chain = 1;
@@ -1059,8 +1076,9 @@ ngx_http_voice_live_send(ngx_http_voice_live_t *live, u_char *data,
 
     rc = ngx_http_output_filter(r, &live->out);
 
-    if (rc != NGX_ERROR && !last) {
-        ngx_http_voice_live_wait_write(r);
+    if (rc != NGX_ERROR && !last && ngx_http_voice_live_wait_write(r) != NGX_OK)
+    {
+        return NGX_ERROR;
     }
 
     return rc;
@@ -1072,28 +1090,29 @@ ngx_http_voice_live_send(ngx_http_voice_live_t *live, u_char *data,
 static void
 ngx_http_voice_live_write(ngx_http_request_t *r)
 {
-    ngx_event_t  *wev;
+    ngx_event_t            *wev;
+    ngx_http_voice_live_t  *live;
 
     wev = r->connection->write;
+    live = ngx_http_get_module_ctx(r, ngx_http_voice_module);
 
     if (wev->timedout) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, NGX_ETIMEDOUT,
                       "voice: live stream client timed out");
         r->connection->timedout = 1;
-        ngx_http_finalize_request(r, NGX_HTTP_REQUEST_TIME_OUT);
+        ngx_http_voice_live_finish(live, NGX_HTTP_REQUEST_TIME_OUT);
         return;
     }
 
-    if (ngx_http_output_filter(r, NULL) == NGX_ERROR) {
-        ngx_http_finalize_request(r, NGX_ERROR);
-        return;
+    if (ngx_http_output_filter(r, NULL) == NGX_ERROR
+        || ngx_http_voice_live_wait_write(r) != NGX_OK)
+    {
+        ngx_http_voice_live_finish(live, NGX_ERROR);
     }
-
-    ngx_http_voice_live_wait_write(r);
 }
 
 
-static void
+static ngx_int_t
 ngx_http_voice_live_wait_write(ngx_http_request_t *r)
 {
     ngx_event_t               *wev;
@@ -1106,16 +1125,14 @@ ngx_http_voice_live_wait_write(ngx_http_request_t *r)
         if (wev->timer_set) {
             ngx_del_timer(wev);
         }
-        return;
+        return NGX_OK;
     }
 
     if (!wev->delayed) {
         ngx_add_timer(wev, clcf->send_timeout);
     }
 
-    if (ngx_handle_write_event(wev, clcf->send_lowat) != NGX_OK) {
-        ngx_http_finalize_request(r, NGX_ERROR);
-    }
+    return ngx_handle_write_event(wev, clcf->send_lowat);
 }
 
 

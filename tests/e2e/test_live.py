@@ -314,3 +314,27 @@ def test_record_without_live_call_is_one_event(stack):
     assert got[0]["data"] == text[:-1]
     assert json.loads(got[0]["data"]) == doc
     assert time.monotonic() - started < 5
+
+
+def test_clients_that_leave_mid_stream(stack):
+    """watchers that go at any point (before an event, after one, while a
+    tick reads) leave nothing behind: the call goes on, a new watcher is
+    served, the workers log nothing alarming (the conftest checks)"""
+    sid = stack.tw("POST", "/_fake/inbound",
+                   {"from": "+14155550179"})["callSid"]
+    gone = []
+    for _ in range(6):
+        s, _ = pinned(stack)
+        gone.append(live(s, stack, sid))
+    stack.wait_reply_heard(sid, len(fixture_bytes("reply")))
+    for i, stream in enumerate(gone):
+        if i % 2:
+            take(iter(stream), 1)
+        stream.close()
+    time.sleep(0.6)
+
+    s, _ = pinned(stack)
+    events = iter(live(s, stack, sid))
+    assert [e["id"] for e in take(events, 2)] == ["1", "2"]
+    stack.tw("POST", "/_fake/calls/%s/hangup" % sid, {"wait": True})
+    assert [e["event"] for e in events] == ["record"]
