@@ -25,7 +25,11 @@
  * (live, from its media stream's start); a slot whose stream never came
  * goes after a bound, or when Twilio reports the call over; a live slot
  * whose worker died goes when the limit is reached.  A reload with the
- * same name and size keeps the zone, and so the counts.
+ * same name and size keeps the zone, and so the counts.  Each slot also
+ * holds what GET /api/calls shows of its call (ngx_http_voice_live.c):
+ * its direction and number, from /api/call or /twiml while it rings, and
+ * then from the worker that holds it (ngx_http_voice_call.c), with its
+ * start, its stage and the name of its record.
  */
 
 #include <ngx_config.h>
