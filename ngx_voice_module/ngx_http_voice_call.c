@@ -306,8 +306,9 @@ ngx_http_voice_call_note(ngx_http_voice_call_t *call, ngx_uint_t stage)
     info.start = call->start;
     info.number_len = ngx_strlen(call->phone);
     ngx_memcpy(info.number, call->phone, info.number_len);
-    info.name_len = ngx_min(call->name.len, NGX_HTTP_VOICE_CALL_NAME_MAX);
-    ngx_memcpy(info.name, call->name.data, info.name_len);
+
+    /* the zone makes its record's name of these: {sid}_{phone}_{start} */
+    info.name_len = 0;
 
     ngx_http_voice_zone_call_note(&info);
 }

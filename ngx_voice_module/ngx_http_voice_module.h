@@ -494,7 +494,8 @@ typedef struct {
     ngx_int_t                   outbound;       /* 1, 0, -1: unknown */
     uint64_t                    start;          /* ms since the epoch */
     size_t                      number_len;
-    size_t                      name_len;       /* 0: no record yet */
+    size_t                      name_len;       /* of its record; 0:
+                                                   none yet */
     u_char                      number[NGX_HTTP_VOICE_PHONE_MAX];
     u_char                      name[NGX_HTTP_VOICE_CALL_NAME_MAX];
 } ngx_http_voice_zone_info_t;

@@ -37,6 +37,7 @@
 #include <ngx_http.h>
 
 #include "ngx_http_voice_module.h"
+#include "ngx_http_voice_transcript_fmt.h"
 
 
 #define NGX_HTTP_VOICE_ZONE_IDEM_TTL    86400   /* s: a day */
@@ -92,10 +93,13 @@ typedef struct {
     u_char                      stage;          /* _STAGE_* */
     u_char                      outbound;       /* 1, 0, or 2: unknown */
     u_char                      number_len;
-    u_char                      name_len;
+    u_char                      named;          /* its worker set number
+                                                   and start: its record
+                                                   is {key}_{number}_{start}
+                                                   (not kept: 256 bytes a
+                                                   slot, not 512) */
     uint64_t                    start;          /* ms since the epoch */
     u_char                      number[NGX_HTTP_VOICE_PHONE_MAX];
-    u_char                      name[NGX_HTTP_VOICE_CALL_NAME_MAX];
 } ngx_http_voice_zone_call_t;
 
 
@@ -891,7 +895,7 @@ ngx_http_voice_zone_call_add(ngx_http_voice_zone_ctx_t *ctx, ngx_uint_t max,
                   ? NGX_HTTP_VOICE_STAGE_LIVE : NGX_HTTP_VOICE_STAGE_RINGING;
     slot->outbound = 2;
     slot->number_len = 0;
-    slot->name_len = 0;
+    slot->named = 0;
     slot->start = ngx_http_voice_now_ms();
 
     ngx_rbtree_insert(&ctx->sh->calls, node);
@@ -1214,10 +1218,7 @@ ngx_http_voice_zone_call_note(ngx_http_voice_zone_info_t *info)
         ngx_http_voice_zone_call_number(slot, info->outbound, info->number,
                                         info->number_len);
 
-        if (info->name_len <= NGX_HTTP_VOICE_CALL_NAME_MAX) {
-            ngx_memcpy(slot->name, info->name, info->name_len);
-            slot->name_len = (u_char) info->name_len;
-        }
+        slot->named = (slot->number_len == info->number_len);
     }
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
@@ -1228,14 +1229,22 @@ static void
 ngx_http_voice_zone_call_info(ngx_http_voice_zone_call_t *slot,
     ngx_http_voice_zone_info_t *info)
 {
+    u_char  *p;
+
     ngx_memcpy(info->sid, slot->key, NGX_HTTP_VOICE_SID_LEN);
     info->stage = slot->stage;
     info->outbound = (slot->outbound == 2) ? -1 : (ngx_int_t) slot->outbound;
     info->start = slot->start;
     info->number_len = slot->number_len;
     ngx_memcpy(info->number, slot->number, slot->number_len);
-    info->name_len = slot->name_len;
-    ngx_memcpy(info->name, slot->name, slot->name_len);
+    info->name_len = 0;
+
+    if (slot->named) {
+        p = ngx_sprintf(info->name, "%*s_%*s_", (size_t) slot->len,
+                        slot->key, (size_t) slot->number_len, slot->number);
+        ngx_http_voice_transcript_fmt_time(slot->start, p, 1);
+        info->name_len = p + NGX_HTTP_VOICE_TRANSCRIPT_TIME_LEN - info->name;
+    }
 }
 
 
