@@ -322,6 +322,10 @@ def test_clients_that_leave_mid_stream(stack):
     served, the workers log nothing alarming (the conftest checks)"""
     sid = stack.tw("POST", "/_fake/inbound",
                    {"from": "+14155550179"})["callSid"]
+    # known once Twilio has fetched /twiml: before, its SID is nobody's
+    # (404)
+    s, _ = pinned(stack)
+    wait_for(lambda: calls(s, stack), 20, 0.05, "the call to be listed")
     gone = []
     for _ in range(6):
         s, _ = pinned(stack)
