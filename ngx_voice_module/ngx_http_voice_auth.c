@@ -98,3 +98,33 @@ ngx_http_voice_auth_check(ngx_http_request_t *r)
 
     return NGX_OK;
 }
+
+
+/*
+ * The start of a handler of the API that only reads (GET, HEAD): its body
+ * discarded, the bearer token checked, the method checked.  NGX_DECLINED
+ * to go on; anything else is what the handler returns.
+ */
+
+ngx_int_t
+ngx_http_voice_auth_reader(ngx_http_request_t *r)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    rc = ngx_http_voice_auth_check(r);
+    if (rc != NGX_OK) {
+        return ngx_http_voice_auth_refuse(r, rc);
+    }
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return ngx_http_voice_send_error(r, NGX_HTTP_NOT_ALLOWED,
+                                         "method not allowed: use GET");
+    }
+
+    return NGX_DECLINED;
+}

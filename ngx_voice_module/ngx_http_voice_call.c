@@ -39,6 +39,8 @@ static void ngx_http_voice_call_usage(ngx_http_voice_call_t *call,
 static void ngx_http_voice_call_add(ngx_http_voice_call_t *call);
 static void ngx_http_voice_call_remove(ngx_http_voice_call_t *call);
 static void ngx_http_voice_call_shutdown_expired(ngx_event_t *ev);
+static void ngx_http_voice_call_note(ngx_http_voice_call_t *call,
+    ngx_uint_t stage);
 
 
 /* what a new session is given back, at most: the newest entries */
@@ -233,6 +235,11 @@ ngx_http_voice_call_state(ngx_http_voice_call_t *call,
                    ngx_http_voice_call_state_name[call->state],
                    ngx_http_voice_call_state_name[state]);
 
+    /* what GET /api/calls shows, in every worker: it is ending */
+    if (call->state == NGX_HTTP_VOICE_CALL_ST_LIVE && call->admitted) {
+        ngx_http_voice_call_note(call, NGX_HTTP_VOICE_STAGE_ENDING);
+    }
+
     call->state = state;
 
     if (state != NGX_HTTP_VOICE_CALL_ST_LIVE) {
@@ -281,6 +288,40 @@ ngx_http_voice_call_state(ngx_http_voice_call_t *call,
     default: /* NGX_HTTP_VOICE_CALL_ST_LIVE */
         return;
     }
+}
+
+
+/*
+ * The call's stream has started and the call holds its slot of the
+ * shared zone: every worker may now see it (GET /api/calls) and find its
+ * journal (the live stream, ngx_http_voice_live.c).
+ */
+
+void
+ngx_http_voice_call_announce(ngx_http_voice_call_t *call)
+{
+    if (call->admitted) {
+        ngx_http_voice_call_note(call, NGX_HTTP_VOICE_STAGE_LIVE);
+    }
+}
+
+
+static void
+ngx_http_voice_call_note(ngx_http_voice_call_t *call, ngx_uint_t stage)
+{
+    ngx_http_voice_zone_info_t  info;
+
+    ngx_memcpy(info.sid, call->call_sid, NGX_HTTP_VOICE_SID_LEN);
+    info.stage = stage;
+    info.outbound = call->outbound;
+    info.start = call->start;
+    info.number_len = ngx_strlen(call->phone);
+    ngx_memcpy(info.number, call->phone, info.number_len);
+
+    /* the zone makes its record's name of these: {sid}_{phone}_{start} */
+    info.name_len = 0;
+
+    ngx_http_voice_zone_call_note(&info);
 }
 
 

@@ -493,6 +493,8 @@ ngx_http_voice_media_start(ngx_http_voice_media_t *m,
 
     m->call->admitted = (admit == NGX_HTTP_VOICE_ADMIT_OK);
     m->call->media = m;
+    m->call->outbound = (direction.len == sizeof("outbound") - 1);
+    ngx_http_voice_call_announce(m->call);
     ngx_http_voice_media_state(m, NGX_HTTP_VOICE_MEDIA_ST_STREAMING);
 
     /* the settings of the /twiml location that sent the call here, kept
@@ -536,8 +538,7 @@ ngx_http_voice_media_start(ngx_http_voice_media_t *m,
     m->account_sid_len = ngx_min(ev->account_sid.len,
                                  NGX_HTTP_VOICE_SID_LEN);
     ngx_memcpy(m->account_sid, ev->account_sid.data, m->account_sid_len);
-    m->outbound = (direction.len == sizeof("outbound") - 1);
-    m->call->outbound = m->outbound;
+    m->outbound = m->call->outbound;
     ngx_http_voice_metrics_call_active(m->call, 1);
 
     if (ours.len <= NGX_HTTP_VOICE_PHONE_MAX) {

@@ -94,6 +94,7 @@ static ngx_command_t  ngx_http_voice_commands[] = {
                            NGX_HTTP_VOICE_API_TRANSCRIPT),
     NGX_HTTP_VOICE_HANDLER("voice_api_transcripts",
                            NGX_HTTP_VOICE_API_TRANSCRIPTS),
+    NGX_HTTP_VOICE_HANDLER("voice_api_calls", NGX_HTTP_VOICE_API_CALLS),
     NGX_HTTP_VOICE_HANDLER("voice_status", NGX_HTTP_VOICE_STATUS),
     NGX_HTTP_VOICE_HANDLER("voice_call_status", NGX_HTTP_VOICE_CALL_STATUS),
     NGX_HTTP_VOICE_HANDLER("voice_metrics", NGX_HTTP_VOICE_METRICS),
@@ -698,7 +699,8 @@ ngx_http_voice_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     if (h == NGX_HTTP_VOICE_API_NUMBERS || h == NGX_HTTP_VOICE_API_CALL
         || h == NGX_HTTP_VOICE_API_END_CALL
         || h == NGX_HTTP_VOICE_API_TRANSCRIPT
-        || h == NGX_HTTP_VOICE_API_TRANSCRIPTS)
+        || h == NGX_HTTP_VOICE_API_TRANSCRIPTS
+        || h == NGX_HTTP_VOICE_API_CALLS)
     {
         if (ngx_http_voice_conf_secret(cf, &conf->api_token_file,
                                   "VOICE_API_TOKEN", &conf->api_token)
@@ -1096,6 +1098,10 @@ ngx_http_voice_set_handler(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     case NGX_HTTP_VOICE_API_TRANSCRIPTS:
         clcf->handler = ngx_http_voice_transcripts_handler;
+        break;
+
+    case NGX_HTTP_VOICE_API_CALLS:
+        clcf->handler = ngx_http_voice_live_calls_handler;
         break;
 
     case NGX_HTTP_VOICE_STATUS:

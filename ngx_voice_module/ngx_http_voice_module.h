@@ -33,7 +33,9 @@
  *                    ngx_http_voice_keep.c (retention),
  *                    ngx_http_voice_outbox.c (the post-call webhook, its
  *                    outbox: ngx_http_voice_outbox_fmt.c),
- *                    ngx_http_voice_transcript_fmt.c (formats)
+ *                    ngx_http_voice_transcript_fmt.c (formats),
+ *                    ngx_http_voice_live.c (the live calls: their list,
+ *                    a call's record as it grows, as Server-Sent Events)
  *   logs             ngx_http_voice_log.c (the call a request is about:
  *                    its error_log lines, $voice_call_sid and
  *                    $voice_call_status)
@@ -64,6 +66,10 @@
 #define NGX_HTTP_VOICE_CURVE_KEY     41  /* a CURVE key in Z85, and NUL */
 #define NGX_HTTP_VOICE_CALL_STATUS_COMPLETED  5  /* and after: over */
 
+/* a record's name, {callSid}_{phone}_{start}, at most */
+#define NGX_HTTP_VOICE_CALL_NAME_MAX                                          \
+    (NGX_HTTP_VOICE_SID_LEN + NGX_HTTP_VOICE_PHONE_MAX + 26)
+
 /* what Twilio says when the assistant cannot go on (voice_fallback_message) */
 #define NGX_HTTP_VOICE_FALLBACK                                               \
     "We are sorry, the assistant cannot continue this call right now. "      \
@@ -80,6 +86,7 @@ typedef enum {
     NGX_HTTP_VOICE_API_END_CALL,
     NGX_HTTP_VOICE_API_TRANSCRIPT,
     NGX_HTTP_VOICE_API_TRANSCRIPTS,
+    NGX_HTTP_VOICE_API_CALLS,
     NGX_HTTP_VOICE_STATUS,
     NGX_HTTP_VOICE_CALL_STATUS,
     NGX_HTTP_VOICE_METRICS
@@ -431,6 +438,8 @@ ngx_uint_t ngx_http_voice_session_time_limit(ngx_http_request_t *r);
  * NGX_HTTP_FORBIDDEN; the refusal is sent once the body is discarded */
 ngx_int_t ngx_http_voice_auth_check(ngx_http_request_t *r);
 ngx_int_t ngx_http_voice_auth_refuse(ngx_http_request_t *r, ngx_int_t status);
+/* NGX_DECLINED: a GET or HEAD with the token, go on */
+ngx_int_t ngx_http_voice_auth_reader(ngx_http_request_t *r);
 
 
 /* ngx_http_voice_bridge.c */
@@ -475,6 +484,7 @@ ngx_http_voice_peer_t *ngx_http_voice_call_peer_of(const u_char *sid,
     size_t len);
 void ngx_http_voice_call_peer_changed(ngx_http_voice_peer_t *peer,
     const char *down);
+void ngx_http_voice_call_announce(ngx_http_voice_call_t *call);
 ngx_int_t ngx_http_voice_call_history(ngx_http_voice_call_t *call,
     ngx_pool_t *pool, ngx_str_t *out, uint32_t *next);
 void ngx_http_voice_call_shutdown(ngx_http_voice_main_conf_t *vmcf);
@@ -505,12 +515,39 @@ u_char *ngx_http_voice_zone_status(u_char *p);
 #define NGX_HTTP_VOICE_ADMIT_UNCOUNTED  2    /* no room, and no limit */
 
 ngx_int_t ngx_http_voice_zone_call_reserve(ngx_uint_t max, time_t bound,
-    uint64_t *token);
+    const u_char *number, size_t len, uint64_t *token);
 void ngx_http_voice_zone_call_placed(uint64_t token, const u_char *sid);
-ngx_int_t ngx_http_voice_zone_call_ring(ngx_uint_t max, const u_char *sid);
+ngx_int_t ngx_http_voice_zone_call_ring(ngx_uint_t max, const u_char *sid,
+    ngx_uint_t outbound, const u_char *number, size_t len);
 ngx_int_t ngx_http_voice_zone_call_live(ngx_uint_t max, const u_char *sid);
 void ngx_http_voice_zone_call_end(const u_char *sid);
 void ngx_http_voice_zone_call_over(const u_char *sid);
+
+/* where a call is, as GET /api/calls shows it */
+#define NGX_HTTP_VOICE_STAGE_RINGING    0    /* placed or answered: no
+                                                stream yet */
+#define NGX_HTTP_VOICE_STAGE_LIVE       1    /* its stream runs */
+#define NGX_HTTP_VOICE_STAGE_ENDING     2    /* over: its record is being
+                                                finished */
+
+/* a call as the zone knows it */
+typedef struct {
+    u_char                      sid[NGX_HTTP_VOICE_SID_LEN];
+    ngx_uint_t                  stage;
+    ngx_int_t                   outbound;       /* 1, 0, -1: unknown */
+    uint64_t                    start;          /* ms since the epoch */
+    size_t                      number_len;
+    size_t                      name_len;       /* of its record; 0:
+                                                   none yet */
+    u_char                      number[NGX_HTTP_VOICE_PHONE_MAX];
+    u_char                      name[NGX_HTTP_VOICE_CALL_NAME_MAX];
+} ngx_http_voice_zone_info_t;
+
+void ngx_http_voice_zone_call_note(ngx_http_voice_zone_info_t *info);
+ngx_int_t ngx_http_voice_zone_call_get(const u_char *sid,
+    ngx_http_voice_zone_info_t *info);
+ngx_int_t ngx_http_voice_zone_call_list(ngx_pool_t *pool,
+    ngx_http_voice_zone_info_t **list, ngx_uint_t *n);
 
 
 /* ngx_http_voice_metrics.c: counters, each an atomic add in shared
@@ -634,6 +671,11 @@ void ngx_http_voice_keep_init_process(ngx_cycle_t *cycle,
 /* ngx_http_voice_transcript_get.c */
 ngx_int_t ngx_http_voice_transcript_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_voice_transcripts_handler(ngx_http_request_t *r);
+
+
+/* ngx_http_voice_live.c */
+ngx_int_t ngx_http_voice_live_calls_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_voice_live_handler(ngx_http_request_t *r);
 
 
 /* ngx_http_voice_store.c: called only from the thread pool's threads */

@@ -89,7 +89,8 @@ static ngx_int_t ngx_http_voice_rest_park(ngx_http_request_t *r,
 static ngx_int_t ngx_http_voice_rest_header(ngx_http_request_t *r,
     char *name, char *value);
 static ngx_int_t ngx_http_voice_rest_admit(ngx_http_request_t *r,
-    ngx_http_voice_loc_conf_t *vlcf, ngx_http_voice_rest_idem_t *idem);
+    ngx_http_voice_loc_conf_t *vlcf, const char *number,
+    ngx_http_voice_rest_idem_t *idem);
 static void ngx_http_voice_rest_free(ngx_http_voice_rest_ctx_t *ctx);
 static void ngx_http_voice_rest_timeout(ngx_event_t *ev);
 static void ngx_http_voice_rest_cleanup(void *data);
@@ -349,7 +350,7 @@ ngx_http_voice_rest_start(ngx_http_request_t *r,
             return rc;
         }
 
-        rc = ngx_http_voice_rest_admit(r, vlcf, &idem);
+        rc = ngx_http_voice_rest_admit(r, vlcf, number, &idem);
         if (rc != NGX_DECLINED) {
             return rc;
         }
@@ -431,7 +432,8 @@ ngx_http_voice_rest_start(ngx_http_request_t *r,
 
 static ngx_int_t
 ngx_http_voice_rest_admit(ngx_http_request_t *r,
-    ngx_http_voice_loc_conf_t *vlcf, ngx_http_voice_rest_idem_t *idem)
+    ngx_http_voice_loc_conf_t *vlcf, const char *number,
+    ngx_http_voice_rest_idem_t *idem)
 {
     const char  *why;
 
@@ -443,7 +445,9 @@ ngx_http_voice_rest_admit(ngx_http_request_t *r,
 
     } else if (ngx_http_voice_zone_call_reserve(vlcf->max_calls,
                                                 vlcf->bridge_timeout / 1000
-                                                + 5, &idem->slot)
+                                                + 5, (u_char *) number,
+                                                ngx_strlen(number),
+                                                &idem->slot)
                == NGX_HTTP_VOICE_ADMIT_FULL)
     {
         why = "voice_max_calls reached";

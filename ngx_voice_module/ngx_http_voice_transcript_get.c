@@ -3,7 +3,8 @@
  * /api/transcript/{callSid}, a call's record as JSON or, with
  * ?format=text, as plain "User:" / "Assistant:" lines
  * (ngx_http_voice_transcript_fmt.c); DELETE removes it; GET
- * /api/transcripts lists them.
+ * /api/transcripts lists them.  GET /api/transcript/{callSid}/live is
+ * ngx_http_voice_live.c's.
  *
  * The record is found by scanning the transcript directory for the file
  * whose name starts with the call SID ({callSid}_{phone}_{start}.json,
@@ -123,6 +124,16 @@ ngx_http_voice_transcript_handler(ngx_http_request_t *r)
     rc = ngx_http_voice_auth_check(r);
     if (rc != NGX_OK) {
         return ngx_http_voice_auth_refuse(r, rc);
+    }
+
+    /* {callSid}/live: the record as it grows, in the same location, so
+     * that a configuration needs nothing new for it */
+
+    if (r->uri.len > sizeof("/live") - 1
+        && ngx_strncmp(r->uri.data + r->uri.len - (sizeof("/live") - 1),
+                       "/live", sizeof("/live") - 1) == 0)
+    {
+        return ngx_http_voice_live_handler(r);
     }
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD|NGX_HTTP_DELETE))) {
@@ -611,19 +622,9 @@ ngx_http_voice_transcripts_handler(ngx_http_request_t *r)
     ngx_http_voice_loc_conf_t  *vlcf;
     u_char                      before[NGX_HTTP_VOICE_LIST_ARG_MAX + 8];
 
-    rc = ngx_http_discard_request_body(r);
-    if (rc != NGX_OK) {
+    rc = ngx_http_voice_auth_reader(r);
+    if (rc != NGX_DECLINED) {
         return rc;
-    }
-
-    rc = ngx_http_voice_auth_check(r);
-    if (rc != NGX_OK) {
-        return ngx_http_voice_auth_refuse(r, rc);
-    }
-
-    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
-        return ngx_http_voice_send_error(r, NGX_HTTP_NOT_ALLOWED,
-                                         "method not allowed: use GET");
     }
 
     vlcf = ngx_http_get_module_loc_conf(r, ngx_http_voice_module);

@@ -114,15 +114,6 @@ ngx_http_voice_twiml_answer(ngx_http_request_t *r,
         return ngx_http_voice_twiml_refuse(r, vlcf);
     }
 
-    if (ngx_http_voice_zone_call_ring(vlcf->max_calls, sid->value)
-        == NGX_HTTP_VOICE_ADMIT_FULL)
-    {
-        ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
-                      "voice: call %*s refused: voice_max_calls %i reached",
-                      sid->value_len, sid->value, vlcf->max_calls);
-        return ngx_http_voice_twiml_refuse(r, vlcf);
-    }
-
     direction = ngx_http_voice_body_form_get(params, n, "Direction");
 
     if (direction && direction->value_len >= 8
@@ -136,6 +127,18 @@ ngx_http_voice_twiml_answer(ngx_http_request_t *r,
         ngx_str_set(&dir, "inbound");
         phone = ngx_http_voice_body_form_get(params, n, "From");
         ours = ngx_http_voice_body_form_get(params, n, "To");
+    }
+
+    if (ngx_http_voice_zone_call_ring(vlcf->max_calls, sid->value,
+                                      dir.len == sizeof("outbound") - 1,
+                                      phone ? (u_char *) phone->value : NULL,
+                                      phone ? phone->value_len : 0)
+        == NGX_HTTP_VOICE_ADMIT_FULL)
+    {
+        ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
+                      "voice: call %*s refused: voice_max_calls %i reached",
+                      sid->value_len, sid->value, vlcf->max_calls);
+        return ngx_http_voice_twiml_refuse(r, vlcf);
     }
 
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,

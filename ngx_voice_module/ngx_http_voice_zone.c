@@ -25,7 +25,11 @@
  * (live, from its media stream's start); a slot whose stream never came
  * goes after a bound, or when Twilio reports the call over; a live slot
  * whose worker died goes when the limit is reached.  A reload with the
- * same name and size keeps the zone, and so the counts.
+ * same name and size keeps the zone, and so the counts.  Each slot also
+ * holds what GET /api/calls shows of its call (ngx_http_voice_live.c):
+ * its direction and number, from /api/call or /twiml while it rings, and
+ * then from the worker that holds it (ngx_http_voice_call.c), with its
+ * start, its stage and the name of its record.
  */
 
 #include <ngx_config.h>
@@ -33,6 +37,7 @@
 #include <ngx_http.h>
 
 #include "ngx_http_voice_module.h"
+#include "ngx_http_voice_transcript_fmt.h"
 
 
 #define NGX_HTTP_VOICE_ZONE_IDEM_TTL    86400   /* s: a day */
@@ -82,6 +87,19 @@ typedef struct {
     ngx_pid_t                   pid;            /* live: its worker */
     time_t                      expires;        /* waiting: its bound */
     u_char                      key[NGX_HTTP_VOICE_SID_LEN];
+
+    /* what GET /api/calls and the live stream show of it
+     * (ngx_http_voice_live.c), set by whoever knows it */
+    u_char                      stage;          /* _STAGE_* */
+    u_char                      outbound;       /* 1, 0, or 2: unknown */
+    u_char                      number_len;
+    u_char                      named;          /* its worker set number
+                                                   and start: its record
+                                                   is {key}_{number}_{start}
+                                                   (not kept: 256 bytes a
+                                                   slot, not 512) */
+    uint64_t                    start;          /* ms since the epoch */
+    u_char                      number[NGX_HTTP_VOICE_PHONE_MAX];
 } ngx_http_voice_zone_call_t;
 
 
@@ -138,6 +156,8 @@ static void ngx_http_voice_zone_call_sweep(ngx_http_voice_zone_ctx_t *ctx,
 static ngx_int_t ngx_http_voice_zone_call_add(ngx_http_voice_zone_ctx_t *ctx,
     ngx_uint_t max, const u_char *key, size_t len, ngx_uint_t state,
     time_t expires);
+static void ngx_http_voice_zone_call_number(ngx_http_voice_zone_call_t *slot,
+    ngx_int_t outbound, const u_char *number, size_t len);
 static u_char *ngx_http_voice_zone_token(u_char *buf, uint64_t token);
 
 
@@ -884,6 +904,13 @@ ngx_http_voice_zone_call_add(ngx_http_voice_zone_ctx_t *ctx, ngx_uint_t max,
     slot->expires = expires;
     ngx_memcpy(slot->key, key, len);
 
+    slot->stage = (state == NGX_HTTP_VOICE_ZONE_LIVE)
+                  ? NGX_HTTP_VOICE_STAGE_LIVE : NGX_HTTP_VOICE_STAGE_RINGING;
+    slot->outbound = 2;
+    slot->number_len = 0;
+    slot->named = 0;
+    slot->start = ngx_http_voice_now_ms();
+
     ngx_rbtree_insert(&ctx->sh->calls, node);
 
     if (state == NGX_HTTP_VOICE_ZONE_LIVE) {
@@ -909,13 +936,13 @@ ngx_http_voice_zone_token(u_char *buf, uint64_t token)
 
 
 /*
- * POST /api/call: a slot for a call not placed yet, held for bound
- * seconds at most; *token names it.
+ * POST /api/call: a slot for a call not placed yet (to number, len
+ * bytes), held for bound seconds at most; *token names it.
  */
 
 ngx_int_t
 ngx_http_voice_zone_call_reserve(ngx_uint_t max, time_t bound,
-    uint64_t *token)
+    const u_char *number, size_t len, uint64_t *token)
 {
     u_char                     buf[NGX_HTTP_VOICE_ZONE_TOKEN_LEN];
     ngx_int_t                  rc;
@@ -936,6 +963,12 @@ ngx_http_voice_zone_call_reserve(ngx_uint_t max, time_t bound,
     rc = ngx_http_voice_zone_call_add(ctx, max, buf, sizeof(buf),
                                       NGX_HTTP_VOICE_ZONE_RESERVED,
                                       ngx_time() + bound);
+
+    if (rc == NGX_HTTP_VOICE_ADMIT_OK) {
+        ngx_http_voice_zone_call_number(
+            ngx_http_voice_zone_call_find(ctx, buf, sizeof(buf)), 1, number,
+            len);
+    }
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 
@@ -1003,13 +1036,18 @@ ngx_http_voice_zone_call_placed(uint64_t token, const u_char *sid)
 }
 
 
-/* /twiml: the call (sid) is admitted, ringing, unless it already is */
+/*
+ * /twiml: the call (sid) is admitted, ringing, unless it already is;
+ * outbound and number (the other party's, len bytes) say who it is with.
+ */
 
 ngx_int_t
-ngx_http_voice_zone_call_ring(ngx_uint_t max, const u_char *sid)
+ngx_http_voice_zone_call_ring(ngx_uint_t max, const u_char *sid,
+    ngx_uint_t outbound, const u_char *number, size_t len)
 {
-    ngx_int_t                   rc;
-    ngx_http_voice_zone_ctx_t  *ctx;
+    ngx_int_t                    rc;
+    ngx_http_voice_zone_ctx_t   *ctx;
+    ngx_http_voice_zone_call_t  *slot;
 
     ctx = ngx_http_voice_zone_ctx();
     if (ctx == NULL) {
@@ -1018,15 +1056,27 @@ ngx_http_voice_zone_call_ring(ngx_uint_t max, const u_char *sid)
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
-    if (ngx_http_voice_zone_call_find(ctx, sid, NGX_HTTP_VOICE_SID_LEN)) {
-        rc = NGX_HTTP_VOICE_ADMIT_OK;
+    rc = NGX_HTTP_VOICE_ADMIT_OK;
 
-    } else {
+    slot = ngx_http_voice_zone_call_find(ctx, sid, NGX_HTTP_VOICE_SID_LEN);
+
+    if (slot == NULL) {
         rc = ngx_http_voice_zone_call_add(ctx, max, sid,
                                           NGX_HTTP_VOICE_SID_LEN,
                                           NGX_HTTP_VOICE_ZONE_RINGING,
                                           ngx_time()
                                           + NGX_HTTP_VOICE_ZONE_RING);
+        if (rc == NGX_HTTP_VOICE_ADMIT_OK) {
+            slot = ngx_http_voice_zone_call_find(ctx, sid,
+                                                 NGX_HTTP_VOICE_SID_LEN);
+        }
+    }
+
+    /* a live call's own worker knows better (a stream back from a
+     * transfer fetches /twiml again) */
+
+    if (slot != NULL && slot->state != NGX_HTTP_VOICE_ZONE_LIVE) {
+        ngx_http_voice_zone_call_number(slot, outbound, number, len);
     }
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
@@ -1131,4 +1181,190 @@ ngx_http_voice_zone_call_over(const u_char *sid)
     }
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
+}
+
+
+/* who a slot's call is with; the lock held, slot may be NULL */
+
+static void
+ngx_http_voice_zone_call_number(ngx_http_voice_zone_call_t *slot,
+    ngx_int_t outbound, const u_char *number, size_t len)
+{
+    if (slot == NULL) {
+        return;
+    }
+
+    slot->outbound = (u_char) (outbound ? 1 : 0);
+
+    if (number != NULL && len && len <= NGX_HTTP_VOICE_PHONE_MAX) {
+        ngx_memcpy(slot->number, number, len);
+        slot->number_len = (u_char) len;
+    }
+}
+
+
+/*
+ * The call's own worker says what it knows (ngx_http_voice_call.c): its
+ * stage, direction, number, start and the name of its record.  A slot
+ * the call does not have (the zone was full) is not made for it.
+ */
+
+void
+ngx_http_voice_zone_call_note(ngx_http_voice_zone_info_t *info)
+{
+    ngx_http_voice_zone_ctx_t   *ctx;
+    ngx_http_voice_zone_call_t  *slot;
+
+    ctx = ngx_http_voice_zone_ctx();
+    if (ctx == NULL) {
+        return;
+    }
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    slot = ngx_http_voice_zone_call_find(ctx, info->sid,
+                                         NGX_HTTP_VOICE_SID_LEN);
+
+    if (slot != NULL && slot->state == NGX_HTTP_VOICE_ZONE_LIVE) {
+        slot->stage = (u_char) info->stage;
+        slot->start = info->start;
+        ngx_http_voice_zone_call_number(slot, info->outbound, info->number,
+                                        info->number_len);
+
+        slot->named = (slot->number_len == info->number_len);
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+}
+
+
+static void
+ngx_http_voice_zone_call_info(ngx_http_voice_zone_call_t *slot,
+    ngx_http_voice_zone_info_t *info)
+{
+    u_char  *p;
+
+    ngx_memcpy(info->sid, slot->key, NGX_HTTP_VOICE_SID_LEN);
+    info->stage = slot->stage;
+    info->outbound = (slot->outbound == 2) ? -1 : (ngx_int_t) slot->outbound;
+    info->start = slot->start;
+    info->number_len = slot->number_len;
+    ngx_memcpy(info->number, slot->number, slot->number_len);
+    info->name_len = 0;
+
+    if (slot->named) {
+        p = ngx_sprintf(info->name, "%*s_%*s_", (size_t) slot->len,
+                        slot->key, (size_t) slot->number_len, slot->number);
+        ngx_http_voice_transcript_fmt_time(slot->start, p, 1);
+        info->name_len = p + NGX_HTTP_VOICE_TRANSCRIPT_TIME_LEN - info->name;
+    }
+}
+
+
+/* a live slot whose worker died: its call went with it */
+
+static ngx_uint_t
+ngx_http_voice_zone_call_orphan(ngx_http_voice_zone_call_t *slot)
+{
+    return slot->state == NGX_HTTP_VOICE_ZONE_LIVE && slot->pid != ngx_pid
+           && kill(slot->pid, 0) == -1 && ngx_errno == NGX_ESRCH;
+}
+
+
+/*
+ * What the zone knows of the call sid: NGX_OK with *info, NGX_DECLINED
+ * when it has no such call (or only one whose worker died), NGX_DONE
+ * when there is no zone to ask.
+ */
+
+ngx_int_t
+ngx_http_voice_zone_call_get(const u_char *sid,
+    ngx_http_voice_zone_info_t *info)
+{
+    ngx_int_t                    rc;
+    ngx_http_voice_zone_ctx_t   *ctx;
+    ngx_http_voice_zone_call_t  *slot;
+
+    ctx = ngx_http_voice_zone_ctx();
+    if (ctx == NULL) {
+        return NGX_DONE;
+    }
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    slot = ngx_http_voice_zone_call_find(ctx, sid, NGX_HTTP_VOICE_SID_LEN);
+
+    if (slot == NULL || ngx_http_voice_zone_call_orphan(slot)) {
+        rc = NGX_DECLINED;
+
+    } else {
+        ngx_http_voice_zone_call_info(slot, info);
+        rc = NGX_OK;
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return rc;
+}
+
+
+/*
+ * GET /api/calls: every call with a SID (reservations of /api/calls in
+ * flight have none yet), in *list, allocated from pool; *n of them.
+ * NGX_DONE when there is no zone.
+ */
+
+ngx_int_t
+ngx_http_voice_zone_call_list(ngx_pool_t *pool,
+    ngx_http_voice_zone_info_t **list, ngx_uint_t *n)
+{
+    ngx_uint_t                   i, j;
+    ngx_queue_t                 *queues[2], *q;
+    ngx_http_voice_zone_ctx_t   *ctx;
+    ngx_http_voice_zone_call_t  *slot;
+
+    *n = 0;
+
+    ctx = ngx_http_voice_zone_ctx();
+    if (ctx == NULL) {
+        return NGX_DONE;
+    }
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    *list = ngx_palloc(pool, (ctx->sh->ncalls + 1)
+                             * sizeof(ngx_http_voice_zone_info_t));
+    if (*list == NULL) {
+        ngx_shmtx_unlock(&ctx->shpool->mutex);
+        return NGX_ERROR;
+    }
+
+    queues[0] = &ctx->sh->live;
+    queues[1] = &ctx->sh->waiting;
+    j = 0;
+
+    for (i = 0; i < 2; i++) {
+        for (q = ngx_queue_head(queues[i]);
+             q != ngx_queue_sentinel(queues[i]) && j < ctx->sh->ncalls;
+             q = ngx_queue_next(q))
+        {
+            slot = ngx_queue_data(q, ngx_http_voice_zone_call_t, queue);
+
+            if (slot->len != NGX_HTTP_VOICE_SID_LEN
+                || (slot->state != NGX_HTTP_VOICE_ZONE_LIVE
+                    && slot->expires < ngx_time())
+                || ngx_http_voice_zone_call_orphan(slot))
+            {
+                continue;
+            }
+
+            ngx_http_voice_zone_call_info(slot, &(*list)[j++]);
+        }
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    *n = j;
+
+    return NGX_OK;
 }
