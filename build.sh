@@ -682,6 +682,7 @@ cmd_test() {
 
     say "style"
     "$TOP/tests/style/check.sh"
+    "$PY" "$TOP/tests/style/troubleshooting.py"
 
     # the tests mostly wait on real-time audio: several at once (each
     # stack has its own ports and directory) take a third of the time; more
