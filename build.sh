@@ -6,7 +6,7 @@
 #                      in the foreground; without Twilio/OpenAI credentials,
 #                      a local simulation
 #   ./build.sh test    install, build, and run every test
-#   ./build.sh build   install and build only
+#   ./build.sh build   install and build only (tests/sse's client too)
 #   ./build.sh package build the Debian packages libnginx-mod-http-voice
 #                      and voice-bridged into build/pkg (docs/deploy.md)
 #   ./build.sh package-test
@@ -165,6 +165,31 @@ build_all() {
     build_bridged
     build_fixtures
     build_certs
+}
+
+# the Server-Sent Events client of the end-to-end tests (tests/sse): the
+# npm package eventsource at the version package-lock.json pins, put by
+# npm ci into $BUILD/sse/node_modules (the tests give node that as
+# NODE_PATH) when it is not there yet or the lock changed.  Not for
+# ./build.sh run: only the tests need Node.js
+build_sse_client() {
+    local src=$TOP/tests/sse out=$BUILD/sse stamp
+    stamp=$out/.installed
+    [ -f "$stamp" ] && [ "$stamp" -nt "$src/package-lock.json" ] \
+        && [ "$stamp" -nt "$src/package.json" ] && return 0
+    command -v npm > /dev/null || install_deps nodejs npm
+
+    say "installing the tests' SSE client (npm ci in $out)"
+    mkdir -p "$out"
+    cp "$src/package.json" "$src/package-lock.json" "$out/"
+    ( cd "$out" && npm ci --no-audit --no-fund ) > "$out/npm.log" 2>&1 \
+        || { cat "$out/npm.log"; die "npm ci failed for tests/sse"; }
+    touch "$stamp"
+}
+
+cmd_build() {
+    build_all
+    build_sse_client
 }
 
 
@@ -669,7 +694,7 @@ EOF
 # --- tests ----------------------------------------------------------------
 
 cmd_test() {
-    build_all
+    cmd_build
     local t0=$SECONDS
 
     say "unit tests"
@@ -761,7 +786,7 @@ cmd_bench() {
 case "${1:-}" in
     run)   cmd_run ;;
     test)  cmd_test ;;
-    build) build_all ;;
+    build) cmd_build ;;
     package) cmd_package ;;
     package-test) cmd_package_test ;;
     fuzz)  cmd_fuzz ;;

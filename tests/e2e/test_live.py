@@ -9,20 +9,35 @@ nginx runs two workers here, and each request is pinned to a known worker
 /voice-status says which), so both the worker that holds the call and the
 other one answer.
 
-Debian has no SSE client library (no python3-sseclient), so the events
-are read by EventStream below, a small parser written to the WHATWG HTML
-standard's "Server-sent events" section (9.2.6, interpreting an event
-stream), over requests' streamed body.
+Debian has no SSE client library (no python3-sseclient), so most tests
+read the events with EventStream below, a small parser written to the
+WHATWG HTML standard's "Server-sent events" section (9.2.6, interpreting
+an event stream), over requests' streamed body: it also shows what a
+client hides (comments, the headers, the stream's end).  The tests named
+test_eventsource_* read the stream the way an operator's dashboard
+would, with a real client that is not ours: the npm package eventsource
+(the WHATWG EventSource for Node.js, the one most Node code uses), run
+by tests/sse/watch.js.  Its version is pinned by tests/sse/package-lock.json
+at 4.1.1: the newest line that runs on the machines' Node.js 20 (5.x wants
+22.12), and, like 3.x, it takes a fetch function, which is how the
+bearer token goes on its requests (2.x took headers, and is no longer
+maintained).  build.sh installs it with npm ci into the build directory
+(sse/node_modules).
 """
 
 import json
+import os
 import re
 import secrets
+import subprocess
+import threading
 import time
 
+import pytest
 import requests
 
-from conftest import fixture_bytes, fixture_text, json_of, wait_for
+from conftest import BUILD, TOP, fixture_bytes, fixture_text, json_of, \
+    wait_for
 
 CALLEE = "+14155550123"
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -140,6 +155,80 @@ def place_call(stack):
     r = stack.api("POST", "/api/call", json={"number": CALLEE})
     assert r.status_code == 200, r.text
     return json_of(r)["callSid"]
+
+
+WATCH_JS = TOP / "tests" / "sse" / "watch.js"
+SSE_MODULES = BUILD / "sse" / "node_modules"
+
+
+class Watcher:
+    """tests/sse/watch.js following one call with the npm eventsource
+    client, in a process of its own; events holds the JSON lines it
+    printed ({"type", "id", "data"}), as they came"""
+
+    def __init__(self, stack, sid, args, n):
+        assert (SSE_MODULES / "eventsource").is_dir(), \
+            "no eventsource client in %s: ./build.sh build installs it" \
+            % SSE_MODULES
+        # the token in the environment: a command line is public (ps)
+        env = dict(os.environ, NODE_PATH=str(SSE_MODULES),
+                   VOICE_API_TOKEN=stack.api_token,
+                   NODE_EXTRA_CA_CERTS=stack.ca)
+        self.stderr = stack.dir / ("watch-%d.log" % n)
+        with open(self.stderr, "wb") as err:
+            self.proc = subprocess.Popen(
+                ["node", str(WATCH_JS),
+                 stack.base + "/api/transcript/%s/live" % sid] + list(args),
+                stdout=subprocess.PIPE, stderr=err, env=env, text=True)
+        self.events = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.events.append(json.loads(line))
+
+    def of(self, kind):
+        return [e for e in list(self.events) if e["type"] == kind]
+
+    def wait(self, kind, n, timeout=30):
+        """the first n events of that type, once they came"""
+        wait_for(lambda: len(self.of(kind)) >= n or self.proc.poll()
+                 is not None, timeout, 0.05, "%d %s events" % (n, kind))
+        got = self.of(kind)
+        assert len(got) >= n, (self.events, self.stderr.read_text())
+        return got[:n]
+
+    def finish(self, timeout=30):
+        """its exit status, once it has ended and all it printed is read"""
+        rc = self.proc.wait(timeout)
+        self.reader.join(5)
+        assert not self.reader.is_alive()
+        return rc
+
+    def types(self):
+        return [e["type"] for e in self.events]
+
+
+@pytest.fixture
+def watch(stack):
+    """watch(sid, *args): a Watcher; any still running at the end is
+    killed before the stack stops"""
+    started = []
+
+    def make(sid, *args):
+        w = Watcher(stack, sid, args, len(started))
+        started.append(w)
+        return w
+    yield make
+    for w in started:
+        if w.proc.poll() is None:
+            w.proc.kill()
+        w.proc.wait(10)
+
+
+def said(entries):
+    return sorted((e["role"], e["text"]) for e in entries)
 
 
 def test_live_calls_and_their_stream_on_every_worker(stack):
@@ -342,3 +431,83 @@ def test_clients_that_leave_mid_stream(stack):
     assert [e["id"] for e in take(events, 2)] == ["1", "2"]
     stack.tw("POST", "/_fake/calls/%s/hangup" % sid, {"wait": True})
     assert [e["event"] for e in events] == ["record"]
+
+
+def test_eventsource_client_follows_a_call(stack, watch):
+    """the npm eventsource client, with the bearer token: each entry while
+    the call runs, ids increasing, then the record as GET
+    /api/transcript/{callSid} has it; one that stops after the first, and
+    one that starts with Last-Event-ID, see each entry once between them"""
+    sid = place_call(stack)
+    whole = watch(sid)
+    first = watch(sid, "--close-after", "1")
+
+    stack.wait_reply_heard(sid, len(fixture_bytes("reply")))
+    during = whole.wait("utterance", 2)
+    assert stack.twilio_call(sid)["status"] == "in-progress"
+    assert [e["id"] for e in during] == ["1", "2"]
+    entries = [json.loads(e["data"]) for e in during]
+    assert said(entries) == said([
+        {"role": "user", "text": fixture_text("caller")},
+        {"role": "assistant", "text": fixture_text("reply")}])
+
+    # closed by its own choice after one: no record, no reconnection
+    assert first.finish() == 0, first.stderr.read_text()
+    assert [(e["type"], e["id"]) for e in first.events] == \
+        [("open", None), ("utterance", "1")]
+    assert json.loads(first.events[1]["data"]) == entries[0]
+
+    # its successor says where it stopped, as a client that kept the id
+    # across its own restart would: it gets the rest only
+    rest = watch(sid, "--last-event-id", first.events[1]["id"])
+    resumed = rest.wait("utterance", 1)
+    assert resumed[0]["id"] == "2"
+    assert json.loads(resumed[0]["data"]) == entries[1]
+
+    stack.tw("POST", "/_fake/calls/%s/hangup" % sid, {"wait": True})
+    stack.wait_transcript(sid)
+    record = json_of(stack.api("GET", "/api/transcript/" + sid))
+
+    for w, want in ((whole, ["open", "utterance", "utterance", "record"]),
+                    (rest, ["open", "utterance", "record"])):
+        assert w.finish() == 0, w.stderr.read_text()
+        assert w.types() == want, w.events
+        assert json.loads(w.events[-1]["data"]) == record
+    assert said(record["transcript"]) == said(entries)
+
+
+def test_eventsource_client_reconnects_with_its_last_event_id(stack, watch):
+    """a reload ends the old worker's streams: the client reconnects by
+    itself (after its default 3 s: the server sends no retry field),
+    sending the last id it saw, and gets no entry twice, then the
+    record"""
+    sid = stack.tw("POST", "/_fake/inbound",
+                   {"from": "+14155550180"})["callSid"]
+    # an inbound call's SID is known once Twilio has fetched /twiml
+    s, _ = pinned(stack)
+    wait_for(lambda: calls(s, stack), 20, 0.05, "the call to be listed")
+    w = watch(sid)
+    stack.wait_reply_heard(sid, len(fixture_bytes("reply")))
+    before = w.wait("utterance", 2)
+
+    stack.reload_nginx()
+    w.wait("open", 2)
+    assert "error" in w.types()
+    assert w.proc.poll() is None
+
+    stack.tw("POST", "/_fake/calls/%s/hangup" % sid, {"wait": True})
+    stack.wait_transcript(sid)
+    record = json_of(stack.api("GET", "/api/transcript/" + sid))
+    assert w.finish() == 0, w.stderr.read_text()
+
+    # the end of the first stream is an error event (the client's
+    # reconnection), more of them if a try failed; then it opens again
+    types = w.types()
+    assert [t for t in types if t != "error"] == \
+        ["open", "utterance", "utterance", "open", "record"], w.events
+    assert types[types.index("open", 1) - 1] == "error"
+    assert [e["id"] for e in w.of("utterance")] == ["1", "2"]
+    assert w.of("utterance") == before
+    assert json.loads(w.events[-1]["data"]) == record
+    assert said(record["transcript"]) == \
+        said(json.loads(e["data"]) for e in before)
