@@ -9,6 +9,8 @@
  *                    ngx_http_voice_session.c (the assistant's settings,
  *                    a second module), ngx_http_voice_zone.c (shared
  *                    memory: what holds across workers)
+ *   HTTP helpers     ngx_http_voice_http.c (a header, the answers, a
+ *                    request body: what every handler shares)
  *   Twilio's HTTP    ngx_http_voice_webhook.c (its requests, signed:
  *                    ngx_http_voice_signature.c), ngx_http_voice_twiml.c,
  *                    ngx_http_voice_call_status.c
@@ -403,6 +405,13 @@ extern ngx_module_t  ngx_http_voice_module;
 
 ngx_http_voice_worker_t *ngx_http_voice_worker(void);
 uint64_t ngx_http_voice_now_ms(void);
+ngx_int_t ngx_http_voice_conf_read_file(ngx_conf_t *cf, ngx_str_t *file,
+    size_t max, ngx_str_t *out);
+ngx_int_t ngx_http_voice_conf_secret(ngx_conf_t *cf, ngx_str_t *file,
+    const char *env, ngx_str_t *secret);
+
+
+/* ngx_http_voice_http.c: the HTTP helpers every handler shares */
 ngx_table_elt_t *ngx_http_voice_header(ngx_http_request_t *r,
     const char *name, size_t len);
 ngx_int_t ngx_http_voice_send_json(ngx_http_request_t *r, ngx_uint_t status,
@@ -413,10 +422,6 @@ ngx_int_t ngx_http_voice_send_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *fmt, ...);
 ngx_int_t ngx_http_voice_read_body(ngx_http_request_t *r, size_t max,
     u_char **body, size_t *len);
-ngx_int_t ngx_http_voice_conf_read_file(ngx_conf_t *cf, ngx_str_t *file,
-    size_t max, ngx_str_t *out);
-ngx_int_t ngx_http_voice_conf_secret(ngx_conf_t *cf, ngx_str_t *file,
-    const char *env, ngx_str_t *secret);
 
 
 /* ngx_http_voice_session.c */
