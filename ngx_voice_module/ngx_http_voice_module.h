@@ -105,6 +105,27 @@ typedef struct ngx_http_voice_transcript_files_s
 typedef struct ngx_http_voice_outbox_s    ngx_http_voice_outbox_t;
 
 
+/*
+ * A location with a handler directive, noted as the directive is read:
+ * postconfiguration walks these (ngx_http_voice_conf_walk()), and its
+ * errors name the directive's file and line.
+ */
+typedef struct {
+    void                      **loc_conf;       /* its confs, by ctx_index */
+    ngx_str_t                   file;
+    ngx_uint_t                  line;
+} ngx_http_voice_conf_loc_t;
+
+
+/* an environment variable or a secret file, read once at configuration */
+typedef struct {
+    ngx_str_t                   name;           /* the variable, or the
+                                                   file's full name */
+    ngx_uint_t                  file;           /* name is a file's */
+    ngx_str_t                   value;          /* empty: unset */
+} ngx_http_voice_conf_read_t;
+
+
 typedef struct {
     ngx_array_t                 endpoints;      /* of ngx_str_t */
     ngx_uint_t                  hwm;
@@ -125,6 +146,9 @@ typedef struct {
                                                    public key: 3 x _KEY */
     ngx_array_t                 outboxes;       /* of outbox_t *: the
                                                    webhook's */
+    ngx_array_t                 locations;      /* of conf_loc_t: those
+                                                   with a handler */
+    ngx_array_t                 reads;          /* of conf_read_t */
 
     /* per-worker state, created in init_process */
     ngx_http_voice_worker_t    *worker;
@@ -409,6 +433,11 @@ ngx_int_t ngx_http_voice_conf_read_file(ngx_conf_t *cf, ngx_str_t *file,
     size_t max, ngx_str_t *out);
 ngx_int_t ngx_http_voice_conf_secret(ngx_conf_t *cf, ngx_str_t *file,
     const char *env, ngx_str_t *secret);
+ngx_int_t ngx_http_voice_conf_env(ngx_conf_t *cf, ngx_str_t *value,
+    const char *name);
+/* postconfiguration: fn for each location with a handler directive */
+ngx_int_t ngx_http_voice_conf_walk(ngx_conf_t *cf,
+    ngx_int_t (*fn)(ngx_conf_t *cf, void **loc_conf));
 
 
 /* ngx_http_voice_http.c: the HTTP helpers every handler shares */

@@ -10,9 +10,10 @@
  * object), so the main module's configuration keeps only the endpoints.
  * Each is valid in http, server and location; a list (voice_tool,
  * voice_transfer_to, voice_mcp_server) given in a location replaces the
- * enclosing one's, as nginx's own lists do.  Tool schema files and
- * secret files are read and checked when the directive is read, so
- * `nginx -t` fails on a bad one.
+ * enclosing one's, as nginx's own lists do.  Tool schema files and MCP
+ * authorizations are read and checked when the directive is read, the
+ * tools' signing secret in postconfiguration (merge_loc_conf only
+ * merges), so `nginx -t` fails on a bad one.
  *
  * At a stream's start the settings are rendered as one JSON object, the
  * proto field SETTINGS (docs/proto.md), which bridged maps onto OpenAI's
@@ -128,6 +129,9 @@ static void *ngx_http_voice_session_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_voice_session_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_voice_session_merge_loc_conf(ngx_conf_t *cf,
     void *parent, void *child);
+static ngx_int_t ngx_http_voice_session_postconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_voice_session_location(ngx_conf_t *cf,
+    void **loc_conf);
 
 static char *ngx_http_voice_session_set_threshold(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
@@ -276,7 +280,7 @@ static ngx_command_t  ngx_http_voice_session_commands[] = {
 
 static ngx_http_module_t  ngx_http_voice_session_module_ctx = {
     NULL,                                     /* preconfiguration */
-    NULL,                                     /* postconfiguration */
+    ngx_http_voice_session_postconfiguration, /* postconfiguration */
 
     ngx_http_voice_session_create_main_conf,  /* create main conf */
     NULL,                                     /* init main conf */
@@ -389,13 +393,6 @@ ngx_http_voice_session_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_http_voice_session_conf_t *prev = parent;
     ngx_http_voice_session_conf_t *conf = child;
 
-    size_t                               n;
-    u_char                              *blob;
-    ngx_http_voice_loc_conf_t           *vlcf;
-    ngx_http_core_loc_conf_t            *clcf;
-    ngx_http_voice_session_conf_t      **profile;
-    ngx_http_voice_session_main_conf_t  *smcf;
-
     ngx_conf_merge_str_value(conf->model, prev->model, "");
     ngx_conf_merge_str_value(conf->voice, prev->voice, "");
     ngx_conf_merge_str_value(conf->instructions, prev->instructions, "");
@@ -445,21 +442,48 @@ ngx_http_voice_session_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_conf_merge_msec_value(conf->max_call_duration,
                               prev->max_call_duration, 0);
 
-    if (conf->tools != NULL && conf->tool_secret.len == 0) {
+    return NGX_CONF_OK;
+}
 
-        /* the secret of the tools in effect, read once per location */
 
-        if (conf->tool_secret_file.len == 0 && prev->tools == conf->tools) {
-            conf->tool_secret = prev->tool_secret;
-        }
+/*
+ * Once the main module has completed its locations (its postconfiguration
+ * runs first, and makes the public URL final): the tools' secret of each
+ * location with a handler, read once and checked, and its settings'
+ * checksum; a /twiml location's settings become a profile.
+ */
 
-        if (conf->tool_secret.len == 0
-            && ngx_http_voice_conf_secret(cf, &conf->tool_secret_file,
-                                          "VOICE_TOOL_SECRET",
-                                          &conf->tool_secret)
-               != NGX_OK)
+static ngx_int_t
+ngx_http_voice_session_postconfiguration(ngx_conf_t *cf)
+{
+    return ngx_http_voice_conf_walk(cf, ngx_http_voice_session_location);
+}
+
+
+static ngx_int_t
+ngx_http_voice_session_location(ngx_conf_t *cf, void **loc_conf)
+{
+    size_t                               n;
+    u_char                              *blob;
+    ngx_http_voice_loc_conf_t           *vlcf;
+    ngx_http_core_loc_conf_t            *clcf;
+    ngx_http_voice_session_conf_t       *conf, **profile;
+    ngx_http_voice_session_main_conf_t  *smcf;
+
+    conf = loc_conf[ngx_http_voice_session_module.ctx_index];
+    vlcf = loc_conf[ngx_http_voice_module.ctx_index];
+    clcf = loc_conf[ngx_http_core_module.ctx_index];
+
+    /* the secret of the tools in effect */
+
+    if (conf->tools != NULL) {
+
+        if (ngx_http_voice_conf_secret(cf, &conf->tool_secret_file,
+                                       "VOICE_TOOL_SECRET",
+                                       &conf->tool_secret)
+            != NGX_OK)
         {
-            return NGX_CONF_ERROR;
+            return NGX_ERROR;
         }
 
         if (conf->tool_secret.len < 16) {
@@ -468,7 +492,7 @@ ngx_http_voice_session_merge_loc_conf(ngx_conf_t *cf, void *parent,
                                "at least 16 bytes: set VOICE_TOOL_SECRET in "
                                "the environment or use "
                                "\"voice_tool_secret_file\"");
-            return NGX_CONF_ERROR;
+            return NGX_ERROR;
         }
     }
 
@@ -478,7 +502,7 @@ ngx_http_voice_session_merge_loc_conf(ngx_conf_t *cf, void *parent,
 
     blob = ngx_pnalloc(cf->temp_pool, n);
     if (blob == NULL) {
-        return NGX_CONF_ERROR;
+        return NGX_ERROR;
     }
 
     n = ngx_http_voice_session_write(conf, NULL, blob);
@@ -488,57 +512,53 @@ ngx_http_voice_session_merge_loc_conf(ngx_conf_t *cf, void *parent,
                            "the session settings take %uz bytes, more than "
                            "the %d a call can carry", n,
                            VOICE_PROTO_MAX_SETTINGS);
-        return NGX_CONF_ERROR;
+        return NGX_ERROR;
     }
 
     conf->crc = ngx_crc32_long(blob, n);
 
-    vlcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_voice_module);
-
-    if (vlcf->handler == NGX_HTTP_VOICE_TWIML && conf->profile == -1) {
-        smcf = ngx_http_conf_get_module_main_conf(cf,
-                                             ngx_http_voice_session_module);
-
-        /*
-         * Where a transfer nobody answered comes back: this location, by
-         * its own path when it has a plain one (the main module, merged
-         * first, has made the public URL final), else voice_twiml_url.
-         */
-
-        clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-
-        if (clcf->name.len && clcf->name.data[0] == '/'
-#if (NGX_PCRE)
-            && clcf->regex == NULL
-#endif
-            && ngx_strlchr(clcf->name.data, clcf->name.data + clcf->name.len,
-                           '"') == NULL)
-        {
-            conf->twiml_url.len = vlcf->public_url.len + clcf->name.len;
-            conf->twiml_url.data = ngx_pnalloc(cf->pool,
-                                               conf->twiml_url.len);
-            if (conf->twiml_url.data == NULL) {
-                return NGX_CONF_ERROR;
-            }
-
-            ngx_memcpy(ngx_cpymem(conf->twiml_url.data, vlcf->public_url.data,
-                                  vlcf->public_url.len),
-                       clcf->name.data, clcf->name.len);
-
-        } else {
-            conf->twiml_url = vlcf->twiml_url;
-        }
-
-        profile = ngx_array_push(&smcf->profiles);
-        if (profile == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        *profile = conf;
-        conf->profile = smcf->profiles.nelts - 1;
+    if (vlcf->handler != NGX_HTTP_VOICE_TWIML || conf->profile != -1) {
+        return NGX_OK;
     }
 
-    return NGX_CONF_OK;
+    smcf = ngx_http_conf_get_module_main_conf(cf,
+                                              ngx_http_voice_session_module);
+
+    /*
+     * Where a transfer nobody answered comes back: this location, by its
+     * own path when it has a plain one, else voice_twiml_url.
+     */
+
+    if (clcf->name.len && clcf->name.data[0] == '/'
+#if (NGX_PCRE)
+        && clcf->regex == NULL
+#endif
+        && ngx_strlchr(clcf->name.data, clcf->name.data + clcf->name.len,
+                       '"') == NULL)
+    {
+        conf->twiml_url.len = vlcf->public_url.len + clcf->name.len;
+        conf->twiml_url.data = ngx_pnalloc(cf->pool, conf->twiml_url.len);
+        if (conf->twiml_url.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(ngx_cpymem(conf->twiml_url.data, vlcf->public_url.data,
+                              vlcf->public_url.len),
+                   clcf->name.data, clcf->name.len);
+
+    } else {
+        conf->twiml_url = vlcf->twiml_url;
+    }
+
+    profile = ngx_array_push(&smcf->profiles);
+    if (profile == NULL) {
+        return NGX_ERROR;
+    }
+
+    *profile = conf;
+    conf->profile = smcf->profiles.nelts - 1;
+
+    return NGX_OK;
 }
 
 
