@@ -44,6 +44,20 @@
 #define NGX_HTTP_VOICE_SESSION_NAME_MAX     64
 #define NGX_HTTP_VOICE_SESSION_TOKENS       4096
 
+/*
+ * The optional values nginx.conf gives (the session conf's "given"), set
+ * in merge: one not given is left out of the blob, so bridged's default
+ * applies, and no NGX_CONF_UNSET is read at run time.
+ */
+#define NGX_HTTP_VOICE_SESSION_GIVEN_REASONING      0x0001
+#define NGX_HTTP_VOICE_SESSION_GIVEN_VAD_THRESHOLD  0x0002
+#define NGX_HTTP_VOICE_SESSION_GIVEN_VAD_PREFIX     0x0004
+#define NGX_HTTP_VOICE_SESSION_GIVEN_VAD_SILENCE    0x0008
+#define NGX_HTTP_VOICE_SESSION_GIVEN_NOISE          0x0010
+#define NGX_HTTP_VOICE_SESSION_GIVEN_SPEED          0x0020
+#define NGX_HTTP_VOICE_SESSION_GIVEN_TOKENS         0x0040
+#define NGX_HTTP_VOICE_SESSION_GIVEN_TRUNCATION     0x0080
+
 
 typedef struct {
     ngx_str_t                   name;
@@ -86,6 +100,7 @@ struct ngx_http_voice_session_conf_s {
     ngx_uint_t                  speed;          /* per mille */
     ngx_uint_t                  max_output_tokens;  /* 0: inf */
     ngx_uint_t                  truncation;     /* per mille; see below */
+    ngx_uint_t                  given;          /* _GIVEN_* */
 
     ngx_flag_t                  end_call;
     ngx_array_t                *tools;          /* of session_tool_t */
@@ -353,6 +368,7 @@ ngx_http_voice_session_create_loc_conf(ngx_conf_t *cf)
      *     conf->tool_secret_file = { 0, NULL };
      *     conf->tool_secret = { 0, NULL };
      *     conf->voicemail_message = { 0, NULL };
+     *     conf->given = 0;
      *     conf->crc = 0;
      */
 
@@ -441,6 +457,46 @@ ngx_http_voice_session_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_conf_merge_uint_value(conf->idle_prompts, prev->idle_prompts, 2);
     ngx_conf_merge_msec_value(conf->max_call_duration,
                               prev->max_call_duration, 0);
+
+    /* server_vad, bridged's own default, when none is given */
+
+    if (conf->turn_detection == NGX_CONF_UNSET_UINT) {
+        conf->turn_detection = 0;
+    }
+
+    conf->given = 0;
+
+    if (conf->reasoning != NGX_CONF_UNSET_UINT) {
+        conf->given |= NGX_HTTP_VOICE_SESSION_GIVEN_REASONING;
+    }
+
+    if (conf->vad_threshold != NGX_CONF_UNSET_UINT) {
+        conf->given |= NGX_HTTP_VOICE_SESSION_GIVEN_VAD_THRESHOLD;
+    }
+
+    if (conf->vad_prefix != NGX_CONF_UNSET_MSEC) {
+        conf->given |= NGX_HTTP_VOICE_SESSION_GIVEN_VAD_PREFIX;
+    }
+
+    if (conf->vad_silence != NGX_CONF_UNSET_MSEC) {
+        conf->given |= NGX_HTTP_VOICE_SESSION_GIVEN_VAD_SILENCE;
+    }
+
+    if (conf->noise_reduction != NGX_CONF_UNSET_UINT) {
+        conf->given |= NGX_HTTP_VOICE_SESSION_GIVEN_NOISE;
+    }
+
+    if (conf->speed != NGX_CONF_UNSET_UINT) {
+        conf->given |= NGX_HTTP_VOICE_SESSION_GIVEN_SPEED;
+    }
+
+    if (conf->max_output_tokens != NGX_CONF_UNSET_UINT) {
+        conf->given |= NGX_HTTP_VOICE_SESSION_GIVEN_TOKENS;
+    }
+
+    if (conf->truncation != NGX_CONF_UNSET_UINT) {
+        conf->given |= NGX_HTTP_VOICE_SESSION_GIVEN_TRUNCATION;
+    }
 
     return NGX_CONF_OK;
 }
@@ -1460,7 +1516,7 @@ ngx_http_voice_session_write(ngx_http_voice_session_conf_t *conf,
     ngx_http_voice_session_str(&o, "transcribePrompt",
                                &conf->transcribe_prompt);
 
-    if (conf->reasoning != NGX_CONF_UNSET_UINT) {
+    if (conf->given & NGX_HTTP_VOICE_SESSION_GIVEN_REASONING) {
         ngx_http_voice_session_cstr(&o, "reasoningEffort",
                         ngx_http_voice_session_effort_names[conf->reasoning]);
     }
@@ -1475,31 +1531,31 @@ ngx_http_voice_session_write(ngx_http_voice_session_conf_t *conf,
                      ngx_http_voice_session_eagerness_names[conf->eagerness]);
     }
 
-    if (conf->vad_threshold != NGX_CONF_UNSET_UINT) {
+    if (conf->given & NGX_HTTP_VOICE_SESSION_GIVEN_VAD_THRESHOLD) {
         ngx_http_voice_session_frac(&o, "threshold", conf->vad_threshold);
     }
 
-    if (conf->vad_prefix != NGX_CONF_UNSET_MSEC) {
+    if (conf->given & NGX_HTTP_VOICE_SESSION_GIVEN_VAD_PREFIX) {
         ngx_http_voice_session_num(&o, "prefixMs", conf->vad_prefix);
     }
 
-    if (conf->vad_silence != NGX_CONF_UNSET_MSEC) {
+    if (conf->given & NGX_HTTP_VOICE_SESSION_GIVEN_VAD_SILENCE) {
         ngx_http_voice_session_num(&o, "silenceMs", conf->vad_silence);
     }
 
     ngx_http_voice_session_bool(&o, "interrupt", conf->interrupt);
     ngx_http_voice_session_close(&o, '}');
 
-    if (conf->noise_reduction != NGX_CONF_UNSET_UINT) {
+    if (conf->given & NGX_HTTP_VOICE_SESSION_GIVEN_NOISE) {
         ngx_http_voice_session_cstr(&o, "noiseReduction",
                  ngx_http_voice_session_noise_names[conf->noise_reduction]);
     }
 
-    if (conf->speed != NGX_CONF_UNSET_UINT) {
+    if (conf->given & NGX_HTTP_VOICE_SESSION_GIVEN_SPEED) {
         ngx_http_voice_session_frac(&o, "speed", conf->speed);
     }
 
-    if (conf->max_output_tokens != NGX_CONF_UNSET_UINT) {
+    if (conf->given & NGX_HTTP_VOICE_SESSION_GIVEN_TOKENS) {
         if (conf->max_output_tokens == 0) {
             ngx_http_voice_session_cstr(&o, "maxOutputTokens", "inf");
 
@@ -1509,13 +1565,16 @@ ngx_http_voice_session_write(ngx_http_voice_session_conf_t *conf,
         }
     }
 
-    if (conf->truncation == NGX_HTTP_VOICE_SESSION_TRUNC_AUTO) {
+    if (!(conf->given & NGX_HTTP_VOICE_SESSION_GIVEN_TRUNCATION)) {
+        /* bridged's default */
+
+    } else if (conf->truncation == NGX_HTTP_VOICE_SESSION_TRUNC_AUTO) {
         ngx_http_voice_session_cstr(&o, "truncation", "auto");
 
     } else if (conf->truncation == NGX_HTTP_VOICE_SESSION_TRUNC_DISABLED) {
         ngx_http_voice_session_cstr(&o, "truncation", "disabled");
 
-    } else if (conf->truncation != NGX_CONF_UNSET_UINT) {
+    } else {
         ngx_http_voice_session_frac(&o, "truncation", conf->truncation);
     }
 
