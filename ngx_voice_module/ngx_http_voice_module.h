@@ -5,7 +5,8 @@
  * The module is the public edge of the voice bridge.  Its files, by what
  * they do:
  *
- *   configuration    ngx_http_voice_module.c (directives, life cycle),
+ *   configuration    ngx_http_voice_module.c (directives, their merge
+ *                    and postconfiguration, life cycle),
  *                    ngx_http_voice_session.c (the assistant's settings,
  *                    a second module), ngx_http_voice_zone.c (shared
  *                    memory: what holds across workers)
