@@ -7,10 +7,10 @@
  * voice_bridge_curve_key names this host's secret key (its public key is
  * derived from it), voice_bridge_curve_server_key bridged's public key;
  * both are files in the format proto/voice_curve.c reads, made by
- * `bridged --curve-keygen`.  They are read and checked once, at
- * configuration time, so that `nginx -t` fails on a missing, unreadable
- * or malformed key, or on a secret key that others may read; a worker
- * only sets them on each tcp:// DEALER before it connects
+ * `bridged --curve-keygen`.  They are read and checked once, in the
+ * module's postconfiguration, so that `nginx -t` fails on a missing,
+ * unreadable or malformed key, or on a secret key that others may read;
+ * a worker only sets them on each tcp:// DEALER before it connects
  * (ngx_http_voice_bridge.c).  An ipc:// endpoint needs none: it never
  * leaves the host, and its socket file's permissions guard it.  A tcp://
  * endpoint beyond loopback without CURVE is only warned about: the

@@ -6,17 +6,21 @@
  * the location's content handler, like stub_status: voice_twiml,
  * voice_call_status, voice_media_stream, voice_api_numbers,
  * voice_api_call, voice_api_end_call, voice_api_transcript and
- * voice_status.  Value directives use nginx's stock slots; a value not
- * written in nginx.conf falls back to the environment of the master
- * process at configuration time (PUBLIC_URL, TRANSCRIPT_DIR,
+ * voice_status; each such location is noted as its directive is read.
+ * Value directives use nginx's stock slots, and merge_loc_conf only
+ * merges them.  Postconfiguration, once the http block is read, completes
+ * each noted location: a value not written in nginx.conf falls back to the
+ * environment of the master process (PUBLIC_URL, TRANSCRIPT_DIR,
  * TWILIO_AUTH_TOKEN, VOICE_API_TOKEN), so nginx.conf always wins and
- * secrets need never be written into it.  Consistency between directives
- * is checked here, so `nginx -t` fails rather than a request at run time.
+ * secrets need never be written into it; secret files are read, each
+ * variable and file once; URLs are derived from the public URL; thread
+ * pools are added; and the directives are checked against each other, so
+ * `nginx -t` fails rather than a request at run time.
  * init_process/exit_process start and stop the per-worker ZeroMQ channel
  * (ngx_http_voice_bridge.c); init_process also starts each worker's
  * recovery of dead journals (ngx_http_voice_recover.c).  The helpers
- * every handler shares -- a header lookup, JSON and error answers,
- * reading a request body -- live here too.
+ * every handler shares (a header lookup, JSON and error answers, reading
+ * a request body) are ngx_http_voice_http.c's.
  */
 
 #include <ngx_config.h>
@@ -40,8 +44,11 @@ static char *ngx_http_voice_set_bridge(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_voice_set_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static ngx_int_t ngx_http_voice_env_default(ngx_conf_t *cf, ngx_str_t *value,
-    const char *name);
+static ngx_int_t ngx_http_voice_postconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_voice_conf_location(ngx_conf_t *cf,
+    void **loc_conf);
+static ngx_http_voice_conf_read_t *ngx_http_voice_conf_read_find(
+    ngx_conf_t *cf, u_char *name, size_t len, ngx_uint_t file);
 static ngx_int_t ngx_http_voice_derive_urls(ngx_conf_t *cf,
     ngx_http_voice_loc_conf_t *conf);
 
@@ -214,7 +221,7 @@ static ngx_command_t  ngx_http_voice_commands[] = {
 
 static ngx_http_module_t  ngx_http_voice_module_ctx = {
     ngx_http_voice_log_add_variables,      /* preconfiguration */
-    NULL,                                  /* postconfiguration */
+    ngx_http_voice_postconfiguration,      /* postconfiguration */
 
     ngx_http_voice_create_main_conf,       /* create main configuration */
     ngx_http_voice_init_main_conf,         /* init main configuration */
@@ -269,222 +276,6 @@ ngx_http_voice_now_ms(void)
 }
 
 
-/* the first request header called name, case-insensitively, or NULL */
-
-ngx_table_elt_t *
-ngx_http_voice_header(ngx_http_request_t *r, const char *name, size_t len)
-{
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
-
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                return NULL;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == len
-            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
-        {
-            return &h[i];
-        }
-    }
-}
-
-
-ngx_int_t
-ngx_http_voice_send_json(ngx_http_request_t *r, ngx_uint_t status,
-    u_char *body, size_t len)
-{
-    ngx_str_t  type = ngx_string("application/json");
-
-    return ngx_http_voice_send_body(r, status, &type, body, len);
-}
-
-
-/*
- * Every answer ends with a newline, as a line of text does: curl in a
- * shell prints one JSON answer per line.  A body that has it already (a
- * stored record, Prometheus text) is sent as it is; one that has not gets
- * it as a second buffer, so the body itself is never copied.
- */
-
-ngx_int_t
-ngx_http_voice_send_body(ngx_http_request_t *r, ngx_uint_t status,
-    ngx_str_t *type, u_char *body, size_t len)
-{
-    u_char       *semi;
-    ngx_int_t     rc;
-    ngx_buf_t    *b, *nl;
-    ngx_uint_t    eol;
-    ngx_chain_t   out, tail;
-
-    static u_char  newline[] = "\n";
-
-    eol = (len > 0 && body[len - 1] != '\n');
-
-    r->headers_out.status = status;
-    r->headers_out.content_length_n = len + eol;
-    r->headers_out.content_type = *type;
-
-    /* the type without its parameters, as nginx's filters read it */
-    semi = ngx_strlchr(type->data, type->data + type->len, ';');
-    r->headers_out.content_type_len = semi ? (size_t) (semi - type->data)
-                                           : type->len;
-    r->headers_out.content_type_lowcase = NULL;
-
-    if (r->method == NGX_HTTP_HEAD || len == 0) {
-        r->header_only = (r->method == NGX_HTTP_HEAD);
-        rc = ngx_http_send_header(r);
-        if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-            return rc;
-        }
-        return ngx_http_send_special(r, NGX_HTTP_LAST);
-    }
-
-    b = ngx_calloc_buf(r->pool);
-    if (b == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    b->pos = body;
-    b->last = body + len;
-    b->memory = 1;
-
-    out.buf = b;
-    out.next = NULL;
-
-    if (eol) {
-        nl = ngx_calloc_buf(r->pool);
-        if (nl == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        nl->pos = newline;
-        nl->last = newline + 1;
-        nl->memory = 1;
-
-        tail.buf = nl;
-        tail.next = NULL;
-        out.next = &tail;
-        b = nl;
-    }
-
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
-
-    rc = ngx_http_send_header(r);
-    if (rc == NGX_ERROR || rc > NGX_OK) {
-        return rc;
-    }
-
-    return ngx_http_output_filter(r, &out);
-}
-
-
-ngx_int_t
-ngx_http_voice_send_error(ngx_http_request_t *r, ngx_uint_t status,
-    const char *fmt, ...)
-{
-    u_char   *body, *p, msg[1024], *last;
-    size_t    len;
-    va_list   args;
-
-    va_start(args, fmt);
-    last = ngx_vslprintf(msg, msg + sizeof(msg), fmt, args);
-    va_end(args);
-
-    len = sizeof("{\"success\":false,\"error\":\"\"}") - 1
-          + (last - msg) + ngx_escape_json(NULL, msg, last - msg);
-
-    body = ngx_pnalloc(r->pool, len);
-    if (body == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    p = ngx_cpymem(body, "{\"success\":false,\"error\":\"",
-                   sizeof("{\"success\":false,\"error\":\"") - 1);
-    p = (u_char *) ngx_escape_json(p, msg, last - msg);
-    p = ngx_cpymem(p, "\"}", 2);
-
-    return ngx_http_voice_send_json(r, status, body, p - body);
-}
-
-
-/*
- * The request body, read by ngx_http_read_client_request_body() with
- * request_body_in_single_buf, as one piece of memory: in place when it is
- * one buffer, else copied.  Returns NGX_OK, or without sending anything
- * NGX_HTTP_REQUEST_ENTITY_TOO_LARGE for a body over max bytes (possible
- * with chunked encoding, which has no Content-Length to refuse early) or
- * one nginx buffered to a file, or NGX_HTTP_INTERNAL_SERVER_ERROR.
- */
-
-ngx_int_t
-ngx_http_voice_read_body(ngx_http_request_t *r, size_t max, u_char **body,
-    size_t *len)
-{
-    u_char       *p;
-    size_t        size;
-    ngx_chain_t  *cl;
-
-    *body = NULL;
-    *len = 0;
-
-    if (r->request_body == NULL || r->request_body->bufs == NULL) {
-        return NGX_OK;
-    }
-
-    if (r->request_body->temp_file) {
-        return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
-    }
-
-    size = 0;
-
-    for (cl = r->request_body->bufs; cl; cl = cl->next) {
-        if (cl->buf->in_file) {
-            return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
-        }
-
-        size += cl->buf->last - cl->buf->pos;
-    }
-
-    if (size > max) {
-        return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
-    }
-
-    if (r->request_body->bufs->next == NULL) {
-        *body = r->request_body->bufs->buf->pos;
-        *len = size;
-        return NGX_OK;
-    }
-
-    p = ngx_pnalloc(r->pool, size);
-    if (p == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    *body = p;
-    *len = size;
-
-    for (cl = r->request_body->bufs; cl; cl = cl->next) {
-        p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
-    }
-
-    return NGX_OK;
-}
-
-
 static void *
 ngx_http_voice_create_main_conf(ngx_conf_t *cf)
 {
@@ -512,6 +303,12 @@ ngx_http_voice_create_main_conf(ngx_conf_t *cf)
            != NGX_OK
         || ngx_array_init(&vmcf->outboxes, cf->pool, 1,
                           sizeof(ngx_http_voice_outbox_t *))
+           != NGX_OK
+        || ngx_array_init(&vmcf->locations, cf->pool, 8,
+                          sizeof(ngx_http_voice_conf_loc_t))
+           != NGX_OK
+        || ngx_array_init(&vmcf->reads, cf->pool, 4,
+                          sizeof(ngx_http_voice_conf_read_t))
            != NGX_OK)
     {
         return NULL;
@@ -537,12 +334,6 @@ ngx_http_voice_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(vmcf->heartbeat, 1000);
     ngx_conf_init_msec_value(vmcf->shutdown_timeout, 600000);
     ngx_conf_init_uint_value(vmcf->worker_sched, 0);
-
-    /* the keys of a channel to a bridged on another host */
-
-    if (ngx_http_voice_curve_init_conf(cf, vmcf) != NGX_OK) {
-        return NGX_CONF_ERROR;
-    }
 
     /* with a bridge there are calls: the default zone keeps their
      * Idempotency-Keys (ngx_http_voice_zone.c) */
@@ -629,9 +420,6 @@ ngx_http_voice_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_voice_loc_conf_t *prev = parent;
     ngx_http_voice_loc_conf_t *conf = child;
 
-    ngx_http_voice_handler_e     h;
-    ngx_http_voice_main_conf_t  *vmcf;
-
     ngx_conf_merge_str_value(conf->public_url, prev->public_url, "");
     ngx_conf_merge_str_value(conf->twiml_url, prev->twiml_url, "");
     ngx_conf_merge_str_value(conf->stream_url, prev->stream_url, "");
@@ -686,12 +474,92 @@ ngx_http_voice_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_msec_value(conf->webhook_retry, prev->webhook_retry,
                               86400000);
 
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * Once the http block is read and merged: what comes from files and the
+ * environment is read here, once, and checked, so that `nginx -t` fails
+ * on it; merge_loc_conf only merges.
+ */
+
+static ngx_int_t
+ngx_http_voice_postconfiguration(ngx_conf_t *cf)
+{
+    ngx_http_voice_main_conf_t  *vmcf;
+
+    vmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_voice_module);
+
+    /* the keys of a channel to a bridged on another host */
+
+    if (ngx_http_voice_curve_init_conf(cf, vmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_voice_conf_walk(cf, ngx_http_voice_conf_location);
+}
+
+
+/*
+ * Calls fn for each location that has a handler directive, in the order
+ * they were read; what fn logs names that directive's file and line, as
+ * an error found while it was read would.
+ */
+
+ngx_int_t
+ngx_http_voice_conf_walk(ngx_conf_t *cf,
+    ngx_int_t (*fn)(ngx_conf_t *cf, void **loc_conf))
+{
+    ngx_int_t                    rc;
+    ngx_uint_t                   i;
+    ngx_conf_file_t             *file, where;
+    ngx_http_voice_conf_loc_t   *loc;
+    ngx_http_voice_main_conf_t  *vmcf;
+
+    vmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_voice_module);
+
+    file = cf->conf_file;
+    loc = vmcf->locations.elts;
+
+    for (i = 0; i < vmcf->locations.nelts; i++) {
+        where = *file;
+        where.file.name = loc[i].file;
+        where.line = loc[i].line;
+
+        cf->conf_file = &where;
+        rc = fn(cf, loc[i].loc_conf);
+        cf->conf_file = file;
+
+        if (rc != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * What a location's handler needs beyond its merged directives, once the
+ * http block is read: values from the master's environment, secrets from
+ * files, the URLs derived from the public URL, the transcript directory
+ * and its thread pool, and the checks between directives, so that
+ * `nginx -t` fails rather than a request at run time.
+ */
+
+static ngx_int_t
+ngx_http_voice_conf_location(ngx_conf_t *cf, void **loc_conf)
+{
+    ngx_http_voice_handler_e     h;
+    ngx_http_voice_loc_conf_t   *conf;
+    ngx_http_voice_main_conf_t  *vmcf;
+
+    conf = loc_conf[ngx_http_voice_module.ctx_index];
     h = conf->handler;
 
-    if (h == NGX_HTTP_VOICE_NONE || h == NGX_HTTP_VOICE_STATUS
-        || h == NGX_HTTP_VOICE_METRICS)
-    {
-        return NGX_CONF_OK;
+    if (h == NGX_HTTP_VOICE_STATUS || h == NGX_HTTP_VOICE_METRICS) {
+        return NGX_OK;
     }
 
     vmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_voice_module);
@@ -703,10 +571,10 @@ ngx_http_voice_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         || h == NGX_HTTP_VOICE_API_CALLS)
     {
         if (ngx_http_voice_conf_secret(cf, &conf->api_token_file,
-                                  "VOICE_API_TOKEN", &conf->api_token)
+                                       "VOICE_API_TOKEN", &conf->api_token)
             != NGX_OK)
         {
-            return NGX_CONF_ERROR;
+            return NGX_ERROR;
         }
 
         if (conf->api_token.len == 0) {
@@ -714,7 +582,7 @@ ngx_http_voice_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                                "the API needs a bearer token: set "
                                "VOICE_API_TOKEN in the environment or use "
                                "\"voice_api_token_file\"");
-            return NGX_CONF_ERROR;
+            return NGX_ERROR;
         }
     }
 
@@ -725,23 +593,23 @@ ngx_http_voice_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "no \"voice_bridge\" endpoint is configured "
                            "in the http block");
-        return NGX_CONF_ERROR;
+        return NGX_ERROR;
     }
 
-    if (ngx_http_voice_env_default(cf, &conf->public_url, "PUBLIC_URL")
+    if (ngx_http_voice_conf_env(cf, &conf->public_url, "PUBLIC_URL")
         != NGX_OK
-        || ngx_http_voice_env_default(cf, &conf->transcript_dir,
-                                      "TRANSCRIPT_DIR")
+        || ngx_http_voice_conf_env(cf, &conf->transcript_dir,
+                                   "TRANSCRIPT_DIR")
            != NGX_OK)
     {
-        return NGX_CONF_ERROR;
+        return NGX_ERROR;
     }
 
     if (h == NGX_HTTP_VOICE_TWIML || h == NGX_HTTP_VOICE_MEDIA_STREAM
         || h == NGX_HTTP_VOICE_API_CALL || h == NGX_HTTP_VOICE_CALL_STATUS)
     {
         if (ngx_http_voice_derive_urls(cf, conf) != NGX_OK) {
-            return NGX_CONF_ERROR;
+            return NGX_ERROR;
         }
     }
 
@@ -758,7 +626,7 @@ ngx_http_voice_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         if (ngx_conf_full_name(cf->cycle, &conf->transcript_dir, 0)
             != NGX_OK)
         {
-            return NGX_CONF_ERROR;
+            return NGX_ERROR;
         }
 
         if (conf->transcript_dir.data[conf->transcript_dir.len - 1] != '/') {
@@ -766,7 +634,7 @@ ngx_http_voice_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
             p = ngx_pnalloc(cf->pool, conf->transcript_dir.len + 1);
             if (p == NULL) {
-                return NGX_CONF_ERROR;
+                return NGX_ERROR;
             }
 
             ngx_memcpy(p, conf->transcript_dir.data,
@@ -777,7 +645,7 @@ ngx_http_voice_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
         conf->thread_pool = ngx_thread_pool_add(cf, &conf->thread_pool_name);
         if (conf->thread_pool == NULL) {
-            return NGX_CONF_ERROR;
+            return NGX_ERROR;
         }
     }
 
@@ -786,7 +654,7 @@ ngx_http_voice_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     if (h == NGX_HTTP_VOICE_MEDIA_STREAM
         && ngx_http_voice_recover_add_dir(cf, conf) != NGX_OK)
     {
-        return NGX_CONF_ERROR;
+        return NGX_ERROR;
     }
 
     /* where records are made final, they are posted (the webhook) */
@@ -795,7 +663,7 @@ ngx_http_voice_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         && conf->webhook_url.len
         && ngx_http_voice_outbox_add(cf, conf) != NGX_OK)
     {
-        return NGX_CONF_ERROR;
+        return NGX_ERROR;
     }
 
     /* the auth token checks Twilio's signatures, and seals the context
@@ -805,10 +673,11 @@ ngx_http_voice_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         || h == NGX_HTTP_VOICE_CALL_STATUS || h == NGX_HTTP_VOICE_API_CALL)
     {
         if (ngx_http_voice_conf_secret(cf, &conf->auth_token_file,
-                                  "TWILIO_AUTH_TOKEN", &conf->auth_token)
+                                       "TWILIO_AUTH_TOKEN",
+                                       &conf->auth_token)
             != NGX_OK)
         {
-            return NGX_CONF_ERROR;
+            return NGX_ERROR;
         }
     }
 
@@ -821,7 +690,7 @@ ngx_http_voice_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                                "Twilio signature checking is off "
                                "(\"voice_signature off\"): anyone can "
                                "reach this endpoint");
-            return NGX_CONF_OK;
+            return NGX_OK;
         }
 
         if (conf->auth_token.len == 0) {
@@ -830,11 +699,11 @@ ngx_http_voice_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                                "is no auth token: set TWILIO_AUTH_TOKEN in "
                                "the environment or use "
                                "\"voice_twilio_auth_token_file\"");
-            return NGX_CONF_ERROR;
+            return NGX_ERROR;
         }
     }
 
-    return NGX_CONF_OK;
+    return NGX_OK;
 }
 
 
@@ -842,36 +711,82 @@ ngx_http_voice_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
  * A directive's value, when nginx.conf does not give one, comes from the
  * master's environment: at configuration time nginx has not yet cleared
  * it (workers only keep what `env` lists), and reading it here lets
- * `nginx -t` report a missing value.
+ * `nginx -t` report a missing value.  Each variable is read once, however
+ * many locations take it.
  */
 
-static ngx_int_t
-ngx_http_voice_env_default(ngx_conf_t *cf, ngx_str_t *value,
-    const char *name)
+ngx_int_t
+ngx_http_voice_conf_env(ngx_conf_t *cf, ngx_str_t *value, const char *name)
 {
-    char    *env;
-    size_t   len;
+    char                        *env;
+    size_t                       len;
+    ngx_http_voice_conf_read_t  *rd;
 
     if (value->len) {
         return NGX_OK;
     }
 
-    env = getenv(name);
-    if (env == NULL || *env == '\0') {
-        return NGX_OK;
-    }
+    len = ngx_strlen(name);
 
-    len = ngx_strlen(env);
-
-    value->data = ngx_pnalloc(cf->pool, len);
-    if (value->data == NULL) {
+    rd = ngx_http_voice_conf_read_find(cf, (u_char *) name, len, 0);
+    if (rd == NULL) {
         return NGX_ERROR;
     }
 
-    ngx_memcpy(value->data, env, len);
-    value->len = len;
+    if (rd->name.len == 0) {
+        rd->name.data = (u_char *) name;
+        rd->name.len = len;
+
+        env = getenv(name);
+
+        if (env != NULL && *env != '\0') {
+            rd->value.len = ngx_strlen(env);
+            rd->value.data = ngx_pnalloc(cf->pool, rd->value.len);
+            if (rd->value.data == NULL) {
+                return NGX_ERROR;
+            }
+
+            ngx_memcpy(rd->value.data, env, rd->value.len);
+        }
+    }
+
+    *value = rd->value;
 
     return NGX_OK;
+}
+
+
+/* what was read by that name, or a new entry with an empty name */
+
+static ngx_http_voice_conf_read_t *
+ngx_http_voice_conf_read_find(ngx_conf_t *cf, u_char *name, size_t len,
+    ngx_uint_t file)
+{
+    ngx_uint_t                   i;
+    ngx_http_voice_conf_read_t  *rd;
+    ngx_http_voice_main_conf_t  *vmcf;
+
+    vmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_voice_module);
+
+    rd = vmcf->reads.elts;
+
+    for (i = 0; i < vmcf->reads.nelts; i++) {
+        if (rd[i].file == file && rd[i].name.len == len
+            && ngx_strncmp(rd[i].name.data, name, len) == 0)
+        {
+            return &rd[i];
+        }
+    }
+
+    rd = ngx_array_push(&vmcf->reads);
+    if (rd == NULL) {
+        return NULL;
+    }
+
+    ngx_memzero(rd, sizeof(ngx_http_voice_conf_read_t));
+    rd->file = file;
+
+    return rd;
 }
 
 
@@ -942,18 +857,40 @@ ngx_http_voice_conf_read_file(ngx_conf_t *cf, ngx_str_t *file, size_t max,
 }
 
 
-/* a secret: read from file when a *_file directive names one, else from
- * the environment variable env (when not NULL) */
+/*
+ * A secret: read from file when a *_file directive names one, else from
+ * the environment variable env (when not NULL).  Each file is read once,
+ * however many locations name it.
+ */
 
 ngx_int_t
 ngx_http_voice_conf_secret(ngx_conf_t *cf, ngx_str_t *file, const char *env,
     ngx_str_t *secret)
 {
+    ngx_str_t                    name;
+    ngx_http_voice_conf_read_t  *rd;
+
     if (file->len == 0) {
-        return env ? ngx_http_voice_env_default(cf, secret, env) : NGX_OK;
+        return env ? ngx_http_voice_conf_env(cf, secret, env) : NGX_OK;
     }
 
-    if (ngx_http_voice_conf_read_file(cf, file, 4096, secret) != NGX_OK) {
+    name = *file;
+
+    if (ngx_conf_full_name(cf->cycle, &name, 1) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    rd = ngx_http_voice_conf_read_find(cf, name.data, name.len, 1);
+    if (rd == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (rd->name.len) {
+        *secret = rd->value;
+        return NGX_OK;
+    }
+
+    if (ngx_http_voice_conf_read_file(cf, &name, 4096, secret) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -965,6 +902,10 @@ ngx_http_voice_conf_secret(ngx_conf_t *cf, ngx_str_t *file, const char *env,
     {
         secret->len--;
     }
+
+    /* noted once read: a file that failed stops the configuration */
+    rd->name = name;
+    rd->value = *secret;
 
     return NGX_OK;
 }
@@ -1071,13 +1012,28 @@ ngx_http_voice_set_handler(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_voice_loc_conf_t *vlcf = conf;
 
-    ngx_http_core_loc_conf_t  *clcf;
+    ngx_http_core_loc_conf_t    *clcf;
+    ngx_http_voice_conf_loc_t   *loc;
+    ngx_http_voice_main_conf_t  *vmcf;
 
     if (vlcf->handler != NGX_HTTP_VOICE_NONE) {
         return "is duplicate";
     }
 
     vlcf->handler = (ngx_http_voice_handler_e) cmd->offset;
+
+    /* postconfiguration completes it (ngx_http_voice_conf_location()) */
+
+    vmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_voice_module);
+
+    loc = ngx_array_push(&vmcf->locations);
+    if (loc == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    loc->loc_conf = ((ngx_http_conf_ctx_t *) cf->ctx)->loc_conf;
+    loc->file = cf->conf_file->file.name;
+    loc->line = cf->conf_file->line;
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
 

@@ -5,10 +5,13 @@
  * The module is the public edge of the voice bridge.  Its files, by what
  * they do:
  *
- *   configuration    ngx_http_voice_module.c (directives, life cycle),
+ *   configuration    ngx_http_voice_module.c (directives, their merge
+ *                    and postconfiguration, life cycle),
  *                    ngx_http_voice_session.c (the assistant's settings,
  *                    a second module), ngx_http_voice_zone.c (shared
  *                    memory: what holds across workers)
+ *   HTTP helpers     ngx_http_voice_http.c (a header, the answers, a
+ *                    request body: what every handler shares)
  *   Twilio's HTTP    ngx_http_voice_webhook.c (its requests, signed:
  *                    ngx_http_voice_signature.c), ngx_http_voice_twiml.c,
  *                    ngx_http_voice_call_status.c
@@ -103,6 +106,27 @@ typedef struct ngx_http_voice_transcript_files_s
 typedef struct ngx_http_voice_outbox_s    ngx_http_voice_outbox_t;
 
 
+/*
+ * A location with a handler directive, noted as the directive is read:
+ * postconfiguration walks these (ngx_http_voice_conf_walk()), and its
+ * errors name the directive's file and line.
+ */
+typedef struct {
+    void                      **loc_conf;       /* its confs, by ctx_index */
+    ngx_str_t                   file;
+    ngx_uint_t                  line;
+} ngx_http_voice_conf_loc_t;
+
+
+/* an environment variable or a secret file, read once at configuration */
+typedef struct {
+    ngx_str_t                   name;           /* the variable, or the
+                                                   file's full name */
+    ngx_uint_t                  file;           /* name is a file's */
+    ngx_str_t                   value;          /* empty: unset */
+} ngx_http_voice_conf_read_t;
+
+
 typedef struct {
     ngx_array_t                 endpoints;      /* of ngx_str_t */
     ngx_uint_t                  hwm;
@@ -123,6 +147,9 @@ typedef struct {
                                                    public key: 3 x _KEY */
     ngx_array_t                 outboxes;       /* of outbox_t *: the
                                                    webhook's */
+    ngx_array_t                 locations;      /* of conf_loc_t: those
+                                                   with a handler */
+    ngx_array_t                 reads;          /* of conf_read_t */
 
     /* per-worker state, created in init_process */
     ngx_http_voice_worker_t    *worker;
@@ -403,6 +430,18 @@ extern ngx_module_t  ngx_http_voice_module;
 
 ngx_http_voice_worker_t *ngx_http_voice_worker(void);
 uint64_t ngx_http_voice_now_ms(void);
+ngx_int_t ngx_http_voice_conf_read_file(ngx_conf_t *cf, ngx_str_t *file,
+    size_t max, ngx_str_t *out);
+ngx_int_t ngx_http_voice_conf_secret(ngx_conf_t *cf, ngx_str_t *file,
+    const char *env, ngx_str_t *secret);
+ngx_int_t ngx_http_voice_conf_env(ngx_conf_t *cf, ngx_str_t *value,
+    const char *name);
+/* postconfiguration: fn for each location with a handler directive */
+ngx_int_t ngx_http_voice_conf_walk(ngx_conf_t *cf,
+    ngx_int_t (*fn)(ngx_conf_t *cf, void **loc_conf));
+
+
+/* ngx_http_voice_http.c: the HTTP helpers every handler shares */
 ngx_table_elt_t *ngx_http_voice_header(ngx_http_request_t *r,
     const char *name, size_t len);
 ngx_int_t ngx_http_voice_send_json(ngx_http_request_t *r, ngx_uint_t status,
@@ -413,10 +452,6 @@ ngx_int_t ngx_http_voice_send_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *fmt, ...);
 ngx_int_t ngx_http_voice_read_body(ngx_http_request_t *r, size_t max,
     u_char **body, size_t *len);
-ngx_int_t ngx_http_voice_conf_read_file(ngx_conf_t *cf, ngx_str_t *file,
-    size_t max, ngx_str_t *out);
-ngx_int_t ngx_http_voice_conf_secret(ngx_conf_t *cf, ngx_str_t *file,
-    const char *env, ngx_str_t *secret);
 
 
 /* ngx_http_voice_session.c */

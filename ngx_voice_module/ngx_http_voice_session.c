@@ -10,9 +10,10 @@
  * object), so the main module's configuration keeps only the endpoints.
  * Each is valid in http, server and location; a list (voice_tool,
  * voice_transfer_to, voice_mcp_server) given in a location replaces the
- * enclosing one's, as nginx's own lists do.  Tool schema files and
- * secret files are read and checked when the directive is read, so
- * `nginx -t` fails on a bad one.
+ * enclosing one's, as nginx's own lists do.  Tool schema files and MCP
+ * authorizations are read and checked when the directive is read, the
+ * tools' signing secret in postconfiguration (merge_loc_conf only
+ * merges), so `nginx -t` fails on a bad one.
  *
  * At a stream's start the settings are rendered as one JSON object, the
  * proto field SETTINGS (docs/proto.md), which bridged maps onto OpenAI's
@@ -42,6 +43,20 @@
 #define NGX_HTTP_VOICE_SESSION_TOOLS_MAX    64
 #define NGX_HTTP_VOICE_SESSION_NAME_MAX     64
 #define NGX_HTTP_VOICE_SESSION_TOKENS       4096
+
+/*
+ * The optional values nginx.conf gives (the session conf's "given"), set
+ * in merge: one not given is left out of the blob, so bridged's default
+ * applies, and no NGX_CONF_UNSET is read at run time.
+ */
+#define NGX_HTTP_VOICE_SESSION_GIVEN_REASONING      0x0001
+#define NGX_HTTP_VOICE_SESSION_GIVEN_VAD_THRESHOLD  0x0002
+#define NGX_HTTP_VOICE_SESSION_GIVEN_VAD_PREFIX     0x0004
+#define NGX_HTTP_VOICE_SESSION_GIVEN_VAD_SILENCE    0x0008
+#define NGX_HTTP_VOICE_SESSION_GIVEN_NOISE          0x0010
+#define NGX_HTTP_VOICE_SESSION_GIVEN_SPEED          0x0020
+#define NGX_HTTP_VOICE_SESSION_GIVEN_TOKENS         0x0040
+#define NGX_HTTP_VOICE_SESSION_GIVEN_TRUNCATION     0x0080
 
 
 typedef struct {
@@ -85,6 +100,7 @@ struct ngx_http_voice_session_conf_s {
     ngx_uint_t                  speed;          /* per mille */
     ngx_uint_t                  max_output_tokens;  /* 0: inf */
     ngx_uint_t                  truncation;     /* per mille; see below */
+    ngx_uint_t                  given;          /* _GIVEN_* */
 
     ngx_flag_t                  end_call;
     ngx_array_t                *tools;          /* of session_tool_t */
@@ -128,6 +144,9 @@ static void *ngx_http_voice_session_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_voice_session_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_voice_session_merge_loc_conf(ngx_conf_t *cf,
     void *parent, void *child);
+static ngx_int_t ngx_http_voice_session_postconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_voice_session_location(ngx_conf_t *cf,
+    void **loc_conf);
 
 static char *ngx_http_voice_session_set_threshold(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
@@ -276,7 +295,7 @@ static ngx_command_t  ngx_http_voice_session_commands[] = {
 
 static ngx_http_module_t  ngx_http_voice_session_module_ctx = {
     NULL,                                     /* preconfiguration */
-    NULL,                                     /* postconfiguration */
+    ngx_http_voice_session_postconfiguration, /* postconfiguration */
 
     ngx_http_voice_session_create_main_conf,  /* create main conf */
     NULL,                                     /* init main conf */
@@ -349,6 +368,7 @@ ngx_http_voice_session_create_loc_conf(ngx_conf_t *cf)
      *     conf->tool_secret_file = { 0, NULL };
      *     conf->tool_secret = { 0, NULL };
      *     conf->voicemail_message = { 0, NULL };
+     *     conf->given = 0;
      *     conf->crc = 0;
      */
 
@@ -388,13 +408,6 @@ ngx_http_voice_session_merge_loc_conf(ngx_conf_t *cf, void *parent,
 {
     ngx_http_voice_session_conf_t *prev = parent;
     ngx_http_voice_session_conf_t *conf = child;
-
-    size_t                               n;
-    u_char                              *blob;
-    ngx_http_voice_loc_conf_t           *vlcf;
-    ngx_http_core_loc_conf_t            *clcf;
-    ngx_http_voice_session_conf_t      **profile;
-    ngx_http_voice_session_main_conf_t  *smcf;
 
     ngx_conf_merge_str_value(conf->model, prev->model, "");
     ngx_conf_merge_str_value(conf->voice, prev->voice, "");
@@ -445,21 +458,88 @@ ngx_http_voice_session_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_conf_merge_msec_value(conf->max_call_duration,
                               prev->max_call_duration, 0);
 
-    if (conf->tools != NULL && conf->tool_secret.len == 0) {
+    /* server_vad, bridged's own default, when none is given */
 
-        /* the secret of the tools in effect, read once per location */
+    if (conf->turn_detection == NGX_CONF_UNSET_UINT) {
+        conf->turn_detection = 0;
+    }
 
-        if (conf->tool_secret_file.len == 0 && prev->tools == conf->tools) {
-            conf->tool_secret = prev->tool_secret;
-        }
+    conf->given = 0;
 
-        if (conf->tool_secret.len == 0
-            && ngx_http_voice_conf_secret(cf, &conf->tool_secret_file,
-                                          "VOICE_TOOL_SECRET",
-                                          &conf->tool_secret)
-               != NGX_OK)
+    if (conf->reasoning != NGX_CONF_UNSET_UINT) {
+        conf->given |= NGX_HTTP_VOICE_SESSION_GIVEN_REASONING;
+    }
+
+    if (conf->vad_threshold != NGX_CONF_UNSET_UINT) {
+        conf->given |= NGX_HTTP_VOICE_SESSION_GIVEN_VAD_THRESHOLD;
+    }
+
+    if (conf->vad_prefix != NGX_CONF_UNSET_MSEC) {
+        conf->given |= NGX_HTTP_VOICE_SESSION_GIVEN_VAD_PREFIX;
+    }
+
+    if (conf->vad_silence != NGX_CONF_UNSET_MSEC) {
+        conf->given |= NGX_HTTP_VOICE_SESSION_GIVEN_VAD_SILENCE;
+    }
+
+    if (conf->noise_reduction != NGX_CONF_UNSET_UINT) {
+        conf->given |= NGX_HTTP_VOICE_SESSION_GIVEN_NOISE;
+    }
+
+    if (conf->speed != NGX_CONF_UNSET_UINT) {
+        conf->given |= NGX_HTTP_VOICE_SESSION_GIVEN_SPEED;
+    }
+
+    if (conf->max_output_tokens != NGX_CONF_UNSET_UINT) {
+        conf->given |= NGX_HTTP_VOICE_SESSION_GIVEN_TOKENS;
+    }
+
+    if (conf->truncation != NGX_CONF_UNSET_UINT) {
+        conf->given |= NGX_HTTP_VOICE_SESSION_GIVEN_TRUNCATION;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * Once the main module has completed its locations (its postconfiguration
+ * runs first, and makes the public URL final): the tools' secret of each
+ * location with a handler, read once and checked, and its settings'
+ * checksum; a /twiml location's settings become a profile.
+ */
+
+static ngx_int_t
+ngx_http_voice_session_postconfiguration(ngx_conf_t *cf)
+{
+    return ngx_http_voice_conf_walk(cf, ngx_http_voice_session_location);
+}
+
+
+static ngx_int_t
+ngx_http_voice_session_location(ngx_conf_t *cf, void **loc_conf)
+{
+    size_t                               n;
+    u_char                              *blob;
+    ngx_http_voice_loc_conf_t           *vlcf;
+    ngx_http_core_loc_conf_t            *clcf;
+    ngx_http_voice_session_conf_t       *conf, **profile;
+    ngx_http_voice_session_main_conf_t  *smcf;
+
+    conf = loc_conf[ngx_http_voice_session_module.ctx_index];
+    vlcf = loc_conf[ngx_http_voice_module.ctx_index];
+    clcf = loc_conf[ngx_http_core_module.ctx_index];
+
+    /* the secret of the tools in effect */
+
+    if (conf->tools != NULL) {
+
+        if (ngx_http_voice_conf_secret(cf, &conf->tool_secret_file,
+                                       "VOICE_TOOL_SECRET",
+                                       &conf->tool_secret)
+            != NGX_OK)
         {
-            return NGX_CONF_ERROR;
+            return NGX_ERROR;
         }
 
         if (conf->tool_secret.len < 16) {
@@ -468,7 +548,7 @@ ngx_http_voice_session_merge_loc_conf(ngx_conf_t *cf, void *parent,
                                "at least 16 bytes: set VOICE_TOOL_SECRET in "
                                "the environment or use "
                                "\"voice_tool_secret_file\"");
-            return NGX_CONF_ERROR;
+            return NGX_ERROR;
         }
     }
 
@@ -478,7 +558,7 @@ ngx_http_voice_session_merge_loc_conf(ngx_conf_t *cf, void *parent,
 
     blob = ngx_pnalloc(cf->temp_pool, n);
     if (blob == NULL) {
-        return NGX_CONF_ERROR;
+        return NGX_ERROR;
     }
 
     n = ngx_http_voice_session_write(conf, NULL, blob);
@@ -488,57 +568,53 @@ ngx_http_voice_session_merge_loc_conf(ngx_conf_t *cf, void *parent,
                            "the session settings take %uz bytes, more than "
                            "the %d a call can carry", n,
                            VOICE_PROTO_MAX_SETTINGS);
-        return NGX_CONF_ERROR;
+        return NGX_ERROR;
     }
 
     conf->crc = ngx_crc32_long(blob, n);
 
-    vlcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_voice_module);
-
-    if (vlcf->handler == NGX_HTTP_VOICE_TWIML && conf->profile == -1) {
-        smcf = ngx_http_conf_get_module_main_conf(cf,
-                                             ngx_http_voice_session_module);
-
-        /*
-         * Where a transfer nobody answered comes back: this location, by
-         * its own path when it has a plain one (the main module, merged
-         * first, has made the public URL final), else voice_twiml_url.
-         */
-
-        clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-
-        if (clcf->name.len && clcf->name.data[0] == '/'
-#if (NGX_PCRE)
-            && clcf->regex == NULL
-#endif
-            && ngx_strlchr(clcf->name.data, clcf->name.data + clcf->name.len,
-                           '"') == NULL)
-        {
-            conf->twiml_url.len = vlcf->public_url.len + clcf->name.len;
-            conf->twiml_url.data = ngx_pnalloc(cf->pool,
-                                               conf->twiml_url.len);
-            if (conf->twiml_url.data == NULL) {
-                return NGX_CONF_ERROR;
-            }
-
-            ngx_memcpy(ngx_cpymem(conf->twiml_url.data, vlcf->public_url.data,
-                                  vlcf->public_url.len),
-                       clcf->name.data, clcf->name.len);
-
-        } else {
-            conf->twiml_url = vlcf->twiml_url;
-        }
-
-        profile = ngx_array_push(&smcf->profiles);
-        if (profile == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        *profile = conf;
-        conf->profile = smcf->profiles.nelts - 1;
+    if (vlcf->handler != NGX_HTTP_VOICE_TWIML || conf->profile != -1) {
+        return NGX_OK;
     }
 
-    return NGX_CONF_OK;
+    smcf = ngx_http_conf_get_module_main_conf(cf,
+                                              ngx_http_voice_session_module);
+
+    /*
+     * Where a transfer nobody answered comes back: this location, by its
+     * own path when it has a plain one, else voice_twiml_url.
+     */
+
+    if (clcf->name.len && clcf->name.data[0] == '/'
+#if (NGX_PCRE)
+        && clcf->regex == NULL
+#endif
+        && ngx_strlchr(clcf->name.data, clcf->name.data + clcf->name.len,
+                       '"') == NULL)
+    {
+        conf->twiml_url.len = vlcf->public_url.len + clcf->name.len;
+        conf->twiml_url.data = ngx_pnalloc(cf->pool, conf->twiml_url.len);
+        if (conf->twiml_url.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(ngx_cpymem(conf->twiml_url.data, vlcf->public_url.data,
+                              vlcf->public_url.len),
+                   clcf->name.data, clcf->name.len);
+
+    } else {
+        conf->twiml_url = vlcf->twiml_url;
+    }
+
+    profile = ngx_array_push(&smcf->profiles);
+    if (profile == NULL) {
+        return NGX_ERROR;
+    }
+
+    *profile = conf;
+    conf->profile = smcf->profiles.nelts - 1;
+
+    return NGX_OK;
 }
 
 
@@ -1440,7 +1516,7 @@ ngx_http_voice_session_write(ngx_http_voice_session_conf_t *conf,
     ngx_http_voice_session_str(&o, "transcribePrompt",
                                &conf->transcribe_prompt);
 
-    if (conf->reasoning != NGX_CONF_UNSET_UINT) {
+    if (conf->given & NGX_HTTP_VOICE_SESSION_GIVEN_REASONING) {
         ngx_http_voice_session_cstr(&o, "reasoningEffort",
                         ngx_http_voice_session_effort_names[conf->reasoning]);
     }
@@ -1455,31 +1531,31 @@ ngx_http_voice_session_write(ngx_http_voice_session_conf_t *conf,
                      ngx_http_voice_session_eagerness_names[conf->eagerness]);
     }
 
-    if (conf->vad_threshold != NGX_CONF_UNSET_UINT) {
+    if (conf->given & NGX_HTTP_VOICE_SESSION_GIVEN_VAD_THRESHOLD) {
         ngx_http_voice_session_frac(&o, "threshold", conf->vad_threshold);
     }
 
-    if (conf->vad_prefix != NGX_CONF_UNSET_MSEC) {
+    if (conf->given & NGX_HTTP_VOICE_SESSION_GIVEN_VAD_PREFIX) {
         ngx_http_voice_session_num(&o, "prefixMs", conf->vad_prefix);
     }
 
-    if (conf->vad_silence != NGX_CONF_UNSET_MSEC) {
+    if (conf->given & NGX_HTTP_VOICE_SESSION_GIVEN_VAD_SILENCE) {
         ngx_http_voice_session_num(&o, "silenceMs", conf->vad_silence);
     }
 
     ngx_http_voice_session_bool(&o, "interrupt", conf->interrupt);
     ngx_http_voice_session_close(&o, '}');
 
-    if (conf->noise_reduction != NGX_CONF_UNSET_UINT) {
+    if (conf->given & NGX_HTTP_VOICE_SESSION_GIVEN_NOISE) {
         ngx_http_voice_session_cstr(&o, "noiseReduction",
                  ngx_http_voice_session_noise_names[conf->noise_reduction]);
     }
 
-    if (conf->speed != NGX_CONF_UNSET_UINT) {
+    if (conf->given & NGX_HTTP_VOICE_SESSION_GIVEN_SPEED) {
         ngx_http_voice_session_frac(&o, "speed", conf->speed);
     }
 
-    if (conf->max_output_tokens != NGX_CONF_UNSET_UINT) {
+    if (conf->given & NGX_HTTP_VOICE_SESSION_GIVEN_TOKENS) {
         if (conf->max_output_tokens == 0) {
             ngx_http_voice_session_cstr(&o, "maxOutputTokens", "inf");
 
@@ -1489,13 +1565,16 @@ ngx_http_voice_session_write(ngx_http_voice_session_conf_t *conf,
         }
     }
 
-    if (conf->truncation == NGX_HTTP_VOICE_SESSION_TRUNC_AUTO) {
+    if (!(conf->given & NGX_HTTP_VOICE_SESSION_GIVEN_TRUNCATION)) {
+        /* bridged's default */
+
+    } else if (conf->truncation == NGX_HTTP_VOICE_SESSION_TRUNC_AUTO) {
         ngx_http_voice_session_cstr(&o, "truncation", "auto");
 
     } else if (conf->truncation == NGX_HTTP_VOICE_SESSION_TRUNC_DISABLED) {
         ngx_http_voice_session_cstr(&o, "truncation", "disabled");
 
-    } else if (conf->truncation != NGX_CONF_UNSET_UINT) {
+    } else {
         ngx_http_voice_session_frac(&o, "truncation", conf->truncation);
     }
 
