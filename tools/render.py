@@ -34,7 +34,7 @@ def main(argv):
     ap.add_argument("template")
     ap.add_argument("values", nargs="*", metavar="NAME=VALUE")
     ap.add_argument("-o", dest="out", help="where to write (default stdout)")
-    args = ap.parse_args(argv)
+    args = ap.parse_intermixed_args(argv)
     values = {}
     for v in args.values:
         name, eq, value = v.partition("=")
