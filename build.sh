@@ -712,5 +712,5 @@ case "${1:-}" in
     package-test) cmd_package_test ;;
     fuzz)  cmd_fuzz ;;
     bench) shift; cmd_bench "$@" ;;
-    *)     sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *)     sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 2 ;;
 esac
