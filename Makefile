@@ -78,7 +78,8 @@ $(NGX_OUT)/deps.mk:
 # nginx's own Makefile knows the objects: it runs every time and does
 # nothing when nothing changed
 $(MODULE): $(NGX_OUT)/Makefile $(NGX_OUT)/deps.mk FORCE
-	@$(MAKE) -s --no-print-directory -f $(NGX_OUT)/Makefile -f $(NGX_OUT)/deps.mk -C $(NGX_SRC) \
+	@$(MAKE) -s --no-print-directory -C $(NGX_SRC) \
+	    -f $(NGX_OUT)/Makefile -f $(NGX_OUT)/deps.mk \
 	    modules > $(NGX_OUT)/make.log 2>&1 \
 	  || { cat $(NGX_OUT)/make.log; exit 1; }
 
