@@ -23,6 +23,11 @@
 # TWILIO_AUTH_TOKEN, OPENAI_API_KEY, TWILIO_API_URL, OPENAI_REALTIME_URL,
 # OPENAI_MODEL, TRANSCRIPT_DIR, VOICE_API_TOKEN.  Generated files go to
 # build/ and run/.
+#
+# Each command first installs the Debian packages it needs that are
+# missing (the lists below, one apt-get), then builds with make (the
+# Makefile at the top: make decides what is stale, a second build with
+# nothing changed does nothing), then does its job.
 set -euo pipefail
 
 TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -30,12 +35,24 @@ BUILD=${VOICE_BUILD_DIR:-$TOP/build}   # another for a second tree of work
 RUN=${VOICE_RUN_DIR:-$TOP/run}
 PY=/usr/bin/python3
 
-DEBS=(nginx nginx-dev libwebsockets-dev libwebsockets-evlib-uv libuv1-dev
-      libcurl4-openssl-dev libcjson-dev libssl-dev libzmq3-dev pkg-config
-      make gcc clang libclang-rt-14-dev libcmocka-dev openssl curl
-      python3 python3-pytest python3-pytest-xdist python3-websockets
-      python3-requests python3-prometheus-client
-      python3-aiohttp python3-zmq espeak-ng sox iproute2 procps)
+# The Debian packages, all of them here.  Every command needs DEBS; some
+# need more (DEBS_<COMMAND>).  The one package the tests take from npm,
+# eventsource, is pinned by tests/sse/package-lock.json and installed by
+# the Makefile's sse target (npm ci), with need_npm below.
+DEBS=(
+    # the module, against Debian's nginx; bridged; the unit and fuzz tests
+    nginx nginx-dev libwebsockets-dev libwebsockets-evlib-uv libuv1-dev
+    libcurl4-openssl-dev libcjson-dev libssl-dev libzmq3-dev pkg-config
+    make gcc clang libclang-rt-14-dev libcmocka-dev
+    # the test certificates, the speech fixtures; the simulation (run)
+    openssl espeak-ng sox curl procps
+    # conf/ rendered (tools/render.py), the stand-ins, the end-to-end tests
+    python3 python3-pytest python3-pytest-xdist python3-websockets
+    python3-requests python3-prometheus-client
+    python3-aiohttp python3-zmq iproute2)
+DEBS_PACKAGE=(debhelper dpkg-dev lintian)   # the .debs, lintian's check
+DEBS_PACKAGE_TEST=(systemd)                 # systemd-analyze, the unit's check
+DEBS_BENCH=(valgrind libnginx-mod-stream)   # --callgrind; the wss row
 
 say() { printf '%s\n' "build.sh: $*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -43,11 +60,18 @@ die() { say "error: $*"; exit 1; }
 
 # --- set-up ---------------------------------------------------------------
 
+# installs DEBS and the packages named, those that are not installed
+# already: one dpkg-query for all, and apt-get (its update too) only when
+# something is missing
 install_deps() {
-    local missing=() p
-    for p in "${DEBS[@]}" "$@"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null \
-            | grep -q "install ok installed" || missing+=("$p")
+    local want=("${DEBS[@]}" "$@") missing=() p name status
+    declare -A have=()
+    while IFS=$'\t' read -r name status; do
+        [ "$status" != installed ] || have[$name]=1
+    done < <(dpkg-query -W -f='${Package}\t${db:Status-Status}\n' \
+                 "${want[@]}" 2>/dev/null || true)
+    for p in "${want[@]}"; do
+        [ -n "${have[$p]:-}" ] || missing+=("$p")
     done
     [ ${#missing[@]} -eq 0 ] && return 0
 
@@ -57,6 +81,12 @@ install_deps() {
     "${sudo[@]}" apt-get update -q
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q \
         --no-install-recommends "${missing[@]}"
+}
+
+# npm, for the tests' SSE client (Makefile's sse): Node.js's own, or
+# Debian's when there is none
+need_npm() {
+    command -v npm > /dev/null || install_deps nodejs npm
 }
 
 # .env sets what the environment does not already set
@@ -79,135 +109,29 @@ load_env() {
 
 # --- build ----------------------------------------------------------------
 
-build_module() {
-    local src=/usr/share/nginx/src out=$BUILD/nginx stamp
-    stamp=$out/.configured
-    mkdir -p "$out"
-
-    # configure again only when the module's build file changed
-    if [ ! -f "$stamp" ] || [ "$TOP/ngx_voice_module/config" -nt "$stamp" ]
-    then
-        say "configuring the module against $src"
-        ( cd "$src" && . ./conf_flags && \
-          ./configure --with-cc-opt="-g -O2 -fPIC ${VOICE_CC_OPT:-}" \
-              --with-ld-opt="-fPIC ${VOICE_LD_OPT:-}" \
-              "${NGX_CONF_FLAGS[@]}" \
-              --add-dynamic-module="$TOP/ngx_voice_module" \
-              --builddir="$out" ) > "$out/configure.log" 2>&1 \
-            || { tail -n 30 "$out/configure.log"; die "configure failed"; }
-        touch "$stamp"
-    fi
-
-    make -s -f "$out/Makefile" -C "$src" modules > "$out/make.log" 2>&1 \
-        || { cat "$out/make.log"; die "the module does not build"; }
-    say "module: $out/ngx_http_voice_module.so"
-}
-
-build_bridged() {
-    make -s -C "$TOP/bridged" O="$BUILD/bridged" \
-        || die "bridged does not build"
+# make (the Makefile at the top) builds into BUILD what is stale: the
+# module, bridged, the speech fixtures, the test certificates.  One build
+# of a tree at a time (flock): parallel tests start ./build.sh run at once
+build() {
+    mkdir -p "$BUILD"
+    flock "$BUILD/.build.lock" \
+        make -s --no-print-directory -O -j"$(nproc)" -C "$TOP" O="$BUILD" \
+        "$@" || die "the build failed (make -C $TOP O=$BUILD $*)"
+    say "module: $BUILD/nginx/ngx_http_voice_module.so"
     say "bridged: $BUILD/bridged/bridged"
-}
-
-# speech made at build time, never committed: the caller's sentence and
-# the assistant's answer, as raw mu-law 8 kHz like Twilio's payloads
-build_fixtures() {
-    local f=$BUILD/fixtures
-    mkdir -p "$f"
-    make_speech "$f/caller" "Hello, I would like to book a table for two at seven pm."
-    make_speech "$f/reply" "Sure, for what time would you like the table?"
-}
-
-make_speech() {
-    local out=$1 text=$2 size pad
-    [ -s "$out.ulaw" ] && [ "$out.txt" -nt "$0" ] && return 0
-    espeak-ng -v en-us -s 150 -w "$out.wav" "$text"
-    # no dither (-D): the same text gives the same bytes every time
-    sox -D "$out.wav" -r 8000 -c 1 -e mu-law -b 8 -t raw "$out.ulaw"
-    size=$(stat -c %s "$out.ulaw")
-    pad=$(( (160 - size % 160) % 160 ))
-    head -c "$pad" /dev/zero | tr '\0' '\377' >> "$out.ulaw"
-    printf '%s' "$text" > "$out.txt"
-}
-
-# a test CA and a certificate for localhost, for the local stand-ins' TLS
-build_certs() {
-    local c=$BUILD/certs
-    [ -s "$c/server.pem" ] && return 0
-    mkdir -p "$c"
-    (
-        cd "$c"
-        openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem \
-            -days 3650 -subj "/CN=voice bridge test CA" 2>/dev/null
-        openssl req -newkey rsa:2048 -nodes -keyout server.key \
-            -out server.csr -subj "/CN=localhost" 2>/dev/null
-        printf '%s\n' "subjectAltName=DNS:localhost,IP:127.0.0.1" \
-            "basicConstraints=CA:FALSE" \
-            "keyUsage=digitalSignature,keyEncipherment" \
-            "extendedKeyUsage=serverAuth" > san.ext
-        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key \
-            -CAcreateserial -out server.pem -days 3650 -extfile san.ext \
-            2>/dev/null
-        # a second CA whose certificate bridged must refuse
-        openssl req -x509 -newkey rsa:2048 -nodes -keyout other-ca.key \
-            -out other-ca.pem -days 3650 -subj "/CN=some other CA" 2>/dev/null
-        openssl req -newkey rsa:2048 -nodes -keyout other.key \
-            -out other.csr -subj "/CN=localhost" 2>/dev/null
-        openssl x509 -req -in other.csr -CA other-ca.pem -CAkey other-ca.key \
-            -CAcreateserial -out other.pem -days 3650 -extfile san.ext \
-            2>/dev/null
-    )
-}
-
-build_all() {
-    install_deps
-    build_module
-    build_bridged
-    build_fixtures
-    build_certs
-}
-
-# the Server-Sent Events client of the end-to-end tests (tests/sse): the
-# npm package eventsource at the version package-lock.json pins, put by
-# npm ci into $BUILD/sse/node_modules (the tests give node that as
-# NODE_PATH) when it is not there yet or the lock changed.  Not for
-# ./build.sh run: only the tests need Node.js
-build_sse_client() {
-    local src=$TOP/tests/sse out=$BUILD/sse stamp
-    stamp=$out/.installed
-    [ -f "$stamp" ] && [ "$stamp" -nt "$src/package-lock.json" ] \
-        && [ "$stamp" -nt "$src/package.json" ] && return 0
-    command -v npm > /dev/null || install_deps nodejs npm
-
-    say "installing the tests' SSE client (npm ci in $out)"
-    mkdir -p "$out"
-    cp "$src/package.json" "$src/package-lock.json" "$out/"
-    ( cd "$out" && npm ci --no-audit --no-fund ) > "$out/npm.log" 2>&1 \
-        || { cat "$out/npm.log"; die "npm ci failed for tests/sse"; }
-    touch "$stamp"
-}
-
-cmd_build() {
-    build_all
-    build_sse_client
 }
 
 
 # --- configuration --------------------------------------------------------
 
-# renders conf/TEMPLATE into DEST, replacing @NAME@ with the value of the
-# shell variable NAME
+# render FILE NAME...: conf/FILE.in into $RUN/FILE (tools/render.py),
+# each @NAME@ replaced by the value of the shell variable NAME
 render() {
-    local template=$1 dest=$2 line name
-    local out=""
-    while IFS= read -r line || [ -n "$line" ]; do
-        while [[ $line =~ @([A-Z_]+)@ ]]; do
-            name=${BASH_REMATCH[1]}
-            line=${line//@$name@/${!name-}}
-        done
-        out+="$line"$'\n'
-    done < "$template"
-    printf '%s' "$out" > "$dest"
+    local file=$1 name values=()
+    shift
+    for name; do values+=("$name=${!name-}"); done
+    "$PY" "$TOP/tools/render.py" "$TOP/conf/$file.in" -o "$RUN/$file" \
+        "${values[@]}"
 }
 
 free_port() {
@@ -569,7 +493,7 @@ EOF
 
         SIM_TOOL_URL=http://127.0.0.1:$toolport/tables
         SIM_TOOL_SCHEMA=$TOP/conf/simulation-tables.json
-        render "$TOP/conf/simulation.conf.in" "$RUN/simulation.conf"
+        render simulation.conf SIM_TOOL_URL SIM_TOOL_SCHEMA
         VOICE_NGINX_INCLUDE=$RUN/simulation.conf
 
         script=$(cat "$TOP/conf/simulation-script.json")
@@ -614,7 +538,8 @@ cmd_run() {
     trap on_signal INT TERM
     trap stop_all EXIT
 
-    build_all
+    install_deps
+    build
     load_env
 
     export PORT=${PORT:-3000}
@@ -662,7 +587,8 @@ cmd_run() {
         SERVER_INCLUDE="include $(realpath "$VOICE_NGINX_INCLUDE");"
         say "server block includes $VOICE_NGINX_INCLUDE"
     fi
-    render "$TOP/conf/nginx.conf.in" "$RUN/nginx.conf"
+    render nginx.conf USER_LINE RUN_DIR ERROR_LOG MODULE BRIDGE_ENDPOINT \
+        LISTEN EXTRA_HTTP HTTP_INCLUDE SERVER_INCLUDE
 
     # bridged keeps this command line across restarts: the same endpoint,
     # which nginx's workers reconnect to
@@ -694,7 +620,9 @@ EOF
 # --- tests ----------------------------------------------------------------
 
 cmd_test() {
-    cmd_build
+    install_deps "${DEBS_PACKAGE[@]}" "${DEBS_PACKAGE_TEST[@]}"
+    need_npm
+    build all sse
     local t0=$SECONDS
 
     say "unit tests"
@@ -740,17 +668,16 @@ cmd_test() {
 # the Debian packages (pkg/make-debs.sh): debhelper writes them the way
 # Debian's own nginx modules and services are written; lintian checks them
 cmd_package() {
-    build_all
+    install_deps "${DEBS_PACKAGE[@]}"
+    build
     make_debs
 }
 
 make_debs() {
-    install_deps debhelper dpkg-dev lintian
     "$TOP/pkg/make-debs.sh" "$TOP" "$BUILD"
 }
 
 test_debs() {
-    install_deps systemd     # systemd-analyze, for the unit's check
     VOICE_TOP=$TOP VOICE_BUILD=$BUILD "$PY" -m pytest -q -p no:cacheprovider \
         "$TOP/tests/pkg"
 }
@@ -759,7 +686,9 @@ test_debs() {
 # a mount namespace of its own): nginx -t with the example site, systemd's
 # verdict on the unit, a call through the installed files
 cmd_package_test() {
-    cmd_package
+    install_deps "${DEBS_PACKAGE[@]}" "${DEBS_PACKAGE_TEST[@]}"
+    build
+    make_debs
     test_debs
 }
 
@@ -772,8 +701,8 @@ cmd_fuzz() {
 # the benchmark: bench/run.sh after a full build (bench/run.sh --help);
 # --soak: bench/soak.py, faults under load (bench/soak.py --help)
 cmd_bench() {
-    install_deps valgrind libnginx-mod-stream   # --callgrind; the wss row
-    build_all
+    install_deps "${DEBS_BENCH[@]}"
+    build
     if [ "${1:-}" = --soak ]; then
         shift
         VOICE_BUILD_DIR=$BUILD "$PY" "$TOP/bench/soak.py" "$@"
@@ -786,10 +715,10 @@ cmd_bench() {
 case "${1:-}" in
     run)   cmd_run ;;
     test)  cmd_test ;;
-    build) cmd_build ;;
+    build) install_deps; need_npm; build all sse ;;
     package) cmd_package ;;
     package-test) cmd_package_test ;;
     fuzz)  cmd_fuzz ;;
     bench) shift; cmd_bench "$@" ;;
-    *)     sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *)     sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 2 ;;
 esac

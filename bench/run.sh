@@ -257,18 +257,6 @@ start_fake() {
     die "bench_fake_openai did not start"
 }
 
-# renders conf/nginx.conf.in the way build.sh does (@NAME@ -> $NAME)
-render() {
-    local line name
-    while IFS= read -r line || [ -n "$line" ]; do
-        while [[ $line =~ @([A-Z_]+)@ ]]; do
-            name=${BASH_REMATCH[1]}
-            line=${line//@$name@/${!name-}}
-        done
-        printf '%s\n' "$line"
-    done < "$1"
-}
-
 status() {
     curl -s --max-time 2 "http://127.0.0.1:$NGINX_PORT/voice-status" || true
 }
@@ -348,7 +336,12 @@ start_stack() {
     if [ "$MAX_CALLS" -gt 0 ]; then
         EXTRA_HTTP="voice_max_calls $MAX_CALLS;"
     fi
-    render "$TOP/conf/nginx.conf.in" > "$RUN/nginx.rendered.conf"
+    # rendered as build.sh renders it (tools/render.py)
+    /usr/bin/python3 "$TOP/tools/render.py" "$TOP/conf/nginx.conf.in" \
+        -o "$RUN/nginx.rendered.conf" USER_LINE="$USER_LINE" \
+        RUN_DIR="$RUN_DIR" ERROR_LOG="$ERROR_LOG" MODULE="$MODULE" \
+        BRIDGE_ENDPOINT="$BRIDGE_ENDPOINT" LISTEN="$LISTEN" \
+        EXTRA_HTTP="$EXTRA_HTTP"
     sed -e 's/^\([[:space:]]*\)worker_processes .*;/\1worker_processes 1;/' \
         -e 's/^\([[:space:]]*error_log [^;]*\) [a-z]*;/\1 warn;/' \
         "$RUN/nginx.rendered.conf" > "$RUN/nginx.conf"

@@ -38,11 +38,13 @@ MAINTAINER=${VOICE_PKG_MAINTAINER:-Voice bridge maintainers <voice-bridge@exampl
 rm -rf "$SRC" "$OUT"/*.deb
 mkdir -p "$SRC"
 cp -r "$TOP/pkg/debian" "$SRC/debian"
-sed -i "s|@MAINTAINER@|$MAINTAINER|" "$SRC/debian/control"
 cp "$TOP/docs/deploy.md" "$SRC/debian/deploy.md"
-sed -e "s/@VERSION@/$VERSION/" -e "s/@COMMIT@/$commit/" -e "s/@DATE@/$DATE/" \
-    -e "s|@MAINTAINER@|$MAINTAINER|" \
-    "$TOP/pkg/debian/changelog.in" > "$SRC/debian/changelog"
+# @NAME@ filled in by the project's one renderer
+render() { /usr/bin/python3 "$TOP/tools/render.py" "$@"; }
+render "$TOP/pkg/debian/control" -o "$SRC/debian/control" \
+    MAINTAINER="$MAINTAINER"
+render "$TOP/pkg/debian/changelog.in" -o "$SRC/debian/changelog" \
+    VERSION="$VERSION" COMMIT="$commit" DATE="$DATE" MAINTAINER="$MAINTAINER"
 rm "$SRC/debian/changelog.in"
 
 say "building version $VERSION"

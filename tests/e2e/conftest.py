@@ -1,9 +1,10 @@
 """conftest.py: the end-to-end harness.
 
 Each test gets a Stack: the real nginx (Debian's /usr/sbin/nginx loading
-the built module, with conf/nginx.conf.in rendered the way build.sh renders
-it), the real bridged, and the protocol fakes of Twilio (HTTPS) and OpenAI
-(WSS) from tests/fakes, all on free ports, in a temporary directory.
+the built module, with conf/nginx.conf.in rendered by tools/render.py, as
+build.sh renders it), the real bridged, and the protocol fakes of Twilio
+(HTTPS) and OpenAI (WSS) from tests/fakes, all on free ports, in a
+temporary directory.
 Nothing of the project's own is mocked.  After each test the logs are
 checked the way Test::Nginx's no_error_log does: no [alert], [crit] or
 [emerg] from nginx, no sanitizer report, and no secret in any log line.
@@ -27,6 +28,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -40,6 +42,10 @@ BUILD = pathlib.Path(os.environ.get("VOICE_BUILD") or TOP / "build")
 PY = "/usr/bin/python3"
 FIXTURES = BUILD / "fixtures"
 CERTS = BUILD / "certs"
+
+# render(template, values): conf/*.in -> text, with build.sh's renderer
+sys.path.insert(0, str(TOP / "tools"))
+from render import render  # noqa: E402
 
 
 def free_port():
@@ -56,13 +62,6 @@ def fixture_bytes(name):
 
 def fixture_text(name):
     return (FIXTURES / (name + ".txt")).read_text()
-
-
-def render(template, values):
-    """conf/*.in -> text, replacing @NAME@ as build.sh does."""
-    text = pathlib.Path(template).read_text()
-    return re.sub(r"@([A-Z_]+)@", lambda m: str(values.get(m.group(1), "")),
-                  text)
 
 
 def sent_session(raw):

@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from conftest import BUILD, fixture_bytes, wait_for
+from conftest import BUILD, TOP, fixture_bytes, render, wait_for
 from test_media_framing import ACCOUNT, CALL, STREAM, Client, frame
 
 CALLER = "+14155550177"
@@ -134,17 +134,12 @@ def nginx_t(tmp_path, server, secret="s" * 32):
     conf = tmp_path / "nginx.conf"
     inc = tmp_path / "server.conf"
     inc.write_text(server)
-    text = (BUILD.parent / "conf/nginx.conf.in").read_text()
     values = {"USER_LINE": "user root;" if os.geteuid() == 0 else "",
               "RUN_DIR": str(tmp_path), "ERROR_LOG": str(tmp_path / "e.log"),
               "MODULE": str(BUILD / "nginx/ngx_http_voice_module.so"),
               "BRIDGE_ENDPOINT": "ipc://%s/b.sock" % tmp_path,
               "LISTEN": "127.0.0.1:1", "SERVER_INCLUDE": "include %s;" % inc}
-    for k, v in values.items():
-        text = text.replace("@%s@" % k, v)
-    for k in ("EXTRA_HTTP", "HTTP_INCLUDE"):
-        text = text.replace("@%s@" % k, "")
-    conf.write_text(text)
+    conf.write_text(render(TOP / "conf/nginx.conf.in", values))
     env = {"PATH": os.environ["PATH"], "PUBLIC_URL": "https://v.example",
            "TWILIO_AUTH_TOKEN": "0123456789abcdef0123456789abcdef",
            "VOICE_API_TOKEN": "t" * 32}
