@@ -107,20 +107,24 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     }
 
-    /* a TCP one to a loopback address: its host, up to the port, is
-     * 127.* in digits, [::1] or localhost; no name that DNS resolves */
+    /* a TCP one to a loopback address: its host, up to the port's ':',
+     * is [::1], localhost or 127.* in digits; no name DNS resolves */
 
     if (local && memcmp(text, "tcp://", 6) == 0) {
         host = text + 6;
-        hlen = eplen - 6;
+        hlen = 0;
 
-        while (hlen > 0 && host[hlen - 1] != ':') {
-            hlen--;
+        if (eplen > 11 && memcmp(host, "[::1]", 5) == 0) {
+            hlen = 5;
+
+        } else {
+            while (6 + hlen < eplen && host[hlen] != ':') {
+                hlen++;
+            }
         }
 
-        hlen -= (hlen > 0);
-
-        if (memchr(host, ';', eplen - 6) != NULL
+        if (memchr(host, ';', eplen - 6) != NULL || 6 + hlen == eplen
+            || host[hlen] != ':'
             || !((hlen == 9 && memcmp(host, "localhost", 9) == 0)
                  || (hlen == 5 && memcmp(host, "[::1]", 5) == 0)
                  || (hlen > 4 && memcmp(host, "127.", 4) == 0
