@@ -127,7 +127,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             || host[hlen] != ':'
             || !((hlen == 9 && memcmp(host, "localhost", 9) == 0)
                  || (hlen == 5 && memcmp(host, "[::1]", 5) == 0)
-                 || (hlen > 4 && memcmp(host, "127.", 4) == 0
+                 || (hlen >= 4 && memcmp(host, "127.", 4) == 0
                      && fuzz_dotted(host, hlen))))
         {
             abort();
