@@ -1273,7 +1273,8 @@ bd_oai_event_item_done(bd_oai_event_conv_t *cv, const cJSON *ev)
 {
     const char           *type, *status, *call_id, *name, *args, *out;
     const char           *label;
-    char                  full[160];
+    char                  full[160], *compact;
+    cJSON                *parsed;
     const cJSON          *item;
     bd_oai_event_item_t  *it;
 
@@ -1334,8 +1335,18 @@ bd_oai_event_item_done(bd_oai_event_conv_t *cv, const cJSON *ev)
         it = bd_oai_event_item(cv, bd_oai_event_str(item, "id"),
                                VOICE_PROTO_ROLE_TOOL);
 
+        /* compact, as bd_tool.c makes a function call's: the model may
+         * indent them, and nginx journals an entry as one line */
+
+        parsed = (args != NULL) ? cJSON_Parse(args) : NULL;
+        compact = cJSON_IsObject(parsed) ? cJSON_PrintUnformatted(parsed)
+                                         : NULL;
+        cJSON_Delete(parsed);
+
         cv->ops->mcp_call(cv->data, it ? it->order : cv->next_order++, full,
-                          args ? args : "{}", out ? out : "");
+                          compact ? compact : (args ? args : "{}"),
+                          out ? out : "");
+        cJSON_free(compact);
     }
 }
 

@@ -243,7 +243,12 @@ bd_twapi_json_error(const char *body, size_t len, long *code,
 
     c = cJSON_GetObjectItemCaseSensitive(root, "code");
 
-    if (cJSON_IsObject(root) && cJSON_IsNumber(c)) {
+    /* Twilio's codes have five digits: one out of long's range (1e300)
+     * is not a code, and converting it would be undefined */
+
+    if (cJSON_IsObject(root) && cJSON_IsNumber(c)
+        && c->valuedouble > -1e9 && c->valuedouble < 1e9)
+    {
         *code = (long) c->valuedouble;
 
         /* the 2010 API says "message"; newer problem bodies say "detail" */

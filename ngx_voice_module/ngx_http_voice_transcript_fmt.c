@@ -88,26 +88,33 @@ ngx_http_voice_transcript_fmt_put(uint8_t *out, size_t cap, size_t *used,
 }
 
 
+/* line breaks become spaces: the text has one line per entry */
+static void
+ngx_http_voice_transcript_fmt_oneline(uint8_t *p, size_t len)
+{
+    size_t  i;
+
+    for (i = 0; i < len; i++) {
+        if (p[i] == '\n' || p[i] == '\r') {
+            p[i] = ' ';
+        }
+    }
+}
+
+
 /* appends string token t unescaped, on one line; 0 when it cannot */
 static int
 ngx_http_voice_transcript_fmt_str(const uint8_t *json,
     ngx_http_voice_json_tok_t *t, uint8_t *out, size_t cap, size_t *used)
 {
-    size_t   tlen, i;
-    uint8_t  *p;
+    size_t  tlen;
 
     tlen = ngx_http_voice_json_unescape(json, t, out + *used, cap - *used);
     if (tlen == (size_t) -1) {
         return 0;
     }
 
-    p = out + *used;
-    for (i = 0; i < tlen; i++) {
-        if (p[i] == '\n' || p[i] == '\r') {
-            p[i] = ' ';
-        }
-    }
-
+    ngx_http_voice_transcript_fmt_oneline(out + *used, tlen);
     *used += tlen;
 
     return 1;
@@ -141,7 +148,7 @@ ngx_http_voice_transcript_fmt_text(const uint8_t *json, size_t len,
     size_t cap)
 {
     int        n, list, item, role, text, name, args, output, digit;
-    size_t     used;
+    size_t     used, alen;
     uint32_t   k;
 
     n = ngx_http_voice_json_parse(json, len, toks, ntoks, NULL);
@@ -192,13 +199,18 @@ ngx_http_voice_transcript_fmt_text(const uint8_t *json, size_t len,
 
             PUT(" ");
 
-            /* the arguments as stored: compact JSON, one line */
+            /* the arguments as stored, on one line whatever their white
+             * space: a string inside holds no raw line break */
+            alen = toks[args].end - toks[args].start;
+
             if (!ngx_http_voice_transcript_fmt_put(out, cap, &used,
-                                       json + toks[args].start,
-                                       toks[args].end - toks[args].start))
+                                                   json + toks[args].start,
+                                                   alen))
             {
                 return (size_t) -1;
             }
+
+            ngx_http_voice_transcript_fmt_oneline(out + used - alen, alen);
 
             PUT(" -> ");
 

@@ -149,6 +149,31 @@ voice_curve_prefix(const char *s, size_t len, const char *prefix)
 }
 
 
+/*
+ * "127.d.d.d:port": digits and dots up to the port.  A name that merely
+ * begins with "127." (127.example.com) is resolved by DNS, and may lead
+ * anywhere.
+ */
+
+static int
+voice_curve_loopback4(const char *s, size_t len)
+{
+    size_t  i;
+
+    if (!voice_curve_prefix(s, len, "127.")) {
+        return 0;
+    }
+
+    for (i = 4; i < len && s[i] != ':'; i++) {
+        if (s[i] != '.' && (s[i] < '0' || s[i] > '9')) {
+            return 0;
+        }
+    }
+
+    return i < len;
+}
+
+
 int
 voice_curve_endpoint_local(const char *ep, size_t len)
 {
@@ -170,7 +195,7 @@ voice_curve_endpoint_local(const char *ep, size_t len)
         return 0;
     }
 
-    return voice_curve_prefix(ep, len, "127.")
+    return voice_curve_loopback4(ep, len)
            || voice_curve_prefix(ep, len, "[::1]:")
            || voice_curve_prefix(ep, len, "localhost:");
 }

@@ -17,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cJSON.h>
+
 #include "bd_log.h"
 #include "bd_oai_event.h"
 #include "voice_proto.h"
@@ -153,11 +155,24 @@ static void
 fuzz_mcp_call(void *data, uint32_t order, const char *name,
     const char *arguments, const char *output)
 {
+    cJSON  *parsed;
+
     (void) data;
 
     if (order == 0 || name == NULL || arguments == NULL || output == NULL) {
         abort();
     }
+
+    /* arguments nginx will keep (a JSON object) are on one line: nginx
+     * journals the entry as one */
+
+    parsed = cJSON_Parse(arguments);
+
+    if (cJSON_IsObject(parsed) && strpbrk(arguments, "\r\n") != NULL) {
+        abort();
+    }
+
+    cJSON_Delete(parsed);
 }
 
 
