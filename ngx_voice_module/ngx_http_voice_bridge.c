@@ -134,9 +134,9 @@ ngx_http_voice_bridge_init_process(ngx_cycle_t *cycle,
         peer = &w->peers[i];
         peer->index = i;
 
-        /* alive once it has spoken: until then calls and requests are
+        /* up once it has spoken: until then calls and requests are
          * refused at once (503) instead of failing later */
-        peer->alive = 0;
+        peer->state = NGX_HTTP_VOICE_PEER_ST_NEW;
 
         peer->endpoint.len = ep[i].len;
         peer->endpoint.data = ngx_pnalloc(cycle->pool, ep[i].len + 1);
@@ -305,7 +305,7 @@ ngx_http_voice_bridge_read_handler(ngx_event_t *rev)
         peer->missed = 0;
         peer->last_seen = ngx_current_msec;
 
-        if (!peer->alive) {
+        if (peer->state != NGX_HTTP_VOICE_PEER_ST_UP) {
             ngx_http_voice_peer_up(peer);
         }
 

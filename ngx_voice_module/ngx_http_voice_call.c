@@ -754,7 +754,7 @@ ngx_http_voice_call_pick(const u_char *sid, size_t len)
     for (i = 0; i < w->npeers; i++) {
         peer = &w->peers[(first + i) % w->npeers];
 
-        if (peer->alive) {
+        if (peer->state == NGX_HTTP_VOICE_PEER_ST_UP) {
             return peer;
         }
     }
@@ -776,7 +776,9 @@ ngx_http_voice_call_peer_of(const u_char *sid, size_t len)
 
     call = ngx_http_voice_call_find(sid, len);
 
-    if (call != NULL && call->peer != NULL && call->peer->alive) {
+    if (call != NULL && call->peer != NULL
+        && call->peer->state == NGX_HTTP_VOICE_PEER_ST_UP)
+    {
         return call->peer;
     }
 

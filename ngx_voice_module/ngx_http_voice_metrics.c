@@ -489,7 +489,7 @@ ngx_http_voice_metrics_handler(ngx_http_request_t *r)
         a = &s->asks[i];
         a->peer = &w->peers[i];
 
-        if (!a->peer->alive) {
+        if (a->peer->state != NGX_HTTP_VOICE_PEER_ST_UP) {
             continue;
         }
 

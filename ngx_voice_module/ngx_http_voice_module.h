@@ -202,6 +202,15 @@ typedef struct {
 } ngx_http_voice_session_extra_t;
 
 
+/* a bridged as one worker sees it (ngx_http_voice_peer_state()) */
+typedef enum {
+    NGX_HTTP_VOICE_PEER_ST_NEW = 0,     /* has not answered yet: calls and
+                                           requests are refused at once */
+    NGX_HTTP_VOICE_PEER_ST_UP,          /* answers */
+    NGX_HTTP_VOICE_PEER_ST_DOWN         /* answered once, no longer */
+} ngx_http_voice_peer_state_e;
+
+
 /* one configured bridged endpoint, in one worker */
 struct ngx_http_voice_peer_s {
     ngx_str_t                   endpoint;
@@ -218,8 +227,7 @@ struct ngx_http_voice_peer_s {
     ngx_uint_t                  dropped;        /* frames refused (HWM) */
     ngx_uint_t                  calls;          /* its own count, as its
                                                    last pong said */
-    unsigned                    alive:1;
-    unsigned                    answered:1;     /* alive once, at least */
+    ngx_http_voice_peer_state_e state;
     unsigned                    full:1;         /* refuses new calls */
     unsigned                    curve:1;        /* its link uses CURVE */
     unsigned                    refused:4;      /* why its handshakes

@@ -8,8 +8,10 @@
  * voice_bridge_heartbeat, and one that leaves them unanswered is taken for
  * down until it speaks again -- or at once, when the channel's monitor
  * sees its connection drop.  Its pongs say how many calls it has and
- * whether it is full (at its --max-calls).  What becomes of the calls of
- * one that goes, or comes back, is ngx_http_voice_call.c's.
+ * whether it is full (at its --max-calls).  A peer is new (it has not
+ * answered yet), up or down, changed only by ngx_http_voice_peer_state().
+ * What becomes of the calls of one that goes, or comes back, is
+ * ngx_http_voice_call.c's.
  */
 
 #include <ngx_config.h>
@@ -23,6 +25,8 @@
 #define NGX_HTTP_VOICE_PEER_PROBE    50     /* ms, while one is down */
 
 
+static void ngx_http_voice_peer_state(ngx_http_voice_peer_t *peer,
+    ngx_http_voice_peer_state_e state);
 static void ngx_http_voice_peer_heartbeat(ngx_event_t *ev);
 static void ngx_http_voice_peer_ping(ngx_http_voice_peer_t *peer,
     voice_proto_msg_type_e type, uint64_t id);
@@ -30,6 +34,11 @@ static void ngx_http_voice_peer_ping(ngx_http_voice_peer_t *peer,
 
 /* the worker's heartbeat (a process is one worker) */
 static ngx_event_t  ngx_http_voice_peer_beat;
+
+
+static const char *ngx_http_voice_peer_state_name[] = {
+    "new", "up", "down"
+};
 
 
 void
@@ -92,15 +101,18 @@ ngx_http_voice_peer_heartbeat(ngx_event_t *ev)
     for (i = 0; i < w->npeers; i++) {
         peer = &w->peers[i];
 
-        if (peer->missed >= NGX_HTTP_VOICE_PEER_MISSED && peer->alive) {
+        if (peer->missed >= NGX_HTTP_VOICE_PEER_MISSED
+            && peer->state == NGX_HTTP_VOICE_PEER_ST_UP)
+        {
             ngx_http_voice_peer_down(peer, "does not answer",
                                      "its bridged stopped answering");
         }
 
-        down += !peer->alive;
-
-        if (peer->alive) {
+        if (peer->state == NGX_HTTP_VOICE_PEER_ST_UP) {
             peer->missed++;
+
+        } else {
+            down++;
         }
 
         peer->ping_id = w->next_request_id++;
@@ -168,12 +180,13 @@ ngx_http_voice_peer_on_heartbeat(ngx_http_voice_peer_t *peer,
 void
 ngx_http_voice_peer_up(ngx_http_voice_peer_t *peer)
 {
-    peer->alive = 1;
-    ngx_http_voice_worker()->contacted = 1;
     ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
                   "voice bridge: bridged at \"%V\" answers%s",
-                  &peer->endpoint, peer->answered ? " again" : "");
-    peer->answered = 1;
+                  &peer->endpoint,
+                  peer->state == NGX_HTTP_VOICE_PEER_ST_DOWN ? " again" : "");
+
+    ngx_http_voice_peer_state(peer, NGX_HTTP_VOICE_PEER_ST_UP);
+    ngx_http_voice_worker()->contacted = 1;
 
     /* calls that wait for a bridged go to it */
     ngx_http_voice_call_peer_changed(peer, NULL);
@@ -189,11 +202,11 @@ void
 ngx_http_voice_peer_down(ngx_http_voice_peer_t *peer, const char *why,
     const char *note)
 {
-    if (!peer->alive) {
+    if (peer->state != NGX_HTTP_VOICE_PEER_ST_UP) {
         return;
     }
 
-    peer->alive = 0;
+    ngx_http_voice_peer_state(peer, NGX_HTTP_VOICE_PEER_ST_DOWN);
     peer->missed = 0;
 
     ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
@@ -201,6 +214,21 @@ ngx_http_voice_peer_down(ngx_http_voice_peer_t *peer, const char *why,
                   why);
 
     ngx_http_voice_call_peer_changed(peer, note);
+}
+
+
+/* the one place a peer's state changes */
+
+static void
+ngx_http_voice_peer_state(ngx_http_voice_peer_t *peer,
+    ngx_http_voice_peer_state_e state)
+{
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "voice bridge: \"%V\" %s -> %s", &peer->endpoint,
+                   ngx_http_voice_peer_state_name[peer->state],
+                   ngx_http_voice_peer_state_name[state]);
+
+    peer->state = state;
 }
 
 
@@ -223,7 +251,7 @@ ngx_http_voice_peer_full(void)
     alive = 0;
 
     for (i = 0; i < w->npeers; i++) {
-        if (w->peers[i].alive) {
+        if (w->peers[i].state == NGX_HTTP_VOICE_PEER_ST_UP) {
             if (!w->peers[i].full) {
                 return 0;
             }
@@ -258,7 +286,7 @@ ngx_http_voice_peer_send_any(const u_char *frame, size_t len)
     for (i = 0; i < w->npeers; i++) {
         peer = &w->peers[w->next_any++ % w->npeers];
 
-        if (peer->alive
+        if (peer->state == NGX_HTTP_VOICE_PEER_ST_UP
             && ngx_http_voice_bridge_send(peer, frame, len) == NGX_OK)
         {
             return peer;

@@ -1077,7 +1077,8 @@ ngx_http_voice_status_handler(ngx_http_request_t *r)
                                        peer->endpoint.len);
         p = ngx_sprintf(p, "\",\"alive\":%s,\"full\":%s,\"calls\":%ui,"
                         "\"dropped\":%ui}",
-                        peer->alive ? "true" : "false",
+                        peer->state == NGX_HTTP_VOICE_PEER_ST_UP
+                        ? "true" : "false",
                         peer->full ? "true" : "false", peer->calls,
                         peer->dropped);
     }
