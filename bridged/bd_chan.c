@@ -12,7 +12,9 @@
  * ZMQ_ROUTER_MANDATORY makes a send to a worker that is gone fail with
  * EHOSTUNREACH instead of vanishing: the calls that worker owned are then
  * ended.  Workers that stay silent are pinged, and any message counts as
- * proof of life.  Messages go to bd_call.c and bd_twapi.c.  With CURVE
+ * proof of life.  A worker is live, gone (its calls are due to end, from
+ * the loop) or torn down, changed only by bd_chan_peer_state().  Messages
+ * go to bd_call.c and bd_twapi.c.  With CURVE
  * on, bd_curve.c makes the socket a CURVE server before it binds.
  */
 
@@ -167,18 +169,31 @@ bd_chan_peer_unref(bd_chan_peer_t *peer)
 }
 
 
+/* the one place a peer's state changes */
+
+static void
+bd_chan_peer_state(bd_chan_peer_t *peer, bd_chan_peer_state_e state)
+{
+    static const char  *names[] = { "live", "gone", "torn down" };
+
+    bd_log(BD_LOG_DEBUG, NULL, "nginx worker %s: %s -> %s", peer->name,
+           names[peer->state], names[state]);
+
+    peer->state = state;
+}
+
+
 static void
 bd_chan_set_gone(bd_chan_peer_t *peer, const char *why)
 {
-    if (peer->gone) {
+    if (peer->state != BD_CHAN_PEER_ST_LIVE) {
         return;
     }
 
     bd_log(BD_LOG_WARN, NULL, "nginx worker %s is gone (%s)", peer->name,
            why);
 
-    peer->gone = 1;
-    peer->torn_down = 0;
+    bd_chan_peer_state(peer, BD_CHAN_PEER_ST_GONE);
     bd_chan_gone = 1;
 }
 
@@ -193,8 +208,8 @@ bd_chan_tear_down(void)
     bd_chan_gone = 0;
 
     for (peer = bd_chan_peers; peer; peer = peer->next) {
-        if (peer->gone && !peer->torn_down) {
-            peer->torn_down = 1;
+        if (peer->state == BD_CHAN_PEER_ST_GONE) {
+            bd_chan_peer_state(peer, BD_CHAN_PEER_ST_TORN_DOWN);
             bd_call_peer_gone(peer);
         }
     }
@@ -214,7 +229,7 @@ bd_chan_begin(voice_proto_msg_type_e type)
 static int
 bd_chan_send_frame(bd_chan_peer_t *peer, const uint8_t *frame, size_t len)
 {
-    if (!bd_chan_open || peer->gone) {
+    if (!bd_chan_open || peer->state != BD_CHAN_PEER_ST_LIVE) {
         return -1;
     }
 
@@ -452,10 +467,9 @@ bd_chan_recv(void)
         peer->last_seen = uv_now(bd_chan_loop);
         peer->liveness = BD_CHAN_LIVENESS;
 
-        if (peer->gone) {
+        if (peer->state != BD_CHAN_PEER_ST_LIVE) {
             bd_log(BD_LOG_INFO, NULL, "nginx worker %s is back", peer->name);
-            peer->gone = 0;
-            peer->torn_down = 0;
+            bd_chan_peer_state(peer, BD_CHAN_PEER_ST_LIVE);
         }
 
         if (more) {
@@ -593,7 +607,9 @@ bd_chan_heartbeat(uv_timer_t *timer)
             continue;
         }
 
-        if (peer->gone || now - peer->last_seen < BD_CHAN_HEARTBEAT_MS) {
+        if (peer->state != BD_CHAN_PEER_ST_LIVE
+            || now - peer->last_seen < BD_CHAN_HEARTBEAT_MS)
+        {
             continue;
         }
 

@@ -22,6 +22,14 @@
 
 typedef struct bd_chan_peer_s  bd_chan_peer_t;
 
+/* an nginx worker's life as bridged sees it (bd_chan_peer_state()) */
+typedef enum {
+    BD_CHAN_PEER_ST_LIVE = 0,
+    BD_CHAN_PEER_ST_GONE,           /* it went away: its calls are due to
+                                       be ended, from the loop */
+    BD_CHAN_PEER_ST_TORN_DOWN       /* gone, and its calls were ended */
+} bd_chan_peer_state_e;
+
 struct bd_chan_peer_s {
     bd_chan_peer_t  *next;
     bd_chan_peer_t  *prev;
@@ -29,8 +37,7 @@ struct bd_chan_peer_s {
     uint64_t         dropped;       /* frames refused by its full queue */
     unsigned         refs;          /* calls and REST requests it owns */
     unsigned         liveness;      /* unanswered heartbeats left */
-    unsigned         gone:1;        /* the worker went away */
-    unsigned         torn_down:1;   /* and its calls were ended */
+    bd_chan_peer_state_e  state;
     size_t           id_len;
     uint8_t          id[BD_CHAN_ID_MAX];
     char             name[2 * BD_CHAN_ID_MAX + 1];  /* the routing id,

@@ -8,6 +8,30 @@
  * in through uv_signal: the calls are hung up, the Twilio requests
  * answered, lws and curl let go of their handles, and once no handle is
  * left uv_run() returns and bridged exits with 0.
+ *
+ * bridged's files, by what they do (each bd_X.c has its bd_X.h):
+ *
+ *   the process      bd_loop.c (main, signals), bd_conf.c (options),
+ *                    bd_log.c (log lines), bd_stats.c (its counters, for
+ *                    nginx's voice_metrics), Makefile
+ *   nginx's side     bd_chan.c (the ROUTER socket: proto/ messages),
+ *                    bd_curve.c (CURVE keys and the ZAP handler)
+ *   calls            bd_call.c (the calls and their state machine),
+ *                    bd_session.c (a stream's settings -> session.update),
+ *                    bd_history.c (a call's conversation, bounded),
+ *                    bd_ring.c (audio held while OpenAI is away),
+ *                    bd_tool.c (the tools the assistant calls)
+ *   OpenAI           bd_oai.c (the Realtime WebSocket, on lws),
+ *                    bd_oai_event.c (its server events -> actions)
+ *   Twilio and HTTP  bd_http.c (curl on the loop), bd_twapi.c (Twilio
+ *                    REST requests), bd_twapi_json.c (its JSON, the
+ *                    replies), bd_retry.c (when to try again),
+ *                    bd_hook.c (the post-call webhook's POSTs)
+ *   leaf code        bd_b64.c (base64), bd_jscan.c (a flat JSON scan),
+ *                    bd_form.c (percent-encoding)
+ *
+ * The protocols they speak are summarized in docs/protocols.md (Twilio,
+ * OpenAI) and docs/proto.md (nginx <-> bridged).
  */
 
 #include <errno.h>

@@ -247,7 +247,7 @@ static void
 bd_oai_set_state(bd_oai_conn_t *c, bd_oai_state_e state)
 {
     static const char  *names[] = {
-        "resolving", "connecting", "open", "closing", "closed"
+        "resolving", "connecting", "open", "close due", "closing", "closed"
     };
 
     if (c->state == state) {
@@ -478,13 +478,15 @@ bd_oai_release(bd_oai_conn_t *c, int abort)
 
         /* a Close frame with 1000, then the peer's Close, time-bounded */
 
-        bd_oai_set_state(c, BD_OAI_ST_CLOSING);
+        bd_oai_set_state(c, BD_OAI_ST_CLOSE_DUE);
         lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND,
                         BD_OAI_CLOSE_WAIT_S);
         lws_callback_on_writable(c->wsi);
         bd_oai_kick();
 
-    } else if (c->state != BD_OAI_ST_CLOSING) {
+    } else if (c->state != BD_OAI_ST_CLOSE_DUE
+               && c->state != BD_OAI_ST_CLOSING)
+    {
         if (c->wsi != NULL) {
             lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK,
                             LWS_TO_KILL_ASYNC);
@@ -591,8 +593,8 @@ bd_oai_write(bd_oai_conn_t *c, struct lws *wsi)
     uint8_t       *p;
     bd_oai_msg_t  *m;
 
-    if (c->state == BD_OAI_ST_CLOSING && !c->close_sent) {
-        c->close_sent = 1;
+    if (c->state == BD_OAI_ST_CLOSE_DUE) {
+        bd_oai_set_state(c, BD_OAI_ST_CLOSING);
 
         p = bd_oai_wbuf + LWS_PRE;
         p[0] = (uint8_t) (LWS_CLOSE_STATUS_NORMAL >> 8);
@@ -839,7 +841,7 @@ bd_oai_callback(struct lws *wsi, enum lws_callback_reasons reason,
                ? (unsigned) ((uint8_t *) in)[0] << 8 | ((uint8_t *) in)[1]
                : 0;
 
-        if (c->close_sent) {
+        if (c->state == BD_OAI_ST_CLOSING) {
 
             /* the answer to our Close: done, without echoing it back */
 

@@ -31,7 +31,9 @@ typedef enum {
     BD_OAI_ST_RESOLVING = 0,       /* the host's name is being looked up */
     BD_OAI_ST_CONNECTING,          /* TCP, TLS and the upgrade */
     BD_OAI_ST_OPEN,                /* events flow both ways */
-    BD_OAI_ST_CLOSING,             /* our Close is sent or due */
+    BD_OAI_ST_CLOSE_DUE,           /* our Close goes at the next write */
+    BD_OAI_ST_CLOSING,             /* our Close is sent: the peer's is
+                                      awaited, time-bounded */
     BD_OAI_ST_CLOSED               /* over: reports nothing more */
 } bd_oai_state_e;
 
@@ -64,8 +66,8 @@ struct bd_oai_conn_s {
 
     struct lws            *wsi;
     uv_getaddrinfo_t       dns;
-    unsigned               resolving:1;
-    unsigned               close_sent:1;
+    unsigned               resolving:1;   /* a lookup is in flight (it
+                                             outlives a state change) */
 
     bd_oai_msg_t          *out_head;      /* client events to send */
     bd_oai_msg_t          *out_tail;

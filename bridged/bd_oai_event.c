@@ -1264,7 +1264,7 @@ bd_oai_event_response_done(bd_oai_event_conv_t *cv, const cJSON *ev)
 /*
  * An output item is complete.  A function call is run only when its item
  * completed: one cut short by a barge-in or a cancel comes with partial
- * arguments and status "incomplete" (openai-realtime-acting.md §2.2).
+ * arguments and status "incomplete" (docs/protocols.md, Realtime acting §2.2).
  * An MCP call OpenAI ran itself is only recorded.
  */
 

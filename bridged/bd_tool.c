@@ -19,7 +19,7 @@
  *
  * Once every tool of a turn has its output and no response is generating,
  * one response.create lets the model speak with the results
- * (openai-realtime-acting.md §2.3: outputs never start one by
+ * (docs/protocols.md, Realtime acting §2.3: outputs never start one by
  * themselves).  Each call and its outcome goes to nginx as a record entry
  * in the order of its function_call item.
  */

@@ -537,7 +537,7 @@ bd_twapi_create(bd_twapi_req_t *req)
      * Answering machines: asynchronous, so the call connects at once, and
      * with the end of a machine's greeting detected, so a voicemail is
      * left after the beep; the verdict comes to the status callback URL
-     * (twilio-call-control.md §3)
+     * (docs/protocols.md, call control §3)
      */
     if (req->time_limit) {
         snprintf(limit, sizeof(limit), "%u", (unsigned) req->time_limit);

@@ -12,13 +12,18 @@
  * ZMQ_DONTWAIT, and EAGAIN is backpressure (audio is dropped and counted,
  * a REST request answers 503).
  *
- * Incoming frames (proto/) are dispatched by type: REST replies to
- * ngx_http_voice_rest.c, media messages to the call's media session
- * (ngx_http_voice_media.c), transcripts to ngx_http_voice_transcript.c.
- * Heartbeats tell which bridged instances are alive, and which are full
- * (at their --max-calls: their pongs say so); which one carries each
- * call, and what happens to its calls when one goes, is
- * ngx_http_voice_call.c's.
+ * Incoming frames (proto/) are decoded and handed on by type: pings and
+ * pongs to ngx_http_voice_peer.c (which bridged instances are alive, and
+ * which are full), replies to whoever waits for their request id (the
+ * webhook's outbox, a voice_metrics scrape, a REST request), and a call's
+ * messages to the call registry (ngx_http_voice_call.c), which gives
+ * them to its media session or its record.  A socket monitor tells at
+ * once when a connection drops, and why a handshake failed.
+ *
+ * The worker's state is this file's: the ZeroMQ context, one peer per
+ * endpoint, the request ids, and the one buffer every proto frame to
+ * bridged is written in (a frame is sent as soon as it is written, so
+ * one serves every caller).
  */
 
 #include <ngx_config.h>
@@ -38,8 +43,6 @@
 
 
 #define NGX_HTTP_VOICE_BRIDGE_BATCH      256
-#define NGX_HTTP_VOICE_BRIDGE_MISSED     2      /* pings: down in 2-3 s */
-#define NGX_HTTP_VOICE_BRIDGE_PROBE      50     /* ms, while one is down */
 #define NGX_HTTP_VOICE_BRIDGE_FRAME      (512 * 1024)  /* settings and
                                                          history fit */
 
@@ -47,17 +50,11 @@
 static void ngx_http_voice_bridge_read_handler(ngx_event_t *rev);
 static void ngx_http_voice_bridge_dispatch(ngx_http_voice_peer_t *peer,
     u_char *data, size_t len);
-static void ngx_http_voice_bridge_heartbeat(ngx_event_t *ev);
-static void ngx_http_voice_bridge_ping(ngx_http_voice_peer_t *peer,
-    voice_proto_msg_type_e type, uint64_t id);
-static void ngx_http_voice_bridge_seen(ngx_http_voice_peer_t *peer);
 static ngx_int_t ngx_http_voice_bridge_monitor(ngx_cycle_t *cycle,
     ngx_http_voice_worker_t *w, ngx_http_voice_peer_t *peer);
 static void ngx_http_voice_bridge_monitor_handler(ngx_event_t *rev);
 static void ngx_http_voice_bridge_refused(ngx_http_voice_peer_t *peer,
     uint16_t event, uint32_t value);
-static void ngx_http_voice_bridge_down(ngx_http_voice_peer_t *peer,
-    const char *why, const char *note);
 static ngx_int_t ngx_http_voice_bridge_watch(ngx_cycle_t *cycle,
     ngx_http_voice_peer_t *peer, void *sock, ngx_event_handler_pt handler,
     ngx_connection_t **cp);
@@ -80,33 +77,13 @@ ngx_http_voice_bridge_init_process(ngx_cycle_t *cycle,
         return NGX_ERROR;
     }
 
-    /* one set of buffers per worker serves every call: a call holds
-     * nothing while it waits for its next frame */
+    /* one frame buffer serves every caller: each frame is sent as soon
+     * as it is written */
     w->frame_size = NGX_HTTP_VOICE_BRIDGE_FRAME;
-    w->recv_size = 16384;
-    w->scratch_size = 16384;   /* a media payload with every "/" escaped */
-    w->out_size = NGX_HTTP_VOICE_WS_OUT_HEADER
-                  + NGX_HTTP_VOICE_TWILIO_MEDIA_SIZE(VOICE_PROTO_MAX_SID,
-                                                     VOICE_PROTO_MAX_AUDIO);
-
     w->frame = ngx_palloc(cycle->pool, w->frame_size);
-    w->recv = ngx_palloc(cycle->pool, w->recv_size);
-    w->audio = ngx_palloc(cycle->pool, NGX_HTTP_VOICE_TWILIO_MAX_AUDIO);
-    w->scratch = ngx_palloc(cycle->pool, w->scratch_size);
-    w->out = ngx_palloc(cycle->pool, w->out_size);
-
-    if (w->frame == NULL || w->recv == NULL || w->audio == NULL
-        || w->scratch == NULL || w->out == NULL)
-    {
+    if (w->frame == NULL) {
         return NGX_ERROR;
     }
-
-    ngx_rbtree_init(&w->pending, &w->pending_sentinel,
-                    ngx_rbtree_insert_value);
-    ngx_queue_init(&w->hooks);
-    ngx_rbtree_init(&w->calls, &w->calls_sentinel,
-                    ngx_str_rbtree_insert_value);
-    ngx_http_voice_metrics_init_worker(w);
 
     /* request ids start from a random point: a reply that outlives a
      * worker's restart must not match a new request */
@@ -157,9 +134,9 @@ ngx_http_voice_bridge_init_process(ngx_cycle_t *cycle,
         peer = &w->peers[i];
         peer->index = i;
 
-        /* alive once it has spoken: until then calls and requests are
+        /* up once it has spoken: until then calls and requests are
          * refused at once (503) instead of failing later */
-        peer->alive = 0;
+        peer->state = NGX_HTTP_VOICE_PEER_ST_NEW;
 
         peer->endpoint.len = ep[i].len;
         peer->endpoint.data = ngx_pnalloc(cycle->pool, ep[i].len + 1);
@@ -231,14 +208,9 @@ ngx_http_voice_bridge_init_process(ngx_cycle_t *cycle,
                        &peer->endpoint, id);
     }
 
-    w->heartbeat.handler = ngx_http_voice_bridge_heartbeat;
-    w->heartbeat.data = vmcf;
-    w->heartbeat.log = cycle->log;
-    w->heartbeat.cancelable = 1;
-    /* the first ping goes out as soon as the connection can be made */
-    ngx_add_timer(&w->heartbeat, NGX_HTTP_VOICE_BRIDGE_PROBE);
-
     vmcf->worker = w;
+
+    ngx_http_voice_peer_start(cycle, vmcf);
 
     return NGX_OK;
 }
@@ -254,9 +226,7 @@ ngx_http_voice_bridge_exit_process(ngx_cycle_t *cycle,
 
     w = vmcf->worker;
 
-    if (w->heartbeat.timer_set) {
-        ngx_del_timer(&w->heartbeat);
-    }
+    ngx_http_voice_peer_stop();
 
     for (i = 0; i < w->npeers; i++) {
         peer = &w->peers[i];
@@ -331,7 +301,14 @@ ngx_http_voice_bridge_read_handler(ngx_event_t *rev)
 
         more = zmq_msg_more(&msg);
 
-        ngx_http_voice_bridge_seen(peer);
+        /* any message is proof of life */
+        peer->missed = 0;
+        peer->last_seen = ngx_current_msec;
+
+        if (peer->state != NGX_HTTP_VOICE_PEER_ST_UP) {
+            ngx_http_voice_peer_up(peer);
+        }
+
         ngx_http_voice_bridge_dispatch(peer, zmq_msg_data(&msg),
                                        zmq_msg_size(&msg));
         zmq_msg_close(&msg);
@@ -359,9 +336,8 @@ static void
 ngx_http_voice_bridge_dispatch(ngx_http_voice_peer_t *peer, u_char *data,
     size_t len)
 {
-    const char               *err;
-    ngx_http_voice_call_t    *call;
-    voice_proto_msg_t         msg;
+    const char         *err;
+    voice_proto_msg_t   msg;
 
     if (voice_proto_decode(data, len, &msg, &err) != VOICE_PROTO_OK) {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
@@ -379,27 +355,8 @@ ngx_http_voice_bridge_dispatch(ngx_http_voice_peer_t *peer, u_char *data,
     switch (msg.type) {
 
     case VOICE_PROTO_MSG_PING:
-        ngx_http_voice_bridge_ping(peer, VOICE_PROTO_MSG_PONG,
-                                   msg.request_id);
-        return;
-
     case VOICE_PROTO_MSG_PONG:
-
-        /* the answer to our last ping: the round trip */
-
-        if (peer->ping_us && msg.request_id == peer->ping_id) {
-            ngx_http_voice_metrics_bridge_rtt(
-                ngx_http_voice_metrics_now_us() - peer->ping_us);
-            peer->ping_us = 0;
-        }
-
-        /* bridged's answer to our ping says whether it takes new calls */
-
-        if (voice_proto_has(&msg, VOICE_PROTO_F_COUNT)) {
-            peer->calls = msg.count;
-            peer->full = (msg.flags & VOICE_PROTO_FLAG_FULL) != 0;
-        }
-
+        ngx_http_voice_peer_on_heartbeat(peer, &msg);
         return;
 
     case VOICE_PROTO_MSG_REPLY:
@@ -421,53 +378,7 @@ ngx_http_voice_bridge_dispatch(ngx_http_voice_peer_t *peer, u_char *data,
         return;
 
     default:
-        break;
-    }
-
-    call = ngx_http_voice_call_find(msg.call_sid.data, msg.call_sid.len);
-    if (call == NULL) {
-        ngx_http_voice_metrics_inc(NGX_HTTP_VOICE_METRIC_EVENTS_IGNORED);
-        ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
-                       "voice bridge: %s for unknown call \"%*s\"",
-                       voice_proto_type_name(msg.type),
-                       msg.call_sid.len, msg.call_sid.data);
-        return;
-    }
-
-    /* a call handed to another bridged: the one it left may still talk
-     * (it was only slow), but no longer for it */
-
-    if (call->peer != peer) {
-        ngx_http_voice_metrics_inc(NGX_HTTP_VOICE_METRIC_EVENTS_IGNORED);
-        ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
-                       "voice bridge: %s for call \"%*s\" from a bridged "
-                       "that no longer has it",
-                       voice_proto_type_name(msg.type),
-                       msg.call_sid.len, msg.call_sid.data);
-        return;
-    }
-
-    switch (msg.type) {
-
-    case VOICE_PROTO_MSG_AUDIO_OUT:
-    case VOICE_PROTO_MSG_MARK:
-    case VOICE_PROTO_MSG_CLEAR:
-    case VOICE_PROTO_MSG_HANGUP:
-        if (call->media) {
-            ngx_http_voice_media_on_bridge(call->media, &msg);
-        }
-        return;
-
-    case VOICE_PROTO_MSG_TRANSCRIPT:
-    case VOICE_PROTO_MSG_CALL_DONE:
-    case VOICE_PROTO_MSG_USAGE:
-        ngx_http_voice_call_on_bridge(call, &msg);
-        return;
-
-    default:
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                      "voice bridge: unexpected %s from \"%V\"",
-                      voice_proto_type_name(msg.type), &peer->endpoint);
+        ngx_http_voice_call_on_bridge(peer, &msg);
         return;
     }
 }
@@ -498,194 +409,6 @@ ngx_http_voice_bridge_send(ngx_http_voice_peer_t *peer, const u_char *frame,
     }
 
     return NGX_OK;
-}
-
-
-/*
- * 1 when every bridged that answers is full (at its --max-calls): a new
- * call would be refused wherever its call SID takes it.
- */
-
-ngx_uint_t
-ngx_http_voice_bridge_full(void)
-{
-    ngx_uint_t                i, alive;
-    ngx_http_voice_worker_t  *w;
-
-    w = ngx_http_voice_worker();
-    if (w == NULL) {
-        return 0;
-    }
-
-    alive = 0;
-
-    for (i = 0; i < w->npeers; i++) {
-        if (w->peers[i].alive) {
-            if (!w->peers[i].full) {
-                return 0;
-            }
-
-            alive++;
-        }
-    }
-
-    return alive > 0;
-}
-
-
-/*
- * Sends a frame that any bridged can answer (no call yet: placing a call,
- * listing numbers) to the next live one that takes it, in round-robin
- * order: a bridged that died since its last heartbeat costs a retry, not a
- * failed request.  Returns the peer that took it, or NULL.
- */
-
-ngx_http_voice_peer_t *
-ngx_http_voice_bridge_send_any(const u_char *frame, size_t len)
-{
-    ngx_uint_t                i;
-    ngx_http_voice_peer_t    *peer;
-    ngx_http_voice_worker_t  *w;
-
-    w = ngx_http_voice_worker();
-    if (w == NULL) {
-        return NULL;
-    }
-
-    for (i = 0; i < w->npeers; i++) {
-        peer = &w->peers[w->next_any++ % w->npeers];
-
-        if (peer->alive
-            && ngx_http_voice_bridge_send(peer, frame, len) == NGX_OK)
-        {
-            return peer;
-        }
-    }
-
-    return NULL;
-}
-
-
-/*
- * Any message from bridged is proof of life; a ping goes out every
- * voice_bridge_heartbeat, and a bridged that leaves three unanswered is
- * taken for dead until it speaks again: calls it owns and REST requests
- * then answer 503 at once instead of timing out.
- */
-
-static void
-ngx_http_voice_bridge_heartbeat(ngx_event_t *ev)
-{
-    ngx_uint_t                   i, down;
-    ngx_http_voice_peer_t       *peer;
-    ngx_http_voice_worker_t     *w;
-    ngx_http_voice_main_conf_t  *vmcf;
-
-    vmcf = ev->data;
-    w = vmcf->worker;
-
-    if (w == NULL) {
-        return;
-    }
-
-    /*
-     * A worker that is going (a reload's old one, or a graceful stop) keeps
-     * its live calls, and keeps pinging so that they still move when a
-     * bridged dies; the heartbeat is cancelable, so it does not hold the
-     * worker back once they are over.
-     */
-
-    if (ngx_exiting) {
-        ngx_http_voice_call_shutdown(vmcf);
-    }
-
-    down = 0;
-
-    for (i = 0; i < w->npeers; i++) {
-        peer = &w->peers[i];
-
-        if (peer->missed >= NGX_HTTP_VOICE_BRIDGE_MISSED && peer->alive) {
-            ngx_http_voice_bridge_down(peer, "does not answer",
-                                       "its bridged stopped answering");
-        }
-
-        down += !peer->alive;
-
-        if (peer->alive) {
-            peer->missed++;
-        }
-
-        peer->ping_id = w->next_request_id++;
-        peer->ping_us = ngx_http_voice_metrics_now_us();
-
-        ngx_http_voice_bridge_ping(peer, VOICE_PROTO_MSG_PING,
-                                   peer->ping_id);
-    }
-
-    /* one that is down is probed often, so it serves soon after it is back */
-    ngx_add_timer(ev, down ? ngx_min(vmcf->heartbeat,
-                                     NGX_HTTP_VOICE_BRIDGE_PROBE)
-                           : vmcf->heartbeat);
-}
-
-
-static void
-ngx_http_voice_bridge_ping(ngx_http_voice_peer_t *peer,
-    voice_proto_msg_type_e type, uint64_t id)
-{
-    size_t                n;
-    u_char                buf[64];
-    voice_proto_writer_t  wr;
-
-    voice_proto_begin(&wr, buf, sizeof(buf), type);
-    voice_proto_put_u64(&wr, VOICE_PROTO_F_REQUEST_ID, id);
-    n = voice_proto_finish(&wr);
-
-    (void) ngx_http_voice_bridge_send(peer, buf, n);
-}
-
-
-static void
-ngx_http_voice_bridge_seen(ngx_http_voice_peer_t *peer)
-{
-    peer->missed = 0;
-    peer->last_seen = ngx_current_msec;
-
-    if (!peer->alive) {
-        peer->alive = 1;
-        ngx_http_voice_worker()->contacted = 1;
-        ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
-                      "voice bridge: bridged at \"%V\" answers%s",
-                      &peer->endpoint, peer->answered ? " again" : "");
-        peer->answered = 1;
-
-        /* calls that wait for a bridged go to it */
-        ngx_http_voice_call_peer_changed(peer, NULL);
-    }
-}
-
-
-/*
- * A bridged is taken for down: by the heartbeat, or at once when its
- * connection drops (the monitor).  Its calls go on elsewhere.
- */
-
-static void
-ngx_http_voice_bridge_down(ngx_http_voice_peer_t *peer, const char *why,
-    const char *note)
-{
-    if (!peer->alive) {
-        return;
-    }
-
-    peer->alive = 0;
-    peer->missed = 0;
-
-    ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                  "voice bridge: bridged at \"%V\" %s", &peer->endpoint,
-                  why);
-
-    ngx_http_voice_call_peer_changed(peer, note);
 }
 
 
@@ -841,8 +564,8 @@ ngx_http_voice_bridge_monitor_handler(ngx_event_t *rev)
         }
 
         if (event == ZMQ_EVENT_DISCONNECTED) {
-            ngx_http_voice_bridge_down(peer, "dropped its connection",
-                                       "its bridged dropped its connection");
+            ngx_http_voice_peer_down(peer, "dropped its connection",
+                                     "its bridged dropped its connection");
 
         } else if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
             peer->refused = 0;

@@ -36,6 +36,8 @@ static ngx_http_voice_call_t *ngx_http_voice_call_new(
 static void ngx_http_voice_call_over(ngx_http_voice_call_t *call);
 static void ngx_http_voice_call_usage(ngx_http_voice_call_t *call,
     voice_proto_msg_t *msg);
+static void ngx_http_voice_call_on_record(ngx_http_voice_call_t *call,
+    voice_proto_msg_t *msg);
 static void ngx_http_voice_call_add(ngx_http_voice_call_t *call);
 static void ngx_http_voice_call_remove(ngx_http_voice_call_t *call);
 static void ngx_http_voice_call_shutdown_expired(ngx_event_t *ev);
@@ -56,6 +58,23 @@ static void ngx_http_voice_call_note(ngx_http_voice_call_t *call,
 static const char *ngx_http_voice_call_state_name[] = {
     "live", "ending", "report", "writing", "done"
 };
+
+
+/*
+ * The worker's calls (a process is one worker), by call SID: the tree is
+ * set up here as ngx_rbtree_init() would (a sentinel is black: zero), so
+ * it is there before any call, bridged or not.
+ */
+
+static ngx_rbtree_node_t  ngx_http_voice_call_sentinel;
+static ngx_rbtree_t       ngx_http_voice_call_tree = {
+    &ngx_http_voice_call_sentinel, &ngx_http_voice_call_sentinel,
+    ngx_str_rbtree_insert_value
+};
+static ngx_uint_t         ngx_http_voice_call_n;
+
+/* voice_shutdown_timeout, once the worker is going */
+static ngx_event_t        ngx_http_voice_call_stop;
 
 
 /*
@@ -494,13 +513,75 @@ ngx_http_voice_call_usage(ngx_http_voice_call_t *call, voice_proto_msg_t *msg)
 
 
 /*
+ * A message of bridged's about one call (the channel, ngx_http_voice_
+ * bridge.c, has decoded it): to the call's media session when it is for
+ * Twilio, to its record otherwise.  This is the path of every frame of
+ * the assistant's audio: one lookup, then the session.
+ */
+
+void
+ngx_http_voice_call_on_bridge(ngx_http_voice_peer_t *peer,
+    voice_proto_msg_t *msg)
+{
+    ngx_http_voice_call_t  *call;
+
+    call = ngx_http_voice_call_find(msg->call_sid.data, msg->call_sid.len);
+    if (call == NULL) {
+        ngx_http_voice_metrics_inc(NGX_HTTP_VOICE_METRIC_EVENTS_IGNORED);
+        ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "voice bridge: %s for unknown call \"%*s\"",
+                       voice_proto_type_name(msg->type),
+                       msg->call_sid.len, msg->call_sid.data);
+        return;
+    }
+
+    /* a call handed to another bridged: the one it left may still talk
+     * (it was only slow), but no longer for it */
+
+    if (call->peer != peer) {
+        ngx_http_voice_metrics_inc(NGX_HTTP_VOICE_METRIC_EVENTS_IGNORED);
+        ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "voice bridge: %s for call \"%*s\" from a bridged "
+                       "that no longer has it",
+                       voice_proto_type_name(msg->type),
+                       msg->call_sid.len, msg->call_sid.data);
+        return;
+    }
+
+    switch (msg->type) {
+
+    case VOICE_PROTO_MSG_AUDIO_OUT:
+    case VOICE_PROTO_MSG_MARK:
+    case VOICE_PROTO_MSG_CLEAR:
+    case VOICE_PROTO_MSG_HANGUP:
+        if (call->media) {
+            ngx_http_voice_media_on_bridge(call->media, msg);
+        }
+        return;
+
+    case VOICE_PROTO_MSG_TRANSCRIPT:
+    case VOICE_PROTO_MSG_CALL_DONE:
+    case VOICE_PROTO_MSG_USAGE:
+        ngx_http_voice_call_on_record(call, msg);
+        return;
+
+    default:
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "voice bridge: unexpected %s from \"%V\"",
+                      voice_proto_type_name(msg->type), &peer->endpoint);
+        return;
+    }
+}
+
+
+/*
  * What bridged says of the call's record: an entry, its tokens, or
  * call.done (no more entries will come, with the answering machine
  * verdict and who ended the call).
  */
 
-void
-ngx_http_voice_call_on_bridge(ngx_http_voice_call_t *call,
+static void
+ngx_http_voice_call_on_record(ngx_http_voice_call_t *call,
     voice_proto_msg_t *msg)
 {
     if (msg->type == VOICE_PROTO_MSG_TRANSCRIPT) {
@@ -603,54 +684,50 @@ ngx_http_voice_call_ended_by(ngx_http_voice_call_t *call, const u_char *by,
 ngx_http_voice_call_t *
 ngx_http_voice_call_find(const u_char *sid, size_t len)
 {
-    ngx_str_t                 name;
-    ngx_str_node_t           *node;
-    ngx_http_voice_worker_t  *w;
+    ngx_str_t        name;
+    ngx_str_node_t  *node;
 
-    w = ngx_http_voice_worker();
-    if (w == NULL || len == 0) {
+    if (len == 0) {
         return NULL;
     }
 
     name.data = (u_char *) sid;
     name.len = len;
 
-    node = ngx_str_rbtree_lookup(&w->calls, &name, ngx_crc32_short(name.data,
-                                                                  name.len));
+    node = ngx_str_rbtree_lookup(&ngx_http_voice_call_tree, &name,
+                                 ngx_crc32_short(name.data, name.len));
 
     return (ngx_http_voice_call_t *) node;
+}
+
+
+/* how many calls this worker holds (voice_status) */
+
+ngx_uint_t
+ngx_http_voice_call_count(void)
+{
+    return ngx_http_voice_call_n;
 }
 
 
 static void
 ngx_http_voice_call_add(ngx_http_voice_call_t *call)
 {
-    ngx_http_voice_worker_t  *w;
-
-    w = ngx_http_voice_worker();
-
     call->node.str.data = call->call_sid;
     call->node.str.len = ngx_strlen(call->call_sid);
     call->node.node.key = ngx_crc32_short(call->node.str.data,
                                           call->node.str.len);
 
-    ngx_rbtree_insert(&w->calls, &call->node.node);
-    w->ncalls++;
+    ngx_rbtree_insert(&ngx_http_voice_call_tree, &call->node.node);
+    ngx_http_voice_call_n++;
 }
 
 
 static void
 ngx_http_voice_call_remove(ngx_http_voice_call_t *call)
 {
-    ngx_http_voice_worker_t  *w;
-
-    w = ngx_http_voice_worker();
-    if (w == NULL) {
-        return;
-    }
-
-    ngx_rbtree_delete(&w->calls, &call->node.node);
-    w->ncalls--;
+    ngx_rbtree_delete(&ngx_http_voice_call_tree, &call->node.node);
+    ngx_http_voice_call_n--;
 }
 
 
@@ -677,7 +754,7 @@ ngx_http_voice_call_pick(const u_char *sid, size_t len)
     for (i = 0; i < w->npeers; i++) {
         peer = &w->peers[(first + i) % w->npeers];
 
-        if (peer->alive) {
+        if (peer->state == NGX_HTTP_VOICE_PEER_ST_UP) {
             return peer;
         }
     }
@@ -699,7 +776,9 @@ ngx_http_voice_call_peer_of(const u_char *sid, size_t len)
 
     call = ngx_http_voice_call_find(sid, len);
 
-    if (call != NULL && call->peer != NULL && call->peer->alive) {
+    if (call != NULL && call->peer != NULL
+        && call->peer->state == NGX_HTTP_VOICE_PEER_ST_UP)
+    {
         return call->peer;
     }
 
@@ -718,30 +797,28 @@ void
 ngx_http_voice_call_peer_changed(ngx_http_voice_peer_t *peer,
     const char *down)
 {
-    ngx_uint_t                 i, n;
-    ngx_rbtree_node_t         *node, *root, *sentinel;
-    ngx_http_voice_call_t     *call, **list;
-    ngx_http_voice_worker_t   *w;
+    ngx_uint_t              i, n;
+    ngx_rbtree_node_t      *node, *root, *sentinel;
+    ngx_http_voice_call_t  *call, **list;
 
-    w = ngx_http_voice_worker();
-    if (w == NULL || w->ncalls == 0) {
+    if (ngx_http_voice_call_n == 0) {
         return;
     }
 
-    list = ngx_alloc(w->ncalls * sizeof(ngx_http_voice_call_t *),
+    list = ngx_alloc(ngx_http_voice_call_n * sizeof(ngx_http_voice_call_t *),
                      ngx_cycle->log);
     if (list == NULL) {
         return;
     }
 
     n = 0;
-    root = w->calls.root;
-    sentinel = w->calls.sentinel;
+    root = ngx_http_voice_call_tree.root;
+    sentinel = ngx_http_voice_call_tree.sentinel;
 
     if (root != sentinel) {
         for (node = ngx_rbtree_min(root, sentinel);
-             node != NULL && n < w->ncalls;
-             node = ngx_rbtree_next(&w->calls, node))
+             node != NULL && n < ngx_http_voice_call_n;
+             node = ngx_rbtree_next(&ngx_http_voice_call_tree, node))
         {
             call = (ngx_http_voice_call_t *) node;
 
@@ -916,26 +993,26 @@ ngx_http_voice_call_history(ngx_http_voice_call_t *call, ngx_pool_t *pool,
 void
 ngx_http_voice_call_shutdown(ngx_http_voice_main_conf_t *vmcf)
 {
-    ngx_http_voice_worker_t  *w;
+    ngx_event_t  *ev;
 
-    w = vmcf->worker;
+    ev = &ngx_http_voice_call_stop;
 
-    if (w->shutdown.handler != NULL) {
+    if (ev->handler != NULL) {
         return;
     }
 
-    w->shutdown.handler = ngx_http_voice_call_shutdown_expired;
-    w->shutdown.data = vmcf;
-    w->shutdown.log = ngx_cycle->log;
-    w->shutdown.cancelable = 1;
+    ev->handler = ngx_http_voice_call_shutdown_expired;
+    ev->data = vmcf;
+    ev->log = ngx_cycle->log;
+    ev->cancelable = 1;
 
-    if (w->ncalls) {
+    if (ngx_http_voice_call_n) {
         ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
                       "voice: %ui live calls go on, for %M ms at most",
-                      w->ncalls, vmcf->shutdown_timeout);
+                      ngx_http_voice_call_n, vmcf->shutdown_timeout);
     }
 
-    ngx_add_timer(&w->shutdown, vmcf->shutdown_timeout);
+    ngx_add_timer(ev, vmcf->shutdown_timeout);
 }
 
 
@@ -950,13 +1027,13 @@ ngx_http_voice_call_shutdown_expired(ngx_event_t *ev)
     ngx_http_voice_worker_t  *w;
 
     w = ngx_http_voice_worker();
-    if (w == NULL || w->ncalls == 0) {
+    if (w == NULL || ngx_http_voice_call_n == 0) {
         return;
     }
 
     ended = 0;
-    root = w->calls.root;
-    sentinel = w->calls.sentinel;
+    root = ngx_http_voice_call_tree.root;
+    sentinel = ngx_http_voice_call_tree.sentinel;
 
     if (root == sentinel) {
         return;
@@ -966,7 +1043,7 @@ ngx_http_voice_call_shutdown_expired(ngx_event_t *ev)
 
     for (node = ngx_rbtree_min(root, sentinel);
          node != NULL;
-         node = ngx_rbtree_next(&w->calls, node))
+         node = ngx_rbtree_next(&ngx_http_voice_call_tree, node))
     {
         call = (ngx_http_voice_call_t *) node;
 

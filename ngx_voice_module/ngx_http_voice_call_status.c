@@ -33,9 +33,9 @@ static void ngx_http_voice_call_status_record(ngx_http_request_t *r,
     const ngx_http_voice_body_param_t *sid);
 
 
-/* the CallStatus values of twilio-rest.md 8.2, in the order voice_status
- * lists them, the outcomes of a call never answered last; "answered" is
- * what some Twilio clones send for in-progress */
+/* the CallStatus values of docs/protocols.md, Twilio REST 8.2, in the
+ * order voice_status lists them, the outcomes of a call never answered
+ * last; "answered" is what some Twilio clones send for in-progress */
 static ngx_str_t  ngx_http_voice_call_statuses[NGX_HTTP_VOICE_CALL_STATUSES]
     = {
     ngx_string("queued"),
@@ -62,7 +62,7 @@ ngx_http_voice_call_status_name(ngx_uint_t i)
 }
 
 
-/* Twilio's AnsweredBy values (twilio-call-control.md §3.2) */
+/* Twilio's AnsweredBy values (docs/protocols.md, call control §3.2) */
 static ngx_str_t  ngx_http_voice_call_status_answered_by[] = {
     ngx_string("human"),
     ngx_string("machine_start"),

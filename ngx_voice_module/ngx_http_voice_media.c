@@ -50,6 +50,16 @@
 #define NGX_HTTP_VOICE_MEDIA_HOLD                                             \
     (8 * 8000 + 8 * 50 * NGX_HTTP_VOICE_MEDIA_HOLD_HDR)
 
+/* unescaped strings of a message: a media payload with every "/"
+ * escaped fits */
+#define NGX_HTTP_VOICE_MEDIA_SCRATCH     16384
+
+/* a message to Twilio, with room for its WebSocket frame header */
+#define NGX_HTTP_VOICE_MEDIA_OUT                                              \
+    (NGX_HTTP_VOICE_WS_OUT_HEADER                                            \
+     + NGX_HTTP_VOICE_TWILIO_MEDIA_SIZE(VOICE_PROTO_MAX_SID,                 \
+                                        VOICE_PROTO_MAX_AUDIO))
+
 
 typedef enum {
     NGX_HTTP_VOICE_MEDIA_ST_OPEN = 0,     /* before start */
@@ -130,10 +140,45 @@ static ngx_int_t ngx_http_voice_media_tell_stop(ngx_http_voice_media_t *m,
     ngx_http_voice_peer_t *peer, const char *reason);
 
 
+/*
+ * The worker's buffers, one set for every session (a process is one
+ * worker), so a call holds nothing while it waits for its next message:
+ * a message's decoded audio and unescaped strings, and a message to
+ * Twilio.  Allocated with the first session, they last as long as the
+ * process.
+ */
+
+static u_char  *ngx_http_voice_media_audio_buf;
+static u_char  *ngx_http_voice_media_scratch;
+static u_char  *ngx_http_voice_media_out;
+
+
 ngx_http_voice_media_t *
 ngx_http_voice_media_create(ngx_http_request_t *r)
 {
+    ngx_log_t               *log;
     ngx_http_voice_media_t  *m;
+
+    log = r->connection->log;
+
+    if (ngx_http_voice_media_out == NULL) {
+        ngx_http_voice_media_audio_buf =
+                                ngx_alloc(NGX_HTTP_VOICE_TWILIO_MAX_AUDIO, log);
+        ngx_http_voice_media_scratch =
+                                ngx_alloc(NGX_HTTP_VOICE_MEDIA_SCRATCH, log);
+        ngx_http_voice_media_out = ngx_alloc(NGX_HTTP_VOICE_MEDIA_OUT, log);
+
+        if (ngx_http_voice_media_audio_buf == NULL
+            || ngx_http_voice_media_scratch == NULL
+            || ngx_http_voice_media_out == NULL)
+        {
+            ngx_free(ngx_http_voice_media_audio_buf);
+            ngx_free(ngx_http_voice_media_scratch);
+            ngx_free(ngx_http_voice_media_out);
+            ngx_http_voice_media_out = NULL;
+            return NULL;
+        }
+    }
 
     m = ngx_pcalloc(r->pool, sizeof(ngx_http_voice_media_t));
     if (m == NULL) {
@@ -176,14 +221,14 @@ ngx_http_voice_media_on_message(ngx_http_voice_media_t *m, u_char *data,
 {
     const char                     *err, *why;
     ngx_log_t                      *log;
-    ngx_http_voice_worker_t        *w;
     ngx_http_voice_twilio_event_t   ev;
 
-    w = ngx_http_voice_worker();
     log = m->request->connection->log;
 
-    if (ngx_http_voice_twilio_parse(data, len, &ev, w->audio, w->scratch,
-                                    w->scratch_size, &err)
+    if (ngx_http_voice_twilio_parse(data, len, &ev,
+                                    ngx_http_voice_media_audio_buf,
+                                    ngx_http_voice_media_scratch,
+                                    NGX_HTTP_VOICE_MEDIA_SCRATCH, &err)
         != 0)
     {
         /* the first one of a stream is logged; the rest only counted, so
@@ -1112,15 +1157,12 @@ ngx_http_voice_media_on_close(ngx_http_voice_media_t *m)
 static void
 ngx_http_voice_media_audio(ngx_http_voice_media_t *m, voice_proto_msg_t *msg)
 {
-    u_char                   *start, *p, hdr[NGX_HTTP_VOICE_WS_OUT_HEADER];
-    size_t                    n, hlen, room, mark;
-    ngx_int_t                 rc;
-    ngx_http_voice_worker_t  *w;
+    u_char     *start, *p, hdr[NGX_HTTP_VOICE_WS_OUT_HEADER];
+    size_t      n, hlen, room, mark;
+    ngx_int_t   rc;
 
-    w = ngx_http_voice_worker();
-
-    p = w->out + NGX_HTTP_VOICE_WS_OUT_HEADER;
-    room = w->out_size - NGX_HTTP_VOICE_WS_OUT_HEADER;
+    p = ngx_http_voice_media_out + NGX_HTTP_VOICE_WS_OUT_HEADER;
+    room = NGX_HTTP_VOICE_MEDIA_OUT - NGX_HTTP_VOICE_WS_OUT_HEADER;
 
     n = ngx_http_voice_twilio_write_media(p, room, m->stream_sid,
                                           NGX_HTTP_VOICE_SID_LEN,
@@ -1138,7 +1180,8 @@ ngx_http_voice_media_audio(ngx_http_voice_media_t *m, voice_proto_msg_t *msg)
     room -= n;
 
     if (msg->name.len) {
-        mark = ngx_http_voice_twilio_write_mark(w->scratch, w->scratch_size,
+        mark = ngx_http_voice_twilio_write_mark(ngx_http_voice_media_scratch,
+                                                NGX_HTTP_VOICE_MEDIA_SCRATCH,
                                                 m->stream_sid,
                                                 NGX_HTTP_VOICE_SID_LEN,
                                                 msg->name.data,
@@ -1148,7 +1191,7 @@ ngx_http_voice_media_audio(ngx_http_voice_media_t *m, voice_proto_msg_t *msg)
 
         if (mark && hlen + mark <= room) {
             p = ngx_cpymem(p, hdr, hlen);
-            p = ngx_cpymem(p, w->scratch, mark);
+            p = ngx_cpymem(p, ngx_http_voice_media_scratch, mark);
         }
     }
 
@@ -1168,19 +1211,16 @@ void
 ngx_http_voice_media_on_bridge(ngx_http_voice_media_t *m,
     voice_proto_msg_t *msg)
 {
-    u_char                   *payload;
-    size_t                    n;
-    ngx_uint_t                droppable;
-    ngx_http_voice_worker_t  *w;
+    u_char      *payload;
+    size_t       n;
+    ngx_uint_t   droppable;
 
     if (m->state != NGX_HTTP_VOICE_MEDIA_ST_STREAMING) {
         return;
     }
 
-    w = ngx_http_voice_worker();
-
     /* the frame header goes in front of the payload, without a copy */
-    payload = w->out + NGX_HTTP_VOICE_WS_OUT_HEADER;
+    payload = ngx_http_voice_media_out + NGX_HTTP_VOICE_WS_OUT_HEADER;
     droppable = 1;
 
     switch (msg->type) {
@@ -1191,14 +1231,16 @@ ngx_http_voice_media_on_bridge(ngx_http_voice_media_t *m,
 
     case VOICE_PROTO_MSG_MARK:
         n = ngx_http_voice_twilio_write_mark(payload,
-                                w->out_size - NGX_HTTP_VOICE_WS_OUT_HEADER,
+                                NGX_HTTP_VOICE_MEDIA_OUT
+                                - NGX_HTTP_VOICE_WS_OUT_HEADER,
                                 m->stream_sid, NGX_HTTP_VOICE_SID_LEN,
                                 msg->name.data, msg->name.len);
         break;
 
     case VOICE_PROTO_MSG_CLEAR:
         n = ngx_http_voice_twilio_write_clear(payload,
-                                w->out_size - NGX_HTTP_VOICE_WS_OUT_HEADER,
+                                NGX_HTTP_VOICE_MEDIA_OUT
+                                - NGX_HTTP_VOICE_WS_OUT_HEADER,
                                 m->stream_sid, NGX_HTTP_VOICE_SID_LEN);
         droppable = 0;
         break;

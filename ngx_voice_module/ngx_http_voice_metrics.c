@@ -159,6 +159,12 @@ static ngx_str_t  ngx_http_voice_metrics_unknown = ngx_string("unknown");
 
 static const char  *ngx_http_voice_metrics_dir[] = { "inbound", "outbound" };
 
+/* the worker's scrapes waiting for bridged (a process is one worker) */
+static ngx_queue_t  ngx_http_voice_metrics_scrapes = {
+    &ngx_http_voice_metrics_scrapes, &ngx_http_voice_metrics_scrapes
+};
+static ngx_uint_t   ngx_http_voice_metrics_nscrapes;
+
 
 /* what bridged reports (bridged/bd_stats.c); other lines are left out */
 static ngx_http_voice_metrics_family_t  ngx_http_voice_metrics_bridged[] = {
@@ -231,14 +237,6 @@ ngx_http_voice_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     shm_zone->data = sh;
 
     return NGX_OK;
-}
-
-
-void
-ngx_http_voice_metrics_init_worker(ngx_http_voice_worker_t *w)
-{
-    ngx_queue_init(&w->scrapes);
-    w->nscrapes = 0;
 }
 
 
@@ -475,7 +473,7 @@ ngx_http_voice_metrics_handler(ngx_http_request_t *r)
         return ngx_http_voice_metrics_send(r, s);
     }
 
-    if (w->nscrapes >= NGX_HTTP_VOICE_METRICS_SCRAPES) {
+    if (ngx_http_voice_metrics_nscrapes >= NGX_HTTP_VOICE_METRICS_SCRAPES) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "voice_metrics: %d scrapes already wait for "
                       "bridged", NGX_HTTP_VOICE_METRICS_SCRAPES);
@@ -491,7 +489,7 @@ ngx_http_voice_metrics_handler(ngx_http_request_t *r)
         a = &s->asks[i];
         a->peer = &w->peers[i];
 
-        if (!a->peer->alive) {
+        if (a->peer->state != NGX_HTTP_VOICE_PEER_ST_UP) {
             continue;
         }
 
@@ -513,8 +511,8 @@ ngx_http_voice_metrics_handler(ngx_http_request_t *r)
         return ngx_http_voice_metrics_send(r, s);
     }
 
-    ngx_queue_insert_tail(&w->scrapes, &s->queue);
-    w->nscrapes++;
+    ngx_queue_insert_tail(&ngx_http_voice_metrics_scrapes, &s->queue);
+    ngx_http_voice_metrics_nscrapes++;
     s->parked = 1;
 
     s->timer.handler = ngx_http_voice_metrics_timeout;
@@ -539,18 +537,15 @@ ngx_http_voice_metrics_reply(ngx_http_voice_peer_t *peer,
 {
     ngx_uint_t                        i;
     ngx_queue_t                      *q;
-    ngx_http_voice_worker_t          *w;
     ngx_http_voice_metrics_ask_t     *a;
     ngx_http_voice_metrics_scrape_t  *s;
 
-    w = ngx_http_voice_worker();
-
-    if (w == NULL || w->nscrapes == 0) {
+    if (ngx_http_voice_metrics_nscrapes == 0) {
         return 0;
     }
 
-    for (q = ngx_queue_head(&w->scrapes);
-         q != ngx_queue_sentinel(&w->scrapes);
+    for (q = ngx_queue_head(&ngx_http_voice_metrics_scrapes);
+         q != ngx_queue_sentinel(&ngx_http_voice_metrics_scrapes);
          q = ngx_queue_next(q))
     {
         s = ngx_queue_data(q, ngx_http_voice_metrics_scrape_t, queue);
@@ -624,8 +619,6 @@ ngx_http_voice_metrics_cleanup(void *data)
 static void
 ngx_http_voice_metrics_unpark(ngx_http_voice_metrics_scrape_t *s)
 {
-    ngx_http_voice_worker_t  *w;
-
     if (!s->parked) {
         return;
     }
@@ -633,11 +626,7 @@ ngx_http_voice_metrics_unpark(ngx_http_voice_metrics_scrape_t *s)
     s->parked = 0;
 
     ngx_queue_remove(&s->queue);
-
-    w = ngx_http_voice_worker();
-    if (w) {
-        w->nscrapes--;
-    }
+    ngx_http_voice_metrics_nscrapes--;
 
     if (s->timer.timer_set) {
         ngx_del_timer(&s->timer);

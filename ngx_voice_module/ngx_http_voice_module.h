@@ -3,9 +3,11 @@
  * and the functions they export to each other.
  *
  * The module is the public edge of the voice bridge.  Its files, by what
- * they do:
+ * they do (a .h beside a .c is that file's interface, when the file is
+ * leaf code or its interface is used by few):
  *
- *   configuration    ngx_http_voice_module.c (directives, their merge
+ *   configuration    config (nginx's build file),
+ *                    ngx_http_voice_module.c (directives, their merge
  *                    and postconfiguration, life cycle),
  *                    ngx_http_voice_session.c (the assistant's settings,
  *                    a second module), ngx_http_voice_zone.c (shared
@@ -13,17 +15,21 @@
  *   HTTP helpers     ngx_http_voice_http.c (a header, the answers, a
  *                    request body: what every handler shares)
  *   Twilio's HTTP    ngx_http_voice_webhook.c (its requests, signed:
- *                    ngx_http_voice_signature.c), ngx_http_voice_twiml.c,
+ *                    ngx_http_voice_signature.c/.h),
+ *                    ngx_http_voice_twiml.c,
  *                    ngx_http_voice_call_status.c
  *   the REST API     ngx_http_voice_rest.c, ngx_http_voice_auth.c (the
- *                    bearer token), ngx_http_voice_body.c (its bodies),
- *                    ngx_http_voice_seal.c (a call's sealed context)
- *   media            ngx_http_voice_ws.c over ngx_http_voice_ws_codec.c
+ *                    bearer token), ngx_http_voice_body.c/.h (its
+ *                    bodies), ngx_http_voice_seal.c/.h (a call's sealed
+ *                    context)
+ *   media            ngx_http_voice_ws.c over ngx_http_voice_ws_codec.c/.h
  *                    (the WebSocket), ngx_http_voice_media.c (the Twilio
- *                    session, its events: ngx_http_voice_twilio.c)
+ *                    session, its events: ngx_http_voice_twilio.c/.h)
  *   calls            ngx_http_voice_call.c (a worker's calls, their life
  *                    cycle, which bridged carries each),
  *                    ngx_http_voice_bridge.c (the ZeroMQ channel),
+ *                    ngx_http_voice_peer.c (which bridged answer, which
+ *                    are full: the heartbeat),
  *                    ngx_http_voice_curve.c (its CURVE keys, for a
  *                    bridged on another host)
  *   records          ngx_http_voice_transcript.c (a call's record),
@@ -35,14 +41,19 @@
  *                    lookup, listing and deletion),
  *                    ngx_http_voice_keep.c (retention),
  *                    ngx_http_voice_outbox.c (the post-call webhook, its
- *                    outbox: ngx_http_voice_outbox_fmt.c),
- *                    ngx_http_voice_transcript_fmt.c (formats),
+ *                    outbox: ngx_http_voice_outbox_fmt.c/.h),
+ *                    ngx_http_voice_transcript_fmt.c/.h (formats),
  *                    ngx_http_voice_live.c (the live calls: their list,
  *                    a call's record as it grows, as Server-Sent Events)
- *   logs             ngx_http_voice_log.c (the call a request is about:
+ *   observing        ngx_http_voice_log.c (the call a request is about:
  *                    its error_log lines, $voice_call_sid and
- *                    $voice_call_status)
- *   leaf code        ngx_http_voice_json.c (the JSON tokenizer)
+ *                    $voice_call_status), ngx_http_voice_metrics.c
+ *                    (voice_metrics: counters in shared memory, and
+ *                    bridged's)
+ *   leaf code        ngx_http_voice_json.c/.h (the JSON tokenizer)
+ *
+ * The protocols these files speak -- Twilio's and OpenAI's -- are
+ * summarized in docs/protocols.md, bridged's in docs/proto.md.
  */
 
 #ifndef NGX_HTTP_VOICE_MODULE_H
@@ -218,6 +229,15 @@ typedef struct {
 } ngx_http_voice_session_extra_t;
 
 
+/* a bridged as one worker sees it (ngx_http_voice_peer_state()) */
+typedef enum {
+    NGX_HTTP_VOICE_PEER_ST_NEW = 0,     /* has not answered yet: calls and
+                                           requests are refused at once */
+    NGX_HTTP_VOICE_PEER_ST_UP,          /* answers */
+    NGX_HTTP_VOICE_PEER_ST_DOWN         /* answered once, no longer */
+} ngx_http_voice_peer_state_e;
+
+
 /* one configured bridged endpoint, in one worker */
 struct ngx_http_voice_peer_s {
     ngx_str_t                   endpoint;
@@ -234,8 +254,7 @@ struct ngx_http_voice_peer_s {
     ngx_uint_t                  dropped;        /* frames refused (HWM) */
     ngx_uint_t                  calls;          /* its own count, as its
                                                    last pong said */
-    unsigned                    alive:1;
-    unsigned                    answered:1;     /* alive once, at least */
+    ngx_http_voice_peer_state_e state;
     unsigned                    full:1;         /* refuses new calls */
     unsigned                    curve:1;        /* its link uses CURVE */
     unsigned                    refused:4;      /* why its handshakes
@@ -244,44 +263,41 @@ struct ngx_http_voice_peer_s {
 };
 
 
-/* what one worker keeps: peers, pending REST requests, live calls */
+/*
+ * One worker's channel to bridged (ngx_http_voice_bridge.c), NULL when no
+ * voice_bridge is configured.  What waits for bridged is kept by the file
+ * that waits: REST requests (ngx_http_voice_rest.c), webhook attempts
+ * (ngx_http_voice_outbox.c), scrapes (ngx_http_voice_metrics.c), calls
+ * (ngx_http_voice_call.c); the buffers of the media path by their users
+ * (ngx_http_voice_ws.c, ngx_http_voice_media.c).
+ */
 struct ngx_http_voice_worker_s {
     void                       *zmq_ctx;
     ngx_http_voice_peer_t      *peers;
     ngx_uint_t                  npeers;
     ngx_uint_t                  next_any;       /* round robin */
-
-    ngx_rbtree_t                pending;        /* REST, by request id */
-    ngx_rbtree_node_t           pending_sentinel;
     uint64_t                    next_request_id;
-    ngx_queue_t                 hooks;          /* webhook attempts sent */
-
-    ngx_rbtree_t                calls;          /* by call SID */
-    ngx_rbtree_node_t           calls_sentinel;
-    ngx_uint_t                  ncalls;
-
-    ngx_event_t                 heartbeat;
-    ngx_event_t                 shutdown;       /* voice_shutdown_timeout */
     unsigned                    contacted:1;    /* a bridged has answered
                                                    this worker, once */
 
-    /* scratch, reused by every frame this worker handles */
-    u_char                     *frame;          /* a proto frame */
+    u_char                     *frame;          /* a proto frame to
+                                                   bridged, sent at once */
     size_t                      frame_size;
-    u_char                     *recv;           /* WebSocket reads */
-    size_t                      recv_size;
-    u_char                     *audio;          /* decoded media payload */
-    u_char                     *scratch;        /* unescaped strings */
-    size_t                      scratch_size;
-    u_char                     *out;            /* a frame to Twilio */
-    size_t                      out_size;
-    u_char                     *ws_msg;         /* WebSocket messages */
-    size_t                      ws_msg_size;
-
-    /* voice_metrics scrapes waiting for bridged (metrics_scrape_t) */
-    ngx_queue_t                 scrapes;
-    ngx_uint_t                  nscrapes;
 };
+
+
+/* a media WebSocket's life (ngx_http_voice_ws_state()) */
+typedef enum {
+    NGX_HTTP_VOICE_WS_ST_OPEN = 0,      /* messages flow */
+    NGX_HTTP_VOICE_WS_ST_PINGED,        /* a quiet tick: our ping waits for
+                                           its pong, or any input */
+    NGX_HTTP_VOICE_WS_ST_CLOSING,       /* our close sent: theirs awaited,
+                                           a bounded time */
+    NGX_HTTP_VOICE_WS_ST_CLOSED,        /* theirs received: the closing
+                                           handshake is over */
+    NGX_HTTP_VOICE_WS_ST_DONE           /* the request is being finalized,
+                                           once */
+} ngx_http_voice_ws_state_e;
 
 
 /*
@@ -311,11 +327,10 @@ struct ngx_http_voice_ws_s {
     ngx_uint_t                  dropped;        /* frames not queued */
     ngx_uint_t                  control;        /* control frames, this tick */
 
-    unsigned                    active:1;       /* any input this tick */
-    unsigned                    ping_sent:1;
-    unsigned                    close_sent:1;
-    unsigned                    close_received:1;
-    unsigned                    finalizing:1;
+    ngx_http_voice_ws_state_e   state;
+    unsigned                    active:1;       /* any input this tick (an
+                                                   observation the tick
+                                                   reads, not a state) */
 };
 
 
@@ -477,22 +492,34 @@ ngx_int_t ngx_http_voice_auth_refuse(ngx_http_request_t *r, ngx_int_t status);
 ngx_int_t ngx_http_voice_auth_reader(ngx_http_request_t *r);
 
 
-/* ngx_http_voice_bridge.c */
 /* ngx_http_voice_curve.c */
 ngx_int_t ngx_http_voice_curve_init_conf(ngx_conf_t *cf,
     ngx_http_voice_main_conf_t *vmcf);
 ngx_int_t ngx_http_voice_curve_socket(ngx_cycle_t *cycle,
     ngx_http_voice_main_conf_t *vmcf, ngx_http_voice_peer_t *peer);
 
+
+/* ngx_http_voice_bridge.c */
 ngx_int_t ngx_http_voice_bridge_init_process(ngx_cycle_t *cycle,
     ngx_http_voice_main_conf_t *vmcf);
 void ngx_http_voice_bridge_exit_process(ngx_cycle_t *cycle,
     ngx_http_voice_main_conf_t *vmcf);
-ngx_http_voice_peer_t *ngx_http_voice_bridge_send_any(const u_char *frame,
-    size_t len);
-ngx_uint_t ngx_http_voice_bridge_full(void);
 ngx_int_t ngx_http_voice_bridge_send(ngx_http_voice_peer_t *peer,
     const u_char *frame, size_t len);
+
+
+/* ngx_http_voice_peer.c */
+void ngx_http_voice_peer_start(ngx_cycle_t *cycle,
+    ngx_http_voice_main_conf_t *vmcf);
+void ngx_http_voice_peer_stop(void);
+void ngx_http_voice_peer_on_heartbeat(ngx_http_voice_peer_t *peer,
+    voice_proto_msg_t *msg);
+void ngx_http_voice_peer_up(ngx_http_voice_peer_t *peer);
+void ngx_http_voice_peer_down(ngx_http_voice_peer_t *peer, const char *why,
+    const char *note);
+ngx_uint_t ngx_http_voice_peer_full(void);
+ngx_http_voice_peer_t *ngx_http_voice_peer_send_any(const u_char *frame,
+    size_t len);
 
 
 /* ngx_http_voice_call.c */
@@ -507,8 +534,9 @@ ngx_int_t ngx_http_voice_call_unconnected(ngx_http_voice_loc_conf_t *vlcf,
     ngx_uint_t outbound);
 void ngx_http_voice_call_written(ngx_http_voice_call_t *call);
 void ngx_http_voice_call_detach(ngx_http_voice_call_t *call);
-void ngx_http_voice_call_on_bridge(ngx_http_voice_call_t *call,
+void ngx_http_voice_call_on_bridge(ngx_http_voice_peer_t *peer,
     voice_proto_msg_t *msg);
+ngx_uint_t ngx_http_voice_call_count(void);
 void ngx_http_voice_call_ended_by(ngx_http_voice_call_t *call,
     const u_char *by, size_t by_len, const u_char *reason, size_t len);
 ngx_http_voice_call_t *ngx_http_voice_call_find(const u_char *sid,
@@ -610,7 +638,6 @@ typedef enum {
 
 ngx_int_t ngx_http_voice_metrics_add(ngx_conf_t *cf,
     ngx_http_voice_main_conf_t *vmcf);
-void ngx_http_voice_metrics_init_worker(ngx_http_voice_worker_t *w);
 void ngx_http_voice_metrics_inc(ngx_http_voice_metric_e id);
 ngx_atomic_uint_t ngx_http_voice_metrics_get(ngx_http_voice_metric_e id);
 void ngx_http_voice_metrics_set(ngx_http_voice_metric_e id,

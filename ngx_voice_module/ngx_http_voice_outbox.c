@@ -133,6 +133,14 @@ static void ngx_http_voice_outbox_look_thread(void *data, ngx_log_t *log);
 static void ngx_http_voice_outbox_look_done(ngx_event_t *ev);
 
 
+/* the worker's attempts sent to bridged, awaiting its reply (a process
+ * is one worker) */
+
+static ngx_queue_t  ngx_http_voice_outbox_sent = {
+    &ngx_http_voice_outbox_sent, &ngx_http_voice_outbox_sent
+};
+
+
 /*
  * Configuration: a location that writes records (a media stream's, a
  * status callback's) and has voice_call_webhook gets the outbox of its
@@ -481,7 +489,7 @@ ngx_http_voice_outbox_start(ngx_http_voice_outbox_send_t *s)
         return;
     }
 
-    ngx_queue_insert_tail(&w->hooks, &s->queue);
+    ngx_queue_insert_tail(&ngx_http_voice_outbox_sent, &s->queue);
     s->request_id = w->next_request_id++;
 
     size = VOICE_PROTO_HEADER_SIZE + 6 * VOICE_PROTO_FIELD_HEADER + 8
@@ -508,7 +516,7 @@ ngx_http_voice_outbox_start(ngx_http_voice_outbox_send_t *s)
 
     n = voice_proto_finish(&wr);
 
-    if (n == 0 || ngx_http_voice_bridge_send_any(frame, n) == NULL) {
+    if (n == 0 || ngx_http_voice_peer_send_any(frame, n) == NULL) {
         ngx_explicit_memzero(frame, size);
         ngx_free(frame);
         ngx_str_set(&reason, "no bridged took it");
@@ -544,16 +552,10 @@ ngx_http_voice_outbox_reply(voice_proto_msg_t *msg)
 {
     ngx_str_t                      reason;
     ngx_queue_t                   *q;
-    ngx_http_voice_worker_t       *w;
     ngx_http_voice_outbox_send_t  *s;
 
-    w = ngx_http_voice_worker();
-    if (w == NULL) {
-        return NGX_DECLINED;
-    }
-
-    for (q = ngx_queue_head(&w->hooks);
-         q != ngx_queue_sentinel(&w->hooks);
+    for (q = ngx_queue_head(&ngx_http_voice_outbox_sent);
+         q != ngx_queue_sentinel(&ngx_http_voice_outbox_sent);
          q = ngx_queue_next(q))
     {
         s = ngx_queue_data(q, ngx_http_voice_outbox_send_t, queue);

@@ -97,6 +97,16 @@ static void ngx_http_voice_rest_cleanup(void *data);
 static void ngx_http_voice_rest_unpark(ngx_http_voice_rest_ctx_t *ctx);
 
 
+/* the worker's requests waiting for bridged, by request id (a process is
+ * one worker); set up as ngx_rbtree_init() would: a sentinel is black */
+
+static ngx_rbtree_node_t  ngx_http_voice_rest_sentinel;
+static ngx_rbtree_t       ngx_http_voice_rest_pending = {
+    &ngx_http_voice_rest_sentinel, &ngx_http_voice_rest_sentinel,
+    ngx_rbtree_insert_value
+};
+
+
 ngx_int_t
 ngx_http_voice_rest_handler(ngx_http_request_t *r)
 {
@@ -439,7 +449,7 @@ ngx_http_voice_rest_admit(ngx_http_request_t *r,
 
     why = NULL;
 
-    if (ngx_http_voice_bridge_full()) {
+    if (ngx_http_voice_peer_full()) {
         why = "bridged is full";
         ngx_http_voice_metrics_inc(NGX_HTTP_VOICE_METRIC_REFUSED_BRIDGED);
 
@@ -746,7 +756,7 @@ ngx_http_voice_rest_park(ngx_http_request_t *r,
     /* a request with no call yet goes to any live bridged (peer NULL);
      * one about a call, to the call's owner */
     if (peer == NULL) {
-        peer = ngx_http_voice_bridge_send_any(w->frame, n);
+        peer = ngx_http_voice_peer_send_any(w->frame, n);
         rc = (peer == NULL) ? NGX_AGAIN : NGX_OK;
 
     } else {
@@ -765,7 +775,7 @@ ngx_http_voice_rest_park(ngx_http_request_t *r,
     ctx->cln = cln;
     ctx->peer = peer;
     ctx->node.key = (ngx_rbtree_key_t) id;
-    ngx_rbtree_insert(&w->pending, &ctx->node);
+    ngx_rbtree_insert(&ngx_http_voice_rest_pending, &ctx->node);
     ctx->pending = 1;
 
     ctx->slot = idem->slot;
@@ -801,15 +811,13 @@ ngx_http_voice_rest_reply(voice_proto_msg_t *msg)
     ngx_connection_t           *c;
     ngx_rbtree_node_t          *node, *sentinel;
     ngx_http_request_t         *r;
-    ngx_http_voice_worker_t    *w;
     ngx_http_voice_rest_ctx_t  *ctx;
     ngx_http_voice_loc_conf_t  *vlcf;
 
-    w = ngx_http_voice_worker();
     key = (ngx_rbtree_key_t) msg->request_id;
 
-    node = w->pending.root;
-    sentinel = w->pending.sentinel;
+    node = ngx_http_voice_rest_pending.root;
+    sentinel = ngx_http_voice_rest_pending.sentinel;
 
     while (node != sentinel && node->key != key) {
         node = (key < node->key) ? node->left : node->right;
@@ -992,18 +1000,13 @@ ngx_http_voice_rest_cleanup(void *data)
 static void
 ngx_http_voice_rest_unpark(ngx_http_voice_rest_ctx_t *ctx)
 {
-    ngx_http_voice_worker_t  *w;
-
     if (!ctx->pending) {
         return;
     }
 
     ctx->pending = 0;
 
-    w = ngx_http_voice_worker();
-    if (w) {
-        ngx_rbtree_delete(&w->pending, &ctx->node);
-    }
+    ngx_rbtree_delete(&ngx_http_voice_rest_pending, &ctx->node);
 
     if (ctx->timer.timer_set) {
         ngx_del_timer(&ctx->timer);
@@ -1074,7 +1077,8 @@ ngx_http_voice_status_handler(ngx_http_request_t *r)
                                        peer->endpoint.len);
         p = ngx_sprintf(p, "\",\"alive\":%s,\"full\":%s,\"calls\":%ui,"
                         "\"dropped\":%ui}",
-                        peer->alive ? "true" : "false",
+                        peer->state == NGX_HTTP_VOICE_PEER_ST_UP
+                        ? "true" : "false",
                         peer->full ? "true" : "false", peer->calls,
                         peer->dropped);
     }
@@ -1084,7 +1088,7 @@ ngx_http_voice_status_handler(ngx_http_request_t *r)
                         "\"audioOut\":%uA,\"audioDropped\":%uA,"
                         "\"eventsIgnored\":%uA,\"eventsInvalid\":%uA,"
                         "\"callStatus\":{",
-                        w->ncalls,
+                        ngx_http_voice_call_count(),
                         ngx_http_voice_metrics_get(
                             NGX_HTTP_VOICE_METRIC_FRAMES_IN),
                         ngx_http_voice_metrics_get(

@@ -1,6 +1,6 @@
 /*
  * ngx_http_voice_signature.c: Twilio's request signature
- * (X-Twilio-Signature), as ../shared/reference/twilio-rest.md section 9
+ * (X-Twilio-Signature), as docs/protocols.md, Twilio REST section 9
  * describes it: base64(HMAC-SHA1(auth token, url + sorted parameters)),
  * also accepted over the URL's port variant, compared in constant time;
  * and the JSON-body variant's bodySHA256.

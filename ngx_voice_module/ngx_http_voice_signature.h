@@ -1,6 +1,6 @@
 /*
  * ngx_http_voice_signature.h: Twilio's request signature
- * (X-Twilio-Signature), exactly as ../shared/reference/twilio-rest.md §9
+ * (X-Twilio-Signature), exactly as docs/protocols.md, Twilio REST §9
  * describes it.
  *
  * Leaf code: libc and OpenSSL's HMAC only, no nginx header, so the worked

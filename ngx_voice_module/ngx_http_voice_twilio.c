@@ -1,7 +1,7 @@
 /*
  * ngx_http_voice_twilio.c: parser of the Twilio Media Streams events and
  * writer of the media, mark and clear messages we send back
- * (../shared/reference/twilio-media-streams.md, sections 4 and 5).
+ * (docs/protocols.md, Media Streams, sections 4 and 5).
  *
  * Leaf code, libc only, on ngx_http_voice_json.c; the media session
  * (ngx_http_voice_media.c) calls it for every text message.  The media

@@ -1,7 +1,7 @@
 /*
  * ngx_http_voice_twilio.h: parser of the Twilio Media Streams events
  * (Twilio -> us) and writer of the messages we send back (media, mark,
- * clear), as ../shared/reference/twilio-media-streams.md describes them.
+ * clear), as docs/protocols.md, Media Streams describes them.
  *
  * Leaf code (libc only, built on ngx_http_voice_json.c): the media session
  * (ngx_http_voice_media.c) hands it each text message.  Parsing is

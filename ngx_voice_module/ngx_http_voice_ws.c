@@ -21,9 +21,11 @@
  * a quiet tick, and a ping left unanswered for a tick closes the
  * connection.  A message (or frame) once begun must end within
  * voice_ws_message_timeout, so a peer trickling bytes to keep the
- * connection "active" is dropped too.  Every way out ends in
- * ngx_http_voice_ws_finalize(), which finalizes the request exactly once,
- * from a posted event.
+ * connection "active" is dropped too.  The session's life is one enum,
+ * changed only by ngx_http_voice_ws_state(): open, pinged (keepalive),
+ * closing (our close sent), closed (theirs received), done.  Every way out
+ * ends in ngx_http_voice_ws_finalize(), which finalizes the request
+ * exactly once, from a posted event.
  */
 
 #include <ngx_config.h>
@@ -38,6 +40,7 @@
 #define NGX_HTTP_VOICE_WS_GUID       "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #define NGX_HTTP_VOICE_WS_CLOSING    2000   /* ms to wait for their close */
 #define NGX_HTTP_VOICE_WS_MAX_CTRL   64     /* control frames per tick */
+#define NGX_HTTP_VOICE_WS_RECV       16384  /* bytes per read */
 
 
 static ngx_int_t ngx_http_voice_ws_check(ngx_http_request_t *r,
@@ -56,9 +59,29 @@ static void ngx_http_voice_ws_too_slow(ngx_event_t *ev);
 static ngx_int_t ngx_http_voice_ws_flush(ngx_http_voice_ws_t *ws);
 static ngx_int_t ngx_http_voice_ws_queue(ngx_http_voice_ws_t *ws,
     u_char *data, size_t len);
+static void ngx_http_voice_ws_state(ngx_http_voice_ws_t *ws,
+    ngx_http_voice_ws_state_e state);
+static ngx_int_t ngx_http_voice_ws_send_close(ngx_http_voice_ws_t *ws,
+    uint16_t code, const char *reason);
 static void ngx_http_voice_ws_finalize(ngx_http_voice_ws_t *ws);
 static void ngx_http_voice_ws_finalizer(ngx_event_t *ev);
 static void ngx_http_voice_ws_cleanup(void *data);
+
+
+/*
+ * The worker's buffers, one set for every session (a process is one
+ * worker): reads, and the message being assembled.  A session holds
+ * neither while it waits for its next read.
+ */
+
+static u_char  *ngx_http_voice_ws_recv;
+static u_char  *ngx_http_voice_ws_msg;
+static size_t   ngx_http_voice_ws_msg_size;
+
+
+static const char *ngx_http_voice_ws_state_name[] = {
+    "open", "pinged", "closing", "closed", "done"
+};
 
 
 ngx_int_t
@@ -142,7 +165,7 @@ ngx_http_voice_ws_handler(ngx_http_request_t *r)
     ws->slow.log = c->log;
     ws->slow.cancelable = 1;
 
-    ngx_http_voice_ws_parser_init(&ws->parser, ngx_http_voice_worker()->ws_msg,
+    ngx_http_voice_ws_parser_init(&ws->parser, ngx_http_voice_ws_msg,
                                   vlcf->ws_max_message_size);
 
     ws->media = ngx_http_voice_media_create(r);
@@ -233,7 +256,7 @@ ngx_http_voice_ws_handler(ngx_http_request_t *r)
         ngx_http_voice_ws_watch(ws);
     }
 
-    if (!ws->finalizing && c->read->ready) {
+    if (ws->state != NGX_HTTP_VOICE_WS_ST_DONE && c->read->ready) {
         ngx_post_event(c->read, &ngx_posted_events);
     }
 
@@ -374,17 +397,16 @@ ngx_http_voice_ws_has_token(ngx_table_elt_t *h, const char *token,
 static void
 ngx_http_voice_ws_read_handler(ngx_http_request_t *r)
 {
-    ssize_t                   n;
-    ngx_event_t              *rev;
-    ngx_connection_t         *c;
-    ngx_http_voice_ws_t      *ws;
-    ngx_http_voice_worker_t  *w;
+    ssize_t               n;
+    ngx_event_t          *rev;
+    ngx_connection_t     *c;
+    ngx_http_voice_ws_t  *ws;
 
     c = r->connection;
     rev = c->read;
     ws = ngx_http_get_module_ctx(r, ngx_http_voice_module);
 
-    if (c->destroyed || ws->finalizing) {
+    if (c->destroyed || ws->state == NGX_HTTP_VOICE_WS_ST_DONE) {
         return;
     }
 
@@ -400,16 +422,14 @@ ngx_http_voice_ws_read_handler(ngx_http_request_t *r)
         rev->timedout = 0;
         ngx_http_voice_ws_tick(ws);
 
-        if (ws->finalizing) {
+        if (ws->state == NGX_HTTP_VOICE_WS_ST_DONE) {
             return;
         }
     }
 
-    w = ngx_http_voice_worker();
+    while (rev->ready && ws->state != NGX_HTTP_VOICE_WS_ST_DONE) {
 
-    while (rev->ready && !ws->finalizing) {
-
-        n = c->recv(c, w->recv, w->recv_size);
+        n = c->recv(c, ngx_http_voice_ws_recv, NGX_HTTP_VOICE_WS_RECV);
 
         if (n == NGX_AGAIN) {
             break;
@@ -424,10 +444,11 @@ ngx_http_voice_ws_read_handler(ngx_http_request_t *r)
         }
 
         ws->active = 1;
-        ngx_http_voice_ws_input(ws, w->recv, w->recv + n);
+        ngx_http_voice_ws_input(ws, ngx_http_voice_ws_recv,
+                                ngx_http_voice_ws_recv + n);
     }
 
-    if (ws->finalizing) {
+    if (ws->state == NGX_HTTP_VOICE_WS_ST_DONE) {
         return;
     }
 
@@ -455,10 +476,10 @@ ngx_http_voice_ws_input(ngx_http_voice_ws_t *ws, const u_char *pos,
     if (ws->parser.msg_opcode == 0 && ws->msg) {
         ngx_free(ws->msg);
         ws->msg = NULL;
-        ws->parser.msg = ngx_http_voice_worker()->ws_msg;
+        ws->parser.msg = ngx_http_voice_ws_msg;
     }
 
-    while (!ws->finalizing) {
+    while (ws->state != NGX_HTTP_VOICE_WS_ST_DONE) {
 
         rc = ngx_http_voice_ws_parse(&ws->parser, &pos, end, &ev);
 
@@ -473,7 +494,7 @@ ngx_http_voice_ws_input(ngx_http_voice_ws_t *ws, const u_char *pos,
             return;
 
         case NGX_HTTP_VOICE_WS_MESSAGE:
-            if (ws->close_sent) {
+            if (ws->state == NGX_HTTP_VOICE_WS_ST_CLOSING) {
                 /* after our close, only their close matters */
                 break;
             }
@@ -496,7 +517,7 @@ ngx_http_voice_ws_input(ngx_http_voice_ws_t *ws, const u_char *pos,
                 goto flood;
             }
 
-            if (!ws->close_sent) {
+            if (ws->state < NGX_HTTP_VOICE_WS_ST_CLOSING) {
                 ngx_memcpy(buf + NGX_HTTP_VOICE_WS_OUT_HEADER, ev.data,
                            ev.len);
                 (void) ngx_http_voice_ws_send(ws, NGX_HTTP_VOICE_WS_OP_PONG,
@@ -510,20 +531,29 @@ ngx_http_voice_ws_input(ngx_http_voice_ws_t *ws, const u_char *pos,
                 goto flood;
             }
 
-            ws->ping_sent = 0;
+            if (ws->state == NGX_HTTP_VOICE_WS_ST_PINGED) {
+                ngx_http_voice_ws_state(ws, NGX_HTTP_VOICE_WS_ST_OPEN);
+            }
             break;
 
         case NGX_HTTP_VOICE_WS_CLOSE:
-            ws->close_received = 1;
-
             ngx_log_error(NGX_LOG_INFO, c->log, 0,
                           "voice: media stream closed by Twilio with %ui",
                           (ngx_uint_t) ev.close_code);
 
-            /* echo their code, as RFC 6455 5.5.1 asks */
-            ngx_http_voice_ws_close(ws,
-                ev.close_code == NGX_HTTP_VOICE_WS_CLOSE_NO_STATUS
-                ? NGX_HTTP_VOICE_WS_CLOSE_NORMAL : ev.close_code, NULL);
+            /* echo their code, as RFC 6455 5.5.1 asks, unless ours went
+             * first and theirs is the answer */
+            if (ws->state < NGX_HTTP_VOICE_WS_ST_CLOSING
+                && ngx_http_voice_ws_send_close(ws,
+                       ev.close_code == NGX_HTTP_VOICE_WS_CLOSE_NO_STATUS
+                       ? NGX_HTTP_VOICE_WS_CLOSE_NORMAL : ev.close_code,
+                       NULL)
+                   != NGX_OK)
+            {
+                return;
+            }
+
+            ngx_http_voice_ws_state(ws, NGX_HTTP_VOICE_WS_ST_CLOSED);
             ngx_http_voice_ws_finalize(ws);
             return;
 
@@ -571,17 +601,22 @@ ngx_http_voice_ws_save(ngx_http_voice_ws_t *ws)
 }
 
 
-/* the worker's message buffer, as large as the largest maximum */
+/* the worker's buffers: the message buffer as large as the largest
+ * maximum; ngx_alloc()ed, they last as long as the process */
 
 static ngx_int_t
 ngx_http_voice_ws_shared(size_t size, ngx_log_t *log)
 {
-    u_char                   *p;
-    ngx_http_voice_worker_t  *w;
+    u_char  *p;
 
-    w = ngx_http_voice_worker();
+    if (ngx_http_voice_ws_recv == NULL) {
+        ngx_http_voice_ws_recv = ngx_alloc(NGX_HTTP_VOICE_WS_RECV, log);
+        if (ngx_http_voice_ws_recv == NULL) {
+            return NGX_ERROR;
+        }
+    }
 
-    if (w->ws_msg_size >= size) {
+    if (ngx_http_voice_ws_msg_size >= size) {
         return NGX_OK;
     }
 
@@ -593,8 +628,8 @@ ngx_http_voice_ws_shared(size_t size, ngx_log_t *log)
         return NGX_ERROR;
     }
 
-    w->ws_msg = p;
-    w->ws_msg_size = size;
+    ngx_http_voice_ws_msg = p;
+    ngx_http_voice_ws_msg_size = size;
 
     return NGX_OK;
 }
@@ -614,7 +649,7 @@ ngx_http_voice_ws_tick(ngx_http_voice_ws_t *ws)
 
     c = ws->connection;
 
-    if (ws->close_sent) {
+    if (ws->state == NGX_HTTP_VOICE_WS_ST_CLOSING) {
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
                       "voice: no close frame from Twilio in time");
         ngx_http_voice_ws_finalize(ws);
@@ -625,9 +660,12 @@ ngx_http_voice_ws_tick(ngx_http_voice_ws_t *ws)
 
     if (ws->active) {
         ws->active = 0;
-        ws->ping_sent = 0;
 
-    } else if (ws->ping_sent) {
+        if (ws->state == NGX_HTTP_VOICE_WS_ST_PINGED) {
+            ngx_http_voice_ws_state(ws, NGX_HTTP_VOICE_WS_ST_OPEN);
+        }
+
+    } else if (ws->state == NGX_HTTP_VOICE_WS_ST_PINGED) {
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
                       "voice: media stream idle, closing it");
         ngx_http_voice_ws_close(ws, NGX_HTTP_VOICE_WS_CLOSE_GOING_AWAY,
@@ -636,14 +674,14 @@ ngx_http_voice_ws_tick(ngx_http_voice_ws_t *ws)
         return;
 
     } else {
-        ws->ping_sent = 1;
+        ngx_http_voice_ws_state(ws, NGX_HTTP_VOICE_WS_ST_PINGED);
         ngx_memcpy(buf + NGX_HTTP_VOICE_WS_OUT_HEADER, "ping", 4);
         (void) ngx_http_voice_ws_send(ws, NGX_HTTP_VOICE_WS_OP_PING,
                                       buf + NGX_HTTP_VOICE_WS_OUT_HEADER, 4,
                                       0);
     }
 
-    if (!ws->finalizing) {
+    if (ws->state != NGX_HTTP_VOICE_WS_ST_DONE) {
         ngx_add_timer(c->read, ws->vlcf->ws_ping_interval);
     }
 }
@@ -658,7 +696,7 @@ ngx_http_voice_ws_tick(ngx_http_voice_ws_t *ws)
 static void
 ngx_http_voice_ws_watch(ngx_http_voice_ws_t *ws)
 {
-    if (ws->finalizing) {
+    if (ws->state == NGX_HTTP_VOICE_WS_ST_DONE) {
         return;
     }
 
@@ -678,7 +716,7 @@ ngx_http_voice_ws_too_slow(ngx_event_t *ev)
 {
     ngx_http_voice_ws_t  *ws = ev->data;
 
-    if (ws->finalizing) {
+    if (ws->state == NGX_HTTP_VOICE_WS_ST_DONE) {
         return;
     }
 
@@ -727,7 +765,8 @@ ngx_http_voice_ws_send_frames(ngx_http_voice_ws_t *ws, u_char *start,
     ssize_t            n;
     ngx_connection_t  *c;
 
-    if (ws->finalizing || ws->close_sent) {
+    /* nothing goes after a close frame (RFC 6455 5.5.1) */
+    if (ws->state >= NGX_HTTP_VOICE_WS_ST_CLOSING) {
         return NGX_DECLINED;
     }
 
@@ -916,7 +955,7 @@ ngx_http_voice_ws_write_handler(ngx_http_request_t *r)
     c = r->connection;
     ws = ngx_http_get_module_ctx(r, ngx_http_voice_module);
 
-    if (c->destroyed || ws->finalizing) {
+    if (c->destroyed || ws->state == NGX_HTTP_VOICE_WS_ST_DONE) {
         return;
     }
 
@@ -941,37 +980,60 @@ void
 ngx_http_voice_ws_close(ngx_http_voice_ws_t *ws, uint16_t code,
     const char *reason)
 {
-    u_char            buf[NGX_HTTP_VOICE_WS_OUT_HEADER
-                          + NGX_HTTP_VOICE_WS_MAX_CONTROL];
-    size_t            n;
     ngx_connection_t  *c;
 
-    if (ws->close_sent || ws->finalizing) {
+    if (ws->state >= NGX_HTTP_VOICE_WS_ST_CLOSING) {
         return;
     }
+
+    if (ngx_http_voice_ws_send_close(ws, code, reason) != NGX_OK) {
+        return;
+    }
+
+    ngx_http_voice_ws_state(ws, NGX_HTTP_VOICE_WS_ST_CLOSING);
 
     c = ws->connection;
-
-    n = ngx_http_voice_ws_close_payload(buf + NGX_HTTP_VOICE_WS_OUT_HEADER,
-                                        code, reason);
-
-    (void) ngx_http_voice_ws_send(ws, NGX_HTTP_VOICE_WS_OP_CLOSE,
-                                  buf + NGX_HTTP_VOICE_WS_OUT_HEADER, n, 0);
-    ws->close_sent = 1;
-
-    if (ws->finalizing) {
-        return;
-    }
-
-    if (ws->close_received) {
-        return;
-    }
 
     if (c->read->timer_set) {
         ngx_del_timer(c->read);
     }
 
     ngx_add_timer(c->read, NGX_HTTP_VOICE_WS_CLOSING);
+}
+
+
+/* a close frame, ours or the echo of theirs; NGX_ERROR: the session is
+ * being finalized (the socket failed) */
+
+static ngx_int_t
+ngx_http_voice_ws_send_close(ngx_http_voice_ws_t *ws, uint16_t code,
+    const char *reason)
+{
+    u_char  buf[NGX_HTTP_VOICE_WS_OUT_HEADER + NGX_HTTP_VOICE_WS_MAX_CONTROL];
+    size_t  n;
+
+    n = ngx_http_voice_ws_close_payload(buf + NGX_HTTP_VOICE_WS_OUT_HEADER,
+                                        code, reason);
+
+    (void) ngx_http_voice_ws_send(ws, NGX_HTTP_VOICE_WS_OP_CLOSE,
+                                  buf + NGX_HTTP_VOICE_WS_OUT_HEADER, n, 0);
+
+    return ws->state == NGX_HTTP_VOICE_WS_ST_DONE ? NGX_ERROR : NGX_OK;
+}
+
+
+/* the one place the session's state changes */
+
+static void
+ngx_http_voice_ws_state(ngx_http_voice_ws_t *ws,
+    ngx_http_voice_ws_state_e state)
+{
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ws->connection->log, 0,
+                   "voice ws: %s -> %s",
+                   ngx_http_voice_ws_state_name[ws->state],
+                   ngx_http_voice_ws_state_name[state]);
+
+    ws->state = state;
 }
 
 
@@ -985,11 +1047,11 @@ ngx_http_voice_ws_close(ngx_http_voice_ws_t *ws, uint16_t code,
 static void
 ngx_http_voice_ws_finalize(ngx_http_voice_ws_t *ws)
 {
-    if (ws->finalizing) {
+    if (ws->state == NGX_HTTP_VOICE_WS_ST_DONE) {
         return;
     }
 
-    ws->finalizing = 1;
+    ngx_http_voice_ws_state(ws, NGX_HTTP_VOICE_WS_ST_DONE);
 
     if (ws->media) {
         ngx_http_voice_media_on_close(ws->media);
@@ -1029,8 +1091,8 @@ ngx_http_voice_ws_cleanup(void *data)
 
     /* the request is going away, by whatever path */
 
-    if (!ws->finalizing) {
-        ws->finalizing = 1;
+    if (ws->state != NGX_HTTP_VOICE_WS_ST_DONE) {
+        ngx_http_voice_ws_state(ws, NGX_HTTP_VOICE_WS_ST_DONE);
 
         if (ws->media) {
             ngx_http_voice_media_on_close(ws->media);

@@ -1,6 +1,6 @@
 """Shared helpers for the protocol fakes (fake_twilio.py, fake_openai.py) and their tests.
 
-What lives here: Twilio's X-Twilio-Signature algorithm (twilio-rest.md §9) and a validator
+What lives here: Twilio's X-Twilio-Signature algorithm (docs/protocols.md, Twilio REST §9) and a validator
 with the port variants the official SDKs accept, E.164 checking and number formatting,
 SID / id generation, RFC 2822 dates, G.711 mu-law helpers (decode, RMS per frame, padding,
 fingerprints for the fake ASR), the `READY <port>` line and a stderr logger.
@@ -26,7 +26,7 @@ with warnings.catch_warnings():
     import audioop  # deprecated in 3.11, still shipped; only ulaw2lin/rms/lin2* are used
 
 # --------------------------------------------------------------------------------------
-# Twilio signatures (twilio-rest.md §9)
+# Twilio signatures (docs/protocols.md, Twilio REST §9)
 # --------------------------------------------------------------------------------------
 
 
@@ -51,7 +51,7 @@ def _param_pairs(params):
 def twilio_signature_string(url, params=None):
     """The exact string Twilio signs: the URL as used, then for each parameter name in
     byte order, once per distinct value (values sorted the same way), name+value with no
-    separators (twilio-rest.md §9 step 2)."""
+    separators (docs/protocols.md, Twilio REST §9 step 2)."""
     by_name = {}
     for name, value in _param_pairs(params):
         by_name.setdefault(name, set()).add(value)
@@ -75,7 +75,7 @@ _DEFAULT_PORTS = {"https": 443, "wss": 443, "http": 80, "ws": 80}
 
 def url_port_variants(url):
     """The URL without any explicit port and with the scheme's default port added, as the
-    SDK validators try (twilio-rest.md §9, "Port variants")."""
+    SDK validators try (docs/protocols.md, Twilio REST §9, "Port variants")."""
     p = urllib.parse.urlsplit(url)
     host = p.hostname or ""
     if ":" in host:  # IPv6 literal
@@ -119,7 +119,7 @@ def is_e164(number):
 
 def format_national(number):
     """'+15005550006' -> '(500) 555-0006' (NANP), anything else unchanged; matches the
-    from_formatted / friendly_name shapes of twilio-rest.md §2 and §5."""
+    from_formatted / friendly_name shapes of docs/protocols.md, Twilio REST §2 and §5."""
     m = re.match(r"^\+1(\d{3})(\d{3})(\d{4})$", number or "")
     if m:
         return "(%s) %s-%s" % m.groups()
@@ -153,7 +153,7 @@ def rfc2822(ts=None):
 
 
 # --------------------------------------------------------------------------------------
-# G.711 mu-law helpers (twilio-media-streams.md §6)
+# G.711 mu-law helpers (docs/protocols.md, Media Streams §6)
 # --------------------------------------------------------------------------------------
 
 FRAME_BYTES = 160            # 20 ms at 8 kHz, 1 byte per sample

@@ -2,7 +2,7 @@
 """Fake OpenAI Realtime server (GA interface, WebSocket) for tests.
 
 SIMULATION ONLY - there is no model here. The product's bridged daemon connects to this
-program instead of wss://api.openai.com/v1/realtime. It follows openai-realtime.md:
+program instead of wss://api.openai.com/v1/realtime. It follows docs/protocols.md, Realtime:
   * §1 connect: GET /v1/realtime?model=..., Authorization: Bearer <key> (else, as verified
     in acting §7.2: 101, one error invalid_api_key, close 3000; or, with --bad-key-mode
     refuse, HTTP 401 with an OpenAI JSON error body), optional delayed handshake
@@ -20,7 +20,7 @@ program instead of wss://api.openai.com/v1/realtime. It follows openai-realtime.
   * §5.2 greeting (conversation.item.create + response.create), §5.3 barge-in (cancel
     with reason turn_detected), truncate / cancel / active-response errors (§3, §6),
     session expiry (§7).
-And openai-realtime-acting.md:
+And docs/protocols.md, Realtime acting:
   * §2 function calls: a response plan (script queue via /_fake/config?script=, or at a
     moment of the test's choosing via /_fake/cue) makes the "model" call a function, with
     an optional spoken preamble; function_call_output is checked (string output, known
@@ -74,7 +74,7 @@ GA_MODELS = {
     "gpt-4o-mini-realtime-preview", "gpt-4o-mini-realtime-preview-2024-12-17",
     "gpt-audio-1.5", "gpt-audio-mini", "gpt-audio-mini-2025-10-06", "gpt-audio-mini-2025-12-15",
 }
-# openai-realtime-acting.md §1.1/§1.3: the reasoning models (reasoning, parallel_tool_calls)
+# docs/protocols.md, Realtime acting §1.1/§1.3: the reasoning models (reasoning, parallel_tool_calls)
 REASONING_MODELS = {"gpt-realtime-2", "gpt-realtime-2.1", "gpt-realtime-2.1-mini"}
 REASONING_EFFORTS = ("minimal", "low", "medium", "high", "xhigh")
 # Announced shutdowns (types 7.60.0 deprecation comments, acting §1.1/§1.2). The preview
@@ -146,7 +146,7 @@ DEFAULT_MCP_OUTPUT = '{"status":"shipped","eta":"2026-09-04"}'
 IDLE_TIMEOUT_RANGE_MS = (5000, 30000)   # not in the 7.60.0 types: UNVERIFIED, configurable
 
 
-# Errors that end a session (acting §7.2, §7.5, §1.1; openai-realtime.md §7): code ->
+# Errors that end a session (acting §7.2, §7.5, §1.1; docs/protocols.md, Realtime §7): code ->
 # (error.type, close code, message). The close reason is "<type>.<code>" for 3xxx/4xxx
 # closes (verified for the bad key, §7.2), the message for session_expired (§7.1), and
 # "internal error" for server_error's 1011 (this fake's choice).
@@ -892,7 +892,7 @@ class Response:
         return body
 
     def usage(self):
-        """response.done's usage (openai-realtime.md): what the response took, by kind;
+        """response.done's usage (docs/protocols.md, Realtime): what the response took, by kind;
         fixed once the response is over, so the summary shows what response.done said."""
         if self.usage_sent is None:
             audio_tokens = self.audio_ms() // 50
@@ -968,7 +968,7 @@ class Response:
             await self.sess.send("conversation.item.done", previous_item_id=prev, item=item)
 
     async def run_message(self, idx, text):
-        """An assistant message item with audio (or text) content: openai-realtime.md §5.1."""
+        """An assistant message item with audio (or text) content: docs/protocols.md, Realtime §5.1."""
         s = self.sess
         fake = s.fake
         audio_mode = "audio" in self.modalities
@@ -1922,7 +1922,7 @@ class Session:
 
     # -- lifecycle --------------------------------------------------------------------------
     async def expire_later(self, seconds):
-        """openai-realtime.md §7, acting §7.1: error session_expired ("Your session hit the maximum
+        """docs/protocols.md, Realtime §7, acting §7.1: error session_expired ("Your session hit the maximum
         duration of N minutes."), then close 1001 with the same text as the reason."""
         await asyncio.sleep(max(0.0, seconds - (time.monotonic() - self.t0)))
         self.log("session expired")

@@ -3,15 +3,15 @@
 
 SIMULATION ONLY - no phone call is ever placed. The product (nginx module + bridged) is
 tested against this program instead of api.twilio.com. It follows, to the field name:
-  * twilio-rest.md: Basic auth, Calls.json create / fetch / update (hang-up), the Call
+  * docs/protocols.md, Twilio REST: Basic auth, Calls.json create / fetch / update (hang-up), the Call
     resource, IncomingPhoneNumbers.json paging (next_page_uri + PageToken), the legacy
     error bodies of §7, the signed webhooks of §8 and X-Twilio-Signature of §9 (self-checked
     against every worked example of §10 by --selftest);
-  * twilio-media-streams.md: TwiML <Connect><Stream> parsing (§2), the WebSocket upgrade
+  * docs/protocols.md, Media Streams: TwiML <Connect><Stream> parsing (§2), the WebSocket upgrade
     with the §3 headers, connected/start/media/mark/dtmf/stop exactly as §4, 20 ms paced
     160-byte frames, real-time playout of what the app sends with mark echo and clear (§5),
     and a strict check of every app message (§3 Frames, §5) recorded as "violations";
-  * twilio-call-control.md: call updates with new TwiML (redirect: stop + close 1000, the
+  * docs/protocols.md, call control: call updates with new TwiML (redirect: stop + close 1000, the
     call goes on), a small sequential TwiML executor (<Say>, <Pause>, <Play>, <Hangup>,
     <Redirect>, <Dial> with simulated outcomes and its action request, <Connect><Stream>
     with a new stream for the same call), 21220 on updates of ended calls, answering
@@ -97,7 +97,7 @@ SIP_ATTRS = NOUN_AMD_ATTRS | {"method", "password", "statusCallback", "statusCal
 DIAL_NOUNS = {"Application", "Client", "Conference", "Number", "Queue", "Sim", "Sip", "WhatsApp"}
 DIAL_OUTCOMES = ("no-answer", "busy", "failed", "answered")
 
-# Answering machine detection (twilio-call-control.md §3; call.d.ts CallListInstanceCreateOptions)
+# Answering machine detection (docs/protocols.md, call control §3; call.d.ts CallListInstanceCreateOptions)
 AMD_RANGES = {"MachineDetectionTimeout": (3, 60, 30), "MachineDetectionSpeechThreshold": (1000, 6000, 2400),
               "MachineDetectionSpeechEndThreshold": (500, 5000, 1200),
               "MachineDetectionSilenceTimeout": (2000, 10000, 5000)}
@@ -108,11 +108,11 @@ ANSWERED_BY = ("human", "machine_start", "machine_end_beep", "machine_end_silenc
 
 
 # ======================================================================================
-# Self-check of the signature function against twilio-rest.md §10
+# Self-check of the signature function against docs/protocols.md, Twilio REST §10
 # ======================================================================================
 
 def selftest(verbose=True):
-    """Every worked example of twilio-rest.md §10; returns True when all match."""
+    """Every worked example of docs/protocols.md, Twilio REST §10; returns True when all match."""
     checks = []
 
     def check(name, got, want):
@@ -190,7 +190,7 @@ def selftest(verbose=True):
 # ======================================================================================
 
 def twilio_error(status, code, message, **extra):
-    """Legacy 2010 API error body (twilio-rest.md §7)."""
+    """Legacy 2010 API error body (docs/protocols.md, Twilio REST §7)."""
     body = {"code": code, "message": message,
             "more_info": "https://www.twilio.com/docs/errors/%d" % code, "status": status}
     body.update(extra)
@@ -478,7 +478,7 @@ def source_twiml(text, purpose):
 
 class TwilioWsProtocol(WebSocketClientProtocol):
     """Writes the upgrade request with exactly the header set and order of the live
-    capture in twilio-media-streams.md §3 and records it."""
+    capture in docs/protocols.md, Media Streams §3 and records it."""
 
     def __init__(self, *args, host_override=None, on_request=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -613,7 +613,7 @@ class MediaSession:
     @staticmethod
     def _with_seq(obj, seq):
         if obj["event"] == "dtmf":
-            # exactly the field order of twilio-media-streams.md §4.4
+            # exactly the field order of docs/protocols.md, Media Streams §4.4
             return {"event": "dtmf", "streamSid": obj["streamSid"], "sequenceNumber": seq,
                     "dtmf": obj["dtmf"]}
         # key order as in Twilio's own examples: event, sequenceNumber, <body>, streamSid
@@ -702,7 +702,7 @@ class MediaSession:
 
     # -- receiving ------------------------------------------------------------------
     def check_message(self, raw):
-        """Validate one app->Twilio message against twilio-media-streams.md §3/§5.
+        """Validate one app->Twilio message against docs/protocols.md, Media Streams §3/§5.
         Returns the parsed message or raises Violation (31950/31951)."""
         if isinstance(raw, (bytes, bytearray)):
             raise Violation("binary frame of %d bytes (31950: messages must be JSON text frames)" % len(raw))
@@ -969,7 +969,7 @@ class FakeTwilio:
         return urllib.parse.urlsplit(self.public_url).netloc
 
     def standard_params(self, call, call_status):
-        """twilio-rest.md §8.1 standard voice request parameters."""
+        """docs/protocols.md, Twilio REST §8.1 standard voice request parameters."""
         p = {"AccountSid": self.account_sid, "ApiVersion": API_VERSION, "CallSid": call.sid,
              "CallStatus": call_status, "Called": call.to, "Caller": call.from_,
              "Direction": call.direction, "From": call.from_, "To": call.to}
@@ -980,7 +980,7 @@ class FakeTwilio:
         return p
 
     async def webhook(self, call, purpose, url, method, params):
-        """Signed request to a product URL (twilio-rest.md §8, §9). Returns (status,
+        """Signed request to a product URL (docs/protocols.md, Twilio REST §8, §9). Returns (status,
         content_type, text) or None when it could not be delivered."""
         target = self.deliver_url(url)
         rec = {"purpose": purpose, "url": url, "method": method, "params": dict(params)}
@@ -1025,7 +1025,7 @@ class FakeTwilio:
 
     # ------------------------------------------------------------ status callbacks
     def queue_callback(self, call, event):
-        """Status callbacks (twilio-rest.md §8.2): 'completed' always when StatusCallback
+        """Status callbacks (docs/protocols.md, Twilio REST §8.2): 'completed' always when StatusCallback
         is set, the others only when asked for in StatusCallbackEvent."""
         if not call.status_callback:
             return
@@ -1599,7 +1599,7 @@ class FakeTwilio:
             return "next", None         # execute() picks the redirect up
         if outcome == "hangup":
             return "end", None          # whoever hung up recorded ended_by
-        # app_closed / handshake_failed: <Connect> is over (twilio-call-control.md §2)
+        # app_closed / handshake_failed: <Connect> is over (docs/protocols.md, call control §2)
         if spec.action:
             call.event("<Connect> ended (%s): requesting its action %s" % (outcome, spec.action))
             return "goto", source_url(spec.action, spec.action_method, "<Connect action>")
@@ -1779,7 +1779,7 @@ class FakeTwilio:
 
     # ------------------------------------------------------------------ AMD
     async def amd_decide(self, call):
-        """Wait until the AMD verdict (twilio-call-control.md §3.4 timing, scaled down by the
+        """Wait until the AMD verdict (docs/protocols.md, call control §3.4 timing, scaled down by the
         settings) and record it. Returns False when the call was hung up meanwhile."""
         amd = call.amd
         s = self.settings
@@ -2067,7 +2067,7 @@ class FakeTwilio:
                 return bad(21200, "%s must be an integer" % k)
         if "Timeout" in form and not 1 <= int(form["Timeout"]) <= 600:
             return bad(21200, "Timeout must be between 1 and 600")
-        # answering machine detection (twilio-call-control.md §3.1)
+        # answering machine detection (docs/protocols.md, call control §3.1)
         md = form.get("MachineDetection")
         if md is not None and md not in ("Enable", "DetectMessageEnd"):
             return bad(21200, "MachineDetection must be Enable or DetectMessageEnd")
@@ -2138,7 +2138,7 @@ class FakeTwilio:
         return web.json_response(call.resource(), status=201)
 
     async def update_call(self, call, form, entry):
-        """POST Calls/{sid}.json (twilio-call-control.md §1): Status, Url/Twiml (redirect),
+        """POST Calls/{sid}.json (docs/protocols.md, call control §1): Status, Url/Twiml (redirect),
         StatusCallback*, TimeLimit. Any update of an ended call: 400 21220."""
         unknown = sorted(set(form) - KNOWN_UPDATE_PARAMS)
         if unknown:
@@ -2231,7 +2231,7 @@ class FakeTwilio:
 
     # -------------------------------------------------------------- paging
     def page(self, request, key, items, sid_of, base_path, to_json):
-        """One page per twilio-rest.md §5. Page>0 needs the PageToken that the previous
+        """One page per docs/protocols.md, Twilio REST §5. Page>0 needs the PageToken that the previous
         (PA<last sid of the previous page>) or next (PB<first sid of the next page>) page's
         URI carried, so a client must follow next_page_uri instead of fabricating it."""
         q = request.query
@@ -2559,7 +2559,7 @@ async def amain(args):
 def main(argv=None):
     ap = argparse.ArgumentParser(description="Fake Twilio (REST + media client) for tests. SIMULATION only.")
     ap.add_argument("--selftest", action="store_true", help="check the signature function against "
-                    "twilio-rest.md §10 and exit 0/1")
+                    "docs/protocols.md, Twilio REST §10 and exit 0/1")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0, help="0 = pick a free port")
     ap.add_argument("--tls-cert")

@@ -234,7 +234,7 @@ def test_selftest_cli():
 def test_signature_vectors_direct():
     import fake_twilio
     assert fake_twilio.selftest(verbose=False)
-    # twilio-rest.md §10.1 B: the wss URL, not https
+    # docs/protocols.md, Twilio REST §10.1 B: the wss URL, not https
     assert C.twilio_signature(TOKEN, "wss://bridge.example.com/media-stream") == "0ZvicYzAOFzBhn5l69PEtGsZ3pk="
     assert not C.validate_twilio_signature(TOKEN, "wss://bridge.example.com/media-stream", None,
                                            "EeRO3/dKOQfrpbyue97XBwvuqA4=")

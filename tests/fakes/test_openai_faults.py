@@ -1,4 +1,4 @@
-"""Tests of fake_openai.py's fault injection (openai-realtime-acting.md §7): the verified
+"""Tests of fake_openai.py's fault injection (docs/protocols.md, Realtime acting §7): the verified
 bad-key answer (101, error, close 3000), expires_at and session expiry, a connection dropped
 mid-response (after N audio deltas, or now through /_fake/drop; abrupt or 1011), errors that
 end a live session (/_fake/fatal), refused upgrades (refuse_next) and sessions that end at

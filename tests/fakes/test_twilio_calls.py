@@ -393,7 +393,7 @@ def test_new_stream_for_the_same_call_after_no_answer(twilio, product, tmp_path)
     reqs = requests.get(twilio.base + "/_fake/requests").json()
     assert [q["at_ms"] for q in reqs] == sorted(q["at_ms"] for q in reqs)
     assert reqs[-1]["call_at_ms"] == hr["at_ms"] and reqs[-1]["at_ms"] == hr["fake_at_ms"]
-    # updates of an ended call: 400 21220 (twilio-call-control.md §1.1)
+    # updates of an ended call: 400 21220 (docs/protocols.md, call control §1.1)
     for data in ({"Status": "completed"}, {"Twiml": "<Response><Hangup/></Response>"},
                  {"Url": PUBLIC + "/twiml"}):
         r = rest(twilio, "POST", "Calls/%s.json" % sid, data=data)

@@ -1156,7 +1156,7 @@ test_new_session_keeps_counters(void **state)
 }
 
 
-/* the function call flow of openai-realtime-acting.md 2.2 */
+/* the function call flow of docs/protocols.md, Realtime acting 2.2 */
 
 static void
 test_function_call_runs_once_completed(void **state)

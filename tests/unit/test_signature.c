@@ -1,6 +1,6 @@
 /*
  * test_signature.c: unit tests of ngx_voice_module/ngx_http_voice_signature.c
- * against every worked example of ../shared/reference/twilio-rest.md
+ * against every worked example of docs/protocols.md, Twilio REST
  * section 10: twilio-python's known answers (with the port variants and
  * the repeated key), and the constructed vectors A-D (status callback,
  * WebSocket upgrade over wss://, JSON body, voice webhook).

@@ -1,7 +1,7 @@
 /*
  * test_twilio.c: unit tests of ngx_voice_module/ngx_http_voice_twilio.c
  * with the exact example messages of
- * ../shared/reference/twilio-media-streams.md: every event of section 4,
+ * docs/protocols.md, Media Streams: every event of section 4,
  * parsed field by field, and the exact bytes of the three messages of
  * section 5.  Then what must be refused: JSON numbers where Twilio sends
  * decimal strings, bad or oversize base64, missing or malformed SIDs.
