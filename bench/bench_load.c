@@ -62,6 +62,7 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 
+#include "voice_b64.h"
 #include "bench_ws.h"
 
 
@@ -586,7 +587,7 @@ bench_load_send_frame(bench_call_t *c, uint64_t now)
                  (unsigned) ++c->seq, (unsigned) f + 1,
                  (unsigned long long) f * 20);
 
-    n += (int) bench_b64_encode(msg + n, audio, BENCH_FRAME);
+    n += (int) voice_b64_encode(msg + n, audio, BENCH_FRAME);
     n += snprintf(msg + n, sizeof(msg) - (size_t) n,
                   "\"},\"streamSid\":\"%s\"}", c->stream_sid);
 
@@ -716,7 +717,7 @@ bench_load_send_upgrade(bench_call_t *c, uint64_t now)
     }
 
     RAND_bytes(raw, sizeof(raw));
-    n = (int) bench_b64_encode(c->key, raw, sizeof(raw));
+    n = (int) voice_b64_encode(c->key, raw, sizeof(raw));
     c->key[n] = '\0';
 
     n = snprintf(req, sizeof(req),
@@ -968,7 +969,8 @@ bench_load_media(bench_call_t *c, const char *payload, size_t len,
 
     memcpy(bench_scratch, c->carry, c->carry_len);
 
-    n = bench_b64_decode(bench_scratch + c->carry_len, payload, len);
+    n = voice_b64_decode(bench_scratch + c->carry_len,
+                         bench_scratch_size - c->carry_len, payload, len);
 
     if (n < 0) {
         bench_st.protocol_errors++;
@@ -1036,10 +1038,16 @@ static void
 bench_load_message(bench_call_t *c, const char *json, size_t len,
     uint64_t now)
 {
+    int          m;
     size_t       en, vn;
     const char  *event, *v;
 
-    event = bench_json_str(json, len, "event", &en);
+    if (bench_json_parse(json, len) != 0) {
+        bench_st.protocol_errors++;
+        return;
+    }
+
+    event = bench_json_str(json, 0, "event", &en);
 
     if (event == NULL) {
         bench_st.protocol_errors++;
@@ -1048,7 +1056,8 @@ bench_load_message(bench_call_t *c, const char *json, size_t len,
 
     if (en == 5 && memcmp(event, "media", 5) == 0) {
         bench_st.media_in++;
-        v = bench_json_str(json, len, "payload", &vn);
+        m = bench_json_obj(json, 0, "media");
+        v = (m < 0) ? NULL : bench_json_str(json, m, "payload", &vn);
 
         if (v == NULL) {
             bench_st.protocol_errors++;
@@ -1061,7 +1070,8 @@ bench_load_message(bench_call_t *c, const char *json, size_t len,
 
     if (en == 4 && memcmp(event, "mark", 4) == 0) {
         bench_st.marks_in++;
-        v = bench_json_str(json, len, "name", &vn);
+        m = bench_json_obj(json, 0, "mark");
+        v = (m < 0) ? NULL : bench_json_str(json, m, "name", &vn);
 
         if (v == NULL) {
             bench_st.protocol_errors++;
@@ -1928,7 +1938,7 @@ bench_load_setup(void)
             return -1;
         }
 
-        n = bench_b64_encode(bench_signature, (const uint8_t *) sig, mdlen);
+        n = voice_b64_encode(bench_signature, (const uint8_t *) sig, mdlen);
         bench_signature[n] = '\0';
     }
 

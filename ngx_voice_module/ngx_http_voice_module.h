@@ -39,7 +39,9 @@
  *   logs             ngx_http_voice_log.c (the call a request is about:
  *                    its error_log lines, $voice_call_sid and
  *                    $voice_call_status)
- *   leaf code        ngx_http_voice_json.c (the JSON tokenizer)
+ *   leaf code        ../common/voice_json.c (the JSON tokenizer and string
+ *                    writer), ../common/voice_b64.c (base64): shared
+ *                    with bridged
  */
 
 #ifndef NGX_HTTP_VOICE_MODULE_H
