@@ -63,6 +63,7 @@
 #include <openssl/rand.h>
 
 #include "voice_b64.h"
+#include "voice_json.h"
 #include "bench_ws.h"
 
 
@@ -1099,8 +1100,7 @@ bench_load_message(bench_call_t *c, const char *json, size_t len,
 static void
 bench_load_server_close(bench_call_t *c, const uint8_t *p, size_t n)
 {
-    char      *r;
-    unsigned   code, live;
+    unsigned  code, live;
 
     code = (n >= 2) ? (unsigned) p[0] << 8 | p[1] : 1005;
     live = (c->state == BENCH_CALL_OPEN && bench_phase < BENCH_PHASE_CLOSE);
@@ -1119,14 +1119,6 @@ bench_load_server_close(bench_call_t *c, const uint8_t *p, size_t n)
         snprintf(bench_st.drop_reason, sizeof(bench_st.drop_reason),
                  "close %u %.*s", code, (int) (n > 2 ? n - 2 : 0),
                  (const char *) p + 2);
-
-        /* it goes into JSON as it is */
-
-        for (r = bench_st.drop_reason; *r; r++) {
-            if (*r == '"' || *r == '\\' || (unsigned char) *r < 0x20) {
-                *r = '_';
-            }
-        }
     }
 
     if (c->state == BENCH_CALL_OPEN) {
@@ -1708,10 +1700,19 @@ bench_load_report(uint64_t started, uint64_t ended)
     char            last[32];
     double          wall_s, win_s, cpu_ms, win_cpu_ms, cpu_pct, win_pct;
     double          p50, p99, max, a50, a99, amax;
+    uint8_t        *q;
     uint64_t        failed;
     struct rusage   ru_end;
 
+    /* the peer's close reason, as a JSON string: 6 bytes a byte at most */
+    uint8_t         reason[6 * sizeof(bench_st.drop_reason) + 3];
+
     getrusage(RUSAGE_SELF, &ru_end);
+
+    q = voice_json_put_str(reason, reason + sizeof(reason) - 1,
+                           (const uint8_t *) bench_st.drop_reason,
+                           strlen(bench_st.drop_reason));
+    *q = '\0';
 
     wall_s = (double) (ended - started) / 1e9;
     win_s = (double) (bench_win_end - bench_win_begin) / 1e9;
@@ -1738,7 +1739,7 @@ bench_load_report(uint64_t started, uint64_t ended)
                "\"failed\":%llu,\"failed_refused\":%llu,"
                "\"failed_status\":%llu,\"last_status\":%d,"
                "\"failed_timeout\":%llu,\"failed_other\":%llu,"
-               "\"dropped\":%llu,\"drop_reason\":\"%s\","
+               "\"dropped\":%llu,\"drop_reason\":%s,"
                "\"refused\":%llu,"
                "\"seconds\":%u,\"wall_s\":%.3f,\"window_s\":%.3f,"
                "\"frames_sent\":%llu,\"frames_echoed\":%llu,"
@@ -1769,7 +1770,7 @@ bench_load_report(uint64_t started, uint64_t ended)
                (unsigned long long) bench_st.failed[BENCH_FAIL_TIMEOUT],
                (unsigned long long) bench_st.failed[BENCH_FAIL_OTHER],
                (unsigned long long) bench_st.dropped,
-               bench_st.drop_reason,
+               (const char *) reason,
                (unsigned long long) bench_st.refused,
                bench_opt.seconds, wall_s, win_s,
                (unsigned long long) bench_st.frames_sent,

@@ -845,9 +845,8 @@ static int
 bd_oai_event_flat_delta(bd_oai_event_conv_t *cv, const char *json,
     size_t len)
 {
-    int                n, i, k, m[4];
+    int                n, i, m[4];
     char               item[BD_OAI_EVENT_ID_MAX], resp[BD_OAI_EVENT_ID_MAX];
-    uint32_t           j;
     const uint8_t     *text;
     voice_json_tok_t   toks[BD_OAI_EVENT_DELTA_TOKS];
 
@@ -859,16 +858,8 @@ bd_oai_event_flat_delta(bd_oai_event_conv_t *cv, const char *json,
 
     n = voice_json_parse(text, len, toks, BD_OAI_EVENT_DELTA_TOKS, NULL);
 
-    if (n < 1 || toks[0].type != VOICE_JSON_OBJECT) {
+    if (n < 1 || !voice_json_names_plain(toks, 0)) {
         return 0;
-    }
-
-    for (k = 1, j = 0; j < toks[0].size; j++) {
-        if (toks[k].escaped) {
-            return 0;
-        }
-
-        k = (int) toks[k + 1].next;
     }
 
     for (i = 0; i < 4; i++) {

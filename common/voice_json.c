@@ -729,6 +729,31 @@ voice_json_get(const uint8_t *text,
 
 
 int
+voice_json_names_plain(const voice_json_tok_t *toks, int obj)
+{
+    int       i;
+    uint32_t  k;
+
+    if (obj < 0 || toks[obj].type != VOICE_JSON_OBJECT) {
+        return 0;
+    }
+
+    i = obj + 1;
+
+    for (k = 0; k < toks[obj].size; k++) {
+
+        if (toks[i].escaped) {
+            return 0;
+        }
+
+        i = (int) toks[i + 1].next;
+    }
+
+    return 1;
+}
+
+
+int
 voice_json_str_eq(const uint8_t *text,
     const voice_json_tok_t *toks, int i, const char *s)
 {

@@ -73,6 +73,14 @@ int voice_json_parse(const uint8_t *text, size_t len,
 int voice_json_get(const uint8_t *text,
     const voice_json_tok_t *toks, int obj, const char *key);
 
+/*
+ * 1 when no member name of the object at token index obj holds an escape,
+ * 0 otherwise (or when obj is no object).  bridged reads a member without
+ * cJSON only then: cJSON ends a name at an escaped NUL, this tokenizer
+ * does not, and the two must find the same members.
+ */
+int voice_json_names_plain(const voice_json_tok_t *toks, int obj);
+
 /* 1 when string token i equals s (compared after unescaping) */
 int voice_json_str_eq(const uint8_t *text,
     const voice_json_tok_t *toks, int i, const char *s);

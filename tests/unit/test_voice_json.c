@@ -589,6 +589,13 @@ test_delta_escapes_and_nesting(void **state)
     t = "{\"ty\\u0070e\":\"t\"}";
     assert_true(parse(t) > 0);
     assert_true(toks[1].escaped);
+    assert_false(voice_json_names_plain(toks, 0));
+
+    t = "{\"a\":{\"b\\n\":1},\"l\":[\"\\n\"],\"c\":\"\\n\"}";
+    assert_true(parse(t) > 0);
+    assert_true(voice_json_names_plain(toks, 0));
+    assert_false(voice_json_names_plain(toks, 2));
+    assert_false(voice_json_names_plain(toks, 5));
 
     /* nested values are read past, unlike the flat scan */
 
