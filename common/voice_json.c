@@ -911,27 +911,6 @@ voice_json_uint(const uint8_t *text,
 
 
 uint8_t *
-voice_json_put(uint8_t *p, uint8_t *last, const char *s)
-{
-    size_t  n;
-
-    if (p == NULL) {
-        return NULL;
-    }
-
-    n = strlen(s);
-
-    if ((size_t) (last - p) < n) {
-        return NULL;
-    }
-
-    memcpy(p, s, n);
-
-    return p + n;
-}
-
-
-uint8_t *
 voice_json_put_str(uint8_t *p, uint8_t *last, const uint8_t *s, size_t len)
 {
     size_t   i;
