@@ -38,6 +38,7 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 
+#include "voice_b64.h"
 #include "bench_ws.h"
 
 
@@ -136,23 +137,6 @@ bench_fake_usage(FILE *out)
 "\n"
 "SIGUSR1: one line on stderr with the connections and sessions open now\n",
         out);
-}
-
-
-/* the number of bytes n characters of base64 decode to */
-
-static size_t
-bench_fake_b64_bytes(const char *p, size_t n)
-{
-    size_t  bytes;
-
-    bytes = n / 4 * 3;
-
-    if (n >= 4) {
-        bytes -= (p[n - 1] == '=') + (p[n - 2] == '=');
-    }
-
-    return bytes;
 }
 
 
@@ -260,7 +244,7 @@ bench_fake_openai_message(bench_fake_conn_t *c, const char *json, size_t len)
         }
 
         bench_fake_appends++;
-        bench_fake_audio_bytes += bench_fake_b64_bytes(audio, an);
+        bench_fake_audio_bytes += voice_b64_decoded_len(audio, an);
 
         if (bench_fake_no_echo) {
             return 0;
@@ -329,7 +313,7 @@ bench_fake_twilio_message(bench_fake_conn_t *c, const char *json, size_t len)
         }
 
         bench_fake_appends++;
-        bench_fake_audio_bytes += bench_fake_b64_bytes(payload, pn);
+        bench_fake_audio_bytes += voice_b64_decoded_len(payload, pn);
 
         n = snprintf(head, sizeof(head),
                      "{\"event\":\"media\",\"streamSid\":\"%s\","

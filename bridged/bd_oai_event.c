@@ -912,10 +912,7 @@ bd_oai_event_audio(bd_oai_event_conv_t *cv, const char *item_id,
 
     /* the bytes it decodes to */
 
-    bytes = (long) (len / 4 * 3);
-    if (len >= 4) {
-        bytes -= (delta[len - 1] == '=') + (delta[len - 2] == '=');
-    }
+    bytes = (long) voice_b64_decoded_len(delta, len);
 
     it = bd_oai_event_item(cv, item_id, VOICE_PROTO_ROLE_ASSISTANT);
 

@@ -35,4 +35,22 @@ size_t voice_b64_encode(char *dst, const uint8_t *src, size_t len);
 long voice_b64_decode(uint8_t *dst, size_t cap, const char *src, size_t len);
 
 
+/*
+ * The bytes len characters of base64 decode to, padded or not: what
+ * voice_b64_decode() returns when it accepts them, found without
+ * decoding (to say "too big" rather than "invalid", or to count audio
+ * that is dropped undecoded).  Inline: it runs once per frame.
+ */
+
+static inline size_t
+voice_b64_decoded_len(const char *src, size_t len)
+{
+    if (len >= 4 && len % 4 == 0 && src[len - 1] == '=') {
+        len -= (src[len - 2] == '=') ? 2 : 1;
+    }
+
+    return len / 4 * 3 + ((len % 4) ? len % 4 - 1 : 0);
+}
+
+
 #endif /* VOICE_B64_H */

@@ -300,7 +300,6 @@ ngx_http_voice_twilio_parse_media(ngx_http_voice_twilio_ctx_t *c, int root,
 {
     int                          m, i;
     long                         k;
-    size_t                       n;
     ngx_http_voice_twilio_str_t  s;
 
     m = ngx_http_voice_twilio_object(c, root, "media", 1,
@@ -338,15 +337,13 @@ ngx_http_voice_twilio_parse_media(ngx_http_voice_twilio_ctx_t *c, int root,
     }
 
     /* say "too big" rather than "invalid" when that is what it is */
-    n = s.len;
 
-    if (n && n % 4 == 0) {
-        n = n / 4 * 3 - (s.data[n - 1] == '=') - (s.data[n - 2] == '=');
-
-        if (n > NGX_HTTP_VOICE_TWILIO_MAX_AUDIO) {
-            c->err = "media.payload decodes to more than 8192 bytes";
-            return -1;
-        }
+    if (s.len % 4 == 0
+        && voice_b64_decoded_len((const char *) s.data, s.len)
+           > NGX_HTTP_VOICE_TWILIO_MAX_AUDIO)
+    {
+        c->err = "media.payload decodes to more than 8192 bytes";
+        return -1;
     }
 
     /* Twilio pads: a payload that does not is refused */

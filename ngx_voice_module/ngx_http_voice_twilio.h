@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "voice_b64.h"
+
 
 #define NGX_HTTP_VOICE_TWILIO_CONNECTED   1
 #define NGX_HTTP_VOICE_TWILIO_START       2
@@ -119,7 +121,7 @@ size_t ngx_http_voice_twilio_write_clear(uint8_t *out, size_t cap,
 
 /* the largest media message for audio_len bytes of audio */
 #define NGX_HTTP_VOICE_TWILIO_MEDIA_SIZE(sid_len, audio_len)                  \
-    (64 + (sid_len) + 4 * (((audio_len) + 2) / 3))
+    (64 + (sid_len) + VOICE_B64_ENCODED_LEN(audio_len))
 
 
 #endif /* NGX_HTTP_VOICE_TWILIO_H */

@@ -2,11 +2,12 @@
  * fuzz_b64.c: libFuzzer target of the shared base64 (common/voice_b64.c).
  *
  * Byte 0 picks the output bound, the rest is decoded as base64.  What the
- * strict decoder accepts must fit the bound and re-encode to the same
- * characters, padding aside (it accepts only the canonical spelling); the
- * same text padded or not must decode alike.  The rest is also encoded as
- * bytes, which must decode back to themselves, and to nothing with one
- * byte less of room.
+ * strict decoder accepts must fit the bound, have the length
+ * voice_b64_decoded_len() predicts, and re-encode to the same characters,
+ * padding aside (it accepts only the canonical spelling); the same text
+ * padded or not must decode alike.  The rest is also encoded as bytes,
+ * which must decode back to themselves, and to nothing with one byte less
+ * of room.
  */
 
 #include <stdint.h>
@@ -45,7 +46,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     n = voice_b64_decode(fuzz_dec, cap, text, len);
 
     if (n >= 0) {
-        if ((size_t) n > cap || (size_t) n > VOICE_B64_DECODED_MAX(len)) {
+        if ((size_t) n > cap || (size_t) n > VOICE_B64_DECODED_MAX(len)
+            || voice_b64_decoded_len(text, len) != (size_t) n)
+        {
             abort();
         }
 

@@ -199,7 +199,10 @@ test_decode_in_pieces(void **state)
 }
 
 
-/* from the Twilio parser's tests: the output bound, one byte at a time */
+/*
+ * From the Twilio parser's tests: the output bound, one byte at a time;
+ * and the decoded length found without decoding, padded or not.
+ */
 
 static void
 test_output_bound(void **state)
@@ -227,6 +230,7 @@ test_output_bound(void **state)
         assert_int_equal(m, 4 * ((len + 2) / 3));
         assert_int_equal(voice_b64_decode(dec, len, enc, m), len);
         assert_memory_equal(dec, in, len);
+        assert_int_equal(voice_b64_decoded_len(enc, m), len);
 
         /* one byte short of room */
         if (len) {
@@ -241,6 +245,7 @@ test_output_bound(void **state)
         n = voice_b64_decode(dec, len, enc, m);
         assert_int_equal(n, len);
         assert_memory_equal(dec, in, len);
+        assert_int_equal(voice_b64_decoded_len(enc, m), len);
 
         if (len) {
             assert_int_equal(voice_b64_decode(dec, len - 1, enc, m), -1);
