@@ -38,6 +38,7 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 
+#include "voice_b64.h"
 #include "bench_ws.h"
 
 
@@ -139,23 +140,6 @@ bench_fake_usage(FILE *out)
 }
 
 
-/* the number of bytes n characters of base64 decode to */
-
-static size_t
-bench_fake_b64_bytes(const char *p, size_t n)
-{
-    size_t  bytes;
-
-    bytes = n / 4 * 3;
-
-    if (n >= 4) {
-        bytes -= (p[n - 1] == '=') + (p[n - 2] == '=');
-    }
-
-    return bytes;
-}
-
-
 /* a frame header and its payload go straight into the output buffer */
 
 static int
@@ -218,56 +202,18 @@ bench_fake_send_close(bench_fake_conn_t *c, unsigned code)
 /* the object value of "session" in a session.update, or "{}" */
 
 static const char *
-bench_fake_session(const char *json, size_t len, size_t *n)
+bench_fake_session(const char *json, size_t *n)
 {
-    int          depth, in_str;
-    const char  *p, *end, *start;
+    int  i;
 
-    end = json + len;
-    p = memmem(json, len, "\"session\"", 9);
+    i = bench_json_obj(json, 0, "session");
 
-    if (p == NULL) {
-        goto none;
+    if (i < 0) {
+        *n = 2;
+        return "{}";
     }
 
-    for (p += 9; p < end && *p != '{'; p++) {
-        if (*p != ' ' && *p != ':') {
-            goto none;
-        }
-    }
-
-    start = p;
-    depth = 0;
-    in_str = 0;
-
-    for ( /* void */ ; p < end; p++) {
-        if (in_str) {
-            if (*p == '\\') {
-                p++;
-
-            } else if (*p == '"') {
-                in_str = 0;
-            }
-
-            continue;
-        }
-
-        if (*p == '"') {
-            in_str = 1;
-
-        } else if (*p == '{') {
-            depth++;
-
-        } else if (*p == '}' && --depth == 0) {
-            *n = (size_t) (p + 1 - start);
-            return start;
-        }
-    }
-
-none:
-
-    *n = 2;
-    return "{}";
+    return bench_json_text(json, i, n);
 }
 
 
@@ -279,7 +225,8 @@ bench_fake_openai_message(bench_fake_conn_t *c, const char *json, size_t len)
     size_t       tn, an, sn;
     const char  *type, *audio, *session;
 
-    type = bench_json_str(json, len, "type", &tn);
+    type = (bench_json_parse(json, len) == 0)
+           ? bench_json_str(json, 0, "type", &tn) : NULL;
 
     if (type == NULL) {
         bench_fake_bad++;
@@ -289,7 +236,7 @@ bench_fake_openai_message(bench_fake_conn_t *c, const char *json, size_t len)
     if (tn == sizeof("input_audio_buffer.append") - 1
         && memcmp(type, "input_audio_buffer.append", tn) == 0)
     {
-        audio = bench_json_str(json, len, "audio", &an);
+        audio = bench_json_str(json, 0, "audio", &an);
 
         if (audio == NULL) {
             bench_fake_bad++;
@@ -297,7 +244,7 @@ bench_fake_openai_message(bench_fake_conn_t *c, const char *json, size_t len)
         }
 
         bench_fake_appends++;
-        bench_fake_audio_bytes += bench_fake_b64_bytes(audio, an);
+        bench_fake_audio_bytes += voice_b64_decoded_len(audio, an);
 
         if (bench_fake_no_echo) {
             return 0;
@@ -317,7 +264,7 @@ bench_fake_openai_message(bench_fake_conn_t *c, const char *json, size_t len)
         && memcmp(type, "session.update", tn) == 0)
     {
         bench_fake_updates++;
-        session = bench_fake_session(json, len, &sn);
+        session = bench_fake_session(json, &sn);
 
         n = snprintf(head, sizeof(head),
                      "{\"type\":\"session.updated\","
@@ -336,19 +283,20 @@ bench_fake_openai_message(bench_fake_conn_t *c, const char *json, size_t len)
 static int
 bench_fake_twilio_message(bench_fake_conn_t *c, const char *json, size_t len)
 {
-    int          n;
+    int          n, m;
     char         head[160], tail[200];
     size_t       en, pn, sn;
     const char  *event, *payload, *sid;
 
-    event = bench_json_str(json, len, "event", &en);
+    event = (bench_json_parse(json, len) == 0)
+            ? bench_json_str(json, 0, "event", &en) : NULL;
 
     if (event == NULL) {
         bench_fake_bad++;
         return 0;
     }
 
-    sid = bench_json_str(json, len, "streamSid", &sn);
+    sid = bench_json_str(json, 0, "streamSid", &sn);
 
     if (sid != NULL && sn < sizeof(c->stream_sid)) {
         memcpy(c->stream_sid, sid, sn);
@@ -356,7 +304,8 @@ bench_fake_twilio_message(bench_fake_conn_t *c, const char *json, size_t len)
     }
 
     if (en == 5 && memcmp(event, "media", 5) == 0) {
-        payload = bench_json_str(json, len, "payload", &pn);
+        m = bench_json_obj(json, 0, "media");
+        payload = (m < 0) ? NULL : bench_json_str(json, m, "payload", &pn);
 
         if (payload == NULL) {
             bench_fake_bad++;
@@ -364,7 +313,7 @@ bench_fake_twilio_message(bench_fake_conn_t *c, const char *json, size_t len)
         }
 
         bench_fake_appends++;
-        bench_fake_audio_bytes += bench_fake_b64_bytes(payload, pn);
+        bench_fake_audio_bytes += voice_b64_decoded_len(payload, pn);
 
         n = snprintf(head, sizeof(head),
                      "{\"event\":\"media\",\"streamSid\":\"%s\","

@@ -62,6 +62,8 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 
+#include "voice_b64.h"
+#include "voice_json.h"
 #include "bench_ws.h"
 
 
@@ -586,7 +588,7 @@ bench_load_send_frame(bench_call_t *c, uint64_t now)
                  (unsigned) ++c->seq, (unsigned) f + 1,
                  (unsigned long long) f * 20);
 
-    n += (int) bench_b64_encode(msg + n, audio, BENCH_FRAME);
+    n += (int) voice_b64_encode(msg + n, audio, BENCH_FRAME);
     n += snprintf(msg + n, sizeof(msg) - (size_t) n,
                   "\"},\"streamSid\":\"%s\"}", c->stream_sid);
 
@@ -716,7 +718,7 @@ bench_load_send_upgrade(bench_call_t *c, uint64_t now)
     }
 
     RAND_bytes(raw, sizeof(raw));
-    n = (int) bench_b64_encode(c->key, raw, sizeof(raw));
+    n = (int) voice_b64_encode(c->key, raw, sizeof(raw));
     c->key[n] = '\0';
 
     n = snprintf(req, sizeof(req),
@@ -968,7 +970,8 @@ bench_load_media(bench_call_t *c, const char *payload, size_t len,
 
     memcpy(bench_scratch, c->carry, c->carry_len);
 
-    n = bench_b64_decode(bench_scratch + c->carry_len, payload, len);
+    n = voice_b64_decode(bench_scratch + c->carry_len,
+                         bench_scratch_size - c->carry_len, payload, len);
 
     if (n < 0) {
         bench_st.protocol_errors++;
@@ -1036,10 +1039,16 @@ static void
 bench_load_message(bench_call_t *c, const char *json, size_t len,
     uint64_t now)
 {
+    int          m;
     size_t       en, vn;
     const char  *event, *v;
 
-    event = bench_json_str(json, len, "event", &en);
+    if (bench_json_parse(json, len) != 0) {
+        bench_st.protocol_errors++;
+        return;
+    }
+
+    event = bench_json_str(json, 0, "event", &en);
 
     if (event == NULL) {
         bench_st.protocol_errors++;
@@ -1048,7 +1057,8 @@ bench_load_message(bench_call_t *c, const char *json, size_t len,
 
     if (en == 5 && memcmp(event, "media", 5) == 0) {
         bench_st.media_in++;
-        v = bench_json_str(json, len, "payload", &vn);
+        m = bench_json_obj(json, 0, "media");
+        v = (m < 0) ? NULL : bench_json_str(json, m, "payload", &vn);
 
         if (v == NULL) {
             bench_st.protocol_errors++;
@@ -1061,7 +1071,8 @@ bench_load_message(bench_call_t *c, const char *json, size_t len,
 
     if (en == 4 && memcmp(event, "mark", 4) == 0) {
         bench_st.marks_in++;
-        v = bench_json_str(json, len, "name", &vn);
+        m = bench_json_obj(json, 0, "mark");
+        v = (m < 0) ? NULL : bench_json_str(json, m, "name", &vn);
 
         if (v == NULL) {
             bench_st.protocol_errors++;
@@ -1089,8 +1100,7 @@ bench_load_message(bench_call_t *c, const char *json, size_t len,
 static void
 bench_load_server_close(bench_call_t *c, const uint8_t *p, size_t n)
 {
-    char      *r;
-    unsigned   code, live;
+    unsigned  code, live;
 
     code = (n >= 2) ? (unsigned) p[0] << 8 | p[1] : 1005;
     live = (c->state == BENCH_CALL_OPEN && bench_phase < BENCH_PHASE_CLOSE);
@@ -1109,14 +1119,6 @@ bench_load_server_close(bench_call_t *c, const uint8_t *p, size_t n)
         snprintf(bench_st.drop_reason, sizeof(bench_st.drop_reason),
                  "close %u %.*s", code, (int) (n > 2 ? n - 2 : 0),
                  (const char *) p + 2);
-
-        /* it goes into JSON as it is */
-
-        for (r = bench_st.drop_reason; *r; r++) {
-            if (*r == '"' || *r == '\\' || (unsigned char) *r < 0x20) {
-                *r = '_';
-            }
-        }
     }
 
     if (c->state == BENCH_CALL_OPEN) {
@@ -1698,10 +1700,19 @@ bench_load_report(uint64_t started, uint64_t ended)
     char            last[32];
     double          wall_s, win_s, cpu_ms, win_cpu_ms, cpu_pct, win_pct;
     double          p50, p99, max, a50, a99, amax;
+    uint8_t        *q;
     uint64_t        failed;
     struct rusage   ru_end;
 
+    /* the peer's close reason, as a JSON string: 6 bytes a byte at most */
+    uint8_t         reason[6 * sizeof(bench_st.drop_reason) + 3];
+
     getrusage(RUSAGE_SELF, &ru_end);
+
+    q = voice_json_put_str(reason, reason + sizeof(reason) - 1,
+                           (const uint8_t *) bench_st.drop_reason,
+                           strlen(bench_st.drop_reason));
+    *q = '\0';
 
     wall_s = (double) (ended - started) / 1e9;
     win_s = (double) (bench_win_end - bench_win_begin) / 1e9;
@@ -1728,7 +1739,7 @@ bench_load_report(uint64_t started, uint64_t ended)
                "\"failed\":%llu,\"failed_refused\":%llu,"
                "\"failed_status\":%llu,\"last_status\":%d,"
                "\"failed_timeout\":%llu,\"failed_other\":%llu,"
-               "\"dropped\":%llu,\"drop_reason\":\"%s\","
+               "\"dropped\":%llu,\"drop_reason\":%s,"
                "\"refused\":%llu,"
                "\"seconds\":%u,\"wall_s\":%.3f,\"window_s\":%.3f,"
                "\"frames_sent\":%llu,\"frames_echoed\":%llu,"
@@ -1759,7 +1770,7 @@ bench_load_report(uint64_t started, uint64_t ended)
                (unsigned long long) bench_st.failed[BENCH_FAIL_TIMEOUT],
                (unsigned long long) bench_st.failed[BENCH_FAIL_OTHER],
                (unsigned long long) bench_st.dropped,
-               bench_st.drop_reason,
+               (const char *) reason,
                (unsigned long long) bench_st.refused,
                bench_opt.seconds, wall_s, win_s,
                (unsigned long long) bench_st.frames_sent,
@@ -1928,7 +1939,7 @@ bench_load_setup(void)
             return -1;
         }
 
-        n = bench_b64_encode(bench_signature, (const uint8_t *) sig, mdlen);
+        n = voice_b64_encode(bench_signature, (const uint8_t *) sig, mdlen);
         bench_signature[n] = '\0';
     }
 

@@ -2,8 +2,10 @@
  * bench_ws.c: the pieces both benchmark tools share (see bench_ws.h).
  *
  * Nothing here allocates except the buffers, and nothing is clever: the
- * tools must stay cheap next to what they measure, so base64 is done with
- * lookup tables and a frame is parsed without copying.
+ * tools must stay cheap next to what they measure, so a frame is parsed
+ * without copying.  base64 and JSON are the bridge's own (common/), the
+ * same code nginx and bridged run: the tools then read what the bridge
+ * writes as strictly as the bridge reads what they write.
  */
 
 #include <ctype.h>
@@ -14,18 +16,19 @@
 
 #include <openssl/sha.h>
 
+#include "voice_json.h"
+#include "voice_b64.h"
 #include "bench_ws.h"
 
 
-#define BENCH_WS_GUID  "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+#define BENCH_WS_GUID    "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+/* a session.update with its tools takes a few hundred */
+#define BENCH_JSON_TOKS  4096
 
 
-static const char  bench_b64_chars[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/* 0..63 for a base64 character, 64 for anything else */
-static uint8_t     bench_b64_value[256];
-static int         bench_b64_ready;
+/* the tokens of the last event bench_json_parse() read */
+static voice_json_tok_t  bench_json_toks[BENCH_JSON_TOKS];
 
 
 int
@@ -113,162 +116,52 @@ bench_now_ns(void)
 }
 
 
-size_t
-bench_b64_encode(char *dst, const uint8_t *src, size_t n)
+int
+bench_json_parse(const char *json, size_t len)
 {
-    char      *d;
-    size_t     i;
-    uint32_t   v;
+    int  n;
 
-    d = dst;
+    n = voice_json_parse((const uint8_t *) json, len, bench_json_toks,
+                         BENCH_JSON_TOKS, NULL);
 
-    for (i = 0; i + 3 <= n; i += 3) {
-        v = (uint32_t) src[i] << 16 | (uint32_t) src[i + 1] << 8 | src[i + 2];
-        *d++ = bench_b64_chars[v >> 18];
-        *d++ = bench_b64_chars[(v >> 12) & 63];
-        *d++ = bench_b64_chars[(v >> 6) & 63];
-        *d++ = bench_b64_chars[v & 63];
-    }
-
-    if (n - i == 1) {
-        v = (uint32_t) src[i] << 16;
-        *d++ = bench_b64_chars[v >> 18];
-        *d++ = bench_b64_chars[(v >> 12) & 63];
-        *d++ = '=';
-        *d++ = '=';
-
-    } else if (n - i == 2) {
-        v = (uint32_t) src[i] << 16 | (uint32_t) src[i + 1] << 8;
-        *d++ = bench_b64_chars[v >> 18];
-        *d++ = bench_b64_chars[(v >> 12) & 63];
-        *d++ = bench_b64_chars[(v >> 6) & 63];
-        *d++ = '=';
-    }
-
-    return (size_t) (d - dst);
+    return (n > 0 && bench_json_toks[0].type == VOICE_JSON_OBJECT) ? 0 : -1;
 }
 
 
-long
-bench_b64_decode(uint8_t *dst, const char *src, size_t n)
+int
+bench_json_obj(const char *json, int obj, const char *key)
 {
-    size_t          i, pad;
-    uint8_t        *d;
-    uint32_t        v, a, b, c, e;
-    const uint8_t  *s;
+    int  i;
 
-    if (!bench_b64_ready) {
-        memset(bench_b64_value, 64, sizeof(bench_b64_value));
+    i = voice_json_get((const uint8_t *) json, bench_json_toks, obj, key);
 
-        for (i = 0; i < 64; i++) {
-            bench_b64_value[(uint8_t) bench_b64_chars[i]] = (uint8_t) i;
-        }
-
-        bench_b64_ready = 1;
-    }
-
-    if (n % 4 != 0) {
-        return -1;
-    }
-
-    pad = 0;
-    if (n >= 4 && src[n - 1] == '=') {
-        pad = (src[n - 2] == '=') ? 2 : 1;
-    }
-
-    s = (const uint8_t *) src;
-    d = dst;
-
-    for (i = 0; i < n; i += 4) {
-        a = bench_b64_value[s[i]];
-        b = bench_b64_value[s[i + 1]];
-
-        if (i + 4 == n && pad) {
-            c = (pad == 2) ? 0 : bench_b64_value[s[i + 2]];
-            e = 0;
-
-        } else {
-            c = bench_b64_value[s[i + 2]];
-            e = bench_b64_value[s[i + 3]];
-        }
-
-        if ((a | b | c | e) & 64) {
-            return -1;
-        }
-
-        v = a << 18 | b << 12 | c << 6 | e;
-        *d++ = (uint8_t) (v >> 16);
-        *d++ = (uint8_t) (v >> 8);
-        *d++ = (uint8_t) v;
-    }
-
-    return (long) (d - dst) - (long) pad;
+    return (i >= 0 && bench_json_toks[i].type == VOICE_JSON_OBJECT) ? i : -1;
 }
 
 
 const char *
-bench_json_str(const char *json, size_t len, const char *key, size_t *vlen)
+bench_json_str(const char *json, int obj, const char *key, size_t *vlen)
 {
-    size_t       klen;
-    const char  *p, *end, *v;
+    int  i;
 
-    klen = strlen(key);
-    end = json + len;
-    p = json;
+    i = voice_json_get((const uint8_t *) json, bench_json_toks, obj, key);
 
-    for ( ;; ) {
-        p = memmem(p, (size_t) (end - p), key, klen);
-
-        if (p == NULL) {
-            return NULL;
-        }
-
-        /* "key" as a whole string, then a colon */
-
-        if (p == json || p[-1] != '"' || p + klen >= end || p[klen] != '"') {
-            p += klen;
-            continue;
-        }
-
-        v = p + klen + 1;
-
-        while (v < end && (*v == ' ' || *v == '\t' || *v == '\n'
-                           || *v == '\r'))
-        {
-            v++;
-        }
-
-        if (v >= end || *v != ':') {
-            p += klen;
-            continue;
-        }
-
-        v++;
-
-        while (v < end && (*v == ' ' || *v == '\t' || *v == '\n'
-                           || *v == '\r'))
-        {
-            v++;
-        }
-
-        if (v >= end || *v != '"') {
-            return NULL;
-        }
-
-        v++;
-
-        for (p = v; p < end; p++) {
-            if (*p == '\\') {
-                p++;
-
-            } else if (*p == '"') {
-                *vlen = (size_t) (p - v);
-                return v;
-            }
-        }
-
+    if (i < 0 || bench_json_toks[i].type != VOICE_JSON_STRING) {
         return NULL;
     }
+
+    *vlen = bench_json_toks[i].end - bench_json_toks[i].start;
+
+    return json + bench_json_toks[i].start;
+}
+
+
+const char *
+bench_json_text(const char *json, int i, size_t *vlen)
+{
+    *vlen = bench_json_toks[i].end - bench_json_toks[i].start;
+
+    return json + bench_json_toks[i].start;
 }
 
 
@@ -416,7 +309,7 @@ bench_ws_accept(char *dst, const char *key, size_t key_len)
 
     SHA1((const unsigned char *) buf, n, md);
 
-    n = bench_b64_encode(dst, md, SHA_DIGEST_LENGTH);
+    n = voice_b64_encode(dst, md, SHA_DIGEST_LENGTH);
     dst[n] = '\0';
 }
 

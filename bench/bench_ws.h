@@ -1,7 +1,8 @@
 /*
  * bench_ws.h: what the load generator and the fake OpenAI share: growing
- * byte buffers, the monotonic clock, base64, a flat JSON string lookup and
- * the RFC 6455 frame header, parsed and written.  libc and OpenSSL only.
+ * byte buffers, the monotonic clock, JSON lookups over common/voice_json.c
+ * and the RFC 6455 frame header, parsed and written.  libc, OpenSSL and
+ * common/ (base64: voice_b64.h) only.
  */
 
 #ifndef BENCH_WS_H
@@ -21,7 +22,6 @@
 /* the largest header: 2 + 8 (64-bit length) + 4 (mask) */
 #define BENCH_WS_HEADER_MAX  14
 
-#define BENCH_B64_LEN(n)     (((n) + 2) / 3 * 4)
 
 
 typedef struct {
@@ -51,18 +51,22 @@ void bench_buf_free(bench_buf_t *b);
 
 uint64_t bench_now_ns(void);
 
-size_t bench_b64_encode(char *dst, const uint8_t *src, size_t n);
-/* -1 when src is not base64 */
-long bench_b64_decode(uint8_t *dst, const char *src, size_t n);
-
 /*
- * The string value of "key" in a flat search of json: the first
- * occurrence of "key" followed by a colon and a string.  Returns a pointer
- * to its first character (escapes left as they are) and its length, or
- * NULL.
+ * Tokenizes one event, which must be a JSON object: 0, or -1.  The lookups
+ * below read its tokens until the next call (one static table: the tools
+ * are single-threaded).
  */
-const char *bench_json_str(const char *json, size_t len, const char *key,
+int bench_json_parse(const char *json, size_t len);
+/* the object member key of object obj (0 is the event): its index, or -1 */
+int bench_json_obj(const char *json, int obj, const char *key);
+/*
+ * The string member key of object obj: a pointer to its first character
+ * (escapes left as they are) and its length, or NULL.
+ */
+const char *bench_json_str(const char *json, int obj, const char *key,
     size_t *vlen);
+/* the text of token i, as written (an object with its braces) */
+const char *bench_json_text(const char *json, int i, size_t *vlen);
 
 /*
  * Parses the frame header at p: 1 with f filled in, 0 when more bytes are

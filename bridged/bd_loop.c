@@ -27,8 +27,9 @@
  *                    REST requests), bd_twapi_json.c (its JSON, the
  *                    replies), bd_retry.c (when to try again),
  *                    bd_hook.c (the post-call webhook's POSTs)
- *   leaf code        bd_b64.c (base64), bd_jscan.c (a flat JSON scan),
- *                    bd_form.c (percent-encoding)
+ *   leaf code        bd_form.c (percent-encoding); base64 and the JSON
+ *                    tokenizer are common/'s (voice_b64.c, voice_json.c),
+ *                    shared with nginx
  *
  * The protocols they speak are summarized in docs/protocols.md (Twilio,
  * OpenAI) and docs/proto.md (nginx <-> bridged).

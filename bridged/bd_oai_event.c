@@ -26,12 +26,13 @@
  * no word timings), with the whole text apart.
  *
  * Memory.  response.output_audio.delta, the event that comes at frame
- * rate, is read where it lies by a flat scan (bd_jscan.c) when it has the
- * plain shape OpenAI sends.  Any other server event is parsed with cJSON
- * into a static arena that is reset after each event, so events cost no
- * malloc; an event that does not fit falls back to malloc.  The arena is
- * used only while cJSON_ParseWithLength() runs: anything else cJSON
- * allocates, here or elsewhere in bridged, comes from malloc as usual.
+ * rate, is read where it lies by the shared tokenizer
+ * (common/voice_json.c) when it has the plain shape OpenAI sends.  Any
+ * other server event is parsed with cJSON into a static arena that is
+ * reset after each event, so events cost no malloc; an event that does
+ * not fit falls back to malloc.  The arena is used only while
+ * cJSON_ParseWithLength() runs: anything else cJSON allocates, here or
+ * elsewhere in bridged, comes from malloc as usual.
  */
 
 #include <stdalign.h>
@@ -43,16 +44,19 @@
 
 #include <cJSON.h>
 
-#include "bd_b64.h"
-#include "bd_jscan.h"
 #include "bd_log.h"
 #include "bd_stats.h"
 #include "bd_oai_event.h"
 #include "bd_session.h"
+#include "voice_b64.h"
+#include "voice_json.h"
 #include "voice_proto.h"
 
 
 #define BD_OAI_EVENT_ARENA  (512 * 1024)
+
+/* a delta event has 7 members (15 tokens); room for OpenAI to add some */
+#define BD_OAI_EVENT_DELTA_TOKS  48
 
 
 typedef void (*bd_oai_event_handler_pt)(bd_oai_event_conv_t *cv,
@@ -828,44 +832,68 @@ bd_oai_event_audio_delta(bd_oai_event_conv_t *cv, const cJSON *ev)
 
 
 /*
- * The frame-rate event without a cJSON tree (bd_jscan.c): returns 1 when
- * it was one and has been handled, 0 when the event must be parsed in
- * full (another type, or a shape the scan declines).
+ * The frame-rate event without a cJSON tree (common/voice_json.c): returns
+ * 1 when it was one and has been handled, 0 when the event must be parsed
+ * in full: another type, text the tokenizer refuses or that has more
+ * members than OpenAI sends, or an escape in a name or in a member read
+ * here.  Escapes go to cJSON because cJSON ends a name at an escaped NUL,
+ * and the two readers must never see different members (the fuzz target
+ * tests/fuzz/fuzz_json_cjson.c checks that they do not).
  */
 
 static int
 bd_oai_event_flat_delta(bd_oai_event_conv_t *cv, const char *json,
     size_t len)
 {
-    char              item[BD_OAI_EVENT_ID_MAX], resp[BD_OAI_EVENT_ID_MAX];
-    bd_jscan_field_t  f[4];
+    int                n, i, m[4];
+    char               item[BD_OAI_EVENT_ID_MAX], resp[BD_OAI_EVENT_ID_MAX];
+    const uint8_t     *text;
+    voice_json_tok_t   toks[BD_OAI_EVENT_DELTA_TOKS];
 
     static const char  type[] = "response.output_audio.delta";
+    static const char *names[4] = { "type", "item_id", "response_id",
+                                    "delta" };
 
-    f[0].name = "type";
-    f[1].name = "item_id";
-    f[2].name = "response_id";
-    f[3].name = "delta";
+    text = (const uint8_t *) json;
 
-    if (bd_jscan_flat(json, len, f, 4) != 0
-        || f[0].val == NULL || f[0].len != sizeof(type) - 1
-        || memcmp(f[0].val, type, sizeof(type) - 1) != 0
-        || f[1].val == NULL || f[1].len >= sizeof(item)
-        || f[3].val == NULL
-        || (f[2].val != NULL && f[2].len >= sizeof(resp)))
+    n = voice_json_parse(text, len, toks, BD_OAI_EVENT_DELTA_TOKS, NULL);
+
+    if (n < 1 || !voice_json_names_plain(toks, 0)) {
+        return 0;
+    }
+
+    for (i = 0; i < 4; i++) {
+        m[i] = voice_json_get(text, toks, 0, names[i]);
+
+        if (m[i] >= 0 && toks[m[i]].type != VOICE_JSON_STRING) {
+            m[i] = -1;
+
+        } else if (m[i] >= 0 && toks[m[i]].escaped) {
+            return 0;
+        }
+    }
+
+    if (m[0] < 0 || !voice_json_str_eq(text, toks, m[0], type)
+        || m[1] < 0 || toks[m[1]].end - toks[m[1]].start >= sizeof(item)
+        || m[3] < 0
+        || (m[2] >= 0 && toks[m[2]].end - toks[m[2]].start >= sizeof(resp)))
     {
         return 0;
     }
 
-    memcpy(item, f[1].val, f[1].len);
-    item[f[1].len] = '\0';
+    i = (int) (toks[m[1]].end - toks[m[1]].start);
+    memcpy(item, json + toks[m[1]].start, i);
+    item[i] = '\0';
 
-    if (f[2].val != NULL) {
-        memcpy(resp, f[2].val, f[2].len);
-        resp[f[2].len] = '\0';
+    if (m[2] >= 0) {
+        i = (int) (toks[m[2]].end - toks[m[2]].start);
+        memcpy(resp, json + toks[m[2]].start, i);
+        resp[i] = '\0';
     }
 
-    bd_oai_event_audio(cv, item, f[2].val ? resp : NULL, f[3].val, f[3].len);
+    bd_oai_event_audio(cv, item, (m[2] >= 0) ? resp : NULL,
+                       json + toks[m[3]].start,
+                       toks[m[3]].end - toks[m[3]].start);
     cv->deltas_flat++;
 
     return 1;
@@ -884,10 +912,7 @@ bd_oai_event_audio(bd_oai_event_conv_t *cv, const char *item_id,
 
     /* the bytes it decodes to */
 
-    bytes = (long) (len / 4 * 3);
-    if (len >= 4) {
-        bytes -= (delta[len - 1] == '=') + (delta[len - 2] == '=');
-    }
+    bytes = (long) voice_b64_decoded_len(delta, len);
 
     it = bd_oai_event_item(cv, item_id, VOICE_PROTO_ROLE_ASSISTANT);
 
@@ -923,8 +948,8 @@ bd_oai_event_audio(bd_oai_event_conv_t *cv, const char *item_id,
 
     for (off = 0; off < len; off += chunk) {
         last = (len - off <= chunk);
-        n = bd_b64_decode(bd_oai_event_piece, delta + off,
-                          last ? len - off : chunk);
+        n = voice_b64_decode(bd_oai_event_piece, sizeof(bd_oai_event_piece),
+                             delta + off, last ? len - off : chunk);
 
         if (n < 0) {
             bd_log(BD_LOG_INFO, cv->sid,
@@ -1821,7 +1846,7 @@ bd_oai_event_append(char *dst, size_t size, const uint8_t *audio, size_t len)
     memcpy(p, BD_OAI_EVENT_APPEND_HEAD, sizeof(BD_OAI_EVENT_APPEND_HEAD) - 1);
     p += sizeof(BD_OAI_EVENT_APPEND_HEAD) - 1;
 
-    p += bd_b64_encode(p, audio, len);
+    p += voice_b64_encode(p, audio, len);
 
     memcpy(p, BD_OAI_EVENT_APPEND_TAIL, sizeof(BD_OAI_EVENT_APPEND_TAIL) - 1);
 

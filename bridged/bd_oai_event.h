@@ -16,7 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "bd_b64.h"
+#include "voice_b64.h"
 #include "bd_history.h"
 
 
@@ -41,7 +41,7 @@
 
 /* size of the append event that carries n bytes of audio */
 #define BD_OAI_EVENT_APPEND_SIZE(n)                                           \
-    (sizeof(BD_OAI_EVENT_APPEND_HEAD) - 1 + BD_B64_ENCODED_LEN(n)             \
+    (sizeof(BD_OAI_EVENT_APPEND_HEAD) - 1 + VOICE_B64_ENCODED_LEN(n)          \
      + sizeof(BD_OAI_EVENT_APPEND_TAIL) - 1)
 
 
@@ -192,7 +192,7 @@ typedef struct {
 
     uint64_t                   expires_at;     /* the session's end,
                                                   Unix s; 0 if unknown */
-    uint64_t                   deltas_flat;    /* read by bd_jscan */
+    uint64_t                   deltas_flat;    /* read without cJSON */
     uint64_t                   audio_sent;
     uint64_t                   audio_lost;     /* nginx did not take it */
     uint64_t                   audio_dropped;  /* arrived after a barge-in */

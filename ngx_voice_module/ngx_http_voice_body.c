@@ -4,14 +4,14 @@
  * /api/end-call, webhook parameters (form-encoded, or a JSON object),
  * phone numbers and SIDs, the Idempotency-Key header.
  *
- * Leaf code, libc only, on ngx_http_voice_json.c; ngx_http_voice_rest.c
+ * Leaf code, libc only, on common/voice_json.c; ngx_http_voice_rest.c
  * and ngx_http_voice_webhook.c call it.  The error texts go back to API
  * clients as they are, so each names the member and what it must be.
  */
 
 #include <string.h>
 
-#include "ngx_http_voice_json.h"
+#include "voice_json.h"
 #include "ngx_http_voice_body.h"
 
 
@@ -20,11 +20,11 @@
 
 
 static int ngx_http_voice_body_json(const uint8_t *body, size_t len,
-    ngx_http_voice_json_tok_t *toks, const char **err);
+    voice_json_tok_t *toks, const char **err);
 static int ngx_http_voice_body_string(const uint8_t *body,
-    const ngx_http_voice_json_tok_t *toks, int i, char *out, size_t size);
+    const voice_json_tok_t *toks, int i, char *out, size_t size);
 static size_t ngx_http_voice_body_member(const uint8_t *body,
-    const ngx_http_voice_json_tok_t *tok, uint8_t *out, size_t cap);
+    const voice_json_tok_t *tok, uint8_t *out, size_t cap);
 static int ngx_http_voice_body_hex(const uint8_t *s, size_t len);
 static int ngx_http_voice_body_unhex(uint8_t c);
 
@@ -80,7 +80,7 @@ ngx_http_voice_body_parse_call(const uint8_t *body, size_t len, char *number,
     char *from, const char **err)
 {
     int                        i, rc;
-    ngx_http_voice_json_tok_t  toks[NGX_HTTP_VOICE_BODY_TOKENS];
+    voice_json_tok_t           toks[NGX_HTTP_VOICE_BODY_TOKENS];
 
     number[0] = '\0';
     from[0] = '\0';
@@ -89,7 +89,7 @@ ngx_http_voice_body_parse_call(const uint8_t *body, size_t len, char *number,
         return -1;
     }
 
-    i = ngx_http_voice_json_get(body, toks, 0, "number");
+    i = voice_json_get(body, toks, 0, "number");
 
     if (i < 0) {
         *err = "number is required: a phone number in E.164 format, "
@@ -97,7 +97,7 @@ ngx_http_voice_body_parse_call(const uint8_t *body, size_t len, char *number,
         return -1;
     }
 
-    if (toks[i].type != NGX_HTTP_VOICE_JSON_STRING) {
+    if (toks[i].type != VOICE_JSON_STRING) {
         *err = "number must be a string: a phone number in E.164 format, "
                "like +14155550123";
         return -1;
@@ -113,13 +113,13 @@ ngx_http_voice_body_parse_call(const uint8_t *body, size_t len, char *number,
         return -1;
     }
 
-    i = ngx_http_voice_json_get(body, toks, 0, "fromNumber");
+    i = voice_json_get(body, toks, 0, "fromNumber");
 
-    if (i < 0 || toks[i].type == NGX_HTTP_VOICE_JSON_NULL) {
+    if (i < 0 || toks[i].type == VOICE_JSON_NULL) {
         return 0;
     }
 
-    if (toks[i].type != NGX_HTTP_VOICE_JSON_STRING) {
+    if (toks[i].type != VOICE_JSON_STRING) {
         *err = "fromNumber must be a string: a phone number in E.164 "
                "format, like +14155550123, or null";
         return -1;
@@ -146,11 +146,11 @@ ngx_http_voice_body_parse_call(const uint8_t *body, size_t len, char *number,
 /* the text of token i, as written: a string with its quotes */
 static void
 ngx_http_voice_body_slice(const uint8_t *body,
-    const ngx_http_voice_json_tok_t *tok, ngx_http_voice_body_slice_t *sl)
+    const voice_json_tok_t *tok, ngx_http_voice_body_slice_t *sl)
 {
     size_t  q;
 
-    q = (tok->type == NGX_HTTP_VOICE_JSON_STRING);
+    q = (tok->type == VOICE_JSON_STRING);
 
     sl->data = body + tok->start - q;
     sl->len = tok->end - tok->start + 2 * q;
@@ -160,16 +160,16 @@ ngx_http_voice_body_slice(const uint8_t *body,
 /* string token i, unescaped, is 1..max bytes */
 static int
 ngx_http_voice_body_bounded(const uint8_t *body,
-    const ngx_http_voice_json_tok_t *tok, size_t max)
+    const voice_json_tok_t *tok, size_t max)
 {
     size_t   n;
     uint8_t  buf[NGX_HTTP_VOICE_BODY_INSTRUCTIONS_MAX + 1];
 
-    if (tok->type != NGX_HTTP_VOICE_JSON_STRING || max > sizeof(buf) - 1) {
+    if (tok->type != VOICE_JSON_STRING || max > sizeof(buf) - 1) {
         return 0;
     }
 
-    n = ngx_http_voice_json_unescape(body, tok, buf, max + 1);
+    n = voice_json_unescape(body, tok, buf, max + 1);
 
     return n != (size_t) -1 && n >= 1 && n <= max;
 }
@@ -198,7 +198,7 @@ ngx_http_voice_body_parse_call_extra(const uint8_t *body, size_t len,
     size_t                        used;
     uint32_t                      n;
     ngx_http_voice_body_slice_t   sl;
-    ngx_http_voice_json_tok_t     toks[NGX_HTTP_VOICE_BODY_TOKENS];
+    voice_json_tok_t              toks[NGX_HTTP_VOICE_BODY_TOKENS];
 
     static const char  *keys[3] = { "instructions", "greeting", "context" };
 
@@ -209,12 +209,12 @@ ngx_http_voice_body_parse_call_extra(const uint8_t *body, size_t len,
         return -1;
     }
 
-    ins = ngx_http_voice_json_get(body, toks, 0, "instructions");
-    greet = ngx_http_voice_json_get(body, toks, 0, "greeting");
-    ctx = ngx_http_voice_json_get(body, toks, 0, "context");
-    det = ngx_http_voice_json_get(body, toks, 0, "machineDetection");
+    ins = voice_json_get(body, toks, 0, "instructions");
+    greet = voice_json_get(body, toks, 0, "greeting");
+    ctx = voice_json_get(body, toks, 0, "context");
+    det = voice_json_get(body, toks, 0, "machineDetection");
 
-    if (ins >= 0 && toks[ins].type != NGX_HTTP_VOICE_JSON_NULL
+    if (ins >= 0 && toks[ins].type != VOICE_JSON_NULL
         && !ngx_http_voice_body_bounded(body, &toks[ins],
                                     NGX_HTTP_VOICE_BODY_INSTRUCTIONS_MAX))
     {
@@ -222,7 +222,7 @@ ngx_http_voice_body_parse_call_extra(const uint8_t *body, size_t len,
         return -1;
     }
 
-    if (greet >= 0 && toks[greet].type != NGX_HTTP_VOICE_JSON_NULL
+    if (greet >= 0 && toks[greet].type != VOICE_JSON_NULL
         && !ngx_http_voice_body_bounded(body, &toks[greet],
                                         NGX_HTTP_VOICE_BODY_GREETING_MAX))
     {
@@ -230,8 +230,8 @@ ngx_http_voice_body_parse_call_extra(const uint8_t *body, size_t len,
         return -1;
     }
 
-    if (ctx >= 0 && toks[ctx].type != NGX_HTTP_VOICE_JSON_NULL) {
-        if (toks[ctx].type != NGX_HTTP_VOICE_JSON_OBJECT
+    if (ctx >= 0 && toks[ctx].type != VOICE_JSON_NULL) {
+        if (toks[ctx].type != VOICE_JSON_OBJECT
             || toks[ctx].size > NGX_HTTP_VOICE_BODY_CONTEXT_MEMBERS)
         {
             goto bad_context;
@@ -255,13 +255,13 @@ ngx_http_voice_body_parse_call_extra(const uint8_t *body, size_t len,
     }
 
     if (det >= 0) {
-        if (toks[det].type == NGX_HTTP_VOICE_JSON_TRUE) {
+        if (toks[det].type == VOICE_JSON_TRUE) {
             *amd = NGX_HTTP_VOICE_BODY_AMD_ON;
 
-        } else if (toks[det].type == NGX_HTTP_VOICE_JSON_FALSE) {
+        } else if (toks[det].type == VOICE_JSON_FALSE) {
             *amd = NGX_HTTP_VOICE_BODY_AMD_OFF;
 
-        } else if (toks[det].type != NGX_HTTP_VOICE_JSON_NULL) {
+        } else if (toks[det].type != VOICE_JSON_NULL) {
             *err = "machineDetection must be true or false";
             return -1;
         }
@@ -276,7 +276,7 @@ ngx_http_voice_body_parse_call_extra(const uint8_t *body, size_t len,
     idx[2] = ctx;
 
     for (i = 0; i < 3; i++) {
-        if (idx[i] < 0 || toks[idx[i]].type == NGX_HTTP_VOICE_JSON_NULL) {
+        if (idx[i] < 0 || toks[idx[i]].type == VOICE_JSON_NULL) {
             continue;
         }
 
@@ -329,56 +329,56 @@ ngx_http_voice_body_call_extra(const uint8_t *text, size_t len,
     ngx_http_voice_body_slice_t *context, int *amd)
 {
     int                        i;
-    ngx_http_voice_json_tok_t  toks[NGX_HTTP_VOICE_BODY_TOKENS];
+    voice_json_tok_t           toks[NGX_HTTP_VOICE_BODY_TOKENS];
 
     instructions->data = NULL;
     greeting->data = NULL;
     context->data = NULL;
     *amd = NGX_HTTP_VOICE_BODY_AMD_UNSET;
 
-    if (ngx_http_voice_json_parse(text, len, toks, NGX_HTTP_VOICE_BODY_TOKENS,
-                                  NULL) < 1
-        || toks[0].type != NGX_HTTP_VOICE_JSON_OBJECT)
+    if (voice_json_parse(text, len, toks, NGX_HTTP_VOICE_BODY_TOKENS,
+                         NULL) < 1
+        || toks[0].type != VOICE_JSON_OBJECT)
     {
         return -1;
     }
 
-    i = ngx_http_voice_json_get(text, toks, 0, "instructions");
+    i = voice_json_get(text, toks, 0, "instructions");
     if (i >= 0) {
-        if (toks[i].type != NGX_HTTP_VOICE_JSON_STRING) {
+        if (toks[i].type != VOICE_JSON_STRING) {
             return -1;
         }
 
         ngx_http_voice_body_slice(text, &toks[i], instructions);
     }
 
-    i = ngx_http_voice_json_get(text, toks, 0, "greeting");
+    i = voice_json_get(text, toks, 0, "greeting");
     if (i >= 0) {
-        if (toks[i].type != NGX_HTTP_VOICE_JSON_STRING) {
+        if (toks[i].type != VOICE_JSON_STRING) {
             return -1;
         }
 
         ngx_http_voice_body_slice(text, &toks[i], greeting);
     }
 
-    i = ngx_http_voice_json_get(text, toks, 0, "context");
+    i = voice_json_get(text, toks, 0, "context");
     if (i >= 0) {
-        if (toks[i].type != NGX_HTTP_VOICE_JSON_OBJECT) {
+        if (toks[i].type != VOICE_JSON_OBJECT) {
             return -1;
         }
 
         ngx_http_voice_body_slice(text, &toks[i], context);
     }
 
-    i = ngx_http_voice_json_get(text, toks, 0, "machineDetection");
+    i = voice_json_get(text, toks, 0, "machineDetection");
     if (i >= 0) {
-        if (ngx_http_voice_json_str_eq(text, toks, i, "on")) {
+        if (voice_json_str_eq(text, toks, i, "on")) {
             *amd = NGX_HTTP_VOICE_BODY_AMD_ON;
 
-        } else if (ngx_http_voice_json_str_eq(text, toks, i, "wait")) {
+        } else if (voice_json_str_eq(text, toks, i, "wait")) {
             *amd = NGX_HTTP_VOICE_BODY_AMD_WAIT;
 
-        } else if (ngx_http_voice_json_str_eq(text, toks, i, "off")) {
+        } else if (voice_json_str_eq(text, toks, i, "off")) {
             *amd = NGX_HTTP_VOICE_BODY_AMD_OFF;
 
         } else {
@@ -395,7 +395,7 @@ ngx_http_voice_body_parse_end_call(const uint8_t *body, size_t len,
     char *call_sid, const char **err)
 {
     int                        i;
-    ngx_http_voice_json_tok_t  toks[NGX_HTTP_VOICE_BODY_TOKENS];
+    voice_json_tok_t           toks[NGX_HTTP_VOICE_BODY_TOKENS];
 
     call_sid[0] = '\0';
 
@@ -403,7 +403,7 @@ ngx_http_voice_body_parse_end_call(const uint8_t *body, size_t len,
         return -1;
     }
 
-    i = ngx_http_voice_json_get(body, toks, 0, "callSid");
+    i = voice_json_get(body, toks, 0, "callSid");
 
     if (i < 0) {
         *err = "callSid is required: a call SID, CA followed by "
@@ -411,7 +411,7 @@ ngx_http_voice_body_parse_end_call(const uint8_t *body, size_t len,
         return -1;
     }
 
-    if (toks[i].type != NGX_HTTP_VOICE_JSON_STRING) {
+    if (toks[i].type != VOICE_JSON_STRING) {
         *err = "callSid must be a string: a call SID, CA followed by "
                "32 hexadecimal digits";
         return -1;
@@ -436,7 +436,7 @@ ngx_http_voice_body_parse_end_call(const uint8_t *body, size_t len,
 
 static int
 ngx_http_voice_body_json(const uint8_t *body, size_t len,
-    ngx_http_voice_json_tok_t *toks, const char **err)
+    voice_json_tok_t *toks, const char **err)
 {
     int  n;
 
@@ -445,20 +445,20 @@ ngx_http_voice_body_json(const uint8_t *body, size_t len,
         return -1;
     }
 
-    n = ngx_http_voice_json_parse(body, len, toks,
-                                  NGX_HTTP_VOICE_BODY_TOKENS, NULL);
+    n = voice_json_parse(body, len, toks,
+                         NGX_HTTP_VOICE_BODY_TOKENS, NULL);
 
     switch (n) {
 
-    case NGX_HTTP_VOICE_JSON_EINVAL:
+    case VOICE_JSON_EINVAL:
         *err = "body is not valid JSON";
         return -1;
 
-    case NGX_HTTP_VOICE_JSON_ENOMEM:
+    case VOICE_JSON_ENOMEM:
         *err = "body has too many JSON values";
         return -1;
 
-    case NGX_HTTP_VOICE_JSON_EDEPTH:
+    case VOICE_JSON_EDEPTH:
         *err = "body is nested too deeply";
         return -1;
 
@@ -466,7 +466,7 @@ ngx_http_voice_body_json(const uint8_t *body, size_t len,
         break;
     }
 
-    if (toks[0].type != NGX_HTTP_VOICE_JSON_OBJECT) {
+    if (toks[0].type != VOICE_JSON_OBJECT) {
         *err = "body must be a JSON object";
         return -1;
     }
@@ -482,12 +482,12 @@ ngx_http_voice_body_json(const uint8_t *body, size_t len,
 
 static int
 ngx_http_voice_body_string(const uint8_t *body,
-    const ngx_http_voice_json_tok_t *toks, int i, char *out, size_t size)
+    const voice_json_tok_t *toks, int i, char *out, size_t size)
 {
     size_t  n;
 
-    n = ngx_http_voice_json_unescape(body, &toks[i], (uint8_t *) out,
-                                     size - 1);
+    n = voice_json_unescape(body, &toks[i], (uint8_t *) out,
+                            size - 1);
 
     if (n == (size_t) -1 || memchr(out, '\0', n) != NULL) {
         out[0] = '\0';
@@ -607,7 +607,7 @@ ngx_http_voice_body_parse_json_params(const uint8_t *body, size_t len,
     int                         key, val;
     size_t                      n, used, k, v;
     uint32_t                    i;
-    ngx_http_voice_json_tok_t   toks[NGX_HTTP_VOICE_BODY_TOKENS];
+    voice_json_tok_t            toks[NGX_HTTP_VOICE_BODY_TOKENS];
 
     if (ngx_http_voice_body_json(body, len, toks, err) != 0) {
         return -1;
@@ -621,8 +621,8 @@ ngx_http_voice_body_parse_json_params(const uint8_t *body, size_t len,
 
         val = key + 1;
 
-        if (toks[val].type != NGX_HTTP_VOICE_JSON_STRING
-            && toks[val].type != NGX_HTTP_VOICE_JSON_NUMBER)
+        if (toks[val].type != VOICE_JSON_STRING
+            && toks[val].type != VOICE_JSON_NUMBER)
         {
             continue;
         }
@@ -667,11 +667,11 @@ bad:
 
 static size_t
 ngx_http_voice_body_member(const uint8_t *body,
-    const ngx_http_voice_json_tok_t *tok, uint8_t *out, size_t cap)
+    const voice_json_tok_t *tok, uint8_t *out, size_t cap)
 {
     size_t  n;
 
-    if (tok->type == NGX_HTTP_VOICE_JSON_NUMBER) {
+    if (tok->type == VOICE_JSON_NUMBER) {
         n = tok->end - tok->start;
 
         if (n > cap) {
@@ -682,7 +682,7 @@ ngx_http_voice_body_member(const uint8_t *body,
         return n;
     }
 
-    n = ngx_http_voice_json_unescape(body, tok, out, cap);
+    n = voice_json_unescape(body, tok, out, cap);
 
     if (n == (size_t) -1 || memchr(out, '\0', n) != NULL) {
         return (size_t) -1;

@@ -4,7 +4,7 @@
  * /api/end-call, form-encoded webhook parameters (/twiml), phone numbers,
  * call SIDs, the Idempotency-Key header of /api/call.
  *
- * Leaf code (libc only, on ngx_http_voice_json.c), unit tested and fuzzed
+ * Leaf code (libc only, on common/voice_json.c), unit tested and fuzzed
  * outside nginx; ngx_http_voice_rest.c and ngx_http_voice_twiml.c call it.
  */
 

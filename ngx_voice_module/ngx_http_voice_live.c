@@ -40,7 +40,7 @@
 #include <dirent.h>
 
 #include "ngx_http_voice_module.h"
-#include "ngx_http_voice_json.h"
+#include "voice_json.h"
 #include "ngx_http_voice_transcript_fmt.h"
 
 
@@ -603,7 +603,7 @@ ngx_http_voice_live_open(ngx_http_voice_live_t *live)
 
 static ngx_uint_t
 ngx_http_voice_live_is_entry(u_char *line, size_t len,
-    ngx_http_voice_json_tok_t *toks)
+    voice_json_tok_t *toks)
 {
     if (len < sizeof("{\"order\":") - 1
         || ngx_strncmp(line, "{\"order\":", sizeof("{\"order\":") - 1) != 0)
@@ -613,10 +613,10 @@ ngx_http_voice_live_is_entry(u_char *line, size_t len,
 
     /* a line torn by a crash, or by a failed write, is left out */
 
-    return ngx_http_voice_json_parse(line, len, toks,
-                                     NGX_HTTP_VOICE_TRANSCRIPT_LINE_TOKS,
-                                     NULL) > 0
-           && toks[0].type == NGX_HTTP_VOICE_JSON_OBJECT;
+    return voice_json_parse(line, len, toks,
+                            NGX_HTTP_VOICE_TRANSCRIPT_LINE_TOKS,
+                            NULL) > 0
+           && toks[0].type == VOICE_JSON_OBJECT;
 }
 
 
@@ -635,7 +635,7 @@ ngx_http_voice_live_tail(ngx_http_voice_live_t *live)
     size_t                      size, complete, lines, rec_len;
     ssize_t                     n;
     ngx_file_info_t             fi;
-    ngx_http_voice_json_tok_t  *toks;
+    voice_json_tok_t           *toks;
 
     live->result = NGX_HTTP_VOICE_LIVE_JOURNAL;
 
@@ -684,7 +684,7 @@ ngx_http_voice_live_tail(ngx_http_voice_live_t *live)
                  + lines * (sizeof("id: \nevent: utterance\ndata: \n\n")
                             + NGX_INT64_LEN) + 1);
     toks = malloc(NGX_HTTP_VOICE_TRANSCRIPT_LINE_TOKS
-                  * sizeof(ngx_http_voice_json_tok_t));
+                  * sizeof(voice_json_tok_t));
 
     if (out == NULL || toks == NULL) {
         ngx_http_voice_live_fail(live, "malloc()");

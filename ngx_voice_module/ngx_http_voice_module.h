@@ -50,7 +50,9 @@
  *                    $voice_call_status), ngx_http_voice_metrics.c
  *                    (voice_metrics: counters in shared memory, and
  *                    bridged's)
- *   leaf code        ngx_http_voice_json.c/.h (the JSON tokenizer)
+ *   leaf code        ../common/voice_json.c (the JSON tokenizer and string
+ *                    writer), ../common/voice_b64.c (base64): shared
+ *                    with bridged
  *
  * The protocols these files speak -- Twilio's and OpenAI's -- are
  * summarized in docs/protocols.md, bridged's in docs/proto.md.

@@ -431,7 +431,7 @@ ngx_http_voice_recover_journal(const u_char *dir, const u_char *name,
     ngx_fd_t                                 fd;
     ngx_int_t                                rc;
     ngx_file_info_t                          fi, ffi;
-    ngx_http_voice_json_tok_t               *toks;
+    voice_json_tok_t                        *toks;
     ngx_http_voice_transcript_fmt_slot_t    *slots;
     ngx_http_voice_transcript_fmt_journal_t  j;
 
@@ -511,7 +511,7 @@ ngx_http_voice_recover_journal(const u_char *dir, const u_char *name,
 
     slots = malloc(nslots * sizeof(ngx_http_voice_transcript_fmt_slot_t));
     toks = malloc(NGX_HTTP_VOICE_TRANSCRIPT_LINE_TOKS
-                  * sizeof(ngx_http_voice_json_tok_t));
+                  * sizeof(voice_json_tok_t));
     out = malloc(cap);
 
     if (slots == NULL || toks == NULL || out == NULL) {

@@ -36,7 +36,7 @@
 #include <ngx_http.h>
 
 #include "ngx_http_voice_module.h"
-#include "ngx_http_voice_json.h"
+#include "voice_json.h"
 
 
 #define NGX_HTTP_VOICE_SESSION_SCHEMA_MAX   (32 * 1024)
@@ -917,7 +917,7 @@ ngx_http_voice_session_read_schema(ngx_conf_t *cf, ngx_str_t *file,
 {
     int                         n, desc, params, type;
     const char                 *err;
-    ngx_http_voice_json_tok_t  *toks;
+    voice_json_tok_t           *toks;
 
     if (ngx_http_voice_conf_read_file(cf, file,
                                       NGX_HTTP_VOICE_SESSION_SCHEMA_MAX,
@@ -927,13 +927,13 @@ ngx_http_voice_session_read_schema(ngx_conf_t *cf, ngx_str_t *file,
         return NGX_CONF_ERROR;
     }
 
-    toks = ngx_palloc(cf->temp_pool, 4096 * sizeof(ngx_http_voice_json_tok_t));
+    toks = ngx_palloc(cf->temp_pool, 4096 * sizeof(voice_json_tok_t));
     if (toks == NULL) {
         return NGX_CONF_ERROR;
     }
 
-    n = ngx_http_voice_json_parse(schema->data, schema->len, toks, 4096,
-                                  &err);
+    n = voice_json_parse(schema->data, schema->len, toks, 4096,
+                         &err);
     if (n < 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "tool schema \"%V\" is not valid JSON: %s",
@@ -941,30 +941,30 @@ ngx_http_voice_session_read_schema(ngx_conf_t *cf, ngx_str_t *file,
         return NGX_CONF_ERROR;
     }
 
-    if (toks[0].type != NGX_HTTP_VOICE_JSON_OBJECT) {
+    if (toks[0].type != VOICE_JSON_OBJECT) {
         err = "it is not a JSON object";
         goto invalid;
     }
 
-    desc = ngx_http_voice_json_get(schema->data, toks, 0, "description");
-    params = ngx_http_voice_json_get(schema->data, toks, 0, "parameters");
+    desc = voice_json_get(schema->data, toks, 0, "description");
+    params = voice_json_get(schema->data, toks, 0, "parameters");
 
-    if (desc < 0 || toks[desc].type != NGX_HTTP_VOICE_JSON_STRING
+    if (desc < 0 || toks[desc].type != VOICE_JSON_STRING
         || toks[desc].end == toks[desc].start)
     {
         err = "\"description\" must be a non-empty string";
         goto invalid;
     }
 
-    if (params < 0 || toks[params].type != NGX_HTTP_VOICE_JSON_OBJECT) {
+    if (params < 0 || toks[params].type != VOICE_JSON_OBJECT) {
         err = "\"parameters\" must be a JSON Schema object";
         goto invalid;
     }
 
-    type = ngx_http_voice_json_get(schema->data, toks, params, "type");
+    type = voice_json_get(schema->data, toks, params, "type");
 
     if (type < 0
-        || !ngx_http_voice_json_str_eq(schema->data, toks, type, "object"))
+        || !voice_json_str_eq(schema->data, toks, type, "object"))
     {
         err = "\"parameters\" must have \"type\": \"object\"";
         goto invalid;

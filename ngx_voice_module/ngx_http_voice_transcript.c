@@ -32,7 +32,7 @@
 #include <ngx_http.h>
 
 #include "ngx_http_voice_module.h"
-#include "ngx_http_voice_json.h"
+#include "voice_json.h"
 #include "ngx_http_voice_transcript_fmt.h"
 
 
@@ -293,7 +293,7 @@ ngx_http_voice_transcript_entry(ngx_http_voice_call_t *call,
     ngx_http_voice_utterance_t  *u;
 
     static voice_proto_str_t          none;
-    static ngx_http_voice_json_tok_t  toks[1024];
+    static voice_json_tok_t           toks[1024];
 
     bad = NULL;
 
@@ -325,9 +325,9 @@ ngx_http_voice_transcript_entry(ngx_http_voice_call_t *call,
             break;
         }
 
-        n = ngx_http_voice_json_parse(msg->arguments.data,
-                                      msg->arguments.len, toks, 1024, NULL);
-        if (n < 1 || toks[0].type != NGX_HTTP_VOICE_JSON_OBJECT) {
+        n = voice_json_parse(msg->arguments.data,
+                             msg->arguments.len, toks, 1024, NULL);
+        if (n < 1 || toks[0].type != VOICE_JSON_OBJECT) {
             bad = "a tool call whose arguments are not a JSON object";
         }
         break;

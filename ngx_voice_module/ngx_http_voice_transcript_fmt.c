@@ -105,11 +105,11 @@ ngx_http_voice_transcript_fmt_oneline(uint8_t *p, size_t len)
 /* appends string token t unescaped, on one line; 0 when it cannot */
 static int
 ngx_http_voice_transcript_fmt_str(const uint8_t *json,
-    ngx_http_voice_json_tok_t *t, uint8_t *out, size_t cap, size_t *used)
+    voice_json_tok_t *t, uint8_t *out, size_t cap, size_t *used)
 {
     size_t  tlen;
 
-    tlen = ngx_http_voice_json_unescape(json, t, out + *used, cap - *used);
+    tlen = voice_json_unescape(json, t, out + *used, cap - *used);
     if (tlen == (size_t) -1) {
         return 0;
     }
@@ -144,20 +144,20 @@ ngx_http_voice_transcript_fmt_str(const uint8_t *json,
 
 size_t
 ngx_http_voice_transcript_fmt_text(const uint8_t *json, size_t len,
-    ngx_http_voice_json_tok_t *toks, unsigned ntoks, uint8_t *out,
+    voice_json_tok_t *toks, unsigned ntoks, uint8_t *out,
     size_t cap)
 {
     int        n, list, item, role, text, name, args, output, digit;
     size_t     used, alen;
     uint32_t   k;
 
-    n = ngx_http_voice_json_parse(json, len, toks, ntoks, NULL);
-    if (n < 1 || toks[0].type != NGX_HTTP_VOICE_JSON_OBJECT) {
+    n = voice_json_parse(json, len, toks, ntoks, NULL);
+    if (n < 1 || toks[0].type != VOICE_JSON_OBJECT) {
         return (size_t) -1;
     }
 
-    list = ngx_http_voice_json_get(json, toks, 0, "transcript");
-    if (list < 0 || toks[list].type != NGX_HTTP_VOICE_JSON_ARRAY) {
+    list = voice_json_get(json, toks, 0, "transcript");
+    if (list < 0 || toks[list].type != VOICE_JSON_ARRAY) {
         return (size_t) -1;
     }
 
@@ -166,25 +166,25 @@ ngx_http_voice_transcript_fmt_text(const uint8_t *json, size_t len,
 
     for (k = 0; k < toks[list].size; k++, item = (int) toks[item].next) {
 
-        if (toks[item].type != NGX_HTTP_VOICE_JSON_OBJECT) {
+        if (toks[item].type != VOICE_JSON_OBJECT) {
             return (size_t) -1;
         }
 
-        role = ngx_http_voice_json_get(json, toks, item, "role");
+        role = voice_json_get(json, toks, item, "role");
 
-        if (role < 0 || toks[role].type != NGX_HTTP_VOICE_JSON_STRING) {
+        if (role < 0 || toks[role].type != VOICE_JSON_STRING) {
             return (size_t) -1;
         }
 
-        if (ngx_http_voice_json_str_eq(json, toks, role, "tool")) {
-            name = ngx_http_voice_json_get(json, toks, item, "name");
-            args = ngx_http_voice_json_get(json, toks, item, "arguments");
-            output = ngx_http_voice_json_get(json, toks, item, "output");
+        if (voice_json_str_eq(json, toks, role, "tool")) {
+            name = voice_json_get(json, toks, item, "name");
+            args = voice_json_get(json, toks, item, "arguments");
+            output = voice_json_get(json, toks, item, "output");
 
             if (name < 0 || args < 0 || output < 0
-                || toks[name].type != NGX_HTTP_VOICE_JSON_STRING
-                || toks[args].type != NGX_HTTP_VOICE_JSON_OBJECT
-                || toks[output].type != NGX_HTTP_VOICE_JSON_STRING)
+                || toks[name].type != VOICE_JSON_STRING
+                || toks[args].type != VOICE_JSON_OBJECT
+                || toks[output].type != VOICE_JSON_STRING)
             {
                 return (size_t) -1;
             }
@@ -224,10 +224,10 @@ ngx_http_voice_transcript_fmt_text(const uint8_t *json, size_t len,
             continue;
         }
 
-        if (ngx_http_voice_json_str_eq(json, toks, role, "dtmf")) {
-            digit = ngx_http_voice_json_get(json, toks, item, "digit");
+        if (voice_json_str_eq(json, toks, role, "dtmf")) {
+            digit = voice_json_get(json, toks, item, "digit");
 
-            if (digit < 0 || toks[digit].type != NGX_HTTP_VOICE_JSON_STRING) {
+            if (digit < 0 || toks[digit].type != VOICE_JSON_STRING) {
                 return (size_t) -1;
             }
 
@@ -243,16 +243,16 @@ ngx_http_voice_transcript_fmt_text(const uint8_t *json, size_t len,
             continue;
         }
 
-        text = ngx_http_voice_json_get(json, toks, item, "text");
+        text = voice_json_get(json, toks, item, "text");
 
-        if (text < 0 || toks[text].type != NGX_HTTP_VOICE_JSON_STRING) {
+        if (text < 0 || toks[text].type != VOICE_JSON_STRING) {
             return (size_t) -1;
         }
 
-        if (ngx_http_voice_json_str_eq(json, toks, role, "user")) {
+        if (voice_json_str_eq(json, toks, role, "user")) {
             PUT("User: ");
 
-        } else if (ngx_http_voice_json_str_eq(json, toks, role, "assistant")) {
+        } else if (voice_json_str_eq(json, toks, role, "assistant")) {
 
             /* a reply cut off before a word of it played: nothing said */
             if (toks[text].end == toks[text].start) {
@@ -261,7 +261,7 @@ ngx_http_voice_transcript_fmt_text(const uint8_t *json, size_t len,
 
             PUT("Assistant: ");
 
-        } else if (ngx_http_voice_json_str_eq(json, toks, role, "note")) {
+        } else if (voice_json_str_eq(json, toks, role, "note")) {
             PUT("Note: ");
 
         } else {
@@ -516,13 +516,13 @@ typedef struct {
 
 static int
 ngx_http_voice_transcript_fmt_string(const uint8_t *line,
-    ngx_http_voice_json_tok_t *toks, int obj, const char *key)
+    voice_json_tok_t *toks, int obj, const char *key)
 {
     int  i;
 
-    i = ngx_http_voice_json_get(line, toks, obj, key);
+    i = voice_json_get(line, toks, obj, key);
 
-    if (i < 0 || toks[i].type != NGX_HTTP_VOICE_JSON_STRING) {
+    if (i < 0 || toks[i].type != VOICE_JSON_STRING) {
         return -1;
     }
 
@@ -537,15 +537,15 @@ ngx_http_voice_transcript_fmt_string(const uint8_t *line,
 
 static int
 ngx_http_voice_transcript_fmt_entry(const uint8_t *line, size_t len,
-    ngx_http_voice_json_tok_t *toks, unsigned ntoks,
+    voice_json_tok_t *toks, unsigned ntoks,
     ngx_http_voice_transcript_fmt_member_t *m)
 {
     int       n, r, o;
     size_t    k;
     uint64_t  v;
 
-    n = ngx_http_voice_json_parse(line, len, toks, ntoks, NULL);
-    if (n < 1 || toks[0].type != NGX_HTTP_VOICE_JSON_OBJECT) {
+    n = voice_json_parse(line, len, toks, ntoks, NULL);
+    if (n < 1 || toks[0].type != VOICE_JSON_OBJECT) {
         return 0;
     }
 
@@ -555,8 +555,8 @@ ngx_http_voice_transcript_fmt_entry(const uint8_t *line, size_t len,
     }
 
     for (k = 0; k < NGX_HTTP_VOICE_FMT_NROLES; k++) {
-        if (ngx_http_voice_json_str_eq(line, toks, r,
-                                   ngx_http_voice_transcript_fmt_roles[k].name))
+        if (voice_json_str_eq(line, toks, r,
+                          ngx_http_voice_transcript_fmt_roles[k].name))
         {
             break;
         }
@@ -572,9 +572,9 @@ ngx_http_voice_transcript_fmt_entry(const uint8_t *line, size_t len,
     m->generated = -1;
     m->latency = -1;
 
-    o = ngx_http_voice_json_get(line, toks, 0, "order");
-    if (o < 0 || toks[o].type != NGX_HTTP_VOICE_JSON_NUMBER
-        || !ngx_http_voice_json_uint(line, &toks[o], &v) || v > UINT32_MAX)
+    o = voice_json_get(line, toks, 0, "order");
+    if (o < 0 || toks[o].type != VOICE_JSON_NUMBER
+        || !voice_json_uint(line, &toks[o], &v) || v > UINT32_MAX)
     {
         return 0;
     }
@@ -597,10 +597,10 @@ ngx_http_voice_transcript_fmt_entry(const uint8_t *line, size_t len,
         m->name = ngx_http_voice_transcript_fmt_string(line, toks, 0, "name");
         m->text = ngx_http_voice_transcript_fmt_string(line, toks, 0,
                                                        "output");
-        m->arguments = ngx_http_voice_json_get(line, toks, 0, "arguments");
+        m->arguments = voice_json_get(line, toks, 0, "arguments");
 
         return m->name >= 0 && m->text >= 0 && m->arguments >= 0
-               && toks[m->arguments].type == NGX_HTTP_VOICE_JSON_OBJECT;
+               && toks[m->arguments].type == VOICE_JSON_OBJECT;
 
     case NGX_HTTP_VOICE_FMT_DTMF:
         m->text = ngx_http_voice_transcript_fmt_string(line, toks, 0,
@@ -611,11 +611,11 @@ ngx_http_voice_transcript_fmt_entry(const uint8_t *line, size_t len,
         m->text = ngx_http_voice_transcript_fmt_string(line, toks, 0, "text");
         m->generated = ngx_http_voice_transcript_fmt_string(line, toks, 0,
                                                             "generated");
-        m->latency = ngx_http_voice_json_get(line, toks, 0, "latencyMs");
+        m->latency = voice_json_get(line, toks, 0, "latencyMs");
 
         if (m->latency >= 0
-            && (toks[m->latency].type != NGX_HTTP_VOICE_JSON_NUMBER
-                || !ngx_http_voice_json_uint(line, &toks[m->latency], &v)
+            && (toks[m->latency].type != VOICE_JSON_NUMBER
+                || !voice_json_uint(line, &toks[m->latency], &v)
                 || v > UINT32_MAX))
         {
             m->latency = -1;
@@ -654,7 +654,7 @@ size_t
 ngx_http_voice_transcript_fmt_recover(const uint8_t *journal, size_t len,
     ngx_http_voice_transcript_fmt_journal_t *j,
     ngx_http_voice_transcript_fmt_slot_t *slots, size_t nslots,
-    ngx_http_voice_json_tok_t *toks, unsigned ntoks, uint8_t *out,
+    voice_json_tok_t *toks, unsigned ntoks, uint8_t *out,
     size_t cap)
 {
     int                                     n, c, x;
@@ -713,21 +713,21 @@ ngx_http_voice_transcript_fmt_recover(const uint8_t *journal, size_t len,
 
         /* the header: the first line with callSid and no role */
 
-        n = ngx_http_voice_json_parse(line, llen, toks, ntoks, NULL);
+        n = voice_json_parse(line, llen, toks, ntoks, NULL);
 
-        if (!j->header && n >= 1 && toks[0].type == NGX_HTTP_VOICE_JSON_OBJECT
-            && ngx_http_voice_json_get(line, toks, 0, "role") < 0
+        if (!j->header && n >= 1 && toks[0].type == VOICE_JSON_OBJECT
+            && voice_json_get(line, toks, 0, "role") < 0
             && ngx_http_voice_transcript_fmt_string(line, toks, 0, "callSid")
                >= 0)
         {
             j->header = 1;
 
-            x = ngx_http_voice_json_get(line, toks, 0, "continued");
+            x = voice_json_get(line, toks, 0, "continued");
             j->continued = (x >= 0
-                            && toks[x].type == NGX_HTTP_VOICE_JSON_TRUE);
+                            && toks[x].type == VOICE_JSON_TRUE);
 
-            c = ngx_http_voice_json_get(line, toks, 0, "context");
-            if (c >= 0 && toks[c].type == NGX_HTTP_VOICE_JSON_OBJECT) {
+            c = voice_json_get(line, toks, 0, "context");
+            if (c >= 0 && toks[c].type == VOICE_JSON_OBJECT) {
                 ctx = line + toks[c].start;
                 ctx_len = toks[c].end - toks[c].start;
             }

@@ -4,7 +4,7 @@
  * the plain-text rendering of a stored transcript, the merge of a call's
  * two records into one, and the record a journal left behind becomes.
  *
- * Leaf code (libc only, on ngx_http_voice_json.c), unit tested and fuzzed
+ * Leaf code (libc only, on common/voice_json.c), unit tested and fuzzed
  * outside nginx; ngx_http_voice_transcript.c and ngx_http_voice_recover.c
  * call it, from the event loop and from their thread-pool tasks (every
  * function here is reentrant).
@@ -16,7 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "ngx_http_voice_json.h"
+#include "voice_json.h"
 
 
 /* "2026-11-24T10:15:00.123Z": 24 characters, no NUL */
@@ -42,7 +42,7 @@ void ngx_http_voice_transcript_fmt_time(uint64_t ms, uint8_t *out,
  * transcript.
  */
 size_t ngx_http_voice_transcript_fmt_text(const uint8_t *json, size_t len,
-    ngx_http_voice_json_tok_t *toks, unsigned ntoks, uint8_t *out,
+    voice_json_tok_t *toks, unsigned ntoks, uint8_t *out,
     size_t cap);
 
 /*
@@ -119,7 +119,7 @@ typedef struct {
 size_t ngx_http_voice_transcript_fmt_recover(const uint8_t *journal,
     size_t len, ngx_http_voice_transcript_fmt_journal_t *j,
     ngx_http_voice_transcript_fmt_slot_t *slots, size_t nslots,
-    ngx_http_voice_json_tok_t *toks, unsigned ntoks, uint8_t *out,
+    voice_json_tok_t *toks, unsigned ntoks, uint8_t *out,
     size_t cap);
 
 /*

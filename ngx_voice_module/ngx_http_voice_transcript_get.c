@@ -21,7 +21,7 @@
 #include <dirent.h>
 
 #include "ngx_http_voice_module.h"
-#include "ngx_http_voice_json.h"
+#include "voice_json.h"
 #include "ngx_http_voice_transcript_fmt.h"
 
 
@@ -242,7 +242,7 @@ ngx_http_voice_transcript_lookup_thread(void *data, ngx_log_t *log)
     ssize_t                              n;
     struct stat                          st;
     struct dirent                       *de;
-    ngx_http_voice_json_tok_t           *toks;
+    voice_json_tok_t                    *toks;
     ngx_http_voice_transcript_lookup_t  *lk;
     char                                 best[256];
 
@@ -336,7 +336,7 @@ ngx_http_voice_transcript_lookup_thread(void *data, ngx_log_t *log)
     }
 
     ntoks = n / 2 + 2;
-    toks = malloc(ntoks * sizeof(ngx_http_voice_json_tok_t));
+    toks = malloc(ntoks * sizeof(voice_json_tok_t));
     text = malloc(n + 1);
 
     if (toks == NULL || text == NULL) {

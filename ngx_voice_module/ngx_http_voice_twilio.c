@@ -3,7 +3,8 @@
  * writer of the media, mark and clear messages we send back
  * (docs/protocols.md, Media Streams, sections 4 and 5).
  *
- * Leaf code, libc only, on ngx_http_voice_json.c; the media session
+ * Leaf code, libc only, on common/voice_json.c (the tokenizer and the
+ * string writer) and common/voice_b64.c; the media session
  * (ngx_http_voice_media.c) calls it for every text message.  The media
  * event is the hot path (50 a second per call): it costs one tokenizer
  * pass, a few lookups over the tokens, and the base64 decode straight
@@ -13,7 +14,8 @@
 
 #include <string.h>
 
-#include "ngx_http_voice_json.h"
+#include "voice_b64.h"
+#include "voice_json.h"
 #include "ngx_http_voice_twilio.h"
 
 
@@ -23,36 +25,12 @@
 
 typedef struct {
     const uint8_t                  *msg;
-    ngx_http_voice_json_tok_t      *toks;
+    voice_json_tok_t               *toks;
     uint8_t                        *scratch;
     size_t                          scratch_size;
     size_t                          used;
     const char                     *err;
 } ngx_http_voice_twilio_ctx_t;
-
-
-/* base64 digit values; 64 marks a byte that is not one */
-static const uint8_t  ngx_http_voice_twilio_b64_value[256] = {
-    64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64,
-    64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64,
-    64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 62, 64, 64, 64, 63,
-    52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 64, 64, 64, 64, 64, 64,
-    64,  0,  1,  2,  3,  4,  5,  6,  7,  8,  9, 10, 11, 12, 13, 14,
-    15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 64, 64, 64, 64, 64,
-    64, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40,
-    41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 64, 64, 64, 64, 64,
-    64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64,
-    64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64,
-    64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64,
-    64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64,
-    64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64,
-    64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64,
-    64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64,
-    64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64,
-};
-
-static const char  ngx_http_voice_twilio_b64_digits[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 
 static int ngx_http_voice_twilio_parse_start(ngx_http_voice_twilio_ctx_t *c,
@@ -75,10 +53,6 @@ static int ngx_http_voice_twilio_decimal(ngx_http_voice_twilio_ctx_t *c,
     int obj, const char *key, uint64_t *v, const char *bad);
 static int ngx_http_voice_twilio_number(ngx_http_voice_twilio_ctx_t *c,
     int obj, const char *key, uint32_t *v, const char *bad);
-static uint8_t *ngx_http_voice_twilio_put(uint8_t *p, uint8_t *last,
-    const char *s);
-static uint8_t *ngx_http_voice_twilio_put_str(uint8_t *p, uint8_t *last,
-    const uint8_t *s, size_t len);
 
 
 int
@@ -87,7 +61,7 @@ ngx_http_voice_twilio_parse(const uint8_t *msg, size_t len,
     size_t scratch_size, const char **err)
 {
     int                          n, i, rc;
-    ngx_http_voice_json_tok_t    toks[NGX_HTTP_VOICE_TWILIO_TOKENS];
+    voice_json_tok_t             toks[NGX_HTTP_VOICE_TWILIO_TOKENS];
     ngx_http_voice_twilio_ctx_t  c;
 
     memset(ev, 0, sizeof(ngx_http_voice_twilio_event_t));
@@ -99,22 +73,22 @@ ngx_http_voice_twilio_parse(const uint8_t *msg, size_t len,
     c.used = 0;
     c.err = NULL;
 
-    n = ngx_http_voice_json_parse(msg, len, toks,
-                                  NGX_HTTP_VOICE_TWILIO_TOKENS, NULL);
+    n = voice_json_parse(msg, len, toks,
+                         NGX_HTTP_VOICE_TWILIO_TOKENS, NULL);
     if (n < 0) {
-        c.err = (n == NGX_HTTP_VOICE_JSON_EINVAL) ? "message is not valid JSON"
+        c.err = (n == VOICE_JSON_EINVAL) ? "message is not valid JSON"
                                                  : "message is too complex";
         goto failed;
     }
 
-    if (toks[0].type != NGX_HTTP_VOICE_JSON_OBJECT) {
+    if (toks[0].type != VOICE_JSON_OBJECT) {
         c.err = "message is not a JSON object";
         goto failed;
     }
 
-    i = ngx_http_voice_json_get(msg, toks, 0, "event");
+    i = voice_json_get(msg, toks, 0, "event");
 
-    if (i < 0 || toks[i].type != NGX_HTTP_VOICE_JSON_STRING) {
+    if (i < 0 || toks[i].type != VOICE_JSON_STRING) {
         c.err = "message has no \"event\" string";
         goto failed;
     }
@@ -123,22 +97,22 @@ ngx_http_voice_twilio_parse(const uint8_t *msg, size_t len,
         goto failed;
     }
 
-    if (ngx_http_voice_json_str_eq(msg, toks, i, "media")) {
+    if (voice_json_str_eq(msg, toks, i, "media")) {
         ev->event = NGX_HTTP_VOICE_TWILIO_MEDIA;
 
-    } else if (ngx_http_voice_json_str_eq(msg, toks, i, "mark")) {
+    } else if (voice_json_str_eq(msg, toks, i, "mark")) {
         ev->event = NGX_HTTP_VOICE_TWILIO_MARK;
 
-    } else if (ngx_http_voice_json_str_eq(msg, toks, i, "start")) {
+    } else if (voice_json_str_eq(msg, toks, i, "start")) {
         ev->event = NGX_HTTP_VOICE_TWILIO_START;
 
-    } else if (ngx_http_voice_json_str_eq(msg, toks, i, "dtmf")) {
+    } else if (voice_json_str_eq(msg, toks, i, "dtmf")) {
         ev->event = NGX_HTTP_VOICE_TWILIO_DTMF;
 
-    } else if (ngx_http_voice_json_str_eq(msg, toks, i, "stop")) {
+    } else if (voice_json_str_eq(msg, toks, i, "stop")) {
         ev->event = NGX_HTTP_VOICE_TWILIO_STOP;
 
-    } else if (ngx_http_voice_json_str_eq(msg, toks, i, "connected")) {
+    } else if (voice_json_str_eq(msg, toks, i, "connected")) {
         ev->event = NGX_HTTP_VOICE_TWILIO_CONNECTED;
         return 0;
 
@@ -235,7 +209,7 @@ ngx_http_voice_twilio_parse_start(ngx_http_voice_twilio_ctx_t *c, int root,
     int                               s, cp, mf, k;
     uint32_t                          j;
     ngx_http_voice_twilio_param_t    *param;
-    const ngx_http_voice_json_tok_t  *t;
+    const voice_json_tok_t           *t;
 
     s = ngx_http_voice_twilio_object(c, root, "start", 1,
                                      "start event without a start object");
@@ -277,7 +251,7 @@ ngx_http_voice_twilio_parse_start(ngx_http_voice_twilio_ctx_t *c, int root,
         for (j = 0; j < t[cp].size; j++) {
             param = &ev->params[j];
 
-            if (t[k + 1].type != NGX_HTTP_VOICE_JSON_STRING) {
+            if (t[k + 1].type != VOICE_JSON_STRING) {
                 c->err = "a start.customParameters value is not a string";
                 return -1;
             }
@@ -325,7 +299,7 @@ ngx_http_voice_twilio_parse_media(ngx_http_voice_twilio_ctx_t *c, int root,
     ngx_http_voice_twilio_event_t *ev, uint8_t *audio)
 {
     int                          m, i;
-    size_t                       n;
+    long                         k;
     ngx_http_voice_twilio_str_t  s;
 
     m = ngx_http_voice_twilio_object(c, root, "media", 1,
@@ -346,9 +320,9 @@ ngx_http_voice_twilio_parse_media(ngx_http_voice_twilio_ctx_t *c, int root,
         return -1;
     }
 
-    i = ngx_http_voice_json_get(c->msg, c->toks, m, "payload");
+    i = voice_json_get(c->msg, c->toks, m, "payload");
 
-    if (i < 0 || c->toks[i].type != NGX_HTTP_VOICE_JSON_STRING) {
+    if (i < 0 || c->toks[i].type != VOICE_JSON_STRING) {
         c->err = "media.payload missing or not a string";
         return -1;
     }
@@ -363,26 +337,27 @@ ngx_http_voice_twilio_parse_media(ngx_http_voice_twilio_ctx_t *c, int root,
     }
 
     /* say "too big" rather than "invalid" when that is what it is */
-    n = s.len;
 
-    if (n && n % 4 == 0) {
-        n = n / 4 * 3 - (s.data[n - 1] == '=') - (s.data[n - 2] == '=');
-
-        if (n > NGX_HTTP_VOICE_TWILIO_MAX_AUDIO) {
-            c->err = "media.payload decodes to more than 8192 bytes";
-            return -1;
-        }
+    if (s.len % 4 == 0
+        && voice_b64_decoded_len((const char *) s.data, s.len)
+           > NGX_HTTP_VOICE_TWILIO_MAX_AUDIO)
+    {
+        c->err = "media.payload decodes to more than 8192 bytes";
+        return -1;
     }
 
-    n = ngx_http_voice_twilio_b64_decode(audio, NGX_HTTP_VOICE_TWILIO_MAX_AUDIO,
-                                         s.data, s.len);
-    if (n == (size_t) -1) {
+    /* Twilio pads: a payload that does not is refused */
+
+    k = (s.len % 4) ? -1
+                    : voice_b64_decode(audio, NGX_HTTP_VOICE_TWILIO_MAX_AUDIO,
+                                       (const char *) s.data, s.len);
+    if (k < 0) {
         c->err = "media.payload is not valid padded base64";
         return -1;
     }
 
     ev->audio = audio;
-    ev->audio_len = n;
+    ev->audio_len = (size_t) k;
 
     return 0;
 }
@@ -429,13 +404,13 @@ ngx_http_voice_twilio_object(ngx_http_voice_twilio_ctx_t *c, int obj,
 {
     int  i;
 
-    i = ngx_http_voice_json_get(c->msg, c->toks, obj, key);
+    i = voice_json_get(c->msg, c->toks, obj, key);
 
     if (i < 0 && !required) {
         return -1;
     }
 
-    if (i < 0 || c->toks[i].type != NGX_HTTP_VOICE_JSON_OBJECT) {
+    if (i < 0 || c->toks[i].type != VOICE_JSON_OBJECT) {
         c->err = bad;
         return -2;
     }
@@ -456,13 +431,13 @@ ngx_http_voice_twilio_string(ngx_http_voice_twilio_ctx_t *c, int obj,
 {
     int  i;
 
-    i = ngx_http_voice_json_get(c->msg, c->toks, obj, key);
+    i = voice_json_get(c->msg, c->toks, obj, key);
 
     if (i < 0 && !required) {
         return 0;
     }
 
-    if (i < 0 || c->toks[i].type != NGX_HTTP_VOICE_JSON_STRING) {
+    if (i < 0 || c->toks[i].type != VOICE_JSON_STRING) {
         c->err = bad;
         return -1;
     }
@@ -478,7 +453,7 @@ ngx_http_voice_twilio_value(ngx_http_voice_twilio_ctx_t *c, int i,
     ngx_http_voice_twilio_str_t *out)
 {
     size_t                            n;
-    const ngx_http_voice_json_tok_t  *t;
+    const voice_json_tok_t           *t;
 
     t = &c->toks[i];
 
@@ -493,8 +468,8 @@ ngx_http_voice_twilio_value(ngx_http_voice_twilio_ctx_t *c, int i,
         return -1;
     }
 
-    n = ngx_http_voice_json_unescape(c->msg, t, c->scratch + c->used,
-                                     c->scratch_size - c->used);
+    n = voice_json_unescape(c->msg, t, c->scratch + c->used,
+                            c->scratch_size - c->used);
     if (n == (size_t) -1) {
         c->err = "scratch buffer too small for the escaped strings";
         return -1;
@@ -572,9 +547,9 @@ ngx_http_voice_twilio_decimal(ngx_http_voice_twilio_ctx_t *c, int obj,
     uint8_t                           buf[24];
     uint64_t                          x;
     const uint8_t                    *p;
-    const ngx_http_voice_json_tok_t  *t;
+    const voice_json_tok_t           *t;
 
-    i = ngx_http_voice_json_get(c->msg, c->toks, obj, key);
+    i = voice_json_get(c->msg, c->toks, obj, key);
 
     if (i < 0) {
         return 0;
@@ -582,12 +557,12 @@ ngx_http_voice_twilio_decimal(ngx_http_voice_twilio_ctx_t *c, int obj,
 
     t = &c->toks[i];
 
-    if (t->type != NGX_HTTP_VOICE_JSON_STRING) {
+    if (t->type != VOICE_JSON_STRING) {
         goto bad;
     }
 
     if (t->escaped) {
-        n = ngx_http_voice_json_unescape(c->msg, t, buf, sizeof(buf));
+        n = voice_json_unescape(c->msg, t, buf, sizeof(buf));
         if (n == (size_t) -1) {
             goto bad;
         }
@@ -639,13 +614,13 @@ ngx_http_voice_twilio_number(ngx_http_voice_twilio_ctx_t *c, int obj,
     int       i;
     uint64_t  x;
 
-    i = ngx_http_voice_json_get(c->msg, c->toks, obj, key);
+    i = voice_json_get(c->msg, c->toks, obj, key);
 
     if (i < 0) {
         return 0;
     }
 
-    if (!ngx_http_voice_json_uint(c->msg, &c->toks[i], &x)
+    if (!voice_json_uint(c->msg, &c->toks[i], &x)
         || x > UINT32_MAX)
     {
         c->err = bad;
@@ -672,17 +647,18 @@ ngx_http_voice_twilio_write_media(uint8_t *out, size_t cap,
         return 0;
     }
 
-    p = ngx_http_voice_twilio_put(p, last,
-                                  "{\"event\":\"media\",\"streamSid\":");
-    p = ngx_http_voice_twilio_put_str(p, last, stream_sid, sid_len);
-    p = ngx_http_voice_twilio_put(p, last, ",\"media\":{\"payload\":\"");
+    p = voice_json_put(p, last, "{\"event\":\"media\",\"streamSid\":");
+    p = voice_json_put_str(p, last, stream_sid, sid_len);
+    p = voice_json_put(p, last, ",\"media\":{\"payload\":\"");
 
-    if (p == NULL || (size_t) (last - p) < 4 * ((audio_len + 2) / 3) + 3) {
+    if (p == NULL
+        || (size_t) (last - p) < VOICE_B64_ENCODED_LEN(audio_len) + 3)
+    {
         return 0;
     }
 
-    p += ngx_http_voice_twilio_b64_encode(p, audio, audio_len);
-    p = ngx_http_voice_twilio_put(p, last, "\"}}");
+    p += voice_b64_encode((char *) p, audio, audio_len);
+    p = voice_json_put(p, last, "\"}}");
 
     return (p == NULL) ? 0 : (size_t) (p - out);
 }
@@ -698,12 +674,11 @@ ngx_http_voice_twilio_write_mark(uint8_t *out, size_t cap,
     p = out;
     last = out + cap;
 
-    p = ngx_http_voice_twilio_put(p, last,
-                                  "{\"event\":\"mark\",\"streamSid\":");
-    p = ngx_http_voice_twilio_put_str(p, last, stream_sid, sid_len);
-    p = ngx_http_voice_twilio_put(p, last, ",\"mark\":{\"name\":");
-    p = ngx_http_voice_twilio_put_str(p, last, name, name_len);
-    p = ngx_http_voice_twilio_put(p, last, "}}");
+    p = voice_json_put(p, last, "{\"event\":\"mark\",\"streamSid\":");
+    p = voice_json_put_str(p, last, stream_sid, sid_len);
+    p = voice_json_put(p, last, ",\"mark\":{\"name\":");
+    p = voice_json_put_str(p, last, name, name_len);
+    p = voice_json_put(p, last, "}}");
 
     return (p == NULL) ? 0 : (size_t) (p - out);
 }
@@ -718,235 +693,9 @@ ngx_http_voice_twilio_write_clear(uint8_t *out, size_t cap,
     p = out;
     last = out + cap;
 
-    p = ngx_http_voice_twilio_put(p, last,
-                                  "{\"event\":\"clear\",\"streamSid\":");
-    p = ngx_http_voice_twilio_put_str(p, last, stream_sid, sid_len);
-    p = ngx_http_voice_twilio_put(p, last, "}");
+    p = voice_json_put(p, last, "{\"event\":\"clear\",\"streamSid\":");
+    p = voice_json_put_str(p, last, stream_sid, sid_len);
+    p = voice_json_put(p, last, "}");
 
     return (p == NULL) ? 0 : (size_t) (p - out);
-}
-
-
-/* the writers' appenders: NULL in, NULL out, so a chain checks once */
-
-static uint8_t *
-ngx_http_voice_twilio_put(uint8_t *p, uint8_t *last, const char *s)
-{
-    size_t  n;
-
-    if (p == NULL) {
-        return NULL;
-    }
-
-    n = strlen(s);
-
-    if ((size_t) (last - p) < n) {
-        return NULL;
-    }
-
-    memcpy(p, s, n);
-
-    return p + n;
-}
-
-
-/* a quoted JSON string; bytes >= 0x80 are passed through as UTF-8 */
-
-static uint8_t *
-ngx_http_voice_twilio_put_str(uint8_t *p, uint8_t *last, const uint8_t *s,
-    size_t len)
-{
-    size_t   i;
-    uint8_t  ch;
-
-    static const char  hex[] = "0123456789abcdef";
-
-    if (p == NULL || last - p < 2) {
-        return NULL;
-    }
-
-    *p++ = '"';
-
-    for (i = 0; i < len; i++) {
-        ch = s[i];
-
-        if (ch >= 0x20 && ch != '"' && ch != '\\') {
-            if (p == last) {
-                return NULL;
-            }
-
-            *p++ = ch;
-            continue;
-        }
-
-        if (last - p < 6) {
-            return NULL;
-        }
-
-        *p++ = '\\';
-
-        switch (ch) {
-
-        case '"':
-        case '\\':
-            *p++ = ch;
-            break;
-
-        case '\n':
-            *p++ = 'n';
-            break;
-
-        case '\r':
-            *p++ = 'r';
-            break;
-
-        case '\t':
-            *p++ = 't';
-            break;
-
-        default:
-            *p++ = 'u';
-            *p++ = '0';
-            *p++ = '0';
-            *p++ = hex[ch >> 4];
-            *p++ = hex[ch & 0xf];
-            break;
-        }
-    }
-
-    if (p == last) {
-        return NULL;
-    }
-
-    *p++ = '"';
-
-    return p;
-}
-
-
-size_t
-ngx_http_voice_twilio_b64_encode(uint8_t *out, const uint8_t *in, size_t len)
-{
-    uint8_t     *p;
-    uint32_t     v;
-    const char  *d;
-
-    p = out;
-    d = ngx_http_voice_twilio_b64_digits;
-
-    while (len >= 3) {
-        v = (uint32_t) in[0] << 16 | (uint32_t) in[1] << 8 | in[2];
-
-        p[0] = d[v >> 18];
-        p[1] = d[v >> 12 & 0x3f];
-        p[2] = d[v >> 6 & 0x3f];
-        p[3] = d[v & 0x3f];
-
-        p += 4;
-        in += 3;
-        len -= 3;
-    }
-
-    if (len) {
-        v = (uint32_t) in[0] << 16;
-
-        if (len == 2) {
-            v |= (uint32_t) in[1] << 8;
-        }
-
-        p[0] = d[v >> 18];
-        p[1] = d[v >> 12 & 0x3f];
-        p[2] = (len == 2) ? d[v >> 6 & 0x3f] : '=';
-        p[3] = '=';
-
-        p += 4;
-    }
-
-    return (size_t) (p - out);
-}
-
-
-/*
- * Strict: the length is a multiple of 4, '=' only as the last one or two
- * characters, and the bits the padding drops are zero (RFC 4648 3.5), so
- * that every payload has exactly one spelling.
- */
-
-size_t
-ngx_http_voice_twilio_b64_decode(uint8_t *out, size_t cap, const uint8_t *in,
-    size_t len)
-{
-    size_t          n, pad;
-    uint32_t        a, b, c, d;
-    const uint8_t  *v, *last;
-
-    if (len % 4) {
-        return (size_t) -1;
-    }
-
-    if (len == 0) {
-        return 0;
-    }
-
-    pad = 0;
-
-    if (in[len - 1] == '=') {
-        pad = (in[len - 2] == '=') ? 2 : 1;
-    }
-
-    n = len / 4 * 3 - pad;
-
-    if (n > cap) {
-        return (size_t) -1;
-    }
-
-    v = ngx_http_voice_twilio_b64_value;
-    last = in + len - 4;
-
-    while (in < last) {
-        a = v[in[0]];
-        b = v[in[1]];
-        c = v[in[2]];
-        d = v[in[3]];
-
-        if ((a | b | c | d) & 0x40) {
-            return (size_t) -1;
-        }
-
-        a = a << 18 | b << 12 | c << 6 | d;
-
-        out[0] = (uint8_t) (a >> 16);
-        out[1] = (uint8_t) (a >> 8);
-        out[2] = (uint8_t) a;
-
-        out += 3;
-        in += 4;
-    }
-
-    a = v[in[0]];
-    b = v[in[1]];
-    c = (pad == 2) ? 0 : v[in[2]];
-    d = pad ? 0 : v[in[3]];
-
-    if ((a | b | c | d) & 0x40) {
-        return (size_t) -1;
-    }
-
-    a = a << 18 | b << 12 | c << 6 | d;
-
-    out[0] = (uint8_t) (a >> 16);
-
-    if (pad == 2) {
-        return (a & 0xffff) ? (size_t) -1 : n;
-    }
-
-    out[1] = (uint8_t) (a >> 8);
-
-    if (pad == 1) {
-        return (a & 0xff) ? (size_t) -1 : n;
-    }
-
-    out[2] = (uint8_t) a;
-
-    return n;
 }

@@ -3,11 +3,11 @@
  * (Twilio -> us) and writer of the messages we send back (media, mark,
  * clear), as docs/protocols.md, Media Streams describes them.
  *
- * Leaf code (libc only, built on ngx_http_voice_json.c): the media session
- * (ngx_http_voice_media.c) hands it each text message.  Parsing is
- * tolerant of unknown fields and strict about the fields it uses: their
- * types, SID shapes, decimal strings, and base64 payloads of bounded size.
- * Writing is strict: exactly the documented fields.
+ * Leaf code (libc only, built on common/voice_json.c and voice_b64.c): the
+ * media session (ngx_http_voice_media.c) hands it each text message.
+ * Parsing is tolerant of unknown fields and strict about the fields it
+ * uses: their types, SID shapes, decimal strings, and base64 payloads of
+ * bounded size.  Writing is strict: exactly the documented fields.
  */
 
 #ifndef NGX_HTTP_VOICE_TWILIO_H
@@ -15,6 +15,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "voice_b64.h"
 
 
 #define NGX_HTTP_VOICE_TWILIO_CONNECTED   1
@@ -119,15 +121,7 @@ size_t ngx_http_voice_twilio_write_clear(uint8_t *out, size_t cap,
 
 /* the largest media message for audio_len bytes of audio */
 #define NGX_HTTP_VOICE_TWILIO_MEDIA_SIZE(sid_len, audio_len)                  \
-    (64 + (sid_len) + 4 * (((audio_len) + 2) / 3))
-
-
-/* base64 (standard alphabet, '=' padding), used by the parser and writers */
-size_t ngx_http_voice_twilio_b64_encode(uint8_t *out, const uint8_t *in,
-    size_t len);
-/* returns the decoded length, or (size_t) -1 if invalid or over cap */
-size_t ngx_http_voice_twilio_b64_decode(uint8_t *out, size_t cap,
-    const uint8_t *in, size_t len);
+    (64 + (sid_len) + VOICE_B64_ENCODED_LEN(audio_len))
 
 
 #endif /* NGX_HTTP_VOICE_TWILIO_H */

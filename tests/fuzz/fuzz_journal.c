@@ -24,7 +24,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 
 static ngx_http_voice_transcript_fmt_slot_t  fuzz_slots[FUZZ_SLOTS];
-static ngx_http_voice_json_tok_t
+static voice_json_tok_t
     fuzz_toks[NGX_HTTP_VOICE_TRANSCRIPT_LINE_TOKS];
 
 
@@ -34,7 +34,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t                                   cap, n, m, lines, i, p, plen;
     uint8_t                                 *out, *text, iso[32];
     const uint8_t                           *nl;
-    ngx_http_voice_json_tok_t               *toks;
+    voice_json_tok_t                        *toks;
     ngx_http_voice_transcript_fmt_journal_t  j;
 
     nl = memchr(data, '\n', size);
@@ -75,16 +75,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     }
 
-    toks = malloc((n / 2 + 2) * sizeof(ngx_http_voice_json_tok_t));
+    toks = malloc((n / 2 + 2) * sizeof(voice_json_tok_t));
     text = malloc(n + 1);
 
     if (toks && text) {
-        if (ngx_http_voice_json_parse(out, n, toks, (unsigned) (n / 2 + 2),
-                                      NULL) < 1
-            || ngx_http_voice_transcript_fmt_text(out, n, toks,
-                                                  (unsigned) (n / 2 + 2),
-                                                  text, n + 1)
-               == (size_t) -1)
+        if (voice_json_parse(out, n, toks, (unsigned) (n / 2 + 2),
+                             NULL) < 1
+   || ngx_http_voice_transcript_fmt_text(out, n, toks,
+                                         (unsigned) (n / 2 + 2),
+                                         text, n + 1)
+      == (size_t) -1)
         {
             abort();
         }

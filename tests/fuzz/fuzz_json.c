@@ -1,6 +1,6 @@
 /*
  * fuzz_json.c: libFuzzer target of ngx_voice_module's JSON tokenizer
- * (ngx_http_voice_json.c).
+ * (common/voice_json.c).
  *
  * The input is the text.  When it tokenizes, the token tree must be
  * consistent (offsets in the text, next indexes, member and element
@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ngx_http_voice_json.h"
+#include "voice_json.h"
 
 
 #define FUZZ_TOKS  512
@@ -22,7 +22,7 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 
-static ngx_http_voice_json_tok_t  fuzz_toks[FUZZ_TOKS];
+static voice_json_tok_t           fuzz_toks[FUZZ_TOKS];
 static uint8_t                    fuzz_buf[1 << 16];
 static char                       fuzz_key[1 << 16];
 
@@ -86,7 +86,7 @@ fuzz_json_walk(const uint8_t *text, size_t size, int i, int n)
     size_t                            len;
     uint8_t                           saved;
     uint64_t                          u;
-    const ngx_http_voice_json_tok_t  *t;
+    const voice_json_tok_t           *t;
 
     if (i >= n) {
         abort();
@@ -102,26 +102,26 @@ fuzz_json_walk(const uint8_t *text, size_t size, int i, int n)
 
     switch (t->type) {
 
-    case NGX_HTTP_VOICE_JSON_OBJECT:
-    case NGX_HTTP_VOICE_JSON_ARRAY:
+    case VOICE_JSON_OBJECT:
+    case VOICE_JSON_ARRAY:
         k = i + 1;
 
         for (m = 0; m < t->size; m++) {
 
-            if (t->type == NGX_HTTP_VOICE_JSON_OBJECT) {
-                if (fuzz_toks[k].type != NGX_HTTP_VOICE_JSON_STRING) {
+            if (t->type == VOICE_JSON_OBJECT) {
+                if (fuzz_toks[k].type != VOICE_JSON_STRING) {
                     abort();
                 }
 
                 j = fuzz_json_walk(text, size, k, n);
 
                 /* the key is found, at this member or an earlier one */
-                len = ngx_http_voice_json_unescape(text, &fuzz_toks[k],
-                                                   (uint8_t *) fuzz_key,
-                                                   sizeof(fuzz_key) - 1);
+                len = voice_json_unescape(text, &fuzz_toks[k],
+                                          (uint8_t *) fuzz_key,
+                                          sizeof(fuzz_key) - 1);
                 if (len != (size_t) -1 && memchr(fuzz_key, 0, len) == NULL) {
                     fuzz_key[len] = '\0';
-                    v = ngx_http_voice_json_get(text, fuzz_toks, i, fuzz_key);
+                    v = voice_json_get(text, fuzz_toks, i, fuzz_key);
 
                     if (v < 0 || v > j) {
                         abort();
@@ -138,9 +138,9 @@ fuzz_json_walk(const uint8_t *text, size_t size, int i, int n)
             abort();
         }
 
-        if (text[t->start] != (t->type == NGX_HTTP_VOICE_JSON_OBJECT ? '{'
+        if (text[t->start] != (t->type == VOICE_JSON_OBJECT ? '{'
                                                                      : '[')
-            || text[t->end - 1] != (t->type == NGX_HTTP_VOICE_JSON_OBJECT
+            || text[t->end - 1] != (t->type == VOICE_JSON_OBJECT
                                     ? '}' : ']'))
         {
             abort();
@@ -148,9 +148,9 @@ fuzz_json_walk(const uint8_t *text, size_t size, int i, int n)
 
         return k;
 
-    case NGX_HTTP_VOICE_JSON_STRING:
-        len = ngx_http_voice_json_unescape(text, t, fuzz_buf,
-                                           sizeof(fuzz_buf));
+    case VOICE_JSON_STRING:
+        len = voice_json_unescape(text, t, fuzz_buf,
+                                  sizeof(fuzz_buf));
 
         if (len == (size_t) -1 || len > t->end - t->start
             || !fuzz_json_utf8(fuzz_buf, len)
@@ -165,7 +165,7 @@ fuzz_json_walk(const uint8_t *text, size_t size, int i, int n)
             fuzz_buf[len - 1] ^= 0x55;
             saved = fuzz_buf[len - 1];
 
-            if (ngx_http_voice_json_unescape(text, t, fuzz_buf, len - 1)
+            if (voice_json_unescape(text, t, fuzz_buf, len - 1)
                 != (size_t) -1
                 || fuzz_buf[len - 1] != saved)
             {
@@ -173,21 +173,21 @@ fuzz_json_walk(const uint8_t *text, size_t size, int i, int n)
             }
         }
 
-        len = ngx_http_voice_json_unescape(text, t, fuzz_buf,
-                                           sizeof(fuzz_buf));
+        len = voice_json_unescape(text, t, fuzz_buf,
+                                  sizeof(fuzz_buf));
 
         if (memchr(fuzz_buf, 0, len) == NULL) {
             memcpy(fuzz_key, fuzz_buf, len);
             fuzz_key[len] = '\0';
 
-            if (!ngx_http_voice_json_str_eq(text, fuzz_toks, i, fuzz_key)) {
+            if (!voice_json_str_eq(text, fuzz_toks, i, fuzz_key)) {
                 abort();
             }
 
             if (len > 0) {
                 fuzz_key[len - 1] = '\0';
 
-                if (ngx_http_voice_json_str_eq(text, fuzz_toks, i, fuzz_key)) {
+                if (voice_json_str_eq(text, fuzz_toks, i, fuzz_key)) {
                     abort();
                 }
             }
@@ -195,17 +195,17 @@ fuzz_json_walk(const uint8_t *text, size_t size, int i, int n)
 
         break;
 
-    case NGX_HTTP_VOICE_JSON_NUMBER:
+    case VOICE_JSON_NUMBER:
         if (t->end == t->start) {
             abort();
         }
 
-        (void) ngx_http_voice_json_uint(text, t, &u);
+        (void) voice_json_uint(text, t, &u);
         break;
 
-    case NGX_HTTP_VOICE_JSON_TRUE:
-    case NGX_HTTP_VOICE_JSON_FALSE:
-    case NGX_HTTP_VOICE_JSON_NULL:
+    case VOICE_JSON_TRUE:
+    case VOICE_JSON_FALSE:
+    case VOICE_JSON_NULL:
         break;
 
     default:
@@ -227,13 +227,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char  *err;
 
     err = NULL;
-    n = ngx_http_voice_json_parse(data, size, fuzz_toks, FUZZ_TOKS, &err);
+    n = voice_json_parse(data, size, fuzz_toks, FUZZ_TOKS, &err);
 
     if (n < 0) {
         if (err == NULL
-            || (n != NGX_HTTP_VOICE_JSON_EINVAL
-                && n != NGX_HTTP_VOICE_JSON_ENOMEM
-                && n != NGX_HTTP_VOICE_JSON_EDEPTH))
+            || (n != VOICE_JSON_EINVAL
+                && n != VOICE_JSON_ENOMEM
+                && n != VOICE_JSON_EDEPTH))
         {
             abort();
         }
@@ -246,9 +246,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     /* the same text with one token of room less */
-    rc = ngx_http_voice_json_parse(data, size, fuzz_toks, (unsigned) n - 1,
-                                   &err);
-    if (rc != NGX_HTTP_VOICE_JSON_ENOMEM) {
+    rc = voice_json_parse(data, size, fuzz_toks, (unsigned) n - 1,
+                          &err);
+    if (rc != VOICE_JSON_ENOMEM) {
         abort();
     }
 

@@ -29,7 +29,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 
 static ngx_http_voice_transcript_fmt_slot_t  fuzz_slots[FUZZ_SLOTS];
-static ngx_http_voice_json_tok_t
+static voice_json_tok_t
     fuzz_line_toks[NGX_HTTP_VOICE_TRANSCRIPT_LINE_TOKS];
 
 
@@ -39,11 +39,11 @@ static size_t
 fuzz_text(const uint8_t *json, size_t len, uint8_t **text)
 {
     size_t                      n, cap;
-    ngx_http_voice_json_tok_t  *toks;
+    voice_json_tok_t  *toks;
 
     cap = 2 * len + 64;
     *text = malloc(cap);
-    toks = malloc((len + 2) * sizeof(ngx_http_voice_json_tok_t));
+    toks = malloc((len + 2) * sizeof(voice_json_tok_t));
 
     if (*text == NULL || toks == NULL) {
         abort();
@@ -64,12 +64,12 @@ fuzz_record(const uint8_t *json, size_t len)
 {
     size_t                      n, m, i;
     uint8_t                    *text, *exact;
-    ngx_http_voice_json_tok_t  *toks;
+    voice_json_tok_t  *toks;
 
     n = fuzz_text(json, len, &text);
 
     exact = malloc(len ? len : 1);
-    toks = malloc((len / 2 + 2) * sizeof(ngx_http_voice_json_tok_t));
+    toks = malloc((len / 2 + 2) * sizeof(voice_json_tok_t));
 
     if (exact == NULL || toks == NULL) {
         abort();

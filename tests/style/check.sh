@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # check.sh: the project's style check for its C code, after OpenResty's
-# ngx-style.pl: nginx style in ngx_voice_module/, proto/ and bridged/.
+# ngx-style.pl: nginx style in ngx_voice_module/, proto/, common/ and
+# bridged/.
 #
 # It checks what a reviewer should never have to point out: lines over 80
 # columns, tabs, trailing blanks, C++ comments, a missing opening comment
@@ -10,7 +11,8 @@ set -u
 top=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$top" || exit 1
 
-files=$(ls ngx_voice_module/*.[ch] proto/*.[ch] bridged/*.[ch] 2>/dev/null)
+files=$(ls ngx_voice_module/*.[ch] proto/*.[ch] common/*.[ch] bridged/*.[ch] \
+        2>/dev/null)
 [ -n "$files" ] || { echo "style: no files"; exit 1; }
 
 awk '

@@ -4,11 +4,11 @@
 # LDFLAGS and the cmocka flags.
 
 BD_DIR     := $(TOP)/bridged
-BD_CFLAGS  := -I$(BD_DIR) -I$(TOP)/proto $(shell pkg-config --cflags libcjson)
+BD_CFLAGS  := -I$(BD_DIR) -I$(TOP)/proto -I$(TOP)/common \
+              $(shell pkg-config --cflags libcjson)
 BD_LIBS    := $(shell pkg-config --libs libcjson)
 
-UNIT_TESTS += test_bd_jscan
-UNIT_TESTS += test_bd_b64 test_bd_form test_bd_ring test_bd_twapi_json \
+UNIT_TESTS += test_bd_form test_bd_ring test_bd_twapi_json \
               test_bd_oai_event test_bd_conf test_bd_log \
               test_bd_session test_bd_history test_bd_retry test_bd_stats
 
@@ -16,10 +16,6 @@ UNIT_TESTS += test_bd_b64 test_bd_form test_bd_ring test_bd_twapi_json \
 
 BD_TEST_CC = $(CC) $(CFLAGS) $(CMOCKA_CFLAGS) $(BD_CFLAGS) -o $@ \
              $(filter %.c,$^) $(LDFLAGS) $(CMOCKA_LIBS) $(BD_LIBS)
-
-$(O)/test_bd_b64: $(CURDIR)/test_bd_b64.c $(BD_DIR)/bd_b64.c \
-                  $(BD_DIR)/bd_b64.h | $(O)
-	$(BD_TEST_CC)
 
 $(O)/test_bd_form: $(CURDIR)/test_bd_form.c $(BD_DIR)/bd_form.c \
                    $(BD_DIR)/bd_form.h | $(O)
@@ -34,17 +30,14 @@ $(O)/test_bd_twapi_json: $(CURDIR)/test_bd_twapi_json.c \
                          $(BD_DIR)/bd_twapi_json.h | $(O)
 	$(BD_TEST_CC)
 
-$(O)/test_bd_jscan: $(CURDIR)/test_bd_jscan.c $(BD_DIR)/bd_jscan.c \
-                    $(BD_DIR)/bd_jscan.h | $(O)
-	$(BD_TEST_CC)
-
 $(O)/test_bd_oai_event: $(CURDIR)/test_bd_oai_event.c \
-                        $(BD_DIR)/bd_oai_event.c $(BD_DIR)/bd_b64.c \
+                        $(BD_DIR)/bd_oai_event.c $(TOP)/common/voice_b64.c \
                         $(BD_DIR)/bd_history.c $(BD_DIR)/bd_history.h \
-                        $(BD_DIR)/bd_jscan.c $(BD_DIR)/bd_jscan.h \
+                        $(TOP)/common/voice_json.c \
+                        $(TOP)/common/voice_json.h \
                         $(BD_DIR)/bd_log.c $(BD_DIR)/bd_oai_event.h \
                         $(BD_DIR)/bd_stats.c $(BD_DIR)/bd_stats.h \
-                        $(BD_DIR)/bd_b64.h $(BD_DIR)/bd_log.h \
+                        $(TOP)/common/voice_b64.h $(BD_DIR)/bd_log.h \
                         $(TOP)/proto/voice_proto.h | $(O)
 	$(BD_TEST_CC)
 

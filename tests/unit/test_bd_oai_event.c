@@ -17,7 +17,7 @@
 
 #include <cJSON.h>
 
-#include "bd_b64.h"
+#include "voice_b64.h"
 #include "bd_log.h"
 #include "bd_oai_event.h"
 #include "bd_session.h"
@@ -297,12 +297,12 @@ delta(fixture_t *x, const char *item, const char *resp, size_t len, int c)
     raw = malloc(len);
     memset(raw, c, len);
 
-    json = malloc(BD_B64_ENCODED_LEN(len) + 256);
+    json = malloc(VOICE_B64_ENCODED_LEN(len) + 256);
     p = json + sprintf(json, "{\"type\":\"response.output_audio.delta\","
                        "\"response_id\":\"%s\",\"item_id\":\"%s\","
                        "\"output_index\":0,\"content_index\":0,"
                        "\"delta\":\"", resp, item);
-    p += bd_b64_encode(p, raw, len);
+    p += voice_b64_encode(p, raw, len);
     p += sprintf(p, "\"}");
 
     assert_int_equal(bd_oai_event_dispatch(&x->cv, json,
@@ -474,25 +474,40 @@ test_delta_shapes_the_flat_scan_declines(void **state)
     turn(x);
 
     /* an escaped slash in the base64 ("AAAA////" is 00 00 00 ff ff ff),
-     * and a nested member: both parsed in full, with the same effect */
+     * an escape in a name, and one in the item id: parsed in full by
+     * cJSON, with the same effect */
 
     ev(x, "{\"type\":\"response.output_audio.delta\",\"response_id\":"
           "\"resp_R1\",\"item_id\":\"item_A1\",\"delta\":\"AAAA\\/\\/\\/\\/\"}");
     ev(x, "{\"type\":\"response.output_audio.delta\",\"response_id\":"
+          "\"resp_R1\",\"item_id\":\"item_A1\",\"n\\u006fte\":1,"
+          "\"delta\":\"////\"}");
+    ev(x, "{\"type\":\"response.output_audio.delta\",\"response_id\":"
+          "\"resp_R1\",\"item_id\":\"item\\u005fA1\",\"delta\":\"////\"}");
+
+    assert_int_equal(x->cv.deltas_flat, 0);
+    assert_int_equal(x->f.audio_len, 12);
+    assert_memory_equal(x->f.audio, "\x00\x00\x00\xff\xff\xff\xff\xff\xff"
+                        "\xff\xff\xff", 12);
+
+    /* a nested member: the tokenizer reads past it (the flat scan that
+     * came before it declined) */
+
+    ev(x, "{\"type\":\"response.output_audio.delta\",\"response_id\":"
           "\"resp_R1\",\"item_id\":\"item_A1\",\"extra\":{\"a\":[1]},"
           "\"delta\":\"////\"}");
 
-    assert_int_equal(x->cv.deltas_flat, 0);
-    assert_int_equal(x->f.audio_len, 9);
-    assert_memory_equal(x->f.audio, "\x00\x00\x00\xff\xff\xff\xff\xff\xff", 9);
+    assert_int_equal(x->cv.deltas_flat, 1);
+    assert_int_equal(x->f.audio_len, 15);
+    assert_memory_equal(x->f.audio + 12, "\xff\xff\xff", 3);
 
-    /* the plain shape is scanned */
+    /* the plain shape is read without cJSON */
 
     ev(x, "{\"type\":\"response.output_audio.delta\",\"response_id\":"
           "\"resp_R1\",\"item_id\":\"item_A1\",\"delta\":\"AQID\"}");
-    assert_int_equal(x->cv.deltas_flat, 1);
-    assert_int_equal(x->f.audio_len, 12);
-    assert_memory_equal(x->f.audio + 9, "\x01\x02\x03", 3);
+    assert_int_equal(x->cv.deltas_flat, 2);
+    assert_int_equal(x->f.audio_len, 18);
+    assert_memory_equal(x->f.audio + 15, "\x01\x02\x03", 3);
 }
 
 

@@ -58,7 +58,7 @@ static size_t
 render(const char *json, uint8_t *out, size_t cap)
 {
     size_t                     len;
-    ngx_http_voice_json_tok_t  toks[256];
+    voice_json_tok_t           toks[256];
 
     len = strlen(json);
 
@@ -281,11 +281,11 @@ recover(const char *journal, ngx_http_voice_transcript_fmt_journal_t *j,
     size_t nslots, uint8_t *out, size_t cap)
 {
     size_t                                 n;
-    ngx_http_voice_json_tok_t             *toks;
+    voice_json_tok_t                      *toks;
     ngx_http_voice_transcript_fmt_slot_t   slots[16];
 
     toks = test_malloc(NGX_HTTP_VOICE_TRANSCRIPT_LINE_TOKS
-                       * sizeof(ngx_http_voice_json_tok_t));
+                       * sizeof(voice_json_tok_t));
 
     memset(j, 0, sizeof(*j));
     j->call_sid = SID;
@@ -314,7 +314,7 @@ test_recover(void **state)
 {
     size_t                                   n;
     uint8_t                                  out[4096], text[1024];
-    ngx_http_voice_json_tok_t                toks[512];
+    voice_json_tok_t                         toks[512];
     ngx_http_voice_transcript_fmt_journal_t  j;
 
     (void) state;
@@ -358,7 +358,7 @@ test_recover_interrupted(void **state)
 {
     size_t                                   n;
     uint8_t                                  out[4096], text[1024];
-    ngx_http_voice_json_tok_t                toks[512];
+    voice_json_tok_t                         toks[512];
     ngx_http_voice_transcript_fmt_journal_t  j;
 
     (void) state;

@@ -746,51 +746,6 @@ test_media_round_trip(void **state)
 }
 
 
-static void
-test_base64(void **state)
-{
-    size_t   n, len;
-    uint8_t  in[64], enc[128], dec[64];
-
-    (void) state;
-
-    n = ngx_http_voice_twilio_b64_encode(enc, (const uint8_t *) "foobar", 6);
-    assert_int_equal(n, 8);
-    assert_memory_equal(enc, "Zm9vYmFy", 8);
-    n = ngx_http_voice_twilio_b64_encode(enc, (const uint8_t *) "fooba", 5);
-    assert_memory_equal(enc, "Zm9vYmE=", n);
-    n = ngx_http_voice_twilio_b64_encode(enc, (const uint8_t *) "foob", 4);
-    assert_memory_equal(enc, "Zm9vYg==", n);
-    n = ngx_http_voice_twilio_b64_encode(enc, (const uint8_t *) "", 0);
-    assert_int_equal(n, 0);
-
-    for (len = 0; len < sizeof(in); len++) {
-        in[len] = (uint8_t) (0xa5 ^ len * 37);
-        n = ngx_http_voice_twilio_b64_encode(enc, in, len);
-        assert_int_equal(n, 4 * ((len + 2) / 3));
-        assert_int_equal(ngx_http_voice_twilio_b64_decode(dec, len, enc, n),
-                         len);
-        assert_memory_equal(dec, in, len);
-
-        /* one byte short of room */
-        if (len) {
-            assert_int_equal(ngx_http_voice_twilio_b64_decode(dec, len - 1,
-                                                              enc, n),
-                             (size_t) -1);
-        }
-    }
-
-    assert_int_equal(ngx_http_voice_twilio_b64_decode(dec, 64,
-                         (const uint8_t *) "Zm9vYmFy", 8), 6);
-    assert_int_equal(ngx_http_voice_twilio_b64_decode(dec, 64,
-                         (const uint8_t *) "Zm9vYmF=", 8), (size_t) -1);
-    assert_int_equal(ngx_http_voice_twilio_b64_decode(dec, 64,
-                         (const uint8_t *) "Zm9vYh==", 8), (size_t) -1);
-    assert_int_equal(ngx_http_voice_twilio_b64_decode(dec, 64,
-                         (const uint8_t *) "Zm9vYg==", 8), 4);
-}
-
-
 int
 main(void)
 {
@@ -813,7 +768,6 @@ main(void)
         cmocka_unit_test(test_write_exact_bytes),
         cmocka_unit_test(test_write_limits_and_escapes),
         cmocka_unit_test(test_media_round_trip),
-        cmocka_unit_test(test_base64),
     };
 
     return cmocka_run_group_tests_name("twilio", tests, NULL, NULL);

@@ -5,8 +5,8 @@ UNIT_TESTS += test_transcript_fmt
 
 $(O)/test_transcript_fmt: $(CURDIR)/test_transcript_fmt.c \
         $(TOP)/ngx_voice_module/ngx_http_voice_transcript_fmt.c \
-        $(TOP)/ngx_voice_module/ngx_http_voice_json.c \
+        $(TOP)/common/voice_json.c \
         $(TOP)/ngx_voice_module/ngx_http_voice_transcript_fmt.h \
-        $(TOP)/ngx_voice_module/ngx_http_voice_json.h | $(O)
-	$(CC) $(CFLAGS) $(CMOCKA_CFLAGS) -I$(TOP)/ngx_voice_module -o $@ \
-	    $(filter %.c,$^) $(LDFLAGS) $(CMOCKA_LIBS)
+        $(TOP)/common/voice_json.h | $(O)
+	$(CC) $(CFLAGS) $(CMOCKA_CFLAGS) -I$(TOP)/ngx_voice_module \
+	    -I$(TOP)/common -o $@ $(filter %.c,$^) $(LDFLAGS) $(CMOCKA_LIBS)

@@ -1,39 +1,49 @@
 /*
- * ngx_http_voice_json.c: a strict, allocation-free JSON tokenizer
- * (RFC 8259) and the helpers that read its tokens.
+ * voice_json.c: a strict, allocation-free JSON tokenizer (RFC 8259), the
+ * helpers that read its tokens, and the string writer.
  *
- * Leaf code, libc only; ngx_http_voice_twilio.c and ngx_http_voice_body.c
- * build on it.  The tokenizer is one iterative pass over the text: open
- * containers are kept on a fixed stack of MAX_DEPTH token indexes, so a
- * hostile text can neither recurse nor allocate.  Strings are validated
- * completely while they are scanned (escapes, surrogate pairs, UTF-8), so
- * that decoding a token later can only fail for lack of room.
+ * Leaf code, libc only.  In nginx, ngx_http_voice_twilio.c,
+ * ngx_http_voice_body.c, the session settings and the transcripts build
+ * on it; nginx has no JSON reader of its own, and its ngx_escape_json()
+ * stays the writer for code that holds nginx strings.  In bridged, cJSON
+ * reads and writes every event that is not per frame (a tree is the
+ * convenient shape there); this tokenizer reads the one that comes at
+ * frame rate, OpenAI's audio delta, where building a cJSON tree cost a
+ * sixth of bridged's instructions per frame; the benchmark tools read the
+ * events they receive with it too.
+ *
+ * The tokenizer is one iterative pass over the text: open containers are
+ * kept on a fixed stack of MAX_DEPTH token indexes, so a hostile text can
+ * neither recurse nor allocate.  Strings are validated completely while
+ * they are scanned (escapes, surrogate pairs, UTF-8), so that decoding a
+ * token later can only fail for lack of room.  The writer is the one the
+ * libc-only code needs (ngx_http_voice_twilio.c's messages to Twilio).
  */
 
 #include <limits.h>
 #include <string.h>
 
-#include "ngx_http_voice_json.h"
+#include "voice_json.h"
 
 
 /* what the tokenizer expects next */
-#define NGX_HTTP_VOICE_JSON_ST_VALUE      0   /* any value */
-#define NGX_HTTP_VOICE_JSON_ST_ARR_FIRST  1   /* a value or ']' */
-#define NGX_HTTP_VOICE_JSON_ST_OBJ_FIRST  2   /* a key or '}' */
-#define NGX_HTTP_VOICE_JSON_ST_KEY        3   /* a key */
-#define NGX_HTTP_VOICE_JSON_ST_COLON      4
-#define NGX_HTTP_VOICE_JSON_ST_NEXT       5   /* ',' or the closing bracket */
-#define NGX_HTTP_VOICE_JSON_ST_END        6   /* only whitespace */
+#define VOICE_JSON_ST_VALUE      0   /* any value */
+#define VOICE_JSON_ST_ARR_FIRST  1   /* a value or ']' */
+#define VOICE_JSON_ST_OBJ_FIRST  2   /* a key or '}' */
+#define VOICE_JSON_ST_KEY        3   /* a key */
+#define VOICE_JSON_ST_COLON      4
+#define VOICE_JSON_ST_NEXT       5   /* ',' or the closing bracket */
+#define VOICE_JSON_ST_END        6   /* only whitespace */
 
 /* 0x01 in every byte of a word, for the string scan's word tests */
-#define NGX_HTTP_VOICE_JSON_ONES  0x0101010101010101ULL
+#define VOICE_JSON_ONES  0x0101010101010101ULL
 
 
 /*
  * Bytes inside a string: 0 is taken as is, 1 ends the string, 2 starts an
  * escape, 3 is a control character, 4 starts a UTF-8 sequence.
  */
-static const uint8_t  ngx_http_voice_json_str_class[256] = {
+static const uint8_t  voice_json_str_class[256] = {
     3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3,
     3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3,
     0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
@@ -53,33 +63,33 @@ static const uint8_t  ngx_http_voice_json_str_class[256] = {
 };
 
 
-static int ngx_http_voice_json_token(ngx_http_voice_json_tok_t *toks,
+static int voice_json_token(voice_json_tok_t *toks,
     unsigned ntoks, unsigned *count, int type, size_t start, size_t end);
-static size_t ngx_http_voice_json_scan_string(const uint8_t *text,
+static size_t voice_json_scan_string(const uint8_t *text,
     size_t len, size_t i, int *escaped, const char **err);
-static size_t ngx_http_voice_json_scan_number(const uint8_t *text,
+static size_t voice_json_scan_number(const uint8_t *text,
     size_t len, size_t i);
-static size_t ngx_http_voice_json_utf8_len(const uint8_t *p,
+static size_t voice_json_utf8_len(const uint8_t *p,
     const uint8_t *end);
-static int ngx_http_voice_json_hex4(const uint8_t *p, const uint8_t *end);
-static size_t ngx_http_voice_json_escape(const uint8_t *p,
+static int voice_json_hex4(const uint8_t *p, const uint8_t *end);
+static size_t voice_json_escape(const uint8_t *p,
     const uint8_t *end, const uint8_t **next, uint8_t *out);
 
 
 int
-ngx_http_voice_json_parse(const uint8_t *text, size_t len,
-    ngx_http_voice_json_tok_t *toks, unsigned ntoks, const char **err)
+voice_json_parse(const uint8_t *text, size_t len,
+    voice_json_tok_t *toks, unsigned ntoks, const char **err)
 {
     int          rc, type, escaped, state;
     size_t       i, j;
     uint8_t      c;
     unsigned     count, depth, top;
-    uint32_t     stack[NGX_HTTP_VOICE_JSON_MAX_DEPTH];
+    uint32_t     stack[VOICE_JSON_MAX_DEPTH];
     const char  *e;
 
     if (len >= UINT32_MAX) {
         e = "text too long";
-        rc = NGX_HTTP_VOICE_JSON_EINVAL;
+        rc = VOICE_JSON_EINVAL;
         goto failed;
     }
 
@@ -90,7 +100,7 @@ ngx_http_voice_json_parse(const uint8_t *text, size_t len,
     count = 0;
     depth = 0;
     top = 0;
-    state = NGX_HTTP_VOICE_JSON_ST_VALUE;
+    state = VOICE_JSON_ST_VALUE;
     i = 0;
 
     for ( ;; ) {
@@ -110,29 +120,29 @@ ngx_http_voice_json_parse(const uint8_t *text, size_t len,
 
         switch (state) {
 
-        case NGX_HTTP_VOICE_JSON_ST_OBJ_FIRST:
+        case VOICE_JSON_ST_OBJ_FIRST:
             if (c == '}') {
                 goto close;
             }
 
             /* fall through */
 
-        case NGX_HTTP_VOICE_JSON_ST_KEY:
+        case VOICE_JSON_ST_KEY:
             if (c != '"') {
                 e = (c == '}') ? "trailing comma in object"
                                : "object key is not a string";
-                rc = NGX_HTTP_VOICE_JSON_EINVAL;
+                rc = VOICE_JSON_EINVAL;
                 goto failed;
             }
 
-            j = ngx_http_voice_json_scan_string(text, len, i, &escaped, &e);
+            j = voice_json_scan_string(text, len, i, &escaped, &e);
             if (j == 0) {
-                rc = NGX_HTTP_VOICE_JSON_EINVAL;
+                rc = VOICE_JSON_EINVAL;
                 goto failed;
             }
 
-            rc = ngx_http_voice_json_token(toks, ntoks, &count,
-                                           NGX_HTTP_VOICE_JSON_STRING,
+            rc = voice_json_token(toks, ntoks, &count,
+                                           VOICE_JSON_STRING,
                                            i + 1, j);
             if (rc < 0) {
                 e = "too many tokens";
@@ -143,26 +153,26 @@ ngx_http_voice_json_parse(const uint8_t *text, size_t len,
             toks[top].size++;
 
             i = j + 1;
-            state = NGX_HTTP_VOICE_JSON_ST_COLON;
+            state = VOICE_JSON_ST_COLON;
             continue;
 
-        case NGX_HTTP_VOICE_JSON_ST_COLON:
+        case VOICE_JSON_ST_COLON:
             if (c != ':') {
                 e = "expected ':' after an object key";
-                rc = NGX_HTTP_VOICE_JSON_EINVAL;
+                rc = VOICE_JSON_EINVAL;
                 goto failed;
             }
 
             i++;
-            state = NGX_HTTP_VOICE_JSON_ST_VALUE;
+            state = VOICE_JSON_ST_VALUE;
             continue;
 
-        case NGX_HTTP_VOICE_JSON_ST_NEXT:
+        case VOICE_JSON_ST_NEXT:
             if (c == ',') {
                 i++;
-                state = (toks[top].type == NGX_HTTP_VOICE_JSON_OBJECT)
-                        ? NGX_HTTP_VOICE_JSON_ST_KEY
-                        : NGX_HTTP_VOICE_JSON_ST_VALUE;
+                state = (toks[top].type == VOICE_JSON_OBJECT)
+                        ? VOICE_JSON_ST_KEY
+                        : VOICE_JSON_ST_VALUE;
                 continue;
             }
 
@@ -171,27 +181,27 @@ ngx_http_voice_json_parse(const uint8_t *text, size_t len,
             }
 
             e = "expected ',' or the end of the container";
-            rc = NGX_HTTP_VOICE_JSON_EINVAL;
+            rc = VOICE_JSON_EINVAL;
             goto failed;
 
-        case NGX_HTTP_VOICE_JSON_ST_END:
+        case VOICE_JSON_ST_END:
             e = "trailing data after the value";
-            rc = NGX_HTTP_VOICE_JSON_EINVAL;
+            rc = VOICE_JSON_EINVAL;
             goto failed;
 
-        case NGX_HTTP_VOICE_JSON_ST_ARR_FIRST:
+        case VOICE_JSON_ST_ARR_FIRST:
             if (c == ']') {
                 goto close;
             }
 
             /* fall through */
 
-        default: /* NGX_HTTP_VOICE_JSON_ST_VALUE */
+        default: /* VOICE_JSON_ST_VALUE */
             if (c == ']' && depth > 0
-                && toks[top].type == NGX_HTTP_VOICE_JSON_ARRAY)
+                && toks[top].type == VOICE_JSON_ARRAY)
             {
                 e = "trailing comma in array";
-                rc = NGX_HTTP_VOICE_JSON_EINVAL;
+                rc = VOICE_JSON_EINVAL;
                 goto failed;
             }
             break;
@@ -199,22 +209,22 @@ ngx_http_voice_json_parse(const uint8_t *text, size_t len,
 
         /* a value starts at i */
 
-        if (depth > 0 && toks[top].type == NGX_HTTP_VOICE_JSON_ARRAY) {
+        if (depth > 0 && toks[top].type == VOICE_JSON_ARRAY) {
             toks[top].size++;
         }
 
         if (c == '{' || c == '[') {
 
-            if (depth == NGX_HTTP_VOICE_JSON_MAX_DEPTH) {
+            if (depth == VOICE_JSON_MAX_DEPTH) {
                 e = "nested too deeply";
-                rc = NGX_HTTP_VOICE_JSON_EDEPTH;
+                rc = VOICE_JSON_EDEPTH;
                 goto failed;
             }
 
-            type = (c == '{') ? NGX_HTTP_VOICE_JSON_OBJECT
-                              : NGX_HTTP_VOICE_JSON_ARRAY;
+            type = (c == '{') ? VOICE_JSON_OBJECT
+                              : VOICE_JSON_ARRAY;
 
-            rc = ngx_http_voice_json_token(toks, ntoks, &count, type, i, 0);
+            rc = voice_json_token(toks, ntoks, &count, type, i, 0);
             if (rc < 0) {
                 e = "too many tokens";
                 goto failed;
@@ -224,60 +234,60 @@ ngx_http_voice_json_parse(const uint8_t *text, size_t len,
             top = (unsigned) rc;
 
             i++;
-            state = (c == '{') ? NGX_HTTP_VOICE_JSON_ST_OBJ_FIRST
-                               : NGX_HTTP_VOICE_JSON_ST_ARR_FIRST;
+            state = (c == '{') ? VOICE_JSON_ST_OBJ_FIRST
+                               : VOICE_JSON_ST_ARR_FIRST;
             continue;
         }
 
         escaped = 0;
 
         if (c == '"') {
-            j = ngx_http_voice_json_scan_string(text, len, i, &escaped, &e);
+            j = voice_json_scan_string(text, len, i, &escaped, &e);
             if (j == 0) {
-                rc = NGX_HTTP_VOICE_JSON_EINVAL;
+                rc = VOICE_JSON_EINVAL;
                 goto failed;
             }
 
-            type = NGX_HTTP_VOICE_JSON_STRING;
-            rc = ngx_http_voice_json_token(toks, ntoks, &count, type, i + 1,
+            type = VOICE_JSON_STRING;
+            rc = voice_json_token(toks, ntoks, &count, type, i + 1,
                                            j);
             j++;
 
         } else if (c == '-' || (c >= '0' && c <= '9')) {
-            j = ngx_http_voice_json_scan_number(text, len, i);
+            j = voice_json_scan_number(text, len, i);
             if (j == 0) {
                 e = "invalid number";
-                rc = NGX_HTTP_VOICE_JSON_EINVAL;
+                rc = VOICE_JSON_EINVAL;
                 goto failed;
             }
 
-            type = NGX_HTTP_VOICE_JSON_NUMBER;
-            rc = ngx_http_voice_json_token(toks, ntoks, &count, type, i, j);
+            type = VOICE_JSON_NUMBER;
+            rc = voice_json_token(toks, ntoks, &count, type, i, j);
 
         } else {
             if (c == 't' && len - i >= 4 && memcmp(text + i, "true", 4) == 0) {
-                type = NGX_HTTP_VOICE_JSON_TRUE;
+                type = VOICE_JSON_TRUE;
                 j = i + 4;
 
             } else if (c == 'f' && len - i >= 5
                        && memcmp(text + i, "false", 5) == 0)
             {
-                type = NGX_HTTP_VOICE_JSON_FALSE;
+                type = VOICE_JSON_FALSE;
                 j = i + 5;
 
             } else if (c == 'n' && len - i >= 4
                        && memcmp(text + i, "null", 4) == 0)
             {
-                type = NGX_HTTP_VOICE_JSON_NULL;
+                type = VOICE_JSON_NULL;
                 j = i + 4;
 
             } else {
                 e = "unexpected character";
-                rc = NGX_HTTP_VOICE_JSON_EINVAL;
+                rc = VOICE_JSON_EINVAL;
                 goto failed;
             }
 
-            rc = ngx_http_voice_json_token(toks, ntoks, &count, type, i, j);
+            rc = voice_json_token(toks, ntoks, &count, type, i, j);
         }
 
         if (rc < 0) {
@@ -288,15 +298,15 @@ ngx_http_voice_json_parse(const uint8_t *text, size_t len,
         toks[rc].escaped = (uint8_t) escaped;
 
         i = j;
-        state = depth ? NGX_HTTP_VOICE_JSON_ST_NEXT
-                      : NGX_HTTP_VOICE_JSON_ST_END;
+        state = depth ? VOICE_JSON_ST_NEXT
+                      : VOICE_JSON_ST_END;
         continue;
 
     close:
 
-        if ((c == '}') != (toks[top].type == NGX_HTTP_VOICE_JSON_OBJECT)) {
+        if ((c == '}') != (toks[top].type == VOICE_JSON_OBJECT)) {
             e = "mismatched closing bracket";
-            rc = NGX_HTTP_VOICE_JSON_EINVAL;
+            rc = VOICE_JSON_EINVAL;
             goto failed;
         }
 
@@ -307,13 +317,13 @@ ngx_http_voice_json_parse(const uint8_t *text, size_t len,
         top = depth ? stack[depth - 1] : 0;
 
         i++;
-        state = depth ? NGX_HTTP_VOICE_JSON_ST_NEXT
-                      : NGX_HTTP_VOICE_JSON_ST_END;
+        state = depth ? VOICE_JSON_ST_NEXT
+                      : VOICE_JSON_ST_END;
     }
 
-    if (state != NGX_HTTP_VOICE_JSON_ST_END) {
+    if (state != VOICE_JSON_ST_END) {
         e = (count == 0) ? "no value" : "unexpected end of text";
-        rc = NGX_HTTP_VOICE_JSON_EINVAL;
+        rc = VOICE_JSON_EINVAL;
         goto failed;
     }
 
@@ -330,16 +340,16 @@ failed:
 
 
 static int
-ngx_http_voice_json_token(ngx_http_voice_json_tok_t *toks, unsigned ntoks,
+voice_json_token(voice_json_tok_t *toks, unsigned ntoks,
     unsigned *count, int type, size_t start, size_t end)
 {
-    unsigned                    n;
-    ngx_http_voice_json_tok_t  *t;
+    unsigned           n;
+    voice_json_tok_t  *t;
 
     n = *count;
 
     if (n >= ntoks) {
-        return NGX_HTTP_VOICE_JSON_ENOMEM;
+        return VOICE_JSON_ENOMEM;
     }
 
     t = &toks[n];
@@ -363,7 +373,7 @@ ngx_http_voice_json_token(ngx_http_voice_json_tok_t *toks, unsigned ntoks,
  */
 
 static size_t
-ngx_http_voice_json_scan_string(const uint8_t *text, size_t len, size_t i,
+voice_json_scan_string(const uint8_t *text, size_t len, size_t i,
     int *escaped, const char **err)
 {
     size_t          n;
@@ -385,13 +395,13 @@ ngx_http_voice_json_scan_string(const uint8_t *text, size_t len, size_t i,
         while (end - p >= 8) {
             memcpy(&w, p, 8);
 
-            if (((w - NGX_HTTP_VOICE_JSON_ONES * 0x20)
-                 | ((w ^ NGX_HTTP_VOICE_JSON_ONES * '"')
-                    - NGX_HTTP_VOICE_JSON_ONES)
-                 | ((w ^ NGX_HTTP_VOICE_JSON_ONES * '\\')
-                    - NGX_HTTP_VOICE_JSON_ONES)
+            if (((w - VOICE_JSON_ONES * 0x20)
+                 | ((w ^ VOICE_JSON_ONES * '"')
+                    - VOICE_JSON_ONES)
+                 | ((w ^ VOICE_JSON_ONES * '\\')
+                    - VOICE_JSON_ONES)
                  | w)
-                & NGX_HTTP_VOICE_JSON_ONES * 0x80)
+                & VOICE_JSON_ONES * 0x80)
             {
                 break;
             }
@@ -399,7 +409,7 @@ ngx_http_voice_json_scan_string(const uint8_t *text, size_t len, size_t i,
             p += 8;
         }
 
-        while (p < end && ngx_http_voice_json_str_class[*p] == 0) {
+        while (p < end && voice_json_str_class[*p] == 0) {
             p++;
         }
 
@@ -408,13 +418,13 @@ ngx_http_voice_json_scan_string(const uint8_t *text, size_t len, size_t i,
             return 0;
         }
 
-        switch (ngx_http_voice_json_str_class[*p]) {
+        switch (voice_json_str_class[*p]) {
 
         case 1:
             return (size_t) (p - text);
 
         case 2:
-            if (ngx_http_voice_json_escape(p, end, &next, buf) == 0) {
+            if (voice_json_escape(p, end, &next, buf) == 0) {
                 *err = "invalid escape in string";
                 return 0;
             }
@@ -428,7 +438,7 @@ ngx_http_voice_json_scan_string(const uint8_t *text, size_t len, size_t i,
             return 0;
 
         default: /* 4 */
-            n = ngx_http_voice_json_utf8_len(p, end);
+            n = voice_json_utf8_len(p, end);
             if (n == 0) {
                 *err = "invalid UTF-8 in string";
                 return 0;
@@ -447,9 +457,9 @@ ngx_http_voice_json_scan_string(const uint8_t *text, size_t len, size_t i,
  */
 
 static size_t
-ngx_http_voice_json_scan_number(const uint8_t *text, size_t len, size_t i)
+voice_json_scan_number(const uint8_t *text, size_t len, size_t i)
 {
-#define NGX_HTTP_VOICE_JSON_DIGIT(j)                                          \
+#define VOICE_JSON_DIGIT(j)                                                   \
     ((j) < len && text[j] >= '0' && text[j] <= '9')
 
     if (i < len && text[i] == '-') {
@@ -459,8 +469,8 @@ ngx_http_voice_json_scan_number(const uint8_t *text, size_t len, size_t i)
     if (i < len && text[i] == '0') {
         i++;
 
-    } else if (NGX_HTTP_VOICE_JSON_DIGIT(i)) {
-        while (NGX_HTTP_VOICE_JSON_DIGIT(i)) {
+    } else if (VOICE_JSON_DIGIT(i)) {
+        while (VOICE_JSON_DIGIT(i)) {
             i++;
         }
 
@@ -471,11 +481,11 @@ ngx_http_voice_json_scan_number(const uint8_t *text, size_t len, size_t i)
     if (i < len && text[i] == '.') {
         i++;
 
-        if (!NGX_HTTP_VOICE_JSON_DIGIT(i)) {
+        if (!VOICE_JSON_DIGIT(i)) {
             return 0;
         }
 
-        while (NGX_HTTP_VOICE_JSON_DIGIT(i)) {
+        while (VOICE_JSON_DIGIT(i)) {
             i++;
         }
     }
@@ -487,25 +497,25 @@ ngx_http_voice_json_scan_number(const uint8_t *text, size_t len, size_t i)
             i++;
         }
 
-        if (!NGX_HTTP_VOICE_JSON_DIGIT(i)) {
+        if (!VOICE_JSON_DIGIT(i)) {
             return 0;
         }
 
-        while (NGX_HTTP_VOICE_JSON_DIGIT(i)) {
+        while (VOICE_JSON_DIGIT(i)) {
             i++;
         }
     }
 
     return i;
 
-#undef NGX_HTTP_VOICE_JSON_DIGIT
+#undef VOICE_JSON_DIGIT
 }
 
 
 /* the length of the UTF-8 sequence at p (RFC 3629), or 0 if invalid */
 
 static size_t
-ngx_http_voice_json_utf8_len(const uint8_t *p, const uint8_t *end)
+voice_json_utf8_len(const uint8_t *p, const uint8_t *end)
 {
     size_t   n, i;
     uint8_t  c, lo, hi;
@@ -557,7 +567,7 @@ ngx_http_voice_json_utf8_len(const uint8_t *p, const uint8_t *end)
 /* four hex digits at p as a number, or -1 */
 
 static int
-ngx_http_voice_json_hex4(const uint8_t *p, const uint8_t *end)
+voice_json_hex4(const uint8_t *p, const uint8_t *end)
 {
     int      v, i;
     uint8_t  c;
@@ -594,7 +604,7 @@ ngx_http_voice_json_hex4(const uint8_t *p, const uint8_t *end)
  */
 
 static size_t
-ngx_http_voice_json_escape(const uint8_t *p, const uint8_t *end,
+voice_json_escape(const uint8_t *p, const uint8_t *end,
     const uint8_t **next, uint8_t *out)
 {
     int  cp, lo;
@@ -640,7 +650,7 @@ ngx_http_voice_json_escape(const uint8_t *p, const uint8_t *end,
         return 0;
     }
 
-    cp = ngx_http_voice_json_hex4(p + 2, end);
+    cp = voice_json_hex4(p + 2, end);
     if (cp < 0) {
         return 0;
     }
@@ -657,7 +667,7 @@ ngx_http_voice_json_escape(const uint8_t *p, const uint8_t *end,
             return 0;
         }
 
-        lo = ngx_http_voice_json_hex4(p + 8, end);
+        lo = voice_json_hex4(p + 8, end);
         if (lo < 0xdc00 || lo > 0xdfff) {
             return 0;
         }
@@ -693,13 +703,13 @@ ngx_http_voice_json_escape(const uint8_t *p, const uint8_t *end,
 
 
 int
-ngx_http_voice_json_get(const uint8_t *text,
-    const ngx_http_voice_json_tok_t *toks, int obj, const char *key)
+voice_json_get(const uint8_t *text,
+    const voice_json_tok_t *toks, int obj, const char *key)
 {
     int       i;
     uint32_t  k;
 
-    if (obj < 0 || toks[obj].type != NGX_HTTP_VOICE_JSON_OBJECT) {
+    if (obj < 0 || toks[obj].type != VOICE_JSON_OBJECT) {
         return -1;
     }
 
@@ -707,7 +717,7 @@ ngx_http_voice_json_get(const uint8_t *text,
 
     for (k = 0; k < toks[obj].size; k++) {
 
-        if (ngx_http_voice_json_str_eq(text, toks, i, key)) {
+        if (voice_json_str_eq(text, toks, i, key)) {
             return i + 1;
         }
 
@@ -719,15 +729,40 @@ ngx_http_voice_json_get(const uint8_t *text,
 
 
 int
-ngx_http_voice_json_str_eq(const uint8_t *text,
-    const ngx_http_voice_json_tok_t *toks, int i, const char *s)
+voice_json_names_plain(const voice_json_tok_t *toks, int obj)
 {
-    size_t                            n, slen, k;
-    uint8_t                           buf[4];
-    const uint8_t                    *p, *end, *q, *next;
-    const ngx_http_voice_json_tok_t  *t;
+    int       i;
+    uint32_t  k;
 
-    if (i < 0 || toks[i].type != NGX_HTTP_VOICE_JSON_STRING) {
+    if (obj < 0 || toks[obj].type != VOICE_JSON_OBJECT) {
+        return 0;
+    }
+
+    i = obj + 1;
+
+    for (k = 0; k < toks[obj].size; k++) {
+
+        if (toks[i].escaped) {
+            return 0;
+        }
+
+        i = (int) toks[i + 1].next;
+    }
+
+    return 1;
+}
+
+
+int
+voice_json_str_eq(const uint8_t *text,
+    const voice_json_tok_t *toks, int i, const char *s)
+{
+    size_t                   n, slen, k;
+    uint8_t                  buf[4];
+    const uint8_t           *p, *end, *q, *next;
+    const voice_json_tok_t  *t;
+
+    if (i < 0 || toks[i].type != VOICE_JSON_STRING) {
         return 0;
     }
 
@@ -762,7 +797,7 @@ ngx_http_voice_json_str_eq(const uint8_t *text,
             continue;
         }
 
-        n = ngx_http_voice_json_escape(p, end, &next, buf);
+        n = voice_json_escape(p, end, &next, buf);
 
         if (n == 0 || n > slen - k || memcmp(buf, s + k, n) != 0) {
             return 0;
@@ -777,14 +812,14 @@ ngx_http_voice_json_str_eq(const uint8_t *text,
 
 
 size_t
-ngx_http_voice_json_unescape(const uint8_t *text,
-    const ngx_http_voice_json_tok_t *tok, uint8_t *out, size_t cap)
+voice_json_unescape(const uint8_t *text,
+    const voice_json_tok_t *tok, uint8_t *out, size_t cap)
 {
     size_t          n, k;
     uint8_t         buf[4];
     const uint8_t  *p, *end, *q, *next;
 
-    if (tok->type != NGX_HTTP_VOICE_JSON_STRING) {
+    if (tok->type != VOICE_JSON_STRING) {
         return (size_t) -1;
     }
 
@@ -823,7 +858,7 @@ ngx_http_voice_json_unescape(const uint8_t *text,
             continue;
         }
 
-        n = ngx_http_voice_json_escape(p, end, &next, buf);
+        n = voice_json_escape(p, end, &next, buf);
 
         if (n == 0 || n > cap - k) {
             return (size_t) -1;
@@ -839,14 +874,14 @@ ngx_http_voice_json_unescape(const uint8_t *text,
 
 
 int
-ngx_http_voice_json_uint(const uint8_t *text,
-    const ngx_http_voice_json_tok_t *tok, uint64_t *v)
+voice_json_uint(const uint8_t *text,
+    const voice_json_tok_t *tok, uint64_t *v)
 {
     unsigned        d;
     uint64_t        n;
     const uint8_t  *p, *end;
 
-    if (tok->type != NGX_HTTP_VOICE_JSON_NUMBER || tok->end <= tok->start) {
+    if (tok->type != VOICE_JSON_NUMBER || tok->end <= tok->start) {
         return 0;
     }
 
@@ -872,4 +907,75 @@ ngx_http_voice_json_uint(const uint8_t *text,
     *v = n;
 
     return 1;
+}
+
+
+uint8_t *
+voice_json_put_str(uint8_t *p, uint8_t *last, const uint8_t *s, size_t len)
+{
+    size_t   i;
+    uint8_t  ch;
+
+    static const char  hex[] = "0123456789abcdef";
+
+    if (p == NULL || last - p < 2) {
+        return NULL;
+    }
+
+    *p++ = '"';
+
+    for (i = 0; i < len; i++) {
+        ch = s[i];
+
+        if (ch >= 0x20 && ch != '"' && ch != '\\') {
+            if (p == last) {
+                return NULL;
+            }
+
+            *p++ = ch;
+            continue;
+        }
+
+        if (last - p < 6) {
+            return NULL;
+        }
+
+        *p++ = '\\';
+
+        switch (ch) {
+
+        case '"':
+        case '\\':
+            *p++ = ch;
+            break;
+
+        case '\n':
+            *p++ = 'n';
+            break;
+
+        case '\r':
+            *p++ = 'r';
+            break;
+
+        case '\t':
+            *p++ = 't';
+            break;
+
+        default:
+            *p++ = 'u';
+            *p++ = '0';
+            *p++ = '0';
+            *p++ = hex[ch >> 4];
+            *p++ = hex[ch & 0xf];
+            break;
+        }
+    }
+
+    if (p == last) {
+        return NULL;
+    }
+
+    *p++ = '"';
+
+    return p;
 }
