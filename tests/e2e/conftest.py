@@ -21,6 +21,7 @@ import base64
 import json
 import os
 import pathlib
+import random
 import re
 import secrets
 import shlex
@@ -48,12 +49,37 @@ sys.path.insert(0, str(TOP / "tools"))
 from render import render  # noqa: E402
 
 
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """a port nobody listens on, for a server the test starts later.
+
+    Not one the kernel hands out (bind to port 0): those come from the
+    ephemeral range, where every outgoing connection on the machine takes
+    its source port, so between this check and nginx's bind() another
+    connection may take it (seen in CI: "Address already in use").  Below
+    that range only a listener can take a port, and the pick is random, so
+    two tests (or two machines' worth of tests) rarely try the same one.
+    """
+    low = max(1024, min(_ephemeral_low(), 65536) - 12000)
+    high = min(_ephemeral_low(), 65536) - 1
+    for _ in range(200):
+        port = random.randint(low, high)
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            s.close()
+        return port
+    raise AssertionError("no free port in %d..%d" % (low, high))
 
 
 def fixture_bytes(name):
