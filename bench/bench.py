@@ -382,8 +382,10 @@ class Report:
 FOOTER = [
     "calls: connected/failed to connect.  CPU-ms/call-s: utime+stime of nginx",
     "(master+worker) and bridged over the steady window / (calls x seconds).",
-    "RSS-KB/call: their VmRSS at the end of the window minus before the level,",
-    "/ calls.  RTT: frames sent in the steady window.  frames lost: sent in the",
+    "RSS-KB/call: their VmRSS at the end of the window minus before the "
+    "level,",
+    "/ calls.  RTT: frames sent in the steady window.  frames lost: sent in "
+    "the",
     "window and not back 1 s after the end / of each call's first second.",
     "bridge, tools: CPU of nginx+bridged, of bench_load+fake, in % of a core.",
 ]
@@ -735,7 +737,9 @@ def preamble(s, report, mode):
     report.out(f"machine: {os.cpu_count()} cores, "
                f"{model.group(1) if model else '?'}, kernel "
                f"{platform.release()}")
-    report.out(f"tree:    {tree()}")
+    head, dirty = tree()
+    report.out(f"tree:    {head}"
+               f"{' (with local changes)' if dirty else ''}")
     if not s.pinned:
         report.out("pinning: none (cores 0 and 1 are not both available)")
     elif mode is calibrate:

@@ -115,13 +115,13 @@ def raise_nofile():
 
 
 def tree():
-    """the tree's commit, and whether it has local changes"""
+    """(the tree's short commit, whether it has local changes)"""
     head = subprocess.run(["git", "-C", str(TOP), "rev-parse", "--short",
                            "HEAD"], capture_output=True,
                           text=True).stdout.strip() or "?"
     dirty = subprocess.run(["git", "-C", str(TOP), "diff", "--quiet",
                             "HEAD"], stderr=subprocess.DEVNULL).returncode
-    return head + (" (with local changes)" if dirty else "")
+    return head, dirty != 0
 
 
 # --- the processes ----------------------------------------------------------
