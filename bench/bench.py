@@ -281,8 +281,8 @@ class Sampler:
     and of the tools, taken when bench_load says its steady window begins
     and ends; the bridge's idle RSS before the level"""
 
-    def __init__(self, nginx, bridged, tools):
-        self.nginx, self.bridged, self.tools = nginx, bridged, tools
+    def __init__(self, nginx, bridged):
+        self.nginx, self.bridged, self.tools = nginx, bridged, []
         self.nginx_idle = self.rss(nginx)
         self.bridged_idle = self.rss(bridged)
         self.begin = self.end = None
@@ -492,10 +492,11 @@ def run_level(s, report, mode, label, calls, run, port, token, stack=None,
         nginx, bridged = stack.nginx_pids(), stack.bridged_pids()
         fake_pid = stack.fake.pid
 
+    sampler = Sampler(nginx, bridged)       # the idle RSS, before the load
     say(f"level {label}: {calls} calls, {s.seconds} s at full load")
     extra = ["--quickack"] if s.quickack else []
     proc = run_load(s, run, port, token, calls, s.seconds, s.ramp, extra)
-    sampler = Sampler(nginx, bridged, [proc.pid, fake_pid])
+    sampler.tools = [proc.pid, fake_pid]
     try:
         with open(run / "load.log", "w") as log:
             for line in proc.stderr:
