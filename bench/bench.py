@@ -62,11 +62,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchlib import (BUILD, CLK_TCK, NGINX, PUBLIC, RESULTS, SIGN_URL,
-                      TOOLS, BenchError, build_tools, can_pin, children_of,
-                      cpu_ticks, free_port, grouped, http_json, nginx_conf,
-                      pin, raise_nofile, read, rss_kb, start_fake, stop,
-                      tree, wait_bridged)
+from benchlib import (BUILD, CLK_TCK, NGINX, RESULTS, SIGN_URL, TOOLS,
+                      BenchError, bridged_env, build_tools, can_pin,
+                      children_of, cpu_ticks, free_port, grouped, http_json,
+                      nginx_conf, nginx_env, pin, raise_nofile, read, rss_kb,
+                      start_fake, stop, tree, wait_bridged)
 
 STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
 
@@ -139,22 +139,11 @@ class Stack:
         (run / "transcripts").mkdir(exist_ok=True)
         endpoints = [f"ipc://{run}/bridged-{i}.sock"
                      for i in range(1, self.bridges + 1)]
-        nginx_conf(run, dict(
-            USER_LINE="user root;" if os.getuid() == 0 else "",
-            RUN_DIR=run, ERROR_LOG=run / "error.log",
-            MODULE=BUILD / "nginx" / "ngx_http_voice_module.so",
-            BRIDGE_ENDPOINT=" ".join(endpoints),
-            LISTEN=f"127.0.0.1:{self.port}",
-            EXTRA_HTTP=f"voice_max_calls {self.max_calls};"
-            if self.max_calls > 0 else ""), "warn", 1)
+        nginx_conf(run, endpoints, self.port, "warn", 1,
+                   f"voice_max_calls {self.max_calls};"
+                   if self.max_calls > 0 else "")
 
-        env = dict(os.environ,
-                   OPENAI_API_KEY=self.api_key, OPENAI_REALTIME_URL=oai_url,
-                   OPENAI_MODEL="gpt-realtime",
-                   TWILIO_ACCOUNT_SID="AC" + secrets.token_hex(16),
-                   TWILIO_AUTH_TOKEN=self.token,
-                   TWILIO_API_URL="http://127.0.0.1:9",
-                   BRIDGED_CA_FILE=str(BUILD / "certs" / "ca.pem"))
+        env = bridged_env(self.api_key, oai_url, self.token)
         for i, ep in enumerate(endpoints, 1):
             with open(run / f"bridged-{i}.log", "wb") as log:
                 self.bridged.append(subprocess.Popen(
@@ -164,12 +153,7 @@ class Stack:
                     env=env, stdout=log, stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL))
 
-        env = dict(os.environ, PUBLIC_URL=f"https://{PUBLIC}",
-                   TWILIO_AUTH_TOKEN=self.token,
-                   VOICE_API_TOKEN=self.api_token,
-                   TRANSCRIPT_DIR=str(run / "transcripts"))
-        env.pop("OPENAI_API_KEY", None)
-        env.pop("TWILIO_ACCOUNT_SID", None)
+        env = nginx_env(self.token, self.api_token, run / "transcripts")
         with open(run / "nginx.out", "wb") as out:
             self.master = subprocess.Popen(
                 pin(1, s.pinned) + self.wrap_nginx + [

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import resource
+import secrets
 import signal
 import socket
 import subprocess
@@ -146,11 +147,18 @@ def start_fake(work, args, pinned):
     raise BenchError(f"bench_fake_openai did not start: {read(log)}")
 
 
-def nginx_conf(work, values, error_level, workers):
+def nginx_conf(work, endpoints, port, error_level, workers, extra_http=""):
     """conf/nginx.conf.in rendered as build.sh renders it, into
-    work/nginx.conf, with `workers` worker processes and error_log at
-    error_level; the template must have one line of each to set"""
-    text = render(TOP / "conf" / "nginx.conf.in", values)
+    work/nginx.conf (work is also its prefix), for bridged at the
+    endpoints and listening on the port, with `workers` worker processes
+    and error_log at error_level; the template must have one line of each
+    to set"""
+    text = render(TOP / "conf" / "nginx.conf.in", dict(
+        USER_LINE="user root;" if os.getuid() == 0 else "",
+        RUN_DIR=work, ERROR_LOG=work / "error.log",
+        MODULE=BUILD / "nginx" / "ngx_http_voice_module.so",
+        BRIDGE_ENDPOINT=" ".join(endpoints), LISTEN=f"127.0.0.1:{port}",
+        EXTRA_HTTP=extra_http))
     text, n = re.subn(r"^(\s*)worker_processes .*;",
                       rf"\g<1>worker_processes {workers};", text, flags=re.M)
     text, m = re.subn(r"^(\s*error_log [^;]*) [a-z]+;",
@@ -159,6 +167,27 @@ def nginx_conf(work, values, error_level, workers):
         raise BenchError("conf/nginx.conf.in has no worker_processes line "
                          "or no error_log line to set")
     (work / "nginx.conf").write_text(text)
+
+
+def bridged_env(api_key, oai_url, token):
+    """bridged's environment: the fake OpenAI, Twilio's auth token, no
+    Twilio API (a closed port), the test CA"""
+    return dict(os.environ, OPENAI_API_KEY=api_key,
+                OPENAI_REALTIME_URL=oai_url, OPENAI_MODEL="gpt-realtime",
+                TWILIO_ACCOUNT_SID="AC" + secrets.token_hex(16),
+                TWILIO_AUTH_TOKEN=token, TWILIO_API_URL="http://127.0.0.1:9",
+                BRIDGED_CA_FILE=str(BUILD / "certs" / "ca.pem"))
+
+
+def nginx_env(token, api_token, transcripts):
+    """nginx's environment: what the module reads, and none of bridged's
+    secrets"""
+    env = dict(os.environ, PUBLIC_URL=f"https://{PUBLIC}",
+               TWILIO_AUTH_TOKEN=token, VOICE_API_TOKEN=api_token,
+               TRANSCRIPT_DIR=str(transcripts))
+    env.pop("OPENAI_API_KEY", None)
+    env.pop("TWILIO_ACCOUNT_SID", None)
+    return env
 
 
 def http_code(url, headers=None, timeout=5):

@@ -52,11 +52,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-from benchlib import (BUILD, CLK_TCK, NGINX, PUBLIC, RESULTS,
-                      SIGN_URL, TOOLS, BenchError, build_tools, children_of,
-                      cmdline, cpu_ticks, free_port, grouped, nginx_conf, pin,
-                      raise_nofile, read, rss_kb, start_fake, tree,
-                      wait_bridged)
+from benchlib import (BUILD, CLK_TCK, NGINX, RESULTS, SIGN_URL, TOOLS,
+                      BenchError, bridged_env, build_tools, children_of,
+                      cmdline, cpu_ticks, free_port, grouped, nginx_conf,
+                      nginx_env, pin, raise_nofile, read, rss_kb, start_fake,
+                      tree, wait_bridged)
 
 # descriptors a process may hold at the end beyond its idle baseline:
 # ZeroMQ opens some of its own lazily (a reconnecting pipe, a signaler)
@@ -189,17 +189,13 @@ class Stack:
             w, ["--api-key", self.api_key], not self.args.no_pin)
 
         endpoints = [f"ipc://{w}/bridged-{i}.sock" for i in (1, 2)]
-        self.render_conf(" ".join(endpoints))
+        # 2 workers (the template's), error_log at notice: a hand-over is
+        # logged at notice ("goes on with bridged")
+        nginx_conf(w, endpoints, self.port, "notice", 2)
 
-        env = dict(os.environ)
-        env.update(OPENAI_API_KEY=self.api_key,
-                   OPENAI_REALTIME_URL=f"ws://127.0.0.1:{self.fake_port}"
-                                       "/v1/realtime",
-                   OPENAI_MODEL="gpt-realtime",
-                   TWILIO_ACCOUNT_SID="AC" + secrets.token_hex(16),
-                   TWILIO_AUTH_TOKEN=self.token,
-                   TWILIO_API_URL="http://127.0.0.1:9",
-                   BRIDGED_CA_FILE=str(BUILD / "certs" / "ca.pem"))
+        env = bridged_env(self.api_key,
+                          f"ws://127.0.0.1:{self.fake_port}/v1/realtime",
+                          self.token)
         for i, ep in enumerate(endpoints, 1):
             argv = self.pin(1) + [self.args.bridged, "--listen", ep,
                                   "--log-level", self.args.bridged_log]
@@ -207,12 +203,7 @@ class Stack:
             b.start(0.0)
             self.bridged.append(b)
 
-        env = dict(os.environ)
-        for k in ("OPENAI_API_KEY", "TWILIO_ACCOUNT_SID"):
-            env.pop(k, None)
-        env.update(PUBLIC_URL=f"https://{PUBLIC}",
-                   TWILIO_AUTH_TOKEN=self.token, VOICE_API_TOKEN=self.api_token,
-                   TRANSCRIPT_DIR=str(w / "transcripts"))
+        env = nginx_env(self.token, self.api_token, w / "transcripts")
         self.nginx_env = env
         with open(w / "nginx.out", "wb") as f:
             self.master = subprocess.Popen(
@@ -227,18 +218,6 @@ class Stack:
         wait_bridged(self.port, self.api_token, procs,
                      [w / "nginx.out", w / "error.log"])
         self.see_workers(0.0)
-
-    def render_conf(self, endpoints):
-        """conf/nginx.conf.in rendered as build.sh and bench/bench.py do;
-        2 workers (the template's), error_log at notice: a hand-over is
-        logged at notice ("goes on with bridged")"""
-        w = self.work
-        nginx_conf(w, dict(
-            USER_LINE="user root;" if os.getuid() == 0 else "",
-            RUN_DIR=w, ERROR_LOG=w / "error.log",
-            MODULE=BUILD / "nginx" / "ngx_http_voice_module.so",
-            BRIDGE_ENDPOINT=endpoints, LISTEN=f"127.0.0.1:{self.port}"),
-            "notice", 2)
 
     # -- the workers the master has now, new and draining
     def see_workers(self, now):
