@@ -13,7 +13,7 @@
 #                      build them, then install them into a throwaway
 #                      root and place a call with what they installed
 #   ./build.sh fuzz    run each libFuzzer target for FUZZ_SECONDS (30)
-#   ./build.sh bench   build, then run the benchmark (bench/run.sh; its
+#   ./build.sh bench   build, then run the benchmark (bench/bench.py; its
 #                      --calibrate, --scale, --callgrind and --overload
 #                      modes too; --soak: bench/soak.py): see
 #                      docs/performance.md
@@ -698,7 +698,7 @@ cmd_fuzz() {
         FUZZ_SECONDS="${FUZZ_SECONDS:-30}"
 }
 
-# the benchmark: bench/run.sh after a full build (bench/run.sh --help);
+# the benchmark: bench/bench.py after a full build (bench/bench.py --help);
 # --soak: bench/soak.py, faults under load (bench/soak.py --help)
 cmd_bench() {
     install_deps "${DEBS_BENCH[@]}"
@@ -708,7 +708,7 @@ cmd_bench() {
         VOICE_BUILD_DIR=$BUILD "$PY" "$TOP/bench/soak.py" "$@"
         return
     fi
-    "$TOP/bench/run.sh" "$@"
+    VOICE_BUILD_DIR=$BUILD "$PY" "$TOP/bench/bench.py" "$@"
 }
 
 

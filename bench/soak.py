@@ -32,7 +32,7 @@ check_memory), no call refused or dropped, no crash.  It prints a table
 per minute, the findings and a verdict (exit status 1 on FAIL), and writes
 every sample to bench/results/soak-<timestamp>.json.  The binaries come
 from VOICE_BUILD_DIR (default build/); the load tools are built into
-bench/build.  Cores: like bench/run.sh, the tools and this script on
+bench/build.  Cores: like bench/bench.py, the tools and this script on
 core 0, nginx and bridged on core 1 (--no-pin: anywhere).
 """
 
@@ -41,11 +41,9 @@ import calendar
 import json
 import os
 import re
-import resource
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -54,15 +52,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-TOP = Path(__file__).resolve().parent.parent
-BENCH = TOP / "bench"
-TOOLS = BENCH / "build"
-BUILD = Path(os.environ.get("VOICE_BUILD_DIR") or TOP / "build")
-RESULTS = BENCH / "results"
-NGINX = "/usr/sbin/nginx"
-PUBLIC = "voice.example.test"
-SIGN_URL = f"wss://{PUBLIC}/media-stream"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+from benchlib import (BUILD, CLK_TCK, NGINX, RESULTS, SIGN_URL, TOOLS,
+                      BenchError, bridged_env, build_tools, children_of,
+                      cmdline, cpu_ticks, free_port, grouped, nginx_conf,
+                      nginx_env, pin, raise_nofile, read, rss_kb, start_fake,
+                      tree, wait_bridged)
 
 # descriptors a process may hold at the end beyond its idle baseline:
 # ZeroMQ opens some of its own lazily (a reconnecting pipe, a signaler)
@@ -79,21 +73,6 @@ def say(msg):
 
 # --- /proc ------------------------------------------------------------------
 
-def read(path):
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return None
-
-
-def rss_kb(pid):
-    """VmRSS in kB, or None when the process is gone."""
-    s = read(f"/proc/{pid}/status")
-    m = re.search(r"^VmRSS:\s+(\d+)", s or "", re.M)
-    return int(m.group(1)) if m else None
-
-
 def fds(pid):
     """the targets of the process's open descriptors, or None"""
     try:
@@ -107,29 +86,6 @@ def fds(pid):
         except OSError:
             pass
     return out
-
-
-def cpu_ticks(pid, children=False):
-    """utime + stime (+ cutime + cstime of reaped children), or None"""
-    s = read(f"/proc/{pid}/stat")
-    if not s:
-        return None
-    f = s[s.rindex(")") + 2:].split()
-    # after "pid (comm) ": state is f[0], utime f[11], stime f[12], ...
-    t = int(f[11]) + int(f[12])
-    if children:
-        t += int(f[13]) + int(f[14])
-    return t
-
-
-def children_of(pid):
-    s = read(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in s.split()] if s else []
-
-
-def cmdline(pid):
-    s = read(f"/proc/{pid}/cmdline")
-    return s.replace("\0", " ").strip() if s else ""
 
 
 def tcp_sockets():
@@ -165,12 +121,6 @@ def core_busy():
             idle = v[3] + v[4]
             out[int(m.group(1))] = (sum(v) - idle, sum(v))
     return out
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- the processes ----------------------------------------------------------
@@ -226,9 +176,7 @@ class Stack:
         self.unexpected = []     # processes that ended without being told
 
     def pin(self, core):
-        if self.args.no_pin:
-            return []
-        return ["taskset", "-c", str(core)]
+        return pin(core, not self.args.no_pin)
 
     # -- start
     def start(self):
@@ -237,36 +185,17 @@ class Stack:
         (w / "transcripts").mkdir()
 
         self.fake_log = w / "fake.log"
-        out = w / "fake.out"
-        with open(out, "wb") as fo, open(self.fake_log, "wb") as fe:
-            self.fake = subprocess.Popen(
-                self.pin(0) + [str(TOOLS / "bench_fake_openai"), "--port", "0",
-                               "--api-key", self.api_key],
-                stdout=fo, stderr=fe, stdin=subprocess.DEVNULL)
-        for _ in range(100):
-            m = re.search(r"^READY (\d+)", read(out) or "", re.M)
-            if m:
-                self.fake_port = int(m.group(1))
-                break
-            if self.fake.poll() is not None:
-                sys.exit(f"soak: bench_fake_openai did not start: "
-                         f"{read(self.fake_log)}")
-            time.sleep(0.05)
-        else:
-            sys.exit("soak: bench_fake_openai did not say READY")
+        self.fake, self.fake_port = start_fake(
+            w, ["--api-key", self.api_key], not self.args.no_pin)
 
         endpoints = [f"ipc://{w}/bridged-{i}.sock" for i in (1, 2)]
-        self.render_conf(" ".join(endpoints))
+        # 2 workers (the template's), error_log at notice: a hand-over is
+        # logged at notice ("goes on with bridged")
+        nginx_conf(w, endpoints, self.port, "notice", 2)
 
-        env = dict(os.environ)
-        env.update(OPENAI_API_KEY=self.api_key,
-                   OPENAI_REALTIME_URL=f"ws://127.0.0.1:{self.fake_port}"
-                                       "/v1/realtime",
-                   OPENAI_MODEL="gpt-realtime",
-                   TWILIO_ACCOUNT_SID="AC" + secrets.token_hex(16),
-                   TWILIO_AUTH_TOKEN=self.token,
-                   TWILIO_API_URL="http://127.0.0.1:9",
-                   BRIDGED_CA_FILE=str(BUILD / "certs" / "ca.pem"))
+        env = bridged_env(self.api_key,
+                          f"ws://127.0.0.1:{self.fake_port}/v1/realtime",
+                          self.token)
         for i, ep in enumerate(endpoints, 1):
             argv = self.pin(1) + [self.args.bridged, "--listen", ep,
                                   "--log-level", self.args.bridged_log]
@@ -274,12 +203,7 @@ class Stack:
             b.start(0.0)
             self.bridged.append(b)
 
-        env = dict(os.environ)
-        for k in ("OPENAI_API_KEY", "TWILIO_ACCOUNT_SID"):
-            env.pop(k, None)
-        env.update(PUBLIC_URL=f"https://{PUBLIC}",
-                   TWILIO_AUTH_TOKEN=self.token, VOICE_API_TOKEN=self.api_token,
-                   TRANSCRIPT_DIR=str(w / "transcripts"))
+        env = nginx_env(self.token, self.api_token, w / "transcripts")
         self.nginx_env = env
         with open(w / "nginx.out", "wb") as f:
             self.master = subprocess.Popen(
@@ -288,50 +212,12 @@ class Stack:
                 env=env, stdout=f, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL)
 
-        # up, and a request reaches bridged (bench/run.sh's probe):
-        # /api/numbers answers 502 (there is no Twilio API) instead of 503
-        code = 0
-        for _ in range(200):
-            req = urllib.request.Request(
-                f"http://127.0.0.1:{self.port}/api/numbers",
-                headers={"Authorization": f"Bearer {self.api_token}"})
-            try:
-                code = urllib.request.urlopen(req, timeout=5).status
-            except urllib.error.HTTPError as e:
-                code = e.code
-            except OSError:
-                code = 0
-            if code not in (0, 503):
-                break
-            if self.master.poll() is not None:
-                sys.exit(f"soak: nginx did not start:\n{read(w / 'nginx.out')}"
-                         f"{read(w / 'error.log')}")
-            time.sleep(0.1)
-        else:
-            sys.exit(f"soak: nginx does not reach bridged (/api/numbers: "
-                     f"{code})")
+        # up, and a request reaches bridged (benchlib.wait_bridged)
+        procs = {"nginx": self.master}
+        procs.update((f"bridged {b.slot}", b.proc) for b in self.bridged)
+        wait_bridged(self.port, self.api_token, procs,
+                     [w / "nginx.out", w / "error.log"])
         self.see_workers(0.0)
-
-    def render_conf(self, endpoints):
-        """conf/nginx.conf.in rendered as build.sh and bench/run.sh do;
-        2 workers (the template's), error_log at notice: a hand-over is
-        logged at notice ("goes on with bridged")"""
-        w = self.work
-        values = dict(USER_LINE="user root;" if os.getuid() == 0 else "",
-                      RUN_DIR=str(w), ERROR_LOG=str(w / "error.log"),
-                      MODULE=str(BUILD / "nginx" / "ngx_http_voice_module.so"),
-                      BRIDGE_ENDPOINT=endpoints,
-                      LISTEN=f"127.0.0.1:{self.port}", EXTRA_HTTP="",
-                      HTTP_INCLUDE="", SERVER_INCLUDE="")
-        text = (TOP / "conf" / "nginx.conf.in").read_text()
-        text = re.sub(r"@([A-Z_]+)@", lambda m: values.get(m.group(1), ""),
-                      text)
-        text, n = re.subn(r"^(error_log \S+) \w+;", r"\1 notice;", text,
-                          flags=re.M)
-        if n != 1 or not re.search(r"^worker_processes 2;", text, re.M):
-            sys.exit("soak: conf/nginx.conf.in has no error_log line or no "
-                     "'worker_processes 2;'")
-        (w / "nginx.conf").write_text(text)
 
     # -- the workers the master has now, new and draining
     def see_workers(self, now):
@@ -607,23 +493,6 @@ def bridged_log_events(paths, t0_wall):
     return out
 
 
-def fold(line):
-    """a log line without its time, numbers and SIDs: lines group by it"""
-    line = re.sub(r"^\S+ (\S+ )?", "", line)
-    line = re.sub(r"\b(CA|MZ)[0-9a-f]{32}\b", r"\1…", line)
-    line = re.sub(r"\d+#\d+: \*\d+ ", "", line)
-    line = re.sub(r", client: .*", "", line)
-    return re.sub(r"\d+", "N", line)
-
-
-def grouped(lines, n=6):
-    counts = {}
-    for line in lines:
-        k = fold(line)
-        counts[k] = counts.get(k, 0) + 1
-    return sorted(counts.items(), key=lambda kv: -kv[1])[:n]
-
-
 # --- the verdict ------------------------------------------------------------
 
 def median(xs):
@@ -811,7 +680,7 @@ def main():
                          "(VOICE_BUILD_DIR/bridged/bridged)")
     ap.add_argument("--bridged-log", default="info")
     ap.add_argument("--no-pin", action="store_true",
-                    help="no taskset (by default as bench/run.sh: tools on "
+                    help="no taskset (by default as bench/bench.py: tools on "
                          "core 0, nginx and bridged on core 1)")
     ap.add_argument("--keep", action="store_true",
                     help="keep the work directory (logs, transcripts)")
@@ -823,17 +692,16 @@ def main():
         if not os.path.exists(f):
             sys.exit(f"soak: {f} is missing: ./build.sh build first "
                      "(VOICE_BUILD_DIR names another build directory)")
-    if subprocess.run(["make", "-s", "-C", str(BENCH),
-                       f"O={TOOLS}"]).returncode:
-        sys.exit("soak: the benchmark tools do not build")
+    try:
+        build_tools()
+    except BenchError as e:
+        sys.exit(f"soak: {e}")
     if not args.no_pin and (os.cpu_count() or 1) < 2:
         args.no_pin = True
     if not args.no_pin:
         os.sched_setaffinity(0, {0})
 
-    # one socket per call in each tool, two in nginx
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    raise_nofile()
 
     # a wave: calls from --shortest to --longest s (+1 s bench_load drains)
     wave_calls = args.ramp * (args.longest - args.shortest)
@@ -845,17 +713,13 @@ def main():
     work = Path(tempfile.mkdtemp(prefix="voice-soak."))
     RESULTS.mkdir(exist_ok=True)
     out_json = RESULTS / f"soak-{stamp}.json"
-    tree = subprocess.run(["git", "-C", str(TOP), "rev-parse", "--short",
-                           "HEAD"], capture_output=True,
-                          text=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", str(TOP), "diff", "--quiet", "HEAD"]
-                           ).returncode != 0
+    head, dirty = tree()
     load_avg = os.getloadavg()
 
     print("voice bridge soak, "
           + time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
     print(f"command: {' '.join(sys.argv)}")
-    print(f"tree:    {tree}{' (with local changes)' if dirty else ''}; "
+    print(f"tree:    {head}{' (with local changes)' if dirty else ''}; "
           f"build {BUILD}")
     print(f"machine: {os.cpu_count()} cores, load average "
           f"{load_avg[0]:.2f} {load_avg[1]:.2f} {load_avg[2]:.2f} at the "
@@ -881,7 +745,10 @@ def main():
     rc = 1
     interrupted = False
     try:
-        stack.start()
+        try:
+            stack.start()
+        except BenchError as e:
+            sys.exit(f"soak: {e}")
         time.sleep(2)
         sampler = Sampler(stack)
         idle = sampler.take(0.0, "idle", waves)
@@ -994,7 +861,7 @@ def main():
 
         rc = report(args, stack, work, samples, events, waves, failed_waves,
                     final, settle, t0_wall, out_json,
-                    dict(tree=tree, dirty=dirty, load_avg=load_avg,
+                    dict(tree=head, dirty=dirty, load_avg=load_avg,
                          wave_calls=wave_calls, interval=interval))
     except KeyboardInterrupt:
         interrupted = True

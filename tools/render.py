@@ -1,8 +1,9 @@
 """tools/render.py: renders a template of conf/ (nginx.conf.in,
 simulation.conf.in) by replacing each @NAME@ with its value.
 
-The one renderer of the project: build.sh (./build.sh run), bench/run.sh
-and the end-to-end tests (tests/e2e/conftest.py imports render()) all
+The one renderer of the project: build.sh (./build.sh run), the
+benchmark and the soak (bench/benchlib.py imports render()) and the
+end-to-end tests (tests/e2e/conftest.py imports render()) all
 render conf/nginx.conf.in through it, so the configuration under test is
 the one that runs.  A name without a value becomes the empty string (the
 template's optional include points stay empty); a value is inserted as
