@@ -186,6 +186,11 @@ static const bd_oai_ops_t  bd_call_oai_ops = {
 };
 
 
+static const char  *bd_call_end_names[] = {
+    "none", "speaking", "playing", "asked"
+};
+
+
 static const char  *bd_call_state_names[] = {
     "connecting", "configuring", "live", "retrying", "ending", "draining",
     "closed"
@@ -220,6 +225,30 @@ bd_call_set_state(bd_call_t *call, bd_call_state_e state)
     if (call->oai != NULL) {
         call->oai->audio = (state == BD_CALL_ST_LIVE) ? &call->hold : NULL;
     }
+}
+
+
+/*
+ * The one transition of ENDING's steps: forward only (NONE, SPEAKING,
+ * PLAYING may be skipped to ASKED), and back from ASKED to NONE when
+ * Twilio refuses a transfer; anything else is a bug, refused and logged.
+ */
+
+static void
+bd_call_set_end(bd_call_t *call, bd_call_end_e step)
+{
+    if (step <= call->end_step
+        && !(step == BD_CALL_END_NONE && call->end_step == BD_CALL_END_ASKED))
+    {
+        bd_log(BD_LOG_ERROR, call->sid, "call end: %s -> %s refused",
+               bd_call_end_names[call->end_step], bd_call_end_names[step]);
+        return;
+    }
+
+    bd_log(BD_LOG_DEBUG, call->sid, "call end: %s -> %s",
+           bd_call_end_names[call->end_step], bd_call_end_names[step]);
+
+    call->end_step = step;
 }
 
 
@@ -1976,9 +2005,9 @@ bd_call_ending(bd_call_t *call, const char *by, const char *reason,
     bd_call_ended_by(call, by, reason);
 
     call->end_asked = uv_now(bd_call_loop);
-    call->end_timed = 0;
 
     bd_call_set_state(call, BD_CALL_ST_ENDING);
+    bd_call_set_end(call, BD_CALL_END_SPEAKING);
 
     lws_sul_cancel(&call->sul_idle);
     lws_sul_cancel(&call->sul_limit);
@@ -2103,7 +2132,8 @@ bd_call_check_goodbye(bd_call_t *call)
 
     cv = &call->conv;
 
-    if (call->state != BD_CALL_ST_ENDING || call->end_requested
+    if (call->state != BD_CALL_ST_ENDING
+        || call->end_step == BD_CALL_END_ASKED
         || cv->active || cv->responding)
     {
         return;
@@ -2117,8 +2147,8 @@ bd_call_check_goodbye(bd_call_t *call)
          * the whole BD_CALL_GOODBYE_MS
          */
 
-        if (!call->end_timed) {
-            call->end_timed = 1;
+        if (call->end_step == BD_CALL_END_SPEAKING) {
+            bd_call_set_end(call, BD_CALL_END_PLAYING);
             bd_oai_timer(&call->sul_wait, bd_call_wait_expired,
                          bd_oai_event_unplayed_ms(cv)
                          + BD_CALL_GOODBYE_MARGIN_MS);
@@ -2169,7 +2199,7 @@ bd_call_ended(void *data, unsigned status, long code)
         bd_log(BD_LOG_WARN, call->sid, "Twilio refused the transfer (%u, "
                "code %ld): the assistant goes on", status, code);
 
-        call->end_requested = 0;
+        bd_call_set_end(call, BD_CALL_END_NONE);
         call->ended_by[0] = '\0';
         lws_sul_cancel(&call->sul_wait);
         bd_call_set_state(call, BD_CALL_ST_LIVE);
@@ -2202,11 +2232,13 @@ bd_call_ended(void *data, unsigned status, long code)
 static void
 bd_call_end_now(bd_call_t *call, const char *why)
 {
-    if (call->state != BD_CALL_ST_ENDING || call->end_requested) {
+    if (call->state != BD_CALL_ST_ENDING
+        || call->end_step == BD_CALL_END_ASKED)
+    {
         return;
     }
 
-    call->end_requested = 1;
+    bd_call_set_end(call, BD_CALL_END_ASKED);
     call->end_sent = uv_now(bd_call_loop);
     lws_sul_cancel(&call->sul_wait);
 
