@@ -113,7 +113,15 @@ struct bd_call_s {
     char                      ended_by[16];
     char                      end_reason[128];
     char                      answered_by[24];  /* Twilio's AMD verdict */
-    unsigned                  amd_hold:1;     /* wait for the verdict */
+
+    /*
+     * Two facts, not one state: all four pairs occur (a verdict may come
+     * before the stream, before the session is live, or after), and each
+     * is read on its own: amd_hold by the session's settings and the idle
+     * timer, amd_due by bd_call_amd() once the session is live.
+     */
+    unsigned                  amd_hold:1;     /* the assistant is silent
+                                                 until the verdict */
     unsigned                  amd_due:1;      /* a verdict to act on once
                                                  the session is live */
 
