@@ -802,8 +802,9 @@ bd_call_wait_expired(lws_sorted_usec_list_t *sul)
     case BD_CALL_ST_ENDING:
         bd_log(BD_LOG_INFO, call->sid, "the last words did not finish "
                "playing in time%s",
-               call->conv.active ? " (a reply still generating)"
-                                 : " (no echo of the last mark)");
+               bd_oai_event_active(&call->conv)
+               ? " (a reply still generating)"
+               : " (no echo of the last mark)");
         bd_call_end_now(call, "bounded wait");
         break;
 
@@ -811,7 +812,8 @@ bd_call_wait_expired(lws_sorted_usec_list_t *sul)
         bd_log(BD_LOG_INFO, call->sid, "final wait of %u ms is over with "
                "%u transcriptions due%s", bd_call_conf->final_wait_ms,
                (unsigned) call->conv.pending,
-               call->conv.responding ? " and a response generating" : "");
+               bd_oai_event_responding(&call->conv)
+               ? " and a response generating" : "");
         bd_call_finish(call, "final wait over");
         break;
 
@@ -1331,7 +1333,7 @@ bd_call_end_politely(bd_call_t *call, const voice_proto_msg_t *msg)
     bd_log(BD_LOG_INFO, call->sid, "nginx ends the call (%s): a goodbye, "
            "then Twilio is asked to complete it", reason);
 
-    if (!call->conv.active && !call->conv.responding) {
+    if (call->conv.response == BD_OAI_EVENT_RESP_IDLE) {
         bd_oai_event_respond(&call->conv, BD_CALL_STOP_GOODBYE);
         bd_oai_want_write(call->oai);
     }
@@ -1414,7 +1416,7 @@ bd_call_amd(bd_call_t *call)
                 call->greeted = 1;
                 (void) bd_oai_event_greet(&call->conv, message);
 
-            } else if (!call->conv.active && !call->conv.responding) {
+            } else if (call->conv.response == BD_OAI_EVENT_RESP_IDLE) {
                 bd_oai_event_respond(&call->conv, NULL);
             }
 
@@ -1428,10 +1430,10 @@ bd_call_amd(bd_call_t *call)
 
     /* a machine: nothing more is said to its greeting */
 
-    if (call->conv.active || call->conv.responding) {
+    if (call->conv.response != BD_OAI_EVENT_RESP_IDLE) {
         bd_oai_send(call->oai, cancel, sizeof(cancel) - 1);
         bd_call_ev_clear(call);
-        call->conv.responding = 0;
+        bd_oai_event_response(&call->conv, BD_OAI_EVENT_STEP_DROP);
     }
 
     message = bd_session_str(call->settings, "voicemailMessage");
@@ -1723,7 +1725,7 @@ bd_call_session_lost(bd_call_t *call, const char *why, int fatal)
         /* a reply cut short is answered again by the next session */
 
         if (call->state == BD_CALL_ST_LIVE
-            && (call->conv.active || call->conv.responding))
+            && (call->conv.response != BD_OAI_EVENT_RESP_IDLE))
         {
             call->respond_due = 1;
         }
@@ -1791,7 +1793,7 @@ bd_call_renew(bd_call_t *call, const char *why)
 
     lws_sul_cancel(&call->sul_renew);
 
-    call->respond_due = call->conv.active || call->conv.responding;
+    call->respond_due = call->conv.response != BD_OAI_EVENT_RESP_IDLE;
     snprintf(call->lost_why, sizeof(call->lost_why), "%s", why);
 
     bd_oai_release(call->oai, 0);
@@ -2134,7 +2136,7 @@ bd_call_check_goodbye(bd_call_t *call)
 
     if (call->state != BD_CALL_ST_ENDING
         || call->end_step == BD_CALL_END_ASKED
-        || cv->active || cv->responding)
+        || cv->response != BD_OAI_EVENT_RESP_IDLE)
     {
         return;
     }
@@ -2529,7 +2531,7 @@ bd_call_limit_expired(lws_sorted_usec_list_t *sul)
     bd_log(BD_LOG_INFO, call->sid, "the call reached its time limit of "
            "%llu s", (unsigned long long) (max / 1000));
 
-    if (call->conv.active || call->conv.responding) {
+    if (call->conv.response != BD_OAI_EVENT_RESP_IDLE) {
 
         /* what it was saying is its goodbye: the call ends after it */
 

@@ -218,8 +218,7 @@ bd_oai_event_new_session(bd_oai_event_conv_t *cv)
     cv->unmarked_order = 0;
     cv->pending = 0;
     cv->ready = 0;
-    cv->responding = 0;
-    cv->active = 0;
+    bd_oai_event_response(cv, BD_OAI_EVENT_STEP_DONE);
     cv->respond_due = 0;
     cv->speaking = 0;
     cv->committing = 0;
@@ -494,7 +493,7 @@ bd_oai_event_error(bd_oai_event_conv_t *cv, const cJSON *ev)
                                            "active_response") != 0)))
         {
             /* refused: no response comes of it */
-            cv->responding = 0;
+            bd_oai_event_response(cv, BD_OAI_EVENT_STEP_DROP);
 
         } else if (strcmp(event_id, "bd-respond") == 0) {
 
@@ -763,11 +762,54 @@ bd_oai_event_asr_failed(bd_oai_event_conv_t *cv, const cJSON *ev)
 }
 
 
+/*
+ * The one transition of the response's cycle (bd_oai_event.h draws it):
+ * every step is defined from every state, as events may come late or out
+ * of turn (a response.done after a new session's, a transcript of an old
+ * item), so there is nothing to refuse; a change is logged.
+ */
+
+void
+bd_oai_event_response(bd_oai_event_conv_t *cv, bd_oai_event_step_e step)
+{
+    bd_oai_event_resp_e  to;
+
+    static const char  *names[] = {
+        "idle", "asked", "generating", "finishing"
+    };
+
+    static const bd_oai_event_resp_e  next[BD_OAI_EVENT_STEPS][4] = {
+
+        /* from IDLE, ASKED, GENERATING, FINISHING */
+
+        /* ask */     { BD_OAI_EVENT_RESP_ASKED, BD_OAI_EVENT_RESP_ASKED,
+                        BD_OAI_EVENT_RESP_GENERATING,
+                        BD_OAI_EVENT_RESP_GENERATING },
+        /* drop */    { BD_OAI_EVENT_RESP_IDLE, BD_OAI_EVENT_RESP_IDLE,
+                        BD_OAI_EVENT_RESP_FINISHING,
+                        BD_OAI_EVENT_RESP_FINISHING },
+        /* created */ { BD_OAI_EVENT_RESP_GENERATING,
+                        BD_OAI_EVENT_RESP_GENERATING,
+                        BD_OAI_EVENT_RESP_GENERATING,
+                        BD_OAI_EVENT_RESP_GENERATING },
+        /* done */    { BD_OAI_EVENT_RESP_IDLE, BD_OAI_EVENT_RESP_IDLE,
+                        BD_OAI_EVENT_RESP_IDLE, BD_OAI_EVENT_RESP_IDLE }
+    };
+
+    to = next[step][cv->response];
+
+    if (to != cv->response) {
+        bd_log(BD_LOG_DEBUG, cv->sid, "response: %s -> %s",
+               names[cv->response], names[to]);
+        cv->response = to;
+    }
+}
+
+
 static void
 bd_oai_event_response_created(bd_oai_event_conv_t *cv, const cJSON *ev)
 {
-    cv->responding = 1;
-    cv->active = 1;
+    bd_oai_event_response(cv, BD_OAI_EVENT_STEP_CREATED);
 
     bd_oai_event_set_id(cv->response_id,
         bd_oai_event_str(cJSON_GetObjectItemCaseSensitive(ev, "response"),
@@ -1037,7 +1079,7 @@ bd_oai_event_transcript_done(bd_oai_event_conv_t *cv, const cJSON *ev)
     const char           *text;
     bd_oai_event_item_t  *it;
 
-    cv->responding = 0;
+    bd_oai_event_response(cv, BD_OAI_EVENT_STEP_DROP);
 
     it = bd_oai_event_item(cv, bd_oai_event_str(ev, "item_id"),
                            VOICE_PROTO_ROLE_ASSISTANT);
@@ -1249,8 +1291,7 @@ bd_oai_event_response_done(bd_oai_event_conv_t *cv, const cJSON *ev)
     const char   *status, *code, *message;
     const cJSON  *response, *err;
 
-    cv->responding = 0;
-    cv->active = 0;
+    bd_oai_event_response(cv, BD_OAI_EVENT_STEP_DONE);
 
     /* a response.create refused while this one generated is asked again */
 
@@ -1457,7 +1498,7 @@ bd_oai_event_stop(bd_oai_event_conv_t *cv)
      * when the reply would have ended (its response.done still comes).
      */
 
-    if (cv->responding || cv->active) {
+    if (cv->response != BD_OAI_EVENT_RESP_IDLE) {
         cv->ops->send(cv->data, cancel, sizeof(cancel) - 1);
     }
 
@@ -1480,7 +1521,8 @@ bd_oai_event_stop(bd_oai_event_conv_t *cv)
 int
 bd_oai_event_settled(bd_oai_event_conv_t *cv)
 {
-    return cv->pending == 0 && !cv->responding && !cv->committing;
+    return cv->pending == 0 && !bd_oai_event_responding(cv)
+           && !cv->committing;
 }
 
 
@@ -1645,7 +1687,7 @@ bd_oai_event_greet(bd_oai_event_conv_t *cv, const char *instruction)
         return -1;
     }
 
-    cv->responding = 1;
+    bd_oai_event_response(cv, BD_OAI_EVENT_STEP_ASK);
     cv->ops->send(cv->data, create, sizeof(create) - 1);
 
     return 0;
@@ -1693,7 +1735,7 @@ bd_oai_event_dtmf(bd_oai_event_conv_t *cv, char digit)
     /* a response generating now was made before the key: one more after
      * it, so the key is always answered */
 
-    if (!cv->active && !cv->responding) {
+    if (cv->response == BD_OAI_EVENT_RESP_IDLE) {
         bd_oai_event_respond(cv, NULL);
 
     } else {
@@ -1759,7 +1801,7 @@ bd_oai_event_respond(bd_oai_event_conv_t *cv, const char *instructions)
      * a prompt may all want one in the same moment.
      */
 
-    cv->responding = 1;
+    bd_oai_event_response(cv, BD_OAI_EVENT_STEP_ASK);
 
     if (instructions == NULL) {
         cv->ops->send(cv->data, create, sizeof(create) - 1);
@@ -1825,7 +1867,7 @@ bd_oai_event_unplayed_ms(bd_oai_event_conv_t *cv)
 int
 bd_oai_event_quiet(bd_oai_event_conv_t *cv)
 {
-    return !cv->active && !cv->responding && cv->marks_len == 0
+    return cv->response == BD_OAI_EVENT_RESP_IDLE && cv->marks_len == 0
            && cv->unmarked_order == 0;
 }
 

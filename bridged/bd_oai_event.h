@@ -146,6 +146,37 @@ typedef struct {
 } bd_oai_event_item_t;
 
 
+/*
+ * A response's cycle as bridged sees it; bd_oai_event_response() is its
+ * one transition, driven by the steps below:
+ *
+ *     IDLE --ask--> ASKED --created--> GENERATING --text done--> FINISHING
+ *      ^              |  refused                                    |
+ *      +--------------+-------------------- done -------------------+
+ *
+ * OpenAI's own responses (to the VAD) are created unasked, from IDLE;
+ * done ends any; a response asked while one finishes makes it GENERATING
+ * again (two are due: a second create is refused, see respond_due).
+ */
+typedef enum {
+    BD_OAI_EVENT_RESP_IDLE = 0,        /* none */
+    BD_OAI_EVENT_RESP_ASKED,           /* our response.create unanswered */
+    BD_OAI_EVENT_RESP_GENERATING,      /* created: its output is coming */
+    BD_OAI_EVENT_RESP_FINISHING        /* its transcript is done, its
+                                          response.done is due */
+} bd_oai_event_resp_e;
+
+
+typedef enum {
+    BD_OAI_EVENT_STEP_ASK = 0,         /* a response.create goes out */
+    BD_OAI_EVENT_STEP_DROP,            /* refused, its transcript done, or
+                                          cancelled: no more is asked */
+    BD_OAI_EVENT_STEP_CREATED,         /* response.created */
+    BD_OAI_EVENT_STEP_DONE,            /* response.done, or a new session */
+    BD_OAI_EVENT_STEPS
+} bd_oai_event_step_e;
+
+
 typedef struct {
     uint32_t    seq;
     uint32_t    order;       /* the item the mark follows */
@@ -174,10 +205,8 @@ typedef struct {
     uint32_t                   dtmf_seq;     /* our keypad items */
     uint32_t                   pending;      /* PENDING items */
 
+    bd_oai_event_resp_e        response;
     unsigned                   ready:1;      /* session.updated seen */
-    unsigned                   responding:1; /* a response is generating */
-    unsigned                   active:1;     /* from response.created to
-                                                response.done */
     unsigned                   respond_due:1; /* our response.create was
                                                  refused: one was active */
     unsigned                   speaking:1;   /* VAD: caller mid-utterance */
@@ -198,6 +227,30 @@ typedef struct {
     uint64_t                   audio_dropped;  /* arrived after a barge-in */
     unsigned                   barge_ins;
 } bd_oai_event_conv_t;
+
+
+/* the one transition of cv->response */
+void bd_oai_event_response(bd_oai_event_conv_t *cv, bd_oai_event_step_e step);
+
+
+/* a response is asked for or generating: more of it is to come */
+
+static inline int
+bd_oai_event_responding(const bd_oai_event_conv_t *cv)
+{
+    return cv->response == BD_OAI_EVENT_RESP_ASKED
+           || cv->response == BD_OAI_EVENT_RESP_GENERATING;
+}
+
+
+/* a response is created and not done */
+
+static inline int
+bd_oai_event_active(const bd_oai_event_conv_t *cv)
+{
+    return cv->response == BD_OAI_EVENT_RESP_GENERATING
+           || cv->response == BD_OAI_EVENT_RESP_FINISHING;
+}
 
 
 void bd_oai_event_init(bd_oai_event_conv_t *cv, const bd_oai_event_ops_t *ops,

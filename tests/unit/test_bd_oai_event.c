@@ -398,12 +398,12 @@ test_settlement(void **state)
     /* U1 is committed (transcription due) and R1 is generating */
 
     assert_int_equal(x->cv.pending, 1);
-    assert_true(x->cv.responding);
+    assert_true(bd_oai_event_responding(&x->cv));
     assert_false(bd_oai_event_settled(&x->cv));
 
     ev(x, "{\"type\":\"response.output_audio_transcript.done\","
           "\"item_id\":\"item_A1\",\"transcript\":\"\"}");
-    assert_false(x->cv.responding);
+    assert_false(bd_oai_event_responding(&x->cv));
     assert_int_equal(x->f.ntr, 0);                /* empty: skipped */
     assert_false(bd_oai_event_settled(&x->cv));
 
@@ -1205,10 +1205,10 @@ test_function_call_runs_once_completed(void **state)
     assert_int_equal(x->f.ntools, 1);
     assert_string_equal(x->f.tool_call[0], "1|call_1|lookup|{\"n\":\"42\"}");
 
-    assert_true(x->cv.responding);
+    assert_true(bd_oai_event_responding(&x->cv));
     ev(x, "{\"type\":\"response.done\",\"response\":{\"id\":\"resp_F\","
           "\"status\":\"completed\"}}");
-    assert_false(x->cv.responding);
+    assert_false(bd_oai_event_responding(&x->cv));
     assert_int_equal(x->f.responses_done, 1);
 
     /* cut short by a barge-in: partial arguments, never run */
@@ -1280,12 +1280,12 @@ test_tool_output_and_respond(void **state)
     cJSON_Delete(e);
 
     assert_non_null(strstr(x->f.sent[1], "\"response.create\""));
-    assert_true(x->cv.responding);
+    assert_true(bd_oai_event_responding(&x->cv));
 
     /* OpenAI refused the response.create: none comes */
     ev(x, "{\"type\":\"error\",\"error\":{\"code\":\"x\","
           "\"event_id\":\"bd-respond\"}}");
-    assert_false(x->cv.responding);
+    assert_false(bd_oai_event_responding(&x->cv));
 
     /* ... unless one was active anyway */
     bd_oai_event_respond(&x->cv, "Wrap up.");
@@ -1293,7 +1293,7 @@ test_tool_output_and_respond(void **state)
     ev(x, "{\"type\":\"error\",\"error\":{\"code\":"
           "\"conversation_already_has_active_response\","
           "\"event_id\":\"bd-respond\"}}");
-    assert_true(x->cv.responding);
+    assert_true(bd_oai_event_responding(&x->cv));
 
     /* no response asked */
     assert_int_equal(bd_oai_event_tool_output(&x->cv, "call_2", "", 0), 0);
