@@ -1831,7 +1831,8 @@ bd_call_renew_due(lws_sorted_usec_list_t *sul)
         return;
     }
 
-    if ((bd_oai_event_quiet(&call->conv) && !call->conv.speaking
+    if ((bd_oai_event_quiet(&call->conv)
+         && call->conv.turn != BD_OAI_EVENT_TURN_SPEAKING
          && call->conv.pending == 0 && !call->conv.committing
          && call->tools.running == 0 && !call->tools.want_response)
         || uv_now(bd_call_loop) >= call->renew_by)
@@ -2329,7 +2330,7 @@ bd_call_idle_expired(lws_sorted_usec_list_t *sul)
     call->idle_armed = 0;
 
     if (call->state != BD_CALL_ST_LIVE || !bd_oai_event_quiet(&call->conv)
-        || call->conv.speaking)
+        || call->conv.turn == BD_OAI_EVENT_TURN_SPEAKING)
     {
         return;
     }
@@ -2361,7 +2362,8 @@ bd_call_idle_arm(bd_call_t *call)
 {
     if (call->idle_ms == 0 || call->idle_server || call->idle_armed
         || call->state != BD_CALL_ST_LIVE || call->amd_hold
-        || call->conv.speaking || !bd_oai_event_quiet(&call->conv))
+        || call->conv.turn == BD_OAI_EVENT_TURN_SPEAKING
+        || !bd_oai_event_quiet(&call->conv))
     {
         return;
     }

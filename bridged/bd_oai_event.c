@@ -220,7 +220,11 @@ bd_oai_event_new_session(bd_oai_event_conv_t *cv)
     cv->ready = 0;
     bd_oai_event_response(cv, BD_OAI_EVENT_STEP_DONE);
     cv->respond_due = 0;
-    cv->speaking = 0;
+
+    if (cv->turn == BD_OAI_EVENT_TURN_SPEAKING) {
+        bd_oai_event_turn(cv, BD_OAI_EVENT_TURN_SILENT);
+    }
+
     cv->committing = 0;
     cv->response_id[0] = '\0';
     cv->dropped_id[0] = '\0';
@@ -560,8 +564,7 @@ bd_oai_event_speech_started(bd_oai_event_conv_t *cv, const cJSON *ev)
 
     (void) ev;
 
-    cv->speaking = 1;
-    cv->turn_open = 0;
+    bd_oai_event_turn(cv, BD_OAI_EVENT_TURN_SPEAKING);
     cv->ops->speech(cv->data, 1);
 
     if (cv->marks_len == 0 && cv->unmarked_order == 0) {
@@ -604,7 +607,7 @@ bd_oai_event_speech_stopped(bd_oai_event_conv_t *cv, const cJSON *ev)
     uint64_t      now, input;
     const cJSON  *end;
 
-    cv->speaking = 0;
+    bd_oai_event_turn(cv, BD_OAI_EVENT_TURN_ANSWERING);
     cv->ops->speech(cv->data, 0);
 
     /*
@@ -624,8 +627,6 @@ bd_oai_event_speech_stopped(bd_oai_event_conv_t *cv, const cJSON *ev)
     {
         cv->turn_end = now - (input - (uint64_t) end->valuedouble);
     }
-
-    cv->turn_open = 1;
 }
 
 
@@ -648,7 +649,10 @@ bd_oai_event_committed(bd_oai_event_conv_t *cv, const cJSON *ev)
 {
     bd_oai_event_item_t  *it;
 
-    cv->speaking = 0;
+    if (cv->turn == BD_OAI_EVENT_TURN_SPEAKING) {
+        bd_oai_event_turn(cv, BD_OAI_EVENT_TURN_SILENT);
+    }
+
     cv->committing = 0;
 
     it = bd_oai_event_item(cv, bd_oai_event_str(ev, "item_id"),
@@ -803,6 +807,29 @@ bd_oai_event_response(bd_oai_event_conv_t *cv, bd_oai_event_step_e step)
                names[cv->response], names[to]);
         cv->response = to;
     }
+}
+
+
+/*
+ * The one transition of the caller's turn (bd_oai_event.h draws it).
+ * Each of the three may follow each other one, as the VAD's events of a
+ * lost session may come after a new one's, so nothing is refused; the
+ * callers say which step SILENT ends (SPEAKING or ANSWERING).
+ */
+
+void
+bd_oai_event_turn(bd_oai_event_conv_t *cv, bd_oai_event_turn_e turn)
+{
+    static const char  *names[] = { "silent", "speaking", "answering" };
+
+    if (turn == cv->turn) {
+        return;
+    }
+
+    bd_log(BD_LOG_DEBUG, cv->sid, "caller's turn: %s -> %s",
+           names[cv->turn], names[turn]);
+
+    cv->turn = turn;
 }
 
 
@@ -1006,8 +1033,8 @@ bd_oai_event_audio(bd_oai_event_conv_t *cv, const char *item_id,
         {
             /* the first the caller hears after speaking: the turn's
              * latency */
-            if (cv->turn_open && n > 0) {
-                cv->turn_open = 0;
+            if (cv->turn == BD_OAI_EVENT_TURN_ANSWERING && n > 0) {
+                bd_oai_event_turn(cv, BD_OAI_EVENT_TURN_SILENT);
                 it->latency = (uint32_t) (cv->ops->clock(cv->data, NULL)
                                           - cv->turn_end);
             }
@@ -1502,7 +1529,7 @@ bd_oai_event_stop(bd_oai_event_conv_t *cv)
         cv->ops->send(cv->data, cancel, sizeof(cancel) - 1);
     }
 
-    if (!cv->speaking) {
+    if (cv->turn != BD_OAI_EVENT_TURN_SPEAKING) {
         return;
     }
 
@@ -1512,7 +1539,7 @@ bd_oai_event_stop(bd_oai_event_conv_t *cv)
      * the transcription of those last words come in.
      */
 
-    cv->speaking = 0;
+    bd_oai_event_turn(cv, BD_OAI_EVENT_TURN_SILENT);
     cv->committing = 1;
     cv->ops->send(cv->data, commit, sizeof(commit) - 1);
 }

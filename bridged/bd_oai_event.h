@@ -177,6 +177,29 @@ typedef enum {
 } bd_oai_event_step_e;
 
 
+/*
+ * The caller's turn, by the server VAD; bd_oai_event_turn() is its one
+ * transition:
+ *
+ *     SILENT --speech_started--> SPEAKING --speech_stopped--> ANSWERING
+ *        ^                          |                             |
+ *        +-- committed, our commit -+                             |
+ *        +----------- the reply's first audio sent ---------------+
+ *
+ * ANSWERING is the turn's latency being measured (from turn_end).  A new
+ * session ends SPEAKING, not ANSWERING: the next session's reply still
+ * answers the turn.  speech_started and speech_stopped are taken from any
+ * state (a session's events may come after a new one's).
+ */
+typedef enum {
+    BD_OAI_EVENT_TURN_SILENT = 0,      /* nobody speaks, or the reply
+                                          is playing */
+    BD_OAI_EVENT_TURN_SPEAKING,        /* the caller mid-utterance */
+    BD_OAI_EVENT_TURN_ANSWERING        /* the caller's speech ended, no
+                                          reply audio sent yet */
+} bd_oai_event_turn_e;
+
+
 typedef struct {
     uint32_t    seq;
     uint32_t    order;       /* the item the mark follows */
@@ -206,15 +229,22 @@ typedef struct {
     uint32_t                   pending;      /* PENDING items */
 
     bd_oai_event_resp_e        response;
+    bd_oai_event_turn_e        turn;
+    uint64_t                   turn_end;     /* clock ms: when the
+                                                caller's speech ended */
+
+    /*
+     * Facts and requests, not states.  ready and stopped are set once
+     * and never go back (ready per session, stopped per call);
+     * respond_due and committing are a request of ours that is pending
+     * (a second response.create, an input_audio_buffer.commit) beside
+     * whatever state the response or the turn is in.
+     */
     unsigned                   ready:1;      /* session.updated seen */
     unsigned                   respond_due:1; /* our response.create was
                                                  refused: one was active */
-    unsigned                   speaking:1;   /* VAD: caller mid-utterance */
     unsigned                   committing:1; /* our commit is unanswered */
     unsigned                   stopped:1;    /* the caller is gone */
-    unsigned                   turn_open:1;  /* the caller's speech ended,
-                                                no reply audio yet */
-    uint64_t                   turn_end;     /* clock ms: when it ended */
 
     char                       response_id[BD_OAI_EVENT_ID_MAX];
     char                       dropped_id[BD_OAI_EVENT_ID_MAX];
@@ -231,6 +261,9 @@ typedef struct {
 
 /* the one transition of cv->response */
 void bd_oai_event_response(bd_oai_event_conv_t *cv, bd_oai_event_step_e step);
+
+/* the one transition of cv->turn */
+void bd_oai_event_turn(bd_oai_event_conv_t *cv, bd_oai_event_turn_e turn);
 
 
 /* a response is asked for or generating: more of it is to come */
