@@ -1349,6 +1349,87 @@ test_dtmf_is_an_item_in_order(void **state)
 }
 
 
+/* the response's cycle and the caller's turn, step by step */
+
+static void
+test_response_and_turn_cycles(void **state)
+{
+    fixture_t  *x = *state;
+
+    ev(x, "{\"type\":\"session.updated\",\"session\":{}}");
+    assert_int_equal(x->cv.response, BD_OAI_EVENT_RESP_IDLE);
+    assert_int_equal(x->cv.turn, BD_OAI_EVENT_TURN_SILENT);
+
+    /* asked, created, its text done, and a second asked meanwhile */
+    assert_int_equal(bd_oai_event_greet(&x->cv, "Hello."), 0);
+    assert_int_equal(x->cv.response, BD_OAI_EVENT_RESP_ASKED);
+    assert_true(bd_oai_event_responding(&x->cv));
+    assert_false(bd_oai_event_active(&x->cv));
+
+    ev(x, "{\"type\":\"response.created\",\"response\":{\"id\":"
+          "\"resp_R1\"}}");
+    assert_int_equal(x->cv.response, BD_OAI_EVENT_RESP_GENERATING);
+    assert_true(bd_oai_event_active(&x->cv));
+
+    ev(x, "{\"type\":\"response.output_audio_transcript.done\","
+          "\"item_id\":\"item_A1\",\"transcript\":\"\"}");
+    assert_int_equal(x->cv.response, BD_OAI_EVENT_RESP_FINISHING);
+    assert_false(bd_oai_event_responding(&x->cv));
+    assert_true(bd_oai_event_active(&x->cv));
+    assert_false(bd_oai_event_quiet(&x->cv));
+
+    bd_oai_event_respond(&x->cv, NULL);
+    assert_int_equal(x->cv.response, BD_OAI_EVENT_RESP_GENERATING);
+
+    ev(x, "{\"type\":\"response.done\",\"response\":{\"status\":"
+          "\"completed\"}}");
+    assert_int_equal(x->cv.response, BD_OAI_EVENT_RESP_IDLE);
+
+    /* a refused ask comes to nothing */
+    bd_oai_event_respond(&x->cv, NULL);
+    ev(x, "{\"type\":\"error\",\"error\":{\"code\":\"x\","
+          "\"event_id\":\"bd-respond\"}}");
+    assert_int_equal(x->cv.response, BD_OAI_EVENT_RESP_IDLE);
+
+    /* the caller speaks, stops, speaks again before any reply */
+    ev(x, "{\"type\":\"input_audio_buffer.speech_started\","
+          "\"item_id\":\"item_U1\"}");
+    assert_int_equal(x->cv.turn, BD_OAI_EVENT_TURN_SPEAKING);
+    ev(x, "{\"type\":\"input_audio_buffer.speech_stopped\","
+          "\"item_id\":\"item_U1\"}");
+    assert_int_equal(x->cv.turn, BD_OAI_EVENT_TURN_ANSWERING);
+    ev(x, "{\"type\":\"input_audio_buffer.speech_started\","
+          "\"item_id\":\"item_U2\"}");
+    assert_int_equal(x->cv.turn, BD_OAI_EVENT_TURN_SPEAKING);
+
+    /* committed ends the speech; a turn being answered stays so */
+    ev(x, "{\"type\":\"input_audio_buffer.committed\","
+          "\"item_id\":\"item_U2\"}");
+    assert_int_equal(x->cv.turn, BD_OAI_EVENT_TURN_SILENT);
+    ev(x, "{\"type\":\"input_audio_buffer.speech_stopped\","
+          "\"item_id\":\"item_U2\"}");
+    ev(x, "{\"type\":\"input_audio_buffer.committed\","
+          "\"item_id\":\"item_U2\"}");
+    assert_int_equal(x->cv.turn, BD_OAI_EVENT_TURN_ANSWERING);
+
+    /* a new session answers the turn still; it ends a response */
+    bd_oai_event_respond(&x->cv, NULL);
+    bd_oai_event_new_session(&x->cv);
+    assert_int_equal(x->cv.turn, BD_OAI_EVENT_TURN_ANSWERING);
+    assert_int_equal(x->cv.response, BD_OAI_EVENT_RESP_IDLE);
+
+    /* the reply's first audio closes the turn */
+    ev(x, "{\"type\":\"session.updated\",\"session\":{}}");
+    ev(x, "{\"type\":\"response.created\",\"response\":{\"id\":"
+          "\"resp_R2\"}}");
+    ev(x, "{\"type\":\"response.output_item.added\",\"response_id\":"
+          "\"resp_R2\",\"item\":{\"id\":\"item_A2\","
+          "\"role\":\"assistant\"}}");
+    delta(x, "item_A2", "resp_R2", 160, 0x55);
+    assert_int_equal(x->cv.turn, BD_OAI_EVENT_TURN_SILENT);
+}
+
+
 static void
 test_append_builder(void **state)
 {
@@ -1490,6 +1571,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_tool_output_and_respond, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_dtmf_is_an_item_in_order, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_response_and_turn_cycles, setup,
                                         teardown),
         cmocka_unit_test(test_append_builder),
         cmocka_unit_test_setup_teardown(test_turn_latency_and_usage, setup,
