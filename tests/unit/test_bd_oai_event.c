@@ -1349,6 +1349,16 @@ test_dtmf_is_an_item_in_order(void **state)
 }
 
 
+/* an input_audio_buffer event about an item */
+
+static void
+buffer_event(fixture_t *x, const char *what, const char *item)
+{
+    ev(x, "{\"type\":\"input_audio_buffer.%s\",\"item_id\":\"%s\"}",
+       what, item);
+}
+
+
 /* the response's cycle and the caller's turn, step by step */
 
 static void
@@ -1392,24 +1402,18 @@ test_response_and_turn_cycles(void **state)
     assert_int_equal(x->cv.response, BD_OAI_EVENT_RESP_IDLE);
 
     /* the caller speaks, stops, speaks again before any reply */
-    ev(x, "{\"type\":\"input_audio_buffer.speech_started\","
-          "\"item_id\":\"item_U1\"}");
+    buffer_event(x, "speech_started", "item_U1");
     assert_int_equal(x->cv.turn, BD_OAI_EVENT_TURN_SPEAKING);
-    ev(x, "{\"type\":\"input_audio_buffer.speech_stopped\","
-          "\"item_id\":\"item_U1\"}");
+    buffer_event(x, "speech_stopped", "item_U1");
     assert_int_equal(x->cv.turn, BD_OAI_EVENT_TURN_ANSWERING);
-    ev(x, "{\"type\":\"input_audio_buffer.speech_started\","
-          "\"item_id\":\"item_U2\"}");
+    buffer_event(x, "speech_started", "item_U2");
     assert_int_equal(x->cv.turn, BD_OAI_EVENT_TURN_SPEAKING);
 
     /* committed ends the speech; a turn being answered stays so */
-    ev(x, "{\"type\":\"input_audio_buffer.committed\","
-          "\"item_id\":\"item_U2\"}");
+    buffer_event(x, "committed", "item_U2");
     assert_int_equal(x->cv.turn, BD_OAI_EVENT_TURN_SILENT);
-    ev(x, "{\"type\":\"input_audio_buffer.speech_stopped\","
-          "\"item_id\":\"item_U2\"}");
-    ev(x, "{\"type\":\"input_audio_buffer.committed\","
-          "\"item_id\":\"item_U2\"}");
+    buffer_event(x, "speech_stopped", "item_U2");
+    buffer_event(x, "committed", "item_U2");
     assert_int_equal(x->cv.turn, BD_OAI_EVENT_TURN_ANSWERING);
 
     /* a new session answers the turn still; it ends a response */
