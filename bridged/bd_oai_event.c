@@ -621,7 +621,10 @@ bd_oai_event_speech_stopped(bd_oai_event_conv_t *cv, const cJSON *ev)
 
     cv->turn_end = now;
 
+    /* compared as a double first: a larger one is no uint64_t */
+
     if (cJSON_IsNumber(end) && end->valuedouble >= 0
+        && end->valuedouble <= (double) input
         && (uint64_t) end->valuedouble <= input
         && input - (uint64_t) end->valuedouble <= now)
     {
