@@ -21,8 +21,9 @@
  * echoed its last mark (the goodbye has been heard), or after
  * BD_CALL_GOODBYE_MS at most, the update goes out (Status=completed, or
  * the <Dial> TwiML), and the stream's stop that follows ends the call
- * here as usual.  A server-side close (HANGUP) now means only that the
- * assistant cannot go on.
+ * here as usual.  These steps of ENDING (speaking, playing, asked)
+ * change only in bd_call_set_end().  A server-side close (HANGUP) now
+ * means only that the assistant cannot go on.
  *
  * Lifetime.  A call is referenced by the table and by each of its lws
  * connections that lws has not destroyed yet.  bd_call_destroy() takes it

@@ -4,7 +4,9 @@
  * bd_oai_event_dispatch() reads one server event (GA names) and keeps the
  * bookkeeping the bridge needs: the conversation order of every item, the
  * user items whose transcription is still due, the assistant audio sent to
- * the caller and how much of it Twilio has played (marks), and barge-in.
+ * the caller and how much of it Twilio has played (marks), barge-in, and
+ * two states: a response's cycle and the caller's turn, each with its one
+ * transition (bd_oai_event_response(), bd_oai_event_turn()).
  * Its effects go out through a table of callbacks, so this file knows
  * neither lws nor ZeroMQ: bd_call.c supplies the table, the unit tests
  * supply a fake one.  It also builds the client events bridged sends.
