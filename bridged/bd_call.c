@@ -21,8 +21,9 @@
  * echoed its last mark (the goodbye has been heard), or after
  * BD_CALL_GOODBYE_MS at most, the update goes out (Status=completed, or
  * the <Dial> TwiML), and the stream's stop that follows ends the call
- * here as usual.  A server-side close (HANGUP) now means only that the
- * assistant cannot go on.
+ * here as usual.  These steps of ENDING (speaking, playing, asked)
+ * change only in bd_call_set_end().  A server-side close (HANGUP) now
+ * means only that the assistant cannot go on.
  *
  * Lifetime.  A call is referenced by the table and by each of its lws
  * connections that lws has not destroyed yet.  bd_call_destroy() takes it
@@ -186,6 +187,11 @@ static const bd_oai_ops_t  bd_call_oai_ops = {
 };
 
 
+static const char  *bd_call_end_names[] = {
+    "none", "speaking", "playing", "asked"
+};
+
+
 static const char  *bd_call_state_names[] = {
     "connecting", "configuring", "live", "retrying", "ending", "draining",
     "closed"
@@ -220,6 +226,30 @@ bd_call_set_state(bd_call_t *call, bd_call_state_e state)
     if (call->oai != NULL) {
         call->oai->audio = (state == BD_CALL_ST_LIVE) ? &call->hold : NULL;
     }
+}
+
+
+/*
+ * The one transition of ENDING's steps: forward only (NONE, SPEAKING,
+ * PLAYING may be skipped to ASKED), and back from ASKED to NONE when
+ * Twilio refuses a transfer; anything else is a bug, refused and logged.
+ */
+
+static void
+bd_call_set_end(bd_call_t *call, bd_call_end_e step)
+{
+    if (step <= call->end_step
+        && !(step == BD_CALL_END_NONE && call->end_step == BD_CALL_END_ASKED))
+    {
+        bd_log(BD_LOG_ERROR, call->sid, "call end: %s -> %s refused",
+               bd_call_end_names[call->end_step], bd_call_end_names[step]);
+        return;
+    }
+
+    bd_log(BD_LOG_DEBUG, call->sid, "call end: %s -> %s",
+           bd_call_end_names[call->end_step], bd_call_end_names[step]);
+
+    call->end_step = step;
 }
 
 
@@ -773,8 +803,9 @@ bd_call_wait_expired(lws_sorted_usec_list_t *sul)
     case BD_CALL_ST_ENDING:
         bd_log(BD_LOG_INFO, call->sid, "the last words did not finish "
                "playing in time%s",
-               call->conv.active ? " (a reply still generating)"
-                                 : " (no echo of the last mark)");
+               bd_oai_event_active(&call->conv)
+               ? " (a reply still generating)"
+               : " (no echo of the last mark)");
         bd_call_end_now(call, "bounded wait");
         break;
 
@@ -782,7 +813,8 @@ bd_call_wait_expired(lws_sorted_usec_list_t *sul)
         bd_log(BD_LOG_INFO, call->sid, "final wait of %u ms is over with "
                "%u transcriptions due%s", bd_call_conf->final_wait_ms,
                (unsigned) call->conv.pending,
-               call->conv.responding ? " and a response generating" : "");
+               bd_oai_event_responding(&call->conv)
+               ? " and a response generating" : "");
         bd_call_finish(call, "final wait over");
         break;
 
@@ -1302,7 +1334,7 @@ bd_call_end_politely(bd_call_t *call, const voice_proto_msg_t *msg)
     bd_log(BD_LOG_INFO, call->sid, "nginx ends the call (%s): a goodbye, "
            "then Twilio is asked to complete it", reason);
 
-    if (!call->conv.active && !call->conv.responding) {
+    if (call->conv.response == BD_OAI_EVENT_RESP_IDLE) {
         bd_oai_event_respond(&call->conv, BD_CALL_STOP_GOODBYE);
         bd_oai_want_write(call->oai);
     }
@@ -1385,7 +1417,7 @@ bd_call_amd(bd_call_t *call)
                 call->greeted = 1;
                 (void) bd_oai_event_greet(&call->conv, message);
 
-            } else if (!call->conv.active && !call->conv.responding) {
+            } else if (call->conv.response == BD_OAI_EVENT_RESP_IDLE) {
                 bd_oai_event_respond(&call->conv, NULL);
             }
 
@@ -1399,10 +1431,10 @@ bd_call_amd(bd_call_t *call)
 
     /* a machine: nothing more is said to its greeting */
 
-    if (call->conv.active || call->conv.responding) {
+    if (call->conv.response != BD_OAI_EVENT_RESP_IDLE) {
         bd_oai_send(call->oai, cancel, sizeof(cancel) - 1);
         bd_call_ev_clear(call);
-        call->conv.responding = 0;
+        bd_oai_event_response(&call->conv, BD_OAI_EVENT_STEP_DROP);
     }
 
     message = bd_session_str(call->settings, "voicemailMessage");
@@ -1694,7 +1726,7 @@ bd_call_session_lost(bd_call_t *call, const char *why, int fatal)
         /* a reply cut short is answered again by the next session */
 
         if (call->state == BD_CALL_ST_LIVE
-            && (call->conv.active || call->conv.responding))
+            && (call->conv.response != BD_OAI_EVENT_RESP_IDLE))
         {
             call->respond_due = 1;
         }
@@ -1762,7 +1794,7 @@ bd_call_renew(bd_call_t *call, const char *why)
 
     lws_sul_cancel(&call->sul_renew);
 
-    call->respond_due = call->conv.active || call->conv.responding;
+    call->respond_due = call->conv.response != BD_OAI_EVENT_RESP_IDLE;
     snprintf(call->lost_why, sizeof(call->lost_why), "%s", why);
 
     bd_oai_release(call->oai, 0);
@@ -1800,7 +1832,8 @@ bd_call_renew_due(lws_sorted_usec_list_t *sul)
         return;
     }
 
-    if ((bd_oai_event_quiet(&call->conv) && !call->conv.speaking
+    if ((bd_oai_event_quiet(&call->conv)
+         && call->conv.turn != BD_OAI_EVENT_TURN_SPEAKING
          && call->conv.pending == 0 && !call->conv.committing
          && call->tools.running == 0 && !call->tools.want_response)
         || uv_now(bd_call_loop) >= call->renew_by)
@@ -1976,9 +2009,9 @@ bd_call_ending(bd_call_t *call, const char *by, const char *reason,
     bd_call_ended_by(call, by, reason);
 
     call->end_asked = uv_now(bd_call_loop);
-    call->end_timed = 0;
 
     bd_call_set_state(call, BD_CALL_ST_ENDING);
+    bd_call_set_end(call, BD_CALL_END_SPEAKING);
 
     lws_sul_cancel(&call->sul_idle);
     lws_sul_cancel(&call->sul_limit);
@@ -2103,8 +2136,9 @@ bd_call_check_goodbye(bd_call_t *call)
 
     cv = &call->conv;
 
-    if (call->state != BD_CALL_ST_ENDING || call->end_requested
-        || cv->active || cv->responding)
+    if (call->state != BD_CALL_ST_ENDING
+        || call->end_step == BD_CALL_END_ASKED
+        || cv->response != BD_OAI_EVENT_RESP_IDLE)
     {
         return;
     }
@@ -2117,8 +2151,8 @@ bd_call_check_goodbye(bd_call_t *call)
          * the whole BD_CALL_GOODBYE_MS
          */
 
-        if (!call->end_timed) {
-            call->end_timed = 1;
+        if (call->end_step == BD_CALL_END_SPEAKING) {
+            bd_call_set_end(call, BD_CALL_END_PLAYING);
             bd_oai_timer(&call->sul_wait, bd_call_wait_expired,
                          bd_oai_event_unplayed_ms(cv)
                          + BD_CALL_GOODBYE_MARGIN_MS);
@@ -2169,7 +2203,7 @@ bd_call_ended(void *data, unsigned status, long code)
         bd_log(BD_LOG_WARN, call->sid, "Twilio refused the transfer (%u, "
                "code %ld): the assistant goes on", status, code);
 
-        call->end_requested = 0;
+        bd_call_set_end(call, BD_CALL_END_NONE);
         call->ended_by[0] = '\0';
         lws_sul_cancel(&call->sul_wait);
         bd_call_set_state(call, BD_CALL_ST_LIVE);
@@ -2202,11 +2236,13 @@ bd_call_ended(void *data, unsigned status, long code)
 static void
 bd_call_end_now(bd_call_t *call, const char *why)
 {
-    if (call->state != BD_CALL_ST_ENDING || call->end_requested) {
+    if (call->state != BD_CALL_ST_ENDING
+        || call->end_step == BD_CALL_END_ASKED)
+    {
         return;
     }
 
-    call->end_requested = 1;
+    bd_call_set_end(call, BD_CALL_END_ASKED);
     call->end_sent = uv_now(bd_call_loop);
     lws_sul_cancel(&call->sul_wait);
 
@@ -2295,7 +2331,7 @@ bd_call_idle_expired(lws_sorted_usec_list_t *sul)
     call->idle_armed = 0;
 
     if (call->state != BD_CALL_ST_LIVE || !bd_oai_event_quiet(&call->conv)
-        || call->conv.speaking)
+        || call->conv.turn == BD_OAI_EVENT_TURN_SPEAKING)
     {
         return;
     }
@@ -2327,7 +2363,8 @@ bd_call_idle_arm(bd_call_t *call)
 {
     if (call->idle_ms == 0 || call->idle_server || call->idle_armed
         || call->state != BD_CALL_ST_LIVE || call->amd_hold
-        || call->conv.speaking || !bd_oai_event_quiet(&call->conv))
+        || call->conv.turn == BD_OAI_EVENT_TURN_SPEAKING
+        || !bd_oai_event_quiet(&call->conv))
     {
         return;
     }
@@ -2497,7 +2534,7 @@ bd_call_limit_expired(lws_sorted_usec_list_t *sul)
     bd_log(BD_LOG_INFO, call->sid, "the call reached its time limit of "
            "%llu s", (unsigned long long) (max / 1000));
 
-    if (call->conv.active || call->conv.responding) {
+    if (call->conv.response != BD_OAI_EVENT_RESP_IDLE) {
 
         /* what it was saying is its goodbye: the call ends after it */
 

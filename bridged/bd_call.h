@@ -45,6 +45,23 @@ typedef enum {
 } bd_call_state_e;
 
 
+/*
+ * ENDING's own steps, in this order (bd_call_set_end() is their one
+ * transition): the last words are generated, then played, then Twilio is
+ * asked.  The step stays ASKED while the call drains and closes; a
+ * transfer Twilio refuses takes the call back to LIVE and NONE.
+ */
+
+typedef enum {
+    BD_CALL_END_NONE = 0,          /* not ending */
+    BD_CALL_END_SPEAKING,          /* the last words generate; the wait
+                                      is BD_CALL_GOODBYE_MS */
+    BD_CALL_END_PLAYING,           /* all generated, not all played: the
+                                      wait is what is left to play */
+    BD_CALL_END_ASKED              /* the Twilio update is sent, once */
+} bd_call_end_e;
+
+
 typedef struct bd_oai_msg_s  bd_oai_msg_t;
 
 typedef struct bd_call_s  bd_call_t;
@@ -96,7 +113,15 @@ struct bd_call_s {
     char                      ended_by[16];
     char                      end_reason[128];
     char                      answered_by[24];  /* Twilio's AMD verdict */
-    unsigned                  amd_hold:1;     /* wait for the verdict */
+
+    /*
+     * Two facts, not one state: all four pairs occur (a verdict may come
+     * before the stream, before the session is live, or after), and each
+     * is read on its own: amd_hold by the session's settings and the idle
+     * timer, amd_due by bd_call_amd() once the session is live.
+     */
+    unsigned                  amd_hold:1;     /* the assistant is silent
+                                                 until the verdict */
     unsigned                  amd_due:1;      /* a verdict to act on once
                                                  the session is live */
 
@@ -108,15 +133,18 @@ struct bd_call_s {
                                                  now (ms), or 0 */
     unsigned                  idle_prompts;   /* unanswered, in a row */
     unsigned                  idle_armed:1;
-    unsigned                  wrapped_up:1;   /* told to wrap up */
+
+    /* told to wrap up: a fact, once per call (a transfer refused after
+     * it does not tell it again), not a step of the end, which is
+     * end_step's */
+    unsigned                  wrapped_up:1;
     char                     *end_form;
     bd_tool_run_t            *transfer;       /* its tool call, answered
                                                  when Twilio answers */
     bd_twapi_req_t           *end_req;        /* in flight */
     uint64_t                  end_asked;      /* loop ms: end_call */
     uint64_t                  end_sent;       /* loop ms: the request */
-    unsigned                  end_requested:1;
-    unsigned                  end_timed:1;    /* the wait is the audio's */
+    bd_call_end_e             end_step;
 
     uint64_t                  audio_in;       /* caller bytes received */
 };

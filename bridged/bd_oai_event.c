@@ -218,10 +218,13 @@ bd_oai_event_new_session(bd_oai_event_conv_t *cv)
     cv->unmarked_order = 0;
     cv->pending = 0;
     cv->ready = 0;
-    cv->responding = 0;
-    cv->active = 0;
+    bd_oai_event_response(cv, BD_OAI_EVENT_STEP_DONE);
     cv->respond_due = 0;
-    cv->speaking = 0;
+
+    if (cv->turn == BD_OAI_EVENT_TURN_SPEAKING) {
+        bd_oai_event_turn(cv, BD_OAI_EVENT_TURN_SILENT);
+    }
+
     cv->committing = 0;
     cv->response_id[0] = '\0';
     cv->dropped_id[0] = '\0';
@@ -494,7 +497,7 @@ bd_oai_event_error(bd_oai_event_conv_t *cv, const cJSON *ev)
                                            "active_response") != 0)))
         {
             /* refused: no response comes of it */
-            cv->responding = 0;
+            bd_oai_event_response(cv, BD_OAI_EVENT_STEP_DROP);
 
         } else if (strcmp(event_id, "bd-respond") == 0) {
 
@@ -561,8 +564,7 @@ bd_oai_event_speech_started(bd_oai_event_conv_t *cv, const cJSON *ev)
 
     (void) ev;
 
-    cv->speaking = 1;
-    cv->turn_open = 0;
+    bd_oai_event_turn(cv, BD_OAI_EVENT_TURN_SPEAKING);
     cv->ops->speech(cv->data, 1);
 
     if (cv->marks_len == 0 && cv->unmarked_order == 0) {
@@ -605,7 +607,7 @@ bd_oai_event_speech_stopped(bd_oai_event_conv_t *cv, const cJSON *ev)
     uint64_t      now, input;
     const cJSON  *end;
 
-    cv->speaking = 0;
+    bd_oai_event_turn(cv, BD_OAI_EVENT_TURN_ANSWERING);
     cv->ops->speech(cv->data, 0);
 
     /*
@@ -619,14 +621,15 @@ bd_oai_event_speech_stopped(bd_oai_event_conv_t *cv, const cJSON *ev)
 
     cv->turn_end = now;
 
+    /* compared as a double first: a larger one is no uint64_t */
+
     if (cJSON_IsNumber(end) && end->valuedouble >= 0
+        && end->valuedouble <= (double) input
         && (uint64_t) end->valuedouble <= input
         && input - (uint64_t) end->valuedouble <= now)
     {
         cv->turn_end = now - (input - (uint64_t) end->valuedouble);
     }
-
-    cv->turn_open = 1;
 }
 
 
@@ -649,7 +652,10 @@ bd_oai_event_committed(bd_oai_event_conv_t *cv, const cJSON *ev)
 {
     bd_oai_event_item_t  *it;
 
-    cv->speaking = 0;
+    if (cv->turn == BD_OAI_EVENT_TURN_SPEAKING) {
+        bd_oai_event_turn(cv, BD_OAI_EVENT_TURN_SILENT);
+    }
+
     cv->committing = 0;
 
     it = bd_oai_event_item(cv, bd_oai_event_str(ev, "item_id"),
@@ -763,11 +769,77 @@ bd_oai_event_asr_failed(bd_oai_event_conv_t *cv, const cJSON *ev)
 }
 
 
+/*
+ * The one transition of the response's cycle (bd_oai_event.h draws it):
+ * every step is defined from every state, as events may come late or out
+ * of turn (a response.done after a new session's, a transcript of an old
+ * item), so there is nothing to refuse; a change is logged.
+ */
+
+void
+bd_oai_event_response(bd_oai_event_conv_t *cv, bd_oai_event_step_e step)
+{
+    bd_oai_event_resp_e  to;
+
+    static const char  *names[] = {
+        "idle", "asked", "generating", "finishing"
+    };
+
+    static const bd_oai_event_resp_e  next[BD_OAI_EVENT_STEPS][4] = {
+
+        /* from IDLE, ASKED, GENERATING, FINISHING */
+
+        /* ask */     { BD_OAI_EVENT_RESP_ASKED, BD_OAI_EVENT_RESP_ASKED,
+                        BD_OAI_EVENT_RESP_GENERATING,
+                        BD_OAI_EVENT_RESP_GENERATING },
+        /* drop */    { BD_OAI_EVENT_RESP_IDLE, BD_OAI_EVENT_RESP_IDLE,
+                        BD_OAI_EVENT_RESP_FINISHING,
+                        BD_OAI_EVENT_RESP_FINISHING },
+        /* created */ { BD_OAI_EVENT_RESP_GENERATING,
+                        BD_OAI_EVENT_RESP_GENERATING,
+                        BD_OAI_EVENT_RESP_GENERATING,
+                        BD_OAI_EVENT_RESP_GENERATING },
+        /* done */    { BD_OAI_EVENT_RESP_IDLE, BD_OAI_EVENT_RESP_IDLE,
+                        BD_OAI_EVENT_RESP_IDLE, BD_OAI_EVENT_RESP_IDLE }
+    };
+
+    to = next[step][cv->response];
+
+    if (to != cv->response) {
+        bd_log(BD_LOG_DEBUG, cv->sid, "response: %s -> %s",
+               names[cv->response], names[to]);
+        cv->response = to;
+    }
+}
+
+
+/*
+ * The one transition of the caller's turn (bd_oai_event.h draws it).
+ * Each of the three may follow each other one, as the VAD's events of a
+ * lost session may come after a new one's, so nothing is refused; the
+ * callers say which step SILENT ends (SPEAKING or ANSWERING).
+ */
+
+void
+bd_oai_event_turn(bd_oai_event_conv_t *cv, bd_oai_event_turn_e turn)
+{
+    static const char  *names[] = { "silent", "speaking", "answering" };
+
+    if (turn == cv->turn) {
+        return;
+    }
+
+    bd_log(BD_LOG_DEBUG, cv->sid, "caller's turn: %s -> %s",
+           names[cv->turn], names[turn]);
+
+    cv->turn = turn;
+}
+
+
 static void
 bd_oai_event_response_created(bd_oai_event_conv_t *cv, const cJSON *ev)
 {
-    cv->responding = 1;
-    cv->active = 1;
+    bd_oai_event_response(cv, BD_OAI_EVENT_STEP_CREATED);
 
     bd_oai_event_set_id(cv->response_id,
         bd_oai_event_str(cJSON_GetObjectItemCaseSensitive(ev, "response"),
@@ -964,8 +1036,8 @@ bd_oai_event_audio(bd_oai_event_conv_t *cv, const char *item_id,
         {
             /* the first the caller hears after speaking: the turn's
              * latency */
-            if (cv->turn_open && n > 0) {
-                cv->turn_open = 0;
+            if (cv->turn == BD_OAI_EVENT_TURN_ANSWERING && n > 0) {
+                bd_oai_event_turn(cv, BD_OAI_EVENT_TURN_SILENT);
                 it->latency = (uint32_t) (cv->ops->clock(cv->data, NULL)
                                           - cv->turn_end);
             }
@@ -1037,7 +1109,7 @@ bd_oai_event_transcript_done(bd_oai_event_conv_t *cv, const cJSON *ev)
     const char           *text;
     bd_oai_event_item_t  *it;
 
-    cv->responding = 0;
+    bd_oai_event_response(cv, BD_OAI_EVENT_STEP_DROP);
 
     it = bd_oai_event_item(cv, bd_oai_event_str(ev, "item_id"),
                            VOICE_PROTO_ROLE_ASSISTANT);
@@ -1249,8 +1321,7 @@ bd_oai_event_response_done(bd_oai_event_conv_t *cv, const cJSON *ev)
     const char   *status, *code, *message;
     const cJSON  *response, *err;
 
-    cv->responding = 0;
-    cv->active = 0;
+    bd_oai_event_response(cv, BD_OAI_EVENT_STEP_DONE);
 
     /* a response.create refused while this one generated is asked again */
 
@@ -1457,11 +1528,11 @@ bd_oai_event_stop(bd_oai_event_conv_t *cv)
      * when the reply would have ended (its response.done still comes).
      */
 
-    if (cv->responding || cv->active) {
+    if (cv->response != BD_OAI_EVENT_RESP_IDLE) {
         cv->ops->send(cv->data, cancel, sizeof(cancel) - 1);
     }
 
-    if (!cv->speaking) {
+    if (cv->turn != BD_OAI_EVENT_TURN_SPEAKING) {
         return;
     }
 
@@ -1471,7 +1542,7 @@ bd_oai_event_stop(bd_oai_event_conv_t *cv)
      * the transcription of those last words come in.
      */
 
-    cv->speaking = 0;
+    bd_oai_event_turn(cv, BD_OAI_EVENT_TURN_SILENT);
     cv->committing = 1;
     cv->ops->send(cv->data, commit, sizeof(commit) - 1);
 }
@@ -1480,7 +1551,8 @@ bd_oai_event_stop(bd_oai_event_conv_t *cv)
 int
 bd_oai_event_settled(bd_oai_event_conv_t *cv)
 {
-    return cv->pending == 0 && !cv->responding && !cv->committing;
+    return cv->pending == 0 && !bd_oai_event_responding(cv)
+           && !cv->committing;
 }
 
 
@@ -1645,7 +1717,7 @@ bd_oai_event_greet(bd_oai_event_conv_t *cv, const char *instruction)
         return -1;
     }
 
-    cv->responding = 1;
+    bd_oai_event_response(cv, BD_OAI_EVENT_STEP_ASK);
     cv->ops->send(cv->data, create, sizeof(create) - 1);
 
     return 0;
@@ -1693,7 +1765,7 @@ bd_oai_event_dtmf(bd_oai_event_conv_t *cv, char digit)
     /* a response generating now was made before the key: one more after
      * it, so the key is always answered */
 
-    if (!cv->active && !cv->responding) {
+    if (cv->response == BD_OAI_EVENT_RESP_IDLE) {
         bd_oai_event_respond(cv, NULL);
 
     } else {
@@ -1759,7 +1831,7 @@ bd_oai_event_respond(bd_oai_event_conv_t *cv, const char *instructions)
      * a prompt may all want one in the same moment.
      */
 
-    cv->responding = 1;
+    bd_oai_event_response(cv, BD_OAI_EVENT_STEP_ASK);
 
     if (instructions == NULL) {
         cv->ops->send(cv->data, create, sizeof(create) - 1);
@@ -1825,7 +1897,7 @@ bd_oai_event_unplayed_ms(bd_oai_event_conv_t *cv)
 int
 bd_oai_event_quiet(bd_oai_event_conv_t *cv)
 {
-    return !cv->active && !cv->responding && cv->marks_len == 0
+    return cv->response == BD_OAI_EVENT_RESP_IDLE && cv->marks_len == 0
            && cv->unmarked_order == 0;
 }
 

@@ -4,7 +4,9 @@
  * bd_oai_event_dispatch() reads one server event (GA names) and keeps the
  * bookkeeping the bridge needs: the conversation order of every item, the
  * user items whose transcription is still due, the assistant audio sent to
- * the caller and how much of it Twilio has played (marks), and barge-in.
+ * the caller and how much of it Twilio has played (marks), barge-in, and
+ * two states: a response's cycle and the caller's turn, each with its one
+ * transition (bd_oai_event_response(), bd_oai_event_turn()).
  * Its effects go out through a table of callbacks, so this file knows
  * neither lws nor ZeroMQ: bd_call.c supplies the table, the unit tests
  * supply a fake one.  It also builds the client events bridged sends.
@@ -146,6 +148,60 @@ typedef struct {
 } bd_oai_event_item_t;
 
 
+/*
+ * A response's cycle as bridged sees it; bd_oai_event_response() is its
+ * one transition, driven by the steps below:
+ *
+ *     IDLE --ask--> ASKED --created--> GENERATING --text done--> FINISHING
+ *      ^              |  refused                                    |
+ *      +--------------+-------------------- done -------------------+
+ *
+ * OpenAI's own responses (to the VAD) are created unasked, from IDLE;
+ * done ends any; a response asked while one finishes makes it GENERATING
+ * again (two are due: a second create is refused, see respond_due).
+ */
+typedef enum {
+    BD_OAI_EVENT_RESP_IDLE = 0,        /* none */
+    BD_OAI_EVENT_RESP_ASKED,           /* our response.create unanswered */
+    BD_OAI_EVENT_RESP_GENERATING,      /* created: its output is coming */
+    BD_OAI_EVENT_RESP_FINISHING        /* its transcript is done, its
+                                          response.done is due */
+} bd_oai_event_resp_e;
+
+
+typedef enum {
+    BD_OAI_EVENT_STEP_ASK = 0,         /* a response.create goes out */
+    BD_OAI_EVENT_STEP_DROP,            /* refused, its transcript done, or
+                                          cancelled: no more is asked */
+    BD_OAI_EVENT_STEP_CREATED,         /* response.created */
+    BD_OAI_EVENT_STEP_DONE,            /* response.done, or a new session */
+    BD_OAI_EVENT_STEPS
+} bd_oai_event_step_e;
+
+
+/*
+ * The caller's turn, by the server VAD; bd_oai_event_turn() is its one
+ * transition:
+ *
+ *     SILENT --speech_started--> SPEAKING --speech_stopped--> ANSWERING
+ *        ^                          |                             |
+ *        +-- committed, our commit -+                             |
+ *        +----------- the reply's first audio sent ---------------+
+ *
+ * ANSWERING is the turn's latency being measured (from turn_end).  A new
+ * session ends SPEAKING, not ANSWERING: the next session's reply still
+ * answers the turn.  speech_started and speech_stopped are taken from any
+ * state (a session's events may come after a new one's).
+ */
+typedef enum {
+    BD_OAI_EVENT_TURN_SILENT = 0,      /* nobody speaks, or the reply
+                                          is playing */
+    BD_OAI_EVENT_TURN_SPEAKING,        /* the caller mid-utterance */
+    BD_OAI_EVENT_TURN_ANSWERING        /* the caller's speech ended, no
+                                          reply audio sent yet */
+} bd_oai_event_turn_e;
+
+
 typedef struct {
     uint32_t    seq;
     uint32_t    order;       /* the item the mark follows */
@@ -174,18 +230,23 @@ typedef struct {
     uint32_t                   dtmf_seq;     /* our keypad items */
     uint32_t                   pending;      /* PENDING items */
 
+    bd_oai_event_resp_e        response;
+    bd_oai_event_turn_e        turn;
+    uint64_t                   turn_end;     /* clock ms: when the
+                                                caller's speech ended */
+
+    /*
+     * Facts and requests, not states.  ready and stopped are set once
+     * and never go back (ready per session, stopped per call);
+     * respond_due and committing are a request of ours that is pending
+     * (a second response.create, an input_audio_buffer.commit) beside
+     * whatever state the response or the turn is in.
+     */
     unsigned                   ready:1;      /* session.updated seen */
-    unsigned                   responding:1; /* a response is generating */
-    unsigned                   active:1;     /* from response.created to
-                                                response.done */
     unsigned                   respond_due:1; /* our response.create was
                                                  refused: one was active */
-    unsigned                   speaking:1;   /* VAD: caller mid-utterance */
     unsigned                   committing:1; /* our commit is unanswered */
     unsigned                   stopped:1;    /* the caller is gone */
-    unsigned                   turn_open:1;  /* the caller's speech ended,
-                                                no reply audio yet */
-    uint64_t                   turn_end;     /* clock ms: when it ended */
 
     char                       response_id[BD_OAI_EVENT_ID_MAX];
     char                       dropped_id[BD_OAI_EVENT_ID_MAX];
@@ -198,6 +259,33 @@ typedef struct {
     uint64_t                   audio_dropped;  /* arrived after a barge-in */
     unsigned                   barge_ins;
 } bd_oai_event_conv_t;
+
+
+/* the one transition of cv->response */
+void bd_oai_event_response(bd_oai_event_conv_t *cv, bd_oai_event_step_e step);
+
+/* the one transition of cv->turn */
+void bd_oai_event_turn(bd_oai_event_conv_t *cv, bd_oai_event_turn_e turn);
+
+
+/* a response is asked for or generating: more of it is to come */
+
+static inline int
+bd_oai_event_responding(const bd_oai_event_conv_t *cv)
+{
+    return cv->response == BD_OAI_EVENT_RESP_ASKED
+           || cv->response == BD_OAI_EVENT_RESP_GENERATING;
+}
+
+
+/* a response is created and not done */
+
+static inline int
+bd_oai_event_active(const bd_oai_event_conv_t *cv)
+{
+    return cv->response == BD_OAI_EVENT_RESP_GENERATING
+           || cv->response == BD_OAI_EVENT_RESP_FINISHING;
+}
 
 
 void bd_oai_event_init(bd_oai_event_conv_t *cv, const bd_oai_event_ops_t *ops,

@@ -71,11 +71,11 @@ bd_tool_maybe_respond(bd_call_t *call)
 
     set = &call->tools;
 
-    /* responding too: a response.create already sent (a key's, one
-     * asked again) has not been answered by response.created yet */
+    /* asked too: a response.create already sent (a key's, one asked
+     * again) has not been answered by response.created yet */
 
     if (!set->want_response || set->running > 0
-        || call->conv.active || call->conv.responding
+        || call->conv.response != BD_OAI_EVENT_RESP_IDLE
         || call->state != BD_CALL_ST_LIVE)
     {
         return;

@@ -86,10 +86,14 @@ struct bd_twapi_req_s {
     unsigned            too_big:1;
     unsigned            amd:1;        /* answering-machine detection */
     unsigned            safe:1;       /* the transfer may be repeated */
+
+    /* facts, set once and never cleared, not steps of the request (its
+     * state is which request it is; its attempts are bd_retry.c's) */
     unsigned            uncertain:1;  /* an attempt may have reached
                                          Twilio and done its work */
     unsigned            retry_init:1;
-    unsigned            create_sent:1;  /* Calls.json went out */
+    unsigned            create_sent:1;  /* Calls.json went out: never
+                                           again, or a second call */
     uint32_t            time_limit;   /* TimeLimit, s, 0: none */
     cJSON              *numbers;
     char               *body;         /* Twilio's answer, NUL-terminated */

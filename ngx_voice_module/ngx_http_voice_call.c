@@ -457,7 +457,9 @@ ngx_http_voice_call_detach(ngx_http_voice_call_t *call)
 {
     call->media = NULL;
 
-    if (call->state == NGX_HTTP_VOICE_CALL_ST_DONE && !call->task_busy) {
+    if (call->state == NGX_HTTP_VOICE_CALL_ST_DONE
+        && call->io != NGX_HTTP_VOICE_CALL_IO_TASK)
+    {
         ngx_http_voice_call_free(call);
     }
 }

@@ -354,6 +354,21 @@ typedef enum {
 } ngx_http_voice_call_state_e;
 
 
+/*
+ * A call's record on the thread pool, one operation at a time
+ * (ngx_http_voice_transcript.c; ngx_http_voice_transcript_io_state() is
+ * the one transition): IDLE -> TASK -> IDLE, or on a failure IDLE ->
+ * RETRY -> IDLE when the retry timer fires (or the record is closed).
+ * Which operation comes next (journal or record) is the call's state.
+ */
+typedef enum {
+    NGX_HTTP_VOICE_CALL_IO_IDLE = 0,    /* nothing in flight */
+    NGX_HTTP_VOICE_CALL_IO_TASK,        /* an operation on the pool */
+    NGX_HTTP_VOICE_CALL_IO_RETRY        /* one failed: the next waits for
+                                           the retry timer */
+} ngx_http_voice_call_io_e;
+
+
 /* one entry of a call's record: an utterance, a tool call, a key */
 typedef struct {
     uint32_t                    order;
@@ -417,15 +432,17 @@ struct ngx_http_voice_call_s {
     ngx_uint_t                  dropped;        /* over the limits */
 
     /* journal appends and the final write run on the thread pool, one
-     * task at a time per call, so the file sees them in order */
+     * task at a time per call, so the file sees them in order; the final
+     * write is wanted from NGX_HTTP_VOICE_CALL_ST_WRITING on */
     ngx_uint_t                  journaled;      /* utterances written */
-    unsigned                    task_busy:1;
-    unsigned                    final_wanted:1;
+    ngx_http_voice_call_io_e    io;
     unsigned                    continued:1;    /* a second stream of the
                                                    call: one record */
-    unsigned                    bridge_done:1;  /* its bridged sent
-                                                   call.done: not handed
-                                                   over when it goes */
+
+    /* its bridged sent call.done: not handed over when it goes.  A fact
+     * of bridged's, not a step of the call: it may come in any state
+     * (bridged ends a live call) and the call's state goes on its own */
+    unsigned                    bridge_done:1;
     unsigned                    admitted:1;     /* holds a slot of
                                                    voice_max_calls */
     unsigned                    outbound:1;     /* placed by /api/call */

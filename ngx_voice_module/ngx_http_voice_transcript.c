@@ -107,6 +107,8 @@ static void ngx_http_voice_transcript_entry(ngx_http_voice_call_t *call,
 static void ngx_http_voice_transcript_again(ngx_event_t *ev);
 static void ngx_http_voice_transcript_hold(ngx_event_t *ev);
 static void ngx_http_voice_transcript_schedule(ngx_http_voice_call_t *call);
+static void ngx_http_voice_transcript_io_state(ngx_http_voice_call_t *call,
+    ngx_http_voice_call_io_e io);
 static u_char *ngx_http_voice_transcript_render(ngx_http_voice_call_t *call,
     ngx_uint_t from, ngx_uint_t to, ngx_http_voice_transcript_op_e op,
     size_t *len);
@@ -243,7 +245,6 @@ ngx_http_voice_transcript_add(ngx_http_voice_call_t *call,
 void
 ngx_http_voice_transcript_write(ngx_http_voice_call_t *call)
 {
-    call->final_wanted = 1;
     ngx_http_voice_transcript_schedule(call);
 }
 
@@ -404,7 +405,44 @@ ngx_http_voice_transcript_entry(ngx_http_voice_call_t *call,
 static void
 ngx_http_voice_transcript_again(ngx_event_t *ev)
 {
-    ngx_http_voice_transcript_schedule(ev->data);
+    ngx_http_voice_call_t  *call;
+
+    call = ev->data;
+
+    if (ev == &call->files->retry) {
+        ngx_http_voice_transcript_io_state(call, NGX_HTTP_VOICE_CALL_IO_IDLE);
+    }
+
+    ngx_http_voice_transcript_schedule(call);
+}
+
+
+/*
+ * The one transition of the call's file operations (module.h's
+ * ngx_http_voice_call_io_e): IDLE to TASK or RETRY and back; any other is
+ * a bug, refused and logged.
+ */
+
+static void
+ngx_http_voice_transcript_io_state(ngx_http_voice_call_t *call,
+    ngx_http_voice_call_io_e io)
+{
+    static const char  *name[] = { "idle", "task", "retry" };
+
+    if ((call->io == NGX_HTTP_VOICE_CALL_IO_IDLE)
+        == (io == NGX_HTTP_VOICE_CALL_IO_IDLE))
+    {
+        ngx_log_error(NGX_LOG_ALERT, call->log, 0,
+                      "voice: call %s: transcript i/o %s -> %s refused",
+                      call->call_sid, name[call->io], name[io]);
+        return;
+    }
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, call->log, 0,
+                   "voice call %s: transcript i/o %s -> %s", call->call_sid,
+                   name[call->io], name[io]);
+
+    call->io = io;
 }
 
 
@@ -444,14 +482,14 @@ ngx_http_voice_transcript_schedule(ngx_http_voice_call_t *call)
     files = ngx_http_voice_transcript_files(call);
 
     /* after a failure, nothing before the retry timer says so */
-    if (call->task_busy || files->retry.timer_set) {
+    if (call->io != NGX_HTTP_VOICE_CALL_IO_IDLE) {
         return;
     }
 
     io = files->task->ctx;
     n = call->utterances.nelts;
 
-    if (call->final_wanted) {
+    if (call->state >= NGX_HTTP_VOICE_CALL_ST_WRITING) {
         io->op = NGX_HTTP_VOICE_TRANSCRIPT_FINAL;
         from = 0;
 
@@ -473,7 +511,7 @@ ngx_http_voice_transcript_schedule(ngx_http_voice_call_t *call)
         ngx_log_error(NGX_LOG_ALERT, call->log, 0,
                       "voice: call %s: cannot render the transcript",
                       call->call_sid);
-        if (call->final_wanted) {
+        if (call->state >= NGX_HTTP_VOICE_CALL_ST_WRITING) {
             ngx_http_voice_call_written(call);
         }
         return;
@@ -501,13 +539,13 @@ ngx_http_voice_transcript_schedule(ngx_http_voice_call_t *call)
         ngx_log_error(NGX_LOG_ALERT, call->log, 0,
                       "voice: call %s: the thread pool refused the "
                       "transcript task", call->call_sid);
-        if (call->final_wanted) {
+        if (call->state >= NGX_HTTP_VOICE_CALL_ST_WRITING) {
             ngx_http_voice_call_written(call);
         }
         return;
     }
 
-    call->task_busy = 1;
+    ngx_http_voice_transcript_io_state(call, NGX_HTTP_VOICE_CALL_IO_TASK);
     ngx_add_timer(&files->hold, 60000);
 }
 
@@ -923,7 +961,7 @@ ngx_http_voice_transcript_io_done(ngx_event_t *ev)
     call = io->call;
     files = call->files;
 
-    call->task_busy = 0;
+    ngx_http_voice_transcript_io_state(call, NGX_HTTP_VOICE_CALL_IO_IDLE);
 
     if (files->hold.timer_set) {
         ngx_del_timer(&files->hold);
@@ -1062,6 +1100,7 @@ ngx_http_voice_transcript_io_failed(ngx_http_voice_call_t *call,
                                NGX_HTTP_VOICE_TRANSCRIPT_BACKOFF_MAX)
                      : NGX_HTTP_VOICE_TRANSCRIPT_BACKOFF_MIN;
 
+    ngx_http_voice_transcript_io_state(call, NGX_HTTP_VOICE_CALL_IO_RETRY);
     ngx_add_timer(&files->retry, files->backoff);
 }
 
@@ -1083,6 +1122,7 @@ ngx_http_voice_transcript_close(ngx_http_voice_call_t *call)
 
     if (files->retry.timer_set) {
         ngx_del_timer(&files->retry);
+        ngx_http_voice_transcript_io_state(call, NGX_HTTP_VOICE_CALL_IO_IDLE);
     }
 
     if (files->hold.timer_set) {

@@ -147,7 +147,7 @@ fuzz_tool_call(void *data, uint32_t order, const char *call_id,
 
     /* a tool answers at once, as a failing HTTP tool would */
     (void) bd_oai_event_tool_output(&fuzz_cv, call_id, "{\"error\":\"x\"}",
-                                    !fuzz_cv.active);
+                                    !bd_oai_event_active(&fuzz_cv));
 }
 
 
@@ -181,7 +181,7 @@ fuzz_response_done(void *data)
 {
     (void) data;
 
-    if (fuzz_cv.active) {
+    if (bd_oai_event_active(&fuzz_cv)) {
         abort();
     }
 }

@@ -398,12 +398,12 @@ test_settlement(void **state)
     /* U1 is committed (transcription due) and R1 is generating */
 
     assert_int_equal(x->cv.pending, 1);
-    assert_true(x->cv.responding);
+    assert_true(bd_oai_event_responding(&x->cv));
     assert_false(bd_oai_event_settled(&x->cv));
 
     ev(x, "{\"type\":\"response.output_audio_transcript.done\","
           "\"item_id\":\"item_A1\",\"transcript\":\"\"}");
-    assert_false(x->cv.responding);
+    assert_false(bd_oai_event_responding(&x->cv));
     assert_int_equal(x->f.ntr, 0);                /* empty: skipped */
     assert_false(bd_oai_event_settled(&x->cv));
 
@@ -1205,10 +1205,10 @@ test_function_call_runs_once_completed(void **state)
     assert_int_equal(x->f.ntools, 1);
     assert_string_equal(x->f.tool_call[0], "1|call_1|lookup|{\"n\":\"42\"}");
 
-    assert_true(x->cv.responding);
+    assert_true(bd_oai_event_responding(&x->cv));
     ev(x, "{\"type\":\"response.done\",\"response\":{\"id\":\"resp_F\","
           "\"status\":\"completed\"}}");
-    assert_false(x->cv.responding);
+    assert_false(bd_oai_event_responding(&x->cv));
     assert_int_equal(x->f.responses_done, 1);
 
     /* cut short by a barge-in: partial arguments, never run */
@@ -1280,12 +1280,12 @@ test_tool_output_and_respond(void **state)
     cJSON_Delete(e);
 
     assert_non_null(strstr(x->f.sent[1], "\"response.create\""));
-    assert_true(x->cv.responding);
+    assert_true(bd_oai_event_responding(&x->cv));
 
     /* OpenAI refused the response.create: none comes */
     ev(x, "{\"type\":\"error\",\"error\":{\"code\":\"x\","
           "\"event_id\":\"bd-respond\"}}");
-    assert_false(x->cv.responding);
+    assert_false(bd_oai_event_responding(&x->cv));
 
     /* ... unless one was active anyway */
     bd_oai_event_respond(&x->cv, "Wrap up.");
@@ -1293,7 +1293,7 @@ test_tool_output_and_respond(void **state)
     ev(x, "{\"type\":\"error\",\"error\":{\"code\":"
           "\"conversation_already_has_active_response\","
           "\"event_id\":\"bd-respond\"}}");
-    assert_true(x->cv.responding);
+    assert_true(bd_oai_event_responding(&x->cv));
 
     /* no response asked */
     assert_int_equal(bd_oai_event_tool_output(&x->cv, "call_2", "", 0), 0);
@@ -1346,6 +1346,91 @@ test_dtmf_is_an_item_in_order(void **state)
     assert_int_equal(x->f.nsent, 4);
     assert_non_null(strstr(x->f.sent[3], "\"response.create\""));
     assert_false(x->cv.respond_due);
+}
+
+
+/* an input_audio_buffer event about an item */
+
+static void
+buffer_event(fixture_t *x, const char *what, const char *item)
+{
+    ev(x, "{\"type\":\"input_audio_buffer.%s\",\"item_id\":\"%s\"}",
+       what, item);
+}
+
+
+/* the response's cycle and the caller's turn, step by step */
+
+static void
+test_response_and_turn_cycles(void **state)
+{
+    fixture_t  *x = *state;
+
+    ev(x, "{\"type\":\"session.updated\",\"session\":{}}");
+    assert_int_equal(x->cv.response, BD_OAI_EVENT_RESP_IDLE);
+    assert_int_equal(x->cv.turn, BD_OAI_EVENT_TURN_SILENT);
+
+    /* asked, created, its text done, and a second asked meanwhile */
+    assert_int_equal(bd_oai_event_greet(&x->cv, "Hello."), 0);
+    assert_int_equal(x->cv.response, BD_OAI_EVENT_RESP_ASKED);
+    assert_true(bd_oai_event_responding(&x->cv));
+    assert_false(bd_oai_event_active(&x->cv));
+
+    ev(x, "{\"type\":\"response.created\",\"response\":{\"id\":"
+          "\"resp_R1\"}}");
+    assert_int_equal(x->cv.response, BD_OAI_EVENT_RESP_GENERATING);
+    assert_true(bd_oai_event_active(&x->cv));
+
+    ev(x, "{\"type\":\"response.output_audio_transcript.done\","
+          "\"item_id\":\"item_A1\",\"transcript\":\"\"}");
+    assert_int_equal(x->cv.response, BD_OAI_EVENT_RESP_FINISHING);
+    assert_false(bd_oai_event_responding(&x->cv));
+    assert_true(bd_oai_event_active(&x->cv));
+    assert_false(bd_oai_event_quiet(&x->cv));
+
+    bd_oai_event_respond(&x->cv, NULL);
+    assert_int_equal(x->cv.response, BD_OAI_EVENT_RESP_GENERATING);
+
+    ev(x, "{\"type\":\"response.done\",\"response\":{\"status\":"
+          "\"completed\"}}");
+    assert_int_equal(x->cv.response, BD_OAI_EVENT_RESP_IDLE);
+
+    /* a refused ask comes to nothing */
+    bd_oai_event_respond(&x->cv, NULL);
+    ev(x, "{\"type\":\"error\",\"error\":{\"code\":\"x\","
+          "\"event_id\":\"bd-respond\"}}");
+    assert_int_equal(x->cv.response, BD_OAI_EVENT_RESP_IDLE);
+
+    /* the caller speaks, stops, speaks again before any reply */
+    buffer_event(x, "speech_started", "item_U1");
+    assert_int_equal(x->cv.turn, BD_OAI_EVENT_TURN_SPEAKING);
+    buffer_event(x, "speech_stopped", "item_U1");
+    assert_int_equal(x->cv.turn, BD_OAI_EVENT_TURN_ANSWERING);
+    buffer_event(x, "speech_started", "item_U2");
+    assert_int_equal(x->cv.turn, BD_OAI_EVENT_TURN_SPEAKING);
+
+    /* committed ends the speech; a turn being answered stays so */
+    buffer_event(x, "committed", "item_U2");
+    assert_int_equal(x->cv.turn, BD_OAI_EVENT_TURN_SILENT);
+    buffer_event(x, "speech_stopped", "item_U2");
+    buffer_event(x, "committed", "item_U2");
+    assert_int_equal(x->cv.turn, BD_OAI_EVENT_TURN_ANSWERING);
+
+    /* a new session answers the turn still; it ends a response */
+    bd_oai_event_respond(&x->cv, NULL);
+    bd_oai_event_new_session(&x->cv);
+    assert_int_equal(x->cv.turn, BD_OAI_EVENT_TURN_ANSWERING);
+    assert_int_equal(x->cv.response, BD_OAI_EVENT_RESP_IDLE);
+
+    /* the reply's first audio closes the turn */
+    ev(x, "{\"type\":\"session.updated\",\"session\":{}}");
+    ev(x, "{\"type\":\"response.created\",\"response\":{\"id\":"
+          "\"resp_R2\"}}");
+    ev(x, "{\"type\":\"response.output_item.added\",\"response_id\":"
+          "\"resp_R2\",\"item\":{\"id\":\"item_A2\","
+          "\"role\":\"assistant\"}}");
+    delta(x, "item_A2", "resp_R2", 160, 0x55);
+    assert_int_equal(x->cv.turn, BD_OAI_EVENT_TURN_SILENT);
 }
 
 
@@ -1490,6 +1575,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_tool_output_and_respond, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_dtmf_is_an_item_in_order, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_response_and_turn_cycles, setup,
                                         teardown),
         cmocka_unit_test(test_append_builder),
         cmocka_unit_test_setup_teardown(test_turn_latency_and_usage, setup,
