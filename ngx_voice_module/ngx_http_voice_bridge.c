@@ -631,10 +631,13 @@ ngx_http_voice_bridge_refused(ngx_http_voice_peer_t *peer, uint16_t event,
     } else {
         bit = 8;
         err = (ngx_err_t) value;
+        /* a bridged with CURVE may close on a host without it before
+         * libzmq can name the mismatch: then only this is known */
         why = peer->curve
               ? "failed the CURVE handshake: is "
                 "voice_bridge_curve_server_key bridged's public key?"
-              : "failed the handshake";
+              : "failed the handshake: if bridged uses CURVE, this host "
+                "does not (voice_bridge_curve_key)";
     }
 
     if (peer->refused & bit) {

@@ -236,8 +236,11 @@ class Link:
         err = wait_for(lambda: nginx_says in self.log(self.error_log)
                        and self.log(self.error_log), 5,
                        what="nginx to say: " + nginx_says)
-        # once per worker, though libzmq tries again ten times a second
-        assert err.count(nginx_says) <= 2, err
+        # each reason once per worker, though libzmq tries again ten times
+        # a second
+        said = [ln[ln.index("voice bridge:"):] for ln in err.splitlines()
+                if nginx_says in ln]
+        assert all(said.count(s) <= 2 for s in said), err
         assert self.connected() == connected
 
     def close(self):
@@ -338,8 +341,9 @@ def test_curve_encrypts_the_link_and_lets_in_only_listed_keys(link):
                              if says in l], 5, what="bridged: " + says)[0]
     assert "[warn]" in line and link.direct in line, line
 
-    # an nginx without CURVE: no connection
-    link.refused(link.direct, "", "uses CURVE, and this host does not")
+    # an nginx without CURVE: no connection; libzmq names the mismatch, or,
+    # when bridged closes first (a loaded machine), only the failure
+    link.refused(link.direct, "", "this host does not (voice_bridge_curve_key)")
     says = "failed its handshake: it does not use CURVE"
     line = wait_for(lambda: [l for l in link.log("bridged").splitlines()
                              if says in l], 5, what="bridged: " + says)[0]
