@@ -39,10 +39,12 @@
 #include <arpa/inet.h>
 
 #include "voice_b64.h"
-#include "bench_ws.h"
+#include "voice_ws.h"
+#include "bench_util.h"
 
 
-#define BENCH_FAKE_MAX_MESSAGE  (8 * 1024 * 1024)
+/* bridged's largest event, a session.update, is far smaller */
+#define BENCH_FAKE_MAX_MESSAGE  (1024 * 1024)
 #define BENCH_FAKE_MAX_HEAD     16384
 #define BENCH_FAKE_EVENTS       512
 #define BENCH_FAKE_READ         65536
@@ -62,15 +64,14 @@ struct bench_fake_conn_s {
     int                  fd;
     bench_fake_state_e   state;
     unsigned             want_out:1;    /* EPOLLOUT is armed */
-    unsigned             in_message:1;  /* a fragmented message is open */
-    unsigned             msg_opcode:4;
     unsigned             upgraded:1;    /* counted in bench_fake_sessions */
     char                 accept[32];
     uint64_t             due;           /* when a delayed 101 goes out */
     bench_fake_conn_t   *next;          /* the delayed FIFO */
     bench_buf_t          in;
     bench_buf_t          out;
-    bench_buf_t          msg;           /* a fragmented message so far */
+    uint8_t             *msg;           /* the parser's message storage */
+    voice_ws_parser_t    ws;
     uint64_t             events;
     char                 stream_sid[40];
 };
@@ -105,6 +106,8 @@ static uint64_t            bench_fake_bad;
 
 
 static void bench_fake_close(bench_fake_conn_t *c);
+static void bench_fake_refuse(bench_fake_conn_t *c, const char *status,
+    const char *why);
 static int bench_fake_flush(bench_fake_conn_t *c);
 
 
@@ -146,11 +149,11 @@ static int
 bench_fake_frame(bench_fake_conn_t *c, unsigned opcode, const void *p,
     size_t n)
 {
-    if (bench_buf_reserve(&c->out, n + BENCH_WS_HEADER_MAX) != 0) {
+    if (bench_buf_reserve(&c->out, n + VOICE_WS_OUT_HEADER) != 0) {
         return -1;
     }
 
-    c->out.len += bench_ws_header(c->out.data + c->out.len, opcode, n, NULL);
+    c->out.len += voice_ws_frame_header(c->out.data + c->out.len, opcode, n);
     memcpy(c->out.data + c->out.len, p, n);
     c->out.len += n;
 
@@ -169,12 +172,12 @@ bench_fake_text3(bench_fake_conn_t *c, const char *head, size_t hn,
 
     n = hn + bn + tn;
 
-    if (bench_buf_reserve(&c->out, n + BENCH_WS_HEADER_MAX) != 0) {
+    if (bench_buf_reserve(&c->out, n + VOICE_WS_OUT_HEADER) != 0) {
         return -1;
     }
 
     p = c->out.data + c->out.len;
-    p += bench_ws_header(p, BENCH_WS_OP_TEXT, n, NULL);
+    p += voice_ws_frame_header(p, VOICE_WS_OP_TEXT, n);
     memcpy(p, head, hn);
     memcpy(p + hn, body, bn);
     memcpy(p + hn + bn, tail, tn);
@@ -194,7 +197,7 @@ bench_fake_send_close(bench_fake_conn_t *c, unsigned code)
     payload[0] = (uint8_t) (code >> 8);
     payload[1] = (uint8_t) code;
 
-    (void) bench_fake_frame(c, BENCH_WS_OP_CLOSE, payload, 2);
+    (void) bench_fake_frame(c, VOICE_WS_OP_CLOSE, payload, 2);
     c->state = BENCH_FAKE_CLOSING;
 }
 
@@ -330,7 +333,7 @@ bench_fake_twilio_message(bench_fake_conn_t *c, const char *json, size_t len)
                      "\"mark\":{\"name\":\"m%llu\"}}", c->stream_sid,
                      (unsigned long long) ++bench_fake_marks);
 
-        return bench_fake_frame(c, BENCH_WS_OP_TEXT, tail, (size_t) n);
+        return bench_fake_frame(c, VOICE_WS_OP_TEXT, tail, (size_t) n);
     }
 
     if (en == 4 && memcmp(event, "stop", 4) == 0) {
@@ -363,6 +366,15 @@ bench_fake_upgrade(bench_fake_conn_t *c)
     int   n;
     char  buf[1024];
 
+    c->msg = malloc(BENCH_FAKE_MAX_MESSAGE);
+    if (c->msg == NULL) {
+        bench_fake_refuse(c, "503 Service Unavailable", "out of memory");
+        return;
+    }
+
+    voice_ws_parser_init(&c->ws, VOICE_WS_SERVER, c->msg,
+                         BENCH_FAKE_MAX_MESSAGE);
+
     n = snprintf(buf, sizeof(buf),
                  "HTTP/1.1 101 Switching Protocols\r\n"
                  "Upgrade: websocket\r\n"
@@ -391,7 +403,7 @@ bench_fake_upgrade(bench_fake_conn_t *c)
                      (unsigned long long) ++bench_fake_ids,
                      (unsigned long long) bench_fake_upgraded);
 
-        (void) bench_fake_frame(c, BENCH_WS_OP_TEXT, buf, (size_t) n);
+        (void) bench_fake_frame(c, VOICE_WS_OP_TEXT, buf, (size_t) n);
     }
 }
 
@@ -495,119 +507,60 @@ bench_fake_http(bench_fake_conn_t *c)
 }
 
 
-/* parses every complete frame in c->in; -1: drop the connection */
+/*
+ * Parses what c->in holds with the bridge's own frame parser (common/
+ * voice_ws.c, as a server: bridged's frames are masked), acting on each
+ * event; -1: drop the connection.
+ */
 
 static int
 bench_fake_frames(bench_fake_conn_t *c)
 {
     int                rc;
-    size_t             avail;
-    uint8_t           *p;
-    bench_ws_frame_t   f;
+    const uint8_t     *pos, *end;
+    voice_ws_event_t   ev;
+
+    pos = c->in.data + c->in.pos;
+    end = c->in.data + c->in.len;
 
     for ( ;; ) {
         if (c->state != BENCH_FAKE_WS) {
-            return 0;
+            break;
         }
 
-        p = c->in.data + c->in.pos;
-        avail = c->in.len - c->in.pos;
+        rc = voice_ws_parse(&c->ws, &pos, end, &ev);
 
-        rc = bench_ws_parse(p, avail, &f);
+        if (rc == VOICE_WS_AGAIN) {
+            break;
+        }
 
-        if (rc < 0 || (rc == 1 && !f.masked)) {
+        if (rc == VOICE_WS_ERROR) {
             bench_fake_bad++;
-            bench_fake_send_close(c, 1002);
-            return 0;
+            bench_fake_send_close(c, c->ws.close_code);
+            break;
         }
 
-        if (rc == 0 || avail - f.header < f.len) {
-            return 0;
-        }
-
-        if (f.len > BENCH_FAKE_MAX_MESSAGE
-            || c->msg.len + f.len > BENCH_FAKE_MAX_MESSAGE)
-        {
-            bench_fake_bad++;
-            bench_fake_send_close(c, 1009);
-            return 0;
-        }
-
-        p += f.header;
-        c->in.pos += f.header + (size_t) f.len;
-
-        bench_ws_mask(p, (size_t) f.len, f.mask, 0);
-
-        switch (f.opcode) {
-
-        case BENCH_WS_OP_TEXT:
-        case BENCH_WS_OP_BINARY:
-            if (c->in_message) {
-                bench_fake_send_close(c, 1002);
-                return 0;
-            }
-
-            if (f.fin) {
-                if (bench_fake_message(c, p, (size_t) f.len) != 0) {
-                    return -1;
-                }
-                break;
-            }
-
-            c->in_message = 1;
-            c->msg_opcode = f.opcode;
-            c->msg.len = 0;
-
-            if (bench_buf_append(&c->msg, p, (size_t) f.len) != 0) {
+        if (rc == VOICE_WS_MESSAGE) {
+            if (bench_fake_message(c, ev.data, ev.len) != 0) {
                 return -1;
             }
 
-            break;
-
-        case BENCH_WS_OP_CONT:
-            if (!c->in_message) {
-                bench_fake_send_close(c, 1002);
-                return 0;
-            }
-
-            if (bench_buf_append(&c->msg, p, (size_t) f.len) != 0) {
-                return -1;
-            }
-
-            if (f.fin) {
-                c->in_message = 0;
-
-                if (bench_fake_message(c, c->msg.data, c->msg.len) != 0) {
-                    return -1;
-                }
-
-                c->msg.len = 0;
-            }
-
-            break;
-
-        case BENCH_WS_OP_CLOSE:
-            bench_fake_frame(c, BENCH_WS_OP_CLOSE, p,
-                             f.len >= 2 ? 2 : (size_t) f.len);
+        } else if (rc == VOICE_WS_CLOSE) {
+            bench_fake_frame(c, VOICE_WS_OP_CLOSE, ev.data,
+                             ev.len >= 2 ? 2 : 0);
             c->state = BENCH_FAKE_CLOSING;
-            return 0;
 
-        case BENCH_WS_OP_PING:
-            if (bench_fake_frame(c, BENCH_WS_OP_PONG, p, (size_t) f.len)
-                != 0)
-            {
+        } else if (rc == VOICE_WS_PING) {
+            if (bench_fake_frame(c, VOICE_WS_OP_PONG, ev.data, ev.len) != 0) {
                 return -1;
             }
-            break;
-
-        case BENCH_WS_OP_PONG:
-            break;
-
-        default:
-            bench_fake_send_close(c, 1002);
-            return 0;
         }
     }
+
+    /* the parser keeps what it needs of a frame split across reads */
+    c->in.pos = (size_t) (pos - c->in.data);
+
+    return 0;
 }
 
 
@@ -646,9 +599,6 @@ bench_fake_read(bench_fake_conn_t *c)
     if (c->in.pos == c->in.len) {
         c->in.pos = 0;
         c->in.len = 0;
-
-    } else if (c->in.pos > c->in.size / 2) {
-        bench_buf_compact(&c->in);
     }
 
     (void) bench_fake_flush(c);
@@ -735,7 +685,7 @@ bench_fake_close(bench_fake_conn_t *c)
 
     bench_buf_free(&c->in);
     bench_buf_free(&c->out);
-    bench_buf_free(&c->msg);
+    free(c->msg);
 
     if (c->upgraded) {
         bench_fake_sessions--;

@@ -64,7 +64,8 @@
 
 #include "voice_b64.h"
 #include "voice_json.h"
-#include "bench_ws.h"
+#include "voice_ws.h"
+#include "bench_util.h"
 
 
 #define BENCH_FRAME             160         /* bytes of mu-law: 20 ms */
@@ -82,6 +83,7 @@
 #define BENCH_LATE              (5 * BENCH_MS)
 #define BENCH_EVENTS            1024
 #define BENCH_READ              65536
+#define BENCH_MSG_MAX           65536       /* nginx's largest is ~22 KiB */
 
 #define BENCH_HIST_SUB          128
 #define BENCH_HIST_BUCKETS      (48 * BENCH_HIST_SUB)
@@ -144,7 +146,6 @@ typedef struct {
     bench_call_state_e   state;
     unsigned             heap_pos;
     unsigned             want_out:1;
-    unsigned             in_message:1;
     unsigned             connected:1;
     unsigned             dropped:1;
     unsigned             refused:1;     /* closed with 1013 */
@@ -163,7 +164,8 @@ typedef struct {
     uint8_t              carry[BENCH_FRAME];
     bench_buf_t          in;
     bench_buf_t          out;
-    bench_buf_t          msg;
+    uint8_t             *msg;           /* the parser's message storage */
+    voice_ws_parser_t    ws;
     char                 call_sid[40];
     char                 stream_sid[40];
     char                 key[32];
@@ -485,24 +487,18 @@ bench_heap_set(bench_call_t *c, uint64_t wake)
 static int
 bench_load_send(bench_call_t *c, unsigned opcode, const void *p, size_t n)
 {
-    size_t    h;
-    uint8_t  *d;
     uint32_t  r;
     uint8_t   mask[4];
 
-    if (bench_buf_reserve(&c->out, n + BENCH_WS_HEADER_MAX) != 0) {
+    if (bench_buf_reserve(&c->out, n + VOICE_WS_MAX_HEADER) != 0) {
         return -1;
     }
 
     r = bench_load_random();
     memcpy(mask, &r, 4);
 
-    d = c->out.data + c->out.len;
-    h = bench_ws_header(d, opcode, n, mask);
-    memcpy(d + h, p, n);
-    bench_ws_mask(d + h, n, mask, 0);
-
-    c->out.len += h + n;
+    c->out.len += voice_ws_frame_masked(c->out.data + c->out.len, opcode, p,
+                                        n, mask);
 
     return 0;
 }
@@ -613,7 +609,7 @@ bench_load_send_frame(bench_call_t *c, uint64_t now)
     c->frames++;
     bench_st.frames_sent++;
 
-    (void) bench_load_send(c, BENCH_WS_OP_TEXT, msg, (size_t) n);
+    (void) bench_load_send(c, VOICE_WS_OP_TEXT, msg, (size_t) n);
 }
 
 
@@ -628,7 +624,7 @@ bench_load_ack_mark(bench_call_t *c, const char *name)
                  "\"streamSid\":\"%s\",\"mark\":{\"name\":\"%s\"}}",
                  (unsigned) ++c->seq, c->stream_sid, name);
 
-    (void) bench_load_send(c, BENCH_WS_OP_TEXT, msg, (size_t) n);
+    (void) bench_load_send(c, VOICE_WS_OP_TEXT, msg, (size_t) n);
     bench_st.marks_acked++;
 }
 
@@ -768,7 +764,7 @@ bench_load_open(bench_call_t *c, uint64_t now)
     n = snprintf(msg, sizeof(msg),
                  "{\"event\":\"connected\",\"protocol\":\"Call\","
                  "\"version\":\"1.0.0\"}");
-    (void) bench_load_send(c, BENCH_WS_OP_TEXT, msg, (size_t) n);
+    (void) bench_load_send(c, VOICE_WS_OP_TEXT, msg, (size_t) n);
 
     c->seq = 1;
 
@@ -784,7 +780,7 @@ bench_load_open(bench_call_t *c, uint64_t now)
                  "\"streamSid\":\"%s\"}",
                  bench_account_sid, c->stream_sid, c->call_sid, c->call_sid,
                  c->stream_sid);
-    (void) bench_load_send(c, BENCH_WS_OP_TEXT, msg, (size_t) n);
+    (void) bench_load_send(c, VOICE_WS_OP_TEXT, msg, (size_t) n);
 
     /* the schedules are staggered: call i's frames fall i % 20 ms into
      * each 20 ms period, so no millisecond carries all of them */
@@ -853,6 +849,14 @@ bench_load_handshake(bench_call_t *c, uint64_t now)
     }
 
     c->in.pos = hn;
+
+    c->msg = malloc(BENCH_MSG_MAX);
+    if (c->msg == NULL) {
+        bench_load_fail(c, BENCH_FAIL_OTHER, now);
+        return;
+    }
+
+    voice_ws_parser_init(&c->ws, VOICE_WS_CLIENT, c->msg, BENCH_MSG_MAX);
 
     bench_load_open(c, now);
 }
@@ -1122,7 +1126,7 @@ bench_load_server_close(bench_call_t *c, const uint8_t *p, size_t n)
     }
 
     if (c->state == BENCH_CALL_OPEN) {
-        (void) bench_load_send(c, BENCH_WS_OP_CLOSE, p, n >= 2 ? 2 : 0);
+        (void) bench_load_send(c, VOICE_WS_OP_CLOSE, p, n >= 2 ? 2 : 0);
         (void) bench_load_flush(c);
     }
 
@@ -1130,78 +1134,61 @@ bench_load_server_close(bench_call_t *c, const uint8_t *p, size_t n)
 }
 
 
-/* 0: go on, 1: the call is finished */
+/*
+ * Parses what c->in holds with the bridge's own frame parser (common/
+ * voice_ws.c, as a client: nginx's frames are not masked), acting on each
+ * event.  0: go on, 1: the call is finished.
+ */
 
 static int
 bench_load_frames(bench_call_t *c, uint64_t now)
 {
     int                rc;
-    size_t             avail;
-    uint8_t           *p;
-    bench_ws_frame_t   f;
+    const uint8_t     *pos, *end;
+    voice_ws_event_t   ev;
+
+    pos = c->in.data + c->in.pos;
+    end = c->in.data + c->in.len;
 
     for ( ;; ) {
-        p = c->in.data + c->in.pos;
-        avail = c->in.len - c->in.pos;
-
-        rc = bench_ws_parse(p, avail, &f);
-
-        if (rc < 0 || (rc == 1 && f.masked)) {
-            bench_st.protocol_errors++;
-            bench_load_finish(c);
+        if (c->state == BENCH_CALL_DONE) {
+            /* a message ended the call: its buffers are gone */
             return 1;
         }
 
-        if (rc == 0 || avail - f.header < f.len) {
+        rc = voice_ws_parse(&c->ws, &pos, end, &ev);
+
+        switch (rc) {
+
+        case VOICE_WS_AGAIN:
+            /* the parser keeps what it needs of a frame split across reads */
+            c->in.pos = (size_t) (pos - c->in.data);
             return 0;
-        }
 
-        p += f.header;
-        c->in.pos += f.header + (size_t) f.len;
-
-        switch (f.opcode) {
-
-        case BENCH_WS_OP_TEXT:
-            if (f.fin && !c->in_message) {
-                bench_load_message(c, (const char *) p, (size_t) f.len, now);
-                break;
-            }
-
-            c->in_message = 1;
-            c->msg.len = 0;
-            (void) bench_buf_append(&c->msg, p, (size_t) f.len);
-            break;
-
-        case BENCH_WS_OP_CONT:
-            if (!c->in_message) {
+        case VOICE_WS_MESSAGE:
+            if (ev.opcode != VOICE_WS_OP_TEXT) {
                 bench_st.protocol_errors++;
                 break;
             }
 
-            (void) bench_buf_append(&c->msg, p, (size_t) f.len);
-
-            if (f.fin) {
-                c->in_message = 0;
-                bench_load_message(c, (const char *) c->msg.data,
-                                   c->msg.len, now);
-            }
-
+            bench_load_message(c, (const char *) ev.data, ev.len, now);
             break;
 
-        case BENCH_WS_OP_CLOSE:
-            bench_load_server_close(c, p, (size_t) f.len);
+        case VOICE_WS_CLOSE:
+            bench_load_server_close(c, ev.data, ev.len);
             return 1;
 
-        case BENCH_WS_OP_PING:
-            (void) bench_load_send(c, BENCH_WS_OP_PONG, p, (size_t) f.len);
+        case VOICE_WS_PING:
+            (void) bench_load_send(c, VOICE_WS_OP_PONG, ev.data, ev.len);
             break;
 
-        case BENCH_WS_OP_PONG:
+        case VOICE_WS_PONG:
             break;
 
-        default:
+        default: /* VOICE_WS_ERROR */
             bench_st.protocol_errors++;
-            break;
+            bench_load_finish(c);
+            return 1;
         }
     }
 }
@@ -1263,9 +1250,6 @@ bench_load_read(bench_call_t *c, uint64_t now)
     if (c->in.pos == c->in.len) {
         c->in.pos = 0;
         c->in.len = 0;
-
-    } else if (c->in.pos > c->in.size / 2) {
-        bench_buf_compact(&c->in);
     }
 
     if (bench_load_flush(c) != 0) {
@@ -1293,7 +1277,8 @@ bench_load_finish(bench_call_t *c)
 
     bench_buf_free(&c->in);
     bench_buf_free(&c->out);
-    bench_buf_free(&c->msg);
+    free(c->msg);
+    c->msg = NULL;
 }
 
 
@@ -1523,8 +1508,8 @@ bench_load_hangup(void)
                      (unsigned) ++c->seq, bench_account_sid, c->call_sid,
                      c->stream_sid);
 
-        (void) bench_load_send(c, BENCH_WS_OP_TEXT, msg, (size_t) n);
-        (void) bench_load_send(c, BENCH_WS_OP_CLOSE, normal, 2);
+        (void) bench_load_send(c, VOICE_WS_OP_TEXT, msg, (size_t) n);
+        (void) bench_load_send(c, VOICE_WS_OP_CLOSE, normal, 2);
 
         c->state = BENCH_CALL_CLOSING;
         bench_heap_remove(c);

@@ -56,7 +56,7 @@
 
 /* a message to Twilio, with room for its WebSocket frame header */
 #define NGX_HTTP_VOICE_MEDIA_OUT                                              \
-    (NGX_HTTP_VOICE_WS_OUT_HEADER                                            \
+    (VOICE_WS_OUT_HEADER                                                     \
      + NGX_HTTP_VOICE_TWILIO_MEDIA_SIZE(VOICE_PROTO_MAX_SID,                 \
                                         VOICE_PROTO_MAX_AUDIO))
 
@@ -307,7 +307,7 @@ ngx_http_voice_media_on_message(ngx_http_voice_media_t *m, u_char *data,
 
         /* Twilio closes the socket after stop; closing it first is
          * harmless and frees it sooner */
-        ngx_http_voice_ws_close(m->ws, NGX_HTTP_VOICE_WS_CLOSE_NORMAL, NULL);
+        ngx_http_voice_ws_close(m->ws, VOICE_WS_CLOSE_NORMAL, NULL);
         return;
 
     default: /* NGX_HTTP_VOICE_TWILIO_UNKNOWN: new events Twilio may add */
@@ -426,7 +426,7 @@ ngx_http_voice_media_start(ngx_http_voice_media_t *m,
         ngx_log_error(NGX_LOG_INFO, log, 0,
                       "voice: start event with an invalid stream or call "
                       "SID");
-        ngx_http_voice_ws_close(ws, NGX_HTTP_VOICE_WS_CLOSE_POLICY,
+        ngx_http_voice_ws_close(ws, VOICE_WS_CLOSE_POLICY,
                                 "invalid start event");
         return;
     }
@@ -507,7 +507,7 @@ ngx_http_voice_media_start(ngx_http_voice_media_t *m,
                       "voice: call %*s refused: voice_max_calls %i reached",
                       (size_t) NGX_HTTP_VOICE_SID_LEN, m->call_sid,
                       m->vlcf->max_calls);
-        ngx_http_voice_ws_close(ws, NGX_HTTP_VOICE_WS_CLOSE_TRY_AGAIN,
+        ngx_http_voice_ws_close(ws, VOICE_WS_CLOSE_TRY_AGAIN,
                                 "over capacity");
         return;
     }
@@ -531,7 +531,7 @@ ngx_http_voice_media_start(ngx_http_voice_media_t *m,
             ngx_http_voice_zone_call_end(m->call_sid);
         }
 
-        ngx_http_voice_ws_close(ws, NGX_HTTP_VOICE_WS_CLOSE_ERROR,
+        ngx_http_voice_ws_close(ws, VOICE_WS_CLOSE_ERROR,
                                 "cannot start the call");
         return;
     }
@@ -573,7 +573,7 @@ ngx_http_voice_media_start(ngx_http_voice_media_t *m,
         ngx_http_voice_call_ended_by(m->call, (u_char *) "bridge", 6,
                                      (u_char *) "no settings", 11);
         ngx_http_voice_media_stop(m, "no settings");
-        ngx_http_voice_ws_close(ws, NGX_HTTP_VOICE_WS_CLOSE_ERROR,
+        ngx_http_voice_ws_close(ws, VOICE_WS_CLOSE_ERROR,
                                 "assistant unavailable");
         return;
     }
@@ -884,7 +884,7 @@ ngx_http_voice_media_wait_expired(ngx_event_t *ev)
     ngx_http_voice_call_ended_by(m->call, (u_char *) "bridge", 6,
                                  (u_char *) "bridged is not reachable", 24);
     ngx_http_voice_media_stop(m, "bridge unavailable");
-    ngx_http_voice_ws_close(m->ws, NGX_HTTP_VOICE_WS_CLOSE_ERROR,
+    ngx_http_voice_ws_close(m->ws, VOICE_WS_CLOSE_ERROR,
                             "assistant unavailable");
 }
 
@@ -1157,12 +1157,12 @@ ngx_http_voice_media_on_close(ngx_http_voice_media_t *m)
 static void
 ngx_http_voice_media_audio(ngx_http_voice_media_t *m, voice_proto_msg_t *msg)
 {
-    u_char     *start, *p, hdr[NGX_HTTP_VOICE_WS_OUT_HEADER];
+    u_char     *start, *p, hdr[VOICE_WS_OUT_HEADER];
     size_t      n, hlen, room, mark;
     ngx_int_t   rc;
 
-    p = ngx_http_voice_media_out + NGX_HTTP_VOICE_WS_OUT_HEADER;
-    room = NGX_HTTP_VOICE_MEDIA_OUT - NGX_HTTP_VOICE_WS_OUT_HEADER;
+    p = ngx_http_voice_media_out + VOICE_WS_OUT_HEADER;
+    room = NGX_HTTP_VOICE_MEDIA_OUT - VOICE_WS_OUT_HEADER;
 
     n = ngx_http_voice_twilio_write_media(p, room, m->stream_sid,
                                           NGX_HTTP_VOICE_SID_LEN,
@@ -1173,7 +1173,7 @@ ngx_http_voice_media_audio(ngx_http_voice_media_t *m, voice_proto_msg_t *msg)
         return;
     }
 
-    hlen = ngx_http_voice_ws_frame_header(hdr, NGX_HTTP_VOICE_WS_OP_TEXT, n);
+    hlen = voice_ws_frame_header(hdr, VOICE_WS_OP_TEXT, n);
     start = p - hlen;
     ngx_memcpy(start, hdr, hlen);
     p += n;
@@ -1186,8 +1186,7 @@ ngx_http_voice_media_audio(ngx_http_voice_media_t *m, voice_proto_msg_t *msg)
                                                 NGX_HTTP_VOICE_SID_LEN,
                                                 msg->name.data,
                                                 msg->name.len);
-        hlen = ngx_http_voice_ws_frame_header(hdr, NGX_HTTP_VOICE_WS_OP_TEXT,
-                                              mark);
+        hlen = voice_ws_frame_header(hdr, VOICE_WS_OP_TEXT, mark);
 
         if (mark && hlen + mark <= room) {
             p = ngx_cpymem(p, hdr, hlen);
@@ -1220,7 +1219,7 @@ ngx_http_voice_media_on_bridge(ngx_http_voice_media_t *m,
     }
 
     /* the frame header goes in front of the payload, without a copy */
-    payload = ngx_http_voice_media_out + NGX_HTTP_VOICE_WS_OUT_HEADER;
+    payload = ngx_http_voice_media_out + VOICE_WS_OUT_HEADER;
     droppable = 1;
 
     switch (msg->type) {
@@ -1232,7 +1231,7 @@ ngx_http_voice_media_on_bridge(ngx_http_voice_media_t *m,
     case VOICE_PROTO_MSG_MARK:
         n = ngx_http_voice_twilio_write_mark(payload,
                                 NGX_HTTP_VOICE_MEDIA_OUT
-                                - NGX_HTTP_VOICE_WS_OUT_HEADER,
+                                - VOICE_WS_OUT_HEADER,
                                 m->stream_sid, NGX_HTTP_VOICE_SID_LEN,
                                 msg->name.data, msg->name.len);
         break;
@@ -1240,7 +1239,7 @@ ngx_http_voice_media_on_bridge(ngx_http_voice_media_t *m,
     case VOICE_PROTO_MSG_CLEAR:
         n = ngx_http_voice_twilio_write_clear(payload,
                                 NGX_HTTP_VOICE_MEDIA_OUT
-                                - NGX_HTTP_VOICE_WS_OUT_HEADER,
+                                - VOICE_WS_OUT_HEADER,
                                 m->stream_sid, NGX_HTTP_VOICE_SID_LEN);
         droppable = 0;
         break;
@@ -1267,7 +1266,7 @@ ngx_http_voice_media_on_bridge(ngx_http_voice_media_t *m,
             }
 
             ngx_http_voice_media_stop(m, "refused");
-            ngx_http_voice_ws_close(m->ws, NGX_HTTP_VOICE_WS_CLOSE_TRY_AGAIN,
+            ngx_http_voice_ws_close(m->ws, VOICE_WS_CLOSE_TRY_AGAIN,
                                     "over capacity");
             return;
         }
@@ -1276,7 +1275,7 @@ ngx_http_voice_media_on_bridge(ngx_http_voice_media_t *m,
                       "voice: bridged hangs up the call: %*s",
                       msg->reason.len, msg->reason.data);
         ngx_http_voice_media_stop(m, "hangup");
-        ngx_http_voice_ws_close(m->ws, NGX_HTTP_VOICE_WS_CLOSE_NORMAL,
+        ngx_http_voice_ws_close(m->ws, VOICE_WS_CLOSE_NORMAL,
                                 "call ended");
         return;
     }
@@ -1288,6 +1287,6 @@ ngx_http_voice_media_on_bridge(ngx_http_voice_media_t *m,
         return;
     }
 
-    (void) ngx_http_voice_ws_send(m->ws, NGX_HTTP_VOICE_WS_OP_TEXT, payload, n,
+    (void) ngx_http_voice_ws_send(m->ws, VOICE_WS_OP_TEXT, payload, n,
                                   droppable);
 }

@@ -22,8 +22,8 @@
  *                    bearer token), ngx_http_voice_body.c/.h (its
  *                    bodies), ngx_http_voice_seal.c/.h (a call's sealed
  *                    context)
- *   media            ngx_http_voice_ws.c over ngx_http_voice_ws_codec.c/.h
- *                    (the WebSocket), ngx_http_voice_media.c (the Twilio
+ *   media            ngx_http_voice_ws.c over ../common/voice_ws.c (the
+ *                    WebSocket), ngx_http_voice_media.c (the Twilio
  *                    session, its events: ngx_http_voice_twilio.c/.h)
  *   calls            ngx_http_voice_call.c (a worker's calls, their life
  *                    cycle, which bridged carries each),
@@ -52,7 +52,8 @@
  *                    bridged's)
  *   leaf code        ../common/voice_json.c (the JSON tokenizer and string
  *                    writer), ../common/voice_b64.c (base64): shared
- *                    with bridged
+ *                    with bridged; ../common/voice_ws.c (RFC 6455
+ *                    framing): shared with the benchmark tools
  *
  * The protocols these files speak -- Twilio's and OpenAI's -- are
  * summarized in docs/protocols.md, bridged's in docs/proto.md.
@@ -70,7 +71,7 @@
 #endif
 
 #include "voice_proto.h"
-#include "ngx_http_voice_ws_codec.h"
+#include "voice_ws.h"
 #include "ngx_http_voice_twilio.h"
 #include "ngx_http_voice_body.h"
 #include "ngx_http_voice_outbox_fmt.h"
@@ -313,7 +314,7 @@ struct ngx_http_voice_ws_s {
     ngx_http_voice_media_t     *media;
     ngx_http_voice_loc_conf_t  *vlcf;
 
-    ngx_http_voice_ws_parser_t  parser;
+    voice_ws_parser_t           parser;
     u_char                     *msg;            /* a message split across
                                                    reads, or NULL */
 

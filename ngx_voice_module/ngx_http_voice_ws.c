@@ -10,7 +10,7 @@
  * this file's, and the socket is only touched from those two handlers.
  *
  * Reads go into one per-worker buffer and through the frame codec
- * (ngx_http_voice_ws_codec.c), which assembles each message in another
+ * (common/voice_ws.c), which assembles each message in another
  * per-worker buffer; only a message split across reads is moved to
  * storage of the session's own, as h2 saves a split frame's state, so an
  * idle call holds no buffer.  Each text message goes to the Twilio session
@@ -165,8 +165,8 @@ ngx_http_voice_ws_handler(ngx_http_request_t *r)
     ws->slow.log = c->log;
     ws->slow.cancelable = 1;
 
-    ngx_http_voice_ws_parser_init(&ws->parser, ngx_http_voice_ws_msg,
-                                  vlcf->ws_max_message_size);
+    voice_ws_parser_init(&ws->parser, VOICE_WS_SERVER, ngx_http_voice_ws_msg,
+                         vlcf->ws_max_message_size);
 
     ws->media = ngx_http_voice_media_create(r);
     if (ws->media == NULL) {
@@ -412,7 +412,7 @@ ngx_http_voice_ws_read_handler(ngx_http_request_t *r)
 
     if (c->close) {
         /* a worker shutting down: tell Twilio we are going away */
-        ngx_http_voice_ws_close(ws, NGX_HTTP_VOICE_WS_CLOSE_GOING_AWAY,
+        ngx_http_voice_ws_close(ws, VOICE_WS_CLOSE_GOING_AWAY,
                                 "server shutting down");
         ngx_http_voice_ws_finalize(ws);
         return;
@@ -465,10 +465,9 @@ ngx_http_voice_ws_input(ngx_http_voice_ws_t *ws, const u_char *pos,
     const u_char *end)
 {
     int                         rc;
-    u_char                      buf[NGX_HTTP_VOICE_WS_OUT_HEADER
-                                    + NGX_HTTP_VOICE_WS_MAX_CONTROL];
+    u_char                      buf[VOICE_WS_OUT_HEADER + VOICE_WS_MAX_CONTROL];
     ngx_connection_t           *c;
-    ngx_http_voice_ws_event_t   ev;
+    voice_ws_event_t            ev;
 
     c = ws->connection;
 
@@ -481,11 +480,11 @@ ngx_http_voice_ws_input(ngx_http_voice_ws_t *ws, const u_char *pos,
 
     while (ws->state != NGX_HTTP_VOICE_WS_ST_DONE) {
 
-        rc = ngx_http_voice_ws_parse(&ws->parser, &pos, end, &ev);
+        rc = voice_ws_parse(&ws->parser, &pos, end, &ev);
 
         switch (rc) {
 
-        case NGX_HTTP_VOICE_WS_AGAIN:
+        case VOICE_WS_AGAIN:
             if (ws->parser.msg_opcode != 0 && ws->msg == NULL
                 && ngx_http_voice_ws_save(ws) != NGX_OK)
             {
@@ -493,17 +492,17 @@ ngx_http_voice_ws_input(ngx_http_voice_ws_t *ws, const u_char *pos,
             }
             return;
 
-        case NGX_HTTP_VOICE_WS_MESSAGE:
+        case VOICE_WS_MESSAGE:
             if (ws->state == NGX_HTTP_VOICE_WS_ST_CLOSING) {
                 /* after our close, only their close matters */
                 break;
             }
 
-            if (ev.opcode != NGX_HTTP_VOICE_WS_OP_TEXT) {
+            if (ev.opcode != VOICE_WS_OP_TEXT) {
                 ngx_log_error(NGX_LOG_INFO, c->log, 0,
                               "voice: binary frame on the media stream");
                 ngx_http_voice_ws_close(ws,
-                                        NGX_HTTP_VOICE_WS_CLOSE_UNSUPPORTED,
+                                        VOICE_WS_CLOSE_UNSUPPORTED,
                                         "binary frames are not accepted");
                 break;
             }
@@ -512,21 +511,21 @@ ngx_http_voice_ws_input(ngx_http_voice_ws_t *ws, const u_char *pos,
                                             ev.len);
             break;
 
-        case NGX_HTTP_VOICE_WS_PING:
+        case VOICE_WS_PING:
             if (++ws->control > NGX_HTTP_VOICE_WS_MAX_CTRL) {
                 goto flood;
             }
 
             if (ws->state < NGX_HTTP_VOICE_WS_ST_CLOSING) {
-                ngx_memcpy(buf + NGX_HTTP_VOICE_WS_OUT_HEADER, ev.data,
+                ngx_memcpy(buf + VOICE_WS_OUT_HEADER, ev.data,
                            ev.len);
-                (void) ngx_http_voice_ws_send(ws, NGX_HTTP_VOICE_WS_OP_PONG,
-                                    buf + NGX_HTTP_VOICE_WS_OUT_HEADER,
+                (void) ngx_http_voice_ws_send(ws, VOICE_WS_OP_PONG,
+                                    buf + VOICE_WS_OUT_HEADER,
                                     ev.len, 0);
             }
             break;
 
-        case NGX_HTTP_VOICE_WS_PONG:
+        case VOICE_WS_PONG:
             if (++ws->control > NGX_HTTP_VOICE_WS_MAX_CTRL) {
                 goto flood;
             }
@@ -536,7 +535,7 @@ ngx_http_voice_ws_input(ngx_http_voice_ws_t *ws, const u_char *pos,
             }
             break;
 
-        case NGX_HTTP_VOICE_WS_CLOSE:
+        case VOICE_WS_CLOSE:
             ngx_log_error(NGX_LOG_INFO, c->log, 0,
                           "voice: media stream closed by Twilio with %ui",
                           (ngx_uint_t) ev.close_code);
@@ -545,8 +544,8 @@ ngx_http_voice_ws_input(ngx_http_voice_ws_t *ws, const u_char *pos,
              * first and theirs is the answer */
             if (ws->state < NGX_HTTP_VOICE_WS_ST_CLOSING
                 && ngx_http_voice_ws_send_close(ws,
-                       ev.close_code == NGX_HTTP_VOICE_WS_CLOSE_NO_STATUS
-                       ? NGX_HTTP_VOICE_WS_CLOSE_NORMAL : ev.close_code,
+                       ev.close_code == VOICE_WS_CLOSE_NO_STATUS
+                       ? VOICE_WS_CLOSE_NORMAL : ev.close_code,
                        NULL)
                    != NGX_OK)
             {
@@ -557,7 +556,7 @@ ngx_http_voice_ws_input(ngx_http_voice_ws_t *ws, const u_char *pos,
             ngx_http_voice_ws_finalize(ws);
             return;
 
-        default: /* NGX_HTTP_VOICE_WS_ERROR */
+        default: /* VOICE_WS_ERROR */
             ngx_log_error(NGX_LOG_INFO, c->log, 0,
                           "voice: media stream protocol error: %s",
                           ws->parser.error);
@@ -574,7 +573,7 @@ flood:
 
     ngx_log_error(NGX_LOG_INFO, c->log, 0,
                   "voice: control frame flood on the media stream");
-    ngx_http_voice_ws_close(ws, NGX_HTTP_VOICE_WS_CLOSE_POLICY,
+    ngx_http_voice_ws_close(ws, VOICE_WS_CLOSE_POLICY,
                             "control frame flood");
     ngx_http_voice_ws_finalize(ws);
 }
@@ -644,7 +643,7 @@ ngx_http_voice_ws_shared(size_t size, ngx_log_t *log)
 static void
 ngx_http_voice_ws_tick(ngx_http_voice_ws_t *ws)
 {
-    u_char            buf[NGX_HTTP_VOICE_WS_OUT_HEADER + 4];
+    u_char            buf[VOICE_WS_OUT_HEADER + 4];
     ngx_connection_t  *c;
 
     c = ws->connection;
@@ -668,16 +667,16 @@ ngx_http_voice_ws_tick(ngx_http_voice_ws_t *ws)
     } else if (ws->state == NGX_HTTP_VOICE_WS_ST_PINGED) {
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
                       "voice: media stream idle, closing it");
-        ngx_http_voice_ws_close(ws, NGX_HTTP_VOICE_WS_CLOSE_GOING_AWAY,
+        ngx_http_voice_ws_close(ws, VOICE_WS_CLOSE_GOING_AWAY,
                                 "idle");
         ngx_http_voice_ws_finalize(ws);
         return;
 
     } else {
         ngx_http_voice_ws_state(ws, NGX_HTTP_VOICE_WS_ST_PINGED);
-        ngx_memcpy(buf + NGX_HTTP_VOICE_WS_OUT_HEADER, "ping", 4);
-        (void) ngx_http_voice_ws_send(ws, NGX_HTTP_VOICE_WS_OP_PING,
-                                      buf + NGX_HTTP_VOICE_WS_OUT_HEADER, 4,
+        ngx_memcpy(buf + VOICE_WS_OUT_HEADER, "ping", 4);
+        (void) ngx_http_voice_ws_send(ws, VOICE_WS_OP_PING,
+                                      buf + VOICE_WS_OUT_HEADER, 4,
                                       0);
     }
 
@@ -700,7 +699,7 @@ ngx_http_voice_ws_watch(ngx_http_voice_ws_t *ws)
         return;
     }
 
-    if (ngx_http_voice_ws_parser_busy(&ws->parser)) {
+    if (voice_ws_parser_busy(&ws->parser)) {
         if (!ws->slow.timer_set) {
             ngx_add_timer(&ws->slow, ws->vlcf->ws_message_timeout);
         }
@@ -724,15 +723,15 @@ ngx_http_voice_ws_too_slow(ngx_event_t *ev)
                   "voice: media stream message not finished in %M ms, "
                   "closing it", ws->vlcf->ws_message_timeout);
 
-    ngx_http_voice_ws_close(ws, NGX_HTTP_VOICE_WS_CLOSE_POLICY,
+    ngx_http_voice_ws_close(ws, VOICE_WS_CLOSE_POLICY,
                             "message sent too slowly");
     ngx_http_voice_ws_finalize(ws);
 }
 
 
 /*
- * Sends one frame.  payload has NGX_HTTP_VOICE_WS_OUT_HEADER bytes of
- * headroom before it, where the header goes, so nothing is copied when the
+ * Sends one frame.  payload has VOICE_WS_OUT_HEADER bytes of headroom
+ * before it, where the header goes, so nothing is copied when the
  * socket takes it all.  A droppable frame (audio) that does not fit the
  * send buffer is dropped and counted (NGX_DECLINED); other frames always
  * queue.  NGX_ERROR means the session is being finalized.
@@ -742,10 +741,10 @@ ngx_int_t
 ngx_http_voice_ws_send(ngx_http_voice_ws_t *ws, int opcode, u_char *payload,
     size_t len, ngx_uint_t droppable)
 {
-    u_char  hdr[NGX_HTTP_VOICE_WS_OUT_HEADER];
+    u_char  hdr[VOICE_WS_OUT_HEADER];
     size_t  hlen;
 
-    hlen = ngx_http_voice_ws_frame_header(hdr, opcode, len);
+    hlen = voice_ws_frame_header(hdr, opcode, len);
     ngx_memcpy(payload - hlen, hdr, hlen);
 
     return ngx_http_voice_ws_send_frames(ws, payload - hlen, hlen + len,
@@ -826,7 +825,7 @@ ngx_http_voice_ws_queue(ngx_http_voice_ws_t *ws, u_char *data, size_t len)
     size_t   used, cap, limit;
 
     used = ws->out_last - ws->out_pos;
-    limit = ws->vlcf->ws_send_buffer_size + NGX_HTTP_VOICE_WS_OUT_HEADER
+    limit = ws->vlcf->ws_send_buffer_size + VOICE_WS_OUT_HEADER
             + NGX_HTTP_VOICE_TWILIO_MEDIA_SIZE(VOICE_PROTO_MAX_SID,
                                                VOICE_PROTO_MAX_AUDIO);
 
@@ -1009,14 +1008,13 @@ static ngx_int_t
 ngx_http_voice_ws_send_close(ngx_http_voice_ws_t *ws, uint16_t code,
     const char *reason)
 {
-    u_char  buf[NGX_HTTP_VOICE_WS_OUT_HEADER + NGX_HTTP_VOICE_WS_MAX_CONTROL];
+    u_char  buf[VOICE_WS_OUT_HEADER + VOICE_WS_MAX_CONTROL];
     size_t  n;
 
-    n = ngx_http_voice_ws_close_payload(buf + NGX_HTTP_VOICE_WS_OUT_HEADER,
-                                        code, reason);
+    n = voice_ws_close_payload(buf + VOICE_WS_OUT_HEADER, code, reason);
 
-    (void) ngx_http_voice_ws_send(ws, NGX_HTTP_VOICE_WS_OP_CLOSE,
-                                  buf + NGX_HTTP_VOICE_WS_OUT_HEADER, n, 0);
+    (void) ngx_http_voice_ws_send(ws, VOICE_WS_OP_CLOSE,
+                                  buf + VOICE_WS_OUT_HEADER, n, 0);
 
     return ws->state == NGX_HTTP_VOICE_WS_ST_DONE ? NGX_ERROR : NGX_OK;
 }

@@ -15,7 +15,7 @@
 #include <string.h>
 
 #include "bd_history.h"
-#include "ngx_http_voice_ws_codec.h"
+#include "voice_ws.h"
 
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -38,7 +38,7 @@ fuzz_check(const bd_history_t *h, int utf8)
             || strlen(h->items[i].text) > h->items[i].len
             || h->items[i].text[h->items[i].len] != '\0'
             || (i > 0 && h->items[i - 1].order > h->items[i].order)
-            || (utf8 && !ngx_http_voice_ws_utf8_valid(
+            || (utf8 && !voice_ws_utf8_valid(
                              (const uint8_t *) h->items[i].text,
                              strlen(h->items[i].text))))
         {
@@ -67,7 +67,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     memcpy(json, data, size);
-    utf8 = ngx_http_voice_ws_utf8_valid(data, size);
+    utf8 = voice_ws_utf8_valid(data, size);
 
     bd_history_init(&h);
 

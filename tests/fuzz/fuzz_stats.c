@@ -16,7 +16,7 @@
 #include <string.h>
 
 #include "bd_stats.h"
-#include "ngx_http_voice_ws_codec.h"
+#include "voice_ws.h"
 
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -108,8 +108,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         memcpy(value, data + start + 1, len - 1);
         value[len - 1] = '\0';
 
-        utf8 = utf8 && ngx_http_voice_ws_utf8_valid((uint8_t *) value,
-                                                    strlen(value));
+        utf8 = utf8 && voice_ws_utf8_valid((uint8_t *) value,
+                                           strlen(value));
 
         switch (data[start] % 4) {
         case 0:
@@ -134,7 +134,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     if (n == 0 || n >= sizeof(fuzz_text) || fuzz_text[n - 1] != '\n'
         || memchr(fuzz_text, '\0', n) != NULL
-        || (utf8 && !ngx_http_voice_ws_utf8_valid((uint8_t *) fuzz_text, n)))
+        || (utf8 && !voice_ws_utf8_valid((uint8_t *) fuzz_text, n)))
     {
         abort();
     }

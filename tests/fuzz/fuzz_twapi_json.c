@@ -21,7 +21,7 @@
 #include <cJSON.h>
 
 #include "bd_twapi_json.h"
-#include "ngx_http_voice_ws_codec.h"
+#include "voice_ws.h"
 
 
 #define FUZZ_MAX      3           /* numbers asked for */
@@ -94,8 +94,8 @@ fuzz_reply(char *reply, unsigned status, int utf8)
                             cJSON_GetObjectItemCaseSensitive(root, "success"))
         || !cJSON_IsString(error) || error->valuestring[0] == '\0'
         || (status != 502 && status != 404)
-        || (utf8 && !ngx_http_voice_ws_utf8_valid((const uint8_t *) reply,
-                                                  strlen(reply))))
+        || (utf8 && !voice_ws_utf8_valid((const uint8_t *) reply,
+                                         strlen(reply))))
     {
         abort();
     }
@@ -147,7 +147,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     }
 
-    utf8 = ngx_http_voice_ws_utf8_valid(data, size);
+    utf8 = voice_ws_utf8_valid(data, size);
     http = fuzz_status[size % (sizeof(fuzz_status) / sizeof(long))];
 
     reply = bd_twapi_json_twilio_failure(http, body, size,

@@ -1,22 +1,16 @@
 # module.mk: unit tests of the nginx module's leaf codecs, the files that
-# include no nginx header: the WebSocket frame codec, the Twilio media
-# events, the REST bodies and the Twilio signature (the JSON tokenizer and
-# base64 they build on are common/'s: common.mk).
+# include no nginx header: the Twilio media events, the REST bodies and
+# the Twilio signature (the JSON tokenizer, base64 and the WebSocket frame
+# codec they build on are common/'s: common.mk).
 
 VOICE_MOD     := $(TOP)/ngx_voice_module
 VOICE_MOD_INC := -I$(VOICE_MOD) -I$(TOP)/common
 CRYPTO_LIBS   := $(shell pkg-config --libs libcrypto 2>/dev/null || echo -lcrypto)
 
-UNIT_TESTS += test_ws_codec test_twilio test_body test_signature \
+UNIT_TESTS += test_twilio test_body test_signature \
               test_seal
 
 # each test: its own .c, the module sources it needs, and their headers
-
-$(O)/test_ws_codec: $(CURDIR)/test_ws_codec.c \
-                    $(VOICE_MOD)/ngx_http_voice_ws_codec.c \
-                    $(VOICE_MOD)/ngx_http_voice_ws_codec.h | $(O)
-	$(CC) $(CFLAGS) $(CMOCKA_CFLAGS) $(VOICE_MOD_INC) -o $@ \
-	    $(filter %.c,$^) $(LDFLAGS) $(CMOCKA_LIBS)
 
 $(O)/test_twilio: $(CURDIR)/test_twilio.c \
                   $(VOICE_MOD)/ngx_http_voice_twilio.c \

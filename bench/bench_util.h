@@ -1,27 +1,16 @@
 /*
- * bench_ws.h: what the load generator and the fake OpenAI share: growing
- * byte buffers, the monotonic clock, JSON lookups over common/voice_json.c
- * and the RFC 6455 frame header, parsed and written.  libc, OpenSSL and
- * common/ (base64: voice_b64.h) only.
+ * bench_util.h: what the load generator and the fake OpenAI share besides
+ * common/'s WebSocket framing, base64 and JSON: growing byte buffers, the
+ * monotonic clock, JSON lookups by key over common/voice_json.c, the
+ * opening handshake's accept key and HTTP header lookup.  libc, OpenSSL
+ * and common/ only.
  */
 
-#ifndef BENCH_WS_H
-#define BENCH_WS_H
+#ifndef BENCH_UTIL_H
+#define BENCH_UTIL_H
 
 #include <stddef.h>
 #include <stdint.h>
-
-
-#define BENCH_WS_OP_CONT     0x0
-#define BENCH_WS_OP_TEXT     0x1
-#define BENCH_WS_OP_BINARY   0x2
-#define BENCH_WS_OP_CLOSE    0x8
-#define BENCH_WS_OP_PING     0x9
-#define BENCH_WS_OP_PONG     0xa
-
-/* the largest header: 2 + 8 (64-bit length) + 4 (mask) */
-#define BENCH_WS_HEADER_MAX  14
-
 
 
 typedef struct {
@@ -30,16 +19,6 @@ typedef struct {
     size_t      len;       /* end of the data */
     size_t      size;
 } bench_buf_t;
-
-
-typedef struct {
-    unsigned    fin:1;
-    unsigned    masked:1;
-    unsigned    opcode:4;
-    uint8_t     mask[4];
-    uint64_t    len;       /* payload length */
-    size_t      header;    /* header length */
-} bench_ws_frame_t;
 
 
 /* room for n more bytes at data + len; -1 when out of memory */
@@ -68,16 +47,6 @@ const char *bench_json_str(const char *json, int obj, const char *key,
 /* the text of token i, as written (an object with its braces) */
 const char *bench_json_text(const char *json, int i, size_t *vlen);
 
-/*
- * Parses the frame header at p: 1 with f filled in, 0 when more bytes are
- * needed, -1 when the header is malformed.
- */
-int bench_ws_parse(const uint8_t *p, size_t n, bench_ws_frame_t *f);
-/* writes a final frame's header; mask may be NULL; returns its length */
-size_t bench_ws_header(uint8_t *dst, unsigned opcode, uint64_t len,
-    const uint8_t *mask);
-/* XORs n bytes with the mask, starting at byte offset of the payload */
-void bench_ws_mask(uint8_t *p, size_t n, const uint8_t *mask, size_t offset);
 /* the Sec-WebSocket-Accept of a key: 28 characters and a NUL */
 void bench_ws_accept(char *dst, const char *key, size_t key_len);
 
@@ -86,4 +55,4 @@ const char *bench_http_header(const char *head, size_t len, const char *name,
     size_t *vlen);
 
 
-#endif /* BENCH_WS_H */
+#endif /* BENCH_UTIL_H */

@@ -1,6 +1,6 @@
 /*
- * test_ws_codec.c: unit tests of ngx_voice_module/ngx_http_voice_ws_codec.c,
- * the RFC 6455 frame parser and writer.  The refusals follow the autobahn
+ * test_voice_ws.c: unit tests of common/voice_ws.c, the RFC 6455 frame
+ * parser and writers, as nginx's server and as the benchmark's client.  The refusals follow the autobahn
  * and haproxy websocket.vtc torture lists: unmasked frames, RSV bits,
  * reserved opcodes, long or fragmented control frames, bad lengths, bad
  * fragmentation, bad UTF-8, bad close frames, oversize messages.  Every
@@ -16,16 +16,16 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "ngx_http_voice_ws_codec.h"
+#include "voice_ws.h"
 
 
 #define FIN     0x80
-#define TEXT    NGX_HTTP_VOICE_WS_OP_TEXT
-#define BINARY  NGX_HTTP_VOICE_WS_OP_BINARY
-#define CONT    NGX_HTTP_VOICE_WS_OP_CONT
-#define CLOSE   NGX_HTTP_VOICE_WS_OP_CLOSE
-#define PING    NGX_HTTP_VOICE_WS_OP_PING
-#define PONG    NGX_HTTP_VOICE_WS_OP_PONG
+#define TEXT    VOICE_WS_OP_TEXT
+#define BINARY  VOICE_WS_OP_BINARY
+#define CONT    VOICE_WS_OP_CONT
+#define CLOSE   VOICE_WS_OP_CLOSE
+#define PING    VOICE_WS_OP_PING
+#define PONG    VOICE_WS_OP_PONG
 
 #define MAX_EVENTS  16
 #define BIG         (1 << 17)
@@ -59,6 +59,8 @@ typedef struct {
 
 static uint8_t   msgbuf[BIG];
 static stream_t  s;
+/* the end run() parses for; the client tests set VOICE_WS_CLIENT */
+static int       role = VOICE_WS_SERVER;
 
 
 static uint64_t
@@ -163,6 +165,7 @@ reset(void)
 {
     s.len = 0;
     s.frames = 0;
+    role = VOICE_WS_SERVER;
 }
 
 
@@ -177,18 +180,18 @@ run(const uint8_t *data, size_t len, size_t chunk, size_t max, result_t *r)
     int                          rc;
     size_t                       off, n;
     const uint8_t               *pos, *end;
-    ngx_http_voice_ws_event_t    ev;
-    ngx_http_voice_ws_parser_t   p;
+    voice_ws_event_t             ev;
+    voice_ws_parser_t            p;
 
     memset(r, 0, sizeof(result_t));
-    ngx_http_voice_ws_parser_init(&p, msgbuf, max);
+    voice_ws_parser_init(&p, role, msgbuf, max);
 
     if (chunk == 0) {
         chunk = len ? len : 1;
     }
 
     off = 0;
-    rc = NGX_HTTP_VOICE_WS_AGAIN;
+    rc = VOICE_WS_AGAIN;
 
     do {
         n = (len - off < chunk) ? len - off : chunk;
@@ -196,16 +199,16 @@ run(const uint8_t *data, size_t len, size_t chunk, size_t max, result_t *r)
         end = pos + n;
 
         for ( ;; ) {
-            rc = ngx_http_voice_ws_parse(&p, &pos, end, &ev);
+            rc = voice_ws_parse(&p, &pos, end, &ev);
 
             assert_true(pos >= data + off && pos <= end);
 
-            if (rc == NGX_HTTP_VOICE_WS_AGAIN) {
+            if (rc == VOICE_WS_AGAIN) {
                 assert_true(pos == end);
                 break;
             }
 
-            if (rc == NGX_HTTP_VOICE_WS_ERROR) {
+            if (rc == VOICE_WS_ERROR) {
                 r->close_code = p.close_code;
                 assert_non_null(p.error);
                 break;
@@ -226,7 +229,7 @@ run(const uint8_t *data, size_t len, size_t chunk, size_t max, result_t *r)
         r->consumed = (size_t) (pos - data);
         off += n;
 
-    } while (rc != NGX_HTTP_VOICE_WS_ERROR && off < len);
+    } while (rc != VOICE_WS_ERROR && off < len);
 
     r->last = rc;
 }
@@ -274,7 +277,7 @@ static void
 assert_valid(size_t max, result_t *r, unsigned nevents)
 {
     run_all_chunks(max, r);
-    assert_int_equal(r->last, NGX_HTTP_VOICE_WS_AGAIN);
+    assert_int_equal(r->last, VOICE_WS_AGAIN);
     assert_int_equal(r->n, nevents);
     assert_int_equal(r->consumed, s.len);
 }
@@ -286,7 +289,7 @@ assert_refused(size_t max, uint16_t code)
     result_t  r;
 
     run_all_chunks(max, &r);
-    assert_int_equal(r.last, NGX_HTTP_VOICE_WS_ERROR);
+    assert_int_equal(r.last, VOICE_WS_ERROR);
     assert_int_equal(r.close_code, code);
 }
 
@@ -301,7 +304,7 @@ test_text_message(void **state)
     reset();
     put_str(&s, FIN | TEXT, "Hello");
     assert_valid(1024, &r, 1);
-    assert_event(&r, 0, NGX_HTTP_VOICE_WS_MESSAGE, TEXT, "Hello", 5);
+    assert_event(&r, 0, VOICE_WS_MESSAGE, TEXT, "Hello", 5);
 }
 
 
@@ -310,8 +313,8 @@ test_two_frames_in_one_read(void **state)
 {
     int                          rc;
     const uint8_t               *pos, *end;
-    ngx_http_voice_ws_event_t    ev;
-    ngx_http_voice_ws_parser_t   p;
+    voice_ws_event_t             ev;
+    voice_ws_parser_t            p;
 
     (void) state;
 
@@ -320,31 +323,31 @@ test_two_frames_in_one_read(void **state)
     put_str(&s, FIN | PING, "hb");
     put_str(&s, FIN | BINARY, "two");
 
-    ngx_http_voice_ws_parser_init(&p, msgbuf, 1024);
+    voice_ws_parser_init(&p, VOICE_WS_SERVER, msgbuf, 1024);
     pos = s.data;
     end = s.data + s.len;
 
     /* stops at each event, pos just past the frame */
-    rc = ngx_http_voice_ws_parse(&p, &pos, end, &ev);
-    assert_int_equal(rc, NGX_HTTP_VOICE_WS_MESSAGE);
+    rc = voice_ws_parse(&p, &pos, end, &ev);
+    assert_int_equal(rc, VOICE_WS_MESSAGE);
     assert_int_equal(pos - s.data, 2 + 4 + 3);
     assert_memory_equal(ev.data, "one", 3);
 
-    rc = ngx_http_voice_ws_parse(&p, &pos, end, &ev);
-    assert_int_equal(rc, NGX_HTTP_VOICE_WS_PING);
+    rc = voice_ws_parse(&p, &pos, end, &ev);
+    assert_int_equal(rc, VOICE_WS_PING);
     assert_int_equal(ev.opcode, PING);
     assert_int_equal(ev.len, 2);
     assert_memory_equal(ev.data, "hb", 2);
     assert_int_equal(pos - s.data, 2 * (2 + 4) + 3 + 2);
 
-    rc = ngx_http_voice_ws_parse(&p, &pos, end, &ev);
-    assert_int_equal(rc, NGX_HTTP_VOICE_WS_MESSAGE);
+    rc = voice_ws_parse(&p, &pos, end, &ev);
+    assert_int_equal(rc, VOICE_WS_MESSAGE);
     assert_int_equal(ev.opcode, BINARY);
     assert_memory_equal(ev.data, "two", 3);
     assert_true(pos == end);
 
-    rc = ngx_http_voice_ws_parse(&p, &pos, end, &ev);
-    assert_int_equal(rc, NGX_HTTP_VOICE_WS_AGAIN);
+    rc = voice_ws_parse(&p, &pos, end, &ev);
+    assert_int_equal(rc, VOICE_WS_AGAIN);
 
     assert_int_equal(p.frames, 3);
     assert_int_equal(p.ctrl_frames, 1);
@@ -370,13 +373,13 @@ test_empty_frames(void **state)
     put_frame(&s, FIN | CLOSE, "", 0);
     assert_valid(0, &r, 6);
 
-    assert_event(&r, 0, NGX_HTTP_VOICE_WS_MESSAGE, TEXT, "", 0);
-    assert_event(&r, 1, NGX_HTTP_VOICE_WS_PING, PING, "", 0);
-    assert_event(&r, 2, NGX_HTTP_VOICE_WS_PONG, PONG, "", 0);
-    assert_event(&r, 3, NGX_HTTP_VOICE_WS_MESSAGE, TEXT, "", 0);
-    assert_event(&r, 4, NGX_HTTP_VOICE_WS_MESSAGE, BINARY, "", 0);
-    assert_event(&r, 5, NGX_HTTP_VOICE_WS_CLOSE, CLOSE, "", 0);
-    assert_int_equal(r.ev[5].close_code, NGX_HTTP_VOICE_WS_CLOSE_NO_STATUS);
+    assert_event(&r, 0, VOICE_WS_MESSAGE, TEXT, "", 0);
+    assert_event(&r, 1, VOICE_WS_PING, PING, "", 0);
+    assert_event(&r, 2, VOICE_WS_PONG, PONG, "", 0);
+    assert_event(&r, 3, VOICE_WS_MESSAGE, TEXT, "", 0);
+    assert_event(&r, 4, VOICE_WS_MESSAGE, BINARY, "", 0);
+    assert_event(&r, 5, VOICE_WS_CLOSE, CLOSE, "", 0);
+    assert_int_equal(r.ev[5].close_code, VOICE_WS_CLOSE_NO_STATUS);
 }
 
 
@@ -387,11 +390,11 @@ test_unmasked_frame(void **state)
 
     reset();
     put_frame_ext(&s, FIN | TEXT, "Hello", 5, 0, 0);
-    assert_refused(1024, NGX_HTTP_VOICE_WS_CLOSE_PROTOCOL);
+    assert_refused(1024, VOICE_WS_CLOSE_PROTOCOL);
 
     reset();
     put_frame_ext(&s, FIN | PING, "", 0, 0, 0);
-    assert_refused(1024, NGX_HTTP_VOICE_WS_CLOSE_PROTOCOL);
+    assert_refused(1024, VOICE_WS_CLOSE_PROTOCOL);
 }
 
 
@@ -405,11 +408,11 @@ test_rsv_bits(void **state)
     for (rsv = 0x10; rsv <= 0x70; rsv += 0x10) {
         reset();
         put_str(&s, FIN | rsv | TEXT, "Hello");
-        assert_refused(1024, NGX_HTTP_VOICE_WS_CLOSE_PROTOCOL);
+        assert_refused(1024, VOICE_WS_CLOSE_PROTOCOL);
 
         reset();
         put_str(&s, FIN | rsv | PING, "");
-        assert_refused(1024, NGX_HTTP_VOICE_WS_CLOSE_PROTOCOL);
+        assert_refused(1024, VOICE_WS_CLOSE_PROTOCOL);
     }
 }
 
@@ -429,7 +432,7 @@ test_reserved_opcodes(void **state)
 
         reset();
         put_str(&s, FIN | op, "x");
-        assert_refused(1024, NGX_HTTP_VOICE_WS_CLOSE_PROTOCOL);
+        assert_refused(1024, VOICE_WS_CLOSE_PROTOCOL);
 
         /* also after a valid message: nothing of it is lost */
         reset();
@@ -437,7 +440,7 @@ test_reserved_opcodes(void **state)
         put_frame(&s, FIN | op, "", 0);
         run_all_chunks(1024, &r);
         assert_int_equal(r.n, 1);
-        assert_int_equal(r.last, NGX_HTTP_VOICE_WS_ERROR);
+        assert_int_equal(r.last, VOICE_WS_ERROR);
     }
 }
 
@@ -457,20 +460,20 @@ test_control_frame_lengths(void **state)
     put_frame(&s, FIN | PING, buf, 125);
     put_frame(&s, FIN | PONG, buf, 125);
     assert_valid(0, &r, 2);
-    assert_event(&r, 0, NGX_HTTP_VOICE_WS_PING, PING, buf, 125);
+    assert_event(&r, 0, VOICE_WS_PING, PING, buf, 125);
 
     /* 126 bytes need the 16-bit length form, refused for control frames */
     reset();
     put_frame(&s, FIN | PING, buf, 126);
-    assert_refused(1024, NGX_HTTP_VOICE_WS_CLOSE_PROTOCOL);
+    assert_refused(1024, VOICE_WS_CLOSE_PROTOCOL);
 
     reset();
     put_frame_ext(&s, FIN | PONG, buf, 5, 1, 126);
-    assert_refused(1024, NGX_HTTP_VOICE_WS_CLOSE_PROTOCOL);
+    assert_refused(1024, VOICE_WS_CLOSE_PROTOCOL);
 
     reset();
     put_frame_ext(&s, FIN | CLOSE, buf, 5, 1, 127);
-    assert_refused(1024, NGX_HTTP_VOICE_WS_CLOSE_PROTOCOL);
+    assert_refused(1024, VOICE_WS_CLOSE_PROTOCOL);
 }
 
 
@@ -486,13 +489,13 @@ test_fragmented_control_frames(void **state)
     for (i = 0; i < 3; i++) {
         reset();
         put_frame(&s, ops[i], "", 0);
-        assert_refused(1024, NGX_HTTP_VOICE_WS_CLOSE_PROTOCOL);
+        assert_refused(1024, VOICE_WS_CLOSE_PROTOCOL);
 
         /* "fragmented ping": a ping without FIN, then a continuation */
         reset();
         put_str(&s, ops[i], "ab");
         put_str(&s, FIN | CONT, "cd");
-        assert_refused(1024, NGX_HTTP_VOICE_WS_CLOSE_PROTOCOL);
+        assert_refused(1024, VOICE_WS_CLOSE_PROTOCOL);
     }
 }
 
@@ -509,12 +512,12 @@ test_64bit_length_top_bit(void **state)
     reset();
     memcpy(s.data, hdr, sizeof(hdr));
     s.len = sizeof(hdr);
-    assert_refused(1024, NGX_HTTP_VOICE_WS_CLOSE_PROTOCOL);
+    assert_refused(1024, VOICE_WS_CLOSE_PROTOCOL);
 
     /* 2^63 - 1 is a legal length, but far over the maximum */
     hdr[2] = 0x7f;
     memcpy(s.data, hdr, sizeof(hdr));
-    assert_refused(1024, NGX_HTTP_VOICE_WS_CLOSE_TOO_BIG);
+    assert_refused(1024, VOICE_WS_CLOSE_TOO_BIG);
 }
 
 
@@ -528,11 +531,11 @@ test_bad_fragmentation(void **state)
     /* a continuation with no message to continue */
     reset();
     put_str(&s, FIN | CONT, "x");
-    assert_refused(1024, NGX_HTTP_VOICE_WS_CLOSE_PROTOCOL);
+    assert_refused(1024, VOICE_WS_CLOSE_PROTOCOL);
 
     reset();
     put_str(&s, CONT, "x");
-    assert_refused(1024, NGX_HTTP_VOICE_WS_CLOSE_PROTOCOL);
+    assert_refused(1024, VOICE_WS_CLOSE_PROTOCOL);
 
     /* ... or after the message has ended */
     reset();
@@ -541,25 +544,25 @@ test_bad_fragmentation(void **state)
     put_str(&s, FIN | CONT, "c");
     run_all_chunks(1024, &r);
     assert_int_equal(r.n, 1);
-    assert_event(&r, 0, NGX_HTTP_VOICE_WS_MESSAGE, TEXT, "ab", 2);
-    assert_int_equal(r.last, NGX_HTTP_VOICE_WS_ERROR);
-    assert_int_equal(r.close_code, NGX_HTTP_VOICE_WS_CLOSE_PROTOCOL);
+    assert_event(&r, 0, VOICE_WS_MESSAGE, TEXT, "ab", 2);
+    assert_int_equal(r.last, VOICE_WS_ERROR);
+    assert_int_equal(r.close_code, VOICE_WS_CLOSE_PROTOCOL);
 
     /* a new data frame inside a fragmented message */
     reset();
     put_str(&s, TEXT, "a");
     put_str(&s, FIN | TEXT, "b");
-    assert_refused(1024, NGX_HTTP_VOICE_WS_CLOSE_PROTOCOL);
+    assert_refused(1024, VOICE_WS_CLOSE_PROTOCOL);
 
     reset();
     put_str(&s, BINARY, "a");
     put_str(&s, FIN | TEXT, "b");
-    assert_refused(1024, NGX_HTTP_VOICE_WS_CLOSE_PROTOCOL);
+    assert_refused(1024, VOICE_WS_CLOSE_PROTOCOL);
 
     reset();
     put_str(&s, TEXT, "a");
     put_str(&s, BINARY, "b");
-    assert_refused(1024, NGX_HTTP_VOICE_WS_CLOSE_PROTOCOL);
+    assert_refused(1024, VOICE_WS_CLOSE_PROTOCOL);
 }
 
 
@@ -581,17 +584,17 @@ test_fragmented_message(void **state)
     put_str(&s, FIN | BINARY, "next");
     assert_valid(1024, &r, 4);
 
-    assert_event(&r, 0, NGX_HTTP_VOICE_WS_PING, PING, "p1", 2);
-    assert_event(&r, 1, NGX_HTTP_VOICE_WS_PONG, PONG, "p2", 2);
-    assert_event(&r, 2, NGX_HTTP_VOICE_WS_MESSAGE, TEXT, "Hello, world", 12);
-    assert_event(&r, 3, NGX_HTTP_VOICE_WS_MESSAGE, BINARY, "next", 4);
+    assert_event(&r, 0, VOICE_WS_PING, PING, "p1", 2);
+    assert_event(&r, 1, VOICE_WS_PONG, PONG, "p2", 2);
+    assert_event(&r, 2, VOICE_WS_MESSAGE, TEXT, "Hello, world", 12);
+    assert_event(&r, 3, VOICE_WS_MESSAGE, BINARY, "next", 4);
 
     /* a close between fragments is reported too; the caller ends it all */
     reset();
     put_str(&s, BINARY, "ab");
     put_close(&s, 1000, "", 0);
     assert_valid(1024, &r, 1);
-    assert_int_equal(r.ev[0].rc, NGX_HTTP_VOICE_WS_CLOSE);
+    assert_int_equal(r.ev[0].rc, VOICE_WS_CLOSE);
     assert_int_equal(r.ev[0].close_code, 1000);
 }
 
@@ -629,13 +632,13 @@ test_invalid_utf8_text(void **state)
     for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         reset();
         put_str(&s, FIN | TEXT, bad[i]);
-        assert_refused(1024, NGX_HTTP_VOICE_WS_CLOSE_BAD_DATA);
+        assert_refused(1024, VOICE_WS_CLOSE_BAD_DATA);
 
         /* also split over fragments */
         reset();
         put_frame(&s, TEXT, bad[i], 1);
         put_frame(&s, FIN | CONT, bad[i] + 1, strlen(bad[i]) - 1);
-        assert_refused(1024, NGX_HTTP_VOICE_WS_CLOSE_BAD_DATA);
+        assert_refused(1024, VOICE_WS_CLOSE_BAD_DATA);
 
         /* binary messages are not text: anything goes */
         reset();
@@ -646,12 +649,12 @@ test_invalid_utf8_text(void **state)
     /* a message that ends inside a sequence */
     reset();
     put_str(&s, FIN | TEXT, "ok\xe2\x82");
-    assert_refused(1024, NGX_HTTP_VOICE_WS_CLOSE_BAD_DATA);
+    assert_refused(1024, VOICE_WS_CLOSE_BAD_DATA);
 
     reset();
     put_str(&s, TEXT, "\xf0\x9f\x98");
     put_str(&s, FIN | CONT, "");
-    assert_refused(1024, NGX_HTTP_VOICE_WS_CLOSE_BAD_DATA);
+    assert_refused(1024, VOICE_WS_CLOSE_BAD_DATA);
 }
 
 
@@ -660,8 +663,8 @@ test_invalid_utf8_fails_fast(void **state)
 {
     int                          rc;
     const uint8_t               *pos, *end;
-    ngx_http_voice_ws_event_t    ev;
-    ngx_http_voice_ws_parser_t   p;
+    voice_ws_event_t             ev;
+    voice_ws_parser_t            p;
 
     (void) state;
 
@@ -669,29 +672,29 @@ test_invalid_utf8_fails_fast(void **state)
     reset();
     put_str(&s, TEXT, "abc\xff");
 
-    ngx_http_voice_ws_parser_init(&p, msgbuf, 1024);
+    voice_ws_parser_init(&p, VOICE_WS_SERVER, msgbuf, 1024);
     pos = s.data;
     end = s.data + s.len;
 
-    rc = ngx_http_voice_ws_parse(&p, &pos, end, &ev);
-    assert_int_equal(rc, NGX_HTTP_VOICE_WS_ERROR);
-    assert_int_equal(p.close_code, NGX_HTTP_VOICE_WS_CLOSE_BAD_DATA);
+    rc = voice_ws_parse(&p, &pos, end, &ev);
+    assert_int_equal(rc, VOICE_WS_ERROR);
+    assert_int_equal(p.close_code, VOICE_WS_CLOSE_BAD_DATA);
 
     /* sticky */
-    rc = ngx_http_voice_ws_parse(&p, &pos, end, &ev);
-    assert_int_equal(rc, NGX_HTTP_VOICE_WS_ERROR);
+    rc = voice_ws_parse(&p, &pos, end, &ev);
+    assert_int_equal(rc, VOICE_WS_ERROR);
 
     /* and within a frame whose end has not arrived */
     reset();
     put_str(&s, FIN | TEXT, "abc\xc0 and much more text to come");
 
-    ngx_http_voice_ws_parser_init(&p, msgbuf, 1024);
+    voice_ws_parser_init(&p, VOICE_WS_SERVER, msgbuf, 1024);
     pos = s.data;
     end = s.data + 2 + 4 + 5;
 
-    rc = ngx_http_voice_ws_parse(&p, &pos, end, &ev);
-    assert_int_equal(rc, NGX_HTTP_VOICE_WS_ERROR);
-    assert_int_equal(p.close_code, NGX_HTTP_VOICE_WS_CLOSE_BAD_DATA);
+    rc = voice_ws_parse(&p, &pos, end, &ev);
+    assert_int_equal(rc, VOICE_WS_ERROR);
+    assert_int_equal(p.close_code, VOICE_WS_CLOSE_BAD_DATA);
 }
 
 
@@ -714,7 +717,7 @@ test_valid_utf8_split(void **state)
     reset();
     put_frame(&s, FIN | TEXT, t, n);
     assert_valid(1024, &r, 1);
-    assert_event(&r, 0, NGX_HTTP_VOICE_WS_MESSAGE, TEXT, t, n);
+    assert_event(&r, 0, VOICE_WS_MESSAGE, TEXT, t, n);
 
     /* one fragment per byte: every code point split across fragments */
     reset();
@@ -726,7 +729,7 @@ test_valid_utf8_split(void **state)
 
     put_frame(&s, FIN | CONT, t + n - 1, 1);
     assert_valid(1024, &r, 1);
-    assert_event(&r, 0, NGX_HTTP_VOICE_WS_MESSAGE, TEXT, t, n);
+    assert_event(&r, 0, VOICE_WS_MESSAGE, TEXT, t, n);
 
     /* fragments cut at odd places, with an empty one */
     reset();
@@ -735,7 +738,7 @@ test_valid_utf8_split(void **state)
     put_frame(&s, CONT, t + 5, 9);
     put_frame(&s, FIN | CONT, t + 14, n - 14);
     assert_valid(1024, &r, 1);
-    assert_event(&r, 0, NGX_HTTP_VOICE_WS_MESSAGE, TEXT, t, n);
+    assert_event(&r, 0, VOICE_WS_MESSAGE, TEXT, t, n);
 }
 
 
@@ -760,7 +763,7 @@ test_close_frames(void **state)
         reset();
         put_close(&s, valid[i], "bye", 3);
         assert_valid(1024, &r, 1);
-        assert_int_equal(r.ev[0].rc, NGX_HTTP_VOICE_WS_CLOSE);
+        assert_int_equal(r.ev[0].rc, VOICE_WS_CLOSE);
         assert_int_equal(r.ev[0].opcode, CLOSE);
         assert_int_equal(r.ev[0].close_code, valid[i]);
 
@@ -774,22 +777,22 @@ test_close_frames(void **state)
     for (i = 0; i < sizeof(invalid) / sizeof(invalid[0]); i++) {
         reset();
         put_close(&s, invalid[i], "", 0);
-        assert_refused(1024, NGX_HTTP_VOICE_WS_CLOSE_PROTOCOL);
+        assert_refused(1024, VOICE_WS_CLOSE_PROTOCOL);
     }
 
     /* a 1-byte payload */
     reset();
     put_frame(&s, FIN | CLOSE, "\x03", 1);
-    assert_refused(1024, NGX_HTTP_VOICE_WS_CLOSE_PROTOCOL);
+    assert_refused(1024, VOICE_WS_CLOSE_PROTOCOL);
 
     /* a reason that is not UTF-8 */
     reset();
     put_close(&s, 1000, "\xce\xba\xed\xa0\x80", 5);
-    assert_refused(1024, NGX_HTTP_VOICE_WS_CLOSE_BAD_DATA);
+    assert_refused(1024, VOICE_WS_CLOSE_BAD_DATA);
 
     reset();
     put_close(&s, 1000, "ab\xe2\x82", 4);
-    assert_refused(1024, NGX_HTTP_VOICE_WS_CLOSE_BAD_DATA);
+    assert_refused(1024, VOICE_WS_CLOSE_BAD_DATA);
 
     /* a UTF-8 reason of the full 123 bytes */
     reset();
@@ -820,7 +823,7 @@ test_message_size_limit(void **state)
     reset();
     put_frame(&s, FIN | TEXT, buf, 1000);
     assert_valid(1000, &r, 1);
-    assert_event(&r, 0, NGX_HTTP_VOICE_WS_MESSAGE, TEXT, buf, 1000);
+    assert_event(&r, 0, VOICE_WS_MESSAGE, TEXT, buf, 1000);
 
     reset();
     put_frame(&s, TEXT, buf, 400);
@@ -832,19 +835,19 @@ test_message_size_limit(void **state)
     /* one byte more */
     reset();
     put_frame(&s, FIN | TEXT, buf, 1001);
-    assert_refused(1000, NGX_HTTP_VOICE_WS_CLOSE_TOO_BIG);
+    assert_refused(1000, VOICE_WS_CLOSE_TOO_BIG);
 
     reset();
     put_frame(&s, TEXT, buf, 400);
     put_frame(&s, CONT, buf, 599);
     put_frame(&s, FIN | CONT, buf, 2);
-    assert_refused(1000, NGX_HTTP_VOICE_WS_CLOSE_TOO_BIG);
+    assert_refused(1000, VOICE_WS_CLOSE_TOO_BIG);
 
     /* refused on the header, before the payload has arrived */
     reset();
     put_frame(&s, FIN | BINARY, buf, 1001);
     s.len = 4;
-    assert_refused(1000, NGX_HTTP_VOICE_WS_CLOSE_TOO_BIG);
+    assert_refused(1000, VOICE_WS_CLOSE_TOO_BIG);
 
     /* the limit is per message, not per connection */
     reset();
@@ -887,7 +890,7 @@ test_length_forms(void **state)
         reset();
         put_frame(&s, FIN | BINARY, payload, sizes[i]);
         assert_valid(BIG, &r, 1);
-        assert_event(&r, 0, NGX_HTTP_VOICE_WS_MESSAGE, BINARY, payload,
+        assert_event(&r, 0, VOICE_WS_MESSAGE, BINARY, payload,
                      sizes[i]);
     }
 
@@ -897,7 +900,7 @@ test_length_forms(void **state)
     put_frame_ext(&s, FIN | TEXT, "short", 5, 1, 127);
     put_frame_ext(&s, FIN | TEXT, "", 0, 1, 127);
     assert_valid(1024, &r, 3);
-    assert_event(&r, 1, NGX_HTTP_VOICE_WS_MESSAGE, TEXT, "short", 5);
+    assert_event(&r, 1, VOICE_WS_MESSAGE, TEXT, "short", 5);
 }
 
 
@@ -925,7 +928,7 @@ test_twilio_like_session(void **state)
     assert_valid(4096, &r, 11);
 
     for (i = 0; i < 10; i++) {
-        assert_event(&r, i, NGX_HTTP_VOICE_WS_MESSAGE, TEXT, media,
+        assert_event(&r, i, VOICE_WS_MESSAGE, TEXT, media,
                      strlen(media));
     }
 
@@ -936,32 +939,32 @@ test_twilio_like_session(void **state)
 static void
 test_frame_header_writer(void **state)
 {
-    uint8_t  b[NGX_HTTP_VOICE_WS_OUT_HEADER];
+    uint8_t  b[VOICE_WS_OUT_HEADER];
 
     (void) state;
 
-    assert_int_equal(ngx_http_voice_ws_frame_header(b, TEXT, 0), 2);
+    assert_int_equal(voice_ws_frame_header(b, TEXT, 0), 2);
     assert_memory_equal(b, "\x81\x00", 2);
 
-    assert_int_equal(ngx_http_voice_ws_frame_header(b, TEXT, 125), 2);
+    assert_int_equal(voice_ws_frame_header(b, TEXT, 125), 2);
     assert_memory_equal(b, "\x81\x7d", 2);
 
-    assert_int_equal(ngx_http_voice_ws_frame_header(b, PONG, 5), 2);
+    assert_int_equal(voice_ws_frame_header(b, PONG, 5), 2);
     assert_memory_equal(b, "\x8a\x05", 2);
 
-    assert_int_equal(ngx_http_voice_ws_frame_header(b, CLOSE, 2), 2);
+    assert_int_equal(voice_ws_frame_header(b, CLOSE, 2), 2);
     assert_memory_equal(b, "\x88\x02", 2);
 
-    assert_int_equal(ngx_http_voice_ws_frame_header(b, TEXT, 126), 4);
+    assert_int_equal(voice_ws_frame_header(b, TEXT, 126), 4);
     assert_memory_equal(b, "\x81\x7e\x00\x7e", 4);
 
-    assert_int_equal(ngx_http_voice_ws_frame_header(b, BINARY, 65535), 4);
+    assert_int_equal(voice_ws_frame_header(b, BINARY, 65535), 4);
     assert_memory_equal(b, "\x82\x7e\xff\xff", 4);
 
-    assert_int_equal(ngx_http_voice_ws_frame_header(b, TEXT, 65536), 10);
+    assert_int_equal(voice_ws_frame_header(b, TEXT, 65536), 10);
     assert_memory_equal(b, "\x81\x7f\x00\x00\x00\x00\x00\x01\x00\x00", 10);
 
-    assert_int_equal(ngx_http_voice_ws_frame_header(b, TEXT, 0x12345678), 10);
+    assert_int_equal(voice_ws_frame_header(b, TEXT, 0x12345678), 10);
     assert_memory_equal(b, "\x81\x7f\x00\x00\x00\x00\x12\x34\x56\x78", 10);
 }
 
@@ -971,41 +974,41 @@ test_close_payload_writer(void **state)
 {
     size_t   n;
     char     reason[200];
-    uint8_t  b[NGX_HTTP_VOICE_WS_MAX_CONTROL];
+    uint8_t  b[VOICE_WS_MAX_CONTROL];
 
     (void) state;
 
-    n = ngx_http_voice_ws_close_payload(b, 1000, NULL);
+    n = voice_ws_close_payload(b, 1000, NULL);
     assert_int_equal(n, 2);
     assert_memory_equal(b, "\x03\xe8", 2);
 
-    n = ngx_http_voice_ws_close_payload(b, 1009, "message too big");
+    n = voice_ws_close_payload(b, 1009, "message too big");
     assert_int_equal(n, 17);
     assert_memory_equal(b, "\x03\xf1message too big", 17);
 
     /* long ASCII: cut at 123 */
     memset(reason, 'a', sizeof(reason));
     reason[199] = '\0';
-    n = ngx_http_voice_ws_close_payload(b, 1001, reason);
+    n = voice_ws_close_payload(b, 1001, reason);
     assert_int_equal(n, 125);
 
     /* a 2-byte sequence over the cut: cut before it */
     memset(reason, 'a', 122);
     strcpy(reason + 122, "\xc3\xa9tail");
-    n = ngx_http_voice_ws_close_payload(b, 1001, reason);
+    n = voice_ws_close_payload(b, 1001, reason);
     assert_int_equal(n, 124);
-    assert_true(ngx_http_voice_ws_utf8_valid(b + 2, n - 2));
+    assert_true(voice_ws_utf8_valid(b + 2, n - 2));
 
     /* a 4-byte sequence over the cut */
     memset(reason, 'a', 121);
     strcpy(reason + 121, "\xf0\x9f\x98\x80");
-    n = ngx_http_voice_ws_close_payload(b, 1001, reason);
+    n = voice_ws_close_payload(b, 1001, reason);
     assert_int_equal(n, 123);
 
     /* a sequence ending exactly at the cut is kept */
     memset(reason, 'a', 120);
     strcpy(reason + 120, "\xe2\x82\xac" "more");
-    n = ngx_http_voice_ws_close_payload(b, 1001, reason);
+    n = voice_ws_close_payload(b, 1001, reason);
     assert_int_equal(n, 125);
     assert_memory_equal(b + 122, "\xe2\x82\xac", 3);
 }
@@ -1016,8 +1019,8 @@ test_utf8_valid(void **state)
 {
     (void) state;
 
-#define V(str)  ngx_http_voice_ws_utf8_valid((const uint8_t *) (str),         \
-                                             sizeof(str) - 1)
+#define V(str)  voice_ws_utf8_valid((const uint8_t *) (str),         \
+                                    sizeof(str) - 1)
 
     assert_true(V(""));
     assert_true(V("plain ASCII, long enough for the word-at-a-time path"));
@@ -1058,8 +1061,8 @@ test_parser_busy(void **state)
     int                          rc, events;
     size_t                       i, first_end, second_end;
     const uint8_t               *pos, *end;
-    ngx_http_voice_ws_event_t    ev;
-    ngx_http_voice_ws_parser_t   p;
+    voice_ws_event_t             ev;
+    voice_ws_parser_t            p;
 
     (void) state;
 
@@ -1071,8 +1074,8 @@ test_parser_busy(void **state)
     put_str(&s, FIN | CONT, "\"mark\"}");
     second_end = s.len;
 
-    ngx_http_voice_ws_parser_init(&p, msgbuf, 1024);
-    assert_false(ngx_http_voice_ws_parser_busy(&p));
+    voice_ws_parser_init(&p, VOICE_WS_SERVER, msgbuf, 1024);
+    assert_false(voice_ws_parser_busy(&p));
 
     events = 0;
 
@@ -1081,21 +1084,135 @@ test_parser_busy(void **state)
         end = pos + 1;
 
         do {
-            rc = ngx_http_voice_ws_parse(&p, &pos, end, &ev);
-            assert_int_not_equal(rc, NGX_HTTP_VOICE_WS_ERROR);
-            events += (rc != NGX_HTTP_VOICE_WS_AGAIN);
-        } while (rc != NGX_HTTP_VOICE_WS_AGAIN);
+            rc = voice_ws_parse(&p, &pos, end, &ev);
+            assert_int_not_equal(rc, VOICE_WS_ERROR);
+            events += (rc != VOICE_WS_AGAIN);
+        } while (rc != VOICE_WS_AGAIN);
 
         if (i + 1 == first_end || i + 1 == second_end) {
-            assert_false(ngx_http_voice_ws_parser_busy(&p));
+            assert_false(voice_ws_parser_busy(&p));
 
         } else {
-            assert_true(ngx_http_voice_ws_parser_busy(&p));
+            assert_true(voice_ws_parser_busy(&p));
         }
     }
 
     /* two messages and the ping */
     assert_int_equal(events, 3);
+}
+
+
+/* a server's frames are unmasked: the client's parser reads them alike */
+
+static void
+test_client_reads_server_frames(void **state)
+{
+    size_t    i;
+    result_t  r;
+
+    static uint8_t  big[70000];
+
+    (void) state;
+
+    for (i = 0; i < sizeof(big); i++) {
+        big[i] = (uint8_t) ('a' + i % 26);
+    }
+
+    reset();
+    role = VOICE_WS_CLIENT;
+    put_frame_ext(&s, FIN | TEXT, "{\"event\":\"media\"}", 17, 0, 0);
+    put_frame_ext(&s, FIN | PING, "hb", 2, 0, 0);
+    put_frame_ext(&s, TEXT, "{\"a\":", 5, 0, 0);
+    put_frame_ext(&s, FIN | CONT, "1}", 2, 0, 0);
+    put_frame_ext(&s, FIN | BINARY, big, sizeof(big), 0, 0);
+    put_frame_ext(&s, FIN | TEXT, "", 0, 0, 0);
+    put_frame_ext(&s, FIN | CLOSE, "\x03\xe8" "bye", 5, 0, 0);
+
+    assert_valid(BIG, &r, 6);
+    assert_event(&r, 0, VOICE_WS_MESSAGE, TEXT, "{\"event\":\"media\"}", 17);
+    assert_event(&r, 1, VOICE_WS_PING, PING, "hb", 2);
+    assert_event(&r, 2, VOICE_WS_MESSAGE, TEXT, "{\"a\":1}", 7);
+    assert_event(&r, 3, VOICE_WS_MESSAGE, BINARY, big, sizeof(big));
+    assert_event(&r, 4, VOICE_WS_MESSAGE, TEXT, "", 0);
+    assert_event(&r, 5, VOICE_WS_CLOSE, CLOSE, "\x03\xe8" "bye", 5);
+    assert_int_equal(r.ev[5].close_code, 1000);
+
+    /* and its strictness is the server's: bad UTF-8, RSV bits */
+    reset();
+    role = VOICE_WS_CLIENT;
+    put_frame_ext(&s, FIN | TEXT, "\xc0\xaf", 2, 0, 0);
+    assert_refused(1024, 1007);
+
+    reset();
+    role = VOICE_WS_CLIENT;
+    put_frame_ext(&s, FIN | 0x40 | TEXT, "x", 1, 0, 0);
+    assert_refused(1024, 1002);
+}
+
+
+static void
+test_client_refuses_masked_frames(void **state)
+{
+    (void) state;
+
+    reset();
+    role = VOICE_WS_CLIENT;
+    put_frame_ext(&s, FIN | TEXT, "x", 1, 1, 0);
+    assert_refused(1024, 1002);
+
+    reset();
+    role = VOICE_WS_CLIENT;
+    put_frame_ext(&s, FIN | PING, "", 0, 1, 0);
+    assert_refused(1024, 1002);
+}
+
+
+/* a client frame written here reads back through the server's parser */
+
+static void
+test_masked_frame_writer(void **state)
+{
+    size_t    i, k, n;
+    uint8_t   payload[70000], mask[4];
+    result_t  r;
+
+    static const size_t  lens[] = { 0, 1, 7, 8, 9, 125, 126, 65535, 65536,
+                                    69999 };
+    static uint8_t       frame[70000 + VOICE_WS_MAX_HEADER];
+
+    (void) state;
+
+    for (i = 0; i < sizeof(payload); i++) {
+        payload[i] = (uint8_t) (i * 7 + 3);
+    }
+
+    for (k = 0; k < sizeof(lens) / sizeof(lens[0]); k++) {
+        mask[0] = (uint8_t) (0x11 * (k + 1));
+        mask[1] = 0xa5;
+        mask[2] = (uint8_t) k;
+        mask[3] = 0xff;
+
+        n = voice_ws_frame_masked(frame, BINARY, payload, lens[k], mask);
+
+        assert_int_equal(n, lens[k] + 4 + (lens[k] < 126 ? 2
+                                           : lens[k] <= 0xffff ? 4 : 10));
+        assert_int_equal(frame[0], FIN | BINARY);
+        assert_true(frame[1] & 0x80);
+        assert_memory_equal(frame + n - lens[k] - 4, mask, 4);
+
+        reset();
+        memcpy(s.data, frame, n);
+        s.len = n;
+
+        assert_valid(BIG, &r, 1);
+        assert_event(&r, 0, VOICE_WS_MESSAGE, BINARY, payload, lens[k]);
+    }
+
+    /* a text frame, with the header bytes of the short form */
+    n = voice_ws_frame_masked(frame, TEXT, (const uint8_t *) "Hi", 2,
+                              (const uint8_t *) "\x01\x02\x03\x04");
+    assert_int_equal(n, 8);
+    assert_memory_equal(frame, "\x81\x82\x01\x02\x03\x04" "\x49\x6b", 8);
 }
 
 
@@ -1125,7 +1242,10 @@ main(void)
         cmocka_unit_test(test_close_payload_writer),
         cmocka_unit_test(test_utf8_valid),
         cmocka_unit_test(test_parser_busy),
+        cmocka_unit_test(test_client_reads_server_frames),
+        cmocka_unit_test(test_client_refuses_masked_frames),
+        cmocka_unit_test(test_masked_frame_writer),
     };
 
-    return cmocka_run_group_tests_name("ws_codec", tests, NULL, NULL);
+    return cmocka_run_group_tests_name("voice_ws", tests, NULL, NULL);
 }

@@ -1,11 +1,13 @@
 /*
- * bench_ws.c: the pieces both benchmark tools share (see bench_ws.h).
+ * bench_util.c: the pieces both benchmark tools share (see bench_util.h).
  *
  * Nothing here allocates except the buffers, and nothing is clever: the
- * tools must stay cheap next to what they measure, so a frame is parsed
- * without copying.  base64 and JSON are the bridge's own (common/), the
- * same code nginx and bridged run: the tools then read what the bridge
- * writes as strictly as the bridge reads what they write.
+ * tools must stay cheap next to what they measure.  WebSocket framing,
+ * base64 and JSON are the bridge's own (common/), the same code nginx and
+ * bridged run: the tools then read what the bridge writes as strictly as
+ * the bridge reads what they write.  What is left here is the tools' own:
+ * growing buffers, the clock, JSON lookups by key, the opening handshake's
+ * Sec-WebSocket-Accept and HTTP header lookup.
  */
 
 #include <ctype.h>
@@ -18,7 +20,7 @@
 
 #include "voice_json.h"
 #include "voice_b64.h"
-#include "bench_ws.h"
+#include "bench_util.h"
 
 
 #define BENCH_WS_GUID    "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -162,133 +164,6 @@ bench_json_text(const char *json, int i, size_t *vlen)
     *vlen = bench_json_toks[i].end - bench_json_toks[i].start;
 
     return json + bench_json_toks[i].start;
-}
-
-
-int
-bench_ws_parse(const uint8_t *p, size_t n, bench_ws_frame_t *f)
-{
-    size_t    need, i;
-    uint64_t  len;
-
-    if (n < 2) {
-        return 0;
-    }
-
-    f->fin = (p[0] & 0x80) != 0;
-    f->opcode = p[0] & 0x0f;
-    f->masked = (p[1] & 0x80) != 0;
-
-    if (p[0] & 0x70) {
-        return -1;     /* no extension was negotiated */
-    }
-
-    len = p[1] & 0x7f;
-    need = 2;
-
-    if (len == 126) {
-        need = 4;
-
-    } else if (len == 127) {
-        need = 10;
-    }
-
-    if (f->masked) {
-        need += 4;
-    }
-
-    if (n < need) {
-        return 0;
-    }
-
-    if (len == 126) {
-        len = (uint64_t) p[2] << 8 | p[3];
-
-    } else if (len == 127) {
-        len = 0;
-        for (i = 2; i < 10; i++) {
-            len = len << 8 | p[i];
-        }
-
-        if (len >> 62) {
-            return -1;
-        }
-    }
-
-    if (f->masked) {
-        memcpy(f->mask, p + need - 4, 4);
-    }
-
-    if ((f->opcode & 0x8) && (len > 125 || !f->fin)) {
-        return -1;     /* control frames are short and never fragmented */
-    }
-
-    f->len = len;
-    f->header = need;
-
-    return 1;
-}
-
-
-size_t
-bench_ws_header(uint8_t *dst, unsigned opcode, uint64_t len,
-    const uint8_t *mask)
-{
-    size_t   n, i;
-    uint8_t  m;
-
-    dst[0] = (uint8_t) (0x80 | (opcode & 0x0f));
-    m = mask ? 0x80 : 0;
-
-    if (len < 126) {
-        dst[1] = (uint8_t) (m | len);
-        n = 2;
-
-    } else if (len < 65536) {
-        dst[1] = (uint8_t) (m | 126);
-        dst[2] = (uint8_t) (len >> 8);
-        dst[3] = (uint8_t) len;
-        n = 4;
-
-    } else {
-        dst[1] = (uint8_t) (m | 127);
-        for (i = 0; i < 8; i++) {
-            dst[2 + i] = (uint8_t) (len >> (56 - 8 * i));
-        }
-        n = 10;
-    }
-
-    if (mask) {
-        memcpy(dst + n, mask, 4);
-        n += 4;
-    }
-
-    return n;
-}
-
-
-void
-bench_ws_mask(uint8_t *p, size_t n, const uint8_t *mask, size_t offset)
-{
-    size_t    i;
-    uint8_t   m[8];
-    uint64_t  w, k;
-
-    for (i = 0; i < 8; i++) {
-        m[i] = mask[(offset + i) & 3];
-    }
-
-    memcpy(&k, m, 8);
-
-    for (i = 0; i + 8 <= n; i += 8) {
-        memcpy(&w, p + i, 8);
-        w ^= k;
-        memcpy(p + i, &w, 8);
-    }
-
-    for ( /* void */ ; i < n; i++) {
-        p[i] ^= mask[(offset + i) & 3];
-    }
 }
 
 
