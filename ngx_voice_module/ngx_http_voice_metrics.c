@@ -10,7 +10,10 @@
  * fixed array of buckets (not cumulative; cumulated when rendered, and
  * its count is their sum, so a scrape never sees a count apart from its
  * buckets).  voice_status (ngx_http_voice_rest.c) reads the same
- * counters: one source.
+ * counters: one source.  nginx's own families are one table
+ * (ngx_http_voice_metrics_owns: name, type, help, where the samples are),
+ * rendered by one loop: a new counter is an id in ngx_http_voice_module.h
+ * and a line there.
  *
  * bridged keeps counters of its own (OpenAI sessions, tools, Twilio's REST
  * API; bridged/bd_stats.c).  A scrape asks every live bridged this worker
@@ -59,9 +62,8 @@ typedef struct {
 } ngx_http_voice_metrics_sh_t;
 
 
+/* a histogram's buckets: their bounds, in us and as rendered */
 typedef struct {
-    const char                 *name;
-    const char                 *help;
     ngx_uint_t                  n;              /* bounds, +Inf apart */
     const uint64_t             *le_us;
     const char                **le;
@@ -98,6 +100,34 @@ typedef struct {
 } ngx_http_voice_metrics_family_t;
 
 
+/* where the samples of one of nginx's own families are in the zone */
+typedef enum {
+    NGX_HTTP_VOICE_METRICS_COUNTERS = 0,  /* counter[], sample by sample */
+    NGX_HTTP_VOICE_METRICS_ACTIVE,        /* active[], by direction */
+    NGX_HTTP_VOICE_METRICS_CALLS,         /* calls[][], by direction and
+                                             final status */
+    NGX_HTTP_VOICE_METRICS_CALL_STATUS,   /* call_status[], by CallStatus */
+    NGX_HTTP_VOICE_METRICS_HIST           /* hist[], one histogram */
+} ngx_http_voice_metrics_kind_e;
+
+
+/* one sample of a COUNTERS family: its labels as written, its counter */
+typedef struct {
+    const char                 *labels;         /* NULL: none */
+    ngx_http_voice_metric_e     id;
+} ngx_http_voice_metrics_sample_t;
+
+
+/* one of nginx's own families, as voice_metrics renders it */
+typedef struct {
+    ngx_http_voice_metrics_family_t  family;
+    ngx_http_voice_metrics_kind_e    kind;
+    ngx_uint_t                       hist;      /* HIST: which */
+    ngx_uint_t                       nsamples;  /* COUNTERS: how many */
+    ngx_http_voice_metrics_sample_t  sample[2];
+} ngx_http_voice_metrics_own_t;
+
+
 static ngx_int_t ngx_http_voice_metrics_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 static ngx_http_voice_metrics_sh_t *ngx_http_voice_metrics_sh(void);
@@ -113,7 +143,7 @@ static ngx_int_t ngx_http_voice_metrics_send(ngx_http_request_t *r,
 static u_char *ngx_http_voice_metrics_own(u_char *p, u_char *last,
     ngx_http_voice_metrics_sh_t *sh);
 static u_char *ngx_http_voice_metrics_hist(u_char *p, u_char *last,
-    ngx_http_voice_metrics_sh_t *sh, ngx_uint_t h);
+    ngx_http_voice_metrics_sh_t *sh, ngx_uint_t h, const char *name);
 static u_char *ngx_http_voice_metrics_head(u_char *p, u_char *last,
     const char *name, const char *type, const char *help);
 static u_char *ngx_http_voice_metrics_label(u_char *p, u_char *last,
@@ -144,14 +174,101 @@ static const char  *ngx_http_voice_metrics_turn_le[] = {
 };
 
 static const ngx_http_voice_metrics_hdef_t  ngx_http_voice_metrics_hdefs[] = {
-    { "voice_bridge_rtt_seconds",
-      "Round trip of a heartbeat between an nginx worker and a bridged.",
-      sizeof(ngx_http_voice_metrics_rtt_us) / sizeof(uint64_t),
+    { sizeof(ngx_http_voice_metrics_rtt_us) / sizeof(uint64_t),
       ngx_http_voice_metrics_rtt_us, ngx_http_voice_metrics_rtt_le },
-    { "voice_turn_latency_seconds",
-      "From the end of the caller's speech to the assistant's first audio.",
-      sizeof(ngx_http_voice_metrics_turn_us) / sizeof(uint64_t),
+    { sizeof(ngx_http_voice_metrics_turn_us) / sizeof(uint64_t),
       ngx_http_voice_metrics_turn_us, ngx_http_voice_metrics_turn_le }
+};
+
+
+/* nginx's own families, in the order voice_metrics renders them */
+static const ngx_http_voice_metrics_own_t  ngx_http_voice_metrics_owns[] = {
+    { { "voice_calls_active", "gauge",
+        "Calls whose media stream is live." },
+      NGX_HTTP_VOICE_METRICS_ACTIVE, 0, 0, { { NULL, 0 } } },
+
+    { { "voice_calls_total", "counter",
+        "Calls whose record is final, by direction and Twilio's final "
+        "status." },
+      NGX_HTTP_VOICE_METRICS_CALLS, 0, 0, { { NULL, 0 } } },
+
+    { { "voice_calls_refused_total", "counter",
+        "Calls refused by nginx: voice_max_calls reached (limit), or every "
+        "bridged full (bridged_full)." },
+      NGX_HTTP_VOICE_METRICS_COUNTERS, 0, 2,
+      { { "reason=\"limit\"", NGX_HTTP_VOICE_METRIC_REFUSED_LIMIT },
+        { "reason=\"bridged_full\"",
+          NGX_HTTP_VOICE_METRIC_REFUSED_BRIDGED } } },
+
+    { { "voice_call_status_callbacks_total", "counter",
+        "Twilio's call status callbacks, by CallStatus." },
+      NGX_HTTP_VOICE_METRICS_CALL_STATUS, 0, 0, { { NULL, 0 } } },
+
+    { { "voice_media_frames_total", "counter",
+        "Media frames: in from Twilio to bridged, out to Twilio." },
+      NGX_HTTP_VOICE_METRICS_COUNTERS, 0, 2,
+      { { "direction=\"in\"", NGX_HTTP_VOICE_METRIC_FRAMES_IN },
+        { "direction=\"out\"", NGX_HTTP_VOICE_METRIC_FRAMES_OUT } } },
+
+    { { "voice_media_frames_dropped_total", "counter",
+        "Media frames dropped on a full queue or a bridged away." },
+      NGX_HTTP_VOICE_METRICS_COUNTERS, 0, 2,
+      { { "direction=\"in\"", NGX_HTTP_VOICE_METRIC_DROPPED_IN },
+        { "direction=\"out\"", NGX_HTTP_VOICE_METRIC_DROPPED_OUT } } },
+
+    { { "voice_media_events_total", "counter",
+        "Media stream events left aside: ignored (unknown, or for no call) "
+        "and invalid." },
+      NGX_HTTP_VOICE_METRICS_COUNTERS, 0, 2,
+      { { "kind=\"ignored\"", NGX_HTTP_VOICE_METRIC_EVENTS_IGNORED },
+        { "kind=\"invalid\"", NGX_HTTP_VOICE_METRIC_EVENTS_INVALID } } },
+
+    { { "voice_transcripts_written_total", "counter",
+        "Call records written." },
+      NGX_HTTP_VOICE_METRICS_COUNTERS, 0, 1,
+      { { NULL, NGX_HTTP_VOICE_METRIC_TRANSCRIPTS_WRITTEN } } },
+
+    { { "voice_transcripts_failed_total", "counter",
+        "Calls whose record storage failed." },
+      NGX_HTTP_VOICE_METRICS_COUNTERS, 0, 1,
+      { { NULL, NGX_HTTP_VOICE_METRIC_TRANSCRIPTS_FAILED } } },
+
+    { { "voice_transcripts_recovered_total", "counter",
+        "Records recovered from the journal of a process that died." },
+      NGX_HTTP_VOICE_METRICS_COUNTERS, 0, 1,
+      { { NULL, NGX_HTTP_VOICE_METRIC_TRANSCRIPTS_RECOVERED } } },
+
+    { { "voice_transcripts_lost_total", "counter",
+        "Records given up." },
+      NGX_HTTP_VOICE_METRICS_COUNTERS, 0, 1,
+      { { NULL, NGX_HTTP_VOICE_METRIC_TRANSCRIPTS_LOST } } },
+
+    { { "voice_webhook_deliveries_total", "counter",
+        "Post-call webhook delivery attempts, by outcome." },
+      NGX_HTTP_VOICE_METRICS_COUNTERS, 0, 2,
+      { { "outcome=\"delivered\"", NGX_HTTP_VOICE_METRIC_WEBHOOK_DELIVERED },
+        { "outcome=\"failed\"", NGX_HTTP_VOICE_METRIC_WEBHOOK_FAILED } } },
+
+    { { "voice_webhook_given_up_total", "counter",
+        "Records the webhook gave up on (voice_call_webhook_retry)." },
+      NGX_HTTP_VOICE_METRICS_COUNTERS, 0, 1,
+      { { NULL, NGX_HTTP_VOICE_METRIC_WEBHOOK_GIVEN_UP } } },
+
+    { { "voice_webhook_pending", "gauge",
+        "Records waiting in the webhook's outboxes, as last looked at." },
+      NGX_HTTP_VOICE_METRICS_COUNTERS, 0, 1,
+      { { NULL, NGX_HTTP_VOICE_METRIC_WEBHOOK_PENDING } } },
+
+    { { "voice_bridge_rtt_seconds", "histogram",
+        "Round trip of a heartbeat between an nginx worker and a bridged." },
+      NGX_HTTP_VOICE_METRICS_HIST, NGX_HTTP_VOICE_METRICS_RTT, 0,
+      { { NULL, 0 } } },
+
+    { { "voice_turn_latency_seconds", "histogram",
+        "From the end of the caller's speech to the assistant's first "
+        "audio." },
+      NGX_HTTP_VOICE_METRICS_HIST, NGX_HTTP_VOICE_METRICS_TURN, 0,
+      { { NULL, 0 } } }
 };
 
 
@@ -767,159 +884,102 @@ ngx_http_voice_metrics_label(u_char *p, u_char *last, ngx_str_t *value)
 }
 
 
+/* nginx's own families: one head each, then its samples from the zone */
+
 static u_char *
 ngx_http_voice_metrics_own(u_char *p, u_char *last,
     ngx_http_voice_metrics_sh_t *sh)
 {
-    ngx_str_t   *st;
-    ngx_uint_t   d, i;
+    ngx_str_t                               *st;
+    ngx_uint_t                               d, i;
+    const ngx_http_voice_metrics_own_t      *o, *end;
+    const ngx_http_voice_metrics_sample_t   *sm;
 
-    p = ngx_http_voice_metrics_head(p, last, "voice_calls_active", "gauge",
-                                    "Calls whose media stream is live.");
+    end = ngx_http_voice_metrics_owns
+          + sizeof(ngx_http_voice_metrics_owns)
+            / sizeof(ngx_http_voice_metrics_own_t);
 
-    for (d = 0; d < 2; d++) {
-        p = ngx_slprintf(p, last,
-                         "voice_calls_active{direction=\"%s\"} %A\n",
-                         ngx_http_voice_metrics_dir[d],
-                         (ngx_atomic_int_t) sh->active[d]);
-    }
+    for (o = ngx_http_voice_metrics_owns; o < end; o++) {
 
-    p = ngx_http_voice_metrics_head(p, last, "voice_calls_total", "counter",
-                                    "Calls whose record is final, by "
-                                    "direction and Twilio's final status.");
+        p = ngx_http_voice_metrics_head(p, last, o->family.name,
+                                        o->family.type, o->family.help);
 
-    for (d = 0; d < 2; d++) {
-        /* the final statuses, and none */
-        for (i = NGX_HTTP_VOICE_CALL_STATUS_COMPLETED;
-             i < NGX_HTTP_VOICE_METRICS_OUTCOMES;
-             i++)
-        {
-            st = (i == NGX_HTTP_VOICE_METRICS_UNKNOWN)
-                 ? &ngx_http_voice_metrics_unknown
-                 : ngx_http_voice_call_status_name(i);
+        switch (o->kind) {
 
-            p = ngx_slprintf(p, last, "voice_calls_total{direction=\"%s\","
-                             "outcome=\"%V\"} %uA\n",
-                             ngx_http_voice_metrics_dir[d], st,
-                             sh->calls[d][i]);
+        case NGX_HTTP_VOICE_METRICS_COUNTERS:
+            for (i = 0; i < o->nsamples; i++) {
+                sm = &o->sample[i];
+
+                if (sm->labels) {
+                    p = ngx_slprintf(p, last, "%s{%s} %uA\n",
+                                     o->family.name, sm->labels,
+                                     sh->counter[sm->id]);
+
+                } else {
+                    p = ngx_slprintf(p, last, "%s %uA\n", o->family.name,
+                                     sh->counter[sm->id]);
+                }
+            }
+
+            break;
+
+        case NGX_HTTP_VOICE_METRICS_ACTIVE:
+            for (d = 0; d < 2; d++) {
+                p = ngx_slprintf(p, last, "%s{direction=\"%s\"} %A\n",
+                                 o->family.name,
+                                 ngx_http_voice_metrics_dir[d],
+                                 (ngx_atomic_int_t) sh->active[d]);
+            }
+
+            break;
+
+        case NGX_HTTP_VOICE_METRICS_CALLS:
+            for (d = 0; d < 2; d++) {
+                /* the final statuses, and none */
+                for (i = NGX_HTTP_VOICE_CALL_STATUS_COMPLETED;
+                     i < NGX_HTTP_VOICE_METRICS_OUTCOMES;
+                     i++)
+                {
+                    st = (i == NGX_HTTP_VOICE_METRICS_UNKNOWN)
+                         ? &ngx_http_voice_metrics_unknown
+                         : ngx_http_voice_call_status_name(i);
+
+                    p = ngx_slprintf(p, last, "%s{direction=\"%s\","
+                                     "outcome=\"%V\"} %uA\n",
+                                     o->family.name,
+                                     ngx_http_voice_metrics_dir[d], st,
+                                     sh->calls[d][i]);
+                }
+            }
+
+            break;
+
+        case NGX_HTTP_VOICE_METRICS_CALL_STATUS:
+            for (i = 0; i < NGX_HTTP_VOICE_CALL_STATUSES; i++) {
+                p = ngx_slprintf(p, last, "%s{status=\"%V\"} %uA\n",
+                                 o->family.name,
+                                 ngx_http_voice_call_status_name(i),
+                                 sh->call_status[i]);
+            }
+
+            break;
+
+        default: /* NGX_HTTP_VOICE_METRICS_HIST */
+            p = ngx_http_voice_metrics_hist(p, last, sh, o->hist,
+                                            o->family.name);
+            break;
         }
     }
-
-    p = ngx_http_voice_metrics_head(p, last, "voice_calls_refused_total",
-                                    "counter", "Calls refused by nginx: "
-                                    "voice_max_calls reached (limit), or "
-                                    "every bridged full (bridged_full).");
-    p = ngx_slprintf(p, last,
-                     "voice_calls_refused_total{reason=\"limit\"} %uA\n"
-                     "voice_calls_refused_total{reason=\"bridged_full\"} "
-                     "%uA\n",
-                     sh->counter[NGX_HTTP_VOICE_METRIC_REFUSED_LIMIT],
-                     sh->counter[NGX_HTTP_VOICE_METRIC_REFUSED_BRIDGED]);
-
-    p = ngx_http_voice_metrics_head(p, last,
-                                    "voice_call_status_callbacks_total",
-                                    "counter", "Twilio's call status "
-                                    "callbacks, by CallStatus.");
-
-    for (i = 0; i < NGX_HTTP_VOICE_CALL_STATUSES; i++) {
-        p = ngx_slprintf(p, last, "voice_call_status_callbacks_total"
-                         "{status=\"%V\"} %uA\n",
-                         ngx_http_voice_call_status_name(i),
-                         sh->call_status[i]);
-    }
-
-    p = ngx_http_voice_metrics_head(p, last, "voice_media_frames_total",
-                                    "counter", "Media frames: in from "
-                                    "Twilio to bridged, out to Twilio.");
-    p = ngx_slprintf(p, last,
-                     "voice_media_frames_total{direction=\"in\"} %uA\n"
-                     "voice_media_frames_total{direction=\"out\"} %uA\n",
-                     sh->counter[NGX_HTTP_VOICE_METRIC_FRAMES_IN],
-                     sh->counter[NGX_HTTP_VOICE_METRIC_FRAMES_OUT]);
-
-    p = ngx_http_voice_metrics_head(p, last,
-                                    "voice_media_frames_dropped_total",
-                                    "counter", "Media frames dropped on a "
-                                    "full queue or a bridged away.");
-    p = ngx_slprintf(p, last,
-                     "voice_media_frames_dropped_total{direction=\"in\"} "
-                     "%uA\n"
-                     "voice_media_frames_dropped_total{direction=\"out\"} "
-                     "%uA\n",
-                     sh->counter[NGX_HTTP_VOICE_METRIC_DROPPED_IN],
-                     sh->counter[NGX_HTTP_VOICE_METRIC_DROPPED_OUT]);
-
-    p = ngx_http_voice_metrics_head(p, last, "voice_media_events_total",
-                                    "counter", "Media stream events left "
-                                    "aside: ignored (unknown, or for no "
-                                    "call) and invalid.");
-    p = ngx_slprintf(p, last,
-                     "voice_media_events_total{kind=\"ignored\"} %uA\n"
-                     "voice_media_events_total{kind=\"invalid\"} %uA\n",
-                     sh->counter[NGX_HTTP_VOICE_METRIC_EVENTS_IGNORED],
-                     sh->counter[NGX_HTTP_VOICE_METRIC_EVENTS_INVALID]);
-
-    p = ngx_http_voice_metrics_head(p, last,
-                                    "voice_transcripts_written_total",
-                                    "counter", "Call records written.");
-    p = ngx_slprintf(p, last, "voice_transcripts_written_total %uA\n",
-                     sh->counter[NGX_HTTP_VOICE_METRIC_TRANSCRIPTS_WRITTEN]);
-
-    p = ngx_http_voice_metrics_head(p, last,
-                                    "voice_transcripts_failed_total",
-                                    "counter", "Calls whose record storage "
-                                    "failed.");
-    p = ngx_slprintf(p, last, "voice_transcripts_failed_total %uA\n",
-                     sh->counter[NGX_HTTP_VOICE_METRIC_TRANSCRIPTS_FAILED]);
-
-    p = ngx_http_voice_metrics_head(p, last,
-                                    "voice_transcripts_recovered_total",
-                                    "counter", "Records recovered from the "
-                                    "journal of a process that died.");
-    p = ngx_slprintf(p, last, "voice_transcripts_recovered_total %uA\n",
-                     sh->counter
-                         [NGX_HTTP_VOICE_METRIC_TRANSCRIPTS_RECOVERED]);
-
-    p = ngx_http_voice_metrics_head(p, last, "voice_transcripts_lost_total",
-                                    "counter", "Records given up.");
-    p = ngx_slprintf(p, last, "voice_transcripts_lost_total %uA\n",
-                     sh->counter[NGX_HTTP_VOICE_METRIC_TRANSCRIPTS_LOST]);
-
-    p = ngx_http_voice_metrics_head(p, last,
-                                    "voice_webhook_deliveries_total",
-                                    "counter", "Post-call webhook delivery "
-                                    "attempts, by outcome.");
-    p = ngx_slprintf(p, last,
-                     "voice_webhook_deliveries_total{outcome=\"delivered\"} "
-                     "%uA\n"
-                     "voice_webhook_deliveries_total{outcome=\"failed\"} "
-                     "%uA\n",
-                     sh->counter[NGX_HTTP_VOICE_METRIC_WEBHOOK_DELIVERED],
-                     sh->counter[NGX_HTTP_VOICE_METRIC_WEBHOOK_FAILED]);
-
-    p = ngx_http_voice_metrics_head(p, last, "voice_webhook_given_up_total",
-                                    "counter", "Records the webhook gave up "
-                                    "on (voice_call_webhook_retry).");
-    p = ngx_slprintf(p, last, "voice_webhook_given_up_total %uA\n",
-                     sh->counter[NGX_HTTP_VOICE_METRIC_WEBHOOK_GIVEN_UP]);
-
-    p = ngx_http_voice_metrics_head(p, last, "voice_webhook_pending",
-                                    "gauge", "Records waiting in the "
-                                    "webhook's outboxes, as last looked at.");
-    p = ngx_slprintf(p, last, "voice_webhook_pending %uA\n",
-                     sh->counter[NGX_HTTP_VOICE_METRIC_WEBHOOK_PENDING]);
-
-    p = ngx_http_voice_metrics_hist(p, last, sh, NGX_HTTP_VOICE_METRICS_RTT);
-    p = ngx_http_voice_metrics_hist(p, last, sh,
-                                    NGX_HTTP_VOICE_METRICS_TURN);
 
     return p;
 }
 
 
+/* histogram h's samples, cumulated, under its family's name */
+
 static u_char *
 ngx_http_voice_metrics_hist(u_char *p, u_char *last,
-    ngx_http_voice_metrics_sh_t *sh, ngx_uint_t h)
+    ngx_http_voice_metrics_sh_t *sh, ngx_uint_t h, const char *name)
 {
     uint64_t                              total, sum;
     ngx_uint_t                            i;
@@ -927,21 +987,18 @@ ngx_http_voice_metrics_hist(u_char *p, u_char *last,
 
     d = &ngx_http_voice_metrics_hdefs[h];
 
-    p = ngx_http_voice_metrics_head(p, last, d->name, "histogram", d->help);
-
     total = 0;
 
     for (i = 0; i <= d->n; i++) {
         total += sh->hist[h].bucket[i];
-        p = ngx_slprintf(p, last, "%s_bucket{le=\"%s\"} %uL\n", d->name,
+        p = ngx_slprintf(p, last, "%s_bucket{le=\"%s\"} %uL\n", name,
                          i < d->n ? d->le[i] : "+Inf", total);
     }
 
     sum = sh->hist[h].sum;
 
     return ngx_slprintf(p, last, "%s_sum %uL.%06uL\n%s_count %uL\n",
-                        d->name, sum / 1000000, sum % 1000000, d->name,
-                        total);
+                        name, sum / 1000000, sum % 1000000, name, total);
 }
 
 
