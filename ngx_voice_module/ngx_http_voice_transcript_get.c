@@ -118,7 +118,8 @@ static void ngx_http_voice_transcript_lookup_thread(void *data,
 static ngx_int_t ngx_http_voice_transcript_lookup_answer(
     ngx_http_request_t *r, ngx_http_voice_transcript_get_t *get);
 static void ngx_http_voice_transcript_remove(
-    ngx_http_voice_transcript_lookup_t *lk);
+    ngx_http_voice_transcript_lookup_t *lk,
+    ngx_http_voice_transcript_fmt_dir_t *d);
 static void ngx_http_voice_list_thread(void *data, ngx_log_t *log);
 static ngx_int_t ngx_http_voice_list_answer(ngx_http_request_t *r,
     ngx_http_voice_transcript_get_t *get);
@@ -359,11 +360,6 @@ ngx_http_voice_transcript_lookup_thread(void *data, ngx_log_t *log)
     best_len = 0;
     fits = 0;
 
-    if (lk->remove) {
-        ngx_http_voice_transcript_remove(lk);
-        return;
-    }
-
     if (ngx_http_voice_transcript_fmt_dir_open(&d, (char *) get->dir,
                                                lk->sid)
         != 0)
@@ -371,6 +367,11 @@ ngx_http_voice_transcript_lookup_thread(void *data, ngx_log_t *log)
         get->err = ngx_errno;
         get->status = (get->err == NGX_ENOENT)
                       ? NGX_HTTP_NOT_FOUND : NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return;
+    }
+
+    if (lk->remove) {
+        ngx_http_voice_transcript_remove(lk, &d);
         return;
     }
 
@@ -468,44 +469,35 @@ ngx_http_voice_transcript_lookup_thread(void *data, ngx_log_t *log)
  * DELETE: the call's record files go ({sid}_*.json: one, or more after a
  * clock step).  Not while the call is live or its record is being
  * written (its journal, or a temporary file, is there): 409, and the
- * client asks again once the call is over.  Runs in a thread of the pool.
+ * client asks again once the call is over.  Runs in a thread of the pool,
+ * on the walk the lookup opened (it closes it).
  */
 
 static void
-ngx_http_voice_transcript_remove(ngx_http_voice_transcript_lookup_t *lk)
+ngx_http_voice_transcript_remove(ngx_http_voice_transcript_lookup_t *lk,
+    ngx_http_voice_transcript_fmt_dir_t *d)
 {
-    const char                           *path;
-    ngx_uint_t                            i, n, live;
-    ngx_http_voice_transcript_get_t      *get;
-    ngx_http_voice_transcript_fmt_dir_t   d;
-    char                                  names
+    const char                       *path;
+    ngx_uint_t                        i, n, live;
+    ngx_http_voice_transcript_get_t  *get;
+    char                              names
                                       [NGX_HTTP_VOICE_TRANSCRIPT_REMOVE_MAX]
                                       [NGX_HTTP_VOICE_RECORD_NAME];
 
     get = &lk->get;
 
-    if (ngx_http_voice_transcript_fmt_dir_open(&d, (char *) get->dir,
-                                               lk->sid)
-        != 0)
-    {
-        get->err = ngx_errno;
-        get->status = (get->err == NGX_ENOENT)
-                      ? NGX_HTTP_NOT_FOUND : NGX_HTTP_INTERNAL_SERVER_ERROR;
-        return;
-    }
-
     /* the whole directory is read before anything goes: a journal may
      * come last */
     n = 0;
 
-    while (ngx_http_voice_transcript_fmt_dir_next(&d)) {
+    while (ngx_http_voice_transcript_fmt_dir_next(d)) {
         if (n < NGX_HTTP_VOICE_TRANSCRIPT_REMOVE_MAX) {
-            ngx_memcpy(names[n++], d.name, d.len + 1);
+            ngx_memcpy(names[n++], d->name, d->len + 1);
         }
     }
 
-    live = d.live;
-    ngx_http_voice_transcript_fmt_dir_close(&d);
+    live = d->live;
+    ngx_http_voice_transcript_fmt_dir_close(d);
 
     if (live) {
         get->status = NGX_HTTP_CONFLICT;
@@ -513,7 +505,7 @@ ngx_http_voice_transcript_remove(ngx_http_voice_transcript_lookup_t *lk)
     }
 
     for (i = 0; i < n; i++) {
-        path = ngx_http_voice_transcript_fmt_dir_path(&d, names[i],
+        path = ngx_http_voice_transcript_fmt_dir_path(d, names[i],
                                                       ngx_strlen(names[i]));
         if (path == NULL) {
             continue;
