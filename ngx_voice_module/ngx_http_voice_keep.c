@@ -8,17 +8,17 @@
  * and an hour, a thread of the pool deletes each record
  * ({callSid}_{phone}_{start}.json) whose start, as its file name says, is
  * older than keep.  No file is opened, so a sweep costs one directory
- * scan.  Journals of live calls and records being written (their names
- * start with a dot) are never touched; a record that is written after its
- * call's start fell past keep (a call longer than keep) goes at the next
- * sweep.  Each sweep that deletes anything says how many at notice.
+ * scan (the walk over the records' names is
+ * ngx_http_voice_transcript_fmt.c's).  Journals of live calls and records
+ * being written (their names start with a dot) are never touched; a
+ * record that is written after its call's start fell past keep (a call
+ * longer than keep) goes at the next sweep.  Each sweep that deletes
+ * anything says how many at notice.
  */
 
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_http.h>
-
-#include <dirent.h>
 
 #include "ngx_http_voice_module.h"
 #include "ngx_http_voice_transcript_fmt.h"
@@ -140,42 +140,29 @@ ngx_http_voice_keep_start(ngx_event_t *ev)
 static void
 ngx_http_voice_keep_thread(void *data, ngx_log_t *log)
 {
-    DIR                    *dir;
-    u_char                  iso[NGX_HTTP_VOICE_TRANSCRIPT_TIME_LEN];
-    u_char                  path[NGX_MAX_PATH];
-    size_t                  nlen, dlen, phone, phone_len;
-    struct dirent          *de;
-    ngx_http_voice_keep_t  *k;
+    ngx_http_voice_keep_t                *k;
+    ngx_http_voice_transcript_fmt_dir_t   d;
 
     k = data;
 
-    dir = opendir((char *) k->dir);
-    if (dir == NULL) {
+    if (ngx_http_voice_transcript_fmt_dir_open(&d, (char *) k->dir, NULL)
+        != 0)
+    {
         k->err = ngx_errno;
         k->failed++;
         return;
     }
 
-    dlen = ngx_strlen(k->dir);
+    while (ngx_http_voice_transcript_fmt_dir_next(&d)) {
 
-    while ((de = readdir(dir)) != NULL) {
-        nlen = ngx_strlen(de->d_name);
-
-        if (nlen < 6 || de->d_name[0] == '.'
-            || ngx_strcmp(de->d_name + nlen - 5, ".json") != 0
-            || !ngx_http_voice_transcript_fmt_name((u_char *) de->d_name,
-                                                   nlen - 5, &phone,
-                                                   &phone_len, iso)
-            || ngx_memcmp(iso, k->cutoff, NGX_HTTP_VOICE_TRANSCRIPT_TIME_LEN)
-               >= 0
-            || dlen + nlen + 1 > sizeof(path))
+        if (ngx_memcmp(d.iso, k->cutoff, NGX_HTTP_VOICE_TRANSCRIPT_TIME_LEN)
+            >= 0
+            || d.path == NULL)
         {
             continue;
         }
 
-        ngx_sprintf(path, "%s%s%Z", k->dir, de->d_name);
-
-        if (unlink((char *) path) == 0) {
+        if (unlink(d.path) == 0) {
             k->deleted++;
 
         } else if (ngx_errno != NGX_ENOENT) {
@@ -184,7 +171,7 @@ ngx_http_voice_keep_thread(void *data, ngx_log_t *log)
         }
     }
 
-    (void) closedir(dir);
+    ngx_http_voice_transcript_fmt_dir_close(&d);
 }
 
 

@@ -42,7 +42,9 @@
  *                    ngx_http_voice_keep.c (retention),
  *                    ngx_http_voice_outbox.c (the post-call webhook, its
  *                    outbox: ngx_http_voice_outbox_fmt.c/.h),
- *                    ngx_http_voice_transcript_fmt.c/.h (formats),
+ *                    ngx_http_voice_transcript_fmt.c/.h (formats, a
+ *                    record's file name, the walk over a directory's
+ *                    records),
  *                    ngx_http_voice_live.c (the live calls: their list,
  *                    a call's record as it grows, as Server-Sent Events)
  *   observing        ngx_http_voice_log.c (the call a request is about:

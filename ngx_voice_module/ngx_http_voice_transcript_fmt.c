@@ -1,8 +1,10 @@
 /*
  * ngx_http_voice_transcript_fmt.c: UTC timestamps, the plain-text
- * rendering of stored transcripts, the merge of two records, and the
- * record of a journal whose call's process died (see
- * ngx_http_voice_transcript_fmt.h).
+ * rendering of stored transcripts, the merge of two records, the record
+ * of a journal whose call's process died, a record's file name, and the
+ * one walk over a directory's records that the lookup, deletion and
+ * listing (ngx_http_voice_transcript_get.c) and retention
+ * (ngx_http_voice_keep.c) share (see ngx_http_voice_transcript_fmt.h).
  *
  * The date arithmetic is done by hand (days to civil date, after Howard
  * Hinnant's algorithm) rather than with gmtime_r(), so the result does not
@@ -13,6 +15,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 
 #include "ngx_http_voice_transcript_fmt.h"
 
@@ -476,6 +479,112 @@ ngx_http_voice_transcript_fmt_name(const uint8_t *name, size_t len,
     *phone_len = plen;
 
     return 1;
+}
+
+
+int
+ngx_http_voice_transcript_fmt_dir_open(ngx_http_voice_transcript_fmt_dir_t *d,
+    const char *dir, const uint8_t *sid)
+{
+    size_t  dlen;
+
+    dlen = strlen(dir);
+
+    d->dir = opendir(dir);
+    if (d->dir == NULL) {
+        return -1;
+    }
+
+    d->sid = sid;
+    d->live = 0;
+    d->name = NULL;
+    d->path = NULL;
+
+    /* the directory is written once: each path only appends a name */
+    d->dlen = dlen < sizeof(d->buf) ? dlen : sizeof(d->buf);
+    memcpy(d->buf, dir, d->dlen);
+
+    return 0;
+}
+
+
+int
+ngx_http_voice_transcript_fmt_dir_next(ngx_http_voice_transcript_fmt_dir_t *d)
+{
+    size_t          len;
+    const char     *name;
+    struct dirent  *de;
+
+    if (d->dir == NULL) {
+        return 0;
+    }
+
+    while ((de = readdir(d->dir)) != NULL) {
+        name = de->d_name;
+        len = strlen(name);
+
+        if (d->sid != NULL) {
+
+            if (len > 34 + 2 && name[0] == '.'
+                && memcmp(name + 1, d->sid, 34) == 0 && name[34 + 1] == '_')
+            {
+                d->live = 1;
+                continue;
+            }
+
+            if (len < 34 || memcmp(name, d->sid, 34) != 0) {
+                continue;
+            }
+        }
+
+        if (len < 6 || name[0] == '.'
+            || strcmp(name + len - 5, ".json") != 0
+            || !ngx_http_voice_transcript_fmt_name((const uint8_t *) name,
+                                                   len - 5, &d->phone,
+                                                   &d->phone_len, d->iso))
+        {
+            continue;
+        }
+
+        d->name = name;
+        d->len = len;
+        d->path = ngx_http_voice_transcript_fmt_dir_path(d, name, len);
+
+        return 1;
+    }
+
+    d->name = NULL;
+    d->path = NULL;
+
+    return 0;
+}
+
+
+const char *
+ngx_http_voice_transcript_fmt_dir_path(ngx_http_voice_transcript_fmt_dir_t *d,
+    const char *name, size_t len)
+{
+    if (d->dlen + len + 1 > sizeof(d->buf)) {
+        return NULL;
+    }
+
+    memcpy(d->buf + d->dlen, name, len);
+    d->buf[d->dlen + len] = '\0';
+
+    return d->buf;
+}
+
+
+void
+ngx_http_voice_transcript_fmt_dir_close(ngx_http_voice_transcript_fmt_dir_t *d)
+{
+    if (d->dir != NULL) {
+        (void) closedir(d->dir);
+        d->dir = NULL;
+    }
+
+    d->name = NULL;
+    d->path = NULL;
 }
 
 

@@ -2,12 +2,15 @@
  * ngx_http_voice_transcript_fmt.h: formats of the transcript store that
  * need no nginx: UTC timestamps (ISO 8601, and the file-name-safe form),
  * the plain-text rendering of a stored transcript, the merge of a call's
- * two records into one, and the record a journal left behind becomes.
+ * two records into one, the record a journal left behind becomes, a
+ * record's file name, and the walk over the records a directory holds.
  *
  * Leaf code (libc only, on common/voice_json.c), unit tested and fuzzed
- * outside nginx; ngx_http_voice_transcript.c and ngx_http_voice_recover.c
- * call it, from the event loop and from their thread-pool tasks (every
- * function here is reentrant).
+ * outside nginx; ngx_http_voice_transcript.c, ngx_http_voice_recover.c,
+ * ngx_http_voice_transcript_get.c and ngx_http_voice_keep.c call it, from
+ * the event loop and from their thread-pool tasks (every function here is
+ * reentrant; the walk blocks on the disk, so only threads of the pool
+ * take it).
  */
 
 #ifndef NGX_HTTP_VOICE_TRANSCRIPT_FMT_H
@@ -15,12 +18,26 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <limits.h>
+#include <dirent.h>
 
 #include "voice_json.h"
 
 
 /* "2026-11-24T10:15:00.123Z": 24 characters, no NUL */
 #define NGX_HTTP_VOICE_TRANSCRIPT_TIME_LEN   24
+
+/* a record's file name, {callSid}_{phone}_{file-safe time}.json, at most
+ * (no NUL): a call SID, a phone of 32 */
+#define NGX_HTTP_VOICE_TRANSCRIPT_FILE_MAX                                    \
+    (34 + 1 + 32 + 1 + NGX_HTTP_VOICE_TRANSCRIPT_TIME_LEN + 5)
+
+/* a path's longest, with its NUL, as nginx's NGX_MAX_PATH */
+#if defined(PATH_MAX)
+#define NGX_HTTP_VOICE_TRANSCRIPT_PATH_MAX   PATH_MAX
+#else
+#define NGX_HTTP_VOICE_TRANSCRIPT_PATH_MAX   4096
+#endif
 
 
 /*
@@ -131,6 +148,64 @@ size_t ngx_http_voice_transcript_fmt_recover(const uint8_t *journal,
  */
 int ngx_http_voice_transcript_fmt_name(const uint8_t *name, size_t len,
     size_t *phone, size_t *phone_len, uint8_t *iso);
+
+
+/*
+ * A walk over the records of a transcript directory: the files whose
+ * name is a record's, {callSid}_{phone}_{file-safe time}.json, as
+ * ngx_http_voice_transcript_fmt_name() checks it.  Journals and records
+ * being written (their names start with a dot) and any other name are
+ * passed over.  Each record comes with its name's parts and its full
+ * path, so that no caller builds a path of its own.  Blocks on the disk:
+ * only a thread of the pool walks.
+ */
+typedef struct {
+    DIR             *dir;
+    const uint8_t   *sid;       /* NULL, or only this call's records */
+    size_t           dlen;      /* the directory's length, in buf */
+
+    /* with sid: a name .{sid}_... was passed -- the call's journal, or
+     * its record being written */
+    int              live;
+
+    /* the record _next() found, until it is called again */
+    const char      *name;      /* its file name, NUL-terminated */
+    size_t           len;       /* the name's length, ".json" included */
+    size_t           phone;     /* the phone's offset in name */
+    size_t           phone_len;
+    uint8_t          iso[NGX_HTTP_VOICE_TRANSCRIPT_TIME_LEN];  /* start */
+    const char      *path;      /* directory and name, NUL-terminated, in
+                                   buf; NULL when longer than _PATH_MAX */
+
+    char             buf[NGX_HTTP_VOICE_TRANSCRIPT_PATH_MAX];
+} ngx_http_voice_transcript_fmt_dir_t;
+
+
+/*
+ * Opens the walk over dir (NUL-terminated, ending in '/'), of every
+ * record, or with sid (a call SID, 34 bytes) of that call's only.
+ * Returns 0, or -1 with errno as opendir() left it.
+ */
+int ngx_http_voice_transcript_fmt_dir_open(
+    ngx_http_voice_transcript_fmt_dir_t *d, const char *dir,
+    const uint8_t *sid);
+
+/* the next record, in the directory's order, in d: 1, or 0 when there
+ * is none left */
+int ngx_http_voice_transcript_fmt_dir_next(
+    ngx_http_voice_transcript_fmt_dir_t *d);
+
+/*
+ * dir (as _open() had it) and name (len bytes) in d's buffer, for a name
+ * kept from the walk: NULL when the path is longer than _PATH_MAX.  Valid
+ * until the next call of _next() or _path(), after _close() too.
+ */
+const char *ngx_http_voice_transcript_fmt_dir_path(
+    ngx_http_voice_transcript_fmt_dir_t *d, const char *name, size_t len);
+
+/* ends the walk; again is harmless */
+void ngx_http_voice_transcript_fmt_dir_close(
+    ngx_http_voice_transcript_fmt_dir_t *d);
 
 
 #endif /* NGX_HTTP_VOICE_TRANSCRIPT_FMT_H */

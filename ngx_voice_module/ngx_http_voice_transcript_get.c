@@ -7,18 +7,19 @@
  * ngx_http_voice_live.c's.
  *
  * The record is found by scanning the transcript directory for the file
- * whose name starts with the call SID ({callSid}_{phone}_{start}.json,
- * written by ngx_http_voice_transcript.c); the scan and the read run on
- * nginx's thread pool, never in the event loop.  A call SID is checked
- * strictly (CA and 32 hex digits), which alone keeps the lookup inside
- * the directory.
+ * whose name is a record's of the call SID ({callSid}_{phone}_{start}.json,
+ * written by ngx_http_voice_transcript.c; the walk over the names is
+ * ngx_http_voice_transcript_fmt.c's).  The scan and the read run on
+ * nginx's thread pool, never in the event loop: a lookup and a listing
+ * are each one task, set up, posted and answered by the same functions
+ * (ngx_http_voice_transcript_get_*()).  A call SID is checked strictly
+ * (CA and 32 hex digits), which alone keeps the lookup inside the
+ * directory.
  */
 
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_http.h>
-
-#include <dirent.h>
 
 #include "ngx_http_voice_module.h"
 #include "voice_json.h"
@@ -27,6 +28,9 @@
 
 /* the record files one DELETE removes, at most */
 #define NGX_HTTP_VOICE_TRANSCRIPT_REMOVE_MAX  8
+
+/* a record's file name, and its NUL */
+#define NGX_HTTP_VOICE_RECORD_NAME    (NGX_HTTP_VOICE_TRANSCRIPT_FILE_MAX + 1)
 
 /* GET /api/transcripts: records a page, by default and at most; the
  * longest argument */
@@ -39,6 +43,31 @@
     (NGX_HTTP_VOICE_TRANSCRIPT_TIME_LEN + NGX_HTTP_VOICE_SID_LEN)
 
 
+typedef struct ngx_http_voice_transcript_get_s
+    ngx_http_voice_transcript_get_t;
+
+/* the response, once the thread is done (the request is still there) */
+typedef ngx_int_t (*ngx_http_voice_transcript_get_answer_pt)(
+    ngx_http_request_t *r, ngx_http_voice_transcript_get_t *get);
+
+
+/*
+ * What a lookup and a listing share: a task of the thread pool, allocated
+ * apart from the request, which may go away while the thread reads.  The
+ * task holds its context, which begins with this, and the directory.
+ */
+struct ngx_http_voice_transcript_get_s {
+    ngx_http_request_t         *request;      /* NULL once it is gone */
+    ngx_thread_task_t          *task;
+    u_char                     *dir;          /* NUL-terminated */
+    void                       *data;         /* malloc()ed by the thread,
+                                                 freed with the task */
+    ngx_http_voice_transcript_get_answer_pt  answer;
+    ngx_uint_t                  status;       /* the thread's finding */
+    ngx_err_t                   err;
+};
+
+
 /* one record of a listing, from its file name */
 typedef struct {
     u_char                      key[NGX_HTTP_VOICE_LIST_KEY_LEN];
@@ -47,10 +76,9 @@ typedef struct {
 } ngx_http_voice_list_entry_t;
 
 
-/* a listing, allocated apart from the request, as a lookup is */
+/* a listing */
 typedef struct {
-    ngx_http_request_t         *request;      /* NULL once it is gone */
-    u_char                     *dir;          /* NUL-terminated */
+    ngx_http_voice_transcript_get_t  get;
     ngx_uint_t                  limit;
     u_char                      number[NGX_HTTP_VOICE_LIST_ARG_MAX];
     size_t                      number_len;
@@ -61,39 +89,40 @@ typedef struct {
     u_char                      before[NGX_HTTP_VOICE_LIST_KEY_LEN];
     unsigned                    has_before:1;
 
-    ngx_http_voice_list_entry_t  *found;      /* malloc()ed by the thread,
-                                                 limit + 1, newest first */
+    ngx_http_voice_list_entry_t  *found;      /* get.data: limit + 1,
+                                                 newest first */
     ngx_uint_t                  nfound;
-    ngx_uint_t                  status;
-    ngx_err_t                   err;
 } ngx_http_voice_list_t;
 
 
-/* a transcript lookup, allocated apart from the request: the request may
- * go away while the thread reads */
+/* a transcript lookup, or a deletion */
 typedef struct {
-    ngx_http_request_t         *request;      /* NULL once it is gone */
+    ngx_http_voice_transcript_get_t  get;     /* get.data: the answer */
     u_char                      sid[NGX_HTTP_VOICE_SID_LEN + 1];
-    u_char                     *dir;          /* NUL-terminated */
     unsigned                    text:1;
     unsigned                    remove:1;     /* DELETE */
-
-    u_char                     *data;         /* malloc()ed by the thread */
     size_t                      len;
-    ngx_uint_t                  status;
-    ngx_err_t                   err;
 } ngx_http_voice_transcript_lookup_t;
 
 
+static ngx_http_voice_transcript_get_t *ngx_http_voice_transcript_get_alloc(
+    ngx_http_request_t *r, size_t size);
+static ngx_int_t ngx_http_voice_transcript_get_post(ngx_http_request_t *r,
+    ngx_http_voice_transcript_get_t *get,
+    void (*thread)(void *data, ngx_log_t *log),
+    ngx_http_voice_transcript_get_answer_pt answer);
+static void ngx_http_voice_transcript_get_cleanup(void *data);
+static void ngx_http_voice_transcript_get_done(ngx_event_t *ev);
 static void ngx_http_voice_transcript_lookup_thread(void *data,
     ngx_log_t *log);
-static void ngx_http_voice_transcript_lookup_done(ngx_event_t *ev);
-static void ngx_http_voice_transcript_lookup_cleanup(void *data);
+static ngx_int_t ngx_http_voice_transcript_lookup_answer(
+    ngx_http_request_t *r, ngx_http_voice_transcript_get_t *get);
 static void ngx_http_voice_transcript_remove(
-    ngx_http_voice_transcript_lookup_t *lk);
+    ngx_http_voice_transcript_lookup_t *lk,
+    ngx_http_voice_transcript_fmt_dir_t *d);
 static void ngx_http_voice_list_thread(void *data, ngx_log_t *log);
-static void ngx_http_voice_list_done(ngx_event_t *ev);
-static void ngx_http_voice_list_cleanup(void *data);
+static ngx_int_t ngx_http_voice_list_answer(ngx_http_request_t *r,
+    ngx_http_voice_transcript_get_t *get);
 
 
 /*
@@ -111,9 +140,6 @@ ngx_http_voice_transcript_handler(ngx_http_request_t *r)
     ngx_int_t                            rc;
     ngx_str_t                            format;
     ngx_uint_t                           text;
-    ngx_thread_task_t                   *task;
-    ngx_pool_cleanup_t                  *cln;
-    ngx_http_voice_loc_conf_t           *vlcf;
     ngx_http_voice_transcript_lookup_t  *lk;
 
     rc = ngx_http_discard_request_body(r);
@@ -141,8 +167,6 @@ ngx_http_voice_transcript_handler(ngx_http_request_t *r)
                                          "method not allowed: use GET or "
                                          "DELETE");
     }
-
-    vlcf = ngx_http_get_module_loc_conf(r, ngx_http_voice_module);
 
     /* the SID is the URI's last segment */
     sid = r->uri.data + r->uri.len;
@@ -175,22 +199,74 @@ ngx_http_voice_transcript_handler(ngx_http_request_t *r)
         }
     }
 
-    task = ngx_calloc(sizeof(ngx_thread_task_t)
-                      + sizeof(ngx_http_voice_transcript_lookup_t)
-                      + vlcf->transcript_dir.len + 1, r->connection->log);
-    if (task == NULL) {
+    lk = (ngx_http_voice_transcript_lookup_t *)
+         ngx_http_voice_transcript_get_alloc(
+             r, sizeof(ngx_http_voice_transcript_lookup_t));
+    if (lk == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    lk = (ngx_http_voice_transcript_lookup_t *) (task + 1);
-    task->ctx = lk;
-
-    lk->request = r;
-    lk->dir = (u_char *) (lk + 1);
-    ngx_memcpy(lk->dir, vlcf->transcript_dir.data, vlcf->transcript_dir.len);
     ngx_memcpy(lk->sid, sid, NGX_HTTP_VOICE_SID_LEN);
     lk->text = text;
     lk->remove = (r->method == NGX_HTTP_DELETE);
+
+    return ngx_http_voice_transcript_get_post(r, &lk->get,
+                                   ngx_http_voice_transcript_lookup_thread,
+                                   ngx_http_voice_transcript_lookup_answer);
+}
+
+
+/*
+ * The task of a lookup or a listing: size bytes of its context (which
+ * begins with ngx_http_voice_transcript_get_t), zeroed, then the
+ * location's transcript directory.  NULL when memory is short.
+ */
+
+static ngx_http_voice_transcript_get_t *
+ngx_http_voice_transcript_get_alloc(ngx_http_request_t *r, size_t size)
+{
+    ngx_thread_task_t                *task;
+    ngx_http_voice_loc_conf_t        *vlcf;
+    ngx_http_voice_transcript_get_t  *get;
+
+    vlcf = ngx_http_get_module_loc_conf(r, ngx_http_voice_module);
+
+    task = ngx_calloc(sizeof(ngx_thread_task_t) + size
+                      + vlcf->transcript_dir.len + 1, r->connection->log);
+    if (task == NULL) {
+        return NULL;
+    }
+
+    get = (ngx_http_voice_transcript_get_t *) (task + 1);
+    task->ctx = get;
+
+    get->task = task;
+    get->dir = (u_char *) get + size;
+    ngx_memcpy(get->dir, vlcf->transcript_dir.data, vlcf->transcript_dir.len);
+
+    return get;
+}
+
+
+/*
+ * Posts get's task to the location's thread pool: thread runs there, then
+ * answer responds (ngx_http_voice_transcript_get_done()).  Returns
+ * NGX_DONE, the request held until then, or a response once the task is
+ * freed.
+ */
+
+static ngx_int_t
+ngx_http_voice_transcript_get_post(ngx_http_request_t *r,
+    ngx_http_voice_transcript_get_t *get,
+    void (*thread)(void *data, ngx_log_t *log),
+    ngx_http_voice_transcript_get_answer_pt answer)
+{
+    ngx_thread_task_t          *task;
+    ngx_pool_cleanup_t         *cln;
+    ngx_http_voice_loc_conf_t  *vlcf;
+
+    vlcf = ngx_http_get_module_loc_conf(r, ngx_http_voice_module);
+    task = get->task;
 
     cln = ngx_pool_cleanup_add(r->pool, 0);
     if (cln == NULL) {
@@ -198,8 +274,11 @@ ngx_http_voice_transcript_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    task->handler = ngx_http_voice_transcript_lookup_thread;
-    task->event.handler = ngx_http_voice_transcript_lookup_done;
+    get->request = r;
+    get->answer = answer;
+
+    task->handler = thread;
+    task->event.handler = ngx_http_voice_transcript_get_done;
     task->event.data = task;
     task->event.log = r->connection->log;
 
@@ -209,8 +288,8 @@ ngx_http_voice_transcript_handler(ngx_http_request_t *r)
                                          "too busy, try again");
     }
 
-    cln->handler = ngx_http_voice_transcript_lookup_cleanup;
-    cln->data = lk;
+    cln->handler = ngx_http_voice_transcript_get_cleanup;
+    cln->data = get;
 
     r->main->count++;
     r->read_event_handler = ngx_http_test_reading;
@@ -220,13 +299,41 @@ ngx_http_voice_transcript_handler(ngx_http_request_t *r)
 
 
 static void
-ngx_http_voice_transcript_lookup_cleanup(void *data)
+ngx_http_voice_transcript_get_cleanup(void *data)
 {
-    ngx_http_voice_transcript_lookup_t  *lk = data;
+    ngx_http_voice_transcript_get_t  *get = data;
 
     /* the task is still in the pool's hands: it finds no request and only
      * frees itself */
-    lk->request = NULL;
+    get->request = NULL;
+}
+
+
+static void
+ngx_http_voice_transcript_get_done(ngx_event_t *ev)
+{
+    ngx_int_t                         rc;
+    ngx_connection_t                 *c;
+    ngx_thread_task_t                *task;
+    ngx_http_request_t               *r;
+    ngx_http_voice_transcript_get_t  *get;
+
+    task = ev->data;
+    get = task->ctx;
+    r = get->request;
+
+    if (r != NULL) {
+        c = r->connection;
+        ngx_http_set_log_request(c->log, r);
+
+        rc = get->answer(r, get);
+
+        ngx_http_finalize_request(r, rc);
+        ngx_http_run_posted_requests(c);
+    }
+
+    free(get->data);
+    ngx_free(task);
 }
 
 
@@ -236,83 +343,82 @@ static void
 ngx_http_voice_transcript_lookup_thread(void *data, ngx_log_t *log)
 {
     int                                  fd;
-    DIR                                 *dir;
     u_char                              *buf, *text, path[NGX_MAX_PATH];
-    size_t                               nlen, best_len, ntoks;
+    size_t                               best_len, ntoks;
     ssize_t                              n;
+    ngx_uint_t                           fits;
     struct stat                          st;
-    struct dirent                       *de;
     voice_json_tok_t                    *toks;
+    ngx_http_voice_transcript_get_t     *get;
     ngx_http_voice_transcript_lookup_t  *lk;
-    char                                 best[256];
+    ngx_http_voice_transcript_fmt_dir_t  d;
+    char                                 best[NGX_HTTP_VOICE_RECORD_NAME];
 
+    get = data;
     lk = data;
-    lk->status = NGX_HTTP_NOT_FOUND;
+    get->status = NGX_HTTP_NOT_FOUND;
     best_len = 0;
+    fits = 0;
+
+    if (ngx_http_voice_transcript_fmt_dir_open(&d, (char *) get->dir,
+                                               lk->sid)
+        != 0)
+    {
+        get->err = ngx_errno;
+        get->status = (get->err == NGX_ENOENT)
+                      ? NGX_HTTP_NOT_FOUND : NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return;
+    }
 
     if (lk->remove) {
-        ngx_http_voice_transcript_remove(lk);
+        ngx_http_voice_transcript_remove(lk, &d);
         return;
     }
 
-    dir = opendir((char *) lk->dir);
-    if (dir == NULL) {
-        lk->err = ngx_errno;
-        lk->status = (lk->err == NGX_ENOENT) ? NGX_HTTP_NOT_FOUND
-                                             : NGX_HTTP_INTERNAL_SERVER_ERROR;
-        return;
-    }
+    /* a call has one record, but if several match (a clock step), the
+     * latest name wins */
+    while (ngx_http_voice_transcript_fmt_dir_next(&d)) {
 
-    /* {sid}_*.json; a call has one file, but if several match (a clock
-     * step), the latest name wins */
-    while ((de = readdir(dir)) != NULL) {
-        nlen = ngx_strlen(de->d_name);
+        if (best_len == 0 || ngx_strcmp(d.name, best) > 0) {
+            ngx_memcpy(best, d.name, d.len + 1);
+            best_len = d.len;
 
-        if (nlen < NGX_HTTP_VOICE_SID_LEN + 6 || nlen >= sizeof(best)
-            || ngx_strncmp(de->d_name, lk->sid, NGX_HTTP_VOICE_SID_LEN) != 0
-            || de->d_name[NGX_HTTP_VOICE_SID_LEN] != '_'
-            || ngx_strcmp(de->d_name + nlen - 5, ".json") != 0)
-        {
-            continue;
-        }
-
-        if (best_len == 0 || ngx_strcmp(de->d_name, best) > 0) {
-            ngx_memcpy(best, de->d_name, nlen + 1);
-            best_len = nlen;
+            fits = (d.path != NULL);
+            if (fits) {
+                (void) ngx_cpystrn(path, (u_char *) d.path, sizeof(path));
+            }
         }
     }
 
-    (void) closedir(dir);
+    ngx_http_voice_transcript_fmt_dir_close(&d);
 
     if (best_len == 0) {
         return;
     }
 
-    if (ngx_strlen(lk->dir) + best_len + 1 > sizeof(path)) {
-        lk->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+    if (!fits) {
+        get->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
         return;
     }
 
-    ngx_sprintf(path, "%s%s%Z", lk->dir, best);
-
     fd = open((char *) path, O_RDONLY | O_CLOEXEC);
     if (fd == -1) {
-        lk->err = ngx_errno;
-        lk->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        get->err = ngx_errno;
+        get->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
         return;
     }
 
     if (fstat(fd, &st) == -1 || st.st_size > NGX_HTTP_VOICE_STORE_MAX_RECORD)
     {
-        lk->err = ngx_errno;
-        lk->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        get->err = ngx_errno;
+        get->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
         (void) close(fd);
         return;
     }
 
     buf = malloc(st.st_size + 1);
     if (buf == NULL) {
-        lk->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        get->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
         (void) close(fd);
         return;
     }
@@ -321,15 +427,15 @@ ngx_http_voice_transcript_lookup_thread(void *data, ngx_log_t *log)
     (void) close(fd);
 
     if (n != st.st_size) {
-        lk->err = ngx_errno;
-        lk->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        get->err = ngx_errno;
+        get->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
         free(buf);
         return;
     }
 
-    lk->data = buf;
+    get->data = buf;
     lk->len = n;
-    lk->status = NGX_HTTP_OK;
+    get->status = NGX_HTTP_OK;
 
     if (!lk->text) {
         return;
@@ -342,7 +448,7 @@ ngx_http_voice_transcript_lookup_thread(void *data, ngx_log_t *log)
     if (toks == NULL || text == NULL) {
         free(toks);
         free(text);
-        lk->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        get->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
         return;
     }
 
@@ -350,11 +456,11 @@ ngx_http_voice_transcript_lookup_thread(void *data, ngx_log_t *log)
                                                  n + 1);
     free(toks);
     free(buf);
-    lk->data = text;
+    get->data = text;
 
     if (lk->len == (size_t) -1) {
         lk->len = 0;
-        lk->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        get->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 }
 
@@ -363,151 +469,112 @@ ngx_http_voice_transcript_lookup_thread(void *data, ngx_log_t *log)
  * DELETE: the call's record files go ({sid}_*.json: one, or more after a
  * clock step).  Not while the call is live or its record is being
  * written (its journal, or a temporary file, is there): 409, and the
- * client asks again once the call is over.  Runs in a thread of the pool.
+ * client asks again once the call is over.  Runs in a thread of the pool,
+ * on the walk the lookup opened (it closes it).
  */
 
 static void
-ngx_http_voice_transcript_remove(ngx_http_voice_transcript_lookup_t *lk)
+ngx_http_voice_transcript_remove(ngx_http_voice_transcript_lookup_t *lk,
+    ngx_http_voice_transcript_fmt_dir_t *d)
 {
-    DIR            *dir;
-    u_char          path[NGX_MAX_PATH];
-    size_t          nlen, dlen;
-    ngx_uint_t      i, n, live;
-    struct dirent  *de;
-    char            names[NGX_HTTP_VOICE_TRANSCRIPT_REMOVE_MAX][128];
+    const char                       *path;
+    ngx_uint_t                        i, n, live;
+    ngx_http_voice_transcript_get_t  *get;
+    char                              names
+                                      [NGX_HTTP_VOICE_TRANSCRIPT_REMOVE_MAX]
+                                      [NGX_HTTP_VOICE_RECORD_NAME];
 
-    dir = opendir((char *) lk->dir);
-    if (dir == NULL) {
-        lk->err = ngx_errno;
-        lk->status = (lk->err == NGX_ENOENT) ? NGX_HTTP_NOT_FOUND
-                                             : NGX_HTTP_INTERNAL_SERVER_ERROR;
-        return;
-    }
+    get = &lk->get;
 
+    /* the whole directory is read before anything goes: a journal may
+     * come last */
     n = 0;
-    live = 0;
 
-    while ((de = readdir(dir)) != NULL) {
-        nlen = ngx_strlen(de->d_name);
-
-        /* .{sid}_... : its journal, or its record being written */
-        if (nlen > NGX_HTTP_VOICE_SID_LEN + 2 && de->d_name[0] == '.'
-            && ngx_strncmp(de->d_name + 1, lk->sid, NGX_HTTP_VOICE_SID_LEN)
-               == 0
-            && de->d_name[NGX_HTTP_VOICE_SID_LEN + 1] == '_')
-        {
-            live = 1;
-            continue;
+    while (ngx_http_voice_transcript_fmt_dir_next(d)) {
+        if (n < NGX_HTTP_VOICE_TRANSCRIPT_REMOVE_MAX) {
+            ngx_memcpy(names[n++], d->name, d->len + 1);
         }
-
-        if (nlen < NGX_HTTP_VOICE_SID_LEN + 6 || nlen >= sizeof(names[0])
-            || ngx_strncmp(de->d_name, lk->sid, NGX_HTTP_VOICE_SID_LEN) != 0
-            || de->d_name[NGX_HTTP_VOICE_SID_LEN] != '_'
-            || ngx_strcmp(de->d_name + nlen - 5, ".json") != 0
-            || n == NGX_HTTP_VOICE_TRANSCRIPT_REMOVE_MAX)
-        {
-            continue;
-        }
-
-        ngx_memcpy(names[n++], de->d_name, nlen + 1);
     }
 
-    (void) closedir(dir);
+    live = d->live;
+    ngx_http_voice_transcript_fmt_dir_close(d);
 
     if (live) {
-        lk->status = NGX_HTTP_CONFLICT;
+        get->status = NGX_HTTP_CONFLICT;
         return;
     }
 
-    dlen = ngx_strlen(lk->dir);
-
     for (i = 0; i < n; i++) {
-        if (dlen + ngx_strlen(names[i]) + 1 > sizeof(path)) {
+        path = ngx_http_voice_transcript_fmt_dir_path(d, names[i],
+                                                      ngx_strlen(names[i]));
+        if (path == NULL) {
             continue;
         }
 
-        ngx_sprintf(path, "%s%s%Z", lk->dir, names[i]);
-
-        if (unlink((char *) path) == -1 && ngx_errno != NGX_ENOENT) {
-            lk->err = ngx_errno;
-            lk->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        if (unlink(path) == -1 && ngx_errno != NGX_ENOENT) {
+            get->err = ngx_errno;
+            get->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
             return;
         }
     }
 
-    lk->status = n ? NGX_HTTP_NO_CONTENT : NGX_HTTP_NOT_FOUND;
+    get->status = n ? NGX_HTTP_NO_CONTENT : NGX_HTTP_NOT_FOUND;
 }
 
 
-static void
-ngx_http_voice_transcript_lookup_done(ngx_event_t *ev)
+static ngx_int_t
+ngx_http_voice_transcript_lookup_answer(ngx_http_request_t *r,
+    ngx_http_voice_transcript_get_t *get)
 {
     u_char                              *body;
     ngx_int_t                            rc;
     ngx_buf_t                           *b;
     ngx_chain_t                          out;
-    ngx_connection_t                    *c;
-    ngx_thread_task_t                   *task;
-    ngx_http_request_t                  *r;
     ngx_http_voice_transcript_lookup_t  *lk;
 
-    task = ev->data;
-    lk = task->ctx;
-    r = lk->request;
+    lk = (ngx_http_voice_transcript_lookup_t *) get;
 
-    if (r == NULL) {
-        goto free;
+    if (get->status == NGX_HTTP_NOT_FOUND) {
+        return ngx_http_voice_send_error(r, NGX_HTTP_NOT_FOUND,
+                                         "no transcript for call %s",
+                                         lk->sid);
     }
 
-    c = r->connection;
-    ngx_http_set_log_request(c->log, r);
-
-    if (lk->status == NGX_HTTP_NOT_FOUND) {
-        rc = ngx_http_voice_send_error(r, NGX_HTTP_NOT_FOUND,
-                                       "no transcript for call %s", lk->sid);
-        goto finalize;
+    if (get->status == NGX_HTTP_CONFLICT) {
+        return ngx_http_voice_send_error(r, NGX_HTTP_CONFLICT,
+                                         "call %s is live: its record is "
+                                         "not written yet", lk->sid);
     }
 
-    if (lk->status == NGX_HTTP_CONFLICT) {
-        rc = ngx_http_voice_send_error(r, NGX_HTTP_CONFLICT,
-                                       "call %s is live: its record is not "
-                                       "written yet", lk->sid);
-        goto finalize;
-    }
-
-    if (lk->status == NGX_HTTP_NO_CONTENT) {
-        ngx_log_error(NGX_LOG_NOTICE, c->log, 0,
+    if (get->status == NGX_HTTP_NO_CONTENT) {
+        ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
                       "voice: the record of call %s was deleted", lk->sid);
 
         r->headers_out.status = NGX_HTTP_NO_CONTENT;
         r->headers_out.content_length_n = 0;
         r->header_only = 1;
-        rc = ngx_http_send_header(r);
-        goto finalize;
+        return ngx_http_send_header(r);
     }
 
-    if (lk->status != NGX_HTTP_OK) {
-        ngx_log_error(NGX_LOG_ERR, c->log, lk->err,
+    if (get->status != NGX_HTTP_OK) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, get->err,
                       "voice: cannot %s the transcript of %s in \"%s\"",
-                      lk->remove ? "delete" : "read", lk->sid, lk->dir);
-        rc = ngx_http_voice_send_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
-                                       lk->remove
-                                       ? "cannot delete the transcript"
-                                       : "cannot read the transcript");
-        goto finalize;
+                      lk->remove ? "delete" : "read", lk->sid, get->dir);
+        return ngx_http_voice_send_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                         lk->remove
+                                         ? "cannot delete the transcript"
+                                         : "cannot read the transcript");
     }
 
     body = ngx_pnalloc(r->pool, lk->len ? lk->len : 1);
     if (body == NULL) {
-        rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
-        goto finalize;
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ngx_memcpy(body, lk->data, lk->len);
+    ngx_memcpy(body, get->data, lk->len);
 
     if (!lk->text) {
-        rc = ngx_http_voice_send_json(r, NGX_HTTP_OK, body, lk->len);
-        goto finalize;
+        return ngx_http_voice_send_json(r, NGX_HTTP_OK, body, lk->len);
     }
 
     r->headers_out.status = NGX_HTTP_OK;
@@ -517,39 +584,28 @@ ngx_http_voice_transcript_lookup_done(ngx_event_t *ev)
 
     rc = ngx_http_send_header(r);
 
-    if (rc != NGX_ERROR && rc <= NGX_OK && !r->header_only && lk->len) {
-        b = ngx_calloc_buf(r->pool);
-        if (b == NULL) {
-            rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
-            goto finalize;
-        }
-
-        b->pos = body;
-        b->last = body + lk->len;
-        b->memory = 1;
-        b->last_buf = 1;
-        b->last_in_chain = 1;
-        out.buf = b;
-        out.next = NULL;
-
-        rc = ngx_http_output_filter(r, &out);
-
-    } else if (rc != NGX_ERROR && rc <= NGX_OK && !r->header_only) {
-        rc = ngx_http_send_special(r, NGX_HTTP_LAST);
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
     }
 
-finalize:
-
-    ngx_http_finalize_request(r, rc);
-    ngx_http_run_posted_requests(c);
-
-free:
-
-    if (lk->data) {
-        free(lk->data);
+    if (lk->len == 0) {
+        return ngx_http_send_special(r, NGX_HTTP_LAST);
     }
 
-    ngx_free(task);
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->pos = body;
+    b->last = body + lk->len;
+    b->memory = 1;
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
 }
 
 
@@ -613,33 +669,23 @@ ngx_http_voice_list_arg(ngx_http_request_t *r, const char *name,
 ngx_int_t
 ngx_http_voice_transcripts_handler(ngx_http_request_t *r)
 {
-    size_t                      len;
-    ngx_int_t                   rc, bad, n;
-    ngx_str_t                   v;
-    ngx_thread_task_t          *task;
-    ngx_pool_cleanup_t         *cln;
-    ngx_http_voice_list_t      *ls;
-    ngx_http_voice_loc_conf_t  *vlcf;
-    u_char                      before[NGX_HTTP_VOICE_LIST_ARG_MAX + 8];
+    size_t                  len;
+    ngx_int_t               rc, bad, n;
+    ngx_str_t               v;
+    ngx_http_voice_list_t  *ls;
+    u_char                  before[NGX_HTTP_VOICE_LIST_ARG_MAX + 8];
 
     rc = ngx_http_voice_auth_reader(r);
     if (rc != NGX_DECLINED) {
         return rc;
     }
 
-    vlcf = ngx_http_get_module_loc_conf(r, ngx_http_voice_module);
-
-    task = ngx_calloc(sizeof(ngx_thread_task_t)
-                      + sizeof(ngx_http_voice_list_t)
-                      + vlcf->transcript_dir.len + 1, r->connection->log);
-    if (task == NULL) {
+    ls = (ngx_http_voice_list_t *)
+         ngx_http_voice_transcript_get_alloc(r, sizeof(ngx_http_voice_list_t));
+    if (ls == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ls = (ngx_http_voice_list_t *) (task + 1);
-    task->ctx = ls;
-    ls->dir = (u_char *) (ls + 1);
-    ngx_memcpy(ls->dir, vlcf->transcript_dir.data, vlcf->transcript_dir.len);
     ls->limit = NGX_HTTP_VOICE_LIST_DEFAULT;
 
     bad = 0;
@@ -679,7 +725,7 @@ ngx_http_voice_transcripts_handler(ngx_http_request_t *r)
     }
 
     if (bad) {
-        ngx_free(task);
+        ngx_free(ls->get.task);
         return ngx_http_voice_send_error(r, NGX_HTTP_BAD_REQUEST,
                                          "invalid query: number, since, "
                                          "until and before take "
@@ -687,40 +733,9 @@ ngx_http_voice_transcripts_handler(ngx_http_request_t *r)
                                          NGX_HTTP_VOICE_LIST_MAX);
     }
 
-    cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
-        ngx_free(task);
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    ls->request = r;
-    task->handler = ngx_http_voice_list_thread;
-    task->event.handler = ngx_http_voice_list_done;
-    task->event.data = task;
-    task->event.log = r->connection->log;
-
-    if (ngx_thread_task_post(vlcf->thread_pool, task) != NGX_OK) {
-        ngx_free(task);
-        return ngx_http_voice_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                         "too busy, try again");
-    }
-
-    cln->handler = ngx_http_voice_list_cleanup;
-    cln->data = ls;
-
-    r->main->count++;
-    r->read_event_handler = ngx_http_test_reading;
-
-    return NGX_DONE;
-}
-
-
-static void
-ngx_http_voice_list_cleanup(void *data)
-{
-    ngx_http_voice_list_t  *ls = data;
-
-    ls->request = NULL;
+    return ngx_http_voice_transcript_get_post(r, &ls->get,
+                                              ngx_http_voice_list_thread,
+                                              ngx_http_voice_list_answer);
 }
 
 
@@ -730,50 +745,41 @@ ngx_http_voice_list_cleanup(void *data)
 static void
 ngx_http_voice_list_thread(void *data, ngx_log_t *log)
 {
-    DIR                          *dir;
-    size_t                        nlen, phone, phone_len;
-    ngx_uint_t                    j, keep;
-    struct dirent                *de;
-    ngx_http_voice_list_t        *ls;
-    ngx_http_voice_list_entry_t   e;
+    ngx_uint_t                            j, keep;
+    ngx_http_voice_list_t                *ls;
+    ngx_http_voice_list_entry_t           e;
+    ngx_http_voice_transcript_fmt_dir_t   d;
 
     ls = data;
     keep = ls->limit + 1;
 
     ls->found = malloc(keep * sizeof(ngx_http_voice_list_entry_t));
+    ls->get.data = ls->found;
+
     if (ls->found == NULL) {
-        ls->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        ls->get.status = NGX_HTTP_INTERNAL_SERVER_ERROR;
         return;
     }
 
-    dir = opendir((char *) ls->dir);
-    if (dir == NULL) {
-        ls->err = ngx_errno;
-        ls->status = (ls->err == NGX_ENOENT) ? NGX_HTTP_OK
-                                             : NGX_HTTP_INTERNAL_SERVER_ERROR;
+    if (ngx_http_voice_transcript_fmt_dir_open(&d, (char *) ls->get.dir,
+                                               NULL)
+        != 0)
+    {
+        ls->get.err = ngx_errno;
+        ls->get.status = (ls->get.err == NGX_ENOENT)
+                         ? NGX_HTTP_OK : NGX_HTTP_INTERNAL_SERVER_ERROR;
         return;
     }
 
-    while ((de = readdir(dir)) != NULL) {
-        nlen = ngx_strlen(de->d_name);
+    while (ngx_http_voice_transcript_fmt_dir_next(&d)) {
 
-        /* {sid}_{phone}_{time}.json; journals and temporary files start
-         * with a dot */
-        if (nlen < 6 || de->d_name[0] == '.'
-            || ngx_strcmp(de->d_name + nlen - 5, ".json") != 0
-            || !ngx_http_voice_transcript_fmt_name((u_char *) de->d_name,
-                                                   nlen - 5, &phone,
-                                                   &phone_len, e.key))
-        {
-            continue;
-        }
-
-        ngx_memcpy(e.key + NGX_HTTP_VOICE_TRANSCRIPT_TIME_LEN, de->d_name,
+        ngx_memcpy(e.key, d.iso, NGX_HTTP_VOICE_TRANSCRIPT_TIME_LEN);
+        ngx_memcpy(e.key + NGX_HTTP_VOICE_TRANSCRIPT_TIME_LEN, d.name,
                    NGX_HTTP_VOICE_SID_LEN);
 
         if ((ls->number_len
-             && (phone_len != ls->number_len
-                 || ngx_strncmp(de->d_name + phone, ls->number, phone_len)
+             && (d.phone_len != ls->number_len
+                 || ngx_strncmp(d.name + d.phone, ls->number, d.phone_len)
                     != 0))
             || (ls->since_len
                 && ngx_strncmp(e.key, ls->since, ls->since_len) < 0)
@@ -806,49 +812,36 @@ ngx_http_voice_list_thread(void *data, ngx_log_t *log)
         ngx_memmove(&ls->found[j + 1], &ls->found[j],
                     (ls->nfound - j) * sizeof(ngx_http_voice_list_entry_t));
 
-        e.phone_len = ngx_min(phone_len, NGX_HTTP_VOICE_PHONE_MAX);
-        ngx_memcpy(e.phone, de->d_name + phone, e.phone_len);
+        e.phone_len = ngx_min(d.phone_len, NGX_HTTP_VOICE_PHONE_MAX);
+        ngx_memcpy(e.phone, d.name + d.phone, e.phone_len);
         ls->found[j] = e;
         ls->nfound++;
     }
 
-    (void) closedir(dir);
+    ngx_http_voice_transcript_fmt_dir_close(&d);
 
-    ls->status = NGX_HTTP_OK;
+    ls->get.status = NGX_HTTP_OK;
 }
 
 
-static void
-ngx_http_voice_list_done(ngx_event_t *ev)
+static ngx_int_t
+ngx_http_voice_list_answer(ngx_http_request_t *r,
+    ngx_http_voice_transcript_get_t *get)
 {
     u_char                       *body, *p;
     size_t                        size;
-    ngx_int_t                     rc;
     ngx_uint_t                    i, n;
-    ngx_connection_t             *c;
-    ngx_thread_task_t            *task;
-    ngx_http_request_t           *r;
     ngx_http_voice_list_t        *ls;
     ngx_http_voice_list_entry_t  *e;
 
-    task = ev->data;
-    ls = task->ctx;
-    r = ls->request;
+    ls = (ngx_http_voice_list_t *) get;
 
-    if (r == NULL) {
-        goto free;
-    }
-
-    c = r->connection;
-    ngx_http_set_log_request(c->log, r);
-
-    if (ls->status != NGX_HTTP_OK) {
-        ngx_log_error(NGX_LOG_ERR, c->log, ls->err,
+    if (get->status != NGX_HTTP_OK) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, get->err,
                       "voice: cannot list the transcripts in \"%s\"",
-                      ls->dir);
-        rc = ngx_http_voice_send_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
-                                       "cannot list the transcripts");
-        goto finalize;
+                      get->dir);
+        return ngx_http_voice_send_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                         "cannot list the transcripts");
     }
 
     n = ngx_min(ls->nfound, ls->limit);
@@ -860,8 +853,7 @@ ngx_http_voice_list_done(ngx_event_t *ev)
 
     body = ngx_pnalloc(r->pool, size);
     if (body == NULL) {
-        rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
-        goto finalize;
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     /* every byte of the names is of [A-Za-z0-9+:.-]: nothing to escape */
@@ -888,15 +880,5 @@ ngx_http_voice_list_done(ngx_event_t *ev)
         p = ngx_sprintf(p, "], \"next\": null}");
     }
 
-    rc = ngx_http_voice_send_json(r, NGX_HTTP_OK, body, p - body);
-
-finalize:
-
-    ngx_http_finalize_request(r, rc);
-    ngx_http_run_posted_requests(c);
-
-free:
-
-    free(ls->found);
-    ngx_free(task);
+    return ngx_http_voice_send_json(r, NGX_HTTP_OK, body, p - body);
 }

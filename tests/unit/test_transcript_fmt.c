@@ -3,14 +3,23 @@
  * UTC timestamps (ISO 8601 and the file-name form) checked against known
  * dates, the text rendering of stored transcripts, valid and not, the
  * merge of two records, and the record a journal becomes after a crash
- * (torn lines, order, header, bounds) and the names journals have.
+ * (torn lines, order, header, bounds) and the names journals have; the
+ * walk over a directory's records, in a temporary directory (records,
+ * names that are not, dot files, two records of one call, a path too
+ * long).
  */
 
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <sys/stat.h>
 #include <cmocka.h>
 
 #include "ngx_http_voice_transcript_fmt.h"
@@ -568,6 +577,287 @@ test_name(void **state)
 }
 
 
+/* the walk over a directory's records */
+
+#define SID_B  "CAfedcba9876543210fedcba9876543210"
+#define SID_C  "CA00000000000000000000000000000000"
+#define A1     SID "_+14155550123_2026-11-24T10-15-00-123Z.json"
+#define A2     SID "_+14155550123_2026-11-24T11-00-00-000Z.json"
+#define B1     SID_B "_unknown_2026-11-23T09-00-00-000Z.json"
+
+/* what is not a record: dot files (a journal, a record being written),
+ * other suffixes, a bad time, no phone, a phone of 33 (the name is too
+ * long), another kind of SID */
+static const char  *not_records[] = {
+    "." SID "_+14155550123_2026-11-24T12-00-00-000Z.journal",
+    "." SID "_+14155550123_2026-11-24T12-00-00-000Z.json.tmp",
+    ".json",
+    "notes.txt",
+    SID "_+14155550123_2026-11-24T10-15-00-123Z.json.tmp",
+    SID "_+14155550123_2026-11-24T10-15-00-123Z",
+    SID "_+14155550123_2026-11-24T10:15:00.123Z.json",
+    SID "__2026-11-24T10-15-00-123Z.json",
+    SID "_123456789012345678901234567890123_2026-11-24T10-15-00-123Z.json",
+    "CB0123456789abcdef0123456789abcdef_+1_2026-11-24T10-15-00-123Z.json",
+};
+
+
+static void
+touch_at(int dfd, const char *name)
+{
+    int  fd;
+
+    fd = openat(dfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "{}", 2), 2);
+    assert_int_equal(close(fd), 0);
+}
+
+
+static int
+cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+
+/* the names a walk returns, sorted (readdir's order is the file
+ * system's), each checked against what the iterator says of it */
+static size_t
+walk(const char *dir, const char *sid, char **names, size_t max, int *live)
+{
+    size_t                                n;
+    ngx_http_voice_transcript_fmt_dir_t   d;
+    char                                  path[4096], iso[32];
+
+    assert_int_equal(ngx_http_voice_transcript_fmt_dir_open(&d, dir,
+                         (const uint8_t *) sid), 0);
+
+    n = 0;
+
+    while (ngx_http_voice_transcript_fmt_dir_next(&d)) {
+        assert_true(n < max);
+        assert_int_equal(d.len, strlen(d.name));
+        assert_true(d.name[0] != '.');
+
+        if (sid != NULL) {
+            assert_memory_equal(d.name, sid, 34);
+        }
+
+        /* the phone and the time are the name's, the time in ISO 8601 */
+        assert_int_equal(d.phone, 35);
+        assert_int_equal(d.name[d.phone + d.phone_len], '_');
+        memcpy(iso, d.iso, NGX_HTTP_VOICE_TRANSCRIPT_TIME_LEN);
+        iso[NGX_HTTP_VOICE_TRANSCRIPT_TIME_LEN] = '\0';
+        assert_int_equal(iso[13], ':');
+        assert_int_equal(iso[19], '.');
+        assert_memory_equal(iso, d.name + d.phone + d.phone_len + 1, 13);
+
+        assert_non_null(d.path);
+        snprintf(path, sizeof(path), "%s%s", dir, d.name);
+        assert_string_equal(d.path, path);
+
+        names[n++] = strdup(d.name);
+    }
+
+    /* the end is the end */
+    assert_false(ngx_http_voice_transcript_fmt_dir_next(&d));
+    *live = d.live;
+    ngx_http_voice_transcript_fmt_dir_close(&d);
+    ngx_http_voice_transcript_fmt_dir_close(&d);
+    assert_false(ngx_http_voice_transcript_fmt_dir_next(&d));
+
+    qsort(names, n, sizeof(char *), cmp_str);
+
+    return n;
+}
+
+
+static void
+free_names(char **names, size_t n)
+{
+    while (n) {
+        free(names[--n]);
+    }
+}
+
+
+static void
+test_dir(void **state)
+{
+    int      dfd, live;
+    char    *names[16], dir[64], *last;
+    size_t   i, n;
+
+    (void) state;
+
+    strcpy(dir, "/tmp/test_transcript_fmt.XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    assert_true(dfd >= 0);
+    strcat(dir, "/");
+
+    touch_at(dfd, A1);
+    touch_at(dfd, A2);
+    touch_at(dfd, B1);
+    for (i = 0; i < sizeof(not_records) / sizeof(not_records[0]); i++) {
+        touch_at(dfd, not_records[i]);
+    }
+    assert_int_equal(mkdirat(dfd, "sub", 0700), 0);
+
+    /* every record, and nothing else; no sid: live is not looked for */
+    n = walk(dir, NULL, names, 16, &live);
+    assert_int_equal(n, 3);
+    assert_string_equal(names[0], A1);
+    assert_string_equal(names[1], A2);
+    assert_string_equal(names[2], B1);
+    assert_false(live);
+    free_names(names, n);
+
+    /* one call's: both of its records, and its journal seen */
+    n = walk(dir, SID, names, 16, &live);
+    assert_int_equal(n, 2);
+    assert_string_equal(names[0], A1);
+    assert_string_equal(names[1], A2);
+    assert_true(live);
+
+    /* the latest name is the later time, as the lookup picks it */
+    last = strcmp(names[0], names[1]) > 0 ? names[0] : names[1];
+    assert_string_equal(last, A2);
+    free_names(names, n);
+
+    n = walk(dir, SID_B, names, 16, &live);
+    assert_int_equal(n, 1);
+    assert_string_equal(names[0], B1);
+    assert_false(live);
+    free_names(names, n);
+
+    n = walk(dir, SID_C, names, 16, &live);
+    assert_int_equal(n, 0);
+    assert_false(live);
+
+    assert_int_equal(unlinkat(dfd, A1, 0), 0);
+    assert_int_equal(unlinkat(dfd, A2, 0), 0);
+    assert_int_equal(unlinkat(dfd, B1, 0), 0);
+    for (i = 0; i < sizeof(not_records) / sizeof(not_records[0]); i++) {
+        assert_int_equal(unlinkat(dfd, not_records[i], 0), 0);
+    }
+    assert_int_equal(unlinkat(dfd, "sub", AT_REMOVEDIR), 0);
+    assert_int_equal(close(dfd), 0);
+    assert_int_equal(rmdir(dir), 0);
+
+    /* no directory: opendir()'s errno */
+    errno = 0;
+    assert_int_equal(ngx_http_voice_transcript_fmt_dir_open(
+                         &(ngx_http_voice_transcript_fmt_dir_t) { 0 }, dir,
+                         NULL), -1);
+    assert_int_equal(errno, ENOENT);
+}
+
+
+/*
+ * A directory so deep that a record with a phone of 1 still has a path
+ * and one with a phone of 32 has none: the walk still returns it, with
+ * its name, but no path; _path() draws the same line.
+ */
+static void
+test_dir_long_path(void **state)
+{
+    int                                   fd[32], depth;
+    char                                  top[64], comp[201], *dir, *p;
+    size_t                                dlen, i, clen[32];
+    const char                           *longest, *shortest;
+    ngx_http_voice_transcript_fmt_dir_t   d;
+    int                                   seen_short, seen_long;
+
+    (void) state;
+
+    strcpy(top, "/tmp/test_transcript_fmt.XXXXXX");
+    assert_non_null(mkdtemp(top));
+
+    shortest = SID "_1_2026-11-24T10-15-00-123Z.json";
+    longest = SID "_12345678901234567890123456789012_2026-11-24T10-15-00-123Z"
+              ".json";
+    assert_int_equal(strlen(longest), NGX_HTTP_VOICE_TRANSCRIPT_FILE_MAX);
+
+    /* the directory, with its '/', of 4010 bytes: the shortest record's
+     * path fits (4010 + 66 + 1), the longest's does not (4010 + 97 + 1) */
+    dir = malloc(NGX_HTTP_VOICE_TRANSCRIPT_PATH_MAX);
+    assert_non_null(dir);
+    p = dir + sprintf(dir, "%s/", top);
+    fd[0] = open(top, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    assert_true(fd[0] >= 0);
+    depth = 0;
+
+    while ((dlen = (size_t) (p - dir)) < 4010) {
+        i = 4010 - dlen - 1;
+        i = i > 200 ? 200 : i;
+        memset(comp, 'd', i);
+        comp[i] = '\0';
+
+        clen[depth] = i;
+        assert_int_equal(mkdirat(fd[depth], comp, 0700), 0);
+        fd[depth + 1] = openat(fd[depth], comp,
+                               O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        assert_true(fd[depth + 1] >= 0);
+        depth++;
+        p += sprintf(p, "%s/", comp);
+    }
+
+    assert_int_equal(strlen(dir), 4010);
+    touch_at(fd[depth], shortest);
+    touch_at(fd[depth], longest);
+
+    assert_int_equal(ngx_http_voice_transcript_fmt_dir_open(&d, dir, NULL),
+                     0);
+    seen_short = 0;
+    seen_long = 0;
+
+    while (ngx_http_voice_transcript_fmt_dir_next(&d)) {
+        if (strcmp(d.name, shortest) == 0) {
+            assert_non_null(d.path);
+            assert_int_equal(strlen(d.path), 4010 + strlen(shortest));
+            seen_short++;
+
+        } else {
+            assert_string_equal(d.name, longest);
+            assert_null(d.path);
+            seen_long++;
+        }
+    }
+
+    ngx_http_voice_transcript_fmt_dir_close(&d);
+    assert_int_equal(seen_short, 1);
+    assert_int_equal(seen_long, 1);
+
+    /* _path(): the directory and a name, up to the last byte */
+    assert_non_null(ngx_http_voice_transcript_fmt_dir_path(&d, longest,
+                        NGX_HTTP_VOICE_TRANSCRIPT_PATH_MAX - 4010 - 1));
+    assert_null(ngx_http_voice_transcript_fmt_dir_path(&d, longest,
+                    NGX_HTTP_VOICE_TRANSCRIPT_PATH_MAX - 4010));
+    p = (char *) ngx_http_voice_transcript_fmt_dir_path(&d, shortest,
+                                                        strlen(shortest));
+    assert_non_null(p);
+    assert_memory_equal(p, dir, 4010);
+    assert_string_equal(p + 4010, shortest);
+
+    assert_int_equal(unlinkat(fd[depth], shortest, 0), 0);
+    assert_int_equal(unlinkat(fd[depth], longest, 0), 0);
+
+    while (depth > 0) {
+        assert_int_equal(close(fd[depth]), 0);
+        depth--;
+        memset(comp, 'd', clen[depth]);
+        comp[clen[depth]] = '\0';
+        assert_int_equal(unlinkat(fd[depth], comp, AT_REMOVEDIR), 0);
+    }
+
+    assert_int_equal(close(fd[0]), 0);
+    assert_int_equal(rmdir(top), 0);
+    free(dir);
+}
+
+
 int
 main(void)
 {
@@ -582,6 +872,8 @@ main(void)
         cmocka_unit_test(test_recover_order_and_bad_lines),
         cmocka_unit_test(test_recover_tools_merge_and_bounds),
         cmocka_unit_test(test_name),
+        cmocka_unit_test(test_dir),
+        cmocka_unit_test(test_dir_long_path),
     };
 
     return cmocka_run_group_tests_name("transcript_fmt", tests, NULL, NULL);

@@ -1,5 +1,6 @@
 # transcript.mk: unit tests of the transcript store's leaf formats
-# (timestamps, the text rendering of a stored transcript).
+# (timestamps, the text rendering of a stored transcript, the walk over a
+# directory's records).
 
 UNIT_TESTS += test_transcript_fmt
 
