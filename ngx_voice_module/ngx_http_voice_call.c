@@ -40,6 +40,8 @@ static void ngx_http_voice_call_on_record(ngx_http_voice_call_t *call,
     voice_proto_msg_t *msg);
 static void ngx_http_voice_call_add(ngx_http_voice_call_t *call);
 static void ngx_http_voice_call_remove(ngx_http_voice_call_t *call);
+static ngx_http_voice_peer_t *ngx_http_voice_call_pick_peer(
+    const u_char *sid, size_t len, ngx_uint_t room);
 static void ngx_http_voice_call_shutdown_expired(ngx_event_t *ev);
 static void ngx_http_voice_call_note(ngx_http_voice_call_t *call,
     ngx_uint_t stage);
@@ -742,6 +744,33 @@ ngx_http_voice_call_remove(ngx_http_voice_call_t *call)
 ngx_http_voice_peer_t *
 ngx_http_voice_call_pick(const u_char *sid, size_t len)
 {
+    return ngx_http_voice_call_pick_peer(sid, len, 0);
+}
+
+
+/*
+ * The bridged a call's stream goes to: as ngx_http_voice_call_pick(), but
+ * past the live ones that are full (at their --max-calls), so that a call
+ * whose owner is full goes to one with room rather than being refused.
+ * When every live one is full, the owner: it refuses the call, and the
+ * caller hears the fallback message.  NULL when none is alive.
+ */
+
+ngx_http_voice_peer_t *
+ngx_http_voice_call_place(const u_char *sid, size_t len)
+{
+    ngx_http_voice_peer_t  *peer;
+
+    peer = ngx_http_voice_call_pick_peer(sid, len, 1);
+
+    return peer ? peer : ngx_http_voice_call_pick_peer(sid, len, 0);
+}
+
+
+static ngx_http_voice_peer_t *
+ngx_http_voice_call_pick_peer(const u_char *sid, size_t len,
+    ngx_uint_t room)
+{
     ngx_uint_t                i, first;
     ngx_http_voice_peer_t    *peer;
     ngx_http_voice_worker_t  *w;
@@ -756,7 +785,9 @@ ngx_http_voice_call_pick(const u_char *sid, size_t len)
     for (i = 0; i < w->npeers; i++) {
         peer = &w->peers[(first + i) % w->npeers];
 
-        if (peer->state == NGX_HTTP_VOICE_PEER_ST_UP) {
+        if (peer->state == NGX_HTTP_VOICE_PEER_ST_UP
+            && !(room && peer->full))
+        {
             return peer;
         }
     }

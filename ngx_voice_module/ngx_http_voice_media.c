@@ -19,9 +19,11 @@
  * WebSocket, which ends the call on Twilio's side.
  *
  * A stream takes its call's slot under voice_max_calls
- * (ngx_http_voice_zone.c); past the limit, or when bridged refuses it as
- * full, it is closed with 1013 (try again later), and Twilio speaks the
- * fallback message that follows </Connect>.
+ * (ngx_http_voice_zone.c); past the limit it is closed with 1013 (try
+ * again later), and Twilio speaks the fallback message that follows
+ * </Connect>.  A bridged that refuses it as full (its --max-calls) passes
+ * it to another with room; the stream is closed the same way only when
+ * every one is full.
  */
 
 #include <ngx_config.h>
@@ -133,6 +135,8 @@ static void ngx_http_voice_media_unseal(ngx_http_voice_media_t *m,
 static ngx_int_t ngx_http_voice_media_send_start(ngx_http_voice_media_t *m,
     const char *why);
 static void ngx_http_voice_media_wait_expired(ngx_event_t *ev);
+static ngx_uint_t ngx_http_voice_media_place_elsewhere(
+    ngx_http_voice_media_t *m);
 static ngx_uint_t ngx_http_voice_media_start_later(ngx_http_voice_media_t *m,
     ngx_http_voice_twilio_event_t *ev, u_char *data, size_t len);
 static void ngx_http_voice_media_start_again(ngx_event_t *ev);
@@ -808,7 +812,7 @@ ngx_http_voice_media_hand_over(ngx_http_voice_media_t *m, const char *why)
         m->lost_why = why;
     }
 
-    peer = ngx_http_voice_call_pick(m->call_sid, NGX_HTTP_VOICE_SID_LEN);
+    peer = ngx_http_voice_call_place(m->call_sid, NGX_HTTP_VOICE_SID_LEN);
 
     /*
      * The bridged the call leaves may only be hung, not dead: told now,
@@ -861,6 +865,42 @@ ngx_http_voice_media_hand_over(ngx_http_voice_media_t *m, const char *why)
         m->waiting_since = ngx_current_msec;
         ngx_add_timer(&m->wait, NGX_HTTP_VOICE_MEDIA_WAIT);
     }
+}
+
+
+/*
+ * The bridged the stream went to refused it as full (it is marked so):
+ * another one with room takes it, as the new call it still is -- nothing
+ * of it happened on the one that refused, which is not told anything.
+ * 1 when one did; 0 when every live one is full, and the call is refused.
+ */
+
+static ngx_uint_t
+ngx_http_voice_media_place_elsewhere(ngx_http_voice_media_t *m)
+{
+    ngx_http_voice_peer_t  *peer;
+
+    peer = ngx_http_voice_call_place(m->call_sid, NGX_HTTP_VOICE_SID_LEN);
+
+    if (peer == NULL || peer->full
+        || m->state != NGX_HTTP_VOICE_MEDIA_ST_STREAMING)
+    {
+        return 0;
+    }
+
+    ngx_log_error(NGX_LOG_NOTICE, m->request->connection->log, 0,
+                  "voice: call %*s goes to bridged at \"%V\", which has "
+                  "room", (size_t) NGX_HTTP_VOICE_SID_LEN, m->call_sid,
+                  &peer->endpoint);
+
+    m->peer = NULL;
+    m->call->peer = NULL;
+    m->carried = 0;
+    m->lost_why = NULL;
+
+    ngx_http_voice_media_hand_over(m, NULL);
+
+    return 1;
 }
 
 
@@ -1257,6 +1297,10 @@ ngx_http_voice_media_on_bridge(ngx_http_voice_media_t *m,
 
             if (m->peer) {
                 m->peer->full = 1;
+            }
+
+            if (ngx_http_voice_media_place_elsewhere(m)) {
+                return;
             }
 
             if (m->call) {

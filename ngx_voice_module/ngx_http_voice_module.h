@@ -565,6 +565,8 @@ ngx_http_voice_call_t *ngx_http_voice_call_find(const u_char *sid,
     size_t len);
 ngx_http_voice_peer_t *ngx_http_voice_call_pick(const u_char *sid,
     size_t len);
+ngx_http_voice_peer_t *ngx_http_voice_call_place(const u_char *sid,
+    size_t len);
 ngx_http_voice_peer_t *ngx_http_voice_call_peer_of(const u_char *sid,
     size_t len);
 void ngx_http_voice_call_peer_changed(ngx_http_voice_peer_t *peer,

@@ -102,15 +102,16 @@ ngx_http_voice_twiml_answer(ngx_http_request_t *r,
      * voice_max_calls (counted across workers), and bridged's own limit:
      * past them the caller hears the fallback message and the call ends
      * here, before it costs anything; the calls already up go on as they
-     * were
+     * were.  A call whose own bridged is full goes to one with room
+     * (ngx_http_voice_call_place()): it is refused when every one is full.
      */
 
-    peer = ngx_http_voice_call_pick(sid->value, sid->value_len);
+    peer = ngx_http_voice_call_place(sid->value, sid->value_len);
 
     if (peer != NULL && peer->full) {
         ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
-                      "voice: call %*s refused: bridged at \"%V\" is full",
-                      sid->value_len, sid->value, &peer->endpoint);
+                      "voice: call %*s refused: every bridged is full",
+                      sid->value_len, sid->value);
         return ngx_http_voice_twiml_refuse(r, vlcf);
     }
 

@@ -9,18 +9,24 @@ it, /twiml answers TwiML that speaks voice_fallback_message and hangs up,
 anyway is closed with 1013 (try again later), after which Twilio speaks
 the fallback.  bridged's own limit (--max-calls) refuses a stream the same
 way, and nginx then takes that bridged for full (its pongs say so too)
-until it has room again.
+until it has room again; a call whose own bridged is full goes to another
+with room, and only when every one is full is it refused.
 """
 
 import json
 import os
 import re
+import secrets
 import signal
+import sys
 import time
 
 import requests
 
-from conftest import fixture_bytes, json_of, wait_for
+from conftest import TOP, fixture_bytes, json_of, wait_for
+
+sys.path.insert(0, str(TOP / "tests/lib"))
+from voice_proto import owner_hash  # noqa: E402
 
 FALLBACK = "We are sorry, the assistant cannot continue this call"
 CALLEE = "+14155550123"
@@ -207,6 +213,64 @@ def test_bridgeds_own_limit_refuses_a_stream(stack_factory):
     stack.wait_reply_heard(a, len(fixture_bytes("reply")))
     assert stack.twilio_call(a)["status"] == "in-progress"
     stack.tw("POST", "/_fake/calls/%s/hangup" % a, {"wait": True})
+
+
+def sids_of_one_owner(n, bridges):
+    """n call SIDs the same bridged owns (nginx's FNV-1a of the SID), and
+    which one it is"""
+    sids, owner = [], None
+    while len(sids) < n:
+        sid = "CA" + secrets.token_hex(16)
+        o = owner_hash(sid) % bridges
+        if owner is None:
+            owner = o
+        if o == owner:
+            sids.append(sid)
+    return sids, owner
+
+
+def test_a_call_whose_bridged_is_full_goes_to_one_with_room(stack_factory):
+    # two bridged of one call each, and no pong between the calls: nginx
+    # learns that a call's owner is full from its refusal
+    stack = stack_factory(bridges=2, bridged_args=["--max-calls", "1"],
+                          extra_http="voice_bridge_heartbeat 30s;")
+    time.sleep(1)
+    (a, b, c), o = sids_of_one_owner(3, 2)
+    owner, other = stack.bridged_names[o], stack.bridged_names[1 - o]
+
+    stack.tw("POST", "/_fake/inbound", {"from": "+14155550101", "callSid": a})
+    stream_open(stack, a)
+    wait_for(lambda: ("[%s] stream" % a) in stack.log(owner), 10,
+             what="the first call at its owner")
+
+    # the second call's owner is full: it refuses the stream, and the
+    # other bridged carries the call, greeting and all
+    stack.tw("POST", "/_fake/inbound", {"from": "+14155550102", "callSid": b})
+    stack.wait_reply_heard(b, len(fixture_bytes("reply")))
+    call = stack.twilio_call(b)
+    assert call["status"] == "in-progress", call
+    assert len(call["streams"]) == 1 and call["ws_status"] == "open", call
+    assert "stream refused: 1 calls already (--max-calls)" \
+        in stack.log(owner)
+    assert ("[%s] stream" % b) in stack.log(other)
+    assert re.search(r"call %s goes to bridged at \"[^\"]+\", which has "
+                     r"room" % b, stack.log("error"))
+    assert not call["says"], call
+
+    # both are full now: the third call is refused, politely
+    stack.tw("POST", "/_fake/inbound", {"from": "+14155550103", "callSid": c})
+    call = stack.wait_call_completed(c, 30)
+    assert call["says"] and call["says"][0]["text"].startswith(FALLBACK)
+    assert all(s.get("close_code") in (None, 1013) for s in call["streams"])
+
+    # the first two are not degraded
+    for sid in (a, b):
+        assert stack.twilio_call(sid)["status"] == "in-progress"
+        stack.tw("POST", "/_fake/calls/%s/hangup" % sid, {"wait": True})
+        rec = json.loads(stack.wait_transcript(sid).read_text())
+        assert rec["endedBy"] == "caller", rec
+        assert {e["role"] for e in rec["transcript"]} \
+            >= {"user", "assistant"}, rec
 
 
 def test_a_full_bridged_is_known_from_its_pongs(stack_factory):

@@ -229,9 +229,9 @@ class Violation(Exception):
 # ======================================================================================
 
 class Call:
-    def __init__(self, fake, direction, from_, to):
+    def __init__(self, fake, direction, from_, to, sid=None):
         self.fake = fake
-        self.sid = C.new_sid("CA")
+        self.sid = sid or C.new_sid("CA")
         self.direction = direction
         self.from_ = from_
         self.to = to
@@ -2506,7 +2506,13 @@ class FakeTwilio:
             return web.json_response({"error": "from must be E.164 and to an owned number"}, status=400)
         path = body.get("path", "/twiml")
         method = body.get("method", "POST").upper()
-        call = Call(self, "inbound", from_, to)
+        # a test may pick the SID, to choose which bridged owns the call
+        sid = body.get("callSid")
+        if sid is not None and (not re.fullmatch(r"CA[0-9a-f]{32}", sid)
+                                or sid in self.calls):
+            return web.json_response({"error": "callSid must be CA + 32 hex digits, not in use"},
+                                     status=400)
+        call = Call(self, "inbound", from_, to, sid)
         call.event("inbound call from %s to %s (simulated)" % (from_, to))
         self.start_call(call, source_url(self.public_url + path, method, "voice URL"))
         return web.json_response({"callSid": call.sid})
