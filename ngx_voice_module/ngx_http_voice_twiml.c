@@ -305,38 +305,15 @@ ngx_http_voice_twiml_refuse(ngx_http_request_t *r,
 }
 
 
+/* TwiML through the module's one answer writer (ngx_http_voice_http.c):
+ * every document here already ends with its newline */
+
 static ngx_int_t
 ngx_http_voice_twiml_send(ngx_http_request_t *r, u_char *body, size_t len)
 {
-    ngx_int_t     rc;
-    ngx_buf_t    *b;
-    ngx_chain_t   out;
+    static ngx_str_t  type = ngx_string("text/xml");
 
-    r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = len;
-    ngx_str_set(&r->headers_out.content_type, "text/xml");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-
-    b = ngx_calloc_buf(r->pool);
-    if (b == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    b->pos = body;
-    b->last = body + len;
-    b->memory = 1;
-    b->last_buf = 1;
-    b->last_in_chain = 1;
-
-    out.buf = b;
-    out.next = NULL;
-
-    rc = ngx_http_send_header(r);
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_http_voice_send_body(r, NGX_HTTP_OK, &type, body, len);
 }
 
 
