@@ -33,6 +33,9 @@
 static voice_json_tok_t  bench_json_toks[BENCH_JSON_TOKS];
 
 
+static void bench_buf_compact(bench_buf_t *b);
+
+
 int
 bench_buf_reserve(bench_buf_t *b, size_t n)
 {
@@ -83,7 +86,9 @@ bench_buf_append(bench_buf_t *b, const void *p, size_t n)
 }
 
 
-void
+/* drops the consumed bytes, moving the rest to the front */
+
+static void
 bench_buf_compact(bench_buf_t *b)
 {
     if (b->pos == 0) {

@@ -24,8 +24,6 @@ typedef struct {
 /* room for n more bytes at data + len; -1 when out of memory */
 int bench_buf_reserve(bench_buf_t *b, size_t n);
 int bench_buf_append(bench_buf_t *b, const void *p, size_t n);
-/* drops the consumed bytes, moving the rest to the front */
-void bench_buf_compact(bench_buf_t *b);
 void bench_buf_free(bench_buf_t *b);
 
 uint64_t bench_now_ns(void);
